@@ -1,0 +1,186 @@
+"""Typed, frozen run configuration. Every knob a run can turn lives here, with its default."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The built-in CXR-like phantom dataset (spml.data.synthetic)."""
+
+    num_images: int = 3000
+    images_per_patient: float = 1.5  # mean follow-ups per patient (patient-wise splits matter)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CSVFormatConfig:
+    """Column layout of a generic CSV label file (data.dataset=csv)."""
+
+    path_column: str = "path"
+    patient_column: str = ""  # empty: every image is its own patient
+    label_columns: tuple[str, ...] = ()  # one 0/1/-1/blank column per finding ...
+    label_column: str = ""  # ... or one delimited column of finding names
+    label_delimiter: str = "|"
+    no_finding: str = "No Finding"  # value in label_column meaning "all negative"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "synthetic"  # synthetic | nih | chexpert | mimic | csv
+    root: str = ""  # dataset root folder (images live under it)
+    labels: str = ""  # label file; empty = the dataset's default file under root
+    classes: tuple[str, ...] = ()  # empty = the dataset's standard finding list
+    size: int = 64  # training resolution (square), pixels
+    cache: str = ""  # uint8 cache folder from tools/prepare_data.py; empty = decode files
+    views: tuple[str, ...] = ()  # keep only these views (e.g. PA, AP; "frontal"/"lateral" for CheXpert)
+    uncertainty: str = "ignore"  # ignore | zeros | ones | mixed  (CheXpert/MIMIC -1 labels)
+    uncertain_ones: tuple[str, ...] = ("Atelectasis", "Edema")  # U-Ones classes under "mixed"
+    blank: str = "zero"  # zero | unknown: CheXpert/MIMIC blank ("not mentioned") entries
+    split: str = "random"  # random | official | stratified
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    masked_labels: str = ""  # masked CSV from tools/mask_labels.py (SPML mode training labels)
+    mask_scheme: str = "single_positive"  # masking used when no masked file is given in SPML mode
+    mask_seed: int = 1200
+    missing: str = "error"  # error | drop  (image files that do not exist)
+    bad_images: str = "error"  # error | skip  (undecodable images at train time)
+    bad_image_budget: int = 10  # max images skipped under bad_images=skip before the run fails
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    num_workers: int = 2
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    csv: CSVFormatConfig = field(default_factory=CSVFormatConfig)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet10t"  # any timm model name
+    pretrained: str = ""  # "" | path to a timm/torchvision state dict | efficientnet_lite0/1/2
+    in_chans: int = 1
+    drop_path: float = 0.0
+    drop_rate: float = 0.0  # dropout before the classifier
+    channels_last: bool = False
+    compile: bool = False
+    head: str = "linear"  # linear | mlp | bilinear | prototype
+    head_hidden: int = 512  # mlp head width / bilinear projection channels
+    embedding_dim: int = 128  # prototype head embedding width
+    prototypes: str = ""  # .npy/.pt file of class prototypes (one row per class)
+    ema_decay: float = 0.0  # 0 = no EMA of weights; e.g. 0.999
+
+
+@dataclass(frozen=True)
+class ElasticConfig:
+    enabled: bool = True
+    kernel_size: int = 63
+    sigma: float = 32.0
+    alpha: float = 1.0
+    p: float = 0.5
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """kornia pipelines on the device; weak is also the first stage of strong."""
+
+    flip_p: float = 0.5
+    degrees: float = 5.0
+    translate: float = 0.05
+    scale: tuple[float, float] = (0.95, 1.05)
+    brightness: float = 0.2  # 0 disables an intensity op
+    contrast: float = 0.2
+    gamma: tuple[float, float] = (0.8, 1.2)
+    noise_std: float = 0.03
+    blur_p: float = 0.2
+    erasing_p: float = 0.3
+    strong_degrees: float = 10.0
+    elastic: ElasticConfig = field(default_factory=ElasticConfig)
+    mean: float = 0.5  # normalisation after augmentation (grayscale)
+    std: float = 0.25
+    tta: tuple[str, ...] = ("identity", "hflip", "scale_up", "shift")
+    tta_average: str = "prob"  # prob | logit
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "bce"  # any registered loss
+    params: dict[str, Any] = field(default_factory=dict)  # keyword arguments of that loss
+
+
+@dataclass(frozen=True)
+class MPCConfig:
+    base_loss: str = "an"  # any registered single-positive loss
+    base_params: dict[str, Any] = field(default_factory=dict)
+    ipc_weight: float = 1.0  # 0 turns image-level consistency off
+    fpc_weight: float = 0.5  # 0 turns feature-level consistency off
+    btc_weight: float = 0.5  # 0 turns batch-level consistency off
+    red: bool = True  # random elastic deformation inside the strong view
+    fp_dropout: float = 0.5  # Dropout2d rate of the feature perturbation stream
+    fp_noise_std: float = 0.0  # optional Gaussian feature noise (0 = off)
+    tau_pos: float = 0.9
+    tau_neg: float = 0.1
+    threshold: str = "global"  # global | class_prior  (per-class from the running class prior)
+    teacher: str = "ema"  # ema | self : where pseudo-labels come from
+    teacher_decay: float = 0.99
+    correct_base: bool = True  # pseudo-positives also stop being assumed negatives in the base loss
+    warmup_epochs: float = 1.0  # base loss only before this
+    rampup_epochs: float = 2.0  # consistency weights ramp linearly after warm-up
+    bt_depth: int = 1
+    bt_heads: int = 4
+    bt_dim_feedforward: int = 512
+    bt_dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class SPMLConfig:
+    method: str = "mpc"  # mpc | any registered single-positive loss (an, an_ls, wan, epr, role, em, em_apl, ll_r, ll_ct, ll_cp)
+    params: dict[str, Any] = field(default_factory=dict)  # keyword arguments of a baseline loss
+    mpc: MPCConfig = field(default_factory=MPCConfig)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "adamw"  # any timm optimizer name
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"  # any timm scheduler name
+    warmup_epochs: float = 0.5
+    min_lr: float = 1e-6
+    grad_clip: float = 5.0  # 0 = off
+    accumulate: int = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 6
+    max_steps: int = 0  # >0 stops early (tests, smoke runs)
+    seed: int = 0
+    precision: str = "no"  # no | bf16 | fp16
+    out: str = "runs/default"
+    checkpoint_every: int = 0  # steps between "latest" checkpoints; 0 = end of each epoch only
+    eval_every: int = 1  # epochs between validations
+    log_every: int = 20  # steps between log lines (the only host syncs in the loop)
+    best_metric: str = "val/mAP"
+    nonfinite: str = "stop"  # stop | skip
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    bootstrap: int = 200  # bootstrap resamples for confidence intervals; 0 = off
+    tta: bool = False
+    split: str = "test"
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str = "spml"  # spml | supervised
+    name: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    spml: SPMLConfig = field(default_factory=SPMLConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
