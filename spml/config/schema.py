@@ -120,7 +120,9 @@ class MPCConfig:
     fp_noise_std: float = 0.0  # optional Gaussian feature noise (0 = off)
     tau_pos: float = 0.9
     tau_neg: float = 0.1
-    threshold: str = "global"  # global | class_prior  (per-class from the running class prior)
+    threshold: str = "class_prior"  # global | class_prior (per-class thresholds matched to the class prior)
+    prior_fraction: float = 0.5  # class_prior: share of the estimated hidden positives to mark positive
+    memory_size: int = 1024  # class_prior: rows of teacher probabilities remembered for the quantiles
     teacher: str = "ema"  # ema | self : where pseudo-labels come from
     teacher_decay: float = 0.99
     correct_base: bool = True  # pseudo-positives also stop being assumed negatives in the base loss

@@ -1,0 +1,25 @@
+"""Shared command-line error handling: user errors become one-line messages and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from spml.config import ConfigError
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input (config, data files, checkpoints), not a bug."""
+    from spml.data.table import DataError
+
+    return ConfigError, DataError, FileNotFoundError, KeyError, ValueError
+
+
+def run_cli(body: Callable[[], int], parser: argparse.ArgumentParser) -> int:
+    """Run `body`; a user error prints `prog: error: message` and returns 2 instead of a traceback."""
+    try:
+        return body()
+    except user_errors() as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return 2

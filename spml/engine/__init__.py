@@ -1,0 +1,1 @@
+"""The accelerate training loop, checkpoints, optimizers, logging and evaluation helpers."""

@@ -1,0 +1,123 @@
+"""Atomic, pickle-free checkpoints: a folder per save plus a pointer file replaced atomically.
+
+Layout under `<run>/checkpoints/`: `step-000120/state.pt` (objective, optimizer, scheduler,
+progress), `step-000120/rng-<rank>.pt` (each process's RNG states), and `latest.json` /
+`best.json` naming the folder. A crash at any point leaves the previous pointer and its folder
+intact. Files are loaded with `torch.load(weights_only=True)` only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "spml-checkpoint-1"
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch/CUDA/numpy/python RNG states as tensors (weights_only-loadable)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, python_state, _ = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
+                  "cached": cached},
+        "python": {"version": version, "state": torch.tensor(python_state, dtype=torch.int64)},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"].tolist()), None))
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def save_torch_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temp file, fsync, then rename: `path` is either old or complete."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_dir(root: Path, step: int) -> Path:
+    return root / f"step-{step:07d}"
+
+
+def save_rng(root: Path, step: int, rank: int) -> None:
+    """Every process writes its own RNG state into the step folder (before rank 0 commits it)."""
+    folder = checkpoint_dir(root, step)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_torch_atomic(rng_state(), folder / f"rng-{rank}.pt")
+
+
+def commit(root: Path, step: int, state: dict[str, Any], pointers: tuple[str, ...], keep: set[str]) -> None:
+    """Rank 0: write state.pt into the step folder, then move the named pointers to it atomically.
+
+    Folders no pointer names any more (and not in `keep`) are removed afterwards.
+    """
+    folder = checkpoint_dir(root, step)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_torch_atomic({"format": FORMAT, **state}, folder / "state.pt")
+    for name in pointers:
+        write_json_atomic(root / f"{name}.json", {"dir": folder.name, "step": step})
+    referenced = {read_pointer(root, name).name for name in ("latest", "best") if (root / f"{name}.json").exists()}
+    for old in root.glob("step-*"):
+        if old.name not in referenced | keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def read_pointer(root: Path, name: str = "latest") -> Path:
+    data = json.loads((root / f"{name}.json").read_text(encoding="utf-8"))
+    return root / data["dir"]
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A run folder, its checkpoints folder, or a step folder -> the step folder to load."""
+    path = Path(path)
+    for root in (path / "checkpoints", path):
+        if (root / "latest.json").exists():
+            return read_pointer(root, "latest")
+    if (path / "state.pt").exists():
+        return path
+    raise FileNotFoundError(f"no checkpoint found under {path} (expected checkpoints/latest.json or state.pt)")
+
+
+def load_state(folder: Path, rank: int | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(state, rng state of `rank` or None) from a step folder; refuses anything but plain tensors/containers."""
+    try:
+        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as err:  # weights_only raises UnpicklingError for code objects in the pickle
+        raise ValueError(f"refusing checkpoint {folder / 'state.pt'}: not a plain-tensor checkpoint ({err})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{folder / 'state.pt'} is not an spml checkpoint (format {FORMAT!r} expected)")
+    rng = None
+    if rank is not None and (folder / f"rng-{rank}.pt").exists():
+        rng = torch.load(folder / f"rng-{rank}.pt", map_location="cpu", weights_only=True)
+    return state, rng

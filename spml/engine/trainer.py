@@ -1,0 +1,265 @@
+"""The one accelerate training loop shared by both modes (it never branches on the mode)."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from spml.config import Config, save_config
+from spml.data.build import DataBundle, build_data
+from spml.engine import checkpoint as ckpt
+from spml.engine.evaluation import predict_split, score, write_report
+from spml.engine.loader import EpochSampler, make_eval_loader, make_train_loader
+from spml.engine.logger import RunLogger
+from spml.engine.optim import build_optimizer, build_scheduler
+from spml.objectives import DataStats, Objective, build_objective
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or gradient became NaN/inf; the message names the step and loss components."""
+
+
+@dataclass
+class Progress:
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already trained
+    global_step: int = 0  # batches trained in total
+    updates: int = 0  # optimizer steps
+    best_value: float = -math.inf
+    best_epoch: int = -1
+
+
+def data_stats(bundle: DataBundle, mode: str) -> DataStats:
+    """Facts objectives are built from; in SPML mode counts come from observed positives only."""
+    train, val = bundle.train, bundle.val
+    if mode == "spml":
+        pos_counts = torch.as_tensor(train.observed.sum(0), dtype=torch.float32)
+    else:
+        pos_counts = torch.as_tensor(((train.targets > 0.5) & train.known).sum(0), dtype=torch.float32)
+    val_known = torch.as_tensor(val.known)
+    val_pos = torch.as_tensor(val.targets > 0.5) & val_known
+    class_prior = val_pos.sum(0).float() / val_known.sum(0).clamp(min=1).float()
+    return DataStats(classes=tuple(bundle.classes), num_images=len(train), pos_counts=pos_counts,
+                     class_prior=class_prior, expected_positives=float(bundle.expected_positives))
+
+
+class NonFiniteGuard:
+    """Tracks the first non-finite step on the device; checked only at log/checkpoint time."""
+
+    def __init__(self, device: torch.device):
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.components: dict[str, torch.Tensor] = {}
+
+    def observe(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | None, components: dict) -> torch.Tensor:
+        bad = ~torch.isfinite(loss.detach())
+        if grad_norm is not None:
+            bad = bad | ~torch.isfinite(grad_norm)
+        first = bad & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(first, step, self.first_bad_step)
+        for name, value in components.items():
+            previous = self.components.get(name, torch.zeros_like(value))
+            self.components[name] = torch.where(first, value, previous)
+        return bad
+
+    def check(self) -> None:
+        step = int(self.first_bad_step)
+        if step >= 0:
+            named = ", ".join(f"{k}={float(v):.4g}" for k, v in self.components.items())
+            raise NonFiniteLossError(
+                f"non-finite loss/gradient at step {step} (components: {named}); stopping before any checkpoint "
+                "is written, the last good checkpoint is intact. Set train.nonfinite=skip to skip such steps.")
+
+
+class Trainer:
+    """Builds data, objective, optimizer and scheduler from a Config and runs the accelerate loop."""
+
+    def __init__(self, config: Config, accelerator: Accelerator | None = None):
+        self.config = config
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=config.train.precision, gradient_accumulation_steps=config.optim.accumulate)
+        self.run_dir = Path(config.train.out)
+        self.checkpoints = self.run_dir / "checkpoints"
+        set_seed(config.train.seed)
+        if self.accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.run_dir / "config.yaml")
+        self.bundle = build_data(config)
+        if self.accelerator.is_main_process and self.bundle.manifest is not None:
+            (self.run_dir / "masking_manifest.json").write_text(json.dumps(self.bundle.manifest, indent=2))
+        self.stats = data_stats(self.bundle, config.mode)
+        if self.accelerator.is_main_process:
+            (self.run_dir / "data_stats.json").write_text(json.dumps(self.stats.to_json(), indent=2))
+        objective = build_objective(config, self.stats)
+        optimizer = build_optimizer(objective, config.optim)
+        self.sampler = EpochSampler(len(self.bundle.train), config.train.seed)
+        train_loader = make_train_loader(self.bundle.train, self.sampler, config.data)
+        val_loader = make_eval_loader(self.bundle.val, config.data)
+        self.objective, self.optimizer, self.train_loader, self.val_loader = self.accelerator.prepare(
+            objective, optimizer, train_loader, val_loader)
+        self.steps_per_epoch = len(self.train_loader)
+        self.scheduler = build_scheduler(self.optimizer, config.optim, config.train.epochs,
+                                         math.ceil(self.steps_per_epoch / config.optim.accumulate))
+        self.logger = RunLogger(self.run_dir, self.accelerator.is_main_process)
+        self.progress = Progress()
+
+    @property
+    def model(self) -> Objective:
+        return self.accelerator.unwrap_model(self.objective)
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    def save(self, pointers: tuple[str, ...]) -> None:
+        """Every rank saves its RNG state, rank 0 the rest; then the pointers move atomically."""
+        step = self.progress.global_step
+        ckpt.save_rng(self.checkpoints, step, self.accelerator.process_index)
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            state = {"objective": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(), "progress": vars(self.progress).copy()}
+            ckpt.commit(self.checkpoints, step, state, pointers, keep=set())
+        self.accelerator.wait_for_everyone()
+
+    def resume(self, path: str | Path) -> None:
+        folder = ckpt.find_checkpoint(path)
+        state, rng = ckpt.load_state(folder, self.accelerator.process_index)
+        self.model.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = Progress(**state["progress"])
+        if rng is not None:
+            ckpt.set_rng_state(rng)
+        self.accelerator.print(f"resumed from {folder} at epoch {self.progress.epoch}, "
+                               f"batch {self.progress.batch_in_epoch}, step {self.progress.global_step}")
+
+    # ----------------------------------------------------------------------------------- loop
+    def fit(self) -> dict:
+        cfg, acc = self.config.train, self.accelerator
+        guard = NonFiniteGuard(acc.device)
+        sums: dict[str, torch.Tensor] = {}
+        images_seen, tick = 0, time.perf_counter()
+        bar = tqdm(total=cfg.epochs * self.steps_per_epoch, initial=self.progress.global_step,
+                   disable=not acc.is_main_process, dynamic_ncols=True)
+        stop = False
+        while self.progress.epoch < cfg.epochs and not stop:
+            epoch = self.progress.epoch
+            self.sampler.set_epoch(epoch)
+            self.model.set_epoch(epoch, self.steps_per_epoch)
+            self.objective.train()
+            loader = self.train_loader
+            if self.progress.batch_in_epoch:
+                loader = acc.skip_first_batches(self.train_loader, self.progress.batch_in_epoch)
+            for batch in loader:
+                grad_norm = None
+                with acc.accumulate(self.objective):
+                    out = self.objective(batch)
+                    acc.backward(out["loss"])
+                    if acc.sync_gradients:
+                        grad_norm = acc.clip_grad_norm_(self.objective.parameters(),
+                                                        self.config.optim.grad_clip or float("inf"))
+                    bad = guard.observe(self.progress.global_step, out["loss"], grad_norm, out["components"])
+                    if cfg.nonfinite == "skip" and bool(bad):  # explicit option: one host sync per step
+                        self.optimizer.zero_grad(set_to_none=True)
+                        guard.first_bad_step.fill_(-1)
+                    else:
+                        self.optimizer.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                if acc.sync_gradients:
+                    self.progress.updates += 1
+                    self.scheduler.step_update(self.progress.updates)
+                    self.model.after_optimizer_step()
+                self.progress.batch_in_epoch += 1
+                self.progress.global_step += 1
+                images_seen += batch["image"].shape[0]
+                self.accumulate_scalars(sums, out, batch)
+                bar.update(1)
+                if self.progress.global_step % cfg.log_every == 0:
+                    guard.check()
+                    images_per_s = images_seen * acc.num_processes / (time.perf_counter() - tick)
+                    self.log_scalars(sums, images_per_s, bar)
+                    images_seen, tick = 0, time.perf_counter()
+                if cfg.checkpoint_every and self.progress.global_step % cfg.checkpoint_every == 0:
+                    guard.check()
+                    self.save(("latest",))
+                if cfg.max_steps and self.progress.global_step >= cfg.max_steps:
+                    stop = True
+                    break
+            guard.check()
+            epoch_done = self.progress.batch_in_epoch >= self.steps_per_epoch
+            if epoch_done:
+                self.progress.epoch += 1
+                self.progress.batch_in_epoch = 0
+            pointers = ("latest",)
+            if epoch_done and (self.progress.epoch % cfg.eval_every == 0 or self.progress.epoch == cfg.epochs):
+                if self.validate():
+                    pointers = ("latest", "best")
+            self.save(pointers)
+        bar.close()
+        return self.finish()
+
+    def accumulate_scalars(self, sums: dict[str, torch.Tensor], out: dict, batch: dict) -> None:
+        """Running sums on the device (no host sync); pseudo-label quality is analysis only."""
+        values = {"loss": out["loss"].detach().float(), **{k: v.float() for k, v in out["components"].items()}}
+        if "pseudo_positive" in out:
+            values.update(pseudo_label_counts(out["pseudo_positive"], batch["targets"], batch["observed"]))
+        values["count"] = torch.ones((), device=out["loss"].device)
+        for key, value in values.items():
+            sums[key] = sums.get(key, 0) + value
+
+    def log_scalars(self, sums: dict[str, torch.Tensor], images_per_s: float, bar) -> None:
+        reduced = {k: float(v) for k, v in self.accelerator.reduce(
+            {k: torch.as_tensor(v, device=self.accelerator.device) for k, v in sums.items()}, "sum").items()}
+        count = reduced.pop("count")
+        values = {f"train/{k}": v / count for k, v in reduced.items() if not k.startswith("pl_")}
+        if "pl_predicted" in reduced:  # pseudo-positive precision/recall against the hidden truth
+            values["pseudo/precision"] = reduced["pl_true_positive"] / max(reduced["pl_predicted"], 1.0)
+            values["pseudo/recall"] = reduced["pl_true_positive"] / max(reduced["pl_hidden"], 1.0)
+        values["train/lr"] = self.optimizer.param_groups[0]["lr"]
+        values["train/images_per_s"] = images_per_s
+        values["train/epoch"] = self.progress.global_step / self.steps_per_epoch
+        self.logger.log(self.progress.global_step, values)
+        bar.set_postfix(loss=f"{values['train/loss']:.4f}", img_s=f"{images_per_s:.0f}")
+        sums.clear()
+
+    def validate(self) -> bool:
+        """Evaluate on the validation split; True when the best metric improved."""
+        predictions = predict_split(self.objective, self.val_loader, self.accelerator)
+        result = score(predictions, list(self.bundle.classes))
+        values = {"val/mAP": result.summary["mAP"], "val/mean_auroc": result.summary["mean_auroc"]}
+        self.logger.log(self.progress.global_step, values)
+        self.accelerator.print(f"epoch {self.progress.epoch}: val mAP {values['val/mAP']:.4f} "
+                               f"mean AUROC {values['val/mean_auroc']:.4f}")
+        value = values.get(self.config.train.best_metric)
+        if value is None:
+            raise KeyError(f"train.best_metric {self.config.train.best_metric!r} unknown; choose from {sorted(values)}")
+        if value > self.progress.best_value:
+            self.progress.best_value, self.progress.best_epoch = value, self.progress.epoch
+            return True
+        return False
+
+    def finish(self) -> dict:
+        """Evaluate the final weights on the test split, write the report, close the logs."""
+        test_loader = self.accelerator.prepare(make_eval_loader(self.bundle.test, self.config.data))
+        predictions = predict_split(self.objective, test_loader, self.accelerator)
+        summary = {}
+        if self.accelerator.is_main_process:
+            result = score(predictions, list(self.bundle.classes), self.config.eval.bootstrap, self.config.train.seed)
+            write_report(result, predictions, list(self.bundle.classes), self.run_dir / "eval")
+            summary = result.summary
+            self.accelerator.print(f"test mAP {summary['mAP']:.4f} mean AUROC {summary['mean_auroc']:.4f} "
+                                   f"-> {self.run_dir / 'eval'}")
+        self.logger.close()
+        return summary
+
+
+def pseudo_label_counts(pseudo_positive: torch.Tensor, targets: torch.Tensor, observed: torch.Tensor) -> dict:
+    """Device counts for pseudo-positive precision/recall against the hidden truth (analysis only)."""
+    hidden_positive = (targets > 0.5) & ~observed
+    return {"pl_true_positive": (pseudo_positive & hidden_positive).sum().float(),
+            "pl_predicted": pseudo_positive.sum().float(),
+            "pl_hidden": hidden_positive.sum().float()}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One-command setup + run.   bash tools/quickstart.sh train   # MPC on the synthetic set, then evaluation
+#                            bash tools/quickstart.sh test    # the test suite (pytest)
+# Creates .venv (or uses $SPML_PYTHON / an active virtualenv) and installs spml with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -n "${SPML_PYTHON:-}" ]; then
+  PY="$SPML_PYTHON"
+elif [ -n "${VIRTUAL_ENV:-}" ]; then
+  PY="$VIRTUAL_ENV/bin/python"
+else
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  PY=.venv/bin/python
+fi
+
+stamp="$("$PY" -c 'import sys; print(sys.prefix)')/.spml-installed"
+want="$(cat pyproject.toml | sha256sum | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "== installing spml and its dependencies into $("$PY" -c 'import sys; print(sys.prefix)')"
+  "$PY" -m pip install -q --upgrade pip
+  # torch/torchvision first, pinned to a pair that imports together (see README, Installation).
+  "$PY" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+  "$PY" -m pip install -q -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
+
+case "${1:-}" in
+  train)
+    shift
+    "$PY" tools/train.py --mode spml --config configs/quickstart.yaml "$@"
+    "$PY" tools/evaluate.py runs/quickstart --tta
+    ;;
+  test)
+    shift
+    "$PY" -m pytest tests "$@"
+    ;;
+  *)
+    echo "usage: bash tools/quickstart.sh train|test [extra args]" >&2
+    exit 2
+    ;;
+esac
