@@ -1,0 +1,47 @@
+"""Asymmetric loss (Ridnik et al. 2021): focusing with separate gammas and a probability margin on negatives."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spml.losses.common import LOSSES, as_float, masked_mean
+
+
+def _power(base: Tensor, exponent: float) -> Tensor:
+    """base ** exponent for base >= 0 with a finite gradient at base = 0 (also for exponents < 1)."""
+    if exponent == 0:
+        return torch.ones_like(base)
+    positive = base > 0
+    return torch.where(positive, torch.exp(exponent * torch.log(torch.where(positive, base, 1.0))), 0.0)
+
+
+def asl(logits: Tensor, targets: Tensor, known: Tensor | None = None, gamma_pos: float = 0.0,
+        gamma_neg: float = 4.0, clip: float = 0.05) -> Tensor:
+    """Positives: -(1-p)^gamma_pos log p; negatives: -p_m^gamma_neg log(1-p_m), p_m = max(p - clip, 0).
+    Mean over known entries (the paper sums). logits, targets, known: (B, C) -> scalar."""
+    s = as_float(logits)
+    positive_loss = -F.logsigmoid(s)
+    if gamma_pos != 0:
+        positive_loss = torch.exp(gamma_pos * F.logsigmoid(-s)) * positive_loss
+    if clip > 0:
+        shifted = (torch.sigmoid(s) - clip).clamp(min=0)  # p_m
+        negative_loss = -torch.log((torch.sigmoid(-s) + clip).clamp(max=1.0))  # 1 - p_m >= clip
+        negative_loss = _power(shifted, gamma_neg) * negative_loss
+    else:
+        negative_loss = -F.logsigmoid(-s)
+        if gamma_neg != 0:
+            negative_loss = torch.exp(gamma_neg * F.logsigmoid(s)) * negative_loss
+    return masked_mean(torch.where(targets > 0.5, positive_loss, negative_loss), known)
+
+
+@LOSSES.register("asl")
+class AsymmetricLoss(nn.Module):
+    """ASL with the paper's recipe as defaults (gamma_neg 4, gamma_pos 0, clip 0.05)."""
+
+    def __init__(self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05):
+        super().__init__()
+        self.gamma_pos, self.gamma_neg, self.clip = gamma_pos, gamma_neg, clip
+
+    def forward(self, logits: Tensor, targets: Tensor, known: Tensor | None = None) -> Tensor:
+        return asl(logits, targets, known, self.gamma_pos, self.gamma_neg, self.clip)

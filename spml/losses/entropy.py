@@ -1,0 +1,85 @@
+"""Entropy maximisation (EM) and EM with asymmetric pseudo-labels (APL) (Zhou et al. 2022).
+
+Entry losses are averaged over all B*C entries; eps = 1e-5 reproduces the original `-log(x + 1e-5)`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from spml.losses.common import SPML_LOSSES, SinglePositiveLoss, as_float, gather_across_ranks, neg_log_probs
+
+
+def entropy_maximisation(logits: Tensor, observed: Tensor, alpha: float = 0.1, eps: float = 1e-5,
+                         soft_target: Tensor | None = None, beta: float = 0.2) -> Tensor:
+    """Observed: -log p; soft negatives (finite `soft_target` q, not observed): beta [q(-log p) + (1-q)(-log(1-p))];
+    other unobserved: -alpha H(p). logits, observed, soft_target (NaN = none): (B, C) -> scalar."""
+    s = as_float(logits)
+    p = torch.sigmoid(s)
+    nl_pos, nl_neg = neg_log_probs(s, eps)
+    observed = observed.bool()
+    loss = torch.where(observed, nl_pos, -alpha * (p * nl_pos + (1 - p) * nl_neg))
+    if soft_target is not None:
+        soft = torch.isfinite(soft_target) & ~observed
+        q = torch.where(soft, soft_target, 0.0).to(s.dtype)
+        loss = torch.where(soft, beta * (q * nl_pos + (1 - q) * nl_neg), loss)
+    return loss.mean()
+
+
+@SPML_LOSSES.register("em")
+class EntropyMaximisation(SinglePositiveLoss):
+    """EM: observed positives by BCE, unobserved entries by maximising their prediction entropy."""
+
+    def __init__(self, alpha: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.alpha, self.eps = alpha, eps
+
+    def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
+        return entropy_maximisation(logits, observed, self.alpha, self.eps)
+
+
+@SPML_LOSSES.register("em_apl")
+class EntropyMaximisationAPL(SinglePositiveLoss):
+    """EM + APL. Forward (training mode) records p and the observed mask of each image in buffers.
+    At set_epoch(e) with e >= warmup_epochs (once per epoch, also across resumes), for each class the
+    `fraction` of its recorded unobserved entries with the lowest recorded p, among those not yet marked,
+    become soft negatives whose target is that stored p (kept from then on; buffer `soft_target`, NaN = none).
+    Soft negatives get beta * BCE to their target instead of the entropy term."""
+
+    def __init__(self, num_classes: int, num_images: int, alpha: float = 0.1, beta: float = 0.2,
+                 fraction: float = 0.1, warmup_epochs: int = 1, eps: float = 1e-5):
+        super().__init__()
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"em_apl: fraction must be in [0, 1], got {fraction}")
+        self.alpha, self.beta, self.fraction, self.warmup_epochs, self.eps = alpha, beta, fraction, warmup_epochs, eps
+        nan_table = torch.full((num_images, num_classes), float("nan"))
+        self.register_buffer("recorded_probs", nan_table.clone())
+        self.register_buffer("recorded_observed", torch.zeros(num_images, num_classes, dtype=torch.bool))
+        self.register_buffer("soft_target", nan_table)
+        self.register_buffer("marked_epoch", torch.tensor(-1))
+
+    def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
+        if self.training:
+            with torch.no_grad():
+                rows = gather_across_ranks(index)
+                self.recorded_probs[rows] = gather_across_ranks(torch.sigmoid(logits.detach().float()))
+                self.recorded_observed[rows] = gather_across_ranks(observed.bool())
+        return entropy_maximisation(logits, observed, self.alpha, self.eps, self.soft_target[index], self.beta)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        if epoch >= self.warmup_epochs and epoch > int(self.marked_epoch):
+            self.mark_soft_negatives()
+            self.marked_epoch.fill_(epoch)
+
+    @torch.no_grad()
+    def mark_soft_negatives(self) -> None:
+        """Mark per class the lowest recorded p among unmarked unobserved entries (see the class docstring)."""
+        unobserved = torch.isfinite(self.recorded_probs) & ~self.recorded_observed
+        quota = (self.fraction * unobserved.sum(0)).floor().long()  # (C,)
+        candidate = unobserved & torch.isnan(self.soft_target)
+        ranked, order = torch.where(candidate, self.recorded_probs, float("inf")).sort(0)
+        rank = torch.arange(ranked.shape[0], device=ranked.device)[:, None]
+        chosen_sorted = (rank < quota[None, :]) & torch.isfinite(ranked)
+        chosen = torch.zeros_like(candidate).scatter_(0, order, chosen_sorted)
+        self.soft_target.copy_(torch.where(chosen, self.recorded_probs, self.soft_target))

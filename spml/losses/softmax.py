@@ -1,0 +1,41 @@
+"""Multi-label softmax / MSML (Ge et al. 2018) with a BCE companion for rows without positives."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spml.losses.common import LOSSES, as_float, known_or_all
+
+
+def msml(logits: Tensor, targets: Tensor, known: Tensor | None = None, bce_weight: float = 1.0) -> Tensor:
+    """Per row with a known positive: mean over its positives p of softplus(LSE_{known negatives n} s_n - s_p)
+    (0 when it has no known negative). Per row without one: bce_weight * mean BCE over its known entries.
+    Mean over rows with at least one known entry. logits, targets, known: (B, C) -> scalar."""
+    s = as_float(logits)
+    known = known_or_all(known, s)
+    positive = known & (targets > 0.5)
+    negative = known & ~positive
+    has_pos, has_neg = positive.any(1), negative.any(1)
+    # Rows without negatives feed zeros into logsumexp: an all -inf row would give a NaN gradient.
+    neg_input = torch.where(has_neg[:, None], torch.where(negative, s, float("-inf")), 0.0)
+    neg_lse = torch.logsumexp(neg_input, 1, keepdim=True)
+    pair = torch.where(positive & has_neg[:, None], F.softplus(neg_lse - s), 0.0)
+    ranking = pair.sum(1) / positive.sum(1).clamp(min=1)
+    entry_bce = torch.where(known, F.binary_cross_entropy_with_logits(s, targets.to(s.dtype), reduction="none"), 0.0)
+    row_bce = entry_bce.sum(1) / known.sum(1).clamp(min=1)
+    rows = torch.where(has_pos, ranking, bce_weight * row_bce)
+    return rows.sum() / known.any(1).sum().clamp(min=1)
+
+
+@LOSSES.register("msml")
+class MultiLabelSoftmax(nn.Module):
+    """MSML ranking loss; rows without positives (e.g. "No Finding") get `bce_weight` * BCE.
+    Not torch.nn.MultiLabelSoftMarginLoss (which is plain BCE)."""
+
+    def __init__(self, bce_weight: float = 1.0):
+        super().__init__()
+        self.bce_weight = bce_weight
+
+    def forward(self, logits: Tensor, targets: Tensor, known: Tensor | None = None) -> Tensor:
+        return msml(logits, targets, known, self.bce_weight)
