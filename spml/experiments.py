@@ -1,0 +1,125 @@
+"""Experiment grids: expand an ablation YAML into runs, collect run folders into tables and plots."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from spml.config import ConfigError, read_yaml
+
+METRICS = ("mAP", "mean_auroc")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One (variant, seed) cell of a grid: its folder and the train.py arguments that produce it."""
+
+    variant: str
+    seed: int
+    run_dir: Path
+    configs: tuple[str, ...]
+    overrides: tuple[str, ...]
+
+    def train_args(self) -> list[str]:
+        args = [arg for path in self.configs for arg in ("--config", path)]
+        return args + list(self.overrides)
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    out: Path
+    runs: list[PlannedRun]
+    reference: dict[str, str] = field(default_factory=dict)  # {"full": variant, "an": variant} for recovery
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+
+
+def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
+    """Read an ablation YAML: configs, overrides, seeds, variants [{name, overrides}], reference.
+
+    Seeds set train.seed, data.split_seed and data.synthetic.seed (a seed is a full repetition).
+    """
+    spec = read_yaml(path)
+    allowed = {"name", "configs", "overrides", "seeds", "variants", "out", "reference"}
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid: {sorted(allowed)}")
+    if not spec.get("variants"):
+        raise ConfigError(f"{path}: 'variants' must list at least one {{name, overrides}} entry")
+    name = spec.get("name", Path(path).stem)
+    root = Path(out or spec.get("out") or f"runs/ablations/{slug(name)}")
+    configs = tuple(spec.get("configs", []))
+    common = tuple(spec.get("overrides", []))
+    runs = []
+    names = set()
+    for i, variant in enumerate(spec["variants"]):
+        if not isinstance(variant, dict) or "name" not in variant:
+            raise ConfigError(f"{path}: variants[{i}] needs a 'name' (and optional 'overrides', 'configs')")
+        if variant["name"] in names:
+            raise ConfigError(f"{path}: variant name {variant['name']!r} used twice")
+        names.add(variant["name"])
+        for seed in spec.get("seeds", [0]):
+            run_dir = root / slug(variant["name"]) / f"seed{seed}"
+            seeds = (f"train.seed={seed}", f"data.split_seed={seed}", f"data.synthetic.seed={seed}")
+            runs.append(PlannedRun(variant["name"], int(seed), run_dir, configs + tuple(variant.get("configs", [])),
+                                   common + tuple(variant.get("overrides", [])) + seeds + (f"train.out={run_dir}",)))
+    reference = spec.get("reference", {})
+    for key, value in reference.items():
+        if value not in names:
+            raise ConfigError(f"{path}: reference.{key} names unknown variant {value!r}")
+    return Grid(name, root, runs, reference)
+
+
+def read_run(run_dir: Path, eval_name: str = "eval") -> dict:
+    """One row: the run folder's final metrics (plus per-class AP columns) or its failure status."""
+    row: dict = {"run_dir": str(run_dir)}
+    metrics_path = run_dir / eval_name / "metrics.json"
+    if metrics_path.exists():
+        summary = json.loads(metrics_path.read_text(encoding="utf-8"))
+        row.update({key: summary[key] for key in METRICS}, status="done")
+        per_class = run_dir / eval_name / "per_class.csv"
+        if per_class.exists():
+            frame = pd.read_csv(per_class)
+            row.update({f"AP/{c}": ap for c, ap in zip(frame["class"], frame["ap"])})
+    elif (run_dir / "FAILED").exists():
+        row["status"] = "failed"
+        row["error"] = (run_dir / "FAILED").read_text(encoding="utf-8")[-500:]
+    else:
+        row["status"] = "missing"
+    return row
+
+
+def aggregate(frame: pd.DataFrame, reference: dict[str, str] | None = None) -> pd.DataFrame:
+    """Mean and std over seeds per variant (finished runs only), plus the recovery ratio
+    (method - AN) / (full - AN) on mAP when `reference` names the full-label and AN variants."""
+    done = frame[frame["status"] == "done"]
+    table = done.groupby("variant", sort=False)[list(METRICS)].agg(["mean", "std", "count"])
+    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
+    table = table.reindex(frame["variant"].drop_duplicates())
+    if reference and {"full", "an"} <= set(reference):
+        full, an = table.loc[reference["full"], "mAP_mean"], table.loc[reference["an"], "mAP_mean"]
+        table["recovery"] = (table["mAP_mean"] - an) / (full - an)
+    return table.reset_index()
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """Markdown table with mean +/- std (n seeds)."""
+    has_recovery = "recovery" in table
+    header = "| variant | mAP | mean AUROC | seeds |" + (" recovery |" if has_recovery else "")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for _, row in table.iterrows():
+        cells = [str(row["variant"])]
+        for metric in METRICS:
+            mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+            cells.append("—" if pd.isna(mean) else f"{mean:.4f} ± {0.0 if pd.isna(std) else std:.4f}")
+        cells.append(str(int(row["mAP_count"])) if not pd.isna(row["mAP_count"]) else "0")
+        if has_recovery:
+            cells.append("—" if pd.isna(row["recovery"]) else f"{row['recovery']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

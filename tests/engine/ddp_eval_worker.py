@@ -1,0 +1,29 @@
+"""Run under `torchrun --nproc_per_node 2`: evaluation must see every validation sample exactly once."""
+import json
+import sys
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from spml.config import load_config
+from spml.data.build import build_data
+from spml.engine.evaluation import predict_split
+from spml.engine.loader import make_eval_loader
+from spml.engine.trainer import data_stats
+from spml.objectives import build_objective
+from tests.conftest import TINY
+
+out_path = sys.argv[1]
+accelerator = Accelerator()
+config = load_config([], [*TINY, "data.eval_batch_size=7", f"train.out={out_path}.run"], mode="spml")
+bundle = build_data(config)
+torch.manual_seed(0)
+objective = build_objective(config, data_stats(bundle, "spml"))
+objective, loader = accelerator.prepare(objective, make_eval_loader(bundle.val, config.data))
+predictions = predict_split(objective, loader, accelerator)
+if accelerator.is_main_process:
+    json.dump({"index": predictions["index"].tolist(), "size": len(bundle.val),
+               "probs": np.round(predictions["probs"].astype(float), 6).tolist(),
+               "processes": accelerator.num_processes}, open(out_path, "w"))
+accelerator.end_training()

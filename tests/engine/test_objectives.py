@@ -1,0 +1,72 @@
+"""Objectives: output contract, hidden labels never reach SPML objectives, eval independent of the batch."""
+import pytest
+import torch
+
+from spml.data.build import build_data
+from spml.engine.trainer import data_stats
+from spml.objectives import build_objective
+
+SPML_METHODS = ["mpc", "an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp"]
+
+
+def first_batch(bundle, size=16):
+    items = [bundle.train[i] for i in range(size)]
+    return {key: torch.stack([torch.as_tensor(item[key]) for item in items]) for key in items[0]}
+
+
+@pytest.mark.parametrize("method", SPML_METHODS)
+def test_hidden_labels_never_reach_the_spml_objective(tiny_config, method):
+    config = tiny_config("spml", f"spml.method={method}")
+    bundle = build_data(config)
+    torch.manual_seed(0)
+    objective = build_objective(config, data_stats(bundle, "spml"))
+    objective.set_epoch(1, 4)  # past warm-up: pseudo-labels and epoch-dependent baselines active
+    objective.micro_step.fill_(8)
+    batch = first_batch(bundle)
+    assert batch["observed"].any(1).all(), "every SPML training row has one observed positive"
+    state = {k: v.clone() for k, v in objective.state_dict().items()}
+    torch.manual_seed(1)
+    out = objective(batch)
+    assert set(out) >= {"loss", "logits", "components"} and out["loss"].ndim == 0
+    assert torch.isfinite(out["loss"])
+    shuffled = dict(batch)
+    shuffled["targets"] = batch["targets"][torch.randperm(len(batch["targets"]))].flip(1)
+    shuffled["known"] = ~batch["known"]
+    objective.load_state_dict(state)
+    torch.manual_seed(1)
+    assert torch.equal(objective(shuffled)["loss"], out["loss"])
+
+
+def test_supervised_objective_uses_targets_and_known(tiny_config):
+    config = tiny_config("supervised")
+    bundle = build_data(config)
+    objective = build_objective(config, data_stats(bundle, "supervised"))
+    batch = first_batch(bundle)
+    torch.manual_seed(0)
+    a = objective(batch)["loss"]
+    torch.manual_seed(0)
+    flipped = dict(batch, targets=1 - batch["targets"])
+    assert not torch.equal(objective(flipped)["loss"], a)
+    torch.manual_seed(0)
+    nothing_known = dict(batch, known=torch.zeros_like(batch["known"]))
+    assert objective(nothing_known)["loss"].abs() < 1e-6
+
+
+def test_mpc_components_switch_off(tiny_config):
+    config = tiny_config("spml", "spml.mpc.ipc_weight=0", "spml.mpc.fpc_weight=0", "spml.mpc.btc_weight=0")
+    bundle = build_data(config)
+    objective = build_objective(config, data_stats(bundle, "spml"))
+    assert objective.strong is None and objective.perturb is None and objective.batch_transformer is None
+    out = objective(first_batch(bundle))
+    assert set(out["components"]) == {"base", "pseudo_pos_rate", "confident_rate"}
+
+
+def test_eval_logits_do_not_depend_on_the_batch(tiny_config):
+    config = tiny_config("spml")
+    bundle = build_data(config)
+    objective = build_objective(config, data_stats(bundle, "spml")).eval()
+    batch = first_batch(bundle)
+    alone = objective.predict(batch["image"][:1])
+    together = objective.predict(batch["image"])[:1]
+    other = objective.predict(torch.cat([batch["image"][:1], batch["image"][8:]]))[:1]
+    assert torch.allclose(alone, together, atol=1e-5) and torch.allclose(alone, other, atol=1e-5)

@@ -1,0 +1,83 @@
+"""End to end through the accelerate loop: both modes, checkpoints, exact resume, tools."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from spml.config import load_config
+from spml.engine.trainer import NonFiniteLossError, Trainer
+from tests.conftest import REPO
+
+
+def run(config):
+    trainer = Trainer(config)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.accelerator.end_training()
+
+
+@pytest.mark.parametrize("mode, extra", [("supervised", ["loss.name=zlpr"]), ("spml", [])])
+def test_a_run_writes_everything(tiny_config, tmp_path, mode, extra):
+    summary = run(tiny_config(mode, *extra))
+    out = tmp_path / "run"
+    assert 0.0 <= summary["mAP"] <= 1.0
+    for name in ("config.yaml", "log.csv", "data_stats.json", "checkpoints/latest.json", "checkpoints/best.json",
+                 "eval/metrics.json", "eval/per_class.csv", "eval/roc.png", "eval/pr.png"):
+        assert (out / name).exists(), name
+    log = pd.read_csv(out / "log.csv")
+    assert {"train/loss", "val/mAP", "train/images_per_s"} <= set(log["name"])
+    if mode == "spml":
+        assert {"train/ipc", "train/fpc", "train/btc", "pseudo/precision"} <= set(log["name"])
+
+
+def test_resume_mid_epoch_reaches_identical_metrics(tiny_config, tmp_path):
+    straight = run(tiny_config("spml", f"train.out={tmp_path / 'straight'}"))
+    # "kill" after 11 of the 2 x 15 batches (mid epoch 0 -> a checkpoint every 5 steps, stop at 11)
+    run(tiny_config("spml", f"train.out={tmp_path / 'killed'}", "train.checkpoint_every=5", "train.max_steps=11"))
+    files = [str(tmp_path / "killed" / "config.yaml")]
+    resumed_config = load_config(files, ["train.max_steps=0", "train.checkpoint_every=0"])
+    trainer = Trainer(resumed_config)
+    trainer.resume(tmp_path / "killed")
+    assert trainer.progress.global_step == 11 and trainer.progress.batch_in_epoch == 11
+    resumed = trainer.fit()
+    trainer.accelerator.end_training()
+    assert resumed["mAP"] == straight["mAP"] and resumed["mean_auroc"] == straight["mean_auroc"]
+
+
+def test_nonfinite_loss_stops_naming_step_and_components(tiny_config, tmp_path):
+    config = tiny_config("supervised", "optim.lr=1e30", "optim.grad_clip=0", "train.log_every=2")
+    with pytest.raises(NonFiniteLossError, match=r"step \d+ .*sup="):
+        run(config)
+
+
+def test_tools_train_evaluate_predict(tmp_path):
+    from tests.conftest import TINY
+
+    out = tmp_path / "cli"
+    cmd = [sys.executable, str(REPO / "tools/train.py"), "--mode", "spml", *TINY, "train.epochs=1", f"train.out={out}"]
+    subprocess.run(cmd, check=True, cwd=tmp_path, capture_output=True)
+    subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), str(out), "--tta"], check=True,
+                   cwd=tmp_path, capture_output=True)
+    metrics = json.loads((out / "eval-tta" / "metrics.json").read_text())
+    assert 0 <= metrics["mAP"] <= 1
+    images = []
+    for i, mode in enumerate(["L", "RGB", "RGBA"]):
+        images.append(tmp_path / f"image{i}.png")
+        pixels = np.random.default_rng(i).integers(0, 255, (48, 40, len(mode)), dtype=np.uint8)
+        Image.fromarray(pixels.squeeze(-1) if mode == "L" else pixels).save(images[-1])
+    subprocess.run([sys.executable, str(REPO / "tools/predict.py"), str(out), *map(str, images), "--out",
+                    str(tmp_path / "p.csv")], check=True, capture_output=True)
+    predictions = pd.read_csv(tmp_path / "p.csv")
+    assert len(predictions) == 3 and predictions.iloc[:, 1:].apply(lambda c: c.between(0, 1)).all().all()
+
+
+def test_bad_override_is_a_usage_error_not_a_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "tools/train.py"), "data.size=huge"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "data.size" in proc.stderr and "Traceback" not in proc.stderr
