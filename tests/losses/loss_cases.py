@@ -1,0 +1,45 @@
+"""Shared inputs for the loss tests (imported by name; not a conftest, to avoid clashing with tests/conftest.py): REFERENCE.md's check example and builders for every registered loss."""
+import torch
+
+from spml.losses import build_loss, build_spml_loss
+
+CHECK_P = [[0.9, 0.2, 0.6], [0.3, 0.8, 0.1]]
+CHECK_Y = [[1, 0, 1], [0, 1, 0]]
+CHECK_OBSERVED = [[1, 0, 0], [0, 1, 0]]
+
+# id -> (registered name, params): every full-label loss, some in two settings.
+FULL = {
+    "bce": ("bce", {}),
+    "weighted_bce_batch": ("weighted_bce", {}),
+    "weighted_bce_class": ("weighted_bce", {"weighting": "class"}),
+    "focal": ("focal", {"gamma": 2.0, "alpha": 0.25}),
+    "asl": ("asl", {}),
+    "zlpr": ("zlpr", {}),
+    "fzlpr": ("fzlpr", {"temperature": 0.2, "scale_by_temperature": True}),
+    "msml": ("msml", {"bce_weight": 0.5}),
+    "metric": ("metric", {"margin": 1.0, "hardness": 1.0}),
+}
+SPML = ["an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp"]
+
+
+def check_example():
+    """(logits float64 (2,3), full targets, observed bool, index) of REFERENCE.md section 1."""
+    logits = torch.logit(torch.tensor(CHECK_P, dtype=torch.float64))
+    return logits, torch.tensor(CHECK_Y, dtype=torch.float64), torch.tensor(CHECK_OBSERVED).bool(), torch.arange(2)
+
+
+def make_full(key: str, num_classes: int = 4):
+    name, params = FULL[key]
+    pos_counts = torch.arange(1, num_classes + 1, dtype=torch.float32) * 3
+    return build_loss(name, params, pos_counts=pos_counts, num_samples=40)
+
+
+def make_spml(name: str, num_classes: int = 4, num_images: int = 8, **params):
+    return build_spml_loss(name, params, num_classes=num_classes, num_images=num_images, expected_positives=1.5)
+
+
+def single_positive(batch: int, num_classes: int, seed: int = 0) -> torch.Tensor:
+    """(B, C) bool with one True per row."""
+    generator = torch.Generator().manual_seed(seed)
+    column = torch.randint(0, num_classes, (batch,), generator=generator)
+    return torch.nn.functional.one_hot(column, num_classes).bool()
