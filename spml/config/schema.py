@@ -45,6 +45,7 @@ class DataConfig:
     masked_labels: str = ""  # masked CSV from tools/mask_labels.py (SPML mode training labels)
     mask_scheme: str = "single_positive"  # masking used when no masked file is given in SPML mode
     mask_seed: int = 1200
+    mask_params: dict[str, Any] = field(default_factory=dict)  # keyword arguments of mask_scheme (k, fraction)
     missing: str = "error"  # error | drop  (image files that do not exist)
     bad_images: str = "error"  # error | skip  (undecodable images at train time)
     bad_image_budget: int = 10  # max images skipped under bad_images=skip before the run fails

@@ -1,0 +1,1 @@
+"""Data layer: label readers, label policies, splits, masking, images, cache and datasets."""

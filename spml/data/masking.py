@@ -1,0 +1,207 @@
+"""Label masking (full labels -> single positive or partial labels), masked CSV files and their manifest.
+
+Protocol (REFERENCE.md section 2): rows sorted by their key (the image path relative to the dataset root;
+"#<row>" for in-memory images), one `numpy.random.RandomState(seed)` drives the scheme over that order,
+so the same table + scheme + seed give byte-identical files. Only certain positives (value 1) can be
+observed positives; uncertain (-1) entries are never observed. Rows with no observed entry are dropped
+(`no_positive="drop"`, the default) or kept with every entry unobserved (`"keep"`).
+
+A masked CSV has `path` (the row key) + one column per class: 1 observed positive, 0 observed negative,
+blank unobserved; `<file>.manifest.json` beside it records source, hashes, scheme and counts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from spml.data.labels import parse_label_values
+from spml.data.table import DataError, LabelTable, file_sha256, read_csv, row_error
+from spml.registry import Registry
+
+MASKING = Registry("masking scheme")
+NO_POSITIVE = ("drop", "keep")
+
+
+@MASKING.register("single_positive")
+def single_positive(values: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+    """(N, C) values -> (N, C) 1 at one certain positive per row (uniform among them), NaN elsewhere.
+    One uniform draw per row, in row order, whether or not the row has a positive."""
+    certain = values == 1
+    pick = np.floor(rng.random_sample(len(values)) * certain.sum(1)).astype(np.int64)
+    chosen = certain & (np.cumsum(certain, 1) - 1 == pick[:, None])
+    return np.where(chosen, 1.0, np.nan)
+
+
+@MASKING.register("keep_k")
+def keep_k(values: np.ndarray, rng: np.random.RandomState, k: int = 2) -> np.ndarray:
+    """Keep k certain positives per row (all of them when fewer), chosen uniformly; the rest unobserved."""
+    if int(k) != k or k < 1:
+        raise DataError(f"masking scheme keep_k: k={k!r} must be a positive integer")
+    certain = values == 1
+    keys = np.where(certain, rng.random_sample(values.shape), np.inf)
+    rank = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
+    return np.where(certain & (rank < k), 1.0, np.nan)
+
+
+@MASKING.register("keep_fraction")
+def keep_fraction(values: np.ndarray, rng: np.random.RandomState, fraction: float = 0.1) -> np.ndarray:
+    """Keep round(fraction * #known) of all known entries (1 and 0; -1/blank never), uniformly over the
+    whole table; kept entries keep their value, the rest are unobserved."""
+    if not 0 < fraction <= 1:
+        raise DataError(f"masking scheme keep_fraction: fraction={fraction!r} must be in (0, 1]")
+    known = np.flatnonzero((values == 1) | (values == 0))
+    kept = rng.permutation(known)[: round(fraction * len(known))]
+    observed = np.full(values.shape, np.nan)
+    observed.flat[kept] = values.flat[kept]
+    return observed
+
+
+def row_keys(paths: np.ndarray, root: str) -> np.ndarray:
+    """Row identity in masked files: the path relative to `root` (unchanged when not under it);
+    "#<position>" (zero-padded) for in-memory rows with path ""."""
+    paths = np.asarray(paths, dtype=object)
+    prefix = root.rstrip(os.sep) + os.sep if root else None
+    width = len(str(len(paths)))
+    return np.array([f"#{i:0{width}d}" if not p else p[len(prefix):] if prefix and p.startswith(prefix) else p
+                     for i, p in enumerate(paths)], dtype=object)
+
+
+def mask_table(table: LabelTable, scheme: str = "single_positive", seed: int = 1200, no_positive: str = "drop",
+               root: str = "", **params: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Mask a label table -> (masked frame: `path` key + class columns with 1/0/NaN, in key order;
+    manifest dict). `masked_sha256` is filled in by write_masked."""
+    if no_positive not in NO_POSITIVE:
+        raise DataError(f"no_positive={no_positive!r}; choose from {list(NO_POSITIVE)}")
+    keys = row_keys(table.frame["path"].to_numpy(), root)
+    order = np.argsort(keys, kind="stable")
+    values = table.values()[order]
+    observed = MASKING.build(scheme, values=values, rng=np.random.RandomState(seed), **params)
+    kept = np.ones(len(values), bool) if no_positive == "keep" else ~np.isnan(observed).all(1)
+    observed_pos = (observed[kept] == 1).sum(0)
+    hidden_pos = ((values[kept] == 1) & (observed[kept] != 1)).sum(0)
+    frame = pd.DataFrame(observed[kept], columns=list(table.classes))
+    frame.insert(0, "path", keys[order][kept])
+    manifest = {
+        "source": table.source, "source_hash": table.source_hash, "masked_sha256": None,
+        "classes": list(table.classes), "scheme": scheme, "scheme_params": dict(params), "seed": int(seed),
+        "no_positive": no_positive, "root": root, "row_order": "sorted by path relative to root",
+        "rows_in": len(values), "rows_kept": int(kept.sum()), "rows_dropped": int((~kept).sum()),
+        "hidden_positives": dict(zip(table.classes, hidden_pos.tolist())),
+        "observed_positives": dict(zip(table.classes, observed_pos.tolist())),
+    }
+    return frame, manifest
+
+
+def manifest_path(path: str | os.PathLike) -> str:
+    return f"{os.fspath(path)}.manifest.json"
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    temporary = f"{path}.tmp{os.getpid()}"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, path)
+
+
+def write_masked(frame: pd.DataFrame, manifest: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """Write the masked CSV (1/0/blank) and its manifest atomically; returns the manifest with masked_sha256."""
+    path = os.fspath(path)
+    values = frame.drop(columns="path").to_numpy(dtype=np.float64)
+    text = pd.DataFrame(np.where(np.isnan(values), "", np.where(values == 1, "1", "0")), columns=frame.columns[1:])
+    text.insert(0, "path", frame["path"].to_numpy())
+    data = text.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    manifest = {**manifest, "masked_sha256": hashlib.sha256(data).hexdigest()}
+    _write_atomic(path, data)
+    _write_atomic(manifest_path(path), (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    return manifest
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The manifest beside masked CSV `path`."""
+    try:
+        with open(manifest_path(path), encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise DataError(f"masked label file {os.fspath(path)} has no manifest {manifest_path(path)}; "
+                        "make masked files with tools/mask_labels.py") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{manifest_path(path)}: not valid JSON: {err}") from None
+
+
+def read_masked(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Masked CSV -> (frame of `path` + 1/0/NaN class columns, manifest); refuses edited files."""
+    path = os.fspath(path)
+    manifest = read_manifest(path)
+    if not os.path.isfile(path):
+        raise DataError(f"masked label file {path} does not exist (data.masked_labels)")
+    if file_sha256(path) != manifest.get("masked_sha256"):
+        raise DataError(f"{path}: its bytes do not match masked_sha256 in {manifest_path(path)}: the file was "
+                        "edited after masking; re-create it with tools/mask_labels.py")
+    frame, _ = read_csv(path, ["path", *manifest["classes"]])
+    values = parse_label_values(frame, manifest["classes"], path)
+    uncertain = np.argwhere(values == -1)
+    if len(uncertain):
+        row, col = uncertain[0]
+        raise row_error(path, int(row) + 1, manifest["classes"][col], "-1 is not a masked label value (1, 0, blank)")
+    out = pd.DataFrame(values, columns=manifest["classes"])
+    out.insert(0, "path", frame["path"].to_numpy())
+    return out, manifest
+
+
+def align_masked(frame: pd.DataFrame, table: LabelTable, root: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Masked frame (path key + classes) -> ((N, C) 1/0/NaN in `table` row order, (N,) bool row present)."""
+    keys = pd.Index(frame["path"])
+    if keys.has_duplicates:
+        raise DataError(f"masked labels: duplicate path {keys[keys.duplicated()][0]!r}")
+    position = keys.get_indexer(row_keys(table.frame["path"].to_numpy(), root))
+    present = position >= 0
+    values = np.full((len(table.frame), len(table.classes)), np.nan)
+    values[present] = frame.loc[:, list(table.classes)].to_numpy(dtype=np.float64)[position[present]]
+    return values, present
+
+
+def load_masked(path: str | os.PathLike, table: LabelTable, root: str = "") -> np.ndarray:
+    """Masked labels aligned with `table` rows (keys relative to `root`, as when masking) -> (N, C) float
+    1/0/NaN; rows absent from the file are all NaN. The manifest must match the table's source_hash
+    and classes, and the CSV its masked_sha256."""
+    return load_masked_rows(path, table, root)[0]
+
+
+def load_masked_rows(path: str | os.PathLike, table: LabelTable, root: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """load_masked plus (N,) bool: the row is in the masked file."""
+    path = os.fspath(path)
+    manifest = read_manifest(path)
+    if manifest.get("source_hash") != table.source_hash:
+        raise DataError(f"{path} was masked from {manifest.get('source')} (sha256 {manifest.get('source_hash')}) "
+                        f"but the data's label file {table.source} has sha256 {table.source_hash}; "
+                        "re-run tools/mask_labels.py on this label file")
+    if tuple(manifest.get("classes", ())) != tuple(table.classes):
+        raise DataError(f"{path} has classes {manifest.get('classes')} but the data has {list(table.classes)} "
+                        "(data.classes)")
+    frame, _ = read_masked(path)
+    values, present = align_masked(frame, table, root)
+    if not present.any():
+        raise DataError(f"no row of {path} matches an image of {table.source}; paths in the file are relative "
+                        f"to the root {manifest.get('root')!r}, this run's root is {root!r} (data.root)")
+    return values, present
+
+
+def masking_summary(manifest: dict[str, Any]) -> str:
+    """Human-readable counts of a masking manifest (rows, hidden positives per class)."""
+    hidden, observed = manifest["hidden_positives"], manifest["observed_positives"]
+    total_hidden, total_observed = sum(hidden.values()), sum(observed.values())
+    share = 100 * total_hidden / max(total_hidden + total_observed, 1)
+    lines = [
+        f"scheme {manifest['scheme']} {manifest['scheme_params']} seed {manifest['seed']}, rows without an "
+        f"observed label: {manifest['no_positive']}",
+        f"rows in {manifest['rows_in']}, kept {manifest['rows_kept']}, dropped {manifest['rows_dropped']}",
+        f"positives observed {total_observed}, hidden {total_hidden} ({share:.1f}% of the kept rows' certain positives)",
+        f"{'class':<28}{'observed':>10}{'hidden':>10}",
+        *(f"{name:<28}{observed[name]:>10}{hidden[name]:>10}" for name in manifest["classes"]),
+    ]
+    return "\n".join(lines)

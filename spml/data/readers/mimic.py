@@ -1,0 +1,88 @@
+"""MIMIC-CXR-JPG: per-study chexpert/negbio labels joined to the images of metadata.csv, official split csv."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from spml.config import DataConfig
+from spml.data.labels import parse_label_values, select_classes
+from spml.data.readers import READERS
+from spml.data.readers.chexpert import CLASSES
+from spml.data.table import DataError, LabelTable, check_paths, dataset_root, first_existing, make_table, \
+    read_csv, row_error, view_mask
+
+PREFIX = "mimic-cxr-2.0.0-"
+KEYS = ["subject_id", "study_id"]
+SPLIT_NAMES = {"train": "train", "validate": "val", "test": "test"}
+
+
+def mimic_file(root: str, name: str, key: str) -> str:
+    candidates = [os.path.join(root, f"{PREFIX}{name}.csv{gz}") for gz in ("", ".gz")]
+    return first_existing(candidates, f"MIMIC-CXR {name} file", key)
+
+
+def read_study_labels(file: str, config: DataConfig) -> tuple[pd.DataFrame, tuple[str, ...], str]:
+    """Per-study label file -> (frame of subject_id, study_id + float class columns, classes, sha256)."""
+    frame, digest = read_csv(file, KEYS)
+    classes = select_classes(config.classes, [c for c in frame.columns if c not in KEYS], CLASSES)
+    keys = frame[KEYS].apply(lambda column: column.str.strip())
+    repeated = keys.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        rows = (np.flatnonzero(repeated)[:2] + 1).tolist()
+        raise DataError(f"{file}: columns {KEYS}: duplicate study rows at data rows {rows} "
+                        f"({int(repeated.sum())} rows are duplicates)")
+    values = pd.DataFrame(parse_label_values(frame, classes, file), columns=list(classes))
+    return pd.concat([keys, values], axis=1), classes, digest
+
+
+def official_split(file: str, images: pd.DataFrame) -> np.ndarray:
+    """train / val (from "validate") / test per image, joined on dicom_id."""
+    frame, _ = read_csv(file, ["dicom_id", "split"])
+    names = frame["split"].str.strip()
+    bad = ~names.isin(list(SPLIT_NAMES))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise row_error(file, row + 1, "split", f"unknown split {names.iloc[row]!r}; allowed {list(SPLIT_NAMES)}")
+    lookup = pd.Series(names.map(SPLIT_NAMES).to_numpy(), index=frame["dicom_id"].str.strip())
+    if lookup.index.duplicated().any():
+        raise DataError(f"{file}: column 'dicom_id': {lookup.index[lookup.index.duplicated()][0]!r} listed twice")
+    split = images["dicom_id"].map(lookup)
+    if split.isna().any():
+        raise DataError(f"{int(split.isna().sum())} images are not in {file}, e.g. "
+                        f"{images['dicom_id'][split.isna()].head(3).tolist()}")
+    return split.to_numpy(dtype=object)
+
+
+@READERS.register("mimic")
+def read_mimic(config: DataConfig) -> LabelTable:
+    """Per-study labels given to each image of the study; paths root/files/pXX/p<subject>/s<study>/<dicom>.jpg."""
+    root = dataset_root(config)
+    if config.labels:
+        label_file = config.labels
+    else:
+        label_file = first_existing([os.path.join(root, f"{PREFIX}{kind}.csv{gz}") for kind in ("chexpert", "negbio")
+                                     for gz in ("", ".gz")], "MIMIC-CXR label file", "data.labels or data.root")
+    labels, classes, digest = read_study_labels(label_file, config)
+    meta_file = mimic_file(root, "metadata", "data.root")
+    images, _ = read_csv(meta_file, ["dicom_id", *KEYS, "ViewPosition"])
+    images = images.apply(lambda column: column.str.strip())
+    check_paths(images["dicom_id"], meta_file, "dicom_id")
+    keep = view_mask(images["ViewPosition"], config.views, meta_file, "ViewPosition")
+    joined = images[keep].merge(labels, on=KEYS, how="left", indicator=True, validate="many_to_one")
+    unlabelled = (joined.pop("_merge") == "left_only").to_numpy()
+    if unlabelled.all():
+        raise DataError(f"no image of {meta_file} has a study in {label_file} (joined on {KEYS})")
+    if unlabelled.any():
+        warnings.warn(f"{int(unlabelled.sum())} images of {meta_file} have no study row in {label_file}; "
+                      "they are left out", stacklevel=2)
+        joined = joined[~unlabelled].reset_index(drop=True)
+    subject, study = joined["subject_id"], joined["study_id"]
+    paths = root.rstrip(os.sep) + os.sep + "files" + os.sep + "p" + subject.str[:2] + os.sep + "p" + subject \
+        + os.sep + "s" + study + os.sep + joined["dicom_id"] + ".jpg"
+    split = official_split(mimic_file(root, "split", "data.split"), joined) if config.split == "official" else None
+    meta = {"path": paths.to_numpy(), "patient_id": subject.to_numpy(), "study_id": study.to_numpy(),
+            "view": joined["ViewPosition"].to_numpy()}
+    return make_table(meta, joined[list(classes)].to_numpy(), classes, os.path.abspath(label_file), digest, split)

@@ -1,0 +1,101 @@
+"""NIH ChestX-ray14: Data_Entry_2017(_v2020).csv, images under images*/ (or one folder), official lists."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from spml.config import DataConfig
+from spml.data.labels import parse_findings, select_classes
+from spml.data.readers import READERS
+from spml.data.table import DataError, LabelTable, check_paths, dataset_root, first_existing, make_table, \
+    read_csv, row_error, view_mask
+
+CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
+           "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax")
+NO_FINDING = "No Finding"  # all zero; selectable as a class of its own through data.classes
+LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017_v2020.csv.gz", "Data_Entry_2017.csv",
+               "Data_Entry_2017.csv.gz")
+SPLIT_LISTS = {"train": "train_val_list.txt", "test": "test_list.txt"}
+COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "View Position")
+SEX_COLUMNS = ("Patient Gender", "Patient Sex")  # v2020 may say Sex
+
+
+def image_folders(root: str) -> list[str]:
+    """root/images*/ (and images*/images/, as the archives unpack), then root itself."""
+    folders = []
+    if os.path.isdir(root):
+        with os.scandir(root) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.is_dir() and entry.name.startswith("images"):
+                    folders.append(entry.path)
+                    if os.path.isdir(os.path.join(entry.path, "images")):
+                        folders.append(os.path.join(entry.path, "images"))
+    return [*folders, root]
+
+
+def image_paths(root: str, names: pd.Series) -> np.ndarray:
+    """Absolute path of each image name: the folder that holds it (one scandir per folder), else the
+    first images*/ folder (check_images then reports it missing)."""
+    folders = image_folders(root)
+    where: dict[str, str] = {}
+    for folder in reversed(folders):  # earlier folders win
+        if os.path.isdir(folder):
+            with os.scandir(folder) as entries:
+                where.update((entry.name, folder) for entry in entries if entry.is_file())
+    default = folders[0]
+    return np.array([os.path.join(where.get(name, default), name) for name in names], dtype=object)
+
+
+def official_split(root: str, names: pd.Series, file: str) -> np.ndarray:
+    """"train" (train_val_list.txt) / "test" (test_list.txt) per image name."""
+    split = pd.Series("", index=names.index, dtype=object)
+    for label, list_name in SPLIT_LISTS.items():
+        list_path = os.path.join(root, list_name)
+        if not os.path.isfile(list_path):
+            raise DataError(f"data.split=official needs {list_path} (NIH official split list); "
+                            "or use data.split=random|stratified")
+        with open(list_path, encoding="utf-8") as handle:
+            listed = {line.strip() for line in handle if line.strip()}
+        member = names.isin(listed)
+        if (member & (split != "")).any():
+            raise DataError(f"{names[member & (split != '')].iloc[0]!r} is in both {list(SPLIT_LISTS.values())}")
+        split[member] = label
+    unlisted = split == ""
+    if unlisted.any():
+        raise DataError(f"{int(unlisted.sum())} images of {file} are in neither {list(SPLIT_LISTS.values())} "
+                        f"under {root}, e.g. {names[unlisted].head(3).tolist()}")
+    return split.to_numpy()
+
+
+@READERS.register("nih")
+def read_nih(config: DataConfig) -> LabelTable:
+    """NIH ChestX-ray14 label file -> LabelTable (values 0/1 only)."""
+    root = dataset_root(config)
+    file = config.labels or first_existing([os.path.join(root, name) for name in LABEL_FILES],
+                                           "NIH label file", "data.labels or data.root")
+    frame, digest = read_csv(file, COLUMNS)
+    sex_column = next((name for name in SEX_COLUMNS if name in frame.columns), None)
+    if sex_column is None:
+        raise DataError(f"{file}: missing column {' or '.join(map(repr, SEX_COLUMNS))}; "
+                        f"the header has {list(frame.columns)}")
+    names = frame["Image Index"].str.strip()
+    check_paths(names, file, "Image Index")
+    patients = frame["Patient ID"].str.strip()
+    if (patients == "").any():
+        raise row_error(file, int(np.flatnonzero((patients == "").to_numpy())[0]) + 1, "Patient ID", "empty")
+    classes = select_classes(config.classes, (*CLASSES, NO_FINDING), CLASSES)
+    values, _ = parse_findings(frame["Finding Labels"].str.strip(), classes, NO_FINDING, file, "Finding Labels",
+                               vocabulary=CLASSES)
+    keep = view_mask(frame["View Position"].str.strip(), config.views, file, "View Position")
+    split = official_split(root, names, file) if config.split == "official" else None
+    meta = {
+        "path": image_paths(root, names),
+        "patient_id": patients.to_numpy(),
+        "view": frame["View Position"].str.strip().to_numpy(),
+        "sex": frame[sex_column].str.strip().to_numpy(),
+        "age": pd.to_numeric(frame["Patient Age"].str.extract(r"^\s*(\d+)")[0], errors="coerce").to_numpy(),
+    }
+    table = make_table(meta, values, classes, os.path.abspath(file), digest, split)
+    return table.subset(keep)

@@ -1,0 +1,131 @@
+"""Patient-wise train/val/test splits: seeded random, official, and multi-label iterative stratification.
+
+Every function returns one split name per table row ("train" | "val" | "test"); no patient is in two
+splits (an official split is taken as given; val carved from it is patient-wise).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from spml.config import DataConfig
+from spml.data.table import OFFICIAL_SPLIT, DataError, LabelTable
+
+SPLITS = ("train", "val", "test")
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise DataError(f"data.val_fraction={val_fraction}, data.test_fraction={test_fraction}: each must be in "
+                        "[0, 1) and their sum below 1")
+
+
+def random_split(patient_ids: Sequence[str], val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    """(N,) split names; patients (sorted, then permuted by RandomState(seed)) go to test, val, train
+    in the given fractions of patients."""
+    check_fractions(val_fraction, test_fraction)
+    patients, inverse = np.unique(np.asarray(patient_ids, dtype=str), return_inverse=True)
+    order = np.random.RandomState(seed).permutation(len(patients))
+    n_test, n_val = round(test_fraction * len(patients)), round(val_fraction * len(patients))
+    patient_split = np.full(len(patients), "train", dtype=object)
+    patient_split[order[:n_test]] = "test"
+    patient_split[order[n_test:n_test + n_val]] = "val"
+    return patient_split[inverse]
+
+
+def iterative_stratification(counts: np.ndarray, sizes: np.ndarray, fractions: Sequence[float],
+                             seed: int) -> np.ndarray:
+    """Sechidis et al. (2011) iterative stratification of groups (here: patients) into folds.
+
+    counts: (G, C) positive images per group and class; sizes: (G,) images per group; fractions: (K,)
+    share of images per fold. Returns (G,) fold index. The rarest remaining class is distributed first,
+    each of its groups (in random order) to the fold that most lacks that class (ties: the fold that most
+    lacks images, then random); groups without positives fill the remaining fold sizes.
+    """
+    rng = np.random.RandomState(seed)
+    fractions = np.asarray(fractions, dtype=np.float64)
+    counts, sizes = np.asarray(counts, dtype=np.float64), np.asarray(sizes, dtype=np.float64)
+    wanted_labels = fractions[:, None] * counts.sum(0)[None, :]  # (K, C), updated as groups are placed
+    wanted_images = fractions * sizes.sum()  # (K,)
+    fold = np.full(len(counts), -1)
+    has_label = counts > 0
+    while True:
+        remaining = has_label[fold < 0].sum(0)
+        if not remaining.any():
+            break
+        label = int(np.argmin(np.where(remaining > 0, remaining, np.inf)))
+        groups = np.flatnonzero((fold < 0) & has_label[:, label])
+        groups = groups[rng.permutation(len(groups))]
+        tie_break = rng.random_sample((len(groups), len(fractions)))
+        need_label, need_images = wanted_labels[:, label].tolist(), wanted_images.tolist()
+        for group, noise in zip(groups.tolist(), tie_break.tolist()):  # sequential by nature; small lists
+            k = max(range(len(fractions)), key=lambda j: (need_label[j], need_images[j], noise[j]))
+            fold[group] = k
+            need_label[k] -= counts[group, label]
+            need_images[k] -= sizes[group]
+            wanted_labels[k] -= counts[group]
+        wanted_images = np.asarray(need_images)
+    rest = np.flatnonzero(fold < 0)
+    rest = rest[rng.permutation(len(rest))]
+    # groups without positives: fill each fold up to its remaining image quota, in order of the cumsum
+    quota = np.clip(wanted_images, 0, None)
+    bounds = np.cumsum(quota) / max(quota.sum(), 1e-12) * sizes[rest].sum()
+    position = np.cumsum(sizes[rest]) - sizes[rest] / 2
+    fold[rest] = np.minimum(np.searchsorted(bounds, position), len(fractions) - 1)
+    return fold
+
+
+def stratified_split(patient_ids: Sequence[str], positives: np.ndarray, val_fraction: float, test_fraction: float,
+                     seed: int) -> np.ndarray:
+    """(N,) split names from iterative stratification over patients; positives: (N, C) bool per image."""
+    check_fractions(val_fraction, test_fraction)
+    patients, inverse = np.unique(np.asarray(patient_ids, dtype=str), return_inverse=True)
+    counts = np.zeros((len(patients), positives.shape[1]))
+    np.add.at(counts, inverse, np.asarray(positives, dtype=np.float64))
+    sizes = np.bincount(inverse, minlength=len(patients))
+    fractions = [1 - val_fraction - test_fraction, val_fraction, test_fraction]
+    fold = iterative_stratification(counts, sizes, fractions, seed)
+    return np.asarray(SPLITS, dtype=object)[fold][inverse]
+
+
+def official_split(frame: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:
+    """(N,) split names from the reader's OFFICIAL_SPLIT column; without official val rows, val is
+    val_fraction of the official train patients (seeded, patient-wise)."""
+    if OFFICIAL_SPLIT not in frame.columns:
+        raise DataError("data.split=official: this dataset has no official split (NIH lists, MIMIC split csv, "
+                        "CheXpert valid.csv); use data.split=random or stratified")
+    split = frame[OFFICIAL_SPLIT].to_numpy(dtype=object).copy()
+    if not (split == "val").any():
+        train = split == "train"
+        carved = random_split(frame["patient_id"].to_numpy()[train], val_fraction, 0.0, seed)
+        split[train] = carved
+    return split
+
+
+def assign_splits(table: LabelTable, config: DataConfig) -> np.ndarray:
+    """(N,) "train" | "val" | "test" per row of `table` following data.split."""
+    frame = table.frame
+    if config.split == "random":
+        return random_split(frame["patient_id"], config.val_fraction, config.test_fraction, config.split_seed)
+    if config.split == "stratified":
+        return stratified_split(frame["patient_id"], table.values() == 1, config.val_fraction,
+                                config.test_fraction, config.split_seed)
+    if config.split == "official":
+        return official_split(frame, config.val_fraction, config.split_seed)
+    raise DataError(f"data.split={config.split!r}; choose from ['official', 'random', 'stratified']")
+
+
+def split_prevalence(table: LabelTable, split: np.ndarray) -> pd.DataFrame:
+    """Per-class prevalence (share of images with value 1) per split: index = classes + "images" +
+    "patients" (counts), columns = the splits present, then "all"."""
+    split = np.asarray(split, dtype=object)
+    names = [s for s in SPLITS if (split == s).any()]
+    columns = {}
+    for name, rows in [*((s, split == s) for s in names), ("all", np.ones(len(split), bool))]:
+        frame = table.frame[rows]
+        prevalence = (frame[list(table.classes)] == 1).mean()
+        columns[name] = pd.concat([prevalence, pd.Series({"images": len(frame),
+                                                          "patients": frame["patient_id"].nunique()})])
+    return pd.DataFrame(columns)

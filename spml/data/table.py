@@ -1,0 +1,210 @@
+"""The LabelTable every reader returns, strict CSV reading, and the image-existence check.
+
+Errors about input files are `DataError`s naming the file, the row (1-based data row; its line number
+is one more, for the header, unless a quoted field spans lines) and the column.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from spml.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+META_COLUMNS = ("path", "patient_id", "study_id", "view", "sex", "age")
+# Optional column between the meta columns and the classes: the dataset's own split
+# ("train" | "val" | "test"), present only when the reader knows one (NIH lists, MIMIC split csv,
+# CheXpert train.csv + valid.csv); spml.data.splits uses it for data.split=official.
+OFFICIAL_SPLIT = "official_split"
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, row and column (or the config key)."""
+
+
+@dataclass
+class LabelTable:
+    """One row per image: META_COLUMNS, optionally OFFICIAL_SPLIT, then one float column per class
+    (1 positive, 0 negative, -1 uncertain, NaN not mentioned). Paths are absolute ("" = in memory)."""
+
+    frame: pd.DataFrame
+    classes: tuple[str, ...]
+    source: str  # label file the table came from
+    source_hash: str  # sha256 of that file's bytes
+
+    def values(self) -> np.ndarray:
+        """(N, C) float64 label values in class order."""
+        return self.frame.loc[:, list(self.classes)].to_numpy(dtype=np.float64)
+
+    def subset(self, rows: np.ndarray) -> LabelTable:
+        """Rows selected by a boolean mask or positions, index reset."""
+        rows = np.asarray(rows)
+        frame = self.frame[rows] if rows.dtype == bool else self.frame.iloc[rows]
+        return LabelTable(frame.reset_index(drop=True), self.classes, self.source, self.source_hash)
+
+
+def make_table(meta: dict[str, Iterable], values: np.ndarray, classes: Sequence[str], source: str,
+               source_hash: str, official_split: Iterable[str] | None = None) -> LabelTable:
+    """Assemble a LabelTable; `meta` holds META_COLUMNS (missing ones get "" / NaN), values (N, C)."""
+    n = len(values)
+    columns: dict[str, object] = {}
+    for name in META_COLUMNS:
+        default = np.full(n, np.nan) if name == "age" else np.full(n, "", dtype=object)
+        column = meta.get(name, default)
+        columns[name] = np.asarray(column, dtype=np.float64) if name == "age" else np.asarray(column, dtype=object)
+    if official_split is not None:
+        columns[OFFICIAL_SPLIT] = np.asarray(official_split, dtype=object)
+    values = np.asarray(values, dtype=np.float64).reshape(n, len(classes))
+    for j, name in enumerate(classes):
+        columns[name] = values[:, j]
+    frame = pd.DataFrame(columns)
+    for name in META_COLUMNS[:-1]:
+        frame[name] = frame[name].astype(str)
+    return LabelTable(frame, tuple(classes), source, source_hash)
+
+
+# ----------------------------------------------------------------------------------------- files
+def row_error(file: str, row: int, column: str, message: str) -> DataError:
+    """DataError for 1-based data row `row` of `file` (line row + 1 counting the header)."""
+    return DataError(f"{file}: data row {row} (line {row + 1}), column {column!r}: {message}")
+
+
+def file_sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def read_text(path: str) -> tuple[str, str]:
+    """(UTF-8 text, sha256 of the file's bytes); .gz is decompressed; non-UTF-8 bytes are a DataError."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise DataError(f"label file {path} does not exist") from None
+    except OSError as err:
+        raise DataError(f"cannot read label file {path}: {err.strerror}") from None
+    data = gzip.decompress(raw) if path.endswith(".gz") else raw
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8 text: byte 0x{data[err.start]:02x} at byte offset {err.start} "
+                        f"(line {line}); save the file as UTF-8") from None
+    return text, hashlib.sha256(raw).hexdigest()
+
+
+def read_csv(path: str, required: Sequence[str] = ()) -> tuple[pd.DataFrame, str]:
+    """Read a comma-separated file as strings (no NA guessing) -> (frame, sha256 of the file bytes).
+
+    Raises DataError for an empty file, a header without data rows, a ';' or tab separated file,
+    malformed rows and missing `required` columns.
+    """
+    text, digest = read_text(path)
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty")
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.ParserError as err:
+        raise DataError(f"{path}: malformed CSV: {err}") from None
+    if len(frame.columns) == 1:
+        header = str(frame.columns[0])
+        for sep, name in ((";", "semicolon"), ("\t", "tab")):
+            if sep in header:
+                raise DataError(f"{path}: the header is one column containing {name}s ({header[:60]!r}...): "
+                                f"the file looks {name}-separated; spml reads comma-separated files")
+    if frame.empty:
+        raise DataError(f"{path}: the header has no data rows below it")
+    missing = [name for name in required if name not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; the header has {list(frame.columns)}")
+    return frame, digest
+
+
+def first_existing(candidates: Sequence[str], what: str, key: str) -> str:
+    """The first existing file among `candidates`, else a DataError listing them and the config key."""
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    raise DataError(f"no {what} found; looked for {list(candidates)} (set {key})")
+
+
+def dataset_root(config: DataConfig) -> str:
+    """Absolute dataset root: data.root, else the folder of data.labels ("" when neither is set)."""
+    if config.root:
+        return os.path.abspath(config.root)
+    return os.path.dirname(os.path.abspath(config.labels)) if config.labels else ""
+
+
+def check_paths(paths: pd.Series, file: str, column: str) -> None:
+    """Empty paths and duplicate image rows are errors (rows are 1-based data rows of `file`)."""
+    empty = np.flatnonzero((paths.str.strip() == "").to_numpy())
+    if empty.size:
+        raise row_error(file, int(empty[0]) + 1, column, f"empty image path ({empty.size} such rows)")
+    repeated = paths.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        value = paths[repeated].iloc[0]
+        rows = (np.flatnonzero((paths == value).to_numpy()) + 1).tolist()
+        raise DataError(f"{file}: column {column!r}: duplicate image rows: {value!r} at data rows {rows} "
+                        f"({int(repeated.sum())} rows are duplicates)")
+
+
+# ----------------------------------------------------------------------------------------- images
+def existing_files(paths: Sequence[str]) -> np.ndarray:
+    """(N,) bool: the file exists; one os.scandir per distinct folder instead of one stat per path."""
+    folders = pd.Series(paths, dtype=object).map(os.path.dirname)
+    listing: dict[str, set[str]] = {}
+    for folder in folders.unique():
+        try:
+            with os.scandir(folder or ".") as entries:
+                listing[folder] = {entry.name for entry in entries}
+        except OSError:
+            listing[folder] = set()
+    return np.fromiter((os.path.basename(p) in listing[d] for p, d in zip(paths, folders)), bool, len(paths))
+
+
+def check_images(table: LabelTable, missing: str) -> LabelTable:
+    """Apply data.missing to image files that do not exist (in-memory rows, path "", are skipped).
+
+    error: DataError naming the count and the first 5 missing paths. drop: those rows are removed,
+    the count is logged, warned and stored in `frame.attrs["missing_dropped"]`.
+    """
+    if missing not in ("error", "drop"):
+        raise DataError(f"data.missing={missing!r}; choose from ['drop', 'error']")
+    paths = table.frame["path"].to_numpy(dtype=object)
+    on_disk = paths != ""
+    absent = np.zeros(len(paths), bool)
+    absent[on_disk] = ~existing_files(paths[on_disk])
+    count = int(absent.sum())
+    if count and missing == "error":
+        raise DataError(f"{count} of {len(paths)} image files listed in {table.source} do not exist, e.g. "
+                        f"{paths[absent][:5].tolist()}; fix data.root or set data.missing=drop to drop them")
+    out = table.subset(~absent) if count else table
+    out.frame.attrs["missing_dropped"] = count
+    if count:
+        message = f"data.missing=drop: dropped {count} of {len(paths)} rows of {table.source} whose image is missing"
+        log.warning(message)
+        warnings.warn(message, stacklevel=2)
+    if out.frame.empty:
+        raise DataError(f"no image of {table.source} exists under data.root")
+    return out
+
+
+def view_mask(views: pd.Series, wanted: Sequence[str], file: str, column: str) -> np.ndarray:
+    """(N,) bool: rows whose `column` value is in data.views (all rows when data.views is empty)."""
+    if not wanted:
+        return np.ones(len(views), bool)
+    keep = views.isin(list(wanted)).to_numpy()
+    if not keep.any():
+        raise DataError(f"data.views={list(wanted)} keeps no row of {file}; column {column!r} has "
+                        f"{sorted(views.unique().tolist())}")
+    return keep
