@@ -9,6 +9,7 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 NIH_LABELS = SHARED / "nih" / "Data_Entry_2017_v2020.csv.gz"
 NIH_IMAGES = SHARED / "nih1000"
 CHEXPERT_LABELS = SHARED / "chexpert" / "train.csv.gz"
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
 
 def data_config(*overrides: str):
@@ -66,4 +67,5 @@ def kit():
 
     return SimpleNamespace(write=write, config=data_config, nih_rows=nih_rows, chexpert_row=chexpert_row,
                            CHEXPERT_HEADER=CHEXPERT_HEADER, NIH_HEADER=NIH_HEADER, NIH_LABELS=NIH_LABELS,
-                           NIH_IMAGES=NIH_IMAGES, CHEXPERT_LABELS=CHEXPERT_LABELS)
+                           NIH_IMAGES=NIH_IMAGES, CHEXPERT_LABELS=CHEXPERT_LABELS,
+                           TOOLS=TOOLS)
