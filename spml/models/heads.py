@@ -1,0 +1,161 @@
+"""Classification heads on a feature map: linear, mlp, bilinear, prototype.
+
+Every head splits into `embed(feature_map (B,F,h,w)) -> (B,D)` and `classify(vector (B,D)) -> logits
+(B,C)`, with `forward = classify(embed(.))` and `embed_dim = D`, so the MPC objective can run its batch
+transformer between the two and share the classifier across streams.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.layers import SelectAdaptivePool2d
+from torch import Tensor, nn
+
+from spml.config.schema import ModelConfig
+from spml.registry import Registry
+
+HEADS = Registry("head")
+
+
+class Head(nn.Module):
+    """Base: pooled embedding then a classifier; subclasses set `embed_dim` and override the two halves."""
+
+    embed_dim: int
+
+    def embed(self, features: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def classify(self, embedding: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.classify(self.embed(features))
+
+
+def global_pool() -> nn.Module:
+    return SelectAdaptivePool2d(pool_type="avg", flatten=True)
+
+
+@HEADS.register("linear")
+class LinearHead(Head):
+    """pool -> dropout -> Linear. embed: (B,F,h,w) -> (B,F)."""
+
+    def __init__(self, num_features: int, num_classes: int, drop_rate: float = 0.0):
+        super().__init__()
+        self.embed_dim = num_features
+        self.pool = global_pool()
+        self.dropout = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(num_features, num_classes)
+
+    def embed(self, features: Tensor) -> Tensor:
+        return self.pool(features)
+
+    def classify(self, embedding: Tensor) -> Tensor:
+        return self.fc(self.dropout(embedding))
+
+
+@HEADS.register("mlp")
+class MLPHead(Head):
+    """pool -> Linear(hidden) -> BatchNorm1d -> ReLU (embed, D = hidden) -> Dropout -> Linear (Kufel et al.)."""
+
+    def __init__(self, num_features: int, num_classes: int, hidden: int = 512, drop_rate: float = 0.0):
+        super().__init__()
+        self.embed_dim = hidden
+        self.pool = global_pool()
+        self.hidden = nn.Sequential(nn.Linear(num_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def embed(self, features: Tensor) -> Tensor:
+        return self.hidden(self.pool(features))
+
+    def classify(self, embedding: Tensor) -> Tensor:
+        return self.fc(self.dropout(embedding))
+
+
+@HEADS.register("bilinear")
+class BilinearHead(Head):
+    """1x1 conv F -> k, bilinear pooling (outer product averaged over positions), signed sqrt, L2 norm.
+
+    embed: (B,F,h,w) -> (B, k*k). The projection keeps memory bounded for wide backbones (2048 -> k);
+    the pooling runs in fp32 because the outer products overflow fp16.
+    """
+
+    def __init__(self, num_features: int, num_classes: int, channels: int = 512, drop_rate: float = 0.0):
+        super().__init__()
+        self.embed_dim = channels * channels
+        self.project = nn.Sequential(nn.Conv2d(num_features, channels, 1, bias=False), nn.BatchNorm2d(channels),
+                                     nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(self.embed_dim, num_classes)
+
+    def embed(self, features: Tensor) -> Tensor:
+        z = self.project(features).flatten(2).float()  # (B, k, hw)
+        gram = torch.bmm(z, z.transpose(1, 2)) / z.shape[2]  # (B, k, k)
+        v = gram.flatten(1)
+        v = torch.sign(v) * torch.sqrt(v.abs() + 1e-8)
+        return F.normalize(v, dim=1)
+
+    def classify(self, embedding: Tensor) -> Tensor:
+        return self.fc(self.dropout(embedding))
+
+
+def read_prototypes(path: str, num_classes: int, embedding_dim: int) -> Tensor:
+    """(C, D) float tensor from a .npy (allow_pickle=False) or .pt (weights_only=True) file, shape-checked."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"model.prototypes: no file {file}")
+    if file.suffix == ".npy":
+        prototypes = torch.from_numpy(np.load(file, allow_pickle=False).astype(np.float32))
+    elif file.suffix in (".pt", ".pth"):
+        prototypes = torch.load(file, map_location="cpu", weights_only=True)
+        if not isinstance(prototypes, Tensor):
+            raise ValueError(f"model.prototypes: {file} holds a {type(prototypes).__name__}, not a tensor")
+        prototypes = prototypes.float()
+    else:
+        raise ValueError(f"model.prototypes: {file} must be a .npy or .pt file")
+    if tuple(prototypes.shape) != (num_classes, embedding_dim):
+        raise ValueError(f"model.prototypes: {file} has shape {tuple(prototypes.shape)}; expected one row per class "
+                         f"and model.embedding_dim columns: ({num_classes}, {embedding_dim})")
+    return prototypes
+
+
+@HEADS.register("prototype")
+class PrototypeHead(Head):
+    """pool -> Linear(embedding_dim) (embed) -> logits = -Euclidean distance to C class prototypes.
+
+    Logits are <= 0 (sigmoid <= 0.5): they are scores for a metric loss and for ranking (AUC), which
+    reads -d_c; pair this head with a distance-based loss rather than BCE.
+    """
+
+    def __init__(self, num_features: int, num_classes: int, embedding_dim: int = 128, prototypes: str = "",
+                 drop_rate: float = 0.0):
+        super().__init__()
+        self.embed_dim = embedding_dim
+        self.pool = global_pool()
+        self.dropout = nn.Dropout(drop_rate)
+        self.project = nn.Linear(num_features, embedding_dim)
+        initial = (read_prototypes(prototypes, num_classes, embedding_dim) if prototypes
+                   else torch.randn(num_classes, embedding_dim) / embedding_dim ** 0.5)
+        self.prototypes = nn.Parameter(initial)
+
+    def embed(self, features: Tensor) -> Tensor:
+        return self.project(self.dropout(self.pool(features)))
+
+    def classify(self, embedding: Tensor) -> Tensor:
+        return -torch.cdist(embedding.float(), self.prototypes.float())
+
+
+def build_head(config: ModelConfig, num_features: int, num_classes: int) -> Head:
+    """The head named by model.head, sized from the config (head_hidden, embedding_dim, prototypes, drop_rate)."""
+    options = {
+        "linear": {},
+        "mlp": {"hidden": config.head_hidden},
+        "bilinear": {"channels": config.head_hidden},
+        "prototype": {"embedding_dim": config.embedding_dim, "prototypes": config.prototypes},
+    }
+    head_class = HEADS.get(config.head)
+    return head_class(num_features, num_classes, drop_rate=config.drop_rate, **options.get(config.head, {}))

