@@ -200,7 +200,8 @@ def masking_summary(manifest: dict[str, Any]) -> str:
         f"scheme {manifest['scheme']} {manifest['scheme_params']} seed {manifest['seed']}, rows without an "
         f"observed label: {manifest['no_positive']}",
         f"rows in {manifest['rows_in']}, kept {manifest['rows_kept']}, dropped {manifest['rows_dropped']}",
-        f"positives observed {total_observed}, hidden {total_hidden} ({share:.1f}% of the kept rows' certain positives)",
+        f"positives observed {total_observed}, hidden {total_hidden} "
+        f"({share:.1f}% of the kept rows' certain positives)",
         f"{'class':<28}{'observed':>10}{'hidden':>10}",
         *(f"{name:<28}{observed[name]:>10}{hidden[name]:>10}" for name in manifest["classes"]),
     ]

@@ -75,7 +75,8 @@ def test_masked_file_drives_spml_and_supervised_training(tiny_config, kit, tmp_p
 
 
 def test_missing_images_stop_before_training(tiny_config, kit, tmp_path):
-    kit.write(tmp_path / "Data_Entry_2017.csv", kit.nih_rows(("a.png", "Mass", "1", "PA"), ("b.png", "Edema", "2", "PA")))
+    rows = kit.nih_rows(("a.png", "Mass", "1", "PA"), ("b.png", "Edema", "2", "PA"))
+    kit.write(tmp_path / "Data_Entry_2017.csv", rows)
     kit.write(tmp_path / "images" / "a.png", b"")
     with pytest.raises(DataError, match=r"1 of 2 image files .*b\.png.*data.missing=drop"):
         build_data(tiny_config("supervised", "data.dataset=nih", f"data.root={tmp_path}"))

@@ -96,7 +96,8 @@ def test_nih_official_lists(tmp_path, kit):
     ("", "no finding names"),
 ])
 def test_nih_bad_finding_labels(tmp_path, kit, findings, message):
-    file = kit.write(tmp_path / "labels.csv", kit.nih_rows(("a.png", "Mass", "1", "PA"), ("b.png", findings, "1", "PA")))
+    rows = kit.nih_rows(("a.png", "Mass", "1", "PA"), ("b.png", findings, "1", "PA"))
+    file = kit.write(tmp_path / "labels.csv", rows)
     with pytest.raises(DataError, match=message) as info:
         read(kit, "dataset=nih", f"labels={file}")
     assert file in str(info.value)
@@ -153,14 +154,16 @@ def test_chexpert_unknown_label_value(tmp_path, kit, value):
                      + kit.chexpert_row("CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg")
                      + kit.chexpert_row("CheXpert-v1.0-small/train/patient00002/study1/view1_frontal.jpg",
                                         f",,{value},,,,,,,,,,,"))
-    with pytest.raises(DataError, match=rf"data row 2 \(line 3\), column 'Cardiomegaly': unknown label value '{value}'"):
+    message = rf"data row 2 \(line 3\), column 'Cardiomegaly': unknown label value '{value}'"
+    with pytest.raises(DataError, match=message):
         read(kit, "dataset=chexpert", f"labels={file}")
 
 
 # ----------------------------------------------------------------------------------------------- MIMIC
 def mimic_root(tmp_path, kit, gz=False):
-    labels = "subject_id,study_id,No Finding,Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum," \
-             "Fracture,Lung Lesion,Lung Opacity,Pleural Effusion,Pleural Other,Pneumonia,Pneumothorax,Support Devices\n" \
+    labels = "subject_id,study_id,No Finding,Atelectasis,Cardiomegaly,Consolidation,Edema," \
+             "Enlarged Cardiomediastinum,Fracture,Lung Lesion,Lung Opacity,Pleural Effusion,Pleural Other," \
+             "Pneumonia,Pneumothorax,Support Devices\n" \
              "10000032,50414267,1.0,,,,,,,,,,,,,\n" \
              "10000032,53189527,,-1.0,1.0,,,,,,,,,,,\n" \
              "11000011,51000000,,,,,0.0,,,,,,,,,1.0\n"
@@ -208,8 +211,8 @@ def test_mimic_duplicate_study_and_bad_split(tmp_path, kit):
 
 # ----------------------------------------------------------------------------------------------- generic CSV
 def test_csv_label_columns_and_delimited_column(tmp_path, kit):
-    file = kit.write(tmp_path / "labels.csv", "image,pid,A,B,findings\nx/1.png,p1,1,,A|B\n/abs/2.png,p1,0,-1,No Finding\n"
-                     "3.png,p2,,1,B\n")
+    file = kit.write(tmp_path / "labels.csv", "image,pid,A,B,findings\nx/1.png,p1,1,,A|B\n"
+                     "/abs/2.png,p1,0,-1,No Finding\n3.png,p2,,1,B\n")
     columns = read(kit, "dataset=csv", f"labels={file}", "csv.path_column=image", "csv.patient_column=pid",
                    "csv.label_columns=[A, B]")
     assert columns.frame["path"].tolist() == [str(tmp_path / "x/1.png"), "/abs/2.png", str(tmp_path / "3.png")]

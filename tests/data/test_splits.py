@@ -44,7 +44,8 @@ def test_stratified_split_on_real_nih_is_fast_balanced_and_patient_wise(nih_tabl
     relative_gap = (prevalence[["train", "val", "test"]].sub(prevalence["all"], axis=0).abs()
                     .div(prevalence["all"], axis=0))
     assert relative_gap.to_numpy().max() < 0.1  # even Hernia (227 images) is spread in proportion
-    random = split_prevalence(nih_table, random_split(frame["patient_id"], 0.1, 0.2, seed=0)).loc[list(nih_table.classes)]
+    random_split_rows = random_split(frame["patient_id"], 0.1, 0.2, seed=0)
+    random = split_prevalence(nih_table, random_split_rows).loc[list(nih_table.classes)]
     random_gap = random[["val", "test"]].sub(random["all"], axis=0).abs().div(random["all"], axis=0)
     assert relative_gap[["val", "test"]].to_numpy().mean() < random_gap.to_numpy().mean()
 
