@@ -42,16 +42,19 @@ class EntropyMaximisation(SinglePositiveLoss):
 class EntropyMaximisationAPL(SinglePositiveLoss):
     """EM + APL. Forward (training mode) records p and the observed mask of each image in buffers.
     At set_epoch(e) with e >= warmup_epochs (once per epoch, also across resumes), for each class the
-    `fraction` of its recorded unobserved entries with the lowest recorded p, among those not yet marked,
+    `fraction` (one number, or one per class) of its recorded unobserved entries with the lowest recorded p,
+    among those not yet marked,
     become soft negatives whose target is that stored p (kept from then on; buffer `soft_target`, NaN = none).
     Soft negatives get beta * BCE to their target instead of the entropy term."""
 
     def __init__(self, num_classes: int, num_images: int, alpha: float = 0.1, beta: float = 0.2,
-                 fraction: float = 0.1, warmup_epochs: int = 1, eps: float = 1e-5):
+                 fraction: float | list[float] = 0.1, warmup_epochs: int = 1, eps: float = 1e-5):
         super().__init__()
-        if not 0 <= fraction <= 1:
-            raise ValueError(f"em_apl: fraction must be in [0, 1], got {fraction}")
-        self.alpha, self.beta, self.fraction, self.warmup_epochs, self.eps = alpha, beta, fraction, warmup_epochs, eps
+        fraction = torch.as_tensor(fraction, dtype=torch.float64).expand(num_classes)
+        if not ((fraction >= 0) & (fraction <= 1)).all():
+            raise ValueError(f"em_apl: fraction must be in [0, 1] (one value or {num_classes}), got {fraction.tolist()}")
+        self.alpha, self.beta, self.warmup_epochs, self.eps = alpha, beta, warmup_epochs, eps
+        self.register_buffer("fraction", fraction.float().clone(), persistent=False)  # config, not state
         nan_table = torch.full((num_images, num_classes), float("nan"))
         self.register_buffer("recorded_probs", nan_table.clone())
         self.register_buffer("recorded_observed", torch.zeros(num_images, num_classes, dtype=torch.bool))
@@ -62,7 +65,8 @@ class EntropyMaximisationAPL(SinglePositiveLoss):
         if self.training:
             with torch.no_grad():
                 rows = gather_across_ranks(index)
-                self.recorded_probs[rows] = gather_across_ranks(torch.sigmoid(logits.detach().float()))
+                probs = torch.sigmoid(logits.detach().to(self.recorded_probs.dtype))
+                self.recorded_probs[rows] = gather_across_ranks(probs)
                 self.recorded_observed[rows] = gather_across_ranks(observed.bool())
         return entropy_maximisation(logits, observed, self.alpha, self.eps, self.soft_target[index], self.beta)
 
@@ -76,7 +80,7 @@ class EntropyMaximisationAPL(SinglePositiveLoss):
     def mark_soft_negatives(self) -> None:
         """Mark per class the lowest recorded p among unmarked unobserved entries (see the class docstring)."""
         unobserved = torch.isfinite(self.recorded_probs) & ~self.recorded_observed
-        quota = (self.fraction * unobserved.sum(0)).floor().long()  # (C,)
+        quota = (self.fraction * unobserved.sum(0)).floor().long()  # (C,) new soft negatives per class
         candidate = unobserved & torch.isnan(self.soft_target)
         ranked, order = torch.where(candidate, self.recorded_probs, float("inf")).sort(0)
         rank = torch.arange(ranked.shape[0], device=ranked.device)[:, None]

@@ -65,6 +65,10 @@ def test_em_apl_marks_lowest_recorded_unobserved_probabilities_per_class():
     loss.set_epoch(2)  # two more per class, the next lowest
     assert torch.isfinite(loss.soft_target)[:, 0].nonzero().flatten().tolist() == [1, 2, 3, 4]
     assert torch.isfinite(loss.soft_target)[:, 1].nonzero().flatten().tolist() == [4, 6, 7, 8]
+    per_class = make_spml("em_apl", num_classes=2, num_images=num_images, fraction=[0.25, 0.0]).train()
+    per_class(logits, observed, torch.arange(num_images))
+    per_class.set_epoch(1)
+    assert torch.isfinite(per_class.soft_target).sum(0).tolist() == [2, 0]
 
 
 def test_em_apl_stored_targets_come_from_the_previous_epoch_not_the_current_logits():
@@ -127,20 +131,28 @@ def test_role_table_is_a_scaled_parameter_trained_only_at_batch_rows():
     assert rows_with_grad == [1, 5, 6] and logits.grad.abs().sum() > 0
 
 
-def test_role_against_its_definition_in_float64():
+def test_role_against_its_definition_with_stop_gradients_in_float64():
     logits, observed, _ = random_batch(batch=3, dtype=torch.float64)
     index = torch.tensor([2, 0, 7])
     loss = make_spml("role", num_classes=4, num_images=8, expected_positives=1.5).double()
-    p, g = torch.sigmoid(logits), torch.sigmoid(loss.table[index].detach())
+    table = loss.table.detach().clone()
+    logits.requires_grad_(True)
+    value = loss(logits, observed, index)
+    grad_logits, grad_table = torch.autograd.grad(value, (logits, loss.table))
+
+    ref_logits, ref_table = logits.detach().clone().requires_grad_(True), table.requires_grad_(True)
+    p, g = torch.sigmoid(ref_logits), torch.sigmoid(ref_table[index])
 
     def nl(x):
         return -torch.log(x + 1e-5)
 
     obs = torch.where(observed, nl(p) + nl(g), 0.0)
-    cross = g * nl(p) + (1 - g) * nl(1 - p) + p * nl(g) + (1 - p) * nl(1 - g)
+    cross = g.detach() * nl(p) + (1 - g.detach()) * nl(1 - p) + p.detach() * nl(g) + (1 - p.detach()) * nl(1 - g)
     reg = ((p.sum(1).mean() - 1.5) ** 2 + (g.sum(1).mean() - 1.5) ** 2) / 16
     expected = (0.5 * obs + 0.5 * cross).mean() + 0.5 * reg
-    assert torch.allclose(loss(logits, observed, index), expected)
+    assert torch.allclose(value, expected)
+    expected.backward()
+    assert torch.allclose(grad_logits, ref_logits.grad) and torch.allclose(grad_table, ref_table.grad)
 
 
 def train_a_little(loss, num_images=8, num_classes=4):
