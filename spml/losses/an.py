@@ -81,4 +81,5 @@ class ExpectedPositiveRegularized(SinglePositiveLoss):
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
         probs = torch.sigmoid(as_float(logits))
-        return observed_only(logits, observed, self.eps).mean() + expected_positive_penalty(probs, self.expected_positives)
+        penalty = expected_positive_penalty(probs, self.expected_positives)
+        return observed_only(logits, observed, self.eps).mean() + penalty

@@ -52,7 +52,8 @@ class EntropyMaximisationAPL(SinglePositiveLoss):
         super().__init__()
         fraction = torch.as_tensor(fraction, dtype=torch.float64).expand(num_classes)
         if not ((fraction >= 0) & (fraction <= 1)).all():
-            raise ValueError(f"em_apl: fraction must be in [0, 1] (one value or {num_classes}), got {fraction.tolist()}")
+            raise ValueError(f"em_apl: fraction must be in [0, 1] (one value or {num_classes}), "
+                             f"got {fraction.tolist()}")
         self.alpha, self.beta, self.warmup_epochs, self.eps = alpha, beta, warmup_epochs, eps
         self.register_buffer("fraction", fraction.float().clone(), persistent=False)  # config, not state
         nan_table = torch.full((num_images, num_classes), float("nan"))

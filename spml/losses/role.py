@@ -23,7 +23,8 @@ def role_loss(logits: Tensor, table_logits: Tensor, observed: Tensor, expected_p
     cross_p = g.detach() * nl_p_pos + (1 - g.detach()) * nl_p_neg
     cross_g = p.detach() * nl_g_pos + (1 - p.detach()) * nl_g_neg
     entries = 0.5 * observed_terms + 0.5 * (cross_p + cross_g)
-    penalty = 0.5 * (expected_positive_penalty(p, expected_positives) + expected_positive_penalty(g, expected_positives))
+    penalty = 0.5 * (expected_positive_penalty(p, expected_positives)
+                     + expected_positive_penalty(g, expected_positives))
     return entries.mean() + penalty
 
 

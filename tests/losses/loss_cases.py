@@ -1,4 +1,6 @@
-"""Shared inputs for the loss tests (imported by name; not a conftest, to avoid clashing with tests/conftest.py): REFERENCE.md's check example and builders for every registered loss."""
+"""Shared inputs for the loss tests: REFERENCE.md's check example and builders for every registered loss.
+
+Imported by name (not a conftest, which would clash with tests/conftest.py)."""
 import torch
 
 from spml.losses import build_loss, build_spml_loss
