@@ -18,6 +18,8 @@ from spml.models import BatchTransformer, FeaturePerturbation, build_ema
 from spml.objectives.base import Objective
 from spml.objectives.registry import OBJECTIVES, DataStats
 
+MAX_BT_INPUT = 16384  # widest head embedding the batch transformer projects (bilinear 128x128)
+
 
 def masked_bce(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
     """sum(mask * BCE(logits, targets)) / max(sum(mask), 1); (B,C) inputs -> scalar, fp32."""
@@ -48,6 +50,10 @@ class MPCObjective(Objective):
         self.strong = build_strong(config.augment, red=mpc.red) if mpc.ipc_weight > 0 else None
         self.perturb = FeaturePerturbation(mpc.fp_dropout, mpc.fp_noise_std) if mpc.fpc_weight > 0 else None
         embed_dim = self.classifier.head.embed_dim
+        if mpc.btc_weight > 0 and embed_dim > MAX_BT_INPUT:
+            raise ValueError(f"spml.mpc.btc_weight>0 with a {embed_dim}-wide head embedding (model.head="
+                             f"{config.model.head!r}): the batch transformer's projection would not fit; use "
+                             f"model.head_hidden<=128 with the bilinear head or spml.mpc.btc_weight=0")
         self.batch_transformer = (
             BatchTransformer(embed_dim, mpc.bt_depth, mpc.bt_heads, mpc.bt_dim_feedforward, mpc.bt_dropout)
             if mpc.btc_weight > 0 else None
