@@ -1,0 +1,157 @@
+"""The decode-once uint8 image cache: images.u8 (N, S, S) memmap + index.csv + meta.json in one folder.
+
+images.u8 is C-contiguous uint8, one image per row, so reading an image is one contiguous read.
+index.csv has columns path, row, ok, error (bad images keep a zero row, ok=False and the reason).
+meta.json holds size, count, failed, created, source_hash (sha256 of the newline-joined path list).
+The three files are written under temporary names and renamed at the end, meta.json last: a build
+that fails leaves no final files (and an older cache in the folder is invalidated, never half-replaced).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from spml.data.images import ImageError, image_error, load_gray
+from spml.data.table import DataError
+
+IMAGES, INDEX, META = "images.u8", "index.csv", "meta.json"
+
+
+def paths_hash(paths: Sequence[str]) -> str:
+    """sha256 of the newline-joined path list (identifies what a cache was built from)."""
+    return hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()
+
+
+def decode_or_reason(path: str, size: int) -> tuple[np.ndarray | None, str]:
+    """(uint8 (size, size), "") or (None, reason) for a bad image; other errors propagate."""
+    try:
+        return load_gray(path, size), ""
+    except ImageError as err:
+        return None, err.reason
+
+
+def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2, progress: bool = True,
+                chunksize: int = 16) -> ImageCache:
+    """Decode `paths` at size x size into `out_dir` (see the module docstring) and open the result.
+
+    workers: decoding processes (0 or 1 decodes in this process). Bad images are recorded in
+    index.csv (ok=False, error) and logged by the caller from `ImageCache.failed`; any other error
+    aborts the build and removes the temporary files.
+    """
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise ValueError("build_cache: the path list is empty")
+    repeated = pd.Index(paths).duplicated()
+    if repeated.any():
+        raise ValueError(f"build_cache: {int(repeated.sum())} duplicate paths, e.g. {paths[int(np.argmax(repeated))]!r}")
+    os.makedirs(out_dir, exist_ok=True)
+    temp = {name: os.path.join(out_dir, f".{name}.tmp-{os.getpid()}") for name in (IMAGES, INDEX, META)}
+    try:
+        images = np.memmap(temp[IMAGES], np.uint8, "w+", shape=(len(paths), size, size))
+        errors = [""] * len(paths)
+        bar = tqdm(total=len(paths), unit="img", desc=f"cache {size}px", disable=not progress, mininterval=1.0)
+        with bar:
+            if workers > 1:
+                with ProcessPoolExecutor(workers) as pool:
+                    results = pool.map(decode_or_reason, paths, [size] * len(paths), chunksize=chunksize)
+                    for row, (image, reason) in enumerate(results):
+                        images[row], errors[row] = (0 if image is None else image), reason
+                        bar.update()
+            else:
+                for row, path in enumerate(paths):
+                    image, errors[row] = decode_or_reason(path, size)
+                    images[row] = 0 if image is None else image
+                    bar.update()
+        images.flush()
+        del images
+        ok = [not reason for reason in errors]
+        pd.DataFrame({"path": paths, "row": range(len(paths)), "ok": ok, "error": errors}).to_csv(temp[INDEX], index=False)
+        meta = {"size": size, "count": len(paths), "failed": len(paths) - sum(ok), "dtype": "uint8",
+                "layout": "images.u8 is (count, size, size) C-order", "source_hash": paths_hash(paths),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        with open(temp[META], "w", encoding="utf-8") as handle:
+            json.dump(meta, handle, indent=1)
+        final = {name: os.path.join(out_dir, name) for name in temp}
+        if os.path.exists(final[META]):
+            os.remove(final[META])  # the old cache is invalid from here on
+        for name in (IMAGES, INDEX, META):
+            os.replace(temp[name], final[name])
+    except BaseException:
+        for path in temp.values():
+            if os.path.exists(path):
+                os.remove(path)
+        raise
+    return ImageCache(out_dir, size)
+
+
+class ImageCache:
+    """Read-only view of a cache folder; `size` (data.size) must match the cached size when given."""
+
+    def __init__(self, cache_dir: str, size: int | None = None):
+        self.dir = str(cache_dir)
+        meta_path = os.path.join(self.dir, META)
+        if not os.path.isfile(meta_path):
+            raise DataError(f"{self.dir} is not an image cache (no {META}); build one with "
+                            f"tools/prepare_data.py or clear data.cache")
+        with open(meta_path, encoding="utf-8") as handle:
+            self.meta = json.load(handle)
+        self.size, self.count = int(self.meta["size"]), int(self.meta["count"])
+        if size is not None and size != self.size:
+            raise DataError(f"cache {self.dir} holds {self.size}px images but data.size={size}; rebuild it with "
+                            f"tools/prepare_data.py --size {size} or set data.size={self.size}")
+        expected = self.count * self.size * self.size
+        actual = os.path.getsize(os.path.join(self.dir, IMAGES))
+        if actual != expected:
+            raise DataError(f"{os.path.join(self.dir, IMAGES)} has {actual} bytes, meta.json says "
+                            f"{self.count} x {self.size} x {self.size} = {expected}; rebuild the cache")
+        self.index = pd.read_csv(os.path.join(self.dir, INDEX), dtype={"path": str, "error": str},
+                                 keep_default_na=False)
+        if len(self.index) != self.count:
+            raise DataError(f"{os.path.join(self.dir, INDEX)} has {len(self.index)} rows, meta.json says "
+                            f"{self.count}; rebuild the cache")
+        self.ok = self.index["ok"].to_numpy(dtype=bool)
+        self._lookup = pd.Index(self.index["path"])
+        self._images: np.memmap | None = None
+
+    @property
+    def images(self) -> np.memmap:
+        """uint8 (count, size, size) read-only memmap, opened lazily in each process."""
+        if self._images is None:
+            self._images = np.memmap(os.path.join(self.dir, IMAGES), np.uint8, "r",
+                                     shape=(self.count, self.size, self.size))
+        return self._images
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_images": None}  # DataLoader workers reopen the memmap, not copy it
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """Index rows (path, row, ok, error) of images that could not be decoded."""
+        return self.index[~self.ok]
+
+    def rows(self, paths: Sequence[str]) -> np.ndarray:
+        """(N,) int64 cache rows of `paths`; DataError naming the paths the cache does not hold."""
+        rows = self._lookup.get_indexer(pd.Index([str(p) for p in paths]))
+        absent = np.flatnonzero(rows < 0)
+        if absent.size:
+            examples = [str(paths[i]) for i in absent[:5]]
+            raise DataError(f"cache {self.dir} has no entry for {absent.size} of {len(paths)} images, e.g. "
+                            f"{examples}; rebuild it with tools/prepare_data.py for this dataset")
+        return rows.astype(np.int64)
+
+    def load(self, row: int) -> np.ndarray:
+        """uint8 (size, size) copy of cache row `row`; ImageError with the recorded reason for a bad image."""
+        if not self.ok[row]:
+            raise image_error(self.index["path"].iat[row], f"{self.index['error'].iat[row]} (recorded in {self.dir})")
+        return np.array(self.images[row])
