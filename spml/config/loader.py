@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -10,6 +11,9 @@ from typing import Any, Iterable
 import yaml
 
 from spml.config.schema import Config
+
+
+SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 class ConfigError(ValueError):
@@ -43,6 +47,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and SCIENTIFIC.fullmatch(value):  # YAML 1.1 reads 1e30 as a string
+        value = float(value)
     return key.split("."), value
 
 

@@ -1,6 +1,7 @@
 """Evaluation shared by training and tools/evaluate.py: predict, gather across processes, score, report."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ def score(predictions: dict[str, np.ndarray], classes: list[str], bootstrap: int
 def write_report(result: EvalResult, predictions: dict[str, np.ndarray], classes: list[str], out_dir: Path) -> None:
     """metrics.json, per_class.csv, predictions.csv, roc.png and pr.png into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(result.to_json(), encoding="utf-8")
+    (out_dir / "metrics.json").write_text(json.dumps(json.loads(result.to_json())["summary"], indent=2),
+                                          encoding="utf-8")
     result.per_class.to_csv(out_dir / "per_class.csv", index=False)
     plot_curves(predictions["probs"], predictions["targets"], predictions["known"], classes, out_dir)
