@@ -51,7 +51,8 @@ def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2,
         raise ValueError("build_cache: the path list is empty")
     repeated = pd.Index(paths).duplicated()
     if repeated.any():
-        raise ValueError(f"build_cache: {int(repeated.sum())} duplicate paths, e.g. {paths[int(np.argmax(repeated))]!r}")
+        first = paths[int(np.argmax(repeated))]
+        raise ValueError(f"build_cache: {int(repeated.sum())} duplicate paths, e.g. {first!r}")
     os.makedirs(out_dir, exist_ok=True)
     temp = {name: os.path.join(out_dir, f".{name}.tmp-{os.getpid()}") for name in (IMAGES, INDEX, META)}
     try:
@@ -73,7 +74,8 @@ def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2,
         images.flush()
         del images
         ok = [not reason for reason in errors]
-        pd.DataFrame({"path": paths, "row": range(len(paths)), "ok": ok, "error": errors}).to_csv(temp[INDEX], index=False)
+        index = pd.DataFrame({"path": paths, "row": range(len(paths)), "ok": ok, "error": errors})
+        index.to_csv(temp[INDEX], index=False)
         meta = {"size": size, "count": len(paths), "failed": len(paths) - sum(ok), "dtype": "uint8",
                 "layout": "images.u8 is (count, size, size) C-order", "source_hash": paths_hash(paths),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -140,3 +140,28 @@ def test_cache_speedup_over_decoding(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(decoded, cached))
     print(f"\n{len(paths)} images at 64 px: decode {len(paths) / decode_s:.0f} img/s, "
           f"cache {len(paths) / cache_s:.0f} img/s, ratio {decode_s / cache_s:.1f}x")
+
+
+@pytest.mark.skipif(not NIH_IMAGES.is_dir(), reason="shared NIH sample not present")
+def test_prepare_data_tool_caches_the_nih_sample_and_lists_failures(tmp_path, capsys):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    from prepare_data import main
+
+    root = tmp_path / "nih"
+    (root / "images").mkdir(parents=True)
+    (root / "Data_Entry_2017_v2020.csv.gz").symlink_to(NIH_IMAGES.parents[1] / "nih" / "Data_Entry_2017_v2020.csv.gz")
+    names = sorted(p.name for p in NIH_IMAGES.glob("*.png"))
+    for name in names[1:]:
+        (root / "images" / name).symlink_to(NIH_IMAGES / name)
+    (root / "images" / names[0]).write_bytes(b"not a png")
+    out = tmp_path / "cache"
+    with pytest.warns(UserWarning, match="dropped"):
+        assert main(["--dataset", "nih", "--root", str(root), "--size", "16", "--out", str(out), "--workers", "2",
+                     "data.missing=drop"]) == 0
+    printed = capsys.readouterr().out
+    assert "cached 811 images" in printed and "images/s" in printed
+    assert "1 images could not be decoded" in printed and names[0] in printed
+    cache = ImageCache(str(out), 16)
+    assert len(cache) == 811 and cache.failed["path"].tolist() == [str(root / "images" / names[0])]

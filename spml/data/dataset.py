@@ -1,0 +1,141 @@
+"""Image sources (files, the uint8 cache, in-memory arrays), the CXRDataset of uint8 samples, and loaders.
+
+A source has `__len__` and `load(i) -> uint8 (S, S)`; a bad image raises ImageError (path + reason).
+CXRDataset items are the dicts of docs/architecture.md. Under bad_images="skip" a bad image is
+logged, warned, kept in `dataset.skipped` and the item is None; `collate_skip_none` drops such items.
+Skips are counted per process (each DataLoader worker has its own copy of the dataset); more than
+`bad_image_budget` in one process stops the run with a DataError.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from spml.data.cache import ImageCache
+from spml.data.images import ImageError, load_gray
+from spml.data.table import DataError
+
+log = logging.getLogger(__name__)
+
+
+class ImageSource(Protocol):
+    def __len__(self) -> int: ...
+
+    def load(self, i: int) -> np.ndarray:
+        """uint8 (S, S) image i; raises ImageError for a bad image."""
+        ...
+
+
+class FileSource:
+    """Decode image files on the fly (no cache) at size x size."""
+
+    def __init__(self, paths: Sequence[str], size: int):
+        self.paths, self.size = [str(p) for p in paths], size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, i: int) -> np.ndarray:
+        return load_gray(self.paths[i], self.size)
+
+
+class CacheSource:
+    """Rows of a uint8 cache (spml.data.cache) for `paths`; missing paths or a size mismatch fail here."""
+
+    def __init__(self, cache_dir: str, paths: Sequence[str], size: int):
+        self.cache = ImageCache(cache_dir, size)
+        self.rows = self.cache.rows(paths)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def load(self, i: int) -> np.ndarray:
+        return self.cache.load(int(self.rows[i]))
+
+
+class ArraySource:
+    """In-memory uint8 (N, S, S) images."""
+
+    def __init__(self, images: np.ndarray):
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
+            raise ValueError(f"ArraySource needs uint8 (N, S, S) images, got {images.dtype} {images.shape}")
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, i: int) -> np.ndarray:
+        return self.images[i]
+
+
+class CXRDataset(Dataset):
+    """Samples {image uint8 (1,S,S), targets float32 (C,), known bool (C,), observed bool (C,), index int64 ()}.
+
+    targets, known, observed: (N, C) arrays aligned with the source; observed None -> all False.
+    bad_images: "error" raises the ImageError; "skip" reports it and returns None (see module docstring).
+    """
+
+    def __init__(self, source: ImageSource, targets: np.ndarray, known: np.ndarray, observed: np.ndarray | None = None,
+                 bad_images: str = "error", bad_image_budget: int = 10):
+        if bad_images not in ("error", "skip"):
+            raise DataError(f"data.bad_images={bad_images!r}; choose from ['error', 'skip']")
+        n = len(source)
+        observed = np.zeros_like(known, dtype=bool) if observed is None else observed
+        for name, array in (("targets", targets), ("known", known), ("observed", observed)):
+            if array.ndim != 2 or len(array) != n:
+                raise ValueError(f"CXRDataset: {name} has shape {array.shape}, expected ({n}, C) for {n} images")
+        self.source = source
+        self.targets = torch.as_tensor(np.asarray(targets, np.float32))
+        self.known = torch.as_tensor(np.asarray(known, bool))
+        self.observed = torch.as_tensor(np.asarray(observed, bool))
+        self.bad_images, self.bad_image_budget = bad_images, bad_image_budget
+        self.skipped: list[tuple[int, str, str]] = []  # (index, path, reason) seen in this process
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | None:
+        try:
+            image = self.source.load(index)
+        except ImageError as err:
+            if self.bad_images == "error":
+                raise
+            return self.skip(index, err)
+        return {"image": torch.from_numpy(np.array(image, np.uint8, copy=True))[None],
+                "targets": self.targets[index], "known": self.known[index], "observed": self.observed[index],
+                "index": torch.tensor(index, dtype=torch.int64)}
+
+    def skip(self, index: int, err: ImageError) -> None:
+        self.skipped.append((index, err.path, err.reason))
+        message = f"skipping bad image {index} ({len(self.skipped)} in this process): {err}"
+        log.warning(message)
+        warnings.warn(message, stacklevel=3)
+        if len(self.skipped) > self.bad_image_budget:
+            raise DataError(f"{len(self.skipped)} bad images skipped in one loader process, over "
+                            f"data.bad_image_budget={self.bad_image_budget}; last: {err}. Fix or remove the "
+                            "files (or rebuild the cache), or raise data.bad_image_budget")
+        return None
+
+
+def collate_skip_none(items: list[dict[str, torch.Tensor] | None]) -> dict[str, torch.Tensor]:
+    """default_collate of the items that are not None (skipped bad images)."""
+    kept = [item for item in items if item is not None]
+    if not kept:
+        raise DataError(f"all {len(items)} images of a batch were bad (see the warnings above); "
+                        "fix the data or lower data.bad_image_budget so the run stops earlier")
+    return default_collate(kept)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, num_workers: int = 0, seed: int = 0,
+                drop_last: bool = False) -> DataLoader:
+    """DataLoader with collate_skip_none, a seeded order (same seed -> same batches), pinned memory on CUDA
+    and persistent workers."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      collate_fn=collate_skip_none, pin_memory=torch.cuda.is_available(),
+                      persistent_workers=num_workers > 0, drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(seed))
