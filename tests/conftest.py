@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 TINY = [
-    "data.dataset=synthetic", "data.size=32", "data.synthetic.num_images=240", "data.batch_size=16",
+    "data.dataset=synthetic", "data.size=32", "data.synthetic.num_images=400", "data.batch_size=16",
     "data.eval_batch_size=32", "data.num_workers=0", "model.backbone=test_efficientnet", "train.epochs=2",
     "train.log_every=5", "eval.bootstrap=0", "optim.warmup_epochs=0",
     "spml.mpc.warmup_epochs=0.5", "spml.mpc.rampup_epochs=0.5", "spml.mpc.memory_size=64",

@@ -14,7 +14,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset, default_collate
 
 from spml.data.cache import ImageCache
 from spml.data.images import ImageError, load_gray
@@ -129,13 +129,3 @@ def collate_skip_none(items: list[dict[str, torch.Tensor] | None]) -> dict[str, 
         raise DataError(f"all {len(items)} images of a batch were bad (see the warnings above); "
                         "fix the data or lower data.bad_image_budget so the run stops earlier")
     return default_collate(kept)
-
-
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, num_workers: int = 0, seed: int = 0,
-                drop_last: bool = False) -> DataLoader:
-    """DataLoader with collate_skip_none, a seeded order (same seed -> same batches), pinned memory on CUDA
-    and persistent workers."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      collate_fn=collate_skip_none, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=num_workers > 0, drop_last=drop_last,
-                      generator=torch.Generator().manual_seed(seed))

@@ -28,9 +28,12 @@ class EpochSampler(Sampler[int]):
 
 
 def _loader(dataset: Dataset, batch_size: int, config: DataConfig, **kwargs) -> DataLoader:
+    """A private generator keeps each new iterator's worker-seed draw off the global RNG, which the
+    augmentation uses: otherwise resuming mid-epoch would shift every later random draw."""
     workers = config.num_workers
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_none,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0, **kwargs)
+                      pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(0), **kwargs)
 
 
 def make_train_loader(dataset: Dataset, sampler: EpochSampler, config: DataConfig) -> DataLoader:

@@ -98,8 +98,8 @@ class Trainer:
             (self.run_dir / "data_stats.json").write_text(json.dumps(self.stats.to_json(), indent=2))
         objective = build_objective(config, self.stats)
         optimizer = build_optimizer(objective, config.optim)
-        self.sampler = EpochSampler(len(self.bundle.train), config.train.seed)
-        train_loader = make_train_loader(self.bundle.train, self.sampler, config.data)
+        train_loader = make_train_loader(self.bundle.train, EpochSampler(len(self.bundle.train), config.train.seed),
+                                         config.data)
         val_loader = make_eval_loader(self.bundle.val, config.data)
         self.objective, self.optimizer, self.train_loader, self.val_loader = self.accelerator.prepare(
             objective, optimizer, train_loader, val_loader)
@@ -148,12 +148,12 @@ class Trainer:
         stop = False
         while self.progress.epoch < cfg.epochs and not stop:
             epoch = self.progress.epoch
-            self.sampler.set_epoch(epoch)
             self.model.set_epoch(epoch, self.steps_per_epoch)
             self.objective.train()
             loader = self.train_loader
             if self.progress.batch_in_epoch:
                 loader = acc.skip_first_batches(self.train_loader, self.progress.batch_in_epoch)
+            loader.set_epoch(epoch)  # accelerate's loaders pass it to the EpochSampler (and count from it)
             for batch in loader:
                 grad_norm = None
                 with acc.accumulate(self.objective):

@@ -45,7 +45,7 @@ def test_spml_bundle_masks_the_train_split_only(tiny_config):
 def test_masked_file_drives_spml_and_supervised_training(tiny_config, kit, tmp_path):
     masked = tmp_path / "masked.csv"
     assert run_mask_tool(kit, "--dataset", "synthetic", "--out", masked, "--seed", 5,
-                         "data.synthetic.num_images=240") == 0
+                         "data.synthetic.num_images=400") == 0
     frame, manifest = read_masked(masked)
     bundle = build_data(tiny_config("spml", f"data.masked_labels={masked}"))
     assert bundle.manifest == manifest
@@ -54,7 +54,7 @@ def test_masked_file_drives_spml_and_supervised_training(tiny_config, kit, tmp_p
 
     partial = tmp_path / "partial.csv"
     assert run_mask_tool(kit, "--dataset", "synthetic", "--out", partial, "--scheme", "keep_fraction",
-                         "--fraction", 0.5, "--no-positive", "keep", "data.synthetic.num_images=240") == 0
+                         "--fraction", 0.5, "--no-positive", "keep", "data.synthetic.num_images=400") == 0
     supervised = build_data(tiny_config("supervised", f"data.masked_labels={partial}"))
     assert 0.4 < supervised.train.known.float().mean() < 0.6  # half of the known labels were kept
     full = build_data(tiny_config("supervised"))

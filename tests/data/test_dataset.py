@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from spml.data.cache import build_cache
-from spml.data.dataset import ArraySource, CacheSource, CXRDataset, FileSource, collate_skip_none, make_loader
+from spml.data.dataset import ArraySource, CacheSource, CXRDataset, FileSource, collate_skip_none
 from spml.data.images import ImageError
 from spml.data.table import DataError
 
@@ -88,16 +88,3 @@ def test_cache_source_matches_file_source_and_skips_recorded_failures(files, tmp
 def test_a_batch_of_only_bad_images_is_a_clear_error():
     with pytest.raises(DataError, match="all 2 images of a batch were bad"):
         collate_skip_none([None, None])
-
-
-def test_loader_order_is_seeded():
-    images = np.zeros((40, 8, 8), np.uint8)
-    dataset = CXRDataset(ArraySource(images), *labels(40))
-
-    def order(seed):
-        return torch.cat([b["index"] for b in make_loader(dataset, 8, shuffle=True, seed=seed, drop_last=True)])
-
-    assert torch.equal(order(1), order(1)) and not torch.equal(order(1), order(2))
-    assert sorted(order(1).tolist()) == list(range(40))
-    plain = make_loader(dataset, 16, shuffle=False)
-    assert [len(b["index"]) for b in plain] == [16, 16, 8]

@@ -70,3 +70,15 @@ def test_eval_logits_do_not_depend_on_the_batch(tiny_config):
     together = objective.predict(batch["image"])[:1]
     other = objective.predict(torch.cat([batch["image"][:1], batch["image"][8:]]))[:1]
     assert torch.allclose(alone, together, atol=1e-5) and torch.allclose(alone, other, atol=1e-5)
+
+
+def test_epoch_sampler_is_a_seeded_permutation_per_epoch():
+    from spml.engine.loader import EpochSampler
+
+    sampler = EpochSampler(40, seed=3)
+    first = list(sampler)
+    assert sorted(first) == list(range(40)) and list(sampler) == first
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    sampler.set_epoch(0)
+    assert list(sampler) == first

@@ -36,14 +36,17 @@ def test_a_run_writes_everything(tiny_config, tmp_path, mode, extra):
 
 
 def test_resume_mid_epoch_reaches_identical_metrics(tiny_config, tmp_path):
-    straight = run(tiny_config("spml", f"train.out={tmp_path / 'straight'}"))
-    # "kill" after 11 of the 2 x 15 batches (mid epoch 0 -> a checkpoint every 5 steps, stop at 11)
-    run(tiny_config("spml", f"train.out={tmp_path / 'killed'}", "train.checkpoint_every=5", "train.max_steps=11"))
-    files = [str(tmp_path / "killed" / "config.yaml")]
-    resumed_config = load_config(files, ["train.max_steps=0", "train.checkpoint_every=0"])
+    trainer = Trainer(tiny_config("spml", f"train.out={tmp_path / 'straight'}"))
+    steps = trainer.steps_per_epoch
+    assert steps >= 4
+    straight = trainer.fit()
+    # stop mid-way through the second epoch, as a killed run leaves it (last checkpoint at that step)
+    stop_at = steps + steps // 2
+    run(tiny_config("spml", f"train.out={tmp_path / 'killed'}", f"train.max_steps={stop_at}"))
+    resumed_config = load_config([tmp_path / "killed" / "config.yaml"], ["train.max_steps=0"])
     trainer = Trainer(resumed_config)
     trainer.resume(tmp_path / "killed")
-    assert trainer.progress.global_step == 11 and trainer.progress.batch_in_epoch == 11
+    assert trainer.progress.global_step == stop_at and trainer.progress.batch_in_epoch == steps // 2
     resumed = trainer.fit()
     trainer.accelerator.end_training()
     assert resumed["mAP"] == straight["mAP"] and resumed["mean_auroc"] == straight["mean_auroc"]
