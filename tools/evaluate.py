@@ -24,14 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def evaluate() -> int:
-        from accelerate import Accelerator
-
         from spml.data.build import build_data
         from spml.engine.evaluation import predict_split, score, write_report
         from spml.engine.inference import load_run
         from spml.engine.loader import make_eval_loader
+        from spml.engine.trainer import build_accelerator
 
-        accelerator = Accelerator()
+        accelerator = build_accelerator()
         config, stats, objective = load_run(args.run, args.checkpoint, tuple(args.overrides))
         bundle = build_data(config)
         if tuple(bundle.classes) != stats.classes:

@@ -22,6 +22,13 @@ from spml.engine.optim import build_optimizer, build_scheduler
 from spml.objectives import DataStats, Objective, build_objective
 
 
+def build_accelerator(precision: str = "no", accumulate: int = 1) -> Accelerator:
+    """Accelerator for this machine. Without CUDA it asks for the CPU explicitly: only then does
+    accelerate turn a torchrun launch (WORLD_SIZE > 1) into gloo DDP instead of N lone processes."""
+    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=accumulate,
+                       cpu=not torch.cuda.is_available())
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss or gradient became NaN/inf; the message names the step and loss components."""
 
@@ -82,8 +89,7 @@ class Trainer:
 
     def __init__(self, config: Config, accelerator: Accelerator | None = None):
         self.config = config
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision=config.train.precision, gradient_accumulation_steps=config.optim.accumulate)
+        self.accelerator = accelerator or build_accelerator(config.train.precision, config.optim.accumulate)
         self.run_dir = Path(config.train.out)
         self.checkpoints = self.run_dir / "checkpoints"
         set_seed(config.train.seed)

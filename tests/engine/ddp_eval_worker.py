@@ -4,18 +4,17 @@ import sys
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 
 from spml.config import load_config
 from spml.data.build import build_data
 from spml.engine.evaluation import predict_split
 from spml.engine.loader import make_eval_loader
-from spml.engine.trainer import data_stats
+from spml.engine.trainer import build_accelerator, data_stats
 from spml.objectives import build_objective
 from tests.conftest import TINY
 
 out_path = sys.argv[1]
-accelerator = Accelerator()
+accelerator = build_accelerator()
 config = load_config([], [*TINY, "data.eval_batch_size=7", f"train.out={out_path}.run"], mode="spml")
 bundle = build_data(config)
 torch.manual_seed(0)
