@@ -45,6 +45,7 @@ class DataConfig:
     masked_labels: str = ""  # masked CSV from tools/mask_labels.py (SPML mode training labels)
     mask_scheme: str = "single_positive"  # masking used when no masked file is given in SPML mode
     mask_seed: int = 1200
+    mask_no_positive: str = "drop"  # drop | keep: train rows with no certain positive under in-memory masking
     mask_params: dict[str, Any] = field(default_factory=dict)  # keyword arguments of mask_scheme (k, fraction)
     missing: str = "error"  # error | drop  (image files that do not exist)
     bad_images: str = "error"  # error | skip  (undecodable images at train time)
@@ -111,22 +112,23 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class MPCConfig:
-    base_loss: str = "an"  # any registered single-positive loss
+    base_loss: str = "an"  # any registered single-positive loss (used alone during warm-up)
     base_params: dict[str, Any] = field(default_factory=dict)
+    base_after_warmup: str = "confident"  # loss | positives | confident  (see MPCObjective)
     ipc_weight: float = 1.0  # 0 turns image-level consistency off
     fpc_weight: float = 0.5  # 0 turns feature-level consistency off
     btc_weight: float = 0.5  # 0 turns batch-level consistency off
     red: bool = True  # random elastic deformation inside the strong view
     fp_dropout: float = 0.5  # Dropout2d rate of the feature perturbation stream
     fp_noise_std: float = 0.0  # optional Gaussian feature noise (0 = off)
-    tau_pos: float = 0.9
+    threshold: str = "class_prior"  # global | class_prior (per-class quantile thresholds matched to the prior)
+    tau_pos: float = 0.9  # global thresholds
     tau_neg: float = 0.1
-    threshold: str = "class_prior"  # global | class_prior (per-class thresholds matched to the class prior)
-    prior_fraction: float = 0.5  # class_prior: share of the estimated hidden positives to mark positive
+    prior_fraction: float = 0.5  # class_prior: share of the estimated hidden positives marked positive
+    negative_fraction: float = 0.7  # class_prior: share of the estimated true negatives marked negative
     memory_size: int = 1024  # class_prior: rows of teacher probabilities remembered for the quantiles
-    teacher: str = "ema"  # ema | self : where pseudo-labels come from
+    teacher: str = "self"  # self | ema : where pseudo-labels come from (weak view, no gradient)
     teacher_decay: float = 0.99
-    correct_base: bool = True  # pseudo-positives also stop being assumed negatives in the base loss
     warmup_epochs: float = 1.0  # base loss only before this
     rampup_epochs: float = 2.0  # consistency weights ramp linearly after warm-up
     bt_depth: int = 1

@@ -64,7 +64,8 @@ def train_labels(config: Config, table: LabelTable, train_rows: np.ndarray
     if config.mode == "supervised":
         return np.zeros((len(train_rows), 0)), np.ones(len(train_rows), bool), None
     train = table.subset(train_rows)
-    frame, manifest = mask_table(train, data.mask_scheme, data.mask_seed, "drop", root, **data.mask_params)
+    frame, manifest = mask_table(train, data.mask_scheme, data.mask_seed, data.mask_no_positive, root,
+                                 **data.mask_params)
     values, present = align_masked(frame, train, root)
     return values, present, manifest
 

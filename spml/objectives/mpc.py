@@ -1,9 +1,10 @@
 """Multi-level Pseudo-label Consistency (MPC) for single-positive CXR training.
 
 Reconstructed from Xiao et al. (IEEE TMI 2024) as laid out in DESIGN.md section 3: weak and
-strong views share one backbone forward; pseudo-labels from the weak view (EMA teacher or the
-student itself) supervise the strong view (IPC, with random elastic deformation), a perturbed
-feature stream (FPC) and a batch-transformer stream (BTC). Every component can be switched off.
+strong views share one backbone forward; pseudo-labels from the weak view (the student itself or an
+EMA teacher) supervise three levels: the strong view with random elastic deformation (IPC, image
+level), a perturbed feature stream (FPC, feature level) and a batch-transformer stream (BTC, batch
+level). Every component can be switched off from the config.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from spml.objectives.base import Objective
 from spml.objectives.registry import OBJECTIVES, DataStats
 
 MAX_BT_INPUT = 16384  # widest head embedding the batch transformer projects (bilinear 128x128)
+BASE_MODES = ("loss", "positives", "confident")
 
 
 def masked_bce(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
@@ -29,22 +31,34 @@ def masked_bce(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
 
 @OBJECTIVES.register("mpc")
 class MPCObjective(Objective):
-    """L = L_base + w_ipc(t) L_ipc + w_fpc(t) L_fpc + w_btc(t) L_btc (see DESIGN.md section 3).
+    """L = L_base + w_ipc(t) L_ipc + w_fpc(t) L_fpc + w_btc(t) L_btc (DESIGN.md section 3).
 
-    Reads only `image`, `observed` and `index` from the batch. Pseudo-labels: observed positives are
-    always positive; unobserved entries are pseudo-positive when the teacher probability reaches the
-    class threshold and pseudo-negative at or below `tau_neg`; the rest are left out of IPC/FPC.
-    With `correct_base`, pseudo-positives also stop being assumed negatives in the base loss.
-    Consistency weights are 0 before `warmup_epochs` and ramp linearly over `rampup_epochs`.
+    Reads only `image`, `observed` and `index` from the batch: hidden labels never reach it.
+
+    Pseudo-labels (no gradient) from the teacher's weak-view probabilities q: observed positives are
+    always positive; an unobserved entry is pseudo-positive when q reaches the class's positive
+    threshold and pseudo-negative at or below its negative threshold; the rest are uncertain and left
+    out. Thresholds are global (`tau_pos`/`tau_neg`) or, with `threshold=class_prior`, per-class
+    quantiles of recently seen teacher probabilities chosen so that `prior_fraction` of the estimated
+    hidden positives and `negative_fraction` of the estimated true negatives are marked (the hidden
+    rate per class comes from the class prior minus the observed-positive rate; the prior is the
+    labelled validation split's prevalence, like EPR's expected positive count).
+
+    Before `warmup_epochs` only the base loss trains (no pseudo-labels). Afterwards the base term is,
+    by `base_after_warmup`: `loss` the base loss unchanged; `positives` the base loss with
+    pseudo-positives counted as observed; `confident` BCE on the weak view over the confident
+    entries only (uncertain unobserved entries are no longer assumed negative). IPC, FPC and BTC are
+    masked BCEs to the same pseudo-labels, their weights ramped linearly over `rampup_epochs`.
     """
 
     def __init__(self, config: Config, stats: DataStats):
         super().__init__(config, stats.num_classes)
         self.mpc = mpc = config.spml.mpc
-        if mpc.threshold not in ("global", "class_prior"):
-            raise ValueError(f"spml.mpc.threshold: expected 'global' or 'class_prior', got {mpc.threshold!r}")
-        if mpc.teacher not in ("ema", "self"):
-            raise ValueError(f"spml.mpc.teacher: expected 'ema' or 'self', got {mpc.teacher!r}")
+        for key, value, options in (("threshold", mpc.threshold, ("global", "class_prior")),
+                                    ("teacher", mpc.teacher, ("ema", "self")),
+                                    ("base_after_warmup", mpc.base_after_warmup, BASE_MODES)):
+            if value not in options:
+                raise ValueError(f"spml.mpc.{key}: expected one of {options}, got {value!r}")
         self.base = build_spml_loss(mpc.base_loss, mpc.base_params, num_classes=stats.num_classes,
                                     num_images=stats.num_images, expected_positives=stats.expected_positives)
         self.strong = build_strong(config.augment, red=mpc.red) if mpc.ipc_weight > 0 else None
@@ -59,18 +73,12 @@ class MPCObjective(Objective):
             if mpc.btc_weight > 0 else None
         )
         self.teacher = build_ema(self.classifier, mpc.teacher_decay) if mpc.teacher == "ema" else None
-        # Running memory of teacher probabilities for per-class (prior-matched) thresholds.
         observed_rate = stats.pos_counts.float() / max(stats.num_images, 1)
-        hidden_rate = (stats.class_prior.float() - observed_rate) / (1 - observed_rate).clamp(min=1e-6)
-        self.register_buffer("quantile_level", (1 - mpc.prior_fraction * hidden_rate.clamp(0, 1)).clamp(0, 1))
+        hidden_rate = ((stats.class_prior.float() - observed_rate) / (1 - observed_rate).clamp(min=1e-6)).clamp(0, 1)
+        self.register_buffer("positive_level", (1 - mpc.prior_fraction * hidden_rate).clamp(0, 1))
+        self.register_buffer("negative_level", (mpc.negative_fraction * (1 - hidden_rate)).clamp(0, 1))
         self.register_buffer("memory_probs", torch.full((mpc.memory_size, stats.num_classes), float("nan")))
         self.register_buffer("memory_cursor", torch.zeros((), dtype=torch.long))
-
-    def train(self, mode: bool = True) -> "MPCObjective":
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()  # the teacher predicts with its running BN statistics
-        return self
 
     def set_epoch(self, epoch: int, steps_per_epoch: int) -> None:
         super().set_epoch(epoch, steps_per_epoch)
@@ -89,22 +97,46 @@ class MPCObjective(Objective):
         return weight * (t / self.mpc.rampup_epochs).clamp(0.0, 1.0)
 
     @torch.no_grad()
-    def positive_thresholds(self, probs: Tensor, observed: Tensor) -> Tensor:
-        """Per-class pseudo-positive thresholds (C,) or a broadcastable scalar.
-
-        class_prior: remember the teacher probabilities of unobserved entries; for class c choose the
-        threshold that marks `prior_fraction` of the estimated hidden positives as positive, where the
-        hidden-positive rate is (prior_c - observed_rate_c) / (1 - observed_rate_c), with observed_rate_c
-        the training set's observed-positive rate. Never below tau_neg.
-        """
+    def thresholds(self, probs: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
+        """(positive, negative) thresholds, each (C,) or a scalar, for teacher probabilities (B,C)."""
         if self.mpc.threshold == "global":
-            return probs.new_tensor(self.mpc.tau_pos)
+            return probs.new_tensor(self.mpc.tau_pos), probs.new_tensor(self.mpc.tau_neg)
         size = self.memory_probs.shape[0]
         rows = (self.memory_cursor + torch.arange(probs.shape[0], device=probs.device)) % size
         self.memory_probs[rows] = torch.where(observed, float("nan"), probs)
         self.memory_cursor.copy_((self.memory_cursor + probs.shape[0]) % size)
-        thresholds = torch.nanquantile(self.memory_probs, self.quantile_level, dim=0).diagonal()
-        return torch.nan_to_num(thresholds, nan=1.0).clamp(min=self.mpc.tau_neg + 1e-6)
+        levels = torch.cat([self.positive_level, self.negative_level])
+        quantiles = torch.nanquantile(self.memory_probs, levels, dim=0)  # (2C, C)
+        count = self.positive_level.shape[0]
+        positive = torch.nan_to_num(quantiles[:count].diagonal(), nan=1.0)
+        negative = torch.nan_to_num(quantiles[count:].diagonal(), nan=0.0)
+        return positive.clamp(min=negative + 1e-6), negative
+
+    @torch.no_grad()
+    def pseudo_labels(self, logits: Tensor, x_weak: Tensor, observed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(pseudo_positive, target, confident), each (B,C); nothing but observed before warm-up ends."""
+        if self.teacher is not None:
+            probs = torch.sigmoid(self.teacher.module(self.model_input(x_weak)).float())
+        else:
+            probs = torch.sigmoid(logits.detach().float())
+        positive_threshold, negative_threshold = self.thresholds(probs, observed)
+        active = self.progress() >= self.mpc.warmup_epochs
+        unobserved = ~observed & active
+        pseudo_positive = (probs >= positive_threshold) & unobserved
+        pseudo_negative = (probs <= negative_threshold) & unobserved & ~pseudo_positive
+        target = (observed | pseudo_positive).float()
+        return pseudo_positive, target, observed | pseudo_positive | pseudo_negative
+
+    def base_loss(self, logits: Tensor, observed: Tensor, index: Tensor, pseudo_positive: Tensor,
+                  target: Tensor, confident: Tensor) -> Tensor:
+        mode = self.mpc.base_after_warmup
+        if mode == "positives":
+            return self.base(logits, observed | pseudo_positive, index)
+        loss = self.base(logits, observed, index)
+        if mode == "loss":
+            return loss
+        active = self.progress() >= self.mpc.warmup_epochs
+        return torch.where(active, masked_bce(logits, target, confident), loss)
 
     def forward(self, batch: dict[str, Tensor]) -> dict:
         self.count_step()
@@ -118,23 +150,10 @@ class MPCObjective(Objective):
         logits_all = head.classify(embedding)
         size = x.shape[0]
         logits = logits_all[:size]
+        pseudo_positive, target, confident = self.pseudo_labels(logits, x_weak, observed)
 
-        with torch.no_grad():
-            if self.teacher is not None:
-                probs = torch.sigmoid(self.teacher.module(self.model_input(x_weak)).float())
-            else:
-                probs = torch.sigmoid(logits.detach().float())
-            unobserved = ~observed
-            pseudo_positive = (probs >= self.positive_thresholds(probs, observed)) & unobserved
-            pseudo_negative = (probs <= mpc.tau_neg) & unobserved & ~pseudo_positive
-            active = self.progress() >= mpc.warmup_epochs
-            pseudo_positive = pseudo_positive & active
-            target = (observed | pseudo_positive).float()
-            confident = observed | pseudo_positive | pseudo_negative
-
-        base_observed = observed | pseudo_positive if mpc.correct_base else observed
-        loss = self.base(logits, base_observed, index)
-        components = {"base": loss.detach()}
+        loss = self.base_loss(logits, observed, index, pseudo_positive, target, confident)
+        components = {"base": loss}
         if self.strong is not None:
             components["ipc"] = masked_bce(logits_all[size:], target, confident)
             loss = loss + self.ramp(mpc.ipc_weight) * components["ipc"]
@@ -144,8 +163,8 @@ class MPCObjective(Objective):
             loss = loss + self.ramp(mpc.fpc_weight) * components["fpc"]
         if self.batch_transformer is not None:
             logits_bt = head.classify(self.batch_transformer(embedding[:size]))
-            components["btc"] = F.binary_cross_entropy_with_logits(logits_bt.float(), base_observed.float())
-            loss = loss + mpc.btc_weight * components["btc"]
+            components["btc"] = masked_bce(logits_bt, target, confident)
+            loss = loss + self.ramp(mpc.btc_weight) * components["btc"]
         components = {k: v.detach() for k, v in components.items()}
         components["pseudo_pos_rate"] = pseudo_positive.float().mean()
         components["confident_rate"] = confident.float().mean()
