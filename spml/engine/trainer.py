@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
@@ -25,8 +25,10 @@ from spml.objectives import DataStats, Objective, build_objective
 def build_accelerator(precision: str = "no", accumulate: int = 1) -> Accelerator:
     """Accelerator for this machine. Without CUDA it asks for the CPU explicitly: only then does
     accelerate turn a torchrun launch (WORLD_SIZE > 1) into gloo DDP instead of N lone processes."""
+    # non_blocking: batches from pinned memory (the loaders pin on CUDA) are copied while the step runs
     return Accelerator(mixed_precision=precision, gradient_accumulation_steps=accumulate,
-                       cpu=not torch.cuda.is_available())
+                       cpu=not torch.cuda.is_available(),
+                       dataloader_config=DataLoaderConfiguration(non_blocking=True))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -161,26 +163,7 @@ class Trainer:
                 loader = acc.skip_first_batches(self.train_loader, self.progress.batch_in_epoch)
             loader.set_epoch(epoch)  # accelerate's loaders pass it to the EpochSampler (and count from it)
             for batch in loader:
-                grad_norm = None
-                with acc.accumulate(self.objective):
-                    out = self.objective(batch)
-                    acc.backward(out["loss"])
-                    if acc.sync_gradients:
-                        grad_norm = acc.clip_grad_norm_(self.objective.parameters(),
-                                                        self.config.optim.grad_clip or float("inf"))
-                    bad = guard.observe(self.progress.global_step, out["loss"], grad_norm, out["components"])
-                    if cfg.nonfinite == "skip" and bool(bad):  # explicit option: one host sync per step
-                        self.optimizer.zero_grad(set_to_none=True)
-                        guard.first_bad_step.fill_(-1)
-                    else:
-                        self.optimizer.step()
-                        self.optimizer.zero_grad(set_to_none=True)
-                if acc.sync_gradients:
-                    self.progress.updates += 1
-                    self.scheduler.step_update(self.progress.updates)
-                    self.model.after_optimizer_step()
-                self.progress.batch_in_epoch += 1
-                self.progress.global_step += 1
+                out = self.train_step(batch, guard)
                 images_seen += batch["image"].shape[0]
                 self.accumulate_scalars(sums, out, batch)
                 bar.update(1)
@@ -207,6 +190,33 @@ class Trainer:
             self.save(pointers)
         bar.close()
         return self.finish()
+
+    def train_step(self, batch: dict[str, torch.Tensor], guard: NonFiniteGuard) -> dict:
+        """One batch: forward, backward, (at accumulation boundaries) clip and optimizer step.
+
+        No host synchronisation (tests/engine/test_host_sync.py) except under train.nonfinite=skip.
+        tools/benchmark.py times this method, so it measures what training runs."""
+        acc, grad_norm = self.accelerator, None
+        with acc.accumulate(self.objective):
+            out = self.objective(batch)
+            acc.backward(out["loss"])
+            if acc.sync_gradients:
+                grad_norm = acc.clip_grad_norm_(self.objective.parameters(),
+                                                self.config.optim.grad_clip or float("inf"))
+            bad = guard.observe(self.progress.global_step, out["loss"], grad_norm, out["components"])
+            if self.config.train.nonfinite == "skip" and bool(bad):  # explicit option: one host sync per step
+                self.optimizer.zero_grad(set_to_none=True)
+                guard.first_bad_step.fill_(-1)
+            else:
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        if acc.sync_gradients:
+            self.progress.updates += 1
+            self.scheduler.step_update(self.progress.updates)
+            self.model.after_optimizer_step()
+        self.progress.batch_in_epoch += 1
+        self.progress.global_step += 1
+        return out
 
     def accumulate_scalars(self, sums: dict[str, torch.Tensor], out: dict, batch: dict) -> None:
         """Running sums on the device (no host sync); pseudo-label quality is analysis only."""
