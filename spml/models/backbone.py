@@ -17,7 +17,8 @@ class Backbone(nn.Module):
 
     forward: (B, in_chans, H, W) -> feature map (B, num_features, h, w), always NCHW (NHWC outputs are
     permuted; ViT-style token outputs drop their prefix tokens and are laid out on their square grid).
-    With `config.channels_last` the weights and the input use torch.channels_last.
+    With `config.channels_last` the weights and the input use torch.channels_last; with `config.compile`
+    the forward runs through torch.compile.
     """
 
     def __init__(self, config: ModelConfig):
@@ -34,6 +35,8 @@ class Backbone(nn.Module):
         self.channels_last = config.channels_last
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+        if config.compile:  # in place: parameter names (checkpoints) do not change
+            self.compile()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.channels_last:
