@@ -1,11 +1,16 @@
-"""Evaluate a run: `python tools/evaluate.py runs/<name> [--tta] [--checkpoint best] [--split test]`.
+r"""Evaluate a run: `python tools/evaluate.py runs/<name> [--tta] [--checkpoint best] [--split test]`.
 
-Writes metrics.json, per_class.csv, roc.png and pr.png into runs/<name>/eval[-tta][-<split>]/.
+Writes metrics.json, per_class.csv, roc.png and pr.png into runs/<name>/eval[-tta][-val][-study-max|-image][-Nclasses]/.
 Runs under `accelerate launch` too (each sample is scored exactly once across processes).
+
+Study level and class subsets default to the run's eval.study_level / eval.classes; the flags override them:
+  python tools/evaluate.py runs/chexpert --study-level max --classes \
+      "Atelectasis,Cardiomegaly,Consolidation,Edema,Pleural Effusion"     # the CheXpert competition labels
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -19,35 +24,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="latest", choices=["latest", "best"])
     parser.add_argument("--split", default="test", choices=["test", "val"])
     parser.add_argument("--bootstrap", type=int, help="bootstrap resamples for CIs (default: eval.bootstrap)")
-    parser.add_argument("--out", help="output folder (default: <run>/eval[-tta][-val])")
+    parser.add_argument("--study-level", choices=["max", "mean", "image"],
+                        help="aggregate each study's views by max or mean before the metrics, or score images "
+                             "(default: eval.study_level)")
+    parser.add_argument("--classes", help="comma-separated class names to evaluate (default: eval.classes, or all)")
+    parser.add_argument("--out", help="output folder (default: <run>/eval[-tta][-val]...)")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides (e.g. data.root=/new/place)")
     args = parser.parse_args(argv)
 
     def evaluate() -> int:
         from spml.data.build import build_data
-        from spml.engine.evaluation import predict_split, score, write_report
+        from spml.engine.evaluation import check_eval_config, evaluate_split, predict_split, write_report
         from spml.engine.inference import load_run
         from spml.engine.loader import make_eval_loader
         from spml.engine.trainer import build_accelerator
 
         accelerator = build_accelerator()
-        config, stats, objective = load_run(args.run, args.checkpoint, tuple(args.overrides))
+        flags = []
+        if args.study_level:
+            flags.append(f"eval.study_level={'' if args.study_level == 'image' else args.study_level}")
+        if args.classes:
+            flags.append(f"eval.classes={json.dumps([c.strip() for c in args.classes.split(',') if c.strip()])}")
+        config, stats, objective = load_run(args.run, args.checkpoint, (*args.overrides, *flags))
         bundle = build_data(config)
         if tuple(bundle.classes) != stats.classes:
             raise ValueError(f"the run was trained on classes {stats.classes}, the data now has {bundle.classes}")
         dataset = bundle.test if args.split == "test" else bundle.val
+        check_eval_config(config.eval, list(bundle.classes), bundle.frames[args.split])
         objective, loader = accelerator.prepare(objective, make_eval_loader(dataset, config.data))
         tta = config.augment.tta if args.tta else ()
         predictions = predict_split(objective, loader, accelerator, tta)
         if accelerator.is_main_process:
             bootstrap = config.eval.bootstrap if args.bootstrap is None else args.bootstrap
-            result = score(predictions, list(bundle.classes), bootstrap, config.train.seed)
+            result, scored, classes = evaluate_split(predictions, bundle.frames[args.split], list(bundle.classes),
+                                                     config.eval, bootstrap, config.train.seed)
             suffix = ("-tta" if args.tta else "") + ("-val" if args.split == "val" else "")
+            if args.study_level:
+                suffix += "-image" if args.study_level == "image" else f"-study-{args.study_level}"
+            if args.classes:
+                suffix += f"-{len(classes)}classes"
             out = Path(args.out) if args.out else Path(args.run) / f"eval{suffix}"
-            write_report(result, predictions, list(bundle.classes), out)
+            write_report(result, scored, classes, out)
             s = result.summary
-            print(f"{args.split}: mAP {s['mAP']:.4f}  mean AUROC {s['mean_auroc']:.4f}  "
-                  f"({s['n_images']} images) -> {out}")
+            print(f"{args.split} ({s['level']}, {len(classes)} classes): mAP {s['mAP']:.4f}  mean AUROC "
+                  f"{s['mean_auroc']:.4f}  ({s['n_images']} rows) -> {out}")
         accelerator.end_training()
         return 0
 

@@ -37,6 +37,23 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def read_config_file(path: str | Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One YAML config with the files of its top-level `include:` list (paths relative to it) merged first,
+    recursively; its own keys win over what it includes."""
+    resolved = Path(path).resolve()
+    if resolved in chain:
+        raise ConfigError(f"{path}: include cycle {' -> '.join(str(p) for p in (*chain, resolved))}")
+    data = read_yaml(path)
+    includes = data.pop("include", [])
+    includes = [includes] if isinstance(includes, str) else includes
+    if not isinstance(includes, list) or not all(isinstance(item, str) for item in includes):
+        raise ConfigError(f"{path}: include: expected a list of YAML file paths, got {includes!r}")
+    merged: dict[str, Any] = {}
+    for item in includes:
+        merged = merge(merged, read_config_file(resolved.parent / item, (*chain, resolved)))
+    return merge(merged, data)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'data.size=128' -> (['data', 'size'], 128); the value is parsed as a YAML scalar/list."""
     key, sep, raw = text.partition("=")
@@ -126,10 +143,11 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
 
 
 def load_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = (), **top: Any) -> Config:
-    """Defaults < each YAML file in order < `top` keywords (e.g. mode=) < dotted overrides."""
+    """Defaults < each YAML file (after its `include:` files) in order < `top` keywords (e.g. mode=) < dotted
+    overrides."""
     merged: dict[str, Any] = {}
     for path in files:
-        merged = merge(merged, read_yaml(path))
+        merged = merge(merged, read_config_file(path))
     merged = merge(merged, {k: v for k, v in top.items() if v is not None})
     for text in overrides:
         keys, value = parse_override(text)

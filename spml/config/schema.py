@@ -173,8 +173,10 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     bootstrap: int = 200  # bootstrap resamples for confidence intervals; 0 = off
-    tta: bool = False
+    tta: bool = False  # the final test evaluation also writes eval-tta/ (averaged over augment.tta views)
     split: str = "test"
+    study_level: str = ""  # "" (per image) | max | mean: aggregate each study's views before the metrics
+    classes: tuple[str, ...] = ()  # evaluate only these classes (e.g. the 5 CheXpert competition labels); () = all
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from spml.metrics import EvalResult, evaluate_predictions
+from spml.config import EvalConfig
+from spml.metrics import EvalResult, evaluate_predictions, study_level
 from spml.objectives import Objective
 from spml.plots import plot_curves
 
@@ -41,6 +43,48 @@ def predict_split(objective: Objective, loader: DataLoader, accelerator: Acceler
 def score(predictions: dict[str, np.ndarray], classes: list[str], bootstrap: int = 0, seed: int = 0) -> EvalResult:
     return evaluate_predictions(predictions["probs"], predictions["targets"], predictions["known"], classes,
                                 bootstrap=bootstrap, seed=seed)
+
+
+def check_eval_config(config: EvalConfig, classes: list[str], frame: pd.DataFrame | None = None) -> None:
+    """Fail before training on eval.study_level / eval.classes values that evaluation could not honour;
+    with the evaluated split's `frame`, also on images without a study id under eval.study_level."""
+    if config.study_level not in ("", "max", "mean"):
+        raise ValueError(f"eval.study_level={config.study_level!r}; choose from '' (per image), 'max', 'mean'")
+    unknown = [name for name in config.classes if name not in classes]
+    if unknown:
+        raise ValueError(f"eval.classes: {unknown} not among the data's classes {list(classes)}")
+    if config.study_level and frame is not None and (frame["study_id"].astype(str) == "").any():
+        missing = int((frame["study_id"].astype(str) == "").sum())
+        raise ValueError(f"eval.study_level={config.study_level}: {missing} of {len(frame)} images have no study id "
+                         "(NIH, CSV and the synthetic set have none per view); set eval.study_level='' for "
+                         "image-level metrics")
+
+
+def evaluation_view(predictions: dict[str, np.ndarray], frame: pd.DataFrame, classes: list[str],
+                    config: EvalConfig) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The predictions as they are scored: only eval.classes, and with eval.study_level each study's views
+    aggregated (max or mean of the probabilities; see spml.metrics.study_level).
+
+    predictions: predict_split output, `index` (N,) = rows of `frame` (the split's rows, with study_id).
+    Returns ({probs, targets, known: (S, C')}, the C' class names); S = N images or the number of studies.
+    """
+    check_eval_config(config, classes, frame.iloc[predictions["index"]])
+    columns = [classes.index(name) for name in config.classes] if config.classes else list(range(len(classes)))
+    probs, targets, known = (predictions[key][:, columns] for key in ("probs", "targets", "known"))
+    if config.study_level:
+        study_ids = frame["study_id"].to_numpy()[predictions["index"]]
+        probs, targets, known = study_level(probs, targets, known, study_ids, config.study_level)
+    return {"probs": probs, "targets": targets, "known": known}, [classes[c] for c in columns]
+
+
+def evaluate_split(predictions: dict[str, np.ndarray], frame: pd.DataFrame, classes: list[str], config: EvalConfig,
+                   bootstrap: int = 0, seed: int = 0) -> tuple[EvalResult, dict[str, np.ndarray], list[str]]:
+    """Score the evaluation view of a split (see evaluation_view): (result, scored predictions, their classes).
+    summary["level"] says what a row was: "image", "study:max" or "study:mean"."""
+    view, view_classes = evaluation_view(predictions, frame, classes, config)
+    result = score(view, view_classes, bootstrap, seed)
+    result.summary["level"] = f"study:{config.study_level}" if config.study_level else "image"
+    return result, view, view_classes
 
 
 def write_report(result: EvalResult, predictions: dict[str, np.ndarray], classes: list[str], out_dir: Path) -> None:

@@ -15,10 +15,11 @@ from tqdm.auto import tqdm
 from spml.config import Config, save_config
 from spml.data.build import DataBundle, build_data
 from spml.engine import checkpoint as ckpt
-from spml.engine.evaluation import predict_split, score, write_report
+from spml.engine.evaluation import check_eval_config, evaluate_split, predict_split, score, write_report
 from spml.engine.loader import EpochSampler, make_eval_loader, make_train_loader
 from spml.engine.logger import RunLogger
 from spml.engine.optim import build_optimizer, build_scheduler
+from spml.models.heads import check_prototype_classes
 from spml.objectives import DataStats, Objective, build_objective
 
 
@@ -99,6 +100,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / "config.yaml")
         self.bundle = build_data(config)
+        check_eval_config(config.eval, list(self.bundle.classes), self.bundle.frames["test"])
+        check_prototype_classes(config.model.prototypes, self.bundle.classes)
         if self.accelerator.is_main_process and self.bundle.manifest is not None:
             (self.run_dir / "masking_manifest.json").write_text(json.dumps(self.bundle.manifest, indent=2))
         self.stats = data_stats(self.bundle, config.mode)
@@ -259,18 +262,23 @@ class Trainer:
         return False
 
     def finish(self) -> dict:
-        """Evaluate the final weights on the test split, write the report, close the logs."""
+        """Evaluate the final weights on the test split (eval.classes, eval.study_level) into eval/, and with
+        eval.tta also into eval-tta/; write the reports, close the logs. Returns the eval/ summary."""
         test_loader = self.accelerator.prepare(make_eval_loader(self.bundle.test, self.config.data))
-        predictions = predict_split(self.objective, test_loader, self.accelerator)
-        summary = {}
-        if self.accelerator.is_main_process:
-            result = score(predictions, list(self.bundle.classes), self.config.eval.bootstrap, self.config.train.seed)
-            write_report(result, predictions, list(self.bundle.classes), self.run_dir / "eval")
-            summary = result.summary
-            self.accelerator.print(f"test mAP {summary['mAP']:.4f} mean AUROC {summary['mean_auroc']:.4f} "
-                                   f"-> {self.run_dir / 'eval'}")
+        runs = [("eval", ())] + ([("eval-tta", self.config.augment.tta)] if self.config.eval.tta else [])
+        summaries = {}
+        for folder, tta in runs:
+            predictions = predict_split(self.objective, test_loader, self.accelerator, tta)
+            if self.accelerator.is_main_process:
+                result, scored, classes = evaluate_split(predictions, self.bundle.frames["test"],
+                                                         list(self.bundle.classes), self.config.eval,
+                                                         self.config.eval.bootstrap, self.config.train.seed)
+                write_report(result, scored, classes, self.run_dir / folder)
+                summaries[folder] = s = result.summary
+                self.accelerator.print(f"test ({s['level']}, {len(classes)} classes{', TTA' if tta else ''}): mAP "
+                                       f"{s['mAP']:.4f} mean AUROC {s['mean_auroc']:.4f} -> {self.run_dir / folder}")
         self.logger.close()
-        return summary
+        return summaries.get("eval", {})
 
 
 def pseudo_label_counts(pseudo_positive: torch.Tensor, targets: torch.Tensor, observed: torch.Tensor) -> dict:

@@ -6,7 +6,9 @@ transformer between the two and share the classifier across streams.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -121,6 +123,23 @@ def read_prototypes(path: str, num_classes: int, embedding_dim: int) -> Tensor:
         raise ValueError(f"model.prototypes: {file} has shape {tuple(prototypes.shape)}; expected one row per class "
                          f"and model.embedding_dim columns: ({num_classes}, {embedding_dim})")
     return prototypes
+
+
+def prototype_manifest(path: str | Path) -> Path:
+    """Where tools/make_prototypes.py describes a prototype file: <file>.manifest.json (classes, encoder, ...)."""
+    return Path(f"{path}.manifest.json")
+
+
+def check_prototype_classes(path: str, classes: Sequence[str]) -> None:
+    """A prototype file with a manifest must list the data's classes in the same order (row c = class c);
+    without a manifest only its shape is checked (read_prototypes)."""
+    manifest = prototype_manifest(path)
+    if not path or not manifest.is_file():
+        return
+    listed = json.loads(manifest.read_text(encoding="utf-8")).get("classes")
+    if list(listed or []) != list(classes):
+        raise ValueError(f"model.prototypes: {manifest} lists classes {listed}, the data has {list(classes)} "
+                         "(rows must follow the data's class order; rebuild with tools/make_prototypes.py)")
 
 
 @HEADS.register("prototype")
