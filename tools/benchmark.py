@@ -107,7 +107,7 @@ def time_steps(trainer: Trainer, steps: int, warmup: int) -> dict:
     trainer.objective.train()
     batches = endless_batches(trainer)
     wait = work = 0.0
-    images, result = 0, {}
+    images, result, step_times = 0, {}, []
     for i in range(warmup):
         trainer.train_step(next(batches), guard)
     synchronize(device)
@@ -118,11 +118,13 @@ def time_steps(trainer: Trainer, steps: int, warmup: int) -> dict:
             ready = time.perf_counter()
             trainer.train_step(batch, guard)
             synchronize(device)  # the benchmark's own sync: times the step, not its launch
-            wait, work = wait + ready - start, work + time.perf_counter() - ready
+            step_times.append(time.perf_counter() - ready)
+            wait, work = wait + ready - start, work + step_times[-1]
             images += batch["image"].shape[0]
     batches.close()
     guard.check()
-    return {"images_per_s": images / (wait + work), "step_ms": 1000 * work / steps,
+    # the median step: robust to other processes on a shared machine; the sums give images/s and data wait
+    return {"images_per_s": images / (wait + work), "step_ms": 1000 * float(np.median(step_times)),
             "step_images_per_s": images / work, "wait_fraction": wait / (wait + work), **result}
 
 
@@ -283,15 +285,23 @@ class Benchmark:
         frame = pd.DataFrame(grid)
         design = np.column_stack([np.ones(len(frame)), np.log(frame["batch"]), np.log(frame["size"] ** 2)])
         exponents = np.linalg.lstsq(design, np.log(frame["step_ms"]), rcond=None)[0]
-        bt = {}
         size = min(a.growth_sizes)
-        for name, extra in (("mpc", ()), ("mpc -BTC", ("spml.mpc.btc_weight=0",))):
-            bt[name] = with_trainer(self.config([], "spml", (*synthetic, *extra), size=size, batch=a.bt_batch),
-                                    lambda trainer: time_steps(trainer, a.growth_steps, 1))["step_ms"]
-        self.results["growth"] = {
-            "grid": grid, "batch_exponent": exponents[1], "pixel_exponent": exponents[2],
-            "bt": {"batch": a.bt_batch, "size": size, "step_ms": bt["mpc"], "step_ms_without_btc": bt["mpc -BTC"],
-                   "btc_share": (bt["mpc"] - bt["mpc -BTC"]) / bt["mpc"]}}
+        config = self.config([], "spml", synthetic, size=size, batch=a.bt_batch)
+        self.results["growth"] = {"grid": grid, "batch_exponent": exponents[1], "pixel_exponent": exponents[2],
+                                  "bt": with_trainer(config, lambda trainer: self.bt_share(trainer))}
+
+    def bt_share(self, trainer: Trainer) -> dict:
+        """Forward + backward of the MPC objective's batch transformer alone on (B, D) embeddings, for B up to
+        --bt-batch, against the whole MPC step at --bt-batch (the smallest growth size: its largest share)."""
+        step_ms = time_steps(trainer, self.args.growth_steps, 1)["step_ms"]
+        transformer = trainer.model.batch_transformer
+        width = trainer.model.classifier.head.embed_dim
+        rows = {}
+        for batch in sorted({16, 64, self.args.bt_batch}):
+            embedding = torch.randn(batch, width, device=self.device, requires_grad=True)
+            rows[batch] = images_per_second(lambda: transformer(embedding).sum().backward(), 1, 5, self.device)["ms"]
+        return {"batch": self.args.bt_batch, "size": trainer.config.data.size, "step_ms": step_ms,
+                "bt_ms": rows, "btc_share": rows[self.args.bt_batch] / step_ms}
 
 
 def with_trainer(config: Config, measure: Callable[[Trainer], dict]) -> dict:
@@ -355,10 +365,10 @@ def markdown(results: dict) -> str:
         table("cost growth (MPC step, synthetic set in memory)", ["batch", "size", "step ms", "ns / (image x pixel)"],
               [[r["batch"], r["size"], r["step_ms"], r["ns_per_image_pixel"]] for r in g["grid"]])
         bt = g["bt"]
-        lines.append(f"fit: step time ~ batch^{g['batch_exponent']:.2f} x pixels^{g['pixel_exponent']:.2f}; "
-                     f"batch transformer share at batch {bt['batch']}, {bt['size']} px: "
-                     f"{100 * bt['btc_share']:.1f}% ({bt['step_ms']:.0f} ms vs {bt['step_ms_without_btc']:.0f} ms "
-                     "without BTC)\n")
+        alone = ", ".join(f"batch {b}: {ms:.2f} ms" for b, ms in bt["bt_ms"].items())
+        lines.append(f"fit: step time ~ batch^{g['batch_exponent']:.2f} x pixels^{g['pixel_exponent']:.2f}\n\n"
+                     f"batch transformer forward+backward alone: {alone}; share of the MPC step at batch "
+                     f"{bt['batch']}, {bt['size']} px ({bt['step_ms']:.0f} ms): {100 * bt['btc_share']:.2f}%\n")
     return "\n".join(lines)
 
 
