@@ -2,8 +2,8 @@
 
 Examples:
   python tools/train.py --mode spml                                   # MPC on the synthetic set
-  accelerate launch tools/train.py --mode spml --config configs/chexpert_mpc.yaml data.root=/data/chexpert
-  python tools/train.py --mode supervised --config configs/papers/nih_fzlpr_tta.yaml loss.name=zlpr
+  accelerate launch tools/train.py --config configs/papers/chexpert_mpc.yaml data.root=/data/chexpert
+  python tools/train.py --config configs/papers/nih_densenet121_fzlpr_tta.yaml data.root=/data/nih loss.name=zlpr
   python tools/train.py --resume runs/my_run                          # continue an interrupted run
 """
 from __future__ import annotations
