@@ -29,6 +29,7 @@ def random_labels(rng: np.random.Generator, rows: int, classes: int, uncertain: 
 
 def write_nih(root: Path, patients: int = 24, seed: int = 0) -> Path:
     """Data_Entry_2017_v2020.csv, images/<patient>_<followup>.png, train_val_list.txt / test_list.txt."""
+    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows, test = [], []
     for patient in range(1, patients + 1):
@@ -68,6 +69,7 @@ def chexpert_frame(rng: np.random.Generator, folder: str, patients: range, uncer
 def write_chexpert(root: Path, seed: int = 0) -> Path:
     """train.csv (1/0/-1/blank) and valid.csv (0/1 only; every competition label has positive and negative
     studies) with their images under root/train and root/valid."""
+    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     train = chexpert_frame(rng, "train", range(1, 31), uncertain=True)
     valid = chexpert_frame(rng, "valid", range(64541, 64553), uncertain=False)
@@ -85,6 +87,7 @@ def write_chexpert(root: Path, seed: int = 0) -> Path:
 
 def write_mimic(root: Path, subjects: int = 16, seed: int = 0) -> Path:
     """mimic-cxr-2.0.0-{chexpert,metadata,split}.csv and files/pXX/p<subject>/s<study>/<dicom>.jpg."""
+    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     studies, images = [], []
     for s in range(subjects):
