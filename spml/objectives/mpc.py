@@ -79,7 +79,8 @@ class MPCObjective(Objective):
         self.mpc = mpc = config.spml.mpc
         for key, value, options in (("threshold", mpc.threshold, ("global", "class_prior")),
                                     ("teacher", mpc.teacher, ("ema", "self")),
-                                    ("base_after_warmup", mpc.base_after_warmup, BASE_MODES)):
+                                    ("base_after_warmup", mpc.base_after_warmup, BASE_MODES),
+                                    ("targets", mpc.targets, ("hard", "soft"))):
             if value not in options:
                 raise ValueError(f"spml.mpc.{key}: expected one of {options}, got {value!r}")
         self.base = build_spml_loss(mpc.base_loss, mpc.base_params, num_classes=stats.num_classes,
@@ -137,7 +138,12 @@ class MPCObjective(Objective):
 
     @torch.no_grad()
     def pseudo_labels(self, logits: Tensor, x_weak: Tensor, observed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(pseudo_positive, target, confident), each (B,C); nothing but observed before warm-up ends."""
+        """(pseudo_positive, target, confident), each (B,C); nothing but observed before warm-up ends.
+
+        target is hard (1 at observed and pseudo-positive entries, else 0) or, with `targets=soft`, the
+        teacher probability itself (1 at observed entries): consistency without a label decision, so a
+        base loss that keeps unobserved entries uncertain (EM) is not pulled back towards "negative".
+        """
         if self.teacher is not None:
             probs = torch.sigmoid(self.teacher.module(self.model_input(x_weak)).float())
         else:
@@ -147,8 +153,10 @@ class MPCObjective(Objective):
         unobserved = ~observed & active
         pseudo_positive = (probs >= positive_threshold) & unobserved
         pseudo_negative = (probs <= negative_threshold) & unobserved & ~pseudo_positive
-        target = (observed | pseudo_positive).float()
-        return pseudo_positive, target, observed | pseudo_positive | pseudo_negative
+        confident = observed | pseudo_positive | pseudo_negative
+        if self.mpc.targets == "soft":
+            return pseudo_positive, torch.where(observed, 1.0, probs), observed | unobserved
+        return pseudo_positive, (observed | pseudo_positive).float(), confident
 
     def base_loss(self, logits: Tensor, observed: Tensor, index: Tensor, pseudo_positive: Tensor,
                   target: Tensor, confident: Tensor) -> Tensor:
