@@ -20,6 +20,16 @@ def run_cli(body: Callable[[], int], parser: argparse.ArgumentParser) -> int:
     try:
         return body()
     except user_errors() as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+        print(f"{parser.prog}: error: {worker_message(message)}", file=sys.stderr)
         return 2
+
+
+def worker_message(message: str) -> str:
+    """The original one-line message of an error that torch re-raised from a DataLoader worker process
+    ("Caught X in DataLoader worker process N. Original Traceback ... module.X: message")."""
+    if not message.startswith("Caught ") or "Original Traceback" not in message:
+        return message
+    worker = message.split(".", 1)[0].removeprefix("Caught ")
+    last = message.rstrip().splitlines()[-1]
+    return f"{last.split(': ', 1)[-1]} ({worker})"

@@ -2,9 +2,12 @@
 
 A source has `__len__` and `load(i) -> uint8 (S, S)`; a bad image raises ImageError (path + reason).
 CXRDataset items are the dicts of docs/architecture.md. Under bad_images="skip" a bad image is
-logged, warned, kept in `dataset.skipped` and the item is None; `collate_skip_none` drops such items.
-Skips are counted per process (each DataLoader worker has its own copy of the dataset); more than
-`bad_image_budget` in one process stops the run with a DataError.
+logged, warned, kept in `dataset.skipped` and the item is None; `collate_skip_none` drops such items, and a
+batch whose every image is bad comes back with zero rows (the trainer and predict_split pass over it).
+The budget counts distinct bad images: with `log_skips_to(file)` (the Trainer points every split at
+<run>/skipped_images.csv) each skip is appended to that file, shared by all processes and DataLoader
+workers, and the count is run-wide; without it, it is per process (each worker has its own copy of
+the dataset). More than `bad_image_budget` stops the run with a DataError.
 
 Sources with `load_many(indices) -> uint8 (B, S, S)` (the cache, in-memory arrays) are read a batch at a
 time: the DataLoader calls `CXRDataset.__getitems__`, which returns the collated batch directly (one read
@@ -13,8 +16,12 @@ image, docs/performance.md). A batch holding a bad image falls back to the per-i
 """
 from __future__ import annotations
 
+import csv
+import io
 import logging
+import os
 import warnings
+from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -26,6 +33,7 @@ from spml.data.images import ImageError, load_gray
 from spml.data.table import DataError
 
 log = logging.getLogger(__name__)
+SKIP_COLUMNS = ("split", "index", "path", "reason")  # header of the skipped-images file
 
 
 class ImageSource(Protocol):
@@ -112,7 +120,20 @@ class CXRDataset(Dataset):
         self.known = torch.as_tensor(np.asarray(known, bool))
         self.observed = torch.as_tensor(np.asarray(observed, bool))
         self.bad_images, self.bad_image_budget = bad_images, bad_image_budget
-        self.skipped: list[tuple[int, str, str]] = []  # (index, path, reason) seen in this process
+        self.skipped: list[tuple[int, str, str]] = []  # distinct (index, path, reason) seen in this process
+        self.skip_log: Path | None = None
+        self.split = ""
+
+    def log_skips_to(self, path: str | os.PathLike, split: str) -> None:
+        """Append every skip of this dataset (split name `split`) to the CSV `path` (SKIP_COLUMNS; created
+        with its header if absent) and count the budget over the distinct rows of that file."""
+        self.skip_log, self.split = Path(path), split
+        self.skip_log.parent.mkdir(parents=True, exist_ok=True)
+        try:  # "x": of several processes starting at once, exactly one writes the header
+            with open(self.skip_log, "x", encoding="utf-8") as handle:
+                handle.write(",".join(SKIP_COLUMNS) + "\n")
+        except FileExistsError:
+            pass
 
     def __len__(self) -> int:
         return len(self.source)
@@ -134,22 +155,57 @@ class CXRDataset(Dataset):
         load_many = getattr(self.source, "load_many", None)
         images = load_many(indices) if load_many is not None else None
         if images is None:
-            return [self[i] for i in indices]
+            items = [self[i] for i in indices]
+            return items if any(item is not None for item in items) else self.empty_batch()
         index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         return {"image": torch.from_numpy(np.ascontiguousarray(images))[:, None],
                 "targets": self.targets[index], "known": self.known[index], "observed": self.observed[index],
                 "index": index}
 
+    def empty_batch(self) -> dict[str, torch.Tensor]:
+        """A batch with zero rows (every image of it was bad); its image has no pixels either."""
+        none = torch.empty(0, dtype=torch.int64)
+        return {"image": torch.empty(0, 1, 0, 0, dtype=torch.uint8), "targets": self.targets[none],
+                "known": self.known[none], "observed": self.observed[none], "index": none}
+
     def skip(self, index: int, err: ImageError) -> None:
-        self.skipped.append((index, err.path, err.reason))
-        message = f"skipping bad image {index} ({len(self.skipped)} in this process): {err}"
+        if all(seen != index for seen, _, _ in self.skipped):
+            self.skipped.append((index, err.path, err.reason))
+        if self.skip_log is None:
+            count, where = len(self.skipped), "in this process"
+        else:
+            append_line(self.skip_log, (self.split, index, err.path, err.reason))
+            count, where = distinct_skips(self.skip_log), f"listed in {self.skip_log}"
+        message = f"skipping bad image {index} ({count} distinct bad images {where}): {err}"
         log.warning(message)
         warnings.warn(message, stacklevel=3)
-        if len(self.skipped) > self.bad_image_budget:
-            raise DataError(f"{len(self.skipped)} bad images skipped in one loader process, over "
-                            f"data.bad_image_budget={self.bad_image_budget}; last: {err}. Fix or remove the "
-                            "files (or rebuild the cache), or raise data.bad_image_budget")
+        if count > self.bad_image_budget:
+            raise DataError(f"{count} distinct bad images skipped ({where}), over data.bad_image_budget="
+                            f"{self.bad_image_budget}; last: {err}. Fix or remove the files (or rebuild the "
+                            "cache), or raise data.bad_image_budget")
         return None
+
+
+def append_line(path: Path, fields: Sequence) -> None:
+    """Append one CSV row with a single O_APPEND write (rows of concurrent workers do not interleave)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(fields)
+    handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(handle, buffer.getvalue().encode("utf-8"))
+    finally:
+        os.close(handle)
+
+
+def read_skips(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a skipped-images file (one per skip event, repeats included)."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def distinct_skips(path: str | os.PathLike) -> int:
+    """Distinct (split, index) pairs in a skipped-images file."""
+    return len({(row["split"], row["index"]) for row in read_skips(path)})
 
 
 def collate_skip_none(items: list[dict[str, torch.Tensor] | None] | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

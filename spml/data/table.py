@@ -115,7 +115,7 @@ def read_csv(path: str, required: Sequence[str] = ()) -> tuple[pd.DataFrame, str
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
     except pd.errors.ParserError as err:
-        raise DataError(f"{path}: malformed CSV: {err}") from None
+        raise DataError(f"{path}: malformed CSV: {str(err).strip()}") from None
     if len(frame.columns) == 1:
         header = str(frame.columns[0])
         for sep, name in ((";", "semicolon"), ("\t", "tab")):
@@ -145,11 +145,15 @@ def dataset_root(config: DataConfig) -> str:
     return os.path.dirname(os.path.abspath(config.labels)) if config.labels else ""
 
 
+MISSING_VALUES = ("", "nan", "NaN", "NA", "N/A", "None", "null", "NULL")  # how tools write a missing path
+
+
 def check_paths(paths: pd.Series, file: str, column: str) -> None:
-    """Empty paths and duplicate image rows are errors (rows are 1-based data rows of `file`)."""
-    empty = np.flatnonzero((paths.str.strip() == "").to_numpy())
+    """Empty or missing-value paths and duplicate image rows are errors (rows are 1-based data rows of `file`)."""
+    empty = np.flatnonzero(paths.str.strip().isin(MISSING_VALUES).to_numpy())
     if empty.size:
-        raise row_error(file, int(empty[0]) + 1, column, f"empty image path ({empty.size} such rows)")
+        raise row_error(file, int(empty[0]) + 1, column, f"empty image path {paths.iloc[empty[0]]!r} "
+                                                         f"({empty.size} such rows)")
     repeated = paths.duplicated(keep=False).to_numpy()
     if repeated.any():
         value = paths[repeated].iloc[0]

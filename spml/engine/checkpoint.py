@@ -3,7 +3,9 @@
 Layout under `<run>/checkpoints/`: `step-000120/state.pt` (objective, optimizer, scheduler,
 progress), `step-000120/rng-<rank>.pt` (each process's RNG states), and `latest.json` /
 `best.json` naming the folder. A crash at any point leaves the previous pointer and its folder
-intact. Files are loaded with `torch.load(weights_only=True)` only.
+intact; a failed write (a full disk) removes its temporary file and its unreferenced step folder, and
+temporary files a killed run left behind are removed by the next save into that folder. Files are loaded
+with `torch.load(weights_only=True)` only.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -43,27 +45,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["state"].tolist()), None))
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def save_torch_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file, fsync, then rename: `path` is either old or complete."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """`write` into a temp file beside `path`, fsync, then rename: `path` is either old or complete.
+    On any failure (a full disk, an interrupt) the temp file is removed and the error re-raised."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    write_atomic(path, lambda handle: handle.write(json.dumps(data, indent=2).encode("utf-8")))
+
+
+def save_torch_atomic(obj: Any, path: Path) -> None:
+    write_atomic(path, lambda handle: torch.save(obj, handle))
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:
@@ -74,23 +76,44 @@ def save_rng(root: Path, step: int, rank: int) -> None:
     """Every process writes its own RNG state into the step folder (before rank 0 commits it)."""
     folder = checkpoint_dir(root, step)
     folder.mkdir(parents=True, exist_ok=True)
-    save_torch_atomic(rng_state(), folder / f"rng-{rank}.pt")
+    try:
+        save_torch_atomic(rng_state(), folder / f"rng-{rank}.pt")
+    except BaseException:
+        discard_unreferenced(root, folder)
+        raise
 
 
 def commit(root: Path, step: int, state: dict[str, Any], pointers: tuple[str, ...], keep: set[str]) -> None:
     """Rank 0: write state.pt into the step folder, then move the named pointers to it atomically.
 
-    Folders no pointer names any more (and not in `keep`) are removed afterwards.
+    Folders no pointer names any more (and not in `keep`) are removed afterwards; when the write fails,
+    the step folder too unless a pointer already names it.
     """
     folder = checkpoint_dir(root, step)
     folder.mkdir(parents=True, exist_ok=True)
-    save_torch_atomic({"format": FORMAT, **state}, folder / "state.pt")
-    for name in pointers:
-        write_json_atomic(root / f"{name}.json", {"dir": folder.name, "step": step})
-    referenced = {read_pointer(root, name).name for name in ("latest", "best") if (root / f"{name}.json").exists()}
+    for stale in folder.glob(".*.tmp-*"):  # left by a run killed while writing this step (every rank is done)
+        stale.unlink(missing_ok=True)
+    try:
+        save_torch_atomic({"format": FORMAT, **state}, folder / "state.pt")
+        for name in pointers:
+            write_json_atomic(root / f"{name}.json", {"dir": folder.name, "step": step})
+    except BaseException:
+        discard_unreferenced(root, folder)
+        raise
     for old in root.glob("step-*"):
-        if old.name not in referenced | keep:
+        if old.name not in referenced_dirs(root) | keep:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def referenced_dirs(root: Path) -> set[str]:
+    """Names of the step folders that latest.json / best.json point at."""
+    return {read_pointer(root, name).name for name in ("latest", "best") if (root / f"{name}.json").exists()}
+
+
+def discard_unreferenced(root: Path, folder: Path) -> None:
+    """After a failed write: remove the step folder unless a pointer names it (it then holds a complete save)."""
+    if folder.name not in referenced_dirs(root):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def read_pointer(root: Path, name: str = "latest") -> Path:
@@ -111,13 +134,19 @@ def find_checkpoint(path: str | Path) -> Path:
 
 def load_state(folder: Path, rank: int | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(state, rng state of `rank` or None) from a step folder; refuses anything but plain tensors/containers."""
-    try:
-        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
-    except Exception as err:  # weights_only raises UnpicklingError for code objects in the pickle
-        raise ValueError(f"refusing checkpoint {folder / 'state.pt'}: not a plain-tensor checkpoint ({err})") from None
+    state = load_plain(folder / "state.pt")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{folder / 'state.pt'} is not an spml checkpoint (format {FORMAT!r} expected)")
     rng = None
     if rank is not None and (folder / f"rng-{rank}.pt").exists():
-        rng = torch.load(folder / f"rng-{rank}.pt", map_location="cpu", weights_only=True)
+        rng = load_plain(folder / f"rng-{rank}.pt")
     return state, rng
+
+
+def load_plain(path: Path) -> Any:
+    """torch.load(weights_only=True); a file that is missing, truncated or holds more than tensors and plain
+    containers (a pickle that would run code) is a ValueError naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # weights_only raises UnpicklingError for code objects in the pickle
+        raise ValueError(f"refusing checkpoint file {path}: not a complete plain-tensor checkpoint ({err})") from None

@@ -22,22 +22,32 @@ def predict_split(objective: Objective, loader: DataLoader, accelerator: Acceler
     """Probabilities, targets, known and indices of a (prepared) loader, each sample exactly once.
 
     Returns numpy arrays on every process: probs (N,C) float32, targets (N,C), known (N,C) bool, index (N,).
+    Batches may differ in size across processes (bad images left out under data.bad_images=skip, a batch
+    of only bad images has zero rows): each is padded to the largest with index -1 before the gather, and
+    the rows accelerate repeats to even out the last batches are dropped by their index.
     """
     model = accelerator.unwrap_model(objective)
     was_training = model.training
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {"probs": [], "targets": [], "known": [], "index": []}
     for batch in loader:
-        with accelerator.autocast():
-            logits = model.predict(batch["image"], tta)
-        gathered = accelerator.gather_for_metrics(
-            (torch.sigmoid(logits.float()), batch["targets"], batch["known"], batch["index"]))
+        if len(batch["index"]):
+            with accelerator.autocast():
+                probs = torch.sigmoid(model.predict(batch["image"], tta).float())
+        else:
+            probs = batch["targets"].float()  # (0, C)
+        # known travels as uint8: padding a bool tensor would change its dtype on that process only
+        values = (probs, batch["targets"].float(), batch["known"].to(torch.uint8), batch["index"])
+        gathered = accelerator.gather(accelerator.pad_across_processes(values, dim=0, pad_index=-1))
         for key, value in zip(parts, gathered):
             parts[key].append(value.cpu())
     model.train(was_training)
     out = {key: torch.cat(values).numpy() for key, values in parts.items()}
-    order = np.argsort(out["index"], kind="stable")  # gathered order interleaves processes
-    return {key: value[order] for key, value in out.items()}
+    out["known"] = out["known"].astype(bool)
+    # first occurrence of each real index (padding has -1), in index order
+    index, first = np.unique(out["index"], return_index=True)
+    first = first[index >= 0]
+    return {key: value[first] for key, value in out.items()}
 
 
 def score(predictions: dict[str, np.ndarray], classes: list[str], bootstrap: int = 0, seed: int = 0) -> EvalResult:

@@ -14,6 +14,8 @@ from tqdm.auto import tqdm
 
 from spml.config import Config, save_config
 from spml.data.build import DataBundle, build_data
+from spml.data.dataset import read_skips
+from spml.data.table import DataError
 from spml.engine import checkpoint as ckpt
 from spml.engine.evaluation import check_eval_config, evaluate_split, predict_split, score, write_report
 from spml.engine.loader import EpochSampler, make_eval_loader, make_train_loader
@@ -100,6 +102,10 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / "config.yaml")
         self.bundle = build_data(config)
+        self.skip_log = self.run_dir / "skipped_images.csv"  # data.bad_images=skip: every skip, all processes
+        if config.data.bad_images == "skip":
+            for split in ("train", "val", "test"):
+                getattr(self.bundle, split).log_skips_to(self.skip_log, split)
         check_eval_config(config.eval, list(self.bundle.classes), self.bundle.frames["test"])
         check_prototype_classes(config.model.prototypes, self.bundle.classes)
         if self.accelerator.is_main_process and self.bundle.manifest is not None:
@@ -168,9 +174,10 @@ class Trainer:
             for batch in loader:
                 out = self.train_step(batch, guard)
                 images_seen += batch["image"].shape[0]
-                self.accumulate_scalars(sums, out, batch)
+                if out is not None:
+                    self.accumulate_scalars(sums, out, batch)
                 bar.update(1)
-                if self.progress.global_step % cfg.log_every == 0:
+                if sums and self.progress.global_step % cfg.log_every == 0:
                     guard.check()
                     images_per_s = images_seen * acc.num_processes / (time.perf_counter() - tick)
                     self.log_scalars(sums, images_per_s, bar)
@@ -194,12 +201,20 @@ class Trainer:
         bar.close()
         return self.finish()
 
-    def train_step(self, batch: dict[str, torch.Tensor], guard: NonFiniteGuard) -> dict:
+    def train_step(self, batch: dict[str, torch.Tensor], guard: NonFiniteGuard) -> dict | None:
         """One batch: forward, backward, (at accumulation boundaries) clip and optimizer step.
 
         No host synchronisation (tests/engine/test_host_sync.py) except under train.nonfinite=skip.
-        tools/benchmark.py times this method, so it measures what training runs."""
+        tools/benchmark.py times this method, so it measures what training runs. A batch whose every
+        image was bad (data.bad_images=skip; zero rows) is counted as trained and returns None."""
         acc, grad_norm = self.accelerator, None
+        if not len(batch["index"]):  # a shape, not a device read
+            if acc.num_processes > 1:  # the other processes would wait for this one's gradients forever
+                raise DataError("every image of a training batch was bad (data.bad_images=skip); a multi-process "
+                                f"run cannot skip a step on one process. See {self.skip_log}")
+            self.progress.batch_in_epoch += 1
+            self.progress.global_step += 1
+            return None
         with acc.accumulate(self.objective):
             out = self.objective(batch)
             acc.backward(out["loss"])
@@ -277,8 +292,20 @@ class Trainer:
                 summaries[folder] = s = result.summary
                 self.accelerator.print(f"test ({s['level']}, {len(classes)} classes{', TTA' if tta else ''}): mAP "
                                        f"{s['mAP']:.4f} mean AUROC {s['mean_auroc']:.4f} -> {self.run_dir / folder}")
+        self.report_skips()
         self.logger.close()
         return summaries.get("eval", {})
+
+    def report_skips(self) -> None:
+        """Print how many bad images data.bad_images=skip left out, per split (the list: skipped_images.csv)."""
+        if not self.accelerator.is_main_process or not self.skip_log.exists():
+            return
+        rows = read_skips(self.skip_log)
+        if rows:
+            distinct = {(row["split"], row["index"]) for row in rows}
+            splits = ", ".join(f"{name} {sum(s == name for s, _ in distinct)}" for name in ("train", "val", "test"))
+            self.accelerator.print(f"data.bad_images=skip: left out {len(distinct)} distinct bad images ({splits}; "
+                                   f"{len(rows)} skips in all) -> {self.skip_log}")
 
 
 def pseudo_label_counts(pseudo_positive: torch.Tensor, targets: torch.Tensor, observed: torch.Tensor) -> dict:

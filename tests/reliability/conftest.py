@@ -1,0 +1,98 @@
+"""Reliability fixtures: real PNG folders with a CSV label file, and the command-line tools called in-process."""
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO, SHARED_DATA, TINY
+
+NIH_IMAGES = SHARED_DATA / "nih1000" / "images"
+NUM_IMAGES = 40  # random split 0.2/0.2 -> 24 train (6 batches of 4), 8 val, 8 test
+CLASSES = ("A", "B")
+# a seconds-long supervised run on the CSV folder (size 32, tiny backbone, no bootstrap)
+CSV_RUN = ["--mode", "supervised", "data.dataset=csv", "data.csv.label_columns=[A,B]", "data.size=32",
+           "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0", "model.backbone=test_efficientnet",
+           "train.epochs=1", "train.log_every=2", "eval.bootstrap=0", "optim.warmup_epochs=0",
+           "data.val_fraction=0.2", "data.test_fraction=0.2"]
+
+
+def load_tool(name: str) -> ModuleType:
+    """tools/<name>.py as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"spml_tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tools():
+    """tools.train.main, tools.evaluate.main, ... (argv list -> exit code)."""
+    return type("Tools", (), {name: load_tool(name) for name in ("train", "evaluate")})
+
+
+@pytest.fixture
+def cli(tools, capsys):
+    """cli(tool, *argv) -> (exit code, stdout, stderr): tools/<tool>.py main() in this process; an argparse
+    usage error (SystemExit) becomes its exit code."""
+
+    def call(tool: str, *argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            code = getattr(tools, tool).main(list(argv))
+        except SystemExit as stop:
+            code = stop.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+def labels_for(i: int) -> tuple[int, int]:
+    """Labels of image i: both classes have positives and negatives in every split."""
+    return i % 2, (i // 2) % 2
+
+
+@pytest.fixture(scope="session")
+def png_folder(tmp_path_factory) -> Path:
+    """NUM_IMAGES real NIH chest films, shrunk to 64 x 64 8-bit PNGs (decoding stays fast): img00.png..."""
+    sources = sorted(NIH_IMAGES.glob("*.png"))[:8]
+    if len(sources) < 8:
+        pytest.skip("the NIH sample images are not available")
+    folder = tmp_path_factory.mktemp("pngs")
+    for i in range(NUM_IMAGES):
+        with Image.open(sources[i % len(sources)]) as image:
+            image.convert("L").resize((64, 64), Image.Resampling.BOX).save(folder / f"img{i:02d}.png")
+    return folder
+
+
+@pytest.fixture
+def dataset_dir(png_folder, tmp_path) -> Path:
+    """A fresh copy of the PNG folder with labels.csv (path,A,B) in tmp_path/data."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = ["path,A,B"]
+    for i in range(NUM_IMAGES):
+        name = f"img{i:02d}.png"
+        (folder / name).write_bytes((png_folder / name).read_bytes())
+        rows.append("{},{},{}".format(name, *labels_for(i)))
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def csv_run_args(dataset_dir: Path, out: Path, *extra: str) -> list[str]:
+    """tools/train.py arguments for the CSV folder's seconds-long run into `out`."""
+    return [*CSV_RUN, f"data.labels={dataset_dir / 'labels.csv'}", f"train.out={out}", *extra]
+
+
+def tiny_run_args(out: Path, *extra: str) -> list[str]:
+    """tools/train.py arguments for a seconds-long MPC run on the synthetic set (tests/conftest.py TINY)."""
+    return ["--mode", "spml", *TINY, f"train.out={out}", *extra]
+
+
+def error_line(err: str) -> str:
+    """The one `prog: error: message` line of a failed command's stderr (besides progress bars), no traceback."""
+    lines = [line for line in err.replace("\r", "\n").splitlines() if ": error: " in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
