@@ -9,7 +9,9 @@ Sections (each builds what training builds, from a Config via spml.config.load_c
            cache built from them (spml.data.cache.build_cache); files are written to a temporary folder
   augment  the weak and strong (+RED) pipelines (build_weak/build_strong) on the device; RED alone, kornia vs spml
   step     Trainer.train_step fed by the Trainer's own (accelerate) loader over the cache: supervised, MPC and
-           MPC with each component switched off; data wait = time blocked on the loader / (wait + step)
+           MPC with each component switched off, timed in turns (one step each per round, median step), so
+           load from other processes hits all alike; then supervised and MPC alone for the data wait share
+           (time blocked on the loader / (wait + step)) with the configured workers
   eval     spml.engine.evaluation.predict_split over the validation loader
   growth   MPC step time for batch x size grids (synthetic set in memory) and the batch transformer's share
 Extra key=value arguments override the config (e.g. augment.elastic.kernel_size=31). Prints Markdown tables;
@@ -101,31 +103,70 @@ def endless_batches(trainer: Trainer) -> Iterator[dict]:
         epoch += 1
 
 
-def time_steps(trainer: Trainer, steps: int, warmup: int) -> dict:
-    """Trainer.train_step on the trainer's own loader: step time, data wait share, images/s, peak memory."""
-    device, guard = trainer.accelerator.device, NonFiniteGuard(trainer.accelerator.device)
-    trainer.objective.train()
-    batches = endless_batches(trainer)
-    wait = work = 0.0
-    images, result, step_times = 0, {}, []
-    for i in range(warmup):
-        trainer.train_step(next(batches), guard)
-    synchronize(device)
-    with peak_memory(device, result):
-        for i in range(steps):
+class StepTimer:
+    """Trainer.train_step on the trainer's own loader, one step at a time (see round_robin)."""
+
+    def __init__(self, trainer: Trainer, warmup: int):
+        self.trainer, self.device = trainer, trainer.accelerator.device
+        self.guard = NonFiniteGuard(self.device)
+        self.batches = endless_batches(trainer)
+        self.waits: list[float] = []
+        self.steps: list[float] = []
+        self.images, self.peak_mib = 0, 0.0
+        trainer.objective.train()
+        for _ in range(warmup):
+            self.trainer.train_step(next(self.batches), self.guard)
+        synchronize(self.device)
+
+    def step(self) -> None:
+        record: dict = {}
+        with peak_memory(self.device, record):
             start = time.perf_counter()
-            batch = next(batches)
+            batch = next(self.batches)
             ready = time.perf_counter()
-            trainer.train_step(batch, guard)
-            synchronize(device)  # the benchmark's own sync: times the step, not its launch
-            step_times.append(time.perf_counter() - ready)
-            wait, work = wait + ready - start, work + step_times[-1]
-            images += batch["image"].shape[0]
-    batches.close()
-    guard.check()
-    # the median step: robust to other processes on a shared machine; the sums give images/s and data wait
-    return {"images_per_s": images / (wait + work), "step_ms": 1000 * float(np.median(step_times)),
-            "step_images_per_s": images / work, "wait_fraction": wait / (wait + work), **result}
+            self.trainer.train_step(batch, self.guard)
+            synchronize(self.device)  # the benchmark's own sync: times the step, not its launch
+        self.waits.append(ready - start)
+        self.steps.append(time.perf_counter() - ready)
+        self.images += batch["image"].shape[0]
+        self.peak_mib = max(self.peak_mib, record["peak_mib"])
+
+    def result(self) -> dict:
+        """Median step (robust to other processes on a shared machine); sums give images/s and data wait."""
+        self.guard.check()
+        wait, work = sum(self.waits), sum(self.steps)
+        return {"step_ms": 1000 * float(np.median(self.steps)), "step_images_per_s": self.images / work,
+                "images_per_s": self.images / (wait + work), "wait_fraction": wait / (wait + work),
+                "peak_mib": self.peak_mib}
+
+    def close(self) -> None:
+        self.batches.close()
+        self.trainer.logger.close()
+
+
+def round_robin(configs: dict[str, Config], steps: int, warmup: int) -> dict[str, dict]:
+    """Time several trainers in turns (one step each per round), so load from other processes on the
+    machine hits every variant alike and their ratios stay meaningful."""
+    timers: dict[str, StepTimer] = {}
+    try:
+        for name, config in configs.items():
+            timers[name] = StepTimer(Trainer(config), warmup)
+        for _ in range(steps):
+            for timer in timers.values():
+                timer.step()
+        return {name: timer.result() for name, timer in timers.items()}
+    finally:
+        for timer in timers.values():
+            timer.close()
+        timers.clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def consecutive(config: Config, steps: int, warmup: int) -> dict:
+    """`steps` steps in a row, as training runs them: the data wait share with the configured workers."""
+    return round_robin({"run": config}, steps, warmup)["run"]
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -243,22 +284,20 @@ class Benchmark:
         self.results["augment"] = out
 
     def steps(self) -> None:
-        a, out = self.args, {}
-        variants = {"supervised": ("supervised", [])}
-        variants.update({name: ("spml", extra) for name, extra in MPC_VARIANTS.items()})
-        if "step" not in a.sections:  # evaluation only
-            variants = {"supervised": variants["supervised"]}
-        for name, (mode, extra) in variants.items():
-            def measure(trainer: Trainer, name: str = name) -> dict:
-                if name == "supervised" and "eval" in a.sections:
-                    self.results["eval"] = self.evaluate(trainer)
-                return time_steps(trainer, a.steps, a.warmup)
-            out[name] = with_trainer(self.config(self.cache_files(), mode, tuple(extra)), measure)
+        """Step times of every variant in turns; then supervised and MPC alone for their data wait."""
+        a, files = self.args, self.cache_files()
+        configs = {"supervised": self.config(files, "supervised")}
+        configs.update({name: self.config(files, "spml", tuple(extra)) for name, extra in MPC_VARIANTS.items()})
+        if "eval" in a.sections:
+            self.results["eval"] = with_trainer(configs["supervised"], self.evaluate)
         if "step" not in a.sections:
             return
-        supervised = out["supervised"]["step_ms"]
+        out = round_robin(configs, a.steps, a.warmup)
         for name in MPC_VARIANTS:
-            out[name]["vs supervised"] = out[name]["step_ms"] / supervised
+            out[name]["vs supervised"] = out[name]["step_ms"] / out["supervised"]["step_ms"]
+        for name in ("supervised", "mpc"):
+            alone = consecutive(configs[name], a.steps, a.warmup)
+            out[name].update({"images_per_s": alone["images_per_s"], "wait_fraction": alone["wait_fraction"]})
         self.results["step"] = out
 
     def evaluate(self, trainer: Trainer) -> dict:
@@ -276,12 +315,12 @@ class Benchmark:
         a, grid = self.args, []
         synthetic = ("data.dataset=synthetic", "data.num_workers=0", "data.synthetic.num_images=" +
                      str(max(a.growth_batches + [a.bt_batch]) * 2 + 64))
-        for size in a.growth_sizes:
-            for batch in a.growth_batches:
-                timing = with_trainer(self.config([], "spml", synthetic, size=size, batch=batch),
-                                      lambda trainer: time_steps(trainer, a.growth_steps, 1))
-                grid.append({"batch": batch, "size": size, "step_ms": timing["step_ms"],
-                             "ns_per_image_pixel": 1e6 * timing["step_ms"] / (batch * size * size)})
+        cells = {(batch, size): self.config([], "spml", synthetic, size=size, batch=batch)
+                 for size in a.growth_sizes for batch in a.growth_batches}
+        timings = round_robin(cells, a.growth_steps, 1)
+        for (batch, size), timing in timings.items():
+            grid.append({"batch": batch, "size": size, "step_ms": timing["step_ms"],
+                         "ns_per_image_pixel": 1e6 * timing["step_ms"] / (batch * size * size)})
         frame = pd.DataFrame(grid)
         design = np.column_stack([np.ones(len(frame)), np.log(frame["batch"]), np.log(frame["size"] ** 2)])
         exponents = np.linalg.lstsq(design, np.log(frame["step_ms"]), rcond=None)[0]
@@ -293,7 +332,11 @@ class Benchmark:
     def bt_share(self, trainer: Trainer) -> dict:
         """Forward + backward of the MPC objective's batch transformer alone on (B, D) embeddings, for B up to
         --bt-batch, against the whole MPC step at --bt-batch (the smallest growth size: its largest share)."""
-        step_ms = time_steps(trainer, self.args.growth_steps, 1)["step_ms"]
+        timer = StepTimer(trainer, 1)
+        for _ in range(self.args.growth_steps):
+            timer.step()
+        step_ms = timer.result()["step_ms"]
+        timer.close()
         transformer = trainer.model.batch_transformer
         width = trainer.model.classifier.head.embed_dim
         rows = {}
