@@ -1,5 +1,6 @@
 """Reliability fixtures: real PNG folders with a CSV label file, and the command-line tools called in-process."""
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -29,7 +30,7 @@ def load_tool(name: str) -> ModuleType:
 @pytest.fixture(scope="session")
 def tools():
     """tools.train.main, tools.evaluate.main, ... (argv list -> exit code)."""
-    return type("Tools", (), {name: load_tool(name) for name in ("train", "evaluate")})
+    return type("Tools", (), {name: load_tool(name) for name in ("train", "evaluate", "mask_labels")})
 
 
 @pytest.fixture
@@ -96,3 +97,19 @@ def error_line(err: str) -> str:
     lines = [line for line in err.replace("\r", "\n").splitlines() if ": error: " in line]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
+
+
+KILL_RUN = ("train.checkpoint_every=1",)  # a checkpoint after every step: kill anywhere, lose nothing
+
+
+@pytest.fixture(scope="session")
+def reference_run(tools, tmp_path_factory) -> Path:
+    """The uninterrupted TINY MPC run (2 epochs, checkpoint every step) that faulted runs must reproduce."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    assert tools.train.main(tiny_run_args(out, *KILL_RUN)) == 0
+    return out
+
+
+def final_results(run: Path) -> tuple[dict, str]:
+    """(eval/metrics.json, eval/per_class.csv text) of a finished run."""
+    return json.loads((run / "eval" / "metrics.json").read_text()), (run / "eval" / "per_class.csv").read_text()

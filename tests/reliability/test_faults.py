@@ -1,0 +1,188 @@
+"""Faults during training: a non-finite loss, a full disk while checkpointing, kill -9 while training and while
+writing a checkpoint. Each leaves a loadable latest checkpoint, and resuming reaches exactly the final metrics
+of the uninterrupted run (CPU, fixed seed): no data lost."""
+import errno
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from spml.engine import checkpoint as ckpt
+from spml.engine.trainer import NonFiniteLossError, Trainer
+from tests.conftest import REPO
+from tests.reliability.conftest import KILL_RUN, final_results, tiny_run_args
+
+
+def poison_step(trainer: Trainer, step: int) -> None:
+    """Make the loss of global step `step` NaN (as an overflow would), leaving the components as computed."""
+    forward = trainer.objective.forward
+
+    def poisoned(batch):
+        out = forward(batch)
+        if trainer.progress.global_step == step:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    trainer.objective.forward = poisoned
+
+
+def checkpoint_files_are_clean(root: Path) -> None:
+    """No temporary file anywhere, and every step folder is one a pointer names."""
+    assert not list(root.rglob("*.tmp*")), list(root.rglob("*.tmp*"))
+    assert {folder.name for folder in root.glob("step-*")} == ckpt.referenced_dirs(root)
+
+
+def test_nonfinite_loss_stops_naming_step_and_components_last_checkpoint_intact(tiny_config, tmp_path):
+    trainer = Trainer(tiny_config("spml", "train.checkpoint_every=2", "train.log_every=100"))
+    poison_step(trainer, 5)
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.fit()
+    trainer.accelerator.end_training()
+    message = str(info.value)
+    assert "at step 5" in message and "train.nonfinite=skip" in message
+    assert re.search(r"components: \w+=[-+.\w]+(, \w+=[-+.\w]+)+\)", message), message  # each by name
+    root = tmp_path / "run" / "checkpoints"
+    latest = ckpt.read_pointer(root)
+    state, _ = ckpt.load_state(latest, 0)
+    assert state["progress"]["global_step"] == 4  # the save at step 6 was refused, step 4 is the last good one
+    weights = [name for name, _ in trainer.model.named_parameters()]  # (buffers may hold NaN = empty slot)
+    assert all(torch.isfinite(state["objective"][name]).all() for name in weights)
+    assert not all(torch.isfinite(p).all() for p in trainer.model.parameters())  # the live weights were ruined
+    checkpoint_files_are_clean(root)
+
+
+def test_nonfinite_loss_is_skipped_under_the_explicit_option(tiny_config):
+    trainer = Trainer(tiny_config("spml", "train.nonfinite=skip"))
+    poison_step(trainer, 5)
+    changed, train_step = {}, trainer.train_step
+
+    def watched_step(batch, guard):
+        before = [p.detach().clone() for p in trainer.model.parameters()]
+        step, out = trainer.progress.global_step, train_step(batch, guard)
+        changed[step] = any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))
+        return out
+
+    trainer.train_step = watched_step
+    summary = trainer.fit()
+    trainer.accelerator.end_training()
+    assert math.isfinite(summary["mAP"])
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert [step for step, moved in changed.items() if not moved] == [5]  # exactly the poisoned step was skipped
+
+
+def enospc_on(monkeypatch, pattern: str, nth: int, how: str) -> None:
+    """The `nth` checkpoint file whose temporary name contains `pattern` fails with ENOSPC: half written
+    (how="write", inside torch.save) or at its fsync (how="fsync")."""
+    count = {"n": 0}
+
+    def hit(name: str) -> bool:
+        if pattern in name and ".tmp-" in name:
+            count["n"] += 1
+            return count["n"] == nth
+        return False
+
+    if how == "write":
+        real_save = torch.save
+
+        def save(obj, handle, *args, **kwargs):
+            if hit(str(getattr(handle, "name", ""))):
+                handle.write(b"\x80\x02partial")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_save(obj, handle, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", save)
+    else:
+        real_fsync = os.fsync
+
+        def fsync(fd):
+            if hit(os.readlink(f"/proc/self/fd/{fd}")):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("pattern, how", [("state.pt", "write"), ("rng-0.pt", "fsync"), ("latest.json", "fsync")])
+def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(cli, reference_run, monkeypatch, tmp_path,
+                                                                  pattern, how):
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        enospc_on(patch, pattern, 6, how)  # the 6th save fails: steps 1-5 were saved
+        with pytest.raises(OSError, match="No space left on device"):
+            cli("train", *tiny_run_args(out, *KILL_RUN))
+    root = out / "checkpoints"
+    state, rng = ckpt.load_state(ckpt.read_pointer(root), 0)
+    assert state["progress"]["global_step"] == 5 and rng is not None
+    checkpoint_files_are_clean(root)
+    code, _, err = cli("train", "--resume", str(out))
+    assert code == 0, err
+    assert final_results(out) == final_results(reference_run)
+    checkpoint_files_are_clean(root)
+
+
+def launch(args: list[str], script: Path = REPO / "tools" / "train.py") -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    return subprocess.Popen([sys.executable, str(script), *args], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def latest_step(root: Path) -> int:
+    try:
+        return int(ckpt.read_pointer(root).name.split("-")[1])
+    except (FileNotFoundError, ValueError):  # not yet written (atomic: never half written)
+        return -1
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+
+
+def test_kill_9_at_a_random_step_then_resume_reaches_the_same_metrics(cli, reference_run, tmp_path):
+    total = int(ckpt.read_pointer(reference_run / "checkpoints").name.split("-")[1])
+    target = random.Random(20).randint(2, total - 3)
+    out = tmp_path / "run"
+    process = launch(tiny_run_args(out, *KILL_RUN))
+    wait_for(lambda: latest_step(out / "checkpoints") >= target, process)
+    kill(process)
+    killed_at = latest_step(out / "checkpoints")
+    assert killed_at < total and not (out / "eval").exists()  # there was training left to do
+    ckpt.load_state(ckpt.read_pointer(out / "checkpoints"), 0)
+    code, _, err = cli("train", "--resume", str(out))
+    assert code == 0, err
+    assert final_results(out) == final_results(reference_run)
+
+
+def test_kill_9_while_a_checkpoint_is_written_then_resume_reaches_the_same_metrics(cli, reference_run, tmp_path):
+    out, marker = tmp_path / "run", tmp_path / "writing"
+    process = launch([str(marker), "7", *tiny_run_args(out, *KILL_RUN)],
+                     REPO / "tests" / "reliability" / "stalling_train.py")
+    wait_for(marker.exists, process)
+    time.sleep(0.05)
+    kill(process)
+    half_written = Path(marker.read_text())
+    assert half_written.exists() and half_written.stat().st_size > 0  # killed inside the write
+    root = out / "checkpoints"
+    assert latest_step(root) == 6  # the 7th save never became "latest"
+    ckpt.load_state(ckpt.read_pointer(root), 0)
+    code, _, err = cli("train", "--resume", str(out))
+    assert code == 0, err
+    assert final_results(out) == final_results(reference_run)
+    checkpoint_files_are_clean(root)  # the resumed run cleared the killed write's temporary file
