@@ -4,6 +4,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
+class ParameterError(TypeError, ValueError):
+    """Parameters a factory does not accept: a config mistake (a ValueError, so the tools report it in one line)."""
+
+
 class Registry:
     """Name -> factory for one open family; duplicates and unknown names fail loudly."""
 
@@ -31,7 +35,7 @@ class Registry:
         try:
             return factory(**kwargs)
         except TypeError as err:
-            raise TypeError(f"{self.kind} {name!r}: bad parameters {sorted(kwargs)}: {err}") from None
+            raise ParameterError(f"{self.kind} {name!r}: bad parameters {sorted(kwargs)}: {err}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

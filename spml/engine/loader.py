@@ -31,6 +31,9 @@ def _loader(dataset: Dataset, batch_size: int, config: DataConfig, **kwargs) -> 
     """A private generator keeps each new iterator's worker-seed draw off the global RNG, which the
     augmentation uses: otherwise resuming mid-epoch would shift every later random draw."""
     workers = config.num_workers
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"data.batch_size={config.batch_size}, data.eval_batch_size={config.eval_batch_size}, "
+                         f"data.num_workers={workers}: batch sizes must be at least 1, workers at least 0")
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_none,
                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                       generator=torch.Generator().manual_seed(0), **kwargs)

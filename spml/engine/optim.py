@@ -31,19 +31,26 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: nn.Module, config: OptimConfig) -> Optimizer:
     """timm optimizer by name (adamw, sgd, lamb, ...) over `parameter_groups`."""
     groups = parameter_groups(model, config.weight_decay)
-    return create_optimizer_v2(groups, opt=config.name, lr=config.lr, weight_decay=config.weight_decay)
+    try:
+        return create_optimizer_v2(groups, opt=config.name, lr=config.lr, weight_decay=config.weight_decay)
+    except (ValueError, KeyError, AssertionError) as err:  # timm/torch: unknown name, invalid lr or decay
+        raise ValueError(f"optim.name={config.name!r}, optim.lr={config.lr}, optim.weight_decay="
+                         f"{config.weight_decay}: {str(err).strip(chr(39))}") from None
 
 
 def build_scheduler(optimizer: Optimizer, config: OptimConfig, epochs: int, updates_per_epoch: int):
     """timm scheduler stepped per optimizer update (warm-up then e.g. cosine)."""
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched=config.scheduler,
-        num_epochs=epochs,
-        warmup_epochs=config.warmup_epochs,
-        warmup_lr=config.lr * 0.01,
-        min_lr=config.min_lr,
-        step_on_epochs=False,
-        updates_per_epoch=updates_per_epoch,
-    )
+    try:
+        scheduler, _ = create_scheduler_v2(
+            optimizer,
+            sched=config.scheduler,
+            num_epochs=epochs,
+            warmup_epochs=config.warmup_epochs,
+            warmup_lr=config.lr * 0.01,
+            min_lr=config.min_lr,
+            step_on_epochs=False,
+            updates_per_epoch=updates_per_epoch,
+        )
+    except (ValueError, AssertionError) as err:  # timm: unknown scheduler name
+        raise ValueError(f"optim.scheduler={config.scheduler!r}: {err}") from None
     return scheduler

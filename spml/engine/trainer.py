@@ -12,7 +12,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from spml.config import Config, save_config
+from spml.config import Config, ConfigError, save_config
 from spml.data.build import DataBundle, build_data
 from spml.data.dataset import read_skips
 from spml.data.table import DataError
@@ -32,6 +32,25 @@ def build_accelerator(precision: str = "no", accumulate: int = 1) -> Accelerator
     return Accelerator(mixed_precision=precision, gradient_accumulation_steps=accumulate,
                        cpu=not torch.cuda.is_available(),
                        dataloader_config=DataLoaderConfiguration(non_blocking=True))
+
+
+def check_train_config(config: Config) -> None:
+    """Fail before anything is written on train.* / optim.accumulate values the loop cannot run with."""
+    train = config.train
+    for key, value, least in (("train.epochs", train.epochs, 1), ("train.max_steps", train.max_steps, 0),
+                              ("train.log_every", train.log_every, 1), ("train.eval_every", train.eval_every, 1),
+                              ("train.checkpoint_every", train.checkpoint_every, 0),
+                              ("optim.accumulate", config.optim.accumulate, 1)):
+        if value < least:
+            raise ConfigError(f"{key}={value}: must be at least {least}")
+    for key, value, choices in (("train.precision", train.precision, ("no", "bf16", "fp16")),
+                                ("train.nonfinite", train.nonfinite, ("stop", "skip")),
+                                ("train.best_metric", train.best_metric, ("val/mAP", "val/mean_auroc"))):
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r}; choose from {list(choices)}")
+    if config.model.in_chans != 1:
+        raise ConfigError(f"model.in_chans={config.model.in_chans}: every image source yields grayscale (1, S, S) "
+                          "images; keep model.in_chans=1 (pretrained RGB stems are adapted to one channel)")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -93,6 +112,7 @@ class Trainer:
     """Builds data, objective, optimizer and scheduler from a Config and runs the accelerate loop."""
 
     def __init__(self, config: Config, accelerator: Accelerator | None = None):
+        check_train_config(config)
         self.config = config
         self.accelerator = accelerator or build_accelerator(config.train.precision, config.optim.accumulate)
         self.run_dir = Path(config.train.out)

@@ -11,7 +11,7 @@ from torch import nn
 
 from spml.losses import an, asl, bce, entropy, focal, large_loss, metric, role, softmax, zlpr  # noqa: F401 (registers)
 from spml.losses.common import LOSSES, SPML_LOSSES
-from spml.registry import Registry
+from spml.registry import ParameterError, Registry
 
 __all__ = ["LOSSES", "SPML_LOSSES", "build_loss", "build_spml_loss"]
 
@@ -25,12 +25,12 @@ def _build(registry: Registry, name: str, params: dict[str, Any], context: dict[
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         options = sorted(set(accepted) - set(context))
-        raise TypeError(f"{registry.kind} {name!r}: unknown parameter(s) {unknown}; accepted: {options}")
+        raise ParameterError(f"{registry.kind} {name!r}: unknown parameter(s) {unknown}; accepted: {options}")
     extra = {key: value for key, value in context.items() if key in accepted and key not in params}
     try:
         return factory(**extra, **params)
     except TypeError as err:
-        raise TypeError(f"{registry.kind} {name!r} with parameters {params}: {err}") from None
+        raise ParameterError(f"{registry.kind} {name!r} with parameters {params}: {err}") from None
 
 
 def build_loss(name: str, params: dict[str, Any] | None = None, *, pos_counts=None, num_samples: int | None = None

@@ -26,8 +26,13 @@ class Backbone(nn.Module):
         if config.pretrained in LITE_MODELS and config.backbone != config.pretrained:
             raise ValueError(f"model.pretrained={config.pretrained} holds {config.pretrained} weights; "
                              f"set model.backbone={config.pretrained} (got {config.backbone!r})")
-        self.model = timm.create_model(config.backbone, pretrained=False, num_classes=0, global_pool="",
-                                       in_chans=config.in_chans, drop_path_rate=config.drop_path or None)
+        try:
+            self.model = timm.create_model(config.backbone, pretrained=False, num_classes=0, global_pool="",
+                                           in_chans=config.in_chans, drop_path_rate=config.drop_path or None)
+        except RuntimeError as err:
+            if "Unknown model" not in str(err):
+                raise
+            raise ValueError(f"model.backbone={config.backbone!r}: not a timm model (see timm.list_models())") from None
         if config.pretrained:
             load_pretrained(self.model, config.pretrained)
         self.num_features: int = self.model.num_features
