@@ -6,7 +6,7 @@ from spml.data.build import build_data
 from spml.engine.trainer import data_stats
 from spml.objectives import build_objective
 
-SPML_METHODS = ["mpc", "an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp"]
+SPML_METHODS = ["mpc", "mpc_soft_em", "an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp"]
 
 
 def first_batch(bundle, size=16):
@@ -16,7 +16,8 @@ def first_batch(bundle, size=16):
 
 @pytest.mark.parametrize("method", SPML_METHODS)
 def test_hidden_labels_never_reach_the_spml_objective(tiny_config, method):
-    config = tiny_config("spml", f"spml.method={method}")
+    extra = ["spml.mpc.targets=soft", "spml.mpc.base_loss=em", "spml.mpc.base_after_warmup=loss"]
+    config = tiny_config("spml", *(["spml.method=mpc", *extra] if method == "mpc_soft_em" else [f"spml.method={method}"]))
     bundle = build_data(config)
     torch.manual_seed(0)
     objective = build_objective(config, data_stats(bundle, "spml"))
