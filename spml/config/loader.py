@@ -14,6 +14,7 @@ from spml.config.schema import Config
 
 
 SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+MAX_VALUES = 100_000  # YAML aliases can make a small file expand to billions of values (every copy walks them)
 
 
 class ConfigError(ValueError):
@@ -30,6 +31,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid (safe) YAML: {err}") from None
+    check_size(data, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -64,9 +66,27 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    check_size(value, f"override {key}")
     if isinstance(value, str) and SCIENTIFIC.fullmatch(value):  # YAML 1.1 reads 1e30 as a string
         value = float(value)
     return key.split("."), value
+
+
+def check_size(data: Any, where: str, limit: int = MAX_VALUES) -> None:
+    """Refuse YAML data that holds more than `limit` values once its aliases are expanded (alias bombs);
+    stops counting at the limit, so the check itself stays cheap."""
+    pending, count = [data], 0
+    while pending:
+        item = pending.pop()
+        count += 1
+        if count > limit:
+            raise ConfigError(f"{where}: more than {limit:,} values once YAML aliases are expanded; "
+                              "a config needs far fewer (an alias bomb?)")
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
