@@ -21,7 +21,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$PY" -m pip install -q --upgrade pip
   # torch/torchvision first, pinned to a pair that imports together (see README, Installation).
   "$PY" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-  "$PY" -m pip install -q -e ".[dev]"
+  "$PY" -m pip install -q -e ".[dev,pretrained]"
   echo "$want" > "$stamp"
 fi
 
