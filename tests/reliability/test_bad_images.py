@@ -122,7 +122,9 @@ def test_skip_trains_on_and_reports_every_bad_image_across_workers(dataset_dir, 
     bad_in_test = sum(str(p) in splits["test"] for p in bad.values())
     assert summary["n_images"] == len(splits["test"]) - bad_in_test  # the rest of the test split was scored
     out = capsys.readouterr().out
-    assert f"left out {len(bad)} distinct bad images" in out and "skipped_images.csv" in out
+    per_split = ", ".join(f"{name} {sum(str(p) in splits[name] for p in bad.values())}" for name in splits)
+    assert f"left out {len(bad)} distinct bad images ({per_split}; " in out and "skipped_images.csv" in out
+    print(out.splitlines()[-1])  # (docs/reliability.md quotes it)
 
 
 def test_skip_budget_counts_distinct_images_of_all_workers(cli, dataset_dir, tmp_path):
