@@ -9,10 +9,11 @@ from spml.config import ConfigError
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input (config, data files, checkpoints), not a bug."""
+    """Exceptions that mean bad input (config, data files, checkpoints) or a diverged run, not a bug."""
     from spml.data.table import DataError
+    from spml.engine.trainer import NonFiniteLossError
 
-    return ConfigError, DataError, FileNotFoundError, KeyError, ValueError
+    return ConfigError, DataError, FileNotFoundError, KeyError, ValueError, NonFiniteLossError
 
 
 def run_cli(body: Callable[[], int], parser: argparse.ArgumentParser) -> int:

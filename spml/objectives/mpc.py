@@ -83,6 +83,8 @@ class MPCObjective(Objective):
                                     ("targets", mpc.targets, ("hard", "soft"))):
             if value not in options:
                 raise ValueError(f"spml.mpc.{key}: expected one of {options}, got {value!r}")
+        if mpc.memory_size < 1:
+            raise ValueError(f"spml.mpc.memory_size must be >= 1, got {mpc.memory_size}")
         self.base = build_spml_loss(mpc.base_loss, mpc.base_params, num_classes=stats.num_classes,
                                     num_images=stats.num_images, expected_positives=stats.expected_positives)
         self.strong = build_strong(config.augment, red=mpc.red) if mpc.ipc_weight > 0 else None
