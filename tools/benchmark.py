@@ -397,8 +397,8 @@ def markdown(results: dict) -> str:
                 v["peak_mib"]] for k, v in r.items()])
         if "loader" in results:
             cache = results["loader"]["uint8 cache"]["images_per_s"]
-            lines.append(f"cache loader / supervised step consumption = {cache / r['supervised']['step_images_per_s']:.1f}x, "
-                         f"/ MPC = {cache / r['mpc']['step_images_per_s']:.1f}x\n")
+            supervised, mpc = (cache / r[name]["step_images_per_s"] for name in ("supervised", "mpc"))
+            lines.append(f"cache loader / supervised step consumption = {supervised:.1f}x, / MPC = {mpc:.1f}x\n")
     if "eval" in results:
         e = results["eval"]
         lines.append(f"evaluation (predict_split, {e['images']} images): {e['images_per_s']:.1f} images/s, "
