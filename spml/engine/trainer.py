@@ -28,10 +28,11 @@ from spml.objectives import DataStats, Objective, build_objective
 def build_accelerator(precision: str = "no", accumulate: int = 1) -> Accelerator:
     """Accelerator for this machine. Without CUDA it asks for the CPU explicitly: only then does
     accelerate turn a torchrun launch (WORLD_SIZE > 1) into gloo DDP instead of N lone processes."""
-    # non_blocking: batches from pinned memory (the loaders pin on CUDA) are copied while the step runs
-    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=accumulate,
-                       cpu=not torch.cuda.is_available(),
-                       dataloader_config=DataLoaderConfiguration(non_blocking=True))
+    # non_blocking: batches from pinned memory (the loaders pin on CUDA) are copied while the step runs.
+    # CUDA only: on the CPU it has nothing to overlap, and 2-process gloo runs then aborted at exit.
+    cuda = torch.cuda.is_available()
+    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=accumulate, cpu=not cuda,
+                       dataloader_config=DataLoaderConfiguration(non_blocking=cuda))
 
 
 def check_train_config(config: Config) -> None:
