@@ -1,8 +1,12 @@
-"""Experiment grids: expand an ablation YAML into runs, collect run folders into tables and plots."""
+"""Experiment grids: expand an ablation YAML into runs, train them, collect run folders into tables and plots."""
 from __future__ import annotations
 
 import json
 import re
+import shlex
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,3 +127,51 @@ def markdown(table: pd.DataFrame) -> str:
             cells.append("—" if pd.isna(row["recovery"]) else f"{row['recovery']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: tuple[str, ...] | list[str] = (),
+             dry_run: bool = False) -> pd.DataFrame | None:
+    """Train each run in turn (`python <train_script> <run args> <extra_overrides>`, one subprocess each).
+
+    A run whose eval/metrics.json exists is skipped; a failing run leaves FAILED (the end of its stderr) in
+    its folder and the grid goes on; every run's output goes to train_output.txt, its time to seconds.txt.
+    Returns one row per run (variant, seed, read_run), or None after a dry run, which only prints the
+    `accelerate launch` commands.
+    """
+    for run in runs:
+        train_args = run.train_args() + list(extra_overrides)
+        if dry_run:
+            print("accelerate launch " + shlex.join([str(train_script), *train_args]))
+            continue
+        if (run.run_dir / "eval" / "metrics.json").exists():
+            print(f"[skip] {run.variant} seed {run.seed}: finished ({run.run_dir})")
+            continue
+        print(f"[run ] {run.variant} seed {run.seed} -> {run.run_dir}", flush=True)
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        (run.run_dir / "FAILED").unlink(missing_ok=True)
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(train_script), *train_args], capture_output=True, text=True)
+        (run.run_dir / "train_output.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+        if proc.returncode != 0:
+            (run.run_dir / "FAILED").write_text(proc.stderr[-4000:] or f"exit {proc.returncode}")
+            print(f"[fail] {run.variant} seed {run.seed}: exit {proc.returncode}, see {run.run_dir}/FAILED")
+        else:
+            (run.run_dir / "seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    if dry_run:
+        return None
+    return pd.DataFrame([{"variant": r.variant, "seed": r.seed, **read_run(r.run_dir)} for r in runs])
+
+
+def write_results(frame: pd.DataFrame, out: Path, name: str, reference: dict[str, str] | None = None) -> str:
+    """results.csv (one row per run), results.md (mean +/- std over seeds, recovery with `reference`) and
+    results.png (test mAP bars) into `out`; returns the Markdown text."""
+    from spml.plots import plot_bars
+
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "results.csv", index=False)
+    table = aggregate(frame, reference)
+    text = f"# {name}\n\n" + markdown(table)
+    (out / "results.md").write_text(text, encoding="utf-8")
+    plot_bars(table, x="variant", y="mAP_mean", yerr="mAP_std", out_path=out / "results.png",
+              title=f"{name}: test mAP (mean ± std over seeds)")
+    return text

@@ -47,6 +47,7 @@ class DataConfig:
     mask_seed: int = 1200
     mask_no_positive: str = "drop"  # drop | keep: train rows with no certain positive under in-memory masking
     mask_params: dict[str, Any] = field(default_factory=dict)  # keyword arguments of mask_scheme (k, fraction)
+    mask_val: bool = False  # also mask the val split (model selection on masked labels); test keeps full labels
     missing: str = "error"  # error | drop  (image files that do not exist)
     bad_images: str = "error"  # error | skip  (undecodable images at train time)
     bad_image_budget: int = 10  # max images skipped under bad_images=skip before the run fails

@@ -6,11 +6,17 @@ check covers the files) -> patient-wise split -> uncertainty policy -> training 
 * spml mode: `observed` of the train split comes from data.masked_labels (checked against its manifest)
   or, without a file, from masking the train split in memory (data.mask_scheme, data.mask_seed,
   data.mask_params; rows without an observed positive are dropped). Train rows absent from the masked
-  labels leave the train split. Val/test keep their full labels.
+  labels leave the train split. Val keeps its full labels unless data.mask_val; test always does.
 * supervised mode: full targets, or with data.masked_labels its 1/0/blank as targets/known.
+* data.mask_val: the val split's labels are masked too (from the file, or in memory in spml mode); its
+  observed positives are the targets and every other entry is a known negative (as AN assumes), so
+  model selection and the class prior (data_stats) see only masked labels; val rows absent from the
+  masked labels leave the val split. A masked file whose manifest lists `splits` (masking_experiment)
+  may hold rows of those splits only.
 
 `expected_positives` (EPR/ROLE's k) is the mean number of known positives per image of the train split
-in supervised mode, and of the (fully labelled) validation split in spml mode, so hidden train labels
+in supervised mode, and of the fully labelled validation split in spml mode (also under data.mask_val:
+one scalar taken from clean labels, as the methods' papers assume k known), so hidden train labels
 never leak into training.
 """
 from __future__ import annotations
@@ -26,7 +32,7 @@ from spml.config import Config, DataConfig
 from spml.data import synthetic  # noqa: F401  (registers the "synthetic" reader)
 from spml.data.dataset import CacheSource, CXRDataset, FileSource
 from spml.data.labels import apply_uncertainty
-from spml.data.masking import align_masked, load_masked_rows, mask_table, read_manifest
+from spml.data.masking import align_masked, load_masked_rows, mask_splits, read_manifest
 from spml.data.readers import READERS
 from spml.data.splits import SPLITS, assign_splits
 from spml.data.table import DataError, LabelTable, check_images, dataset_root
@@ -53,20 +59,40 @@ def read_table(config: DataConfig) -> LabelTable:
     return READERS.get(config.dataset)(config)
 
 
-def train_labels(config: Config, table: LabelTable, train_rows: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
-    """Masked labels of the train rows (positions in `table`) -> ((n, C) 1/0/NaN, (n,) the row has masked
-    labels, manifest | None). A masked file was made from the whole table, so it is aligned on that."""
+def read_split(config: DataConfig) -> tuple[LabelTable, np.ndarray]:
+    """The table after the image-existence check (data.missing) and its (N,) split names (data.split)."""
+    table = read_table(config)
+    if not config.cache:
+        table = check_images(table, config.missing)
+    return table, assign_splits(table, config)
+
+
+def masked_labels(config: Config, table: LabelTable, split: np.ndarray, names: tuple[str, ...]
+                  ) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
+    """Masked labels of the splits `names` -> ((N, C) 1/0/NaN aligned with `table`, (N,) the row has masked
+    labels, manifest | None): data.masked_labels, else (spml mode) each split masked in memory; supervised
+    mode without a file keeps full labels (all NaN, every row present)."""
     data, root = config.data, dataset_root(config.data)
     if data.masked_labels:
         values, present = load_masked_rows(data.masked_labels, table, root)
-        return values[train_rows], present[train_rows], read_manifest(data.masked_labels)
+        manifest = read_manifest(data.masked_labels)
+        allowed = list(manifest.get("splits", SPLITS))
+        foreign = present & ~np.isin(split, allowed)
+        if foreign.any():
+            raise DataError(f"{data.masked_labels} was masked for the splits {allowed} but holds {int(foreign.sum())} "
+                            f"rows of this run's {split[foreign][0]} split: it was made with other split settings "
+                            "(data.split, data.split_seed, data.val_fraction, data.test_fraction, data.views, "
+                            "data.missing)")
+        missing = [name for name in names if name not in allowed]
+        if missing:
+            raise DataError(f"{data.masked_labels} holds no {missing[0]} rows (masked for {allowed}); data.mask_val "
+                            "needs a file masked with the val split (tools/masking_experiment.py --mask-val)")
+        return values, present, manifest
     if config.mode == "supervised":
-        return np.zeros((len(train_rows), 0)), np.ones(len(train_rows), bool), None
-    train = table.subset(train_rows)
-    frame, manifest = mask_table(train, data.mask_scheme, data.mask_seed, data.mask_no_positive, root,
-                                 **data.mask_params)
-    values, present = align_masked(frame, train, root)
+        return np.full((len(table.frame), len(table.classes)), np.nan), np.ones(len(table.frame), bool), None
+    frame, manifest = mask_splits(table, split, names, data.mask_scheme, data.mask_seed, data.mask_no_positive, root,
+                                  **data.mask_params)
+    values, present = align_masked(frame, table, root)
     return values, present, manifest
 
 
@@ -89,19 +115,21 @@ def build_data(config: Config) -> DataBundle:
     if config.mode not in MODES:
         raise DataError(f"mode={config.mode!r}; choose from {list(MODES)}")
     data = config.data
-    table = read_table(data)
-    if not data.cache:
-        table = check_images(table, data.missing)
-    split = assign_splits(table, data)
+    if data.mask_val and config.mode == "supervised" and not data.masked_labels:
+        raise DataError("data.mask_val=true in supervised mode needs data.masked_labels (a file masked with the "
+                        "val split)")
+    table, split = read_split(data)
     targets, known = apply_uncertainty(table.values(), table.classes, data.uncertainty, data.uncertain_ones,
                                        data.blank)
-    parts = {name: np.flatnonzero(split == name) for name in SPLITS}
-    masked, present, manifest = train_labels(config, table, parts["train"])
-    rows = {name: parts[name] for name in SPLITS}
-    rows["train"] = parts["train"][present]
-    masked = masked[present]
-    if not present.all():
-        log.info("%d of %d train rows have no masked labels and leave the train split", (~present).sum(), len(present))
+    masked_splits = ("train", "val") if data.mask_val else ("train",)
+    values, present, manifest = masked_labels(config, table, split, masked_splits)
+    rows = {name: np.flatnonzero((split == name) & (present | (name not in masked_splits))) for name in SPLITS}
+    for name in masked_splits:
+        dropped = int(((split == name) & ~present).sum())
+        if dropped:
+            log.info("%d of %d %s rows have no masked labels and leave the %s split", dropped,
+                     int((split == name).sum()), name, name)
+    masked = values[rows["train"]]
     for name in SPLITS:
         if not len(rows[name]):
             raise DataError(f"the {name} split is empty (data.split={data.split}, data.val_fraction="
@@ -126,6 +154,9 @@ def build_data(config: Config) -> DataBundle:
     subsets = {name: table.subset(rows[name]) for name in SPLITS}
     datasets = {name: make_dataset(data, subsets[name], targets[rows[name]], known[rows[name]], None)
                 for name in ("val", "test")}
+    if data.mask_val:
+        val_masked = values[rows["val"]] == 1
+        datasets["val"] = make_dataset(data, subsets["val"], val_masked, np.ones_like(val_masked), None)
     datasets["train"] = make_dataset(data, subsets["train"], train_targets, train_known, observed)
     log.info("data %s: %s images (train %d, val %d, test %d), %d classes", data.dataset, len(table.frame),
              *(len(rows[name]) for name in SPLITS), len(table.classes))

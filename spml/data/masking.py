@@ -72,12 +72,13 @@ def row_keys(paths: np.ndarray, root: str) -> np.ndarray:
 
 
 def mask_table(table: LabelTable, scheme: str = "single_positive", seed: int = 1200, no_positive: str = "drop",
-               root: str = "", **params: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+               root: str = "", keys: np.ndarray | None = None, **params: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Mask a label table -> (masked frame: `path` key + class columns with 1/0/NaN, in key order;
-    manifest dict). `masked_sha256` is filled in by write_masked."""
+    manifest dict). `keys`: the rows' keys when `table` is part of a larger table (default: row_keys of
+    its own rows). `masked_sha256` is filled in by write_masked."""
     if no_positive not in NO_POSITIVE:
         raise DataError(f"no_positive={no_positive!r}; choose from {list(NO_POSITIVE)}")
-    keys = row_keys(table.frame["path"].to_numpy(), root)
+    keys = row_keys(table.frame["path"].to_numpy(), root) if keys is None else np.asarray(keys, dtype=object)
     order = np.argsort(keys, kind="stable")
     values = table.values()[order]
     observed = MASKING.build(scheme, values=values, rng=np.random.RandomState(seed), **params)
@@ -97,6 +98,33 @@ def mask_table(table: LabelTable, scheme: str = "single_positive", seed: int = 1
     return frame, manifest
 
 
+COUNTS = ("rows_in", "rows_kept", "rows_dropped")
+PER_CLASS = ("hidden_positives", "observed_positives")
+
+
+def mask_splits(table: LabelTable, split: np.ndarray, names: tuple[str, ...], scheme: str = "single_positive",
+                seed: int = 1200, no_positive: str = "drop", root: str = "", **params: Any
+                ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Mask only the rows of the splits `names` (split: (N,) split name per row of `table`), each split on
+    its own with RandomState(seed), so a split's masked labels do not depend on which other splits are
+    masked (the train split alone gives what mask_table gives for the train rows). Rows of other splits
+    are not in the result. Returns (masked frame with the keys of the whole table, in key order; manifest
+    with the summed counts and `splits`: {name: that split's counts})."""
+    keys = row_keys(table.frame["path"].to_numpy(), root)
+    frames, per_split, manifest = [], {}, {}
+    for name in names:
+        rows = np.flatnonzero(np.asarray(split) == name)
+        frame, manifest = mask_table(table.subset(rows), scheme, seed, no_positive, root, keys[rows], **params)
+        frames.append(frame)
+        per_split[name] = {key: manifest[key] for key in (*COUNTS, *PER_CLASS)}
+    frame = pd.concat(frames, ignore_index=True).sort_values("path", kind="stable", ignore_index=True)
+    manifest.update({key: sum(part[key] for part in per_split.values()) for key in COUNTS})
+    manifest.update({key: {c: sum(part[key][c] for part in per_split.values()) for c in table.classes}
+                     for key in PER_CLASS})
+    manifest["splits"] = per_split
+    return frame, manifest
+
+
 def manifest_path(path: str | os.PathLike) -> str:
     return f"{os.fspath(path)}.manifest.json"
 
@@ -108,13 +136,18 @@ def _write_atomic(path: str, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def write_masked(frame: pd.DataFrame, manifest: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
-    """Write the masked CSV (1/0/blank) and its manifest atomically; returns the manifest with masked_sha256."""
-    path = os.fspath(path)
+def masked_csv_bytes(frame: pd.DataFrame) -> bytes:
+    """The bytes of a masked CSV: `path` + classes as 1 / 0 / blank, "\\n" line ends."""
     values = frame.drop(columns="path").to_numpy(dtype=np.float64)
     text = pd.DataFrame(np.where(np.isnan(values), "", np.where(values == 1, "1", "0")), columns=frame.columns[1:])
     text.insert(0, "path", frame["path"].to_numpy())
-    data = text.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    return text.to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+def write_masked(frame: pd.DataFrame, manifest: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """Write the masked CSV (1/0/blank) and its manifest atomically; returns the manifest with masked_sha256."""
+    path = os.fspath(path)
+    data = masked_csv_bytes(frame)
     manifest = {**manifest, "masked_sha256": hashlib.sha256(data).hexdigest()}
     _write_atomic(path, data)
     _write_atomic(manifest_path(path), (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
