@@ -1,0 +1,100 @@
+"""Label-masking experiments: mask a dataset's train (and optionally val) split once, train full-label and
+single-positive methods on it, compare them on the clean test split (tools/masking_experiment.py)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from spml.config import Config, ConfigError
+from spml.experiments import PlannedRun, slug
+
+FULL = "full"  # mode=supervised on the clean labels: the upper reference of the recovery ratio
+AN = "an"  # assume negative: the lower reference
+
+
+def method_names() -> list[str]:
+    """`full`, `mpc` and every registered single-positive loss (spml.losses.SPML_LOSSES)."""
+    from spml.losses import SPML_LOSSES
+
+    return [FULL, "mpc", *SPML_LOSSES.names()]
+
+
+def parse_methods(text: str) -> list[str]:
+    """'full,an,em' -> ['full', 'an', 'em']; unknown or repeated names are a ConfigError listing the valid ones."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    valid = method_names()
+    for name in names:
+        if name not in valid:
+            raise ConfigError(f"--methods: unknown method {name!r}; valid: {', '.join(valid)}")
+    if not names or len(set(names)) < len(names):
+        raise ConfigError(f"--methods {text!r}: name each method once, from: {', '.join(valid)}")
+    return names
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2] (distinct integers)."""
+    try:
+        seeds = [int(seed) for seed in text.split(",") if seed.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) < len(seeds):
+        raise ConfigError(f"--seeds {text!r}: give each seed once")
+    return seeds
+
+
+def masked_splits(config: Config) -> tuple[str, ...]:
+    return ("train", "val") if config.data.mask_val else ("train",)
+
+
+def write_masked_splits(config: Config, path: Path) -> tuple[dict[str, Any], bool]:
+    """Mask the train split (and the val split under data.mask_val) of `config`'s data with data.mask_scheme,
+    data.mask_seed, data.mask_no_positive and data.mask_params into `path` + its manifest (which adds the
+    split settings). Same data split as training (spml.data.build.read_split); test rows are never in the file.
+
+    Returns (manifest, written): an identical file already at `path` is kept (written False); a different
+    one is an error, since the runs beside it were trained on it.
+    """
+    from spml.data.build import read_split
+    from spml.data.masking import mask_splits, masked_csv_bytes, read_manifest, write_masked
+    from spml.data.table import DataError, dataset_root, file_sha256
+
+    data = config.data
+    table, split = read_split(data)
+    frame, manifest = mask_splits(table, split, masked_splits(config), data.mask_scheme, data.mask_seed,
+                                  data.mask_no_positive, dataset_root(data), **data.mask_params)
+    manifest["split"] = {"split": data.split, "split_seed": data.split_seed, "val_fraction": data.val_fraction,
+                         "test_fraction": data.test_fraction, "views": list(data.views), "missing": data.missing}
+    expected = json.loads(json.dumps({**manifest, "masked_sha256": hashlib.sha256(masked_csv_bytes(frame)).hexdigest()}))
+    if path.exists():
+        if file_sha256(str(path)) == expected["masked_sha256"] and read_manifest(path) == expected:
+            return expected, False
+        raise DataError(f"{path} exists but was masked from other data, split, scheme or seed, and the runs in "
+                        f"{path.parent} were trained on it: choose another --out or delete that folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_masked(frame, manifest, path), True
+
+
+def plan_runs(methods: list[str], seeds: list[int], out: Path, configs: tuple[str, ...], overrides: tuple[str, ...],
+              masked_file: Path, mask_val: bool) -> list[PlannedRun]:
+    """One run per method x seed in <out>/<method>/seed<seed>. `full`: mode=supervised on the clean labels;
+    the others: mode=spml, spml.method=<method>, data.masked_labels=<masked_file> (+ data.mask_val=true).
+    A seed sets train.seed only: the split and the masked labels are the same for every run."""
+    runs = []
+    for method in methods:
+        if method == FULL:
+            specific: tuple[str, ...] = ("mode=supervised",)
+        else:
+            specific = ("mode=spml", f"spml.method={method}", f"data.masked_labels={masked_file.resolve()}",
+                        *(("data.mask_val=true",) if mask_val else ()))
+        for seed in seeds:
+            run_dir = out / slug(method) / f"seed{seed}"
+            runs.append(PlannedRun(method, seed, run_dir, configs,
+                                   (*overrides, *specific, f"train.seed={seed}", f"train.out={run_dir}")))
+    return runs
+
+
+def reference(methods: list[str]) -> dict[str, str]:
+    """Recovery ratio references (full and AN) when both are run."""
+    return {"full": FULL, "an": AN} if {FULL, AN} <= set(methods) else {}

@@ -1,0 +1,143 @@
+"""tools/masking_experiment.py: masking of the train (and val) split only, the grid of methods, clean test
+evaluation, resume; data.mask_val in build_data; the real NIH files end to end."""
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spml.config import load_config
+from spml.data.build import build_data, read_split
+from spml.data.masking import read_masked, row_keys
+from spml.data.table import DataError, dataset_root
+from spml.masking_experiment import write_masked_splits
+from tests.conftest import REPO, SHARED_DATA, TINY
+
+RUN = [*TINY, "train.epochs=1"]
+NIH_LABELS = SHARED_DATA / "nih" / "Data_Entry_2017_v2020.csv.gz"
+NIH_ROOT = SHARED_DATA / "nih1000"
+NIH = ["--dataset", "nih", "--root", str(NIH_ROOT), "--labels", str(NIH_LABELS), "data.split=random",
+       "data.missing=drop", *[o for o in RUN if not o.startswith("data.dataset=")]]
+
+
+@pytest.fixture
+def experiment(capsys):
+    """experiment(out, *argv) -> (exit code, stdout, stderr) of tools/masking_experiment.py main, in this process
+    (the runs themselves are tools/train.py subprocesses)."""
+    spec = importlib.util.spec_from_file_location("masking_experiment_tool", REPO / "tools/masking_experiment.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    def run(out, *args: str) -> tuple[int, str, str]:
+        code = tool.main(["--out", str(out), *args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def split_of_keys(config) -> dict[str, str]:
+    """Masked-file key -> split name, for every row of the data of `config`, split as training splits it."""
+    table, split = read_split(config.data)
+    return dict(zip(row_keys(table.frame["path"].to_numpy(), dataset_root(config.data)), split))
+
+
+def clean_test_positives(config) -> list[int]:
+    """Certain positives per class of the test split, from the label table itself."""
+    table, split = read_split(config.data)
+    return (table.values()[split == "test"] == 1).sum(0).tolist()
+
+
+def test_synthetic_experiment_scores_clean_test_labels_and_resumes(experiment, tmp_path):
+    out = tmp_path / "exp"
+    code, _, err = experiment(out, "--methods", "full,an", *RUN)
+    assert code == 0, err[-2000:]
+    results = pd.read_csv(out / "results.csv")
+    assert list(results["variant"]) == ["full", "an"] and (results["status"] == "done").all()
+    assert results["mAP"].between(0, 1).all() and results["mean_auroc"].between(0, 1).all()
+    markdown = (out / "results.md").read_text()
+    assert "recovery" in markdown.splitlines()[2]
+    assert markdown.splitlines()[4].endswith("| 1.00 |") and markdown.splitlines()[5].endswith("| 0.00 |")
+    assert (out / "results.png").stat().st_size > 1000
+
+    config = load_config([REPO / "configs/datasets/synthetic.yaml"], RUN)
+    masked, manifest = read_masked(out / "masked_labels.csv")
+    splits = split_of_keys(config)
+    assert {splits[key] for key in masked["path"]} == {"train"} and list(manifest["splits"]) == ["train"]
+    test_positives = clean_test_positives(config)
+    assert sum(test_positives) > 0
+    for method in ("full", "an"):  # both scored on the full labels of the same test rows
+        per_class = pd.read_csv(out / method / "seed0" / "eval" / "per_class.csv")
+        assert per_class["n_pos"].tolist() == test_positives
+    an_stats = json.loads((out / "an" / "seed0" / "data_stats.json").read_text())
+    assert an_stats["pos_counts"] == list(manifest["observed_positives"].values())
+
+    code, printed, _ = experiment(out, "--methods", "full,an", *RUN)
+    assert code == 0 and printed.count("[skip]") == 2 and "[run ]" not in printed
+    assert "identical file already there" in printed
+    code, _, err = experiment(out, "--methods", "full,an", "--mask-seed", "7", *RUN)
+    assert code == 2 and "exists but was masked" in err
+
+
+def test_unknown_method_is_a_one_line_error(experiment, tmp_path):
+    code, _, error = experiment(tmp_path / "exp", "--methods", "full,an,nope", "--dry-run")
+    error = error.strip()
+    assert code == 2 and len(error.splitlines()) == 1 and "'nope'" in error and "full, mpc, an," in error and "ll_r" in error
+
+
+def test_mask_val_masks_val_rows_only_and_keeps_train_and_test(tiny_config, tmp_path):
+    drop = "data.mask_no_positive=drop"
+    clean = build_data(tiny_config("spml", drop))
+    both = build_data(tiny_config("spml", drop, "data.mask_val=true"))
+    np.testing.assert_array_equal(both.train.observed, clean.train.observed)  # train masking independent of val's
+    np.testing.assert_array_equal(both.test.targets, clean.test.targets)
+    np.testing.assert_array_equal(both.test.known, clean.test.known)
+    assert 0 < len(both.val) < len(clean.val)  # val rows without a positive leave the split
+    val_targets = np.asarray(both.val.targets)
+    assert (val_targets.sum(1) == 1).all() and np.asarray(both.val.known).all()
+    assert list(both.manifest["splits"]) == ["train", "val"]
+
+    config = tiny_config("spml", drop, "data.mask_val=true")
+    masked_file = tmp_path / "masked.csv"
+    write_masked_splits(config, masked_file)
+    masked, _ = read_masked(masked_file)
+    table, split = read_split(config.data)
+    row = pd.Index(row_keys(table.frame["path"].to_numpy(), "")).get_indexer(masked["path"])
+    val = split[row] == "val"
+    observed_val = masked[list(table.classes)].to_numpy()[val] == 1
+    np.testing.assert_array_equal(val_targets, observed_val)  # the val split's targets are the file's val rows
+    assert (table.values()[row[val]][observed_val] == 1).all()  # observed positives are true positives
+    from_file = build_data(tiny_config("spml", drop, "data.mask_val=true", f"data.masked_labels={masked_file}"))
+    np.testing.assert_array_equal(from_file.train.observed, both.train.observed)
+    np.testing.assert_array_equal(from_file.val.targets, both.val.targets)
+    with pytest.raises(DataError, match="other split settings"):
+        build_data(tiny_config("spml", drop, "data.split_seed=5", f"data.masked_labels={masked_file}"))
+    write_masked_splits(tiny_config("spml", drop), tmp_path / "train_only.csv")
+    with pytest.raises(DataError, match="holds no val rows"):
+        build_data(tiny_config("spml", drop, "data.mask_val=true", f"data.masked_labels={tmp_path / 'train_only.csv'}"))
+
+
+@pytest.mark.skipif(not (NIH_LABELS.exists() and NIH_ROOT.is_dir()), reason=f"real NIH files not in {SHARED_DATA}")
+def test_real_nih_files_masked_trained_and_scored_on_clean_test(experiment, tmp_path):
+    out = tmp_path / "nih"
+    code, _, err = experiment(out, *NIH, "--methods", "an", "--mask-val")
+    assert code == 0, err[-2000:]
+    config = load_config([REPO / "configs/datasets/nih.yaml"],
+                         ["data.dataset=nih", f"data.root={NIH_ROOT}", f"data.labels={NIH_LABELS}", *NIH[6:]])
+    table, split = read_split(config.data)
+    assert len(table.frame) == 811
+    keys = row_keys(table.frame["path"].to_numpy(), dataset_root(config.data))
+    masked, manifest = read_masked(out / "masked_labels.csv")
+    row = pd.Index(keys).get_indexer(masked["path"])
+    assert (row >= 0).all() and set(split[row]) == {"train", "val"}  # no test row in the file
+    full = table.values()[row]
+    observed = masked[list(table.classes)].to_numpy() == 1
+    assert (observed.sum(1) == 1).all() and (full[observed] == 1).all()  # one true positive kept per row
+    hidden = (full == 1) & ~observed
+    assert hidden.sum() == sum(manifest["hidden_positives"].values()) > 0
+    assert manifest["rows_in"] == int(np.isin(split, ["train", "val"]).sum())
+    per_class = pd.read_csv(out / "an" / "seed0" / "eval" / "per_class.csv")
+    assert per_class["n_pos"].tolist() == (table.values()[split == "test"] == 1).sum(0).tolist()
+    assert json.loads((out / "an" / "seed0" / "eval" / "metrics.json").read_text())["n_images"] == (
+        split == "test").sum()

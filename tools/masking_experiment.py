@@ -1,0 +1,97 @@
+"""Label-masking experiment: mask the train split, train the chosen methods, evaluate on the clean test split.
+
+Examples:
+  python tools/masking_experiment.py --dataset synthetic --methods full,an,em --seeds 0
+  python tools/masking_experiment.py --dataset nih --root /data/nih --methods full,an,em,ll_r,mpc --seeds 0,1,2
+  python tools/masking_experiment.py --dataset chexpert --root /data/chexpert --mask-val --out runs/masking/cx_mv
+
+Steps: (1) read the data as training does (configs/datasets/<dataset>.yaml, --config files, overrides),
+split it, and mask the train split's labels (and the val split's with --mask-val) into
+<out>/masked_labels.csv + manifest; an identical file there is kept, a different one is an error.
+(2) Train every method x seed with the ablation runner (tools/ablate.py's): `full` is mode=supervised on
+the clean labels, the others mode=spml spml.method=<name> data.masked_labels=<file>; finished runs
+(<out>/<method>/seed<s>/eval/metrics.json) are skipped, failures are recorded and the grid goes on.
+(3) Write results.csv, results.md (test mAP and mean AUROC, mean +/- std over seeds; the recovery ratio
+(method - AN) / (full - AN) on mAP when full and an are both run) and results.png into <out>.
+
+Choices:
+* Only the train rows (and val rows with --mask-val) are masked, each split with its own
+  RandomState(--mask-seed) draw, in path order; test rows are not in the file and keep their full labels,
+  so every method is scored on the same clean test split. A masked val split gives model selection only
+  the observed positives (every other entry counts as a negative).
+* A seed sets train.seed only: the split (data.split_seed) and the masked labels are fixed, so seeds
+  measure training variance on one masking. Another masking is another --mask-seed and --out.
+* Rows without a certain positive (--no-positive, default data.mask_no_positive: drop, keep for the
+  synthetic set): with `drop` they leave the SPML train split (val too with --mask-val) while `full`
+  still trains on them; with `keep` every method trains on the same images.
+* Methods: full, mpc and the registered single-positive losses; an unknown name is an error.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from spml.cli import run_cli
+from spml.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "tools" / "train.py"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="synthetic", help="synthetic (default) | nih | chexpert | mimic | csv")
+    parser.add_argument("--root", default="", help="dataset root (data.root)")
+    parser.add_argument("--labels", default="", help="label file (data.labels); default: the dataset's file under --root")
+    parser.add_argument("--methods", default="full,an,em,ll_r,mpc", help="comma-separated (default: %(default)s)")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds (default: %(default)s)")
+    parser.add_argument("--mask-val", action="store_true", help="mask the val split too (default: clean val)")
+    parser.add_argument("--scheme", help="masking scheme (data.mask_scheme): single_positive | keep_k | keep_fraction")
+    parser.add_argument("--mask-seed", type=int, help="masking seed (data.mask_seed, default 1200)")
+    parser.add_argument("--no-positive", choices=["drop", "keep"], help="rows without a certain positive "
+                        "(data.mask_no_positive)")
+    parser.add_argument("--config", action="append", default=[], help="extra YAML file(s) after the dataset's")
+    parser.add_argument("--out", help="experiment folder (default: runs/masking/<dataset>[_maskval])")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the launch commands, write nothing")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. train.epochs=20")
+    args = parser.parse_args(argv)
+
+    def experiment() -> int:
+        from spml.data.masking import masking_summary
+        from spml.experiments import run_grid, write_results
+        from spml.masking_experiment import (parse_methods, parse_seeds, plan_runs, reference,
+                                             write_masked_splits)
+
+        methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
+        dataset_yaml = REPO / "configs" / "datasets" / f"{args.dataset}.yaml"
+        configs = (*((str(dataset_yaml),) if dataset_yaml.exists() else ()), *args.config)
+        flags = {"data.dataset": args.dataset, "data.root": args.root, "data.labels": args.labels,
+                 "data.mask_scheme": args.scheme, "data.mask_seed": args.mask_seed,
+                 "data.mask_no_positive": args.no_positive}
+        overrides = (*(f"{key}={value}" for key, value in flags.items() if value not in (None, "")), *args.overrides)
+        mask_config = load_config(configs, [*overrides, f"data.mask_val={args.mask_val}"])
+        out = Path(args.out or f"runs/masking/{args.dataset}{'_maskval' if args.mask_val else ''}")
+        masked_file = out / "masked_labels.csv"
+        runs = plan_runs(methods, seeds, out, configs, overrides, masked_file, args.mask_val)
+        data = mask_config.data
+        print(f"{args.dataset}: mask {'train + val' if args.mask_val else 'train'} with {data.mask_scheme} "
+              f"{dict(data.mask_params)} seed {data.mask_seed} (no positive: {data.mask_no_positive}) -> {masked_file}")
+        if args.dry_run:
+            run_grid(runs, TRAIN, dry_run=True)
+            return 0
+        manifest, written = write_masked_splits(mask_config, masked_file)
+        print(("written" if written else "identical file already there, kept") + "\n" + masking_summary(manifest))
+        frame = run_grid(runs, TRAIN)
+        val = "masked" if args.mask_val else "clean"
+        name = f"masking {args.dataset}: {data.mask_scheme} seed {data.mask_seed}, {val} val, clean test"
+        print(write_results(frame, out, name, reference(methods)))
+        failed = int((frame["status"] == "failed").sum())
+        print(f"{len(frame)} runs, {failed} failed -> {out}/results.csv, results.md, results.png")
+        return 0
+
+    return run_cli(experiment, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
