@@ -66,7 +66,8 @@ def write_masked_splits(config: Config, path: Path) -> tuple[dict[str, Any], boo
                                   data.mask_no_positive, dataset_root(data), **data.mask_params)
     manifest["split"] = {"split": data.split, "split_seed": data.split_seed, "val_fraction": data.val_fraction,
                          "test_fraction": data.test_fraction, "views": list(data.views), "missing": data.missing}
-    expected = json.loads(json.dumps({**manifest, "masked_sha256": hashlib.sha256(masked_csv_bytes(frame)).hexdigest()}))
+    sha = hashlib.sha256(masked_csv_bytes(frame)).hexdigest()
+    expected = json.loads(json.dumps({**manifest, "masked_sha256": sha}))
     if path.exists():
         if file_sha256(str(path)) == expected["masked_sha256"] and read_manifest(path) == expected:
             return expected, False

@@ -114,8 +114,9 @@ def test_mask_val_masks_val_rows_only_and_keeps_train_and_test(tiny_config, tmp_
     with pytest.raises(DataError, match="other split settings"):
         build_data(tiny_config("spml", drop, "data.split_seed=5", f"data.masked_labels={masked_file}"))
     write_masked_splits(tiny_config("spml", drop), tmp_path / "train_only.csv")
+    train_only = f"data.masked_labels={tmp_path / 'train_only.csv'}"
     with pytest.raises(DataError, match="holds no val rows"):
-        build_data(tiny_config("spml", drop, "data.mask_val=true", f"data.masked_labels={tmp_path / 'train_only.csv'}"))
+        build_data(tiny_config("spml", drop, "data.mask_val=true", train_only))
 
 
 @pytest.mark.skipif(not (NIH_LABELS.exists() and NIH_ROOT.is_dir()), reason=f"real NIH files not in {SHARED_DATA}")

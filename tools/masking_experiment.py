@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="synthetic", help="synthetic (default) | nih | chexpert | mimic | csv")
     parser.add_argument("--root", default="", help="dataset root (data.root)")
-    parser.add_argument("--labels", default="", help="label file (data.labels); default: the dataset's file under --root")
+    parser.add_argument("--labels", default="", help="label file (data.labels); default: the dataset's under --root")
     parser.add_argument("--methods", default="full,an,em,ll_r,mpc", help="comma-separated (default: %(default)s)")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds (default: %(default)s)")
     parser.add_argument("--mask-val", action="store_true", help="mask the val split too (default: clean val)")
