@@ -117,6 +117,7 @@ class MPCConfig:
     base_params: dict[str, Any] = field(default_factory=dict)
     base_after_warmup: str = "confident"  # loss | positives | confident  (see MPCObjective)
     targets: str = "hard"  # hard | soft: consistency targets are pseudo-labels or the teacher probabilities
+    consistency: str = "bce"  # bce: masked BCE to the targets | base: the base loss with pseudo-positives as observed
     ipc_weight: float = 1.0  # 0 turns image-level consistency off
     fpc_weight: float = 0.5  # 0 turns feature-level consistency off
     btc_weight: float = 0.5  # 0 turns batch-level consistency off

@@ -25,6 +25,7 @@ from spml.objectives.registry import OBJECTIVES, DataStats
 
 MAX_BT_INPUT = 16384  # widest head embedding the batch transformer projects (bilinear 128x128)
 BASE_MODES = ("loss", "positives", "confident")
+CONSISTENCY_MODES = ("base", "bce")
 
 
 @contextmanager
@@ -44,6 +45,18 @@ def frozen_norm_statistics(module: nn.Module) -> Iterator[None]:
     finally:
         for m, momentum in zip(norms, saved):
             m.momentum = momentum
+
+
+@contextmanager
+def reads_state_only(loss: nn.Module) -> Iterator[None]:
+    """Stateful single-positive losses (EM+APL, LL-Cp) update their tables in training mode only;
+    under this a consistency stream uses the tables without recording its own predictions in them."""
+    was_training = loss.training
+    loss.train(False)
+    try:
+        yield
+    finally:
+        loss.train(was_training)
 
 
 def masked_bce(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
@@ -80,7 +93,8 @@ class MPCObjective(Objective):
         for key, value, options in (("threshold", mpc.threshold, ("global", "class_prior")),
                                     ("teacher", mpc.teacher, ("ema", "self")),
                                     ("base_after_warmup", mpc.base_after_warmup, BASE_MODES),
-                                    ("targets", mpc.targets, ("hard", "soft"))):
+                                    ("targets", mpc.targets, ("hard", "soft")),
+                                    ("consistency", mpc.consistency, CONSISTENCY_MODES)):
             if value not in options:
                 raise ValueError(f"spml.mpc.{key}: expected one of {options}, got {value!r}")
         if mpc.memory_size < 1:
@@ -171,6 +185,19 @@ class MPCObjective(Objective):
         active = self.progress() >= self.mpc.warmup_epochs
         return torch.where(active, masked_bce(logits, target, confident), loss)
 
+    def consistency(self, logits: Tensor, observed: Tensor, index: Tensor, pseudo_positive: Tensor,
+                    target: Tensor, confident: Tensor) -> Tensor:
+        """Loss of one consistency stream's logits (B,C) against the weak view's pseudo-labels.
+
+        `consistency=base`: the base loss with pseudo-positives counted as observed (entries that are
+        neither keep the base loss's own treatment, e.g. EM's entropy); `bce`: masked BCE to `target`
+        over the `confident` entries.
+        """
+        if self.mpc.consistency == "base":
+            with reads_state_only(self.base):
+                return self.base(logits, observed | pseudo_positive, index)
+        return masked_bce(logits, target, confident)
+
     def forward(self, batch: dict[str, Tensor]) -> dict:
         self.count_step()
         mpc, head = self.mpc, self.classifier.head
@@ -184,18 +211,19 @@ class MPCObjective(Objective):
 
         loss = self.base_loss(logits, observed, index, pseudo_positive, target, confident)
         components = {"base": loss}
+        labels = (observed, index, pseudo_positive, target, confident)
         if self.strong is not None:
             with frozen_norm_statistics(self.classifier):
                 logits_strong = self.classifier(self.model_input(self.strong(x)))
-            components["ipc"] = masked_bce(logits_strong, target, confident)
+            components["ipc"] = self.consistency(logits_strong, *labels)
             loss = loss + self.ramp(mpc.ipc_weight) * components["ipc"]
         if self.perturb is not None:
             logits_fp = head.classify(head.embed(self.perturb(feature_map)))
-            components["fpc"] = masked_bce(logits_fp, target, confident)
+            components["fpc"] = self.consistency(logits_fp, *labels)
             loss = loss + self.ramp(mpc.fpc_weight) * components["fpc"]
         if self.batch_transformer is not None:
             logits_bt = head.classify(self.batch_transformer(embedding))
-            components["btc"] = masked_bce(logits_bt, target, confident)
+            components["btc"] = self.consistency(logits_bt, *labels)
             loss = loss + self.ramp(mpc.btc_weight) * components["btc"]
         components = {k: v.detach() for k, v in components.items()}
         components["pseudo_pos_rate"] = pseudo_positive.float().mean()

@@ -6,7 +6,11 @@ from spml.data.build import build_data
 from spml.engine.trainer import data_stats
 from spml.objectives import build_objective
 
-SPML_METHODS = ["mpc", "mpc_soft_em", "an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp"]
+MPC_VARIANTS = {
+    "mpc_soft_em": ["spml.mpc.targets=soft", "spml.mpc.base_loss=em", "spml.mpc.base_after_warmup=loss"],
+    "mpc_base_apl": ["spml.mpc.consistency=base", "spml.mpc.base_loss=em_apl", "spml.mpc.base_after_warmup=positives"],
+}
+SPML_METHODS = ["mpc", *MPC_VARIANTS, "an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp"]
 
 
 def first_batch(bundle, size=16):
@@ -16,8 +20,8 @@ def first_batch(bundle, size=16):
 
 @pytest.mark.parametrize("method", SPML_METHODS)
 def test_hidden_labels_never_reach_the_spml_objective(tiny_config, method):
-    extra = ["spml.mpc.targets=soft", "spml.mpc.base_loss=em", "spml.mpc.base_after_warmup=loss"]
-    config = tiny_config("spml", *(["spml.method=mpc", *extra] if method == "mpc_soft_em" else [f"spml.method={method}"]))
+    overrides = ["spml.method=mpc", *MPC_VARIANTS[method]] if method in MPC_VARIANTS else [f"spml.method={method}"]
+    config = tiny_config("spml", *overrides)
     bundle = build_data(config)
     torch.manual_seed(0)
     objective = build_objective(config, data_stats(bundle, "spml"))
@@ -60,6 +64,22 @@ def test_mpc_components_switch_off(tiny_config):
     assert objective.strong is None and objective.perturb is None and objective.batch_transformer is None
     out = objective(first_batch(bundle))
     assert set(out["components"]) == {"base", "pseudo_pos_rate", "confident_rate"}
+
+
+def test_base_consistency_streams_leave_the_loss_tables_to_the_weak_view(tiny_config):
+    """With consistency=base the strong/perturbed/batch streams use EM+APL's tables but only the weak
+    view's probabilities are recorded in them."""
+    config = tiny_config("spml", "spml.mpc.consistency=base", "spml.mpc.base_loss=em_apl",
+                         "spml.mpc.base_after_warmup=loss")
+    bundle = build_data(config)
+    objective = build_objective(config, data_stats(bundle, "spml"))
+    objective.set_epoch(1, 4)
+    batch = first_batch(bundle)
+    out = objective(batch)
+    assert {"ipc", "fpc", "btc"} <= set(out["components"])
+    recorded = objective.base.recorded_probs[batch["index"]]
+    assert torch.allclose(recorded, torch.sigmoid(out["logits"].detach().float()))
+    assert objective.base.training
 
 
 def test_eval_logits_do_not_depend_on_the_batch(tiny_config):
