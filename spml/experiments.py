@@ -45,12 +45,14 @@ def slug(text: str) -> str:
 
 
 def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
-    """Read an ablation YAML: configs, overrides, seeds, variants [{name, overrides}], reference.
+    """Read an ablation YAML: configs, overrides, seeds, variants [{name, overrides}], reference, out, runs.
 
-    Seeds set train.seed, data.split_seed and data.synthetic.seed (a seed is a full repetition).
+    Seeds set train.seed, data.split_seed and data.synthetic.seed (a seed is a full repetition). Run folders
+    are <runs>/<variant>/seed<N> (`runs` defaults to the grid folder): grids that name the same `runs` folder
+    share the runs of identically named variants, which run_grid trains once.
     """
     spec = read_yaml(path)
-    allowed = {"name", "configs", "overrides", "seeds", "variants", "out", "reference"}
+    allowed = {"name", "configs", "overrides", "seeds", "variants", "out", "reference", "runs"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid: {sorted(allowed)}")
@@ -58,6 +60,7 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
         raise ConfigError(f"{path}: 'variants' must list at least one {{name, overrides}} entry")
     name = spec.get("name", Path(path).stem)
     root = Path(out or spec.get("out") or f"runs/ablations/{slug(name)}")
+    runs_root = Path(spec["runs"]) if spec.get("runs") and not out else root
     configs = tuple(spec.get("configs", []))
     common = tuple(spec.get("overrides", []))
     runs = []
@@ -69,7 +72,7 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
             raise ConfigError(f"{path}: variant name {variant['name']!r} used twice")
         names.add(variant["name"])
         for seed in spec.get("seeds", [0]):
-            run_dir = root / slug(variant["name"]) / f"seed{seed}"
+            run_dir = runs_root / slug(variant["name"]) / f"seed{seed}"
             seeds = (f"train.seed={seed}", f"data.split_seed={seed}", f"data.synthetic.seed={seed}")
             runs.append(PlannedRun(variant["name"], int(seed), run_dir, configs + tuple(variant.get("configs", [])),
                                    common + tuple(variant.get("overrides", [])) + seeds + (f"train.out={run_dir}",)))
@@ -133,7 +136,8 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
              dry_run: bool = False) -> pd.DataFrame | None:
     """Train each run in turn (`python <train_script> <run args> <extra_overrides>`, one subprocess each).
 
-    A run whose eval/metrics.json exists is skipped; a failing run leaves FAILED (the end of its stderr) in
+    A run whose eval/metrics.json exists is skipped, unless its train_args.json records other arguments
+    (then ConfigError: a shared or reused folder never silently stands for another setting); a failing run leaves FAILED (the end of its stderr) in
     its folder and the grid goes on; every run's output goes to train_output.txt, its time to seconds.txt.
     Returns one row per run (variant, seed, read_run), or None after a dry run, which only prints the
     `accelerate launch` commands.
@@ -143,12 +147,17 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
         if dry_run:
             print("accelerate launch " + shlex.join([str(train_script), *train_args]))
             continue
+        recorded = run.run_dir / "train_args.json"
         if (run.run_dir / "eval" / "metrics.json").exists():
+            if recorded.exists() and json.loads(recorded.read_text(encoding="utf-8")) != train_args:
+                raise ConfigError(f"{run.run_dir}: finished with other train arguments ({recorded}) than "
+                                  f"{run.variant!r} seed {run.seed} asks for now; use another output folder")
             print(f"[skip] {run.variant} seed {run.seed}: finished ({run.run_dir})")
             continue
         print(f"[run ] {run.variant} seed {run.seed} -> {run.run_dir}", flush=True)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / "FAILED").unlink(missing_ok=True)
+        recorded.write_text(json.dumps(train_args), encoding="utf-8")
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, str(train_script), *train_args], capture_output=True, text=True)
         (run.run_dir / "train_output.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")

@@ -4,6 +4,7 @@ import sys
 
 import pandas as pd
 
+from spml.experiments import load_grid
 from tests.conftest import REPO, TINY
 
 
@@ -35,6 +36,8 @@ def test_tiny_grid_writes_tables_plot_and_resumes(tmp_path):
     assert (out / "results.png").stat().st_size > 1000
     second = ablate(grid, out)
     assert second.stdout.count("[skip]") == 2 and "[run ] broken" in second.stdout  # finished runs are skipped
+    changed = ablate(grid, out, "train.max_steps=1")
+    assert changed.returncode == 2 and "finished with other train arguments" in changed.stderr
     summary = subprocess.run([sys.executable, str(REPO / "tools/summarize.py"), str(out)], capture_output=True,
                              text=True)
     assert summary.returncode == 0 and summary.stdout.count("done") == 2
@@ -46,3 +49,16 @@ def test_dry_run_prints_accelerate_commands(tmp_path):
     assert proc.returncode == 0
     assert proc.stdout.startswith("accelerate launch ") and "spml.method=an" in proc.stdout
     assert not (tmp_path / "grid").exists()
+
+
+def test_grids_naming_one_runs_folder_share_identical_variants(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text(f"name: {name}\nout: {tmp_path}/{name}\nruns: {tmp_path}/shared\n"
+                                               f"seeds: [0, 1]\nvariants:\n  - {{name: AN, overrides: [spml.method=an]}}\n"
+                                               f"  - {{name: only {name}}}\n")
+    a, b = load_grid(tmp_path / "a.yaml"), load_grid(tmp_path / "b.yaml")
+    assert a.out != b.out
+    assert [r.run_dir for r in a.runs[:2]] == [r.run_dir for r in b.runs[:2]] == [
+        tmp_path / "shared/an/seed0", tmp_path / "shared/an/seed1"]
+    assert a.runs[0].train_args() == b.runs[0].train_args()
+    assert load_grid(tmp_path / "a.yaml", out=tmp_path / "x").runs[0].run_dir == tmp_path / "x/an/seed0"

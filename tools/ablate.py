@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the accelerate launch commands and exit")
     parser.add_argument("--only", action="append", default=[], help="run only these variants (repeatable)")
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides applied to every run")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     def ablate() -> int:
         from spml.experiments import load_grid, run_grid, write_results

@@ -443,7 +443,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bt-batch", type=int, default=256, help="batch of the batch-transformer share check")
     parser.add_argument("--json", help="write all numbers to this file")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. augment.elastic.kernel_size=31")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(args.sections) - {"loader", "augment", "step", "eval", "growth"}
     if unknown:

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", help="comma-separated class names to evaluate (default: eval.classes, or all)")
     parser.add_argument("--out", help="output folder (default: <run>/eval[-tta][-val]...)")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides (e.g. data.root=/new/place)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     def evaluate() -> int:
         from spml.data.build import build_data

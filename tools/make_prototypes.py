@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", help="reader name for the class list (data.dataset)")
     parser.add_argument("--config", action="append", default=[], help="YAML file(s) for the data section")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.labels=/data/nih/Data_Entry_2017.csv")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     def make() -> int:
         from spml.models.text_prototypes import class_texts, encode_texts, encoder_folder, write_prototypes

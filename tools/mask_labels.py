@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraction", type=float, help="keep_fraction: share of all known labels kept")
     parser.add_argument("--config", action="append", default=[], help="YAML file(s) for the data section")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.views=[frontal]")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     def mask() -> int:
         from spml.data.build import read_table

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="experiment folder (default: runs/masking/<dataset>[_maskval])")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the launch commands, write nothing")
     parser.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. train.epochs=20")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     def experiment() -> int:
         from spml.data.masking import masking_summary

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="cache folder (default: cache/<dataset>_<size>)")
     parser.add_argument("--workers", type=int, default=2, help="decoding processes")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.labels=/data/nih/list.csv")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     def prepare() -> int:
         from spml.data.cache import build_cache

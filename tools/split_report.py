@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-images", action="store_true", help="drop/refuse missing images (data.missing)")
     parser.add_argument("--out", help="also write the table as CSV here")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.split=stratified data.split_seed=1")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     def report() -> int:
         from spml.data.build import read_table

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order")
     parser.add_argument("--resume", help="run folder to continue from its latest checkpoint (its config is reused)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.size=128 train.epochs=10")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     def train() -> int:
         from spml.engine.trainer import Trainer
