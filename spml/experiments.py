@@ -38,6 +38,7 @@ class Grid:
     out: Path
     runs: list[PlannedRun]
     reference: dict[str, str] = field(default_factory=dict)  # {"full": variant, "an": variant} for recovery
+    tta: bool = False  # also score every run with test-time augmentation (rows "<variant> + TTA")
 
 
 def slug(text: str) -> str:
@@ -52,7 +53,7 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
     share the runs of identically named variants, which run_grid trains once.
     """
     spec = read_yaml(path)
-    allowed = {"name", "configs", "overrides", "seeds", "variants", "out", "reference", "runs"}
+    allowed = {"name", "configs", "overrides", "seeds", "variants", "out", "reference", "runs", "tta"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid: {sorted(allowed)}")
@@ -80,7 +81,10 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
     for key, value in reference.items():
         if value not in names:
             raise ConfigError(f"{path}: reference.{key} names unknown variant {value!r}")
-    return Grid(name, root, runs, reference)
+    tta = spec.get("tta", False)
+    if not isinstance(tta, bool):
+        raise ConfigError(f"{path}: 'tta' must be true or false, got {tta!r}")
+    return Grid(name, root, runs, reference, tta)
 
 
 def read_run(run_dir: Path, eval_name: str = "eval") -> dict:
@@ -169,6 +173,24 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
     if dry_run:
         return None
     return pd.DataFrame([{"variant": r.variant, "seed": r.seed, **read_run(r.run_dir)} for r in runs])
+
+
+def score_with_tta(runs: list[PlannedRun], evaluate_script: str | Path) -> pd.DataFrame:
+    """Score each finished run with test-time augmentation (`python <evaluate_script> RUN --tta` -> eval-tta/,
+    skipped when it exists; output in tta_output.txt). Returns rows like run_grid's, variant "<name> + TTA"."""
+    rows = []
+    for run in runs:
+        finished = (run.run_dir / "eval" / "metrics.json").exists()
+        if finished and not (run.run_dir / "eval-tta" / "metrics.json").exists():
+            print(f"[tta ] {run.variant} seed {run.seed}", flush=True)
+            proc = subprocess.run([sys.executable, str(evaluate_script), str(run.run_dir), "--tta"],
+                                  capture_output=True, text=True)
+            (run.run_dir / "tta_output.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+        row = read_run(run.run_dir, "eval-tta")
+        if finished and row["status"] == "missing":
+            row.update(status="failed", error=f"TTA evaluation failed, see {run.run_dir}/tta_output.txt")
+        rows.append({"variant": f"{run.variant} + TTA", "seed": run.seed, **row})
+    return pd.DataFrame(rows)
 
 
 def write_results(frame: pd.DataFrame, out: Path, name: str, reference: dict[str, str] | None = None) -> str:

@@ -8,10 +8,10 @@ from spml.experiments import load_grid
 from tests.conftest import REPO, TINY
 
 
-def write_grid(tmp_path, variants: str, reference: str = "{full: full, an: AN}") -> str:
+def write_grid(tmp_path, variants: str, reference: str = "{full: full, an: AN}", extra: str = "") -> str:
     grid = tmp_path / "grid.yaml"
     overrides = ", ".join(f'"{o}"' for o in [*TINY, "train.epochs=1"])
-    grid.write_text(f"name: tiny\noverrides: [{overrides}]\nseeds: [0]\nreference: {reference}\n"
+    grid.write_text(f"name: tiny\noverrides: [{overrides}]\nseeds: [0]\nreference: {reference}\n{extra}"
                     f"variants:\n{variants}")
     return str(grid)
 
@@ -62,3 +62,13 @@ def test_grids_naming_one_runs_folder_share_identical_variants(tmp_path):
         tmp_path / "shared/an/seed0", tmp_path / "shared/an/seed1"]
     assert a.runs[0].train_args() == b.runs[0].train_args()
     assert load_grid(tmp_path / "a.yaml", out=tmp_path / "x").runs[0].run_dir == tmp_path / "x/an/seed0"
+
+
+def test_tta_grid_adds_scored_tta_rows(tmp_path):
+    grid = write_grid(tmp_path, "  - {name: BCE, overrides: [mode=supervised]}\n", reference="{}", extra="tta: true\n")
+    out = tmp_path / "grid"
+    proc = ablate(grid, out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = pd.read_csv(out / "results.csv")
+    assert list(results["variant"]) == ["BCE", "BCE + TTA"] and list(results["status"]) == ["done", "done"]
+    assert (out / "bce/seed0/eval-tta/metrics.json").exists() and "| BCE + TTA |" in (out / "results.md").read_text()

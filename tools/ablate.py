@@ -1,8 +1,10 @@
 """Run an ablation grid: `python tools/ablate.py configs/ablations/mpc.yaml [--dry-run] [--out DIR]`.
 
 Each variant x seed trains in its own folder (sequentially, via tools/train.py); finished runs are
-skipped, a failing run is recorded as failed and the grid goes on. Writes results.csv (one row per
-run), results.md (mean +/- std over seeds, recovery ratio) and results.png into the grid folder.
+skipped, a failing run is recorded as failed and the grid goes on. A grid with `tta: true` also scores
+every finished run with test-time augmentation (tools/evaluate.py --tta) as rows "<variant> + TTA".
+Writes results.csv (one row per run), results.md (mean +/- std over seeds, recovery ratio) and
+results.png into the grid folder.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from spml.cli import run_cli
 
 TRAIN = Path(__file__).resolve().parent / "train.py"
+EVALUATE = Path(__file__).resolve().parent / "evaluate.py"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,13 +28,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def ablate() -> int:
-        from spml.experiments import load_grid, run_grid, write_results
+        import pandas as pd
+
+        from spml.experiments import load_grid, run_grid, score_with_tta, write_results
 
         grid = load_grid(args.grid, args.out)
         runs = [r for r in grid.runs if not args.only or r.variant in args.only]
         frame = run_grid(runs, TRAIN, args.overrides, args.dry_run)
         if frame is None:
             return 0
+        if grid.tta:
+            with_tta = pd.concat([frame, score_with_tta(runs, EVALUATE)], ignore_index=True)
+            order = {variant: i for i, variant in enumerate(frame["variant"].drop_duplicates())}
+            rank = with_tta["variant"].str.removesuffix(" + TTA").map(order)
+            frame = with_tta.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
         print(write_results(frame, grid.out, grid.name, grid.reference))
         failed = int((frame["status"] == "failed").sum())
         print(f"{len(frame)} runs, {failed} failed -> {grid.out}/results.csv, results.md, results.png")
