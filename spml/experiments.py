@@ -140,7 +140,8 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
              dry_run: bool = False) -> pd.DataFrame | None:
     """Train each run in turn (`python <train_script> <run args> <extra_overrides>`, one subprocess each).
 
-    A run whose eval/metrics.json exists is skipped, unless its train_args.json records other arguments
+    An unfinished run (failed or interrupted) starts over (--overwrite); a run whose eval/metrics.json exists
+    is skipped, unless its train_args.json records other arguments
     (then ConfigError: a shared or reused folder never silently stands for another setting); a failing run leaves FAILED (the end of its stderr) in
     its folder and the grid goes on; every run's output goes to train_output.txt, its time to seconds.txt.
     Returns one row per run (variant, seed, read_run), or None after a dry run, which only prints the
@@ -163,7 +164,8 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
         (run.run_dir / "FAILED").unlink(missing_ok=True)
         recorded.write_text(json.dumps(train_args), encoding="utf-8")
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(train_script), *train_args], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, str(train_script), *train_args, "--overwrite"],
+                              capture_output=True, text=True)
         (run.run_dir / "train_output.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
         if proc.returncode != 0:
             (run.run_dir / "FAILED").write_text(proc.stderr[-4000:] or f"exit {proc.returncode}")

@@ -28,7 +28,7 @@ fi
 case "${1:-}" in
   train)
     shift
-    "$PY" tools/train.py --mode spml --config configs/quickstart.yaml "$@"
+    "$PY" tools/train.py --mode spml --config configs/quickstart.yaml --overwrite "$@"   # a rerun starts over
     "$PY" tools/evaluate.py runs/quickstart --tta
     ;;
   test)

@@ -9,6 +9,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -21,16 +22,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["spml", "supervised"], help="training regime (default: from config)")
     parser.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order")
     parser.add_argument("--resume", help="run folder to continue from its latest checkpoint (its config is reused)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train.out may hold an earlier run: delete its checkpoints, logs and evaluations first")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.size=128 train.epochs=10")
     args = parser.parse_intermixed_args(argv)
 
     def train() -> int:
-        from spml.engine.trainer import Trainer
+        from spml.engine.trainer import Trainer, claim_run_dir
 
         files = list(args.config)
         if args.resume:
             files = [str(Path(args.resume) / "config.yaml"), *files]
         config = load_config(files, args.overrides, mode=args.mode)
+        if not args.resume:
+            claim_run_dir(config.train.out, args.overwrite, main_process=os.environ.get("RANK", "0") == "0")
         trainer = Trainer(config)
         try:
             if args.resume:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,28 @@ def check_train_config(config: Config) -> None:
     if config.model.in_chans != 1:
         raise ConfigError(f"model.in_chans={config.model.in_chans}: every image source yields grayscale (1, S, S) "
                           "images; keep model.in_chans=1 (pretrained RGB stems are adapted to one channel)")
+
+
+RUN_OUTPUTS = ("checkpoints", "log.csv", "tensorboard", "skipped_images.csv", "masking_manifest.json")
+
+
+def claim_run_dir(run_dir: str | Path, overwrite: bool = False, main_process: bool = True) -> None:
+    """Make `run_dir` ready for a fresh (not resumed) run.
+
+    A folder that already holds another run's outputs (checkpoints, logs, evaluations) is refused, so a
+    repeated command never mixes two runs' logs or leaves an old `best` checkpoint behind; with
+    `overwrite` the main process deletes those outputs first.
+    """
+    run_dir = Path(run_dir)
+    found = [p for p in (*(run_dir / name for name in RUN_OUTPUTS), *run_dir.glob("eval*")) if p.exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise ConfigError(f"train.out={run_dir} already holds a run ({found[0].name}); continue it with "
+                          f"--resume {run_dir}, start over with --overwrite, or choose another train.out")
+    if main_process:
+        for path in found:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 class NonFiniteLossError(RuntimeError):

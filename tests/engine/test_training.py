@@ -78,6 +78,13 @@ def test_tools_train_evaluate_predict(tmp_path):
     predictions = pd.read_csv(tmp_path / "p.csv")
     assert len(predictions) == 3 and predictions.iloc[:, 1:].apply(lambda c: c.between(0, 1)).all().all()
 
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)  # the folder holds that run now
+    assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+    log_lines = (out / "log.csv").read_text().count("\n")
+    subprocess.run([*cmd, "--overwrite"], check=True, cwd=tmp_path, capture_output=True)
+    assert (out / "log.csv").read_text().count("\n") == log_lines  # started over: one run's log, not two
+    assert not (out / "eval-tta").exists()
+
 
 def test_bad_override_is_a_usage_error_not_a_traceback(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "tools/train.py"), "data.size=huge"], cwd=tmp_path,
