@@ -48,6 +48,9 @@ def test_dry_run_prints_accelerate_commands(tmp_path):
     proc = ablate(grid, tmp_path / "grid", "--dry-run")
     assert proc.returncode == 0
     assert proc.stdout.startswith("accelerate launch ") and "spml.method=an" in proc.stdout
+    typo = ablate(grid, tmp_path / "grid", "--dry-run", "--only", "A N")
+    assert typo.returncode == 2 and "no such variant" in typo.stderr
+    assert ablate(grid, tmp_path / "grid", "--dry-run", "--seed", "1").stdout == ""  # the grid has seed 0 only
     assert not (tmp_path / "grid").exists()
 
 

@@ -24,16 +24,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="grid folder (default: the YAML's `out` or runs/ablations/<name>)")
     parser.add_argument("--dry-run", action="store_true", help="print the accelerate launch commands and exit")
     parser.add_argument("--only", action="append", default=[], help="run only these variants (repeatable)")
+    parser.add_argument("--seed", action="append", default=[], type=int,
+                        help="run only these seeds (repeatable); results cover the selected runs")
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides applied to every run")
     args = parser.parse_intermixed_args(argv)
 
     def ablate() -> int:
         import pandas as pd
 
+        from spml.config import ConfigError
         from spml.experiments import load_grid, run_grid, score_with_tta, write_results
 
         grid = load_grid(args.grid, args.out)
-        runs = [r for r in grid.runs if not args.only or r.variant in args.only]
+        unknown = sorted(set(args.only) - {r.variant for r in grid.runs})
+        if unknown:
+            raise ConfigError(f"--only {unknown[0]!r}: no such variant in {args.grid}; variants: "
+                              f"{list(dict.fromkeys(r.variant for r in grid.runs))}")
+        runs = [r for r in grid.runs if (not args.only or r.variant in args.only)
+                and (not args.seed or r.seed in args.seed)]
         frame = run_grid(runs, TRAIN, args.overrides, args.dry_run)
         if frame is None:
             return 0
