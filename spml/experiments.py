@@ -108,12 +108,13 @@ def read_run(run_dir: Path, eval_name: str = "eval") -> dict:
 
 def aggregate(frame: pd.DataFrame, reference: dict[str, str] | None = None) -> pd.DataFrame:
     """Mean and std over seeds per variant (finished runs only), plus the recovery ratio
-    (method - AN) / (full - AN) on mAP when `reference` names the full-label and AN variants."""
+    (method - AN) / (full - AN) on mAP when `reference` names the full-label and AN variants and both
+    have finished runs among the rows (a selection with --only may leave them out)."""
     done = frame[frame["status"] == "done"]
     table = done.groupby("variant", sort=False)[list(METRICS)].agg(["mean", "std", "count"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     table = table.reindex(frame["variant"].drop_duplicates())
-    if reference and {"full", "an"} <= set(reference):
+    if reference and {"full", "an"} <= set(reference) and {reference["full"], reference["an"]} <= set(done["variant"]):
         full, an = table.loc[reference["full"], "mAP_mean"], table.loc[reference["an"], "mAP_mean"]
         table["recovery"] = (table["mAP_mean"] - an) / (full - an)
     return table.reset_index()
