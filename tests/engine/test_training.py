@@ -91,3 +91,21 @@ def test_bad_override_is_a_usage_error_not_a_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "data.size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_finished_run_loads_without_its_initial_prototype_file(tiny_config, tmp_path):
+    import torch
+
+    from spml.engine import checkpoint as ckpt
+    from spml.engine.inference import load_run
+
+    prototypes = tmp_path / "prototypes.npy"
+    np.save(prototypes, np.random.default_rng(0).normal(size=(10, 16)).astype(np.float32))
+    run(tiny_config("supervised", "model.head=prototype", "model.embedding_dim=16", f"model.prototypes={prototypes}",
+                    "loss.name=metric", "train.max_steps=2"))
+    prototypes.unlink()  # moved or deleted after training: the checkpoint holds the trained prototypes
+    config, _, objective = load_run(tmp_path / "run")
+    assert config.model.prototypes == ""
+    state, _ = ckpt.load_state(ckpt.read_pointer(tmp_path / "run" / "checkpoints", "latest"))
+    saved = next(value for key, value in state["objective"].items() if key.endswith("head.prototypes"))
+    assert torch.equal(objective.classifier.head.prototypes.detach(), saved)
