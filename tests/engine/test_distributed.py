@@ -14,7 +14,7 @@ def launch(tmp_path, processes: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--standalone",
            str(REPO / "tests/engine/ddp_eval_worker.py"), str(out)]
-    for _ in range(3):  # known intermittent gloo abort at interpreter exit (see docs/performance.md); retried
+    for _ in range(3):  # known intermittent gloo abort at interpreter exit (docs/reliability.md, Known limits); retried
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         if "terminate called without an active exception" not in proc.stderr:
             break
