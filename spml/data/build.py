@@ -140,8 +140,9 @@ def build_data(config: Config) -> DataBundle:
         observed = masked == 1
         unobserved_rows = int((~observed.any(1)).sum())
         if unobserved_rows:
-            log.warning("%d train rows have no observed positive (masked file %s, no_positive=%s)", unobserved_rows,
-                        data.masked_labels, manifest.get("no_positive") if manifest else None)
+            log.warning("%d train rows have no observed positive (%s, no_positive=%s)", unobserved_rows,
+                        f"masked file {data.masked_labels}" if data.masked_labels else "masked in memory",
+                        manifest.get("no_positive") if manifest else None)
         pos_counts = observed.sum(0)
         val_positives = (targets[rows["val"]] > 0.5) & known[rows["val"]]
         expected_positives = float(val_positives.sum(1).mean())
