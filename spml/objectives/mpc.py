@@ -83,8 +83,9 @@ class MPCObjective(Objective):
     Before `warmup_epochs` only the base loss trains (no pseudo-labels). Afterwards the base term is,
     by `base_after_warmup`: `loss` the base loss unchanged; `positives` the base loss with
     pseudo-positives counted as observed; `confident` BCE on the weak view over the confident
-    entries only (uncertain unobserved entries are no longer assumed negative). IPC, FPC and BTC are
-    masked BCEs to the same pseudo-labels, their weights ramped linearly over `rampup_epochs`.
+    entries only (uncertain unobserved entries are no longer assumed negative). IPC, FPC and BTC use the
+    same pseudo-labels through `consistency` (the base loss with pseudo-positives, or a masked BCE), their
+    weights ramped linearly over `rampup_epochs`.
     """
 
     def __init__(self, config: Config, stats: DataStats):
