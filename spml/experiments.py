@@ -121,7 +121,7 @@ def aggregate(frame: pd.DataFrame, reference: dict[str, str] | None = None) -> p
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """Markdown table with mean +/- std (n seeds)."""
+    """Markdown table with mean +/- std (n seeds); a single seed shows its value alone (no std exists)."""
     has_recovery = "recovery" in table
     header = "| variant | mAP | mean AUROC | seeds |" + (" recovery |" if has_recovery else "")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
@@ -129,7 +129,7 @@ def markdown(table: pd.DataFrame) -> str:
         cells = [str(row["variant"])]
         for metric in METRICS:
             mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
-            cells.append("—" if pd.isna(mean) else f"{mean:.4f} ± {0.0 if pd.isna(std) else std:.4f}")
+            cells.append("—" if pd.isna(mean) else f"{mean:.4f}" if pd.isna(std) else f"{mean:.4f} ± {std:.4f}")
         cells.append(str(int(row["mAP_count"])) if not pd.isna(row["mAP_count"]) else "0")
         if has_recovery:
             cells.append("—" if pd.isna(row["recovery"]) else f"{row['recovery']:.2f}")

@@ -4,7 +4,7 @@ import sys
 
 import pandas as pd
 
-from spml.experiments import load_grid
+from spml.experiments import aggregate, load_grid, markdown
 from tests.conftest import REPO, TINY
 
 
@@ -75,3 +75,11 @@ def test_tta_grid_adds_scored_tta_rows(tmp_path):
     results = pd.read_csv(out / "results.csv")
     assert list(results["variant"]) == ["BCE", "BCE + TTA"] and list(results["status"]) == ["done", "done"]
     assert (out / "bce/seed0/eval-tta/metrics.json").exists() and "| BCE + TTA |" in (out / "results.md").read_text()
+
+
+def test_markdown_shows_std_only_over_several_seeds():
+    frame = pd.DataFrame({"variant": ["one seed", "two seeds", "two seeds"], "status": "done",
+                          "mAP": [0.5, 0.6, 0.8], "mean_auroc": [0.7, 0.8, 0.9]})
+    lines = markdown(aggregate(frame)).splitlines()
+    assert lines[2] == "| one seed | 0.5000 | 0.7000 | 1 |"
+    assert lines[3] == "| two seeds | 0.7000 ± 0.1414 | 0.8500 ± 0.0707 | 2 |"
