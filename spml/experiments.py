@@ -120,6 +120,13 @@ def aggregate(frame: pd.DataFrame, reference: dict[str, str] | None = None) -> p
     return table.reset_index()
 
 
+def mean_std_cell(mean: float, std: float) -> str:
+    """Table cell: mean ± std, the mean alone when std is undefined (one seed), a dash when nothing finished."""
+    if pd.isna(mean):
+        return "—"
+    return f"{mean:.4f}" if pd.isna(std) else f"{mean:.4f} ± {std:.4f}"
+
+
 def markdown(table: pd.DataFrame) -> str:
     """Markdown table with mean +/- std (n seeds); a single seed shows its value alone (no std exists)."""
     has_recovery = "recovery" in table
@@ -127,9 +134,7 @@ def markdown(table: pd.DataFrame) -> str:
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for _, row in table.iterrows():
         cells = [str(row["variant"])]
-        for metric in METRICS:
-            mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
-            cells.append("—" if pd.isna(mean) else f"{mean:.4f}" if pd.isna(std) else f"{mean:.4f} ± {std:.4f}")
+        cells += [mean_std_cell(row[f"{metric}_mean"], row[f"{metric}_std"]) for metric in METRICS]
         cells.append(str(int(row["mAP_count"])) if not pd.isna(row["mAP_count"]) else "0")
         if has_recovery:
             cells.append("—" if pd.isna(row["recovery"]) else f"{row['recovery']:.2f}")

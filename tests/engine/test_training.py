@@ -6,9 +6,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from spml.config import load_config
+from spml.engine import checkpoint as ckpt
+from spml.engine.inference import load_run
 from spml.engine.trainer import NonFiniteLossError, Trainer
 from tests.conftest import REPO
 
@@ -94,11 +97,6 @@ def test_bad_override_is_a_usage_error_not_a_traceback(tmp_path):
 
 
 def test_a_finished_run_loads_without_its_initial_prototype_file(tiny_config, tmp_path):
-    import torch
-
-    from spml.engine import checkpoint as ckpt
-    from spml.engine.inference import load_run
-
     prototypes = tmp_path / "prototypes.npy"
     np.save(prototypes, np.random.default_rng(0).normal(size=(10, 16)).astype(np.float32))
     run(tiny_config("supervised", "model.head=prototype", "model.embedding_dim=16", f"model.prototypes={prototypes}",
