@@ -14,6 +14,11 @@ check covers the files) -> patient-wise split -> uncertainty policy -> training 
   masked labels leave the val split. A masked file whose manifest lists `splits` (masking_experiment)
   may hold rows of those splits only.
 
+Named steps, in order: `read_split` -> `apply_uncertainty` (full labels) -> `masked_labels` (the label
+source: `masked_file`, `masked_in_memory` or None for full labels) -> `split_rows` -> `training_labels`
+(`observed_positives` or `partial_targets` for train, `masked_targets` for val under data.mask_val) ->
+`make_dataset` per split.
+
 `expected_positives` (EPR/ROLE's k) is the mean number of known positives per image of the train split
 in supervised mode, and of the fully labelled validation split in spml mode (also under data.mask_val:
 one scalar taken from clean labels, as the methods' papers assume k known), so hidden train labels
@@ -22,7 +27,7 @@ never leak into training.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -67,37 +72,139 @@ def read_split(config: DataConfig) -> tuple[LabelTable, np.ndarray]:
     return table, assign_splits(table, config)
 
 
-def masked_labels(config: Config, table: LabelTable, split: np.ndarray, names: tuple[str, ...]
-                  ) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
-    """Masked labels of the splits `names` -> ((N, C) 1/0/NaN aligned with `table`, (N,) the row has masked
-    labels, manifest | None): data.masked_labels, else (spml mode) each split masked in memory; supervised
-    mode without a file keeps full labels (all NaN, every row present)."""
+@dataclass
+class MaskedLabels:
+    """Masked labels of the splits `splits`, aligned with the table: values (N, C) 1 / 0 / NaN, present (N,)
+    True where the row has masked labels, and the masking manifest."""
+
+    values: np.ndarray
+    present: np.ndarray
+    manifest: dict[str, Any]
+    splits: tuple[str, ...]
+
+
+@dataclass
+class SplitLabels:
+    """One split: its table rows (n,) and its training tensors targets (n, C) float {0, 1}, known (n, C) bool,
+    observed (n, C) bool (SPML train split only, else None)."""
+
+    rows: np.ndarray
+    targets: np.ndarray
+    known: np.ndarray
+    observed: np.ndarray | None = None
+
+
+# ------------------------------------------------------------------------------------ label sources
+def masked_file(config: Config, table: LabelTable, split: np.ndarray, names: tuple[str, ...]) -> MaskedLabels:
+    """data.masked_labels, checked against its manifest and against this run's split (a file that lists its
+    splits may hold rows of those splits only, and must hold the splits `names`)."""
+    path = config.data.masked_labels
+    values, present = load_masked_rows(path, table, dataset_root(config.data))
+    manifest = read_manifest(path)
+    allowed = list(manifest.get("splits", SPLITS))
+    foreign = present & ~np.isin(split, allowed)
+    if foreign.any():
+        raise DataError(f"{path} was masked for the splits {allowed} but holds {int(foreign.sum())} rows of this "
+                        f"run's {split[foreign][0]} split: it was made with other split settings (data.split, "
+                        "data.split_seed, data.val_fraction, data.test_fraction, data.views, data.missing)")
+    missing = [name for name in names if name not in allowed]
+    if missing:
+        raise DataError(f"{path} holds no {missing[0]} rows (masked for {allowed}); data.mask_val needs a file "
+                        "masked with the val split (tools/masking_experiment.py --mask-val)")
+    return MaskedLabels(values, present, manifest, names)
+
+
+def masked_in_memory(config: Config, table: LabelTable, split: np.ndarray, names: tuple[str, ...]) -> MaskedLabels:
+    """Each split of `names` masked on its own with data.mask_scheme, data.mask_seed, data.mask_no_positive and
+    data.mask_params (spml.data.masking.mask_splits)."""
     data, root = config.data, dataset_root(config.data)
-    if data.masked_labels:
-        values, present = load_masked_rows(data.masked_labels, table, root)
-        manifest = read_manifest(data.masked_labels)
-        allowed = list(manifest.get("splits", SPLITS))
-        foreign = present & ~np.isin(split, allowed)
-        if foreign.any():
-            raise DataError(f"{data.masked_labels} was masked for the splits {allowed} but holds {int(foreign.sum())} "
-                            f"rows of this run's {split[foreign][0]} split: it was made with other split settings "
-                            "(data.split, data.split_seed, data.val_fraction, data.test_fraction, data.views, "
-                            "data.missing)")
-        missing = [name for name in names if name not in allowed]
-        if missing:
-            raise DataError(f"{data.masked_labels} holds no {missing[0]} rows (masked for {allowed}); data.mask_val "
-                            "needs a file masked with the val split (tools/masking_experiment.py --mask-val)")
-        return values, present, manifest
-    if config.mode == "supervised":
-        return np.full((len(table.frame), len(table.classes)), np.nan), np.ones(len(table.frame), bool), None
     frame, manifest = mask_splits(table, split, names, data.mask_scheme, data.mask_seed, data.mask_no_positive, root,
                                   **data.mask_params)
     values, present = align_masked(frame, table, root)
-    return values, present, manifest
+    return MaskedLabels(values, present, manifest, names)
 
 
-def make_dataset(config: DataConfig, table: LabelTable, targets: np.ndarray, known: np.ndarray,
-                 observed: np.ndarray | None) -> CXRDataset:
+def masked_labels(config: Config, table: LabelTable, split: np.ndarray) -> MaskedLabels | None:
+    """The masked labels of the train split (and the val split under data.mask_val): the masked file, else in
+    SPML mode the splits masked in memory; None in supervised mode without a file (full labels)."""
+    names = ("train", "val") if config.data.mask_val else ("train",)
+    if config.data.masked_labels:
+        return masked_file(config, table, split, names)
+    if config.mode == "spml":
+        return masked_in_memory(config, table, split, names)
+    return None
+
+
+# ------------------------------------------------------------------------------------ split labels
+def split_rows(split: np.ndarray, masked: MaskedLabels | None) -> dict[str, np.ndarray]:
+    """Each split's table rows; rows of a masked split without masked labels leave it."""
+    rows = {}
+    for name in SPLITS:
+        member = split == name
+        if masked is not None and name in masked.splits:
+            dropped = int((member & ~masked.present).sum())
+            if dropped:
+                log.info("%d of %d %s rows have no masked labels and leave the %s split", dropped,
+                         int(member.sum()), name, name)
+            member = member & masked.present
+        rows[name] = np.flatnonzero(member)
+    return rows
+
+
+def observed_positives(labels: SplitLabels, masked: np.ndarray) -> SplitLabels:
+    """SPML train split: the masked 1s are the observed positives; targets/known keep the full labels, which
+    only the evaluator side reads (pseudo-label quality)."""
+    return replace(labels, observed=masked == 1)
+
+
+def partial_targets(labels: SplitLabels, masked: np.ndarray) -> SplitLabels:
+    """Supervised training on a masked file: its 1 / 0 are known targets, its blanks unknown."""
+    return replace(labels, targets=(masked == 1).astype(np.float32), known=~np.isnan(masked))
+
+
+def masked_targets(labels: SplitLabels, masked: np.ndarray) -> SplitLabels:
+    """data.mask_val: the observed positives are the targets and every other entry a known negative (as AN
+    assumes), so model selection sees only what a single-positive user has."""
+    positives = masked == 1
+    return replace(labels, targets=positives, known=np.ones_like(positives))
+
+
+def training_labels(mode: str, full: dict[str, SplitLabels], masked: MaskedLabels | None) -> dict[str, SplitLabels]:
+    """Each split's labels as the run uses them: train from the masked labels (observed positives in SPML mode,
+    partial targets in supervised mode), val masked under data.mask_val, test always full."""
+    labels = dict(full)
+    if masked is None:
+        return labels
+    train = masked.values[full["train"].rows]
+    labels["train"] = observed_positives(full["train"], train) if mode == "spml" else partial_targets(
+        full["train"], train)
+    if "val" in masked.splits:
+        labels["val"] = masked_targets(full["val"], masked.values[full["val"].rows])
+    return labels
+
+
+def positive_counts(train: SplitLabels) -> np.ndarray:
+    """(C,) int64 observed positives (SPML) or known positives (supervised) per class of the train split."""
+    positives = train.observed if train.observed is not None else (train.targets > 0.5) & train.known
+    return positives.sum(0).astype(np.int64)
+
+
+def mean_positives(labels: SplitLabels) -> float:
+    """Mean number of known positives per image of a split."""
+    return float(((labels.targets > 0.5) & labels.known).sum(1).mean())
+
+
+def warn_rows_without_observed(config: Config, train: SplitLabels, manifest: dict[str, Any]) -> None:
+    unobserved_rows = int((~train.observed.any(1)).sum())
+    if unobserved_rows:
+        data = config.data
+        log.warning("%d train rows have no observed positive (%s, no_positive=%s)", unobserved_rows,
+                    f"masked file {data.masked_labels}" if data.masked_labels else "masked in memory",
+                    manifest.get("no_positive"))
+
+
+# ------------------------------------------------------------------------------------ datasets
+def make_dataset(config: DataConfig, table: LabelTable, labels: SplitLabels) -> CXRDataset:
     """CXRDataset of one split; images from the synthetic generator, the uint8 cache or the files."""
     paths = table.frame["path"].tolist()
     if config.dataset == "synthetic":
@@ -106,61 +213,41 @@ def make_dataset(config: DataConfig, table: LabelTable, targets: np.ndarray, kno
         source = CacheSource(config.cache, paths, config.size)
     else:
         source = FileSource(paths, config.size)
-    return CXRDataset(source, targets.astype(np.float32), known.astype(bool), observed,
+    return CXRDataset(source, labels.targets.astype(np.float32), labels.known.astype(bool), labels.observed,
                       bad_images=config.bad_images, bad_image_budget=config.bad_image_budget)
+
+
+def check_mode(config: Config) -> None:
+    if config.mode not in MODES:
+        raise DataError(f"mode={config.mode!r}; choose from {list(MODES)}")
+    if config.data.mask_val and config.mode == "supervised" and not config.data.masked_labels:
+        raise DataError("data.mask_val=true in supervised mode needs data.masked_labels (a file masked with the "
+                        "val split)")
 
 
 def build_data(config: Config) -> DataBundle:
     """Read, check, split and label the data of `config` (see the module docstring)."""
-    if config.mode not in MODES:
-        raise DataError(f"mode={config.mode!r}; choose from {list(MODES)}")
+    check_mode(config)
     data = config.data
-    if data.mask_val and config.mode == "supervised" and not data.masked_labels:
-        raise DataError("data.mask_val=true in supervised mode needs data.masked_labels (a file masked with the "
-                        "val split)")
     table, split = read_split(data)
     targets, known = apply_uncertainty(table.values(), table.classes, data.uncertainty, data.uncertain_ones,
                                        data.blank)
-    masked_splits = ("train", "val") if data.mask_val else ("train",)
-    values, present, manifest = masked_labels(config, table, split, masked_splits)
-    rows = {name: np.flatnonzero((split == name) & (present | (name not in masked_splits))) for name in SPLITS}
-    for name in masked_splits:
-        dropped = int(((split == name) & ~present).sum())
-        if dropped:
-            log.info("%d of %d %s rows have no masked labels and leave the %s split", dropped,
-                     int((split == name).sum()), name, name)
-    masked = values[rows["train"]]
+    masked = masked_labels(config, table, split)
+    rows = split_rows(split, masked)
     for name in SPLITS:
         if not len(rows[name]):
             raise DataError(f"the {name} split is empty (data.split={data.split}, data.val_fraction="
                             f"{data.val_fraction}, data.test_fraction={data.test_fraction}, {len(table.frame)} images)")
-    train_targets, train_known = targets[rows["train"]], known[rows["train"]]
-    observed = None
+    full = {name: SplitLabels(rows[name], targets[rows[name]], known[rows[name]]) for name in SPLITS}
+    labels = training_labels(config.mode, full, masked)
     if config.mode == "spml":
-        observed = masked == 1
-        unobserved_rows = int((~observed.any(1)).sum())
-        if unobserved_rows:
-            log.warning("%d train rows have no observed positive (%s, no_positive=%s)", unobserved_rows,
-                        f"masked file {data.masked_labels}" if data.masked_labels else "masked in memory",
-                        manifest.get("no_positive") if manifest else None)
-        pos_counts = observed.sum(0)
-        val_positives = (targets[rows["val"]] > 0.5) & known[rows["val"]]
-        expected_positives = float(val_positives.sum(1).mean())
-    else:
-        if data.masked_labels:
-            train_targets, train_known = (masked == 1).astype(np.float32), ~np.isnan(masked)
-        positives = (train_targets > 0.5) & train_known
-        pos_counts = positives.sum(0)
-        expected_positives = float(positives.sum(1).mean())
+        warn_rows_without_observed(config, labels["train"], masked.manifest)
+    # EPR/ROLE's k: from clean val labels in SPML mode (hidden train labels never leak into training)
+    expected_positives = mean_positives(full["val"] if config.mode == "spml" else labels["train"])
     subsets = {name: table.subset(rows[name]) for name in SPLITS}
-    datasets = {name: make_dataset(data, subsets[name], targets[rows[name]], known[rows[name]], None)
-                for name in ("val", "test")}
-    if data.mask_val:
-        val_masked = values[rows["val"]] == 1
-        datasets["val"] = make_dataset(data, subsets["val"], val_masked, np.ones_like(val_masked), None)
-    datasets["train"] = make_dataset(data, subsets["train"], train_targets, train_known, observed)
+    datasets = {name: make_dataset(data, subsets[name], labels[name]) for name in SPLITS}
     log.info("data %s: %s images (train %d, val %d, test %d), %d classes", data.dataset, len(table.frame),
              *(len(rows[name]) for name in SPLITS), len(table.classes))
-    return DataBundle(datasets["train"], datasets["val"], datasets["test"], table.classes, table, manifest,
-                      pos_counts.astype(np.int64), expected_positives,
-                      {name: subsets[name].frame for name in SPLITS})
+    return DataBundle(datasets["train"], datasets["val"], datasets["test"], table.classes, table,
+                      masked.manifest if masked is not None else None, positive_counts(labels["train"]),
+                      expected_positives, {name: subsets[name].frame for name in SPLITS})

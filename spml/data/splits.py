@@ -1,7 +1,8 @@
 """Patient-wise train/val/test splits: seeded random, official, and multi-label iterative stratification.
 
 Every function returns one split name per table row ("train" | "val" | "test"); no patient is in two
-splits (an official split is taken as given; val carved from it is patient-wise).
+splits (an official split is taken as given; val carved from it is patient-wise). data.split names a scheme
+of the SPLIT_SCHEMES registry (like the masking schemes of spml.data.masking).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pandas as pd
 
 from spml.config import DataConfig
 from spml.data.table import OFFICIAL_SPLIT, DataError, LabelTable
+from spml.registry import Registry
 
 SPLITS = ("train", "val", "test")
 
@@ -104,17 +106,30 @@ def official_split(frame: pd.DataFrame, val_fraction: float, seed: int) -> np.nd
     return split
 
 
+SPLIT_SCHEMES = Registry("split scheme")  # data.split name -> scheme(table, config) -> (N,) split names
+
+
+@SPLIT_SCHEMES.register("random")
+def split_random(table: LabelTable, config: DataConfig) -> np.ndarray:
+    return random_split(table.frame["patient_id"], config.val_fraction, config.test_fraction, config.split_seed)
+
+
+@SPLIT_SCHEMES.register("stratified")
+def split_stratified(table: LabelTable, config: DataConfig) -> np.ndarray:
+    return stratified_split(table.frame["patient_id"], table.values() == 1, config.val_fraction,
+                            config.test_fraction, config.split_seed)
+
+
+@SPLIT_SCHEMES.register("official")
+def split_official(table: LabelTable, config: DataConfig) -> np.ndarray:
+    return official_split(table.frame, config.val_fraction, config.split_seed)
+
+
 def assign_splits(table: LabelTable, config: DataConfig) -> np.ndarray:
-    """(N,) "train" | "val" | "test" per row of `table` following data.split."""
-    frame = table.frame
-    if config.split == "random":
-        return random_split(frame["patient_id"], config.val_fraction, config.test_fraction, config.split_seed)
-    if config.split == "stratified":
-        return stratified_split(frame["patient_id"], table.values() == 1, config.val_fraction,
-                                config.test_fraction, config.split_seed)
-    if config.split == "official":
-        return official_split(frame, config.val_fraction, config.split_seed)
-    raise DataError(f"data.split={config.split!r}; choose from ['official', 'random', 'stratified']")
+    """(N,) "train" | "val" | "test" per row of `table` following data.split (a SPLIT_SCHEMES name)."""
+    if config.split not in SPLIT_SCHEMES:
+        raise DataError(f"data.split={config.split!r}; choose from {SPLIT_SCHEMES.names()}")
+    return SPLIT_SCHEMES.get(config.split)(table, config)
 
 
 def split_prevalence(table: LabelTable, split: np.ndarray) -> pd.DataFrame:
