@@ -13,7 +13,6 @@ import yaml
 from spml.config.schema import Config
 
 
-SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 MAX_VALUES = 100_000  # YAML aliases can make a small file expand to billions of values (every copy walks them)
 
 
@@ -21,14 +20,71 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message names the dotted key."""
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping gives one key twice; `key` is its dotted path, `lines` the 1-based lines of both."""
+
+    def __init__(self, key: str, lines: tuple[int, int]):
+        super().__init__(f"key {key} appears twice (lines {lines[0]} and {lines[1]}); give each key once "
+                         "(plain YAML would silently keep only the second)")
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (python tags refused) that also refuses a key given twice in one mapping, at any depth,
+    and reads numbers with an exponent (1e-3, 5E4, -2e+3, 1.0e3) as floats, as YAML 1.2 does; YAML 1.1 reads
+    them as strings. Text that only looks similar (1e, e5, 1e3x, 1.2.3e4) stays a string."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self.check_unique_keys(node)
+        return super().construct_document(node)
+
+    def check_unique_keys(self, root: yaml.Node) -> None:
+        """DuplicateKeyError for the first mapping that repeats a key; each node is visited once, so
+        aliases (even alias bombs) cost nothing extra."""
+        pending, visited = [(root, "")], set()
+        while pending:
+            node, path = pending.pop()
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            if isinstance(node, yaml.SequenceNode):
+                pending.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))
+            elif isinstance(node, yaml.MappingNode):
+                lines: dict[Any, int] = {}
+                for key_node, value_node in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` entries may be overridden
+                        pending.append((value_node, path))
+                        continue
+                    if not isinstance(key_node, yaml.ScalarNode):
+                        continue  # complex keys: construct_mapping refuses unhashable ones
+                    key = self.construct_object(key_node)
+                    dotted = f"{path}.{key}" if path else str(key)
+                    line = key_node.start_mark.line + 1
+                    if key in lines:
+                        raise DuplicateKeyError(dotted, (lines[key], line))
+                    lines[key] = line
+                    pending.append((value_node, dotted))
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text -> Python data with ConfigLoader (safe, unique keys, YAML 1.2 exponent floats)."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506  (a SafeLoader subclass)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Load one YAML mapping with safe_load (python tags are refused)."""
+    """Load one YAML mapping with ConfigLoader (python tags and repeated keys are refused)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid (safe) YAML: {err}") from None
     check_size(data, str(path))
@@ -57,18 +113,19 @@ def read_config_file(path: str | Path, chain: tuple[Path, ...] = ()) -> dict[str
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """'data.size=128' -> (['data', 'size'], 128); the value is parsed as a YAML scalar/list."""
+    """'data.size=128' -> (['data', 'size'], 128); the value is parsed as YAML (load_yaml), so numbers read
+    as in config files."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part.isidentifier() for part in key.split(".")):
         raise ConfigError(f"override {text!r} is not of the form key.sub=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
+    except DuplicateKeyError as err:
+        raise ConfigError(f"override {key}: {err}") from None
     except yaml.YAMLError:
         value = raw
     check_size(value, f"override {key}")
-    if isinstance(value, str) and SCIENTIFIC.fullmatch(value):  # YAML 1.1 reads 1e30 as a string
-        value = float(value)
     return key.split("."), value
 
 

@@ -5,6 +5,7 @@ import random
 import typing
 
 import pytest
+import yaml
 
 from spml.config import Config
 from spml.engine.trainer import check_train_config
@@ -139,3 +140,23 @@ def test_schema_valid_nonsense_is_refused_before_training(cli, tmp_path, overrid
     named = MESSAGE_NAMES.get(override, (key.split(".")[-1], value))
     assert any(fragment in line for fragment in named), line
     assert not (out / "checkpoints").exists()
+
+
+def test_a_config_file_with_a_section_twice_is_refused_before_training(cli, tmp_path):
+    config = tmp_path / "twice.yaml"
+    config.write_text("train:\n  epochs: 5\noptim:\n  lr: 0.01\ntrain:\n  max_steps: 2\n")
+    out = tmp_path / "run"
+    code, _, err = cli("train", "--config", str(config), *tiny_run_args(out))
+    assert code == 2, err
+    assert "twice.yaml: key train appears twice (lines 1 and 5)" in error_line(err)
+    assert not out.exists()
+
+
+def test_an_exponent_learning_rate_in_a_config_file_is_a_number(cli, tmp_path):
+    config = tmp_path / "lr.yaml"
+    config.write_text("optim:\n  lr: 3e-4\n  min_lr: 1E-7\n")
+    out = tmp_path / "run"
+    code, _, err = cli("train", "--config", str(config), *tiny_run_args(out, "train.max_steps=1", "train.epochs=1"))
+    assert code == 0, err
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["optim"]
+    assert recorded["lr"] == 3e-4 and recorded["min_lr"] == 1e-7
