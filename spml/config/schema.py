@@ -30,6 +30,7 @@ class CSVFormatConfig:
 class DataConfig:
     dataset: str = "synthetic"  # synthetic | nih | chexpert | mimic | csv
     root: str = ""  # dataset root folder (images live under it)
+    allow_outside_root: bool = False  # image paths that lie outside root (as written and resolved) are an error
     labels: str = ""  # label file; empty = the dataset's default file under root
     classes: tuple[str, ...] = ()  # empty = the dataset's standard finding list
     size: int = 64  # training resolution (square), pixels

@@ -27,6 +27,7 @@ never leak into training.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -57,6 +58,7 @@ class DataBundle:
     pos_counts: np.ndarray  # (C,) observed (spml) or known (supervised) positives per class in train
     expected_positives: float  # mean positives per image (see the module docstring)
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # each split's rows, in dataset order
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # label_warnings (also in <run>/data_stats.json)
 
 
 def read_table(config: DataConfig) -> LabelTable:
@@ -157,6 +159,17 @@ def observed_positives(labels: SplitLabels, masked: np.ndarray) -> SplitLabels:
     return replace(labels, observed=masked == 1)
 
 
+def check_partial_labels(path: str, manifest: dict[str, Any], train: np.ndarray) -> None:
+    """Supervised training needs observed negatives: a file of observed positives only (single_positive, keep_k)
+    would make every known target 1, so it is refused with what to do instead."""
+    if not (train == 0).any():
+        raise DataError(f"{path} observes only positive labels (masking scheme {manifest.get('scheme')!r}: no 0 in "
+                        "its train rows); supervised training on it would take every known target as 1 and learn "
+                        "nothing. Train on it with --mode spml, or train supervised on the clean labels (without "
+                        "data.masked_labels); supervised mode takes masked files that also observe negatives "
+                        "(tools/mask_labels.py --scheme keep_fraction)")
+
+
 def partial_targets(labels: SplitLabels, masked: np.ndarray) -> SplitLabels:
     """Supervised training on a masked file: its 1 / 0 are known targets, its blanks unknown."""
     return replace(labels, targets=(masked == 1).astype(np.float32), known=~np.isnan(masked))
@@ -169,15 +182,20 @@ def masked_targets(labels: SplitLabels, masked: np.ndarray) -> SplitLabels:
     return replace(labels, targets=positives, known=np.ones_like(positives))
 
 
-def training_labels(mode: str, full: dict[str, SplitLabels], masked: MaskedLabels | None) -> dict[str, SplitLabels]:
+def training_labels(mode: str, full: dict[str, SplitLabels], masked: MaskedLabels | None, path: str = ""
+                    ) -> dict[str, SplitLabels]:
     """Each split's labels as the run uses them: train from the masked labels (observed positives in SPML mode,
-    partial targets in supervised mode), val masked under data.mask_val, test always full."""
+    partial targets in supervised mode), val masked under data.mask_val, test always full. `path`: the masked
+    file (data.masked_labels), for messages."""
     labels = dict(full)
     if masked is None:
         return labels
     train = masked.values[full["train"].rows]
-    labels["train"] = observed_positives(full["train"], train) if mode == "spml" else partial_targets(
-        full["train"], train)
+    if mode == "spml":
+        labels["train"] = observed_positives(full["train"], train)
+    else:
+        check_partial_labels(path, masked.manifest, train)
+        labels["train"] = partial_targets(full["train"], train)
     if "val" in masked.splits:
         labels["val"] = masked_targets(full["val"], masked.values[full["val"].rows])
     return labels
@@ -201,6 +219,43 @@ def warn_rows_without_observed(config: Config, train: SplitLabels, manifest: dic
         log.warning("%d train rows have no observed positive (%s, no_positive=%s)", unobserved_rows,
                     f"masked file {data.masked_labels}" if data.masked_labels else "masked in memory",
                     manifest.get("no_positive"))
+
+
+# ------------------------------------------------------------------------------------ warnings
+def empty_columns(table: LabelTable) -> np.ndarray:
+    """(C,) bool: the class has no label value in any row (every entry blank)."""
+    return np.isnan(table.values()).all(0)
+
+
+NO_POSITIVE_EFFECT = {"train": "they are trained without a positive example",
+                      "val": "they are left out of the val metrics that choose the best checkpoint",
+                      "test": "they get no test AUROC/AP"}
+
+
+def label_warnings(table: LabelTable, labels: dict[str, SplitLabels], empty: np.ndarray) -> list[dict[str, Any]]:
+    """Label facts a run should not go without: label columns that are empty in every row (read as unknown),
+    and per split the classes without a known positive (SPML train split: without an observed positive).
+    Each is logged, warned (UserWarning) and returned as {"warning", "split", "classes", "message"}."""
+    classes = np.asarray(table.classes, dtype=object)
+    found = []
+    if empty.any():
+        found.append({"warning": "empty_label_column", "split": "all", "classes": classes[empty].tolist(),
+                      "message": f"label column(s) {classes[empty].tolist()} of {table.source} are empty in every "
+                                 "row: read as unknown (not as negative), so they are neither trained nor scored"})
+    for name in SPLITS:
+        split = labels[name]
+        observed = split.observed is not None
+        positives = split.observed if observed else (split.targets > 0.5) & split.known
+        absent = (positives.sum(0) == 0) & ~empty
+        if absent.any():
+            kind = "observed" if observed else "known"
+            found.append({"warning": f"no_{kind}_positive", "split": name, "classes": classes[absent].tolist(),
+                          "message": f"class(es) {classes[absent].tolist()} have no {kind} positive in the {name} "
+                                     f"split ({len(split.rows)} images): {NO_POSITIVE_EFFECT[name]}"})
+    for item in found:
+        log.warning(item["message"])
+        warnings.warn(item["message"], stacklevel=3)
+    return found
 
 
 # ------------------------------------------------------------------------------------ datasets
@@ -232,6 +287,8 @@ def build_data(config: Config) -> DataBundle:
     table, split = read_split(data)
     targets, known = apply_uncertainty(table.values(), table.classes, data.uncertainty, data.uncertain_ones,
                                        data.blank)
+    empty = empty_columns(table)
+    known[:, empty] = False  # no entry at all is no label, whatever data.blank says about single blanks
     masked = masked_labels(config, table, split)
     rows = split_rows(split, masked)
     for name in SPLITS:
@@ -239,7 +296,7 @@ def build_data(config: Config) -> DataBundle:
             raise DataError(f"the {name} split is empty (data.split={data.split}, data.val_fraction="
                             f"{data.val_fraction}, data.test_fraction={data.test_fraction}, {len(table.frame)} images)")
     full = {name: SplitLabels(rows[name], targets[rows[name]], known[rows[name]]) for name in SPLITS}
-    labels = training_labels(config.mode, full, masked)
+    labels = training_labels(config.mode, full, masked, data.masked_labels)
     if config.mode == "spml":
         warn_rows_without_observed(config, labels["train"], masked.manifest)
     # EPR/ROLE's k: from clean val labels in SPML mode (hidden train labels never leak into training)
@@ -250,4 +307,5 @@ def build_data(config: Config) -> DataBundle:
              *(len(rows[name]) for name in SPLITS), len(table.classes))
     return DataBundle(datasets["train"], datasets["val"], datasets["test"], table.classes, table,
                       masked.manifest if masked is not None else None, positive_counts(labels["train"]),
-                      expected_positives, {name: subsets[name].frame for name in SPLITS})
+                      expected_positives, {name: subsets[name].frame for name in SPLITS},
+                      label_warnings(table, labels, empty))

@@ -1,6 +1,7 @@
 """Label values: parsing 1/0/-1/blank columns, choosing classes, and the uncertainty policies."""
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -64,32 +65,95 @@ def apply_uncertainty(values: np.ndarray, classes: Sequence[str], policy: str,
     return (targets & known).astype(np.float32), known
 
 
+OTHER_DELIMITERS = ("|", ",", ";", "/", "+")  # tried for the hint when a cell seems to use another delimiter
+
+
+def spelling_key(name: str) -> str:
+    """A finding name with case, spaces, underscores and hyphens ignored: the key of the spelling hints."""
+    return re.sub(r"[\s_\-]+", "", name).casefold()
+
+
+def other_delimiter(token: str, known: Sequence[str], delimiter: str) -> str | None:
+    """The delimiter other than `delimiter` that splits `token` into known names (up to spelling_key), if any."""
+    keys = {spelling_key(name) for name in known}
+    for other in OTHER_DELIMITERS:
+        parts = [part for part in token.split(other) if part.strip()]
+        if other != delimiter and len(parts) > 1 and all(spelling_key(part) in keys for part in parts):
+            return other
+    return None
+
+
+def spelling_hint(token: str, known: Sequence[str], delimiter: str) -> str:
+    """' (did you mean ...)' when unknown `token` matches a known name up to spelling_key, or joins known
+    names with another delimiter; "" otherwise."""
+    keys = {spelling_key(name): name for name in known}
+    if spelling_key(token) in keys:
+        return f" (did you mean {keys[spelling_key(token)]!r}? names must match exactly)"
+    other = other_delimiter(token, known, delimiter)
+    return f" (the cell seems to separate names with {other!r}; the delimiter here is {delimiter!r})" if other else ""
+
+
+def check_spellings(tokens: pd.Series, no_finding: str, file: str, column: str, delimiter: str) -> None:
+    """Names found in a file without a class list (tokens: one per name, index = 0-based row): two spellings of
+    one name (up to spelling_key; the no-finding value included) or names joined by another delimiter would
+    become classes of their own, so they are a DataError naming the rows."""
+    first_row = tokens.index.to_series().groupby(tokens.to_numpy(), sort=False).min().sort_values()
+    spelled: dict[str, str] = {spelling_key(no_finding): no_finding}
+    for name, row in first_row.items():  # in order of first appearance
+        other = spelled.setdefault(spelling_key(name), name)
+        if other != name:
+            where = f"data row {first_row[other] + 1}" if other in first_row else "the no-finding value"
+            raise row_error(file, int(row) + 1, column, f"finding name {name!r} and {other!r} ({where}) differ only "
+                            "in case, spaces, underscores or hyphens; write one spelling per finding, or list the "
+                            "classes in data.classes")
+    for name, row in first_row.items():
+        other = other_delimiter(name, [n for n in (no_finding, *first_row.index) if n != name], delimiter)
+        if other:
+            raise row_error(file, int(row) + 1, column, f"finding name {name!r} joins other names found with {other!r}; "
+                            f"the delimiter here is {delimiter!r} (data.csv.label_delimiter)")
+
+
 def parse_findings(findings: pd.Series, names: Sequence[str] | None, no_finding: str, file: str, column: str,
                    delimiter: str = "|", vocabulary: Sequence[str] = ()) -> tuple[np.ndarray, tuple[str, ...]]:
     """Delimited finding names per row -> ((N, C) float64 0/1, class names), exact name matching.
 
-    `names` None = every name found (sorted, without `no_finding`); `vocabulary` = the valid names
-    (default: `names`), a superset when only some classes are kept. `no_finding` alone means all zero
-    (it may also be a class of its own). Empty cells, unknown names and `no_finding` combined with a
-    finding are DataErrors naming the row.
+    Spaces around the delimiter are ignored ("Effusion| Mass" is "Effusion|Mass"). `names` None = every
+    name found (sorted, without `no_finding`; two spellings of one name are an error); `vocabulary` = the
+    valid names (default: `names`), a superset when only some classes are kept. `no_finding` alone means
+    all zero (it may also be a class of its own). Empty cells or names, unknown names (with a hint when a
+    name differs from a known one only in case, spaces or underscores, or joins known names with another
+    delimiter) and `no_finding` combined with a finding are DataErrors naming the row.
     """
     empty = np.flatnonzero((findings == "").to_numpy())
     if empty.size:
         raise row_error(file, int(empty[0]) + 1, column, f"no finding names ({empty.size} such rows); "
                         f"write {no_finding!r} for an image without findings")
-    dummies = findings.str.get_dummies(sep=delimiter)
-    found = [name for name in dummies.columns if name != no_finding]
+    findings = findings.reset_index(drop=True)
+    tokens = findings.str.split(delimiter, regex=False).explode().str.strip()  # index: 0-based row
+    blank = np.flatnonzero((tokens == "").to_numpy())
+    if blank.size:
+        row = int(tokens.index[blank[0]])
+        raise row_error(file, row + 1, column, f"empty finding name in {findings.iloc[row]!r} (a delimiter "
+                        f"{delimiter!r} at the start or end, or two in a row)")
+    if names is None:
+        check_spellings(tokens, no_finding, file, column, delimiter)
+    found = [name for name in pd.unique(tokens.to_numpy()) if name != no_finding]
     names = tuple(sorted(found)) if names is None else tuple(names)
     allowed = set(vocabulary or names) | {no_finding}
-    for name in dummies.columns:
-        if name not in allowed:
-            row = int(np.flatnonzero(dummies[name].to_numpy())[0])
-            raise row_error(file, row + 1, column, f"unknown finding name {name!r} in {findings.iloc[row]!r}; "
-                            f"known names: {sorted(allowed)}")
-    if no_finding in dummies.columns and found:
-        clash = dummies[no_finding].to_numpy().astype(bool) & (dummies[found].to_numpy().sum(1) > 0)
-        if clash.any():
-            row = int(np.flatnonzero(clash)[0])
-            raise row_error(file, row + 1, column, f"{no_finding!r} together with findings: {findings.iloc[row]!r}")
-    values = dummies.reindex(columns=list(names), fill_value=0).to_numpy(dtype=np.float64)
+    unknown = ~tokens.isin(allowed).to_numpy()
+    if unknown.any():
+        token, row = tokens.iloc[int(np.argmax(unknown))], int(tokens.index[int(np.argmax(unknown))])
+        raise row_error(file, row + 1, column, f"unknown finding name {token!r} in {findings.iloc[row]!r}"
+                        f"{spelling_hint(token, sorted(allowed), delimiter)}; known names: {sorted(allowed)}")
+    rows = tokens.index.to_numpy()
+    is_finding = (tokens != no_finding).to_numpy()
+    has_finding = np.bincount(rows[is_finding], minlength=len(findings)) > 0
+    clash = has_finding & (np.bincount(rows[~is_finding], minlength=len(findings)) > 0)
+    if clash.any():
+        row = int(np.argmax(clash))
+        raise row_error(file, row + 1, column, f"{no_finding!r} together with findings: {findings.iloc[row]!r}")
+    values = np.zeros((len(findings), len(names)), dtype=np.float64)
+    column_of = pd.Index(names).get_indexer(tokens.to_numpy())
+    kept = column_of >= 0  # names of the vocabulary outside the kept classes are dropped
+    values[rows[kept], column_of[kept]] = 1.0
     return values, names

@@ -5,14 +5,17 @@ is one more, for the header, unless a quoted field spans lines) and the column.
 """
 from __future__ import annotations
 
+import csv
+import errno
 import gzip
 import hashlib
 import io
 import logging
 import os
+import stat
 import warnings
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -107,7 +110,7 @@ def read_csv(path: str, required: Sequence[str] = ()) -> tuple[pd.DataFrame, str
     """Read a comma-separated file as strings (no NA guessing) -> (frame, sha256 of the file bytes).
 
     Raises DataError for an empty file, a header without data rows, a ';' or tab separated file,
-    malformed rows and missing `required` columns.
+    malformed rows, a column name given twice and missing `required` columns.
     """
     text, digest = read_text(path)
     if not text.strip():
@@ -122,12 +125,27 @@ def read_csv(path: str, required: Sequence[str] = ()) -> tuple[pd.DataFrame, str
             if sep in header:
                 raise DataError(f"{path}: the header is one column containing {name}s ({header[:60]!r}...): "
                                 f"the file looks {name}-separated; spml reads comma-separated files")
+    check_header(text, path)
     if frame.empty:
         raise DataError(f"{path}: the header has no data rows below it")
     missing = [name for name in required if name not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; the header has {list(frame.columns)}")
     return frame, digest
+
+
+def check_header(text: str, path: str) -> None:
+    """A column name given twice in the header (spaces around names ignored) is a DataError naming it and both
+    positions: pandas would read the second as "<name>.1", which spml would never look at."""
+    header = next((row for row in csv.reader(io.StringIO(text)) if row), [])
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header, 1):
+        name = name.strip()
+        if name in seen:
+            raise DataError(f"{path}: column {name!r} appears twice in the header (columns {seen[name]} and "
+                            f"{position}); rename or remove one")
+        if name:  # several unnamed columns (trailing commas) are harmless: no reader looks them up
+            seen[name] = position
 
 
 def first_existing(candidates: Sequence[str], what: str, key: str) -> str:
@@ -148,18 +166,139 @@ def dataset_root(config: DataConfig) -> str:
 MISSING_VALUES = ("", "nan", "NaN", "NA", "N/A", "None", "null", "NULL")  # how tools write a missing path
 
 
-def check_paths(paths: pd.Series, file: str, column: str) -> None:
-    """Empty or missing-value paths and duplicate image rows are errors (rows are 1-based data rows of `file`)."""
+def check_empty_paths(paths: pd.Series, file: str, column: str) -> None:
+    """Empty or missing-value paths are errors (rows are 1-based data rows of `file`)."""
     empty = np.flatnonzero(paths.str.strip().isin(MISSING_VALUES).to_numpy())
     if empty.size:
         raise row_error(file, int(empty[0]) + 1, column, f"empty image path {paths.iloc[empty[0]]!r} "
                                                          f"({empty.size} such rows)")
-    repeated = paths.duplicated(keep=False).to_numpy()
-    if repeated.any():
-        value = paths[repeated].iloc[0]
-        rows = (np.flatnonzero((paths == value).to_numpy()) + 1).tolist()
-        raise DataError(f"{file}: column {column!r}: duplicate image rows: {value!r} at data rows {rows} "
-                        f"({int(repeated.sum())} rows are duplicates)")
+
+
+def check_duplicates(keys: Sequence[str], written: pd.Series, file: str, column: str) -> None:
+    """Rows with one key (the image file they name) are an error naming the rows and their paths as written."""
+    keys = pd.Series(np.asarray(keys, dtype=object))
+    repeated = keys.duplicated(keep=False).to_numpy()
+    if not repeated.any():
+        return
+    key = keys[repeated].iloc[0]
+    same = np.flatnonzero((keys == key).to_numpy())
+    spellings = written.iloc[same].tolist()
+    rows = (same + 1).tolist()
+    if len(set(spellings)) == 1:
+        where = f"{spellings[0]!r} at data rows {rows}"
+    else:
+        where = f"data rows {rows} ({', '.join(map(repr, spellings))}) are one image file {key}"
+    raise DataError(f"{file}: column {column!r}: duplicate image rows: {where} ({int(repeated.sum())} rows are "
+                    "duplicates)")
+
+
+def check_paths(paths: pd.Series, file: str, column: str) -> None:
+    """Empty or missing-value paths and rows repeating a value (as written) are errors."""
+    check_empty_paths(paths, file, column)
+    check_duplicates(paths.to_numpy(), paths, file, column)
+
+
+def resolve_link(path: str) -> str:
+    """os.path.realpath of `path`; a symlink loop raises OSError(ELOOP), a dangling link resolves as far as
+    it goes (the image check then reports the file missing)."""
+    try:
+        return os.path.realpath(path, strict=True)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise
+        return os.path.realpath(path)
+
+
+def real_paths(paths: np.ndarray, loop_error: Callable[[int, str], DataError]) -> np.ndarray:
+    """(N,) the file each absolute, normalised path names, symlinks resolved; one lstat per distinct folder
+    and one scandir per folder (for symlinked files) instead of a realpath per row.
+    `loop_error(row, path)` builds the error for a symlink loop met at 0-based row `row`."""
+    parts = [path.rpartition(os.sep) for path in paths]  # (folder, sep, name); paths are absolute, normalised
+    folder_of, folders = pd.factorize(pd.Series([folder or os.sep for folder, _, _ in parts], dtype=object))
+    names = [name for _, _, name in parts]
+    resolved_folders: dict[str, tuple[str, bool]] = {os.sep: (os.sep, True)}  # folder -> (resolved, exists)
+
+    def child(folder: str, name: str) -> str:  # os.path.join for an absolute folder, without its checks
+        return f"{folder.rstrip(os.sep)}{os.sep}{name}"
+
+    def resolve_folder(folder: str) -> tuple[str, bool]:
+        if folder not in resolved_folders:
+            parent, _, name = folder.rpartition(os.sep)
+            real_parent, exists = resolve_folder(parent or os.sep)
+            path = child(real_parent, name)
+            if exists:  # below a missing folder nothing exists: no system call
+                try:
+                    mode = os.lstat(path).st_mode
+                except OSError:
+                    exists = False
+                else:
+                    path = resolve_link(path) if stat.S_ISLNK(mode) else path
+            resolved_folders[folder] = path, exists
+        return resolved_folders[folder]
+
+    real = np.empty(len(folders), dtype=object)
+    linked: dict[int, set[str]] = {}  # folder code -> names of its symlinked entries
+    for code, folder in enumerate(folders):
+        try:
+            real[code], exists = resolve_folder(folder)
+        except OSError:
+            raise loop_error(int(np.argmax(folder_of == code)), folder) from None
+        if exists:
+            try:
+                with os.scandir(real[code]) as entries:
+                    links = {entry.name for entry in entries if entry.is_symlink()}
+            except OSError:  # not a folder, or not readable: check_images reports its files
+                links = set()
+            if links:
+                linked[code] = links
+    out = np.array([child(folder, name) for folder, name in zip(real[folder_of], names)], dtype=object)
+    for code, links in linked.items():
+        for row in np.flatnonzero(folder_of == code).tolist():
+            if names[row] in links:
+                try:
+                    out[row] = resolve_link(out[row])
+                except OSError:
+                    raise loop_error(row, paths[row]) from None
+    return out
+
+
+def resolve_image_paths(written: pd.Series, root: str, file: str, column: str, allow_outside_root: bool = False,
+                        joined: Sequence[str] | None = None) -> np.ndarray:
+    """The image paths of a label file's rows as the table stores them: joined with the dataset root and
+    normalised (os.path.normpath: "./x.png" and "a/../x.png" are "x.png"; symlinks are kept, so the cache key
+    stays the path the user wrote). The file each names (symlinks resolved) must be unique: two rows naming
+    one image (written differently, or through a link) are a DataError naming both as written, since they
+    could land in different splits. A path that lies outside `root` both as written and resolved is a
+    DataError unless `allow_outside_root` (data.allow_outside_root); a symlink loop is one too.
+
+    written: (N,) the column as in the file (for messages); joined: the paths to join with `root` when the
+    reader located them itself (NIH image folders, CheXpert's prefix removed); default `written`.
+    """
+    check_empty_paths(written, file, column)
+    root = os.path.abspath(root)
+    source = written if joined is None else joined
+    paths = np.array([os.path.normpath(os.path.join(root, path)) for path in source], dtype=object)
+
+    def loop_error(row: int, path: str) -> DataError:
+        return row_error(file, row + 1, column, f"{written.iloc[row]!r}: symlink loop at {path} (too many levels "
+                                                "of symbolic links); fix or remove the link")
+
+    resolved = real_paths(paths, loop_error)
+    if not allow_outside_root:
+        inside = pd.Series(paths).str.startswith(os.path.join(root, "")).to_numpy()
+        if not inside.all():
+            try:
+                real_root = os.path.join(resolve_link(root), "")
+            except OSError:
+                raise DataError(f"data.root {root}: symlink loop (too many levels of symbolic links)") from None
+            inside = inside | pd.Series(resolved).str.startswith(real_root).to_numpy()
+        if not inside.all():
+            row = int(np.argmin(inside))
+            raise row_error(file, row + 1, column, f"image path {written.iloc[row]!r} is outside data.root {root} "
+                            f"(it names {resolved[row]}; {int((~inside).sum())} such rows); fix the path or "
+                            "data.root, or set data.allow_outside_root=true to allow it")
+    check_duplicates(resolved, written, file, column)
+    return paths
 
 
 # ----------------------------------------------------------------------------------------- images

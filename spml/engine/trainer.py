@@ -156,7 +156,8 @@ class Trainer:
             (self.run_dir / "masking_manifest.json").write_text(json.dumps(self.bundle.manifest, indent=2))
         self.stats = data_stats(self.bundle, config.mode)
         if self.accelerator.is_main_process:
-            (self.run_dir / "data_stats.json").write_text(json.dumps(self.stats.to_json(), indent=2))
+            (self.run_dir / "data_stats.json").write_text(
+                json.dumps({**self.stats.to_json(), "warnings": self.bundle.warnings}, indent=2))
         objective = build_objective(config, self.stats)
         optimizer = build_optimizer(objective, config.optim)
         train_loader = make_train_loader(self.bundle.train, EpochSampler(len(self.bundle.train), config.train.seed),

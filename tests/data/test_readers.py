@@ -213,16 +213,20 @@ def test_mimic_duplicate_study_and_bad_split(tmp_path, kit):
 def test_csv_label_columns_and_delimited_column(tmp_path, kit):
     file = kit.write(tmp_path / "labels.csv", "image,pid,A,B,findings\nx/1.png,p1,1,,A|B\n"
                      "/abs/2.png,p1,0,-1,No Finding\n3.png,p2,,1,B\n")
+    with pytest.raises(DataError, match=r"data row 2 \(line 3\), column 'image': image path '/abs/2.png' is outside"):
+        read(kit, "dataset=csv", f"labels={file}", "csv.path_column=image", "csv.label_columns=[A, B]")
     columns = read(kit, "dataset=csv", f"labels={file}", "csv.path_column=image", "csv.patient_column=pid",
-                   "csv.label_columns=[A, B]")
+                   "csv.label_columns=[A, B]", "allow_outside_root=true")
     assert columns.frame["path"].tolist() == [str(tmp_path / "x/1.png"), "/abs/2.png", str(tmp_path / "3.png")]
     np.testing.assert_array_equal(columns.values(), [[1, np.nan], [0, -1], [np.nan, 1]])
     assert columns.frame["patient_id"].tolist() == ["p1", "p1", "p2"]
-    names = read(kit, "dataset=csv", f"labels={file}", "csv.path_column=image", "csv.label_column=findings")
+    names = read(kit, "dataset=csv", f"labels={file}", "csv.path_column=image", "csv.label_column=findings",
+                 "allow_outside_root=true")
     assert names.classes == ("A", "B") and names.values().tolist() == [[1, 1], [0, 0], [0, 1]]
     assert names.frame["patient_id"].nunique() == 3  # no patient column: one patient per image
     with pytest.raises(DataError, match="unknown finding name 'B'"):
-        read(kit, "dataset=csv", f"labels={file}", "csv.path_column=image", "csv.label_column=findings", "classes=[A]")
+        read(kit, "dataset=csv", f"labels={file}", "csv.path_column=image", "csv.label_column=findings", "classes=[A]",
+             "allow_outside_root=true")
     with pytest.raises(DataError, match="exactly one of data.csv.label_columns"):
         read(kit, "dataset=csv", f"labels={file}", "csv.path_column=image")
 

@@ -1,4 +1,5 @@
 """Reliability fixtures: real PNG folders with a CSV label file, and the command-line tools called in-process."""
+import gzip
 import importlib.util
 import json
 from pathlib import Path
@@ -12,11 +13,11 @@ from tests.conftest import REPO, SHARED_DATA, TINY
 NIH_IMAGES = SHARED_DATA / "nih1000" / "images"
 NUM_IMAGES = 40  # random split 0.2/0.2 -> 24 train (6 batches of 4), 8 val, 8 test
 CLASSES = ("A", "B")
-# a seconds-long supervised run on the CSV folder (size 32, tiny backbone, no bootstrap)
-CSV_RUN = ["--mode", "supervised", "data.dataset=csv", "data.csv.label_columns=[A,B]", "data.size=32",
-           "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0", "model.backbone=test_efficientnet",
-           "train.epochs=1", "train.log_every=2", "eval.bootstrap=0", "optim.warmup_epochs=0",
-           "data.val_fraction=0.2", "data.test_fraction=0.2"]
+# a seconds-long run on a folder of a few dozen images (size 32, tiny backbone, no bootstrap)
+SMALL_RUN = ["data.size=32", "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0",
+             "model.backbone=test_efficientnet", "train.epochs=1", "train.log_every=2", "eval.bootstrap=0",
+             "optim.warmup_epochs=0", "data.val_fraction=0.2", "data.test_fraction=0.2"]
+CSV_RUN = ["--mode", "supervised", "data.dataset=csv", "data.csv.label_columns=[A,B]", *SMALL_RUN]
 
 
 def load_tool(name: str) -> ModuleType:
@@ -85,6 +86,29 @@ def dataset_dir(png_folder, tmp_path) -> Path:
 def csv_run_args(dataset_dir: Path, out: Path, *extra: str) -> list[str]:
     """tools/train.py arguments for the CSV folder's seconds-long run into `out`."""
     return [*CSV_RUN, f"data.labels={dataset_dir / 'labels.csv'}", f"train.out={out}", *extra]
+
+
+NIH_LABELS = SHARED_DATA / "nih" / "Data_Entry_2017_v2020.csv.gz"
+NIH_SAMPLE = 60  # real films (with their real label rows) in the nih_sample folder
+
+
+@pytest.fixture(scope="session")
+def nih_sample(tmp_path_factory) -> tuple[Path, list[str]]:
+    """(folder with images/ holding NIH_SAMPLE real NIH sample films, the real Data_Entry_2017_v2020.csv lines of
+    those films, header first, verbatim)."""
+    sources = sorted(NIH_IMAGES.glob("*.png"))[:NIH_SAMPLE]
+    if len(sources) < NIH_SAMPLE or not NIH_LABELS.exists():
+        pytest.skip("the NIH sample images or label file are not available")
+    root = tmp_path_factory.mktemp("nih")
+    (root / "images").mkdir()
+    for source in sources:
+        (root / "images" / source.name).write_bytes(source.read_bytes())
+    names = {source.name for source in sources}
+    with gzip.open(NIH_LABELS, "rt", encoding="utf-8") as handle:
+        header, *rows = handle.read().splitlines()
+    lines = [header, *(row for row in rows if row.split(",", 1)[0] in names)]
+    assert len(lines) == NIH_SAMPLE + 1
+    return root, lines
 
 
 def tiny_run_args(out: Path, *extra: str) -> list[str]:

@@ -55,6 +55,16 @@ CASES = {
     "unclosed quote": (encoded(replace_row(9, '"img08.png,1,0')(clean_lines())), ["malformed CSV"]),
     "image listed but missing": (encoded(replace_row(8, "gone.png,1,0")(clean_lines())),
                                  ["1 of 40 image files", "do not exist", "gone.png", "data.missing=drop"]),
+    "column name twice": (encoded(["path,A,B,A", *(line + ",0" for line in clean_lines()[1:])]),
+                          ["column 'A' appears twice in the header (columns 2 and 4)"]),
+    "one image as x.png and ./x.png": (encoded([*clean_lines(), "./img01.png,0,1"]),
+                                       ["column 'path': duplicate image rows: data rows [2, 41] "
+                                        "('img01.png', './img01.png') are one image file"]),
+    "one image through ..": (encoded(replace_row(12, "sub/../img03.png,1,1")(clean_lines())),
+                             ["duplicate image rows: data rows [4, 12] ('img03.png', 'sub/../img03.png')"]),
+    "path outside the root": (encoded(replace_row(8, "../img07.png,1,0")(clean_lines())),
+                              ["data row 8 (line 9), column 'path': image path '../img07.png' is outside data.root",
+                               "data.allow_outside_root=true"]),
 }
 
 

@@ -10,7 +10,7 @@ from spml.config import DataConfig
 from spml.data.labels import parse_label_values, select_classes
 from spml.data.readers import READERS
 from spml.data.table import DataError, LabelTable, check_paths, dataset_root, first_existing, make_table, read_csv, \
-    row_error
+    resolve_image_paths, row_error
 
 CLASSES = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
            "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
@@ -39,8 +39,8 @@ def read_file(file: str, root: str, config: DataConfig, split: str | None) -> tu
     """One CheXpert CSV -> (unfiltered LabelTable, view filter)."""
     frame, digest = read_csv(file, COLUMNS)
     classes = select_classes(config.classes, [c for c in frame.columns if c not in COLUMNS], CLASSES)
-    check_paths(frame["Path"].str.strip(), file, "Path")
     relative = frame["Path"].str.strip().str.replace(PREFIX, "", regex=True)
+    paths = resolve_image_paths(frame["Path"].str.strip(), root, file, "Path", config.allow_outside_root, relative)
     ids = relative.str.extract(r"(patient\d+)(?:/(study\d+))?")
     patients = ids[0]
     if patients.isna().any():
@@ -48,7 +48,7 @@ def read_file(file: str, root: str, config: DataConfig, split: str | None) -> tu
         raise row_error(file, row + 1, "Path", f"no patientNNNNN folder in {frame['Path'].iloc[row]!r}")
     projection = frame["AP/PA"].str.strip()
     meta = {
-        "path": (root.rstrip(os.sep) + os.sep + relative).to_numpy(),
+        "path": paths,
         "patient_id": patients.to_numpy(),
         "study_id": (patients + "/" + ids[1].fillna("")).to_numpy(),
         "view": projection.where(projection != "", frame["Frontal/Lateral"].str.strip()).to_numpy(),

@@ -9,7 +9,7 @@ import numpy as np
 from spml.config import DataConfig
 from spml.data.labels import parse_findings, parse_label_values, select_classes
 from spml.data.readers import READERS
-from spml.data.table import DataError, LabelTable, check_paths, dataset_root, make_table, read_csv, row_error
+from spml.data.table import DataError, LabelTable, dataset_root, make_table, read_csv, resolve_image_paths, row_error
 
 
 @READERS.register("csv")
@@ -28,9 +28,7 @@ def read_generic_csv(config: DataConfig) -> LabelTable:
     file = config.labels
     frame, digest = read_csv(file, required)
     relative = frame[layout.path_column].str.strip()
-    check_paths(relative, file, layout.path_column)
-    root = dataset_root(config)
-    paths = np.array([os.path.join(root, p) for p in relative], dtype=object)
+    paths = resolve_image_paths(relative, dataset_root(config), file, layout.path_column, config.allow_outside_root)
     if layout.patient_column:
         patients = frame[layout.patient_column].str.strip()
         if (patients == "").any():

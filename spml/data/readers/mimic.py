@@ -12,7 +12,7 @@ from spml.data.labels import parse_label_values, select_classes
 from spml.data.readers import READERS
 from spml.data.readers.chexpert import CLASSES
 from spml.data.table import DataError, LabelTable, check_paths, dataset_root, first_existing, make_table, \
-    read_csv, row_error, view_mask
+    read_csv, resolve_image_paths, row_error, view_mask
 
 PREFIX = "mimic-cxr-2.0.0-"
 KEYS = ["subject_id", "study_id"]
@@ -70,6 +70,10 @@ def read_mimic(config: DataConfig) -> LabelTable:
     images, _ = read_csv(meta_file, ["dicom_id", *KEYS, "ViewPosition"])
     images = images.apply(lambda column: column.str.strip())
     check_paths(images["dicom_id"], meta_file, "dicom_id")
+    subject = images["subject_id"]
+    relative = "files" + os.sep + "p" + subject.str[:2] + os.sep + "p" + subject + os.sep + "s" + \
+        images["study_id"] + os.sep + images["dicom_id"] + ".jpg"
+    images["path"] = resolve_image_paths(relative, root, meta_file, "dicom_id", config.allow_outside_root)
     keep = view_mask(images["ViewPosition"], config.views, meta_file, "ViewPosition")
     joined = images[keep].merge(labels, on=KEYS, how="left", indicator=True, validate="many_to_one")
     unlabelled = (joined.pop("_merge") == "left_only").to_numpy()
@@ -79,10 +83,7 @@ def read_mimic(config: DataConfig) -> LabelTable:
         warnings.warn(f"{int(unlabelled.sum())} images of {meta_file} have no study row in {label_file}; "
                       "they are left out", stacklevel=2)
         joined = joined[~unlabelled].reset_index(drop=True)
-    subject, study = joined["subject_id"], joined["study_id"]
-    paths = root.rstrip(os.sep) + os.sep + "files" + os.sep + "p" + subject.str[:2] + os.sep + "p" + subject \
-        + os.sep + "s" + study + os.sep + joined["dicom_id"] + ".jpg"
     split = official_split(mimic_file(root, "split", "data.split"), joined) if config.split == "official" else None
-    meta = {"path": paths.to_numpy(), "patient_id": subject.to_numpy(), "study_id": study.to_numpy(),
-            "view": joined["ViewPosition"].to_numpy()}
+    meta = {"path": joined["path"].to_numpy(), "patient_id": joined["subject_id"].to_numpy(),
+            "study_id": joined["study_id"].to_numpy(), "view": joined["ViewPosition"].to_numpy()}
     return make_table(meta, joined[list(classes)].to_numpy(), classes, os.path.abspath(label_file), digest, split)

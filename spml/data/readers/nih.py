@@ -9,8 +9,8 @@ import pandas as pd
 from spml.config import DataConfig
 from spml.data.labels import parse_findings, select_classes
 from spml.data.readers import READERS
-from spml.data.table import DataError, LabelTable, check_paths, dataset_root, first_existing, make_table, \
-    read_csv, row_error, view_mask
+from spml.data.table import DataError, LabelTable, dataset_root, first_existing, make_table, read_csv, \
+    resolve_image_paths, row_error, view_mask
 
 CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
            "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax")
@@ -36,8 +36,8 @@ def image_folders(root: str) -> list[str]:
 
 
 def image_paths(root: str, names: pd.Series) -> np.ndarray:
-    """Absolute path of each image name: the folder that holds it (one scandir per folder), else the
-    first images*/ folder (check_images then reports it missing)."""
+    """Absolute path of each image name: the folder that holds it (one scandir per folder; "./x.png" is looked
+    up as "x.png"), else the first images*/ folder (check_images then reports it missing)."""
     folders = image_folders(root)
     where: dict[str, str] = {}
     for folder in reversed(folders):  # earlier folders win
@@ -45,7 +45,7 @@ def image_paths(root: str, names: pd.Series) -> np.ndarray:
             with os.scandir(folder) as entries:
                 where.update((entry.name, folder) for entry in entries if entry.is_file())
     default = folders[0]
-    return np.array([os.path.join(where.get(name, default), name) for name in names], dtype=object)
+    return np.array([os.path.join(where.get(os.path.normpath(name), default), name) for name in names], dtype=object)
 
 
 def official_split(root: str, names: pd.Series, file: str) -> np.ndarray:
@@ -81,7 +81,7 @@ def read_nih(config: DataConfig) -> LabelTable:
         raise DataError(f"{file}: missing column {' or '.join(map(repr, SEX_COLUMNS))}; "
                         f"the header has {list(frame.columns)}")
     names = frame["Image Index"].str.strip()
-    check_paths(names, file, "Image Index")
+    paths = resolve_image_paths(names, root, file, "Image Index", config.allow_outside_root, image_paths(root, names))
     patients = frame["Patient ID"].str.strip()
     if (patients == "").any():
         raise row_error(file, int(np.flatnonzero((patients == "").to_numpy())[0]) + 1, "Patient ID", "empty")
@@ -91,7 +91,7 @@ def read_nih(config: DataConfig) -> LabelTable:
     keep = view_mask(frame["View Position"].str.strip(), config.views, file, "View Position")
     split = official_split(root, names, file) if config.split == "official" else None
     meta = {
-        "path": image_paths(root, names),
+        "path": paths,
         "patient_id": patients.to_numpy(),
         "view": frame["View Position"].str.strip().to_numpy(),
         "sex": frame[sex_column].str.strip().to_numpy(),
