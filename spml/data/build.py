@@ -7,12 +7,16 @@ check covers the files) -> patient-wise split -> uncertainty policy -> training 
   or, without a file, from masking the train split in memory (data.mask_scheme, data.mask_seed,
   data.mask_params; rows without an observed positive are dropped). Train rows absent from the masked
   labels leave the train split. Val keeps its full labels unless data.mask_val; test always does.
-* supervised mode: full targets, or with data.masked_labels its 1/0/blank as targets/known.
+* supervised mode: full targets, or with data.masked_labels its 1/0/blank as targets/known (a file that
+  observes no negative in the train split, e.g. single positive, is refused: every target would be 1).
 * data.mask_val: the val split's labels are masked too (from the file, or in memory in spml mode); its
   observed positives are the targets and every other entry is a known negative (as AN assumes), so
   model selection and the class prior (data_stats) see only masked labels; val rows absent from the
   masked labels leave the val split. A masked file whose manifest lists `splits` (masking_experiment)
   may hold rows of those splits only.
+
+A label column with no value in any row is unknown whatever data.blank says; such columns and the classes
+without a known (SPML train: observed) positive in a split are warned and listed in `DataBundle.warnings`.
 
 Named steps, in order: `read_split` -> `apply_uncertainty` (full labels) -> `masked_labels` (the label
 source: `masked_file`, `masked_in_memory` or None for full labels) -> `split_rows` -> `training_labels`
@@ -77,12 +81,13 @@ def read_split(config: DataConfig) -> tuple[LabelTable, np.ndarray]:
 @dataclass
 class MaskedLabels:
     """Masked labels of the splits `splits`, aligned with the table: values (N, C) 1 / 0 / NaN, present (N,)
-    True where the row has masked labels, and the masking manifest."""
+    True where the row has masked labels, the masking manifest and the masked file ("" when masked in memory)."""
 
     values: np.ndarray
     present: np.ndarray
     manifest: dict[str, Any]
     splits: tuple[str, ...]
+    path: str = ""
 
 
 @dataclass
@@ -113,7 +118,7 @@ def masked_file(config: Config, table: LabelTable, split: np.ndarray, names: tup
     if missing:
         raise DataError(f"{path} holds no {missing[0]} rows (masked for {allowed}); data.mask_val needs a file "
                         "masked with the val split (tools/masking_experiment.py --mask-val)")
-    return MaskedLabels(values, present, manifest, names)
+    return MaskedLabels(values, present, manifest, names, path)
 
 
 def masked_in_memory(config: Config, table: LabelTable, split: np.ndarray, names: tuple[str, ...]) -> MaskedLabels:
@@ -159,15 +164,16 @@ def observed_positives(labels: SplitLabels, masked: np.ndarray) -> SplitLabels:
     return replace(labels, observed=masked == 1)
 
 
-def check_partial_labels(path: str, manifest: dict[str, Any], train: np.ndarray) -> None:
+def check_partial_labels(masked: MaskedLabels, train: np.ndarray) -> None:
     """Supervised training needs observed negatives: a file of observed positives only (single_positive, keep_k)
     would make every known target 1, so it is refused with what to do instead."""
     if not (train == 0).any():
-        raise DataError(f"{path} observes only positive labels (masking scheme {manifest.get('scheme')!r}: no 0 in "
-                        "its train rows); supervised training on it would take every known target as 1 and learn "
-                        "nothing. Train on it with --mode spml, or train supervised on the clean labels (without "
-                        "data.masked_labels); supervised mode takes masked files that also observe negatives "
-                        "(tools/mask_labels.py --scheme keep_fraction)")
+        scheme = masked.manifest.get("scheme")
+        raise DataError(f"{masked.path} observes only positive labels (masking scheme {scheme!r}: no 0 in its "
+                        "train rows); supervised training on it would take every known target as 1 and "
+                        "learn nothing. Train on it with --mode spml, or train supervised on the clean labels "
+                        "(without data.masked_labels); supervised mode takes masked files that also observe "
+                        "negatives (tools/mask_labels.py --scheme keep_fraction)")
 
 
 def partial_targets(labels: SplitLabels, masked: np.ndarray) -> SplitLabels:
@@ -182,11 +188,9 @@ def masked_targets(labels: SplitLabels, masked: np.ndarray) -> SplitLabels:
     return replace(labels, targets=positives, known=np.ones_like(positives))
 
 
-def training_labels(mode: str, full: dict[str, SplitLabels], masked: MaskedLabels | None, path: str = ""
-                    ) -> dict[str, SplitLabels]:
+def training_labels(mode: str, full: dict[str, SplitLabels], masked: MaskedLabels | None) -> dict[str, SplitLabels]:
     """Each split's labels as the run uses them: train from the masked labels (observed positives in SPML mode,
-    partial targets in supervised mode), val masked under data.mask_val, test always full. `path`: the masked
-    file (data.masked_labels), for messages."""
+    partial targets in supervised mode), val masked under data.mask_val, test always full."""
     labels = dict(full)
     if masked is None:
         return labels
@@ -194,7 +198,7 @@ def training_labels(mode: str, full: dict[str, SplitLabels], masked: MaskedLabel
     if mode == "spml":
         labels["train"] = observed_positives(full["train"], train)
     else:
-        check_partial_labels(path, masked.manifest, train)
+        check_partial_labels(masked, train)
         labels["train"] = partial_targets(full["train"], train)
     if "val" in masked.splits:
         labels["val"] = masked_targets(full["val"], masked.values[full["val"].rows])
@@ -212,13 +216,12 @@ def mean_positives(labels: SplitLabels) -> float:
     return float(((labels.targets > 0.5) & labels.known).sum(1).mean())
 
 
-def warn_rows_without_observed(config: Config, train: SplitLabels, manifest: dict[str, Any]) -> None:
+def warn_rows_without_observed(train: SplitLabels, masked: MaskedLabels) -> None:
     unobserved_rows = int((~train.observed.any(1)).sum())
     if unobserved_rows:
-        data = config.data
         log.warning("%d train rows have no observed positive (%s, no_positive=%s)", unobserved_rows,
-                    f"masked file {data.masked_labels}" if data.masked_labels else "masked in memory",
-                    manifest.get("no_positive"))
+                    f"masked file {masked.path}" if masked.path else "masked in memory",
+                    masked.manifest.get("no_positive"))
 
 
 # ------------------------------------------------------------------------------------ warnings
@@ -235,7 +238,8 @@ NO_POSITIVE_EFFECT = {"train": "they are trained without a positive example",
 def label_warnings(table: LabelTable, labels: dict[str, SplitLabels], empty: np.ndarray) -> list[dict[str, Any]]:
     """Label facts a run should not go without: label columns that are empty in every row (read as unknown),
     and per split the classes without a known positive (SPML train split: without an observed positive).
-    Each is logged, warned (UserWarning) and returned as {"warning", "split", "classes", "message"}."""
+    Each is warned (UserWarning, printed once; not also logged, which would print it twice) and returned as
+    {"warning", "split", "classes", "message"}."""
     classes = np.asarray(table.classes, dtype=object)
     found = []
     if empty.any():
@@ -253,7 +257,6 @@ def label_warnings(table: LabelTable, labels: dict[str, SplitLabels], empty: np.
                           "message": f"class(es) {classes[absent].tolist()} have no {kind} positive in the {name} "
                                      f"split ({len(split.rows)} images): {NO_POSITIVE_EFFECT[name]}"})
     for item in found:
-        log.warning(item["message"])
         warnings.warn(item["message"], stacklevel=3)
     return found
 
@@ -296,9 +299,9 @@ def build_data(config: Config) -> DataBundle:
             raise DataError(f"the {name} split is empty (data.split={data.split}, data.val_fraction="
                             f"{data.val_fraction}, data.test_fraction={data.test_fraction}, {len(table.frame)} images)")
     full = {name: SplitLabels(rows[name], targets[rows[name]], known[rows[name]]) for name in SPLITS}
-    labels = training_labels(config.mode, full, masked, data.masked_labels)
+    labels = training_labels(config.mode, full, masked)
     if config.mode == "spml":
-        warn_rows_without_observed(config, labels["train"], masked.manifest)
+        warn_rows_without_observed(labels["train"], masked)
     # EPR/ROLE's k: from clean val labels in SPML mode (hidden train labels never leak into training)
     expected_positives = mean_positives(full["val"] if config.mode == "spml" else labels["train"])
     subsets = {name: table.subset(rows[name]) for name in SPLITS}

@@ -109,8 +109,8 @@ def check_spellings(tokens: pd.Series, no_finding: str, file: str, column: str, 
     for name, row in first_row.items():
         other = other_delimiter(name, [n for n in (no_finding, *first_row.index) if n != name], delimiter)
         if other:
-            raise row_error(file, int(row) + 1, column, f"finding name {name!r} joins other names found with {other!r}; "
-                            f"the delimiter here is {delimiter!r} (data.csv.label_delimiter)")
+            raise row_error(file, int(row) + 1, column, f"finding name {name!r} joins other names found with "
+                            f"{other!r}; the delimiter here is {delimiter!r} (data.csv.label_delimiter)")
 
 
 def parse_findings(findings: pd.Series, names: Sequence[str] | None, no_finding: str, file: str, column: str,

@@ -12,7 +12,7 @@ import pytest
 
 from spml.config import load_config
 from spml.data.build import build_data
-from tests.reliability.conftest import CSV_RUN, SMALL_RUN, csv_run_args, error_line
+from tests.reliability.conftest import CSV_RUN, SMALL_RUN, csv_run_args, error_line, load_tool
 
 # ------------------------------------------------------------------------------------ finding names
 NIH_STYLE_CSV = ["data.dataset=csv", "data.csv.path_column=Image Index", "data.csv.label_column=Finding Labels",
@@ -34,14 +34,17 @@ def nih_labels(nih_sample, tmp_path, edits: dict[int, str] = {}) -> str:
 
 def nih_args(nih_sample, labels: str, out, reader: str = "nih") -> list[str]:
     root, _ = nih_sample
-    data = ["data.dataset=nih", f"data.root={root}"] if reader == "nih" else [*NIH_STYLE_CSV, f"data.root={root / 'images'}"]
+    if reader == "nih":
+        data = ["data.dataset=nih", f"data.root={root}"]
+    else:
+        data = [*NIH_STYLE_CSV, f"data.root={root / 'images'}"]
     return ["--mode", "supervised", *SMALL_RUN, *data, f"data.labels={labels}", f"train.out={out}"]
 
 
-# data row -> (Finding Labels written there, fragments of the error); the rows' real labels are in the comments
+# case -> (data row, Finding Labels written there instead of the real ones, fragments of the error)
 BAD_FINDINGS = {
-    "lower case": (45, "effusion|Infiltration", ["data row 45 (line 46), column 'Finding Labels'",  # Effusion|Infiltration
-                                                 "'effusion'", "'Effusion'"]),
+    "lower case": (45, "effusion|Infiltration", ["data row 45 (line 46), column 'Finding Labels'", "'effusion'",
+                                                 "'Effusion'"]),
     "space for underscore": (44, "Emphysema|Pleural Thickening", ["data row 44", "'Pleural Thickening'",
                                                                    "'Pleural_Thickening'"]),
     "comma delimiter": (29, '"Cardiomegaly,Effusion,Emphysema,Mass"', ["data row 29", "','"]),
@@ -192,7 +195,8 @@ def test_an_all_empty_label_column_is_unknown_and_recorded(cli, dataset_dir, tmp
 
 def test_classes_without_positives_per_split_are_recorded(cli, dataset_dir, tmp_path):
     config = load_config([], [*CSV_RUN[2:], f"data.labels={dataset_dir / 'labels.csv'}"], mode="supervised")
-    split = {os.path.basename(path): name for name, frame in build_data(config).frames.items() for path in frame["path"]}
+    frames = build_data(config).frames
+    split = {os.path.basename(path): name for name, frame in frames.items() for path in frame["path"]}
     # A: positives only in the test split; B: positives only in the train split
     rows = ["path,A,B", *(f"{image},{int(where == 'test')},{int(where == 'train')}" for image, where in split.items())]
     (dataset_dir / "labels.csv").write_text("\n".join(rows) + "\n")
@@ -229,4 +233,16 @@ def test_supervised_training_on_a_single_positive_file_is_refused(cli, dataset_d
                        "--fraction", "0.5", "--no-positive", "keep", labels, "data.csv.label_columns=[A,B]")
     assert code == 0, err
     code, _, err = cli("train", *csv_run_args(dataset_dir, tmp_path / "partial_run", f"data.masked_labels={partial}"))
+    assert code == 0, err
+
+
+def test_the_cache_and_training_agree_on_normalised_paths(cli, dataset_dir, tmp_path, capsys):
+    text = (dataset_dir / "labels.csv").read_text().replace("img02.png", "./img02.png")
+    (dataset_dir / "labels.csv").write_text(text.replace("img03.png", "x/../img03.png"))
+    cache = tmp_path / "cache"
+    prepare = load_tool("prepare_data")
+    args = [*CSV_RUN[2:], f"data.labels={dataset_dir / 'labels.csv'}"]
+    assert prepare.main(["--out", str(cache), "--workers", "0", *args]) == 0, capsys.readouterr().err
+    out = tmp_path / "run"
+    code, _, err = cli("train", *csv_run_args(dataset_dir, out, f"data.cache={cache}"))
     assert code == 0, err
