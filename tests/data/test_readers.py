@@ -148,6 +148,16 @@ def test_chexpert_prefixes_and_official_valid(tmp_path, kit):
     assert len(read(kit, "dataset=chexpert", f"root={tmp_path}").frame) == 2
 
 
+def test_chexpert_image_listed_under_both_prefixes_is_a_duplicate(tmp_path, kit):
+    file = kit.write(tmp_path / "train.csv", kit.CHEXPERT_HEADER
+                     + kit.chexpert_row("CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg")
+                     + kit.chexpert_row("CheXpert-v1.0-small/train/patient00002/study1/view1_frontal.jpg")
+                     + kit.chexpert_row("CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg"))
+    with pytest.raises(DataError, match=r"column 'Path': duplicate image rows: data rows \[1, 3\] "
+                                        r"\('CheXpert-v1.0-small/train/.*', 'CheXpert-v1.0/train/.*'\)"):
+        read(kit, "dataset=chexpert", f"labels={file}")
+
+
 @pytest.mark.parametrize("value", ["2", "yes", "1.5"])
 def test_chexpert_unknown_label_value(tmp_path, kit, value):
     file = kit.write(tmp_path / "train.csv", kit.CHEXPERT_HEADER

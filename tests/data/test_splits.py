@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spml.data.splits import (assign_splits, iterative_stratification, official_split, random_split,
+from spml.data.splits import (SPLIT_SCHEMES, assign_splits, iterative_stratification, official_split, random_split,
                               split_prevalence, stratified_split)
 from spml.data.table import OFFICIAL_SPLIT, DataError
 
@@ -82,8 +82,14 @@ def test_official_split_with_val_rows_is_taken_as_given():
     assert official_split(frame, 0.5, seed=0).tolist() == ["train", "val", "test", "train"]
 
 
+def test_split_schemes_are_a_registry(nih_table, kit):
+    assert SPLIT_SCHEMES.names() == ["official", "random", "stratified"]
+    config = kit.config("split=random", "split_seed=3")
+    np.testing.assert_array_equal(assign_splits(nih_table, config), SPLIT_SCHEMES.get("random")(nih_table, config))
+
+
 def test_bad_split_settings(nih_table, kit):
-    with pytest.raises(DataError, match="data.split='patient'"):
+    with pytest.raises(DataError, match=r"data.split='patient'; choose from \['official', 'random', 'stratified'\]"):
         assign_splits(nih_table, kit.config("split=patient"))
     with pytest.raises(DataError, match="data.val_fraction=0.5, data.test_fraction=0.6"):
         assign_splits(nih_table, kit.config("val_fraction=0.5", "test_fraction=0.6"))
