@@ -21,7 +21,7 @@ FULL = {
     "msml": ("msml", {"bce_weight": 0.5}),
     "metric": ("metric", {"margin": 1.0, "hardness": 1.0}),
 }
-SPML = ["an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp"]
+SPML = ["an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp", "gr"]
 
 
 def check_example():

@@ -39,9 +39,9 @@ def test_full_label_gradcheck(key):
     assert torch.autograd.gradcheck(lambda s: loss(s, targets, known), (logits,))
 
 
-# ROLE's gradients go through stop-gradients (numerical differences cannot see them): they are checked
-# against its definition in test_loss_single_positive.py instead.
-@pytest.mark.parametrize("name", [name for name in SPML if name != "role"])
+# ROLE's and GR's gradients go through stop-gradients (numerical differences cannot see them): they are
+# checked against their definitions in test_loss_single_positive.py and test_loss_gr.py instead.
+@pytest.mark.parametrize("name", [name for name in SPML if name not in ("role", "gr")])
 def test_single_positive_gradcheck(name):
     logits, _, _ = full_inputs()
     observed, index = single_positive(3, 4), torch.tensor([1, 2, 5])
