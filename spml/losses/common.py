@@ -76,8 +76,16 @@ def reduce(values: Tensor, reduction: Reduction = "mean", known: Tensor | None =
 
 
 def with_batch_term(values: Tensor, term: Tensor, reduction: Reduction = "mean") -> Tensor:
-    """Per-element losses plus a batch-level scalar `term` counted once per element: "none" -> values + term,
-    "mean" -> mean(values) + term, "sum" -> sum(values) + numel * term. values: any shape; term: scalar."""
+    """Per-element losses plus a batch-level `term` counted once per element (EPR's penalty).
+
+    Args:
+        values: per-element losses, any shape, unreduced.
+        term: scalar.
+        reduction: "none" -> values + term; "mean" -> mean(values) + term; "sum" -> sum(values) + numel * term.
+
+    Returns:
+        values' shape for "none", else a scalar.
+    """
     if check_reduction(reduction) == "none":
         return values + term
     return reduce(values, reduction) + (term if reduction == "mean" else values.numel() * term)

@@ -1,6 +1,8 @@
 """The reduction convention of every public loss function and module (spml/losses/common.py):
 "none" is the per-element tensor (masked elements 0, zero gradient), "mean" its sum over the elements that
 count, "sum" its sum; plus gradcheck and +/-100 logits of the per-element tensors."""
+import inspect
+
 import pytest
 import torch
 
@@ -118,6 +120,15 @@ def test_per_element_losses_at_extreme_logits_are_finite(name):
 def test_unknown_reduction_is_refused(name):
     with pytest.raises(ValueError, match=r"reduction must be one of \['none', 'mean', 'sum'\], got 'avg'"):
         function_cases()[name][0](inputs()[0], "avg")
+
+
+def test_every_public_loss_function_defaults_to_mean():
+    functions = [bce, batch_balanced_bce, focal, asl, zlpr, msml, dual_weighted_metric, assume_negative, observed_only,
+                 entropy_maximisation, large_loss, role_loss, generalized_robust, reduce, with_batch_term]
+    for function in functions:
+        assert inspect.signature(function).parameters["reduction"].default == "mean", function.__name__
+        assert "Shape:" in function.__doc__ or "Returns:" in function.__doc__, function.__name__
+        assert "Args:" in function.__doc__, function.__name__
 
 
 def test_reduce_and_batch_term_helpers():

@@ -92,6 +92,15 @@ def test_large_loss_never_selects_observed_positives():
     assert torch.equal(selected, ~observed)
 
 
+def test_large_loss_rejected_entries_get_no_gradient():
+    logits = torch.randn(4, 5, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    observed = single_positive(4, 5, seed=3)
+    loss, selected = large_loss(logits, observed, k=4, correct=False, reduction="none")
+    assert selected.sum() == 4 and torch.all(loss[selected] == 0)
+    loss.sum().backward()
+    assert torch.all(logits.grad[selected] == 0) and torch.all(logits.grad[~selected] != 0)
+
+
 @pytest.mark.parametrize("name, delta, epoch, expected", [
     ("ll_r", 0.1, 2, 6), ("ll_r", 0.1, 20, 30), ("ll_ct", 0.01, 1, 1), ("ll_cp", 0.1, 5, 3), ("ll_r", 0.1, 0, 0)])
 def test_large_loss_schedule(name, delta, epoch, expected):
