@@ -5,10 +5,11 @@ Reduction convention of every public loss function (and module):
 * "none": the loss's natural per-element tensor, per entry (B, C) or per row (B,) as each docstring's
   Shape section says; masked elements are 0 (and get zero gradient).
 * "mean" (default): the average the original paper/code uses, = the "none" tensor's sum divided by the
-  number of elements that count (all of them, or the known ones: each Shape section says which).
+  number of elements that count (all, the known ones, or the rows with a known entry: each Shape section
+  says which).
 * "sum": the "none" tensor's sum.
-A batch-level term (EPR's expected-positives penalty) is added to every element of the "none" tensor, so
-"mean" and "sum" keep these identities.
+A batch-level term (EPR's and ROLE's expected-positives penalty) is added to every element of the "none"
+tensor, so "mean" and "sum" keep these identities.
 """
 from __future__ import annotations
 

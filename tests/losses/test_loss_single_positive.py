@@ -222,3 +222,8 @@ def test_assume_negative_separated_logits():
     assert make_spml("an", eps=0.0)(logits, observed, torch.arange(5)) < 1e-6
     assert make_spml("an")(logits, observed, torch.arange(5)) < 2e-5  # eps keeps -log(1 + 1e-5) - ish offsets
     assert make_spml("an")(-logits, observed, torch.arange(5)) > math.log(1e5) / 2
+
+
+def test_an_ls_smoothing_outside_zero_one_is_refused():
+    with pytest.raises(ValueError, match=r"an_ls: ls is a smoothing coefficient in \[0, 1\], got 1.5"):
+        make_spml("an_ls", ls=1.5)
