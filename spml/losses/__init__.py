@@ -9,7 +9,8 @@ from typing import Any
 
 from torch import nn
 
-from spml.losses import an, asl, bce, entropy, focal, large_loss, metric, role, softmax, zlpr  # noqa: F401 (registers)
+from spml.losses import (  # noqa: F401 (each family file registers its losses)
+    an, asl, bce, entropy, focal, gr, large_loss, metric, role, softmax, zlpr)
 from spml.losses.common import LOSSES, SPML_LOSSES
 from spml.registry import ParameterError, Registry
 

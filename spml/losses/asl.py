@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from spml.losses.common import LOSSES, as_float, masked_mean
+from spml.losses.common import LOSSES, FullLabelLoss, Reduction, as_float, reduce
 
 
 def _power(base: Tensor, exponent: float) -> Tensor:
@@ -17,9 +17,22 @@ def _power(base: Tensor, exponent: float) -> Tensor:
 
 
 def asl(logits: Tensor, targets: Tensor, known: Tensor | None = None, gamma_pos: float = 0.0,
-        gamma_neg: float = 4.0, clip: float = 0.05) -> Tensor:
-    """Positives: -(1-p)^gamma_pos log p; negatives: -p_m^gamma_neg log(1-p_m), p_m = max(p - clip, 0).
-    Mean over known entries (the paper sums). logits, targets, known: (B, C) -> scalar."""
+        gamma_neg: float = 4.0, clip: float = 0.05, reduction: Reduction = "mean") -> Tensor:
+    """Asymmetric loss. Positives: -(1-p)^gamma_pos log p; negatives: -p_m^gamma_neg log(1-p_m) with
+    p_m = max(p - clip, 0).
+
+    Args:
+        logits: (B, C) raw scores.
+        targets: (B, C) in {0, 1}.
+        known: (B, C) bool, the entries whose label is known (None: all).
+        gamma_pos, gamma_neg: focusing exponents of positives and negatives.
+        clip: probability margin subtracted on negatives (0: none).
+        reduction: "none", "mean" or "sum".
+
+    Shape:
+        "none": (B, C) per entry, 0 at unknown entries; "mean": mean over the known entries (the paper
+        sums: reduction="sum"); "sum": scalar.
+    """
     s = as_float(logits)
     positive_loss = -F.logsigmoid(s)
     if gamma_pos != 0:
@@ -32,16 +45,17 @@ def asl(logits: Tensor, targets: Tensor, known: Tensor | None = None, gamma_pos:
         negative_loss = -F.logsigmoid(-s)
         if gamma_neg != 0:
             negative_loss = torch.exp(gamma_neg * F.logsigmoid(s)) * negative_loss
-    return masked_mean(torch.where(targets > 0.5, positive_loss, negative_loss), known)
+    return reduce(torch.where(targets > 0.5, positive_loss, negative_loss), reduction, known)
 
 
 @LOSSES.register("asl")
-class AsymmetricLoss(nn.Module):
-    """ASL with the paper's recipe as defaults (gamma_neg 4, gamma_pos 0, clip 0.05)."""
+class AsymmetricLoss(FullLabelLoss):
+    """ASL (see `asl`) with the paper's recipe as defaults (gamma_neg 4, gamma_pos 0, clip 0.05)."""
 
-    def __init__(self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05):
-        super().__init__()
+    def __init__(self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05,
+                 reduction: Reduction = "mean"):
+        super().__init__(reduction)
         self.gamma_pos, self.gamma_neg, self.clip = gamma_pos, gamma_neg, clip
 
     def forward(self, logits: Tensor, targets: Tensor, known: Tensor | None = None) -> Tensor:
-        return asl(logits, targets, known, self.gamma_pos, self.gamma_neg, self.clip)
+        return asl(logits, targets, known, self.gamma_pos, self.gamma_neg, self.clip, self.reduction)

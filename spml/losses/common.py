@@ -1,8 +1,20 @@
-"""What every loss family shares: the two registries, fp32 casting, stable log-probabilities,
-masked means, the single-positive module base and cross-process gathering of loss state."""
+"""What every loss family shares: the two registries, the reduction convention, fp32 casting, stable
+log-probabilities, the single-positive module base and cross-process gathering of loss state.
+
+Reduction convention of every public loss function (and module):
+* "none": the loss's natural per-element tensor, per entry (B, C) or per row (B,) as each docstring's
+  Shape section says; masked elements are 0 (and get zero gradient).
+* "mean" (default): the average the original paper/code uses, = the "none" tensor's sum divided by the
+  number of elements that count (all, the known ones, or the rows with a known entry: each Shape section
+  says which).
+* "sum": the "none" tensor's sum.
+A batch-level term (EPR's and ROLE's expected-positives penalty) is added to every element of the "none"
+tensor, so "mean" and "sum" keep these identities.
+"""
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -13,6 +25,9 @@ from spml.registry import Registry
 
 LOSSES = Registry("loss")  # full labels: forward(logits, targets, known) -> scalar
 SPML_LOSSES = Registry("single-positive loss")  # forward(logits, observed, index) -> scalar
+
+Reduction = Literal["none", "mean", "sum"]
+REDUCTIONS = ("none", "mean", "sum")
 
 
 def as_float(logits: Tensor) -> Tensor:
@@ -32,12 +47,49 @@ def neg_log_probs(logits: Tensor, eps: float = 0.0) -> tuple[Tensor, Tensor]:
     return -torch.logaddexp(F.logsigmoid(logits), log_eps), -torch.logaddexp(F.logsigmoid(-logits), log_eps)
 
 
-def masked_mean(values: Tensor, known: Tensor | None) -> Tensor:
-    """Mean of `values` over the entries where `known` is True (0 when none is); masked entries
-    get zero gradient. values, known: (B, C) -> scalar."""
-    if known is None:
-        return values.mean()
-    return torch.where(known, values, 0.0).sum() / known.sum().clamp(min=1)
+def check_reduction(reduction: str) -> str:
+    """`reduction` itself, or a ValueError naming the valid choices."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    return reduction
+
+
+def reduce(values: Tensor, reduction: Reduction = "mean", known: Tensor | None = None) -> Tensor:
+    """Apply `reduction` to per-element losses.
+
+    Args:
+        values: per-element losses, (B, C) entries or (B,) rows.
+        reduction: "none", "mean" or "sum" (see the module docstring).
+        known: bool of values' shape, the elements that count (None: all). The others become 0 with
+            zero gradient, and "mean" divides by the number of known elements (at least 1).
+
+    Returns:
+        values (masked) for "none", else a scalar.
+    """
+    check_reduction(reduction)
+    if known is not None:
+        values = torch.where(known, values, 0.0)
+    if reduction == "none":
+        return values
+    if reduction == "sum":
+        return values.sum()
+    return values.mean() if known is None else values.sum() / known.sum().clamp(min=1)
+
+
+def with_batch_term(values: Tensor, term: Tensor, reduction: Reduction = "mean") -> Tensor:
+    """Per-element losses plus a batch-level `term` counted once per element (EPR's penalty).
+
+    Args:
+        values: per-element losses, any shape, unreduced.
+        term: scalar.
+        reduction: "none" -> values + term; "mean" -> mean(values) + term; "sum" -> sum(values) + numel * term.
+
+    Returns:
+        values' shape for "none", else a scalar.
+    """
+    if check_reduction(reduction) == "none":
+        return values + term
+    return reduce(values, reduction) + (term if reduction == "mean" else values.numel() * term)
 
 
 def known_or_all(known: Tensor | None, like: Tensor) -> Tensor:
@@ -45,14 +97,25 @@ def known_or_all(known: Tensor | None, like: Tensor) -> Tensor:
     return torch.ones_like(like, dtype=torch.bool) if known is None else known.bool()
 
 
+class FullLabelLoss(nn.Module):
+    """Base of the full-label losses: `forward(logits (B,C), targets (B,C), known (B,C) bool | None) -> scalar`
+    (the per-element tensor with reduction="none")."""
+
+    def __init__(self, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        self.reduction = check_reduction(reduction)
+
+
 class SinglePositiveLoss(nn.Module):
     """Base of the single-positive losses: `forward(logits (B,C), observed (B,C) bool, index (B,) long)
-    -> scalar` and `set_epoch(epoch)` (0-based, called at each epoch start). Stateful losses keep their
-    tables in buffers/parameters so `state_dict()` checkpoints them, and update them in training mode only."""
+    -> scalar` (the per-element tensor with reduction="none") and `set_epoch(epoch)` (0-based, called at
+    each epoch start). Stateful losses keep their tables in buffers/parameters so `state_dict()`
+    checkpoints them, and update them in training mode only."""
 
-    def __init__(self) -> None:
+    def __init__(self, reduction: Reduction = "mean") -> None:
         super().__init__()
         self.epoch = 0
+        self.reduction = check_reduction(reduction)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -7,13 +7,27 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from spml.losses.common import SPML_LOSSES, SinglePositiveLoss, as_float, gather_across_ranks, neg_log_probs
+from spml.losses.common import (SPML_LOSSES, Reduction, SinglePositiveLoss, as_float, gather_across_ranks,
+                                neg_log_probs, reduce)
 
 
 def entropy_maximisation(logits: Tensor, observed: Tensor, alpha: float = 0.1, eps: float = 1e-5,
-                         soft_target: Tensor | None = None, beta: float = 0.2) -> Tensor:
-    """Observed: -log p; soft negatives (finite `soft_target` q, not observed): beta [q(-log p) + (1-q)(-log(1-p))];
-    other unobserved: -alpha H(p). logits, observed, soft_target (NaN = none): (B, C) -> scalar."""
+                         soft_target: Tensor | None = None, beta: float = 0.2, reduction: Reduction = "mean") -> Tensor:
+    """EM (+ APL's soft negatives). Observed: -log p; soft negatives (finite `soft_target` q, not observed):
+    beta [q(-log p) + (1-q)(-log(1-p))]; other unobserved: -alpha H(p).
+
+    Args:
+        logits: (B, C) raw scores.
+        observed: (B, C) bool, True at the observed positives.
+        alpha: weight of the entropy term.
+        eps: added inside the logs, -log(x + eps).
+        soft_target: (B, C) stored targets of APL's soft negatives, NaN where none (None: no soft negatives).
+        beta: weight of the soft negatives' BCE.
+        reduction: "none", "mean" or "sum".
+
+    Shape:
+        "none": (B, C) per entry; "mean": mean over all B*C entries; "sum": scalar.
+    """
     s = as_float(logits)
     p = torch.sigmoid(s)
     nl_pos, nl_neg = neg_log_probs(s, eps)
@@ -23,19 +37,25 @@ def entropy_maximisation(logits: Tensor, observed: Tensor, alpha: float = 0.1, e
         soft = torch.isfinite(soft_target) & ~observed
         q = torch.where(soft, soft_target, 0.0).to(s.dtype)
         loss = torch.where(soft, beta * (q * nl_pos + (1 - q) * nl_neg), loss)
-    return loss.mean()
+    return reduce(loss, reduction)
 
 
 @SPML_LOSSES.register("em")
 class EntropyMaximisation(SinglePositiveLoss):
-    """EM: observed positives by BCE, unobserved entries by maximising their prediction entropy."""
+    """EM: observed positives by BCE, unobserved entries by maximising their prediction entropy.
 
-    def __init__(self, alpha: float = 0.1, eps: float = 1e-5):
-        super().__init__()
+    Args:
+        alpha: weight of the entropy term.
+        eps: added inside the logs.
+        reduction: "none" ((B, C)), "mean" (over all B*C entries) or "sum".
+    """
+
+    def __init__(self, alpha: float = 0.1, eps: float = 1e-5, reduction: Reduction = "mean"):
+        super().__init__(reduction)
         self.alpha, self.eps = alpha, eps
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
-        return entropy_maximisation(logits, observed, self.alpha, self.eps)
+        return entropy_maximisation(logits, observed, self.alpha, self.eps, reduction=self.reduction)
 
 
 @SPML_LOSSES.register("em_apl")
@@ -45,11 +65,22 @@ class EntropyMaximisationAPL(SinglePositiveLoss):
     `fraction` (one number, or one per class) of its recorded unobserved entries with the lowest recorded p,
     among those not yet marked,
     become soft negatives whose target is that stored p (kept from then on; buffer `soft_target`, NaN = none).
-    Soft negatives get beta * BCE to their target instead of the entropy term."""
+    Soft negatives get beta * BCE to their target instead of the entropy term.
+
+    Args:
+        num_classes, num_images: size of the tables.
+        alpha: weight of the entropy term.
+        beta: weight of the soft negatives' BCE.
+        fraction: share of each class's recorded unobserved entries marked per epoch (one value or C).
+        warmup_epochs: epochs before the first marking.
+        eps: added inside the logs.
+        reduction: "none" ((B, C)), "mean" (over all B*C entries) or "sum".
+    """
 
     def __init__(self, num_classes: int, num_images: int, alpha: float = 0.1, beta: float = 0.2,
-                 fraction: float | list[float] = 0.1, warmup_epochs: int = 1, eps: float = 1e-5):
-        super().__init__()
+                 fraction: float | list[float] = 0.1, warmup_epochs: int = 1, eps: float = 1e-5,
+                 reduction: Reduction = "mean"):
+        super().__init__(reduction)
         fraction = torch.as_tensor(fraction, dtype=torch.float64).expand(num_classes)
         if not ((fraction >= 0) & (fraction <= 1)).all():
             raise ValueError(f"em_apl: fraction must be in [0, 1] (one value or {num_classes}), "
@@ -69,7 +100,8 @@ class EntropyMaximisationAPL(SinglePositiveLoss):
                 probs = torch.sigmoid(logits.detach().to(self.recorded_probs.dtype))
                 self.recorded_probs[rows] = gather_across_ranks(probs)
                 self.recorded_observed[rows] = gather_across_ranks(observed.bool())
-        return entropy_maximisation(logits, observed, self.alpha, self.eps, self.soft_target[index], self.beta)
+        return entropy_maximisation(logits, observed, self.alpha, self.eps, self.soft_target[index], self.beta,
+                                    self.reduction)
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)

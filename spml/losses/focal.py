@@ -3,15 +3,26 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from spml.losses.common import LOSSES, as_float, masked_mean
+from spml.losses.common import LOSSES, FullLabelLoss, Reduction, as_float, reduce
 
 
 def focal(logits: Tensor, targets: Tensor, known: Tensor | None = None, gamma: float = 2.0,
-          alpha: float | None = None) -> Tensor:
-    """-alpha_t (1 - p_t)^gamma log p_t, mean over known entries; alpha None = no class weighting,
-    else alpha on positives and 1 - alpha on negatives. logits, targets, known: (B, C) -> scalar."""
+          alpha: float | None = None, reduction: Reduction = "mean") -> Tensor:
+    """Focal loss -alpha_t (1 - p_t)^gamma log p_t per entry; gamma = 0 with alpha None is BCE.
+
+    Args:
+        logits: (B, C) raw scores.
+        targets: (B, C) in {0, 1}.
+        known: (B, C) bool, the entries whose label is known (None: all).
+        gamma: focusing exponent.
+        alpha: weight of positives (negatives get 1 - alpha); None: no class weighting.
+        reduction: "none", "mean" or "sum".
+
+    Shape:
+        "none": (B, C) per entry, 0 at unknown entries; "mean": mean over the known entries; "sum": scalar.
+    """
     s = as_float(logits)
     positive = targets > 0.5
     signed = torch.where(positive, s, -s)  # p_t = sigmoid(signed)
@@ -20,16 +31,16 @@ def focal(logits: Tensor, targets: Tensor, known: Tensor | None = None, gamma: f
         loss = torch.exp(gamma * F.logsigmoid(-signed)) * loss  # (1 - p_t)^gamma
     if alpha is not None:
         loss = torch.where(positive, alpha, 1.0 - alpha) * loss
-    return masked_mean(loss, known)
+    return reduce(loss, reduction, known)
 
 
 @LOSSES.register("focal")
-class FocalLoss(nn.Module):
-    """Focal loss; gamma = 0 with alpha None is BCE."""
+class FocalLoss(FullLabelLoss):
+    """Focal loss (see `focal`); gamma = 0 with alpha None is BCE."""
 
-    def __init__(self, gamma: float = 2.0, alpha: float | None = None):
-        super().__init__()
+    def __init__(self, gamma: float = 2.0, alpha: float | None = None, reduction: Reduction = "mean"):
+        super().__init__(reduction)
         self.gamma, self.alpha = gamma, alpha
 
     def forward(self, logits: Tensor, targets: Tensor, known: Tensor | None = None) -> Tensor:
-        return focal(logits, targets, known, self.gamma, self.alpha)
+        return focal(logits, targets, known, self.gamma, self.alpha, self.reduction)

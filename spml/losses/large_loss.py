@@ -15,12 +15,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from spml.losses.common import SPML_LOSSES, SinglePositiveLoss, as_float, gather_across_ranks
+from spml.losses.common import SPML_LOSSES, Reduction, SinglePositiveLoss, as_float, gather_across_ranks, reduce
 
 
-def large_loss(logits: Tensor, observed: Tensor, k: int, correct: bool) -> tuple[Tensor, Tensor]:
-    """AN (exact BCE) where the k largest unobserved entry losses are rejected or, with `correct`, get
-    target 1. logits, observed: (B, C) -> (mean loss, (B, C) bool mask of the selected entries)."""
+def large_loss(logits: Tensor, observed: Tensor, k: int, correct: bool,
+               reduction: Reduction = "mean") -> tuple[Tensor, Tensor]:
+    """AN (exact BCE) where the k largest unobserved entry losses of the batch are rejected (loss 0, zero
+    gradient) or, with `correct`, get target 1.
+
+    Args:
+        logits: (B, C) raw scores.
+        observed: (B, C) bool, True at the observed positives (never selected).
+        k: number of entries to select.
+        correct: flip the selected entries' target to 1 instead of rejecting them.
+        reduction: "none", "mean" or "sum".
+
+    Returns:
+        (loss, selected): the loss reduced as asked ("none": (B, C) per entry; "mean": mean over all B*C
+        entries; "sum": scalar) and the (B, C) bool mask of the selected entries.
+    """
     s = as_float(logits)
     observed = observed.bool()
     loss = F.binary_cross_entropy_with_logits(s, observed.to(s.dtype), reduction="none")
@@ -32,7 +45,7 @@ def large_loss(logits: Tensor, observed: Tensor, k: int, correct: bool) -> tuple
         selected = selected.flatten().index_fill(0, top, True).view_as(observed) & ~observed
         replacement = F.binary_cross_entropy_with_logits(s, torch.ones_like(s), reduction="none") if correct else 0.0
         loss = torch.where(selected, replacement, loss)
-    return loss.mean(), selected
+    return reduce(loss, reduction), selected
 
 
 def _ceil(value: float) -> int:
@@ -44,8 +57,8 @@ class _LargeLoss(SinglePositiveLoss):
     correct = False
     permanent = False
 
-    def __init__(self, delta: float):
-        super().__init__()
+    def __init__(self, delta: float, reduction: Reduction = "mean"):
+        super().__init__(reduction)
         if not 0 <= delta <= 1:
             raise ValueError(f"{type(self).__name__}: delta is a fraction in [0, 1] (0.005 = 0.5%), got {delta}")
         self.delta = delta
@@ -57,43 +70,60 @@ class _LargeLoss(SinglePositiveLoss):
         return _ceil(entries * rate)
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
-        loss, _ = large_loss(logits, observed, self.num_selected(logits.numel()), self.correct)
+        loss, _ = large_loss(logits, observed, self.num_selected(logits.numel()), self.correct, self.reduction)
         return loss
 
 
 @SPML_LOSSES.register("ll_r")
 class LargeLossReject(_LargeLoss):
-    """LL-R: the large unobserved losses are left out."""
+    """LL-R: the large unobserved losses are left out.
 
-    def __init__(self, delta: float = 0.005):
-        super().__init__(delta)
+    Args:
+        delta: growth of the rejected fraction per epoch.
+        reduction: "none" ((B, C)), "mean" (over all B*C entries) or "sum".
+    """
+
+    def __init__(self, delta: float = 0.005, reduction: Reduction = "mean"):
+        super().__init__(delta, reduction)
 
 
 @SPML_LOSSES.register("ll_ct")
 class LargeLossCorrectTemporary(_LargeLoss):
-    """LL-Ct: the large unobserved losses are computed with target 1 in this step."""
+    """LL-Ct: the large unobserved losses are computed with target 1 in this step.
+
+    Args:
+        delta: growth of the corrected fraction per epoch.
+        reduction: "none" ((B, C)), "mean" (over all B*C entries) or "sum".
+    """
 
     correct = True
 
-    def __init__(self, delta: float = 0.002):
-        super().__init__(delta)
+    def __init__(self, delta: float = 0.002, reduction: Reduction = "mean"):
+        super().__init__(delta, reduction)
 
 
 @SPML_LOSSES.register("ll_cp")
 class LargeLossCorrectPermanent(_LargeLoss):
     """LL-Cp: as LL-Ct, and the corrected entries are stored in the buffer `flipped` (num_images, C),
-    which adds them to the observed positives of every later call (training mode updates it)."""
+    which adds them to the observed positives of every later call (training mode updates it).
+
+    Args:
+        num_classes, num_images: size of the table.
+        delta: fraction of the batch's entries corrected per step from epoch 1 on.
+        reduction: "none" ((B, C)), "mean" (over all B*C entries) or "sum".
+    """
 
     correct = True
     permanent = True
 
-    def __init__(self, num_classes: int, num_images: int, delta: float = 0.001):
-        super().__init__(delta)
+    def __init__(self, num_classes: int, num_images: int, delta: float = 0.001, reduction: Reduction = "mean"):
+        super().__init__(delta, reduction)
         self.register_buffer("flipped", torch.zeros(num_images, num_classes, dtype=torch.bool))
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
         observed = observed.bool() | self.flipped[index]
-        loss, selected = large_loss(logits, observed, self.num_selected(logits.numel()), self.correct)
+        loss, selected = large_loss(logits, observed, self.num_selected(logits.numel()), self.correct,
+                                    self.reduction)
         if self.training:
             with torch.no_grad():
                 rows, flips = gather_across_ranks(index), gather_across_ranks(selected)

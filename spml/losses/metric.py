@@ -14,14 +14,28 @@ so -d_c is also the AUROC score. Implemented form, per image i and known class c
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from spml.losses.common import LOSSES, as_float, known_or_all
+from spml.losses.common import LOSSES, FullLabelLoss, Reduction, as_float, known_or_all, reduce
 
 
 def dual_weighted_metric(logits: Tensor, targets: Tensor, known: Tensor | None = None, margin: float = 1.0,
-                         class_weight: Tensor | None = None, hardness: float = 1.0) -> Tensor:
-    """See the module docstring. logits (= -distance), targets, known: (B, C); class_weight: (C,) -> scalar."""
+                         class_weight: Tensor | None = None, hardness: float = 1.0,
+                         reduction: Reduction = "mean") -> Tensor:
+    """Dual-weighted metric loss per image (formula in the module docstring).
+
+    Args:
+        logits: (B, C) = -distance to each class prototype.
+        targets: (B, C) in {0, 1}.
+        known: (B, C) bool, the entries whose label is known (None: all).
+        margin: m of the negative hinge.
+        class_weight: (C,) w_cls (None: all ones).
+        hardness: exponent of the image weight (0: all ones).
+        reduction: "none", "mean" or "sum".
+
+    Shape:
+        "none": (B,) per image, image weight included; "mean": mean over all B images; "sum": scalar.
+    """
     d = (-as_float(logits)).clamp(min=0)
     known = known_or_all(known, d)
     entry = torch.where(targets > 0.5, d, (margin - d).clamp(min=0))
@@ -31,15 +45,23 @@ def dual_weighted_metric(logits: Tensor, targets: Tensor, known: Tensor | None =
     if hardness != 0:
         hard = per_image.detach().clamp(min=1e-12) ** hardness
         per_image = per_image * (hard * hard.numel() / hard.sum())
-    return per_image.mean()
+    return reduce(per_image, reduction)
 
 
 @LOSSES.register("metric")
-class DualWeightedMetricLoss(nn.Module):
-    """Dual-weighted (class and image) contrastive loss on prototype distances; use with model.head=prototype."""
+class DualWeightedMetricLoss(FullLabelLoss):
+    """Dual-weighted (class and image) contrastive loss on prototype distances; use with model.head=prototype.
 
-    def __init__(self, margin: float = 1.0, hardness: float = 1.0, pos_counts: Tensor | None = None):
-        super().__init__()
+    Args:
+        margin: m of the negative hinge.
+        hardness: exponent of the image weight (0: all ones).
+        pos_counts: (C,) training positives per class, for w_cls (None: all ones).
+        reduction: "none" (per image, (B,)), "mean" or "sum".
+    """
+
+    def __init__(self, margin: float = 1.0, hardness: float = 1.0, pos_counts: Tensor | None = None,
+                 reduction: Reduction = "mean"):
+        super().__init__(reduction)
         self.margin, self.hardness = margin, hardness
         weight = None
         if pos_counts is not None:
@@ -48,4 +70,5 @@ class DualWeightedMetricLoss(nn.Module):
         self.register_buffer("class_weight", weight)
 
     def forward(self, logits: Tensor, targets: Tensor, known: Tensor | None = None) -> Tensor:
-        return dual_weighted_metric(logits, targets, known, self.margin, self.class_weight, self.hardness)
+        return dual_weighted_metric(logits, targets, known, self.margin, self.class_weight, self.hardness,
+                                    self.reduction)

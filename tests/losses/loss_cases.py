@@ -21,7 +21,7 @@ FULL = {
     "msml": ("msml", {"bce_weight": 0.5}),
     "metric": ("metric", {"margin": 1.0, "hardness": 1.0}),
 }
-SPML = ["an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp"]
+SPML = ["an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp", "gr"]
 
 
 def check_example():
@@ -30,14 +30,25 @@ def check_example():
     return logits, torch.tensor(CHECK_Y, dtype=torch.float64), torch.tensor(CHECK_OBSERVED).bool(), torch.arange(2)
 
 
-def make_full(key: str, num_classes: int = 4):
+def make_full(key: str, num_classes: int = 4, **overrides):
     name, params = FULL[key]
     pos_counts = torch.arange(1, num_classes + 1, dtype=torch.float32) * 3
-    return build_loss(name, params, pos_counts=pos_counts, num_samples=40)
+    return build_loss(name, {**params, **overrides}, pos_counts=pos_counts, num_samples=40)
 
 
 def make_spml(name: str, num_classes: int = 4, num_images: int = 8, **params):
     return build_spml_loss(name, params, num_classes=num_classes, num_images=num_images, expected_positives=1.5)
+
+
+def active_spml(name: str, **params):
+    """A loss in its most active state: past warm-up, with some soft negatives / flips present."""
+    loss = make_spml(name, num_classes=4, num_images=8, **({"delta": 0.2} if name.startswith("ll") else {}), **params)
+    loss.set_epoch(1)
+    if name == "em_apl":
+        loss.soft_target[1, 0] = 0.2
+    if name == "ll_cp":
+        loss.flipped[2, 3] = True
+    return loss
 
 
 def single_positive(batch: int, num_classes: int, seed: int = 0) -> torch.Tensor:

@@ -11,7 +11,7 @@ TOL = 1e-6
 
 def test_zlpr_per_sample_and_mean():
     logits, targets, _, _ = check_example()
-    per_row = zlpr(logits, targets)
+    per_row = zlpr(logits, targets, reduction="none")
     assert torch.allclose(per_row, torch.tensor([0.7985077, 0.6547198], dtype=torch.float64), atol=TOL)
     assert abs(build_loss("zlpr", {})(logits, targets).item() - 0.7266137) < TOL
     assert abs(build_loss("zlpr", {})(logits.float(), targets.float()).item() - 0.7266137) < TOL  # fp32 too

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from loss_cases import FULL, SPML, make_full, make_spml, single_positive
+from loss_cases import FULL, SPML, active_spml, make_full, single_positive
 
 
 def full_inputs(dtype=torch.float64, batch=3, num_classes=4, key=""):
@@ -18,17 +18,6 @@ def full_inputs(dtype=torch.float64, batch=3, num_classes=4, key=""):
     return logits, targets, known
 
 
-def spml_module(name):
-    """A loss in its most active state: past warm-up, with some soft negatives / flips present."""
-    loss = make_spml(name, num_classes=4, num_images=8, **({"delta": 0.2} if name.startswith("ll") else {}))
-    loss.set_epoch(1)
-    if name == "em_apl":
-        loss.soft_target[1, 0] = 0.2
-    if name == "ll_cp":
-        loss.flipped[2, 3] = True
-    return loss
-
-
 @pytest.mark.parametrize("key", list(FULL))
 def test_full_label_gradcheck(key):
     logits, targets, known = full_inputs(key=key)
@@ -39,13 +28,13 @@ def test_full_label_gradcheck(key):
     assert torch.autograd.gradcheck(lambda s: loss(s, targets, known), (logits,))
 
 
-# ROLE's gradients go through stop-gradients (numerical differences cannot see them): they are checked
-# against its definition in test_loss_single_positive.py instead.
-@pytest.mark.parametrize("name", [name for name in SPML if name != "role"])
+# ROLE's and GR's gradients go through stop-gradients (numerical differences cannot see them): they are
+# checked against their definitions in test_loss_single_positive.py and test_loss_gr.py instead.
+@pytest.mark.parametrize("name", [name for name in SPML if name not in ("role", "gr")])
 def test_single_positive_gradcheck(name):
     logits, _, _ = full_inputs()
     observed, index = single_positive(3, 4), torch.tensor([1, 2, 5])
-    loss = spml_module(name).double().eval()  # eval: tables stay fixed between gradcheck's evaluations
+    loss = active_spml(name).double().eval()  # eval: tables stay fixed between gradcheck's evaluations
     logits.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda s: loss(s, observed, index), (logits,))
 
@@ -70,7 +59,7 @@ def test_single_positive_extreme_logits_are_finite(name):
     observed, index = single_positive(4, 4, seed=1), torch.arange(4)
     for logits in (extreme_logits(), -extreme_logits()):
         logits.requires_grad_(True)
-        value = spml_module(name)(logits, observed, index)
+        value = active_spml(name)(logits, observed, index)
         value.backward()
         assert torch.isfinite(value) and torch.isfinite(logits.grad).all(), name
 
@@ -102,7 +91,7 @@ def test_full_label_under_bf16_autocast(key):
 def test_single_positive_under_bf16_autocast(name):
     layer, features = bf16_logits()
     observed, index = single_positive(6, 4), torch.arange(6)
-    loss = spml_module(name)
+    loss = active_spml(name)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = layer(features)
         value = loss(logits, observed, index)

@@ -10,7 +10,7 @@ CONTEXT = {"num_classes": 3, "num_images": 5, "expected_positives": 1.2}
 def test_every_family_is_registered():
     assert set(LOSSES.names()) == {"bce", "weighted_bce", "focal", "asl", "zlpr", "fzlpr", "msml", "metric"}
     assert set(SPML_LOSSES.names()) == {"an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct",
-                                        "ll_cp"}
+                                        "ll_cp", "gr"}
 
 
 @pytest.mark.parametrize("registry, name", [(LOSSES, "bce"), (SPML_LOSSES, "an")])
@@ -28,7 +28,7 @@ def test_unknown_name_lists_the_options():
 
 
 def test_bad_parameter_names_the_loss_and_the_parameter():
-    with pytest.raises(TypeError, match=r"'focal'.*gama.*accepted: \['alpha', 'gamma'\]"):
+    with pytest.raises(TypeError, match=r"'focal'.*gama.*accepted: \['alpha', 'gamma', 'reduction'\]"):
         build_loss("focal", {"gama": 2.0})
     with pytest.raises(TypeError, match=r"'epr'.*'k'"):
         build_spml_loss("epr", {"k": 1.5}, **CONTEXT)

@@ -92,6 +92,15 @@ def test_large_loss_never_selects_observed_positives():
     assert torch.equal(selected, ~observed)
 
 
+def test_large_loss_rejected_entries_get_no_gradient():
+    logits = torch.randn(4, 5, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    observed = single_positive(4, 5, seed=3)
+    loss, selected = large_loss(logits, observed, k=4, correct=False, reduction="none")
+    assert selected.sum() == 4 and torch.all(loss[selected] == 0)
+    loss.sum().backward()
+    assert torch.all(logits.grad[selected] == 0) and torch.all(logits.grad[~selected] != 0)
+
+
 @pytest.mark.parametrize("name, delta, epoch, expected", [
     ("ll_r", 0.1, 2, 6), ("ll_r", 0.1, 20, 30), ("ll_ct", 0.01, 1, 1), ("ll_cp", 0.1, 5, 3), ("ll_r", 0.1, 0, 0)])
 def test_large_loss_schedule(name, delta, epoch, expected):
@@ -213,3 +222,8 @@ def test_assume_negative_separated_logits():
     assert make_spml("an", eps=0.0)(logits, observed, torch.arange(5)) < 1e-6
     assert make_spml("an")(logits, observed, torch.arange(5)) < 2e-5  # eps keeps -log(1 + 1e-5) - ish offsets
     assert make_spml("an")(-logits, observed, torch.arange(5)) > math.log(1e5) / 2
+
+
+def test_an_ls_smoothing_outside_zero_one_is_refused():
+    with pytest.raises(ValueError, match=r"an_ls: ls is a smoothing coefficient in \[0, 1\], got 1.5"):
+        make_spml("an_ls", ls=1.5)
