@@ -6,12 +6,17 @@ so the same table + scheme + seed give byte-identical files. Only certain positi
 observed positives; uncertain (-1) entries are never observed. Rows with no observed entry are dropped
 (`no_positive="drop"`, the default) or kept with every entry unobserved (`"keep"`).
 
+Schemes (MASKING registry): `single_positive` (uniform among a row's certain positives, REFERENCE.md),
+the biased single positives `frequent_first`, `rare_first` (by class frequency among the masked rows) and
+`priority` (a fixed mention order, `order=[...]`), and the partial-label schemes `keep_k`, `keep_fraction`.
+
 A masked CSV has `path` (the row key) + one column per class: 1 observed positive, 0 observed negative,
 blank unobserved; `<file>.manifest.json` beside it records source, hashes, scheme and counts.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from typing import Any
@@ -35,6 +40,62 @@ def single_positive(values: np.ndarray, rng: np.random.RandomState) -> np.ndarra
     pick = np.floor(rng.random_sample(len(values)) * certain.sum(1)).astype(np.int64)
     chosen = certain & (np.cumsum(certain, 1) - 1 == pick[:, None])
     return np.where(chosen, 1.0, np.nan)
+
+
+def first_by_rank(values: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """One observed positive per row: the row's certain positive whose class has the smallest `rank`.
+
+    Args:
+        values: (N, C) label values (1 certain positive; -1, 0, NaN never observed).
+        rank: (C,) distinct numbers, smaller = mentioned first.
+
+    Returns:
+        (N, C) 1 at the chosen entry, NaN elsewhere (rows without a certain positive: all NaN).
+    """
+    keys = np.where(values == 1, rank[None, :], np.inf)
+    chosen = np.zeros(values.shape, bool)
+    rows = np.flatnonzero(np.isfinite(keys).any(1))
+    chosen[rows, np.argmin(keys[rows], 1)] = True
+    return np.where(chosen, 1.0, np.nan)
+
+
+def frequency_rank(values: np.ndarray, descending: bool) -> np.ndarray:
+    """(C,) rank of each class by its number of certain positives in `values` (ties: class order)."""
+    counts = (values == 1).sum(0)
+    order = np.lexsort((np.arange(len(counts)), -counts if descending else counts))
+    rank = np.empty(len(counts))
+    rank[order] = np.arange(len(counts))
+    return rank
+
+
+@MASKING.register("frequent_first")
+def frequent_first(values: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+    """Biased single positive: the row's finding that is most common among the masked rows is observed
+    (a report mentions the usual finding first). Deterministic; `rng` is not used."""
+    return first_by_rank(values, frequency_rank(values, descending=True))
+
+
+@MASKING.register("rare_first")
+def rare_first(values: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+    """Biased single positive: the row's rarest finding (counted among the masked rows) is observed.
+    Deterministic; `rng` is not used."""
+    return first_by_rank(values, frequency_rank(values, descending=False))
+
+
+@MASKING.register("priority")
+def priority(values: np.ndarray, rng: np.random.RandomState, classes: tuple[str, ...] = (),
+             order: tuple[str, ...] | list[str] = ()) -> np.ndarray:
+    """Biased single positive by a fixed mention order (e.g. the order a radiologist reports findings):
+    the row's certain positive listed first in `order` is observed. Classes left out of `order` come
+    after every listed one, uniformly at random among themselves (one draw per class from `rng`)."""
+    order = list(order)
+    unknown = [name for name in order if name not in classes]
+    if not order or unknown or len(set(order)) != len(order):
+        raise DataError(f"masking scheme priority: order={order!r} must list distinct class names from "
+                        f"{list(classes)} (data.mask_params.order)")
+    rank = len(classes) + rng.random_sample(len(classes))  # unlisted classes: after the listed ones, random
+    rank[[classes.index(name) for name in order]] = np.arange(len(order))
+    return first_by_rank(values, rank)
 
 
 @MASKING.register("keep_k")
@@ -81,7 +142,9 @@ def mask_table(table: LabelTable, scheme: str = "single_positive", seed: int = 1
     keys = row_keys(table.frame["path"].to_numpy(), root) if keys is None else np.asarray(keys, dtype=object)
     order = np.argsort(keys, kind="stable")
     values = table.values()[order]
-    observed = MASKING.build(scheme, values=values, rng=np.random.RandomState(seed), **params)
+    accepts_classes = "classes" in inspect.signature(MASKING.get(scheme)).parameters
+    context = {"classes": tuple(table.classes)} if accepts_classes else {}
+    observed = MASKING.build(scheme, values=values, rng=np.random.RandomState(seed), **context, **params)
     kept = np.ones(len(values), bool) if no_positive == "keep" else ~np.isnan(observed).all(1)
     observed_pos = (observed[kept] == 1).sum(0)
     hidden_pos = ((values[kept] == 1) & (observed[kept] != 1)).sum(0)

@@ -91,3 +91,16 @@ def test_real_nih_images_with_missing_drop(tiny_config, kit):
     image = bundle.val[0]["image"]
     assert tuple(image.shape) == (1, 32, 32) and image.dtype == torch.uint8
     np.testing.assert_array_equal(bundle.pos_counts, ((bundle.train.targets > 0.5) & bundle.train.known).sum(0))
+
+
+def test_in_memory_priority_masking_observes_the_first_listed_finding(tiny_config):
+    first, second = "Pneumothorax", "Effusion"
+    bundle = build_data(tiny_config("spml", "data.mask_scheme=priority",
+                                    f"data.mask_params={{order: [{first}, {second}]}}"))
+    classes, train = list(bundle.classes), bundle.train
+    has_first = (train.targets[:, classes.index(first)] == 1).numpy()
+    has_second_only = ~has_first & (train.targets[:, classes.index(second)] == 1).numpy()
+    assert has_first.any() and has_second_only.any()
+    assert train.observed[has_first, classes.index(first)].all()
+    assert train.observed[has_second_only, classes.index(second)].all()
+    assert bundle.manifest["scheme"] == "priority" and bundle.manifest["scheme_params"]["order"] == [first, second]

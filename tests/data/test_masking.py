@@ -158,3 +158,66 @@ def test_mask_labels_tool_on_real_chexpert(tmp_path, kit, capsys):
     assert frame["path"].iloc[0].startswith("train/patient") and (frame.iloc[:, 1:].sum(axis=1) == 1).all()
     assert tool.main(["--dataset", "chexpert", "--csv", str(tmp_path / "nothing.csv"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def reference_first_by_count(values, descending):
+    """Loop form of the biased schemes: each row's certain positive with the largest (smallest) class count."""
+    counts = (values == 1).sum(0)
+    chosen = {}
+    for i, row in enumerate(values):
+        certain = np.flatnonzero(row == 1)
+        if len(certain):
+            chosen[i] = min(certain, key=lambda c: (-counts[c] if descending else counts[c], c))
+    return chosen
+
+
+@pytest.mark.parametrize("scheme, descending", [("frequent_first", True), ("rare_first", False)])
+def test_frequency_biased_schemes_pick_by_class_count(scheme, descending):
+    values = small_table(seed=3).values()
+    observed = MASKING.get(scheme)(values, np.random.RandomState(0))
+    expected = reference_first_by_count(values, descending)
+    rows = np.flatnonzero((observed == 1).any(1))
+    assert rows.tolist() == sorted(expected)
+    assert [int(np.flatnonzero(observed[i] == 1)[0]) for i in rows] == [expected[i] for i in rows]
+    assert ((observed == 1).sum(1) <= 1).all() and (values[observed == 1] == 1).all()
+
+
+def test_priority_scheme_follows_the_order_and_randomises_unlisted_classes():
+    values = np.array([[1, 1, 1, 1], [0, 1, -1, 1], [np.nan, 0, 1, 1], [0, 0, 0, 0]], dtype=float)
+    observed = MASKING.get("priority")(values, np.random.RandomState(0), classes=CLASSES, order=["D", "B"])
+    assert np.nan_to_num(observed).tolist() == [[0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0]]
+    only_unlisted = np.tile([1.0, 0.0, 1.0, 0.0], (2000, 1))  # A and C unlisted: which comes first is seeded
+    picks = {int(np.flatnonzero(MASKING.get("priority")(only_unlisted[:1], np.random.RandomState(seed),
+                                                         classes=CLASSES, order=["D"])[0] == 1)[0])
+             for seed in range(20)}
+    assert picks == {0, 2}
+    for order in (["X"], [], ["B", "B"]):
+        with pytest.raises(DataError, match="priority: order="):
+            MASKING.get("priority")(values, np.random.RandomState(0), classes=CLASSES, order=order)
+
+
+def test_biased_masking_of_the_real_nih_file_through_the_tool(tmp_path, kit, capsys):
+    """frequent_first observes Infiltration (the commonest NIH finding) far more often than uniform masking does,
+    rare_first far less; priority puts the listed finding first; the manifest records scheme and order."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mask_labels", kit.TOOLS / "mask_labels.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    common = ["--dataset", "nih", "--csv", str(kit.NIH_LABELS), "--seed", "1200"]
+    observed = {}
+    for scheme in ("single_positive", "frequent_first", "rare_first"):
+        assert tool.main([*common, "--scheme", scheme, "--out", str(tmp_path / f"{scheme}.csv")]) == 0
+        manifest = json.loads(open(manifest_path(tmp_path / f"{scheme}.csv")).read())
+        assert manifest["scheme"] == scheme and manifest["rows_kept"] == 112_120 - 60_361  # rows with a finding
+        observed[scheme] = manifest["observed_positives"]
+    assert observed["frequent_first"]["Infiltration"] == 19_894  # every image with Infiltration
+    assert observed["rare_first"]["Infiltration"] < observed["single_positive"]["Infiltration"] < 19_894
+    assert observed["rare_first"]["Hernia"] == 227
+    out = tmp_path / "priority.csv"
+    assert tool.main([*common, "--scheme", "priority", "--order", "Pneumothorax, Effusion", "--out", str(out)]) == 0
+    manifest = json.loads(open(manifest_path(out)).read())
+    assert manifest["scheme_params"] == {"order": ["Pneumothorax", "Effusion"]}
+    assert manifest["observed_positives"]["Pneumothorax"] == 5_302
+    assert tool.main([*common, "--scheme", "priority", "--order", "Pneumothorax,Efusion", "--out", str(out)]) == 2
+    assert "Efusion" in capsys.readouterr().err
