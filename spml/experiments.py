@@ -37,8 +37,9 @@ class Grid:
     name: str
     out: Path
     runs: list[PlannedRun]
-    reference: dict[str, str] = field(default_factory=dict)  # {"full": variant, "an": variant} for recovery
+    reference: dict[str, list[str]] = field(default_factory=dict)  # {"full": [variants], "an": [variant]}: recovery
     tta: bool = False  # also score every run with test-time augmentation (rows "<variant> + TTA")
+    compare: str = ""  # variant whose per-seed differences to every other variant are tested (spml.stats)
 
 
 def slug(text: str) -> str:
@@ -53,7 +54,7 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
     share the runs of identically named variants, which run_grid trains once.
     """
     spec = read_yaml(path)
-    allowed = {"name", "configs", "overrides", "seeds", "variants", "out", "reference", "runs", "tta"}
+    allowed = {"name", "configs", "overrides", "seeds", "variants", "out", "reference", "runs", "tta", "compare"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid: {sorted(allowed)}")
@@ -77,14 +78,19 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
             seeds = (f"train.seed={seed}", f"data.split_seed={seed}", f"data.synthetic.seed={seed}")
             runs.append(PlannedRun(variant["name"], int(seed), run_dir, configs + tuple(variant.get("configs", [])),
                                    common + tuple(variant.get("overrides", [])) + seeds + (f"train.out={run_dir}",)))
-    reference = spec.get("reference", {})
-    for key, value in reference.items():
-        if value not in names:
-            raise ConfigError(f"{path}: reference.{key} names unknown variant {value!r}")
+    reference = {key: [value] if isinstance(value, str) else list(value)
+                 for key, value in spec.get("reference", {}).items()}
+    for key, values in reference.items():
+        for value in values:
+            if value not in names:
+                raise ConfigError(f"{path}: reference.{key} names unknown variant {value!r}")
     tta = spec.get("tta", False)
     if not isinstance(tta, bool):
         raise ConfigError(f"{path}: 'tta' must be true or false, got {tta!r}")
-    return Grid(name, root, runs, reference, tta)
+    compare = spec.get("compare", "")
+    if compare and compare not in names:
+        raise ConfigError(f"{path}: compare names unknown variant {compare!r}; variants: {sorted(names)}")
+    return Grid(name, root, runs, reference, tta, compare)
 
 
 def read_run(run_dir: Path, eval_name: str = "eval") -> dict:
@@ -106,17 +112,29 @@ def read_run(run_dir: Path, eval_name: str = "eval") -> dict:
     return row
 
 
-def aggregate(frame: pd.DataFrame, reference: dict[str, str] | None = None) -> pd.DataFrame:
+def best_reference(table: pd.DataFrame, candidates: list[str]) -> str | None:
+    """The candidate variant with the highest mean mAP among those with finished runs (None if none finished)."""
+    finished = [name for name in candidates if name in table.index and not pd.isna(table.loc[name, "mAP_mean"])]
+    return max(finished, key=lambda name: table.loc[name, "mAP_mean"]) if finished else None
+
+
+def aggregate(frame: pd.DataFrame, reference: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """Mean and std over seeds per variant (finished runs only), plus the recovery ratio
-    (method - AN) / (full - AN) on mAP when `reference` names the full-label and AN variants and both
-    have finished runs among the rows (a selection with --only may leave them out)."""
+    (method - AN) / (full - AN) on mAP when `reference` names the full-label and AN variants and both have
+    finished runs among the rows (a selection with --only may leave them out). `reference["full"]` may list
+    several full-label variants (e.g. with and without weak augmentation): the best mean mAP among them is
+    the reference, so recovery is measured against the strongest full-label model of the grid; its name is
+    in `table.attrs["full_reference"]`."""
     done = frame[frame["status"] == "done"]
     table = done.groupby("variant", sort=False)[list(METRICS)].agg(["mean", "std", "count"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     table = table.reindex(frame["variant"].drop_duplicates())
-    if reference and {"full", "an"} <= set(reference) and {reference["full"], reference["an"]} <= set(done["variant"]):
-        full, an = table.loc[reference["full"], "mAP_mean"], table.loc[reference["an"], "mAP_mean"]
-        table["recovery"] = (table["mAP_mean"] - an) / (full - an)
+    if reference and {"full", "an"} <= set(reference):
+        full, an = best_reference(table, reference["full"]), best_reference(table, reference["an"])
+        if full is not None and an is not None:
+            full_map, an_map = table.loc[full, "mAP_mean"], table.loc[an, "mAP_mean"]
+            table["recovery"] = (table["mAP_mean"] - an_map) / (full_map - an_map)
+            table.attrs["full_reference"] = full
     return table.reset_index()
 
 
@@ -201,15 +219,27 @@ def score_with_tta(runs: list[PlannedRun], evaluate_script: str | Path) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def write_results(frame: pd.DataFrame, out: Path, name: str, reference: dict[str, str] | None = None) -> str:
+def write_results(frame: pd.DataFrame, out: Path, name: str, reference: dict[str, list[str]] | None = None,
+                  compare: str = "") -> str:
     """results.csv (one row per run), results.md (mean +/- std over seeds, recovery with `reference`) and
-    results.png (test mAP bars) into `out`; returns the Markdown text."""
-    from spml.plots import plot_bars
+    results.png (test mAP bars) into `out`; with `compare`, also the paired per-seed differences of that
+    variant to every other one (spml.stats: t interval, paired t-test, Holm) in results.md,
+    paired.csv and paired.png. Returns the Markdown text."""
+    from spml.plots import plot_bars, plot_intervals
+    from spml.stats import paired_differences, paired_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "results.csv", index=False)
     table = aggregate(frame, reference)
     text = f"# {name}\n\n" + markdown(table)
+    if table.attrs.get("full_reference"):
+        text += f"\nRecovery = (method − AN) / (full − AN) against the best full-label variant: " \
+                f"{table.attrs['full_reference']}.\n"
+    if compare:
+        paired = paired_differences(frame, compare)
+        paired.to_csv(out / "paired.csv", index=False)
+        text += f"\n## Paired differences, {compare} − variant (test mAP, same seed)\n\n" + paired_markdown(paired, compare)
+        plot_intervals(paired, out / "paired.png", title=f"{name}: {compare} − variant, test mAP (95% t interval)")
     (out / "results.md").write_text(text, encoding="utf-8")
     plot_bars(table, x="variant", y="mAP_mean", yerr="mAP_std", out_path=out / "results.png",
               title=f"{name}: test mAP (mean ± std over seeds)")

@@ -96,6 +96,6 @@ def plan_runs(methods: list[str], seeds: list[int], out: Path, configs: tuple[st
     return runs
 
 
-def reference(methods: list[str]) -> dict[str, str]:
+def reference(methods: list[str]) -> dict[str, list[str]]:
     """Recovery ratio references (full and AN) when both are run."""
-    return {"full": FULL, "an": AN} if {FULL, AN} <= set(methods) else {}
+    return {"full": [FULL], "an": [AN]} if {FULL, AN} <= set(methods) else {}

@@ -77,6 +77,32 @@ def plot_bars(df: pd.DataFrame, x: str, y: str, yerr: str | None, out_path: str 
     return out_path
 
 
+def plot_intervals(table: pd.DataFrame, out_path: str | Path, title: str = "") -> Path:
+    """Forest plot of paired differences (spml.stats.paired_differences rows): each variant's per-seed
+    differences as dots, their mean as a bar with its t interval, a zero line; significant rows (Holm) in
+    colour -> out_path."""
+    fig = Figure(figsize=(7.5, max(2.5, 0.45 * len(table) + 1.5)))
+    ax = fig.subplots()
+    rows = np.arange(len(table))[::-1]
+    for y, (_, row) in zip(rows, table.iterrows()):
+        color = "tab:green" if row["significant"] and row["diff_mean"] > 0 else (
+            "tab:red" if row["significant"] else "0.35")
+        ax.scatter(row["diffs"], [y] * len(row["diffs"]), s=12, color=color, alpha=0.45, zorder=2)
+        if not pd.isna(row["ci_low"]):
+            ax.plot([row["ci_low"], row["ci_high"]], [y, y], color=color, lw=2.2, zorder=3)
+        ax.plot([row["diff_mean"]], [y], marker="D", color=color, ms=6, zorder=4)
+    ax.axvline(0.0, color="0.5", lw=0.9, ls="--")
+    ax.set_yticks(rows, table["variant"].astype(str).tolist())
+    ax.set_xlabel("difference in test mAP (dots: seeds; bar: 95% t interval of the mean)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=120)
+    return out_path
+
+
 def _class_colors(n: int) -> list:
     cmap = colormaps["tab20" if n > 10 else "tab10"]
     return [cmap(i % cmap.N) for i in range(n)]
