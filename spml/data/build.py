@@ -1,7 +1,12 @@
 """`build_data(config) -> DataBundle`: the one data entry point of the engine.
 
 Label table (READERS) -> image-existence check (data.missing; skipped with a data.cache, whose own
-check covers the files) -> patient-wise split -> uncertainty policy -> training labels:
+check covers the files) -> patient-wise split -> uncertainty policy -> training labels -> header check:
+every image of every split is opened and its header read before the first step (no decoding; with a
+data.cache, the failures the cache recorded when it decoded the files). data.bad_images=error stops
+naming the files and reasons; skip leaves them out of their split (the split assignment does not
+change), counts them against data.bad_image_budget and lists them in `DataBundle.left_out` (the Trainer
+writes them to <run>/skipped_images.csv).
 
 * spml mode: `observed` of the train split comes from data.masked_labels (checked against its manifest)
   or, without a file, from masking the train split in memory (data.mask_scheme, data.mask_seed,
@@ -22,6 +27,7 @@ never leak into training.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +36,9 @@ import pandas as pd
 
 from spml.config import Config, DataConfig
 from spml.data import synthetic  # noqa: F401  (registers the "synthetic" reader)
+from spml.data.cache import ImageCache
 from spml.data.dataset import CacheSource, CXRDataset, FileSource
+from spml.data.images import ImageError, Intensity, check_image
 from spml.data.labels import apply_uncertainty
 from spml.data.masking import align_masked, load_masked_rows, mask_splits, read_manifest
 from spml.data.readers import READERS
@@ -39,6 +47,8 @@ from spml.data.table import DataError, LabelTable, check_images, dataset_root
 
 log = logging.getLogger(__name__)
 MODES = ("spml", "supervised")
+BAD_IMAGES = ("error", "skip")
+LEFT_OUT_COLUMNS = ["split", "path", "reason"]
 
 
 @dataclass
@@ -52,6 +62,7 @@ class DataBundle:
     pos_counts: np.ndarray  # (C,) observed (spml) or known (supervised) positives per class in train
     expected_positives: float  # mean positives per image (see the module docstring)
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # each split's rows, in dataset order
+    left_out: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LEFT_OUT_COLUMNS))  # header check
 
 
 def read_table(config: DataConfig) -> LabelTable:
@@ -96,6 +107,60 @@ def masked_labels(config: Config, table: LabelTable, split: np.ndarray, names: t
     return values, present, manifest
 
 
+def image_intensity(config: DataConfig) -> Intensity:
+    """The intensity policy of data.intensity and data.intensity_percentiles (spml.data.images)."""
+    return Intensity(config.intensity, tuple(config.intensity_percentiles))
+
+
+def header_problems(config: DataConfig, paths: list[str]) -> np.ndarray:
+    """(N,) object array: why each image cannot be used ("" when it can), from opening each file and reading
+    its header (no decoding); with data.cache, the reasons the cache recorded when it decoded the files."""
+    if config.dataset == "synthetic":
+        return np.full(len(paths), "", dtype=object)
+    if config.cache:
+        cache = ImageCache(config.cache, config.size, image_intensity(config))
+        return cache.index["error"].to_numpy(dtype=object)[cache.rows(paths)]
+    reasons = np.full(len(paths), "", dtype=object)
+    for i, path in enumerate(paths):
+        try:
+            check_image(path)
+        except ImageError as err:
+            reasons[i] = err.reason
+    return reasons
+
+
+def leave_out_bad_images(config: DataConfig, table: LabelTable, rows: dict[str, np.ndarray]
+                         ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """The header check of every split's images under data.bad_images (see the module docstring)
+    -> (rows of each split without the bad images, left-out images: split, path, reason)."""
+    if config.bad_images not in BAD_IMAGES:
+        raise DataError(f"data.bad_images={config.bad_images!r}; choose from {list(BAD_IMAGES)}")
+    names = list(rows)
+    positions = np.concatenate([rows[name] for name in names])
+    paths = table.frame["path"].to_numpy(dtype=object)[positions]
+    reasons = header_problems(config, paths.tolist())
+    bad = reasons != ""
+    splits = np.repeat(names, [len(rows[name]) for name in names])
+    left_out = pd.DataFrame({"split": splits[bad], "path": paths[bad], "reason": reasons[bad]},
+                            columns=LEFT_OUT_COLUMNS)
+    if left_out.empty:
+        return rows, left_out
+    examples = "; ".join(f"{path}: {reason}" for path, reason in zip(left_out["path"][:3], left_out["reason"][:3]))
+    counts = ", ".join(f"{name} {int((left_out['split'] == name).sum())}" for name in names)
+    found = f"{len(left_out)} of {len(paths)} images cannot be used ({counts}), e.g. {examples}"
+    if config.bad_images == "error":
+        raise DataError(f"{found}. Found before training by reading every image header; fix or remove the files, "
+                        "or set data.bad_images=skip to leave them out")
+    if len(left_out) > config.bad_image_budget:
+        raise DataError(f"{found}: over data.bad_image_budget={config.bad_image_budget} (found before training by "
+                        "reading every image header); fix or remove the files, or raise data.bad_image_budget")
+    message = f"data.bad_images=skip: left out {found}, before training"
+    log.warning(message)
+    warnings.warn(message, stacklevel=3)
+    kept = {name: rows[name][~bad[splits == name]] for name in names}
+    return kept, left_out
+
+
 def make_dataset(config: DataConfig, table: LabelTable, targets: np.ndarray, known: np.ndarray,
                  observed: np.ndarray | None) -> CXRDataset:
     """CXRDataset of one split; images from the synthetic generator, the uint8 cache or the files."""
@@ -103,9 +168,9 @@ def make_dataset(config: DataConfig, table: LabelTable, targets: np.ndarray, kno
     if config.dataset == "synthetic":
         source = synthetic.synthetic_source(config, table)
     elif config.cache:
-        source = CacheSource(config.cache, paths, config.size)
+        source = CacheSource(config.cache, paths, config.size, image_intensity(config))
     else:
-        source = FileSource(paths, config.size)
+        source = FileSource(paths, config.size, image_intensity(config))
     return CXRDataset(source, targets.astype(np.float32), known.astype(bool), observed,
                       bad_images=config.bad_images, bad_image_budget=config.bad_image_budget)
 
@@ -129,6 +194,7 @@ def build_data(config: Config) -> DataBundle:
         if dropped:
             log.info("%d of %d %s rows have no masked labels and leave the %s split", dropped,
                      int((split == name).sum()), name, name)
+    rows, left_out = leave_out_bad_images(data, table, rows)
     masked = values[rows["train"]]
     for name in SPLITS:
         if not len(rows[name]):
@@ -163,4 +229,4 @@ def build_data(config: Config) -> DataBundle:
              *(len(rows[name]) for name in SPLITS), len(table.classes))
     return DataBundle(datasets["train"], datasets["val"], datasets["test"], table.classes, table, manifest,
                       pos_counts.astype(np.int64), expected_positives,
-                      {name: subsets[name].frame for name in SPLITS})
+                      {name: subsets[name].frame for name in SPLITS}, left_out)

@@ -71,11 +71,11 @@ def test_failed_build_leaves_no_files_and_keeps_an_older_cache(images, tmp_path,
     out = tmp_path / "c"
     calls = []
 
-    def decode_then_fail(path, size):
+    def decode_then_fail(path, size, intensity):
         calls.append(path)
         if len(calls) == 4:
             raise RuntimeError("disk went away")
-        return load_gray(path, size)
+        return load_gray(path, size, intensity)
 
     monkeypatch.setattr(cache_module, "load_gray", decode_then_fail)
     with pytest.raises(RuntimeError, match="disk went away"):

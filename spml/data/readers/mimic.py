@@ -1,4 +1,6 @@
-"""MIMIC-CXR-JPG: per-study chexpert/negbio labels joined to the images of metadata.csv, official split csv."""
+"""MIMIC-CXR-JPG: per-study chexpert/negbio labels joined to the images of metadata.csv, official split csv.
+The images are the .jpg files of MIMIC-CXR-JPG, or with data.mimic_format=dcm the .dcm files of the MIMIC-CXR
+DICOM release (same files/pXX/p<subject>/s<study>/<dicom_id> layout, same label and metadata files)."""
 from __future__ import annotations
 
 import os
@@ -17,6 +19,7 @@ from spml.data.table import DataError, LabelTable, check_paths, dataset_root, fi
 PREFIX = "mimic-cxr-2.0.0-"
 KEYS = ["subject_id", "study_id"]
 SPLIT_NAMES = {"train": "train", "validate": "val", "test": "test"}
+FORMATS = ("jpg", "dcm")  # data.mimic_format -> image file suffix
 
 
 def mimic_file(root: str, name: str, key: str) -> str:
@@ -58,7 +61,10 @@ def official_split(file: str, images: pd.DataFrame) -> np.ndarray:
 
 @READERS.register("mimic")
 def read_mimic(config: DataConfig) -> LabelTable:
-    """Per-study labels given to each image of the study; paths root/files/pXX/p<subject>/s<study>/<dicom>.jpg."""
+    """Per-study labels given to each image of the study; paths root/files/pXX/p<subject>/s<study>/<dicom>.jpg
+    (.dcm with data.mimic_format=dcm)."""
+    if config.mimic_format not in FORMATS:
+        raise DataError(f"data.mimic_format={config.mimic_format!r}; choose from {list(FORMATS)}")
     root = dataset_root(config)
     if config.labels:
         label_file = config.labels
@@ -81,7 +87,7 @@ def read_mimic(config: DataConfig) -> LabelTable:
         joined = joined[~unlabelled].reset_index(drop=True)
     subject, study = joined["subject_id"], joined["study_id"]
     paths = root.rstrip(os.sep) + os.sep + "files" + os.sep + "p" + subject.str[:2] + os.sep + "p" + subject \
-        + os.sep + "s" + study + os.sep + joined["dicom_id"] + ".jpg"
+        + os.sep + "s" + study + os.sep + joined["dicom_id"] + "." + config.mimic_format
     split = official_split(mimic_file(root, "split", "data.split"), joined) if config.split == "official" else None
     meta = {"path": paths.to_numpy(), "patient_id": subject.to_numpy(), "study_id": study.to_numpy(),
             "view": joined["ViewPosition"].to_numpy()}
