@@ -253,3 +253,32 @@ def write_sr(path: Path) -> Path:
 
 def read_dicom(path: Path) -> pydicom.Dataset:
     return pydicom.dcmread(path)
+
+
+def write_every_kind(folder: Path) -> list[Path]:
+    """One file of each real-site kind above (64 px films) in `folder`: 16-bit PNGs from each writer with and
+    without sBIT and with a marker pixel, 48/64-bit RGB(A) and 16-bit grey+alpha PNGs, rotated JPEGs, and
+    DICOMs (windows, VOI LUT, rescale, MONOCHROME1, signed, overlay bits, compressed transfer syntaxes)."""
+    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+    folder.mkdir(parents=True, exist_ok=True)
+    film, marked = film16(12), film16(12)
+    marked[2:4, 2:4] = 65535
+    rgb = np.repeat(film[..., None], 3, 2)
+    alpha = np.full((64, 64, 1), 65535, np.uint16)
+    lut = np.rint(4095 * (np.arange(4096) / 4095) ** 0.6)
+    paths = [write_png16(folder / f"{writer}{'_sbit' if sbit else ''}.png", film, writer, sbit)
+             for writer, sbit in (("pillow", None), ("pillow", 12), ("opencv", None), ("pypng", None), ("pypng", 12))]
+    paths += [write_png16(folder / "marker.png", marked, "opencv"),
+              write_png16_colour(folder / "rgb48.png", rgb, "opencv"),
+              write_png16_colour(folder / "rgba64.png", np.concatenate([rgb, alpha], 2), "pypng"),
+              write_png16_colour(folder / "la16.png", np.concatenate([film[..., None], alpha], 2), "pypng"),
+              write_rotated_jpeg(folder / "rotated.jpg", (film // 16).astype(np.uint8), 6)]
+    dicoms = {"window": {"window": (1500, 2000)}, "windows": {"window": ([1500, 800], [2000, 600])},
+              "voi_lut": {"voi_lut": ([4096, 0, 12], lut)}, "rescale": {"rescale": (2.0, -1024.0)},
+              "mono1": {"photometric": "MONOCHROME1"}, "overlay": {"high_bits": np.full(film.shape, 1 << 14)},
+              "rle": {"syntax": RLELossless}, "jpegls": {"syntax": JPEGLSLossless},
+              "j2k": {"syntax": JPEG2000Lossless, "window": (1500, 2000)}}
+    paths += [write_dicom(folder / f"{name}.dcm", film, **options) for name, options in dicoms.items()]
+    paths.append(write_dicom(folder / "signed.dcm", film.astype(np.int16) - 2048, signed=True))
+    return paths

@@ -154,7 +154,7 @@ def leave_out_bad_images(config: DataConfig, table: LabelTable, rows: dict[str, 
     if len(left_out) > config.bad_image_budget:
         raise DataError(f"{found}: over data.bad_image_budget={config.bad_image_budget} (found before training by "
                         "reading every image header); fix or remove the files, or raise data.bad_image_budget")
-    message = f"data.bad_images=skip: left out {found}, before training"
+    message = f"data.bad_images=skip: {found}; they leave their splits before training"
     log.warning(message)
     warnings.warn(message, stacklevel=3)
     kept = {name: rows[name][~bad[splits == name]] for name in names}
