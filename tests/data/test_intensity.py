@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spml.data.images import Intensity, load_gray
+from spml.data.images import Intensity, load_gray, percentile_range
 from tests.cxr_files import film16, write_png16, write_png16_colour, write_rotated_jpeg
 
 NIH_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "nih1000" / "images"
@@ -151,6 +151,16 @@ def test_8bit_images_are_the_same_under_every_policy(tmp_path):
         default = load_gray(path, 32)
         for policy in ("bits", "window"):
             assert np.array_equal(load_gray(path, 32, Intensity(policy, (5.0, 95.0))), default), (path, policy)
+
+
+@pytest.mark.parametrize("dtype, top", [(np.uint16, 4096), (np.uint16, 65536), (np.uint8, 256), (np.uint16, 3)])
+def test_histogram_percentiles_equal_numpys(dtype, top):
+    rng = np.random.default_rng(top)
+    for shape in ((64, 64), (37, 101), (1, 1), (2, 3)):
+        values = rng.integers(0, top, shape).astype(dtype)
+        for percentiles in ((0.5, 99.5), (0.0, 100.0), (2.0, 98.0), (33.3, 66.7)):
+            expected = np.percentile(values.astype(np.float64), percentiles)
+            assert np.allclose(percentile_range(values, Intensity("window", percentiles)), expected, rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("policy, percentiles, message", [
