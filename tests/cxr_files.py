@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import png
-import pydicom
 from PIL import Image, PngImagePlugin
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
@@ -249,10 +248,6 @@ def write_sr(path: Path) -> Path:
         "CONTAINER", "SEPARATE", "COMPLETE", "UNVERIFIED"
     ds.save_as(path, enforce_file_format=True)
     return path
-
-
-def read_dicom(path: Path) -> pydicom.Dataset:
-    return pydicom.dcmread(path)
 
 
 def write_every_kind(folder: Path) -> list[Path]:

@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = table.frame["path"].tolist()
         out = args.out or f"cache/{config.dataset}_{config.size}"
         intensity = image_intensity(config)
-        print(f"{config.dataset}: {len(paths)} images from {table.source} -> {out} at {config.size} px, "
-              f"data.intensity={intensity.policy} {list(intensity.percentiles)}")
+        print(f"{config.dataset}: {len(paths)} images from {table.source} -> {out} at {config.size} px")
         start = time.perf_counter()
         cache = build_cache(paths, config.size, out, workers=args.workers, intensity=intensity)
         seconds = time.perf_counter() - start
@@ -56,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(failed)} images could not be decoded (all listed in {out}/index.csv, ok=False):")
             for path, error in failed[["path", "error"]].head(20).itertuples(index=False):
                 print(f"  {path}: {error}")
-        print(f"train with data.cache={out} data.size={config.size} data.intensity={intensity.policy}")
+        print(f"train with data.cache={out} data.size={config.size} data.intensity={intensity.policy} "
+              f"data.intensity_percentiles={list(intensity.percentiles)}")
         return 0
 
     return run_cli(prepare, parser)

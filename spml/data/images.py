@@ -105,7 +105,7 @@ def scale_to_gray(values: np.ndarray, black: float, white: float) -> np.ndarray:
 def percentile_range(values: np.ndarray, intensity: Intensity) -> tuple[float, float]:
     """The (low, high) percentiles of `values` as np.percentile (linear interpolation) gives them. Unsigned
     integer samples take them from the cumulative histogram instead: the same values, about 7x faster."""
-    if values.dtype not in (np.uint8, np.uint16):
+    if values.dtype.kind != "u" or values.dtype.itemsize > 2:
         low, high = np.percentile(values, intensity.percentiles)
         return float(low), float(high)
     cumulative = np.bincount(values.ravel()).cumsum()
@@ -123,10 +123,8 @@ def sorted_samples(cumulative: np.ndarray, ranks: np.ndarray) -> np.ndarray:
 
 def wide_to_gray(values: np.ndarray, container_bits: int, declared_bits: int | None,
                  intensity: Intensity) -> np.ndarray:
-    """(H, W) samples of an integer image wider than 8 bits -> float32 (H, W) in [0, 255].
-
-    container_bits: bits per sample of the file (16 for PNG); declared_bits: its sBIT, None when absent.
-    """
+    """(H, W) samples of an image wider than 8 bits (integers, or the luma of 16-bit channels) -> float32 (H, W)
+    in [0, 255]. container_bits: bits per sample of the file (16 for PNG); declared_bits: its sBIT or None."""
     low, high = percentile_range(values, intensity)
     if intensity.policy == "window" or (intensity.policy == "auto" and declared_bits is None):
         return scale_to_gray(values, low, high)
