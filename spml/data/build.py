@@ -180,6 +180,7 @@ def build_data(config: Config) -> DataBundle:
     if config.mode not in MODES:
         raise DataError(f"mode={config.mode!r}; choose from {list(MODES)}")
     data = config.data
+    image_intensity(data)  # data.intensity* are checked for every dataset, before reading anything
     if data.mask_val and config.mode == "supervised" and not data.masked_labels:
         raise DataError("data.mask_val=true in supervised mode needs data.masked_labels (a file masked with the "
                         "val split)")

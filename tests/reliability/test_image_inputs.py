@@ -13,7 +13,7 @@ from pydicom.uid import RLELossless
 from spml.data.cache import ImageCache
 from spml.data.images import Intensity, load_gray
 from tests.cxr_files import film16, write_dicom, write_mimic, write_png16, write_sr
-from tests.reliability.conftest import CSV_RUN, NUM_IMAGES, csv_run_args, error_line, labels_for
+from tests.reliability.conftest import CSV_RUN, NUM_IMAGES, csv_run_args, error_line, labels_for, tiny_run_args
 
 FAST = ("model.backbone=resnet10t", "train.max_steps=3")
 
@@ -75,6 +75,16 @@ def test_prepare_data_caches_dicoms_and_training_reads_the_cache(cli, mixed_dir,
     assert code == 2
     assert ("was decoded with data.intensity=auto data.intensity_percentiles=[0.5, 99.5], this run asks for "
             "data.intensity=window") in error_line(err)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.intensity=max", "data.intensity='max'; choose from ['auto', 'bits', 'window']"),
+    ("data.intensity_percentiles=[99,1]", "data.intensity_percentiles=[99.0, 1.0]: give [low, high] with 0 <= low"),
+])
+def test_a_bad_intensity_policy_stops_before_training(cli, tmp_path, override, message):
+    code, _, err = cli("train", *tiny_run_args(tmp_path / "run", override))
+    assert code == 2 and message in error_line(err)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_train_on_the_mimic_cxr_dicom_release(cli, tmp_path):
