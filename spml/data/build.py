@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ from spml.data.table import DataError, LabelTable, check_images, dataset_root
 log = logging.getLogger(__name__)
 MODES = ("spml", "supervised")
 BAD_IMAGES = ("error", "skip")
+HEADER_THREADS = 8  # header reads wait on file-system latency (network storage) more than on the CPU
 LEFT_OUT_COLUMNS = ["split", "path", "reason"]
 
 
@@ -120,13 +122,17 @@ def header_problems(config: DataConfig, paths: list[str]) -> np.ndarray:
     if config.cache:
         cache = ImageCache(config.cache, config.size, image_intensity(config))
         return cache.index["error"].to_numpy(dtype=object)[cache.rows(paths)]
-    reasons = np.full(len(paths), "", dtype=object)
-    for i, path in enumerate(paths):
-        try:
-            check_image(path)
-        except ImageError as err:
-            reasons[i] = err.reason
-    return reasons
+    with ThreadPoolExecutor(HEADER_THREADS) as pool:
+        return np.array(list(pool.map(header_problem, paths, chunksize=64)), dtype=object)
+
+
+def header_problem(path: str) -> str:
+    """Why the image at `path` cannot be used, from its header ("" when it can)."""
+    try:
+        check_image(path)
+    except ImageError as err:
+        return err.reason
+    return ""
 
 
 def leave_out_bad_images(config: DataConfig, table: LabelTable, rows: dict[str, np.ndarray]
