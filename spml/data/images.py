@@ -6,7 +6,7 @@ torchxrayvision resize the whole film). Down-scaling averages pixel areas (Pillo
 bicubic. JPEGs are first reduced by the decoder itself (Pillow `draft`, a power-of-two DCT scaling that
 never goes below the target size).
 
-8-bit samples are kept: gray as it is; colour becomes ITU-R 601 luma (L = 0.299 R + 0.587 G + 0.114 B);
+8-bit samples are kept under every policy: gray as it is; colour becomes ITU-R 601 luma (L = 0.299 R + 0.587 G + 0.114 B);
 alpha is ignored (CXR PNGs with alpha carry an opaque channel); palette images map through the palette.
 
 Wider samples (16-bit PNG in every layout, 16/32-bit TIFF, DICOM) become 0..255 under an `Intensity`
@@ -20,7 +20,9 @@ policy (data.intensity; docs/reliability.md "Image decoding" explains the choice
   percentile fits there (data written unscaled), else values scaled to the container as the PNG
   specification asks (the low bits are not significant); pixels beyond the range are clipped.
 * auto (default): the file's own declaration when it has one (a DICOM VOI LUT or window, the first of
-  several; a PNG sBIT chunk; DICOM data of at most 8 bits), otherwise window.
+  several; a PNG sBIT chunk), otherwise window.
+A DICOM of at most 8 stored bits without a VOI LUT or window (under window or bits: with one too) keeps its
+BitsStored range, as 8-bit images do.
 
 DICOM (pydicom): modality LUT (RescaleSlope/Intercept or Modality LUT Sequence), then the policy (under
 auto the header's VOI LUT Sequence, else its first WindowCenter/WindowWidth, maps the VOI output range to
