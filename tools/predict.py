@@ -30,7 +30,12 @@ def find_images(items: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
     for item in map(Path, items):
         if item.is_dir():
             for path in sorted(p for p in item.rglob("*") if p.is_file()):
-                if path.suffix.lower() in IMAGE_SUFFIXES or is_dicom(str(path)):
+                try:
+                    image = path.suffix.lower() in IMAGE_SUFFIXES or is_dicom(str(path))
+                except OSError as err:
+                    others.append((path, f"cannot read the file: {err.strerror}"))
+                    continue
+                if image:
                     images.append(path)
                 else:
                     others.append((path, f"not an image file (suffix {path.suffix or 'none'}, no DICOM header; "
