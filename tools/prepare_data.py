@@ -4,7 +4,9 @@ Examples:
   python tools/prepare_data.py --dataset nih --root /data/nih --size 256
   python tools/prepare_data.py --dataset chexpert --root /data/chexpert --size 320 --out cache/chexpert_320 --workers 8
   python tools/prepare_data.py --config configs/datasets/mimic.yaml data.views=[PA,AP]
-Then train with data.cache=<out> (and the same data.size).
+  python tools/prepare_data.py --dataset mimic --root /data/mimic-cxr data.mimic_format=dcm data.intensity=window
+Images wider than 8 bits (16-bit PNG, DICOM) are decoded under data.intensity (recorded in meta.json).
+Then train with data.cache=<out> (and the same data.size and data.intensity).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def prepare() -> int:
+        from spml.data.build import image_intensity
         from spml.data.cache import build_cache
         from spml.data.readers import READERS
         from spml.data.table import check_images
@@ -41,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         table = check_images(READERS.get(config.dataset)(config), config.missing)  # data.missing=drop|error
         paths = table.frame["path"].tolist()
         out = args.out or f"cache/{config.dataset}_{config.size}"
+        intensity = image_intensity(config)
         print(f"{config.dataset}: {len(paths)} images from {table.source} -> {out} at {config.size} px")
         start = time.perf_counter()
-        cache = build_cache(paths, config.size, out, workers=args.workers)
+        cache = build_cache(paths, config.size, out, workers=args.workers, intensity=intensity)
         seconds = time.perf_counter() - start
         print(f"cached {len(cache)} images in {seconds:.1f} s ({len(cache) / seconds:.1f} images/s)")
         failed = cache.failed
@@ -51,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(failed)} images could not be decoded (all listed in {out}/index.csv, ok=False):")
             for path, error in failed[["path", "error"]].head(20).itertuples(index=False):
                 print(f"  {path}: {error}")
-        print(f"train with data.cache={out} data.size={config.size}")
+        print(f"train with data.cache={out} data.size={config.size} data.intensity={intensity.policy} "
+              f"data.intensity_percentiles={list(intensity.percentiles)}")
         return 0
 
     return run_cli(prepare, parser)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command setup + run.   bash tools/quickstart.sh train   # MPC on the synthetic set, then evaluation
 #                            bash tools/quickstart.sh test    # the test suite (pytest)
-# Creates .venv (or uses $SPML_PYTHON / an active virtualenv) and installs spml with its test extras.
+# Creates .venv (or uses $SPML_PYTHON / an active virtualenv) and installs spml with its test extras
+# (dev, pretrained, and dicom: the tests decode and encode compressed DICOMs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +22,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$PY" -m pip install -q --upgrade pip
   # torch/torchvision first, pinned to a pair that imports together (see README, Installation).
   "$PY" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-  "$PY" -m pip install -q -e ".[dev,pretrained]"
+  "$PY" -m pip install -q -e ".[dev,pretrained,dicom]"
   echo "$want" > "$stamp"
 fi
 

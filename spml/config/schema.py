@@ -35,6 +35,8 @@ class DataConfig:
     classes: tuple[str, ...] = ()  # empty = the dataset's standard finding list
     size: int = 64  # training resolution (square), pixels
     cache: str = ""  # uint8 cache folder from tools/prepare_data.py; empty = decode files
+    intensity: str = "auto"  # auto | bits | window: samples wider than 8 bits -> 0..255 (spml/data/images.py)
+    intensity_percentiles: tuple[float, float] = (0.5, 99.5)  # window: values at these percentiles -> 0 and 255
     views: tuple[str, ...] = ()  # keep only these views (e.g. PA, AP; "frontal"/"lateral" for CheXpert)
     uncertainty: str = "ignore"  # ignore | zeros | ones | mixed  (CheXpert/MIMIC -1 labels)
     uncertain_ones: tuple[str, ...] = ("Atelectasis", "Edema")  # U-Ones classes under "mixed"
@@ -50,13 +52,14 @@ class DataConfig:
     mask_params: dict[str, Any] = field(default_factory=dict)  # keyword arguments of mask_scheme (k, fraction)
     mask_val: bool = False  # also mask the val split (model selection on masked labels); test keeps full labels
     missing: str = "error"  # error | drop  (image files that do not exist)
-    bad_images: str = "error"  # error | skip  (undecodable images at train time)
+    bad_images: str = "error"  # error | skip  (unreadable images: headers checked before training, the rest at decode)
     bad_image_budget: int = 10  # max images skipped under bad_images=skip before the run fails
     batch_size: int = 32
     eval_batch_size: int = 64
     num_workers: int = 2
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     csv: CSVFormatConfig = field(default_factory=CSVFormatConfig)
+    mimic_format: str = "jpg"  # jpg: MIMIC-CXR-JPG images | dcm: the MIMIC-CXR DICOM release (same folder layout)
 
 
 @dataclass(frozen=True)

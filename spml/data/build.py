@@ -1,7 +1,13 @@
 """`build_data(config) -> DataBundle`: the one data entry point of the engine.
 
 Label table (READERS) -> image-existence check (data.missing; skipped with a data.cache, whose own
-check covers the files) -> patient-wise split -> uncertainty policy -> training labels:
+check covers the files) -> patient-wise split -> uncertainty policy -> training labels -> header check:
+every image of every split is opened and its header read before the first step (no decoding; with a
+data.cache, the failures the cache recorded when it decoded the files). data.bad_images=error stops
+naming the files and reasons; skip leaves them out of their split (the split assignment does not
+change), counts them against data.bad_image_budget and lists them in `DataBundle.left_out` (the Trainer
+writes them to <run>/skipped_images.csv).
+
 
 * spml mode: `observed` of the train split comes from data.masked_labels (checked against its manifest)
   or, without a file, from masking the train split in memory (data.mask_scheme, data.mask_seed,
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,7 +47,9 @@ import pandas as pd
 
 from spml.config import Config, DataConfig
 from spml.data import synthetic  # noqa: F401  (registers the "synthetic" reader)
+from spml.data.cache import ImageCache
 from spml.data.dataset import CacheSource, CXRDataset, FileSource
+from spml.data.images import ImageError, Intensity, check_image
 from spml.data.labels import apply_uncertainty
 from spml.data.masking import align_masked, load_masked_rows, mask_splits, read_manifest
 from spml.data.readers import READERS
@@ -49,6 +58,9 @@ from spml.data.table import DataError, LabelTable, check_images, dataset_root
 
 log = logging.getLogger(__name__)
 MODES = ("spml", "supervised")
+BAD_IMAGES = ("error", "skip")
+HEADER_THREADS = 8  # header reads wait on file-system latency (network storage) more than on the CPU
+LEFT_OUT_COLUMNS = ["split", "path", "reason"]
 
 
 @dataclass
@@ -63,6 +75,7 @@ class DataBundle:
     expected_positives: float  # mean positives per image (see the module docstring)
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # each split's rows, in dataset order
     warnings: list[dict[str, Any]] = field(default_factory=list)  # label_warnings (also in <run>/data_stats.json)
+    left_out: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LEFT_OUT_COLUMNS))  # header check
 
 
 def read_table(config: DataConfig) -> LabelTable:
@@ -261,6 +274,65 @@ def label_warnings(table: LabelTable, labels: dict[str, SplitLabels], empty: np.
     return found
 
 
+# ------------------------------------------------------------------------------------ images
+def image_intensity(config: DataConfig) -> Intensity:
+    """The intensity policy of data.intensity and data.intensity_percentiles (spml.data.images)."""
+    return Intensity(config.intensity, tuple(config.intensity_percentiles))
+
+
+def header_problems(config: DataConfig, paths: list[str]) -> np.ndarray:
+    """(N,) object array: why each image cannot be used ("" when it can), from opening each file and reading
+    its header (no decoding); with data.cache, the reasons the cache recorded when it decoded the files."""
+    if config.dataset == "synthetic":
+        return np.full(len(paths), "", dtype=object)
+    if config.cache:
+        cache = ImageCache(config.cache, config.size, image_intensity(config))
+        return cache.index["error"].to_numpy(dtype=object)[cache.rows(paths)]
+    with ThreadPoolExecutor(HEADER_THREADS) as pool:
+        return np.array(list(pool.map(header_problem, paths, chunksize=64)), dtype=object)
+
+
+def header_problem(path: str) -> str:
+    """Why the image at `path` cannot be used, from its header ("" when it can)."""
+    try:
+        check_image(path)
+    except ImageError as err:
+        return err.reason
+    return ""
+
+
+def leave_out_bad_images(config: DataConfig, table: LabelTable, rows: dict[str, np.ndarray]
+                         ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """The header check of every split's images under data.bad_images (see the module docstring)
+    -> (rows of each split without the bad images, left-out images: split, path, reason)."""
+    if config.bad_images not in BAD_IMAGES:
+        raise DataError(f"data.bad_images={config.bad_images!r}; choose from {list(BAD_IMAGES)}")
+    names = list(rows)
+    positions = np.concatenate([rows[name] for name in names])
+    paths = table.frame["path"].to_numpy(dtype=object)[positions]
+    reasons = header_problems(config, paths.tolist())
+    bad = reasons != ""
+    splits = np.repeat(names, [len(rows[name]) for name in names])
+    left_out = pd.DataFrame({"split": splits[bad], "path": paths[bad], "reason": reasons[bad]},
+                            columns=LEFT_OUT_COLUMNS)
+    if left_out.empty:
+        return rows, left_out
+    examples = "; ".join(f"{path}: {reason}" for path, reason in zip(left_out["path"][:3], left_out["reason"][:3]))
+    counts = ", ".join(f"{name} {int((left_out['split'] == name).sum())}" for name in names)
+    found = f"{len(left_out)} of {len(paths)} images cannot be used ({counts}), e.g. {examples}"
+    if config.bad_images == "error":
+        raise DataError(f"{found}. Found before training by reading every image header; fix or remove the files, "
+                        "or set data.bad_images=skip to leave them out")
+    if len(left_out) > config.bad_image_budget:
+        raise DataError(f"{found}: over data.bad_image_budget={config.bad_image_budget} (found before training by "
+                        "reading every image header); fix or remove the files, or raise data.bad_image_budget")
+    message = f"data.bad_images=skip: {found}; they leave their splits before training"
+    log.warning(message)
+    warnings.warn(message, stacklevel=3)
+    kept = {name: rows[name][~bad[splits == name]] for name in names}
+    return kept, left_out
+
+
 # ------------------------------------------------------------------------------------ datasets
 def make_dataset(config: DataConfig, table: LabelTable, labels: SplitLabels) -> CXRDataset:
     """CXRDataset of one split; images from the synthetic generator, the uint8 cache or the files."""
@@ -270,12 +342,13 @@ def make_dataset(config: DataConfig, table: LabelTable, labels: SplitLabels) -> 
     elif config.cache:
         source = CacheSource(config.cache, paths, config.size)
     else:
-        source = FileSource(paths, config.size)
+        source = FileSource(paths, config.size, image_intensity(config))
     return CXRDataset(source, labels.targets.astype(np.float32), labels.known.astype(bool), labels.observed,
                       bad_images=config.bad_images, bad_image_budget=config.bad_image_budget)
 
 
 def check_mode(config: Config) -> None:
+    image_intensity(config.data)  # data.intensity* are checked for every dataset, before reading anything
     if config.mode not in MODES:
         raise DataError(f"mode={config.mode!r}; choose from {list(MODES)}")
     if config.data.mask_val and config.mode == "supervised" and not config.data.masked_labels:
@@ -293,7 +366,7 @@ def build_data(config: Config) -> DataBundle:
     empty = empty_columns(table)
     known[:, empty] = False  # no entry at all is no label, whatever data.blank says about single blanks
     masked = masked_labels(config, table, split)
-    rows = split_rows(split, masked)
+    rows, left_out = leave_out_bad_images(data, table, split_rows(split, masked))
     for name in SPLITS:
         if not len(rows[name]):
             raise DataError(f"the {name} split is empty (data.split={data.split}, data.val_fraction="
@@ -311,4 +384,4 @@ def build_data(config: Config) -> DataBundle:
     return DataBundle(datasets["train"], datasets["val"], datasets["test"], table.classes, table,
                       masked.manifest if masked is not None else None, positive_counts(labels["train"]),
                       expected_positives, {name: subsets[name].frame for name in SPLITS},
-                      label_warnings(table, labels, empty))
+                      label_warnings(table, labels, empty), left_out)

@@ -2,7 +2,8 @@
 
 images.u8 is C-contiguous uint8, one image per row, so reading an image is one contiguous read.
 index.csv has columns path, row, ok, error (bad images keep a zero row, ok=False and the reason).
-meta.json holds size, count, failed, created, source_hash (sha256 of the newline-joined path list).
+meta.json holds size, count, failed, created, source_hash (sha256 of the newline-joined path list) and
+intensity (the data.intensity policy the images were decoded under; a cache is refused under another one).
 The three files are written under temporary names and renamed at the end, meta.json last: a build
 that fails leaves no final files (and an older cache in the folder is invalidated, never half-replaced).
 """
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from spml.data.images import ImageError, image_error, load_gray
+from spml.data.images import ImageError, Intensity, image_error, load_gray
 from spml.data.table import DataError
 
 IMAGES, INDEX, META = "images.u8", "index.csv", "meta.json"
@@ -30,17 +31,17 @@ def paths_hash(paths: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()
 
 
-def decode_or_reason(path: str, size: int) -> tuple[np.ndarray | None, str]:
+def decode_or_reason(path: str, size: int, intensity: Intensity) -> tuple[np.ndarray | None, str]:
     """(uint8 (size, size), "") or (None, reason) for a bad image; other errors propagate."""
     try:
-        return load_gray(path, size), ""
+        return load_gray(path, size, intensity), ""
     except ImageError as err:
         return None, err.reason
 
 
 def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2, progress: bool = True,
-                chunksize: int = 16) -> ImageCache:
-    """Decode `paths` at size x size into `out_dir` (see the module docstring) and open the result.
+                chunksize: int = 16, intensity: Intensity = Intensity()) -> ImageCache:
+    """Decode `paths` at size x size under `intensity` into `out_dir` (see the module docstring) and open it.
 
     workers: decoding processes (0 or 1 decodes in this process). Bad images are recorded in
     index.csv (ok=False, error) and logged by the caller from `ImageCache.failed`; any other error
@@ -62,13 +63,14 @@ def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2,
         with bar:
             if workers > 1:
                 with ProcessPoolExecutor(workers) as pool:
-                    results = pool.map(decode_or_reason, paths, [size] * len(paths), chunksize=chunksize)
+                    results = pool.map(decode_or_reason, paths, [size] * len(paths), [intensity] * len(paths),
+                                       chunksize=chunksize)
                     for row, (image, reason) in enumerate(results):
                         images[row], errors[row] = (0 if image is None else image), reason
                         bar.update()
             else:
                 for row, path in enumerate(paths):
-                    image, errors[row] = decode_or_reason(path, size)
+                    image, errors[row] = decode_or_reason(path, size, intensity)
                     images[row] = 0 if image is None else image
                     bar.update()
         images.flush()
@@ -78,6 +80,7 @@ def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2,
         index.to_csv(temp[INDEX], index=False)
         meta = {"size": size, "count": len(paths), "failed": len(paths) - sum(ok), "dtype": "uint8",
                 "layout": "images.u8 is (count, size, size) C-order", "source_hash": paths_hash(paths),
+                "intensity": intensity.as_json(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         with open(temp[META], "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=1)
@@ -91,13 +94,29 @@ def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2,
             if os.path.exists(path):
                 os.remove(path)
         raise
-    return ImageCache(out_dir, size)
+    return ImageCache(out_dir, size, intensity)
+
+
+def policy_text(policy: dict) -> str:
+    return f"data.intensity={policy['policy']} data.intensity_percentiles={policy['percentiles']}"
+
+
+def check_intensity(cache_dir: str, built: dict | None, wanted: Intensity) -> None:
+    """DataError naming both policies when a cache was decoded under another intensity policy than `wanted`."""
+    if built == wanted.as_json():
+        return
+    before = policy_text(built) if built else ("no recorded policy (built before data.intensity existed; 16-bit "
+                                               "images were then scaled by their own maximum)")
+    advice = f"or train with {policy_text(built)}" if built else "(8-bit images decode as before)"
+    raise DataError(f"cache {cache_dir} was decoded with {before}, this run asks for "
+                    f"{policy_text(wanted.as_json())}; rebuild it with tools/prepare_data.py {advice}")
 
 
 class ImageCache:
-    """Read-only view of a cache folder; `size` (data.size) must match the cached size when given."""
+    """Read-only view of a cache folder; `size` (data.size) and `intensity` (data.intensity*) must match those
+    the cache was built with when given."""
 
-    def __init__(self, cache_dir: str, size: int | None = None):
+    def __init__(self, cache_dir: str, size: int | None = None, intensity: Intensity | None = None):
         self.dir = str(cache_dir)
         meta_path = os.path.join(self.dir, META)
         if not os.path.isfile(meta_path):
@@ -109,6 +128,8 @@ class ImageCache:
         if size is not None and size != self.size:
             raise DataError(f"cache {self.dir} holds {self.size}px images but data.size={size}; rebuild it with "
                             f"tools/prepare_data.py --size {size} or set data.size={self.size}")
+        if intensity is not None:
+            check_intensity(self.dir, self.meta.get("intensity"), intensity)
         expected = self.count * self.size * self.size
         actual = os.path.getsize(os.path.join(self.dir, IMAGES))
         if actual != expected:

@@ -7,7 +7,9 @@ batch whose every image is bad comes back with zero rows (the trainer and predic
 The budget counts distinct bad images: with `log_skips_to(file)` (the Trainer points every split at
 <run>/skipped_images.csv) each skip is appended to that file, shared by all processes and DataLoader
 workers, and the count is run-wide; without it, it is per process (each worker has its own copy of
-the dataset). More than `bad_image_budget` stops the run with a DataError.
+the dataset). More than `bad_image_budget` stops the run with a DataError. The images the header check
+left out before training (spml.data.build) are rows of that file too, with an empty index (they were
+never part of their split's dataset), and count against the same budget.
 
 Sources with `load_many(indices) -> uint8 (B, S, S)` (the cache, in-memory arrays) are read a batch at a
 time: the DataLoader calls `CXRDataset.__getitems__`, which returns the collated batch directly (one read
@@ -29,7 +31,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from spml.data.cache import ImageCache
-from spml.data.images import ImageError, load_gray
+from spml.data.images import ImageError, Intensity, load_gray
 from spml.data.table import DataError
 
 log = logging.getLogger(__name__)
@@ -45,23 +47,24 @@ class ImageSource(Protocol):
 
 
 class FileSource:
-    """Decode image files on the fly (no cache) at size x size."""
+    """Decode image files on the fly (no cache) at size x size under `intensity` (data.intensity*)."""
 
-    def __init__(self, paths: Sequence[str], size: int):
-        self.paths, self.size = [str(p) for p in paths], size
+    def __init__(self, paths: Sequence[str], size: int, intensity: Intensity = Intensity()):
+        self.paths, self.size, self.intensity = [str(p) for p in paths], size, intensity
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def load(self, i: int) -> np.ndarray:
-        return load_gray(self.paths[i], self.size)
+        return load_gray(self.paths[i], self.size, self.intensity)
 
 
 class CacheSource:
-    """Rows of a uint8 cache (spml.data.cache) for `paths`; missing paths or a size mismatch fail here."""
+    """Rows of a uint8 cache (spml.data.cache) for `paths`; missing paths, a size or an intensity policy
+    mismatch fail here."""
 
-    def __init__(self, cache_dir: str, paths: Sequence[str], size: int):
-        self.cache = ImageCache(cache_dir, size)
+    def __init__(self, cache_dir: str, paths: Sequence[str], size: int, intensity: Intensity = Intensity()):
+        self.cache = ImageCache(cache_dir, size, intensity)
         self.rows = self.cache.rows(paths)
 
     def __len__(self) -> int:
@@ -175,7 +178,7 @@ class CXRDataset(Dataset):
             count, where = len(self.skipped), "in this process"
         else:
             append_line(self.skip_log, (self.split, index, err.path, err.reason))
-            count, where = distinct_skips(self.skip_log), f"listed in {self.skip_log}"
+            count, where = len(distinct_skips(self.skip_log)), f"listed in {self.skip_log}"
         message = f"skipping bad image {index} ({count} distinct bad images {where}): {err}"
         log.warning(message)
         warnings.warn(message, stacklevel=3)
@@ -203,9 +206,15 @@ def read_skips(path: str | os.PathLike) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def distinct_skips(path: str | os.PathLike) -> int:
-    """Distinct (split, index) pairs in a skipped-images file."""
-    return len({(row["split"], row["index"]) for row in read_skips(path)})
+def distinct_skips(path: str | os.PathLike) -> set[tuple[str, str]]:
+    """Distinct (split, path) pairs of a skipped-images file (an image is listed once per skip event)."""
+    return {(row["split"], row["path"]) for row in read_skips(path)}
+
+
+def record_left_out(path: str | os.PathLike, left_out: Sequence[tuple[str, str, str]]) -> None:
+    """Append the (split, path, reason) images the header check left out to the skipped-images file `path`."""
+    for split, image, reason in left_out:
+        append_line(Path(path), (split, "", image, reason))
 
 
 def collate_skip_none(items: list[dict[str, torch.Tensor] | None] | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

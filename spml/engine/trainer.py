@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from spml.config import Config, ConfigError, save_config
 from spml.data.build import DataBundle, build_data
-from spml.data.dataset import read_skips
+from spml.data.dataset import distinct_skips, read_skips, record_left_out
 from spml.data.table import DataError
 from spml.engine import checkpoint as ckpt
 from spml.engine.evaluation import check_eval_config, evaluate_split, predict_split, score, write_report
@@ -150,6 +150,8 @@ class Trainer:
         if config.data.bad_images == "skip":
             for split in ("train", "val", "test"):
                 getattr(self.bundle, split).log_skips_to(self.skip_log, split)
+            if self.accelerator.is_main_process:  # images the header check left out before training
+                record_left_out(self.skip_log, self.bundle.left_out.itertuples(index=False))
         check_eval_config(config.eval, list(self.bundle.classes), self.bundle.frames["test"])
         check_prototype_classes(config.model.prototypes, self.bundle.classes)
         if self.accelerator.is_main_process and self.bundle.manifest is not None:
@@ -347,7 +349,7 @@ class Trainer:
             return
         rows = read_skips(self.skip_log)
         if rows:
-            distinct = {(row["split"], row["index"]) for row in rows}
+            distinct = distinct_skips(self.skip_log)
             splits = ", ".join(f"{name} {sum(s == name for s, _ in distinct)}" for name in ("train", "val", "test"))
             self.accelerator.print(f"data.bad_images=skip: left out {len(distinct)} distinct bad images ({splits}; "
                                    f"{len(rows)} skips in all) -> {self.skip_log}")

@@ -10,8 +10,9 @@ from PIL import Image
 
 import spml.data.cache as cache_module
 from spml.data.cache import ImageCache, build_cache, paths_hash
-from spml.data.images import ImageError, load_gray
+from spml.data.images import ImageError, Intensity, load_gray
 from spml.data.table import DataError
+from tests.cxr_files import write_every_kind
 
 NIH_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "nih1000" / "images"
 
@@ -71,11 +72,11 @@ def test_failed_build_leaves_no_files_and_keeps_an_older_cache(images, tmp_path,
     out = tmp_path / "c"
     calls = []
 
-    def decode_then_fail(path, size):
+    def decode_then_fail(path, size, intensity):
         calls.append(path)
         if len(calls) == 4:
             raise RuntimeError("disk went away")
-        return load_gray(path, size)
+        return load_gray(path, size, intensity)
 
     monkeypatch.setattr(cache_module, "load_gray", decode_then_fail)
     with pytest.raises(RuntimeError, match="disk went away"):
@@ -91,6 +92,31 @@ def test_failed_build_leaves_no_files_and_keeps_an_older_cache(images, tmp_path,
     kept = ImageCache(str(out), 16)
     assert len(kept) == 3 and np.array_equal(np.asarray(kept.images), first)
     assert sorted(os.listdir(out)) == ["images.u8", "index.csv", "meta.json"]
+
+
+@pytest.mark.parametrize("intensity", [Intensity(), Intensity("window", (2.0, 98.0)), Intensity("bits")])
+def test_cache_equals_direct_decoding_for_every_real_site_kind(tmp_path, intensity):
+    paths = [str(p) for p in write_every_kind(tmp_path / "img")]
+    cache = build_cache(paths, 32, str(tmp_path / "c"), workers=2, progress=False, chunksize=3, intensity=intensity)
+    assert not len(cache.failed)
+    for row, path in enumerate(paths):
+        assert np.array_equal(cache.load(row), load_gray(path, 32, intensity)), path
+
+
+def test_cache_records_its_intensity_policy_and_refuses_another(images, tmp_path):
+    out = tmp_path / "c"
+    build_cache(images, 16, str(out), workers=0, progress=False, intensity=Intensity("window", (1.0, 99.0)))
+    assert json.loads((out / "meta.json").read_text())["intensity"] == {"policy": "window", "percentiles": [1.0, 99.0]}
+    ImageCache(str(out), 16, Intensity("window", (1.0, 99.0)))
+    with pytest.raises(DataError, match=r"was decoded with data.intensity=window data.intensity_percentiles=\[1.0, "
+                                        r"99.0\], this run asks for data.intensity=auto data.intensity_percentiles="
+                                        r"\[0.5, 99.5\]; rebuild it with tools/prepare_data.py"):
+        ImageCache(str(out), 16, Intensity())
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["intensity"]  # a cache built before the policy was recorded
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="no recorded policy .built before data.intensity existed"):
+        ImageCache(str(out), 16, Intensity())
 
 
 def test_bad_path_lists_fail_before_writing(images, tmp_path):

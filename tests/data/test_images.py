@@ -43,19 +43,6 @@ def test_non_square_image_is_squashed(tmp_path):
     assert np.abs(out.astype(float) - tall.astype(float).reshape(16, 4, 16, 2).mean((1, 3))).max() <= 1
 
 
-@pytest.mark.parametrize("top", [4095, 65535, 1023])
-def test_16bit_is_scaled_by_its_bit_depth(tmp_path, top):
-    data = rng.integers(0, top + 1, (32, 32)).astype(np.uint16)
-    data[0, 0] = top  # the image uses its full range
-    path = save(tmp_path / "w.png", data)
-    assert Image.open(path).mode.startswith("I")
-    expected = data.astype(float) * 255 / top
-    out = load_gray(path, 32)
-    assert np.abs(out - expected).max() <= 0.5 + 1e-6  # rounded, not clipped, not divided by 65535
-    small = load_gray(path, 8)
-    assert np.abs(small - block_mean(expected, 8)).max() <= 0.5 + 1e-6
-
-
 def test_rgb_and_rgba_become_luma_ignoring_alpha(tmp_path):
     rgb = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     rgba = np.concatenate([rgb, rng.integers(0, 256, (32, 32, 1), dtype=np.uint8)], 2)

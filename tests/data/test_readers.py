@@ -207,6 +207,14 @@ def test_mimic_join_views_paths_split(tmp_path, kit, gz):
     assert lateral["No Finding"].tolist() == [1.0]
 
 
+def test_mimic_dicom_release_paths(tmp_path, kit):
+    root = mimic_root(tmp_path, kit)
+    table = read(kit, "dataset=mimic", f"root={root}", "views=[PA]", "mimic_format=dcm")
+    assert table.frame["path"].tolist() == [str(root / "files/p10/p10000032/s50414267/d1.dcm")]
+    with pytest.raises(DataError, match=r"data.mimic_format='png'; choose from \['jpg', 'dcm'\]"):
+        read(kit, "dataset=mimic", f"root={root}", "mimic_format=png")
+
+
 def test_mimic_duplicate_study_and_bad_split(tmp_path, kit):
     root = mimic_root(tmp_path, kit)
     split = (root / "mimic-cxr-2.0.0-split.csv").read_text().replace("validate", "valid")

@@ -31,7 +31,8 @@ def load_tool(name: str) -> ModuleType:
 @pytest.fixture(scope="session")
 def tools():
     """tools.train.main, tools.evaluate.main, ... (argv list -> exit code)."""
-    return type("Tools", (), {name: load_tool(name) for name in ("train", "evaluate", "mask_labels")})
+    names = ("train", "evaluate", "mask_labels", "predict", "prepare_data")
+    return type("Tools", (), {name: load_tool(name) for name in names})
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
-"""Bad image files met during a run: data.bad_images=error stops naming the file; data.bad_images=skip trains
-on, counts distinct bad images run-wide (also across DataLoader workers) against data.bad_image_budget and
-reports them in <run>/skipped_images.csv; a batch of only bad images is passed over."""
+"""Bad image files: every image header of every split is read before the first step, so a file whose header
+shows the problem stops the run before training (data.bad_images=error) or leaves its split up front (skip);
+files whose damage only decoding finds (truncated pixel data) are met during the run: error stops naming the
+file; skip trains on, counts distinct bad images run-wide (also across DataLoader workers) against
+data.bad_image_budget and reports them in <run>/skipped_images.csv; a batch of only bad images is passed over."""
 import io
 import struct
 import zlib
@@ -61,6 +63,11 @@ VALID = {
 }
 
 
+def truncate(path: Path) -> None:
+    """Cut a PNG inside its pixel data: the header is intact, so only decoding finds the damage."""
+    BAD["truncated PNG"][0](path)
+
+
 def palette_png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).convert("P").save(buffer, format="PNG")
@@ -89,11 +96,56 @@ def fit(trainer: Trainer) -> dict:
 def test_bad_image_under_error_stops_the_run_naming_the_file(cli, dataset_dir, tmp_path, workers):
     args = csv_run_args(dataset_dir, tmp_path / "run", f"data.num_workers={workers}")
     victim = Path(split_paths(args)["train"][3])
-    victim.write_bytes(b"")
+    truncate(victim)
     code, _, err = cli("train", *args)
     assert code == 2, err
-    assert f"{victim}: the file is empty (0 bytes)" in error_line(err)
+    assert f"{victim}: truncated or corrupt image data" in error_line(err)
     assert not (tmp_path / "run" / "skipped_images.csv").exists()
+
+
+@pytest.mark.parametrize("kind", ["zero bytes", "HTML error page", "huge (12000 x 12000)"])
+def test_header_check_stops_a_run_with_a_corrupt_test_image_before_step_1(cli, dataset_dir, tmp_path, kind):
+    """Found before: a corrupt test image was met only after every epoch, and the run ended without test metrics."""
+    args = csv_run_args(dataset_dir, tmp_path / "run")
+    victim = Path(split_paths(args)["test"][-1])
+    BAD[kind][0](victim)
+    code, out, err = cli("train", *args)
+    assert code == 2, err
+    line = error_line(err)
+    assert f"1 of 40 images cannot be used (train 0, val 0, test 1), e.g. {victim}: " in line and BAD[kind][1] in line
+    assert "Found before training by reading every image header" in line and "data.bad_images=skip" in line
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "log.csv").exists()
+
+
+def test_header_check_under_skip_leaves_the_image_out_up_front_and_lists_it(cli, dataset_dir, tmp_path):
+    args = csv_run_args(dataset_dir, tmp_path / "run", "data.bad_images=skip")
+    splits = split_paths(args)
+    victims = {"test": Path(splits["test"][-1]), "train": Path(splits["train"][0])}
+    victims["test"].write_text("<html><body>403 Forbidden</body></html>")
+    victims["train"].write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"data.bad_images=skip: 2 of 40 images cannot be used \(train 1, val 0, "
+                                         r"test 1\).*; they leave their splits before training"):
+        trainer = trainer_for(args)
+    assert len(trainer.bundle.test) == len(splits["test"]) - 1 and len(trainer.bundle.train) == len(splits["train"]) - 1
+    assert victims["test"] not in map(Path, trainer.bundle.frames["test"]["path"])
+    summary = fit(trainer)
+    assert summary["n_images"] == len(splits["test"]) - 1  # the test split was scored, without the bad image
+    report = pd.read_csv(tmp_path / "run" / "skipped_images.csv", keep_default_na=False)
+    assert report.to_dict("records") == [
+        {"split": "train", "index": "", "path": str(victims["train"]), "reason": "the file is empty (0 bytes)"},
+        {"split": "test", "index": "", "path": str(victims["test"]),
+         "reason": "not a recognised image file (unknown format; DICOM files need the 128-byte preamble and 'DICM')"}]
+
+
+def test_header_check_counts_against_the_budget(cli, dataset_dir, tmp_path):
+    args = csv_run_args(dataset_dir, tmp_path / "run", "data.bad_images=skip", "data.bad_image_budget=2")
+    for path in split_paths(args)["val"][:3]:
+        Path(path).write_bytes(b"")
+    code, _, err = cli("train", *args)
+    assert code == 2, err
+    assert "3 of 40 images cannot be used (train 0, val 3, test 0)" in error_line(err)
+    assert "over data.bad_image_budget=2 (found before training by reading every image header)" in error_line(err)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_skip_trains_on_and_reports_every_bad_image_across_workers(dataset_dir, tmp_path, capsys):
@@ -132,7 +184,7 @@ def test_skip_budget_counts_distinct_images_of_all_workers(cli, dataset_dir, tmp
                         "data.num_workers=2")
     train = split_paths(args)["train"]
     for path in train[:5]:
-        Path(path).write_bytes(b"")
+        truncate(Path(path))
     code, _, err = cli("train", *args)
     assert code == 2, err
     assert "over data.bad_image_budget=2" in error_line(err)
@@ -148,7 +200,7 @@ def test_a_batch_of_only_bad_images_is_passed_over_and_counted(dataset_dir, tmp_
     first_batch = torch.randperm(len(trainer.bundle.train), generator=torch.Generator().manual_seed(0))[:4]
     paths = trainer.bundle.frames["train"]["path"].to_numpy()[first_batch.numpy()]
     for path in paths:
-        Path(path).write_bytes(b"not a png")
+        truncate(Path(path))
     fit(trainer)
     assert trainer.progress.global_step == trainer.steps_per_epoch  # the empty step still counts (exact resume)
     report = pd.read_csv(tmp_path / "run" / "skipped_images.csv")

@@ -39,8 +39,9 @@ def test_two_processes_give_the_same_reports_as_one_with_bad_images_skipped(cli,
     code, _, err = cli("train", *csv_run_args(dataset_dir, run))
     assert code == 0, err
     test_paths = build_data(load_config([run / "config.yaml"])).frames["test"]["path"].tolist()
-    for path in test_paths[:3]:
-        Path(path).write_bytes(b"")
+    for path in test_paths[:3]:  # cut inside the pixel data: met while evaluating, not by the header check
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[: len(data) * 2 // 5])
     flags = ["data.bad_images=skip", "data.eval_batch_size=3", "--bootstrap", "20"]
     code, _, err = cli("evaluate", str(run), *flags, "--out", str(tmp_path / "one"))
     assert code == 0, err

@@ -1,4 +1,6 @@
-"""MIMIC-CXR-JPG: per-study chexpert/negbio labels joined to the images of metadata.csv, official split csv."""
+"""MIMIC-CXR-JPG: per-study chexpert/negbio labels joined to the images of metadata.csv, official split csv.
+The images are the .jpg files of MIMIC-CXR-JPG, or with data.mimic_format=dcm the .dcm files of the MIMIC-CXR
+DICOM release (same files/pXX/p<subject>/s<study>/<dicom_id> layout, same label and metadata files)."""
 from __future__ import annotations
 
 import os
@@ -17,6 +19,7 @@ from spml.data.table import DataError, LabelTable, check_paths, dataset_root, fi
 PREFIX = "mimic-cxr-2.0.0-"
 KEYS = ["subject_id", "study_id"]
 SPLIT_NAMES = {"train": "train", "validate": "val", "test": "test"}
+FORMATS = ("jpg", "dcm")  # data.mimic_format -> image file suffix
 
 
 def mimic_file(root: str, name: str, key: str) -> str:
@@ -58,7 +61,10 @@ def official_split(file: str, images: pd.DataFrame) -> np.ndarray:
 
 @READERS.register("mimic")
 def read_mimic(config: DataConfig) -> LabelTable:
-    """Per-study labels given to each image of the study; paths root/files/pXX/p<subject>/s<study>/<dicom>.jpg."""
+    """Per-study labels given to each image of the study; paths root/files/pXX/p<subject>/s<study>/<dicom>.jpg
+    (.dcm with data.mimic_format=dcm)."""
+    if config.mimic_format not in FORMATS:
+        raise DataError(f"data.mimic_format={config.mimic_format!r}; choose from {list(FORMATS)}")
     root = dataset_root(config)
     if config.labels:
         label_file = config.labels
@@ -72,7 +78,7 @@ def read_mimic(config: DataConfig) -> LabelTable:
     check_paths(images["dicom_id"], meta_file, "dicom_id")
     subject = images["subject_id"]
     relative = "files" + os.sep + "p" + subject.str[:2] + os.sep + "p" + subject + os.sep + "s" + \
-        images["study_id"] + os.sep + images["dicom_id"] + ".jpg"
+        images["study_id"] + os.sep + images["dicom_id"] + "." + config.mimic_format
     images["path"] = resolve_image_paths(relative, root, meta_file, "dicom_id", config.allow_outside_root)
     keep = view_mask(images["ViewPosition"], config.views, meta_file, "ViewPosition")
     joined = images[keep].merge(labels, on=KEYS, how="left", indicator=True, validate="many_to_one")
