@@ -95,7 +95,8 @@ def read_generic_csv(config: DataConfig) -> LabelTable:
                 raise
             raise DataError(f"{err} (data.csv.label_columns is not set, so every column but the path, patient, "
                             f"study and split columns was read as a finding: {list(label_columns)}; set "
-                            "data.csv.label_columns to the finding columns)") from None
+                            "data.csv.label_columns to the finding columns, or name an id column in "
+                            "data.csv.patient_column or data.csv.study_column)") from None
     if not classes:
         raise DataError(f"{file}: no finding names in column {label_column!r}")
     meta = {"path": paths, "patient_id": patients.to_numpy()}
