@@ -9,6 +9,7 @@ written. A patient in two splits of a file's split is an error unless data.allow
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -185,6 +186,10 @@ def assign_splits(table: LabelTable, config: DataConfig) -> np.ndarray:
     A patient in two splits is a DataError unless data.allow_patient_overlap (spml.data.build then records it)."""
     if config.split not in SPLIT_SCHEMES:
         raise DataError(f"data.split={config.split!r}; choose from {SPLIT_SCHEMES.names()}")
+    if config.split not in FILE_SPLITS and OFFICIAL_SPLIT in table.frame.columns:
+        warnings.warn(f"{table.source} gives its own split (a CSV's {config.csv.split_column!r} column), which "
+                      f"data.split={config.split} ignores; data.split=given uses it (data.csv.split_column= reads "
+                      "no split column)", stacklevel=2)
     split = SPLIT_SCHEMES.get(config.split)(table, config)
     shared = shared_patients(table, split)
     if len(shared) and not config.allow_patient_overlap:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -43,19 +42,18 @@ def label_layout(layout: CSVFormatConfig, header: list[str], file: str) -> tuple
 
 
 def split_column(frame: pd.DataFrame, config: DataConfig, file: str) -> np.ndarray | None:
-    """The file's split per row under data.split=official|given (DataError without the column); None otherwise
-    (a split column then present is warned as ignored)."""
+    """The file's split per row when it has data.csv.split_column (spml.data.splits warns when data.split does
+    not use it); None without it, which data.split=official|given refuse."""
     column = config.csv.split_column
-    present = bool(column) and column in frame.columns
-    if config.split not in FILE_SPLITS:
-        if present:
-            warnings.warn(f"{file} has a {column!r} column, which data.split={config.split} ignores; set "
-                          "data.split=given to use it (or data.csv.split_column= to silence this)", stacklevel=3)
+    if not column or column not in frame.columns:
+        if config.split in FILE_SPLITS:
+            raise DataError(f"data.split={config.split} needs a {column!r} column (data.csv.split_column) in "
+                            f"{file}; the header has {list(frame.columns)}")
         return None
-    if not present:
-        raise DataError(f"data.split={config.split} needs a {column!r} column (data.csv.split_column) in {file}; "
-                        f"the header has {list(frame.columns)}")
-    return parse_split_names(frame[column], file, column)
+    try:
+        return parse_split_names(frame[column], file, column)
+    except DataError as err:
+        raise DataError(f"{err}; or set data.csv.split_column= to read no split from the file") from None
 
 
 @READERS.register("csv")
