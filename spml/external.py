@@ -62,6 +62,9 @@ def external_data_config(items: Sequence[str]) -> DataConfig:
             raise ConfigError(f"--data {path}: an external data config holds only a data: section; found {other} "
                               "(evaluation settings come from the run and the evaluate flags)")
     data = load_config(files, overrides).data
+    if data.dataset == "synthetic" and (data.labels or data.root):
+        raise ConfigError("--data: data.labels / data.root are set but data.dataset is synthetic (the default); "
+                          "name the reader: data.dataset=csv|nih|chexpert|mimic")
     if data.masked_labels or data.mask_val:
         raise ConfigError("--data: an external set is scored on its full labels; clear data.masked_labels and "
                           "data.mask_val")

@@ -193,6 +193,7 @@ def test_a_mapping_file_pairs_and_leaves_out_classes_scored_per_study(cli, nih_r
     ("", ("--classes", "Mass,Edema"), "['Mass'] are not scored on the external set"),
     ("", ("--data", "data.masked_labels=masked.csv"), "scored on its full labels"),
     ("", ("--data", "root=/elsewhere"), "start with 'data.'"),
+    ("", ("--data", "data.dataset=synthetic"), "data.root are set but data.dataset is synthetic"),
     ("", ("--name", "../up"), "--name '../up'"),
 ])
 def test_bad_external_settings_are_one_line_errors(cli, nih_run, chexpert, tmp_path, mapping, flags, message):

@@ -12,7 +12,7 @@ from spml.config import load_config
 from spml.data.build import read_split, read_table
 from spml.data.splits import assign_splits
 from spml.data.table import DataError
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED_DATA
 from tests.cxr_files import save_image, write_chexpert, write_mimic, write_nih
 from tests.reliability.conftest import SMALL_RUN, cli, error_line, tools  # noqa: F401  (fixtures)
 
@@ -171,3 +171,24 @@ def test_val_warnings_stay_quiet_on_a_large_even_split(tiny_config):
                                         "data.val_fraction=0.3"))
     assert not [item for item in bundle.warnings if item["warning"] in ("val_prevalence_shift", "few_val_positives")]
     assert not [w for w in caught if "val split" in str(w.message)]
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "nih1000").is_dir(), reason=f"real NIH files not in {SHARED_DATA}")
+def test_the_real_nih_samples_random_val_split_is_warned():
+    """The 811 real NIH films split at random: 155 val images from 21 patients, prevalences far from train's."""
+    from spml.data.build import build_data
+
+    config = load_config([REPO / "configs/datasets/nih.yaml"], [
+        f"data.root={SHARED_DATA / 'nih1000'}", f"data.labels={SHARED_DATA / 'nih/Data_Entry_2017_v2020.csv.gz'}",
+        "data.split=random", "data.missing=drop", "data.views=[]"], mode="supervised")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bundle = build_data(config)
+    warned = {item["warning"]: item for item in bundle.warnings if item["split"] == "val"}
+    val, train = bundle.frames["val"], bundle.frames["train"]
+    assert val["patient_id"].nunique() == 21 and len(val) == 155
+    shares = {name: ((val[name] == 1).mean(), (train[name] == 1).mean()) for name in bundle.classes}
+    shifted = [name for name, (v, t) in shares.items() if v > 0 and t > 0 and not 1 / 3 <= v / t <= 3]
+    assert warned["val_prevalence_shift"]["classes"] == shifted and "Pneumothorax" in shifted
+    few = [name for name in bundle.classes if 0 < (val[name] == 1).sum() < 5]
+    assert warned["few_val_positives"]["classes"] == few
