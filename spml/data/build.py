@@ -20,7 +20,7 @@ without a known (SPML train: observed) positive in a split, a val split whose cl
 train's by more than PREVALENCE_FACTOR or that holds fewer than FEW_POSITIVES positives of a class, and patients
 in two splits (only under data.allow_patient_overlap) are warned and listed in `DataBundle.warnings`.
 
-Named steps, in order: `read_split` -> `apply_uncertainty` (full labels) -> `masked_labels` (the label
+Named steps, in order: `read_split` -> `full_labels` (the uncertainty policy) -> `masked_labels` (the label
 source: `masked_file`, `masked_in_memory` or None for full labels) -> `split_rows` -> `training_labels`
 (`observed_positives` or `partial_targets` for train, `masked_targets` for val under data.mask_val) ->
 `make_dataset` per split.
