@@ -44,6 +44,21 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+NO_POSITIVE_DEFAULT = "keep"  # as the quick start: every method, `full` included, trains on the same images
+
+
+def no_positive_default(config_files: list[str], overrides: list[str]) -> str | None:
+    """NO_POSITIVE_DEFAULT, or None when a --config file or an override sets data.mask_no_positive itself
+    (the dataset presets do not count: they describe the data, not the experiment)."""
+    from spml.config.loader import read_config_file
+
+    if any(item.startswith("data.mask_no_positive=") for item in overrides):
+        return None
+    if any("mask_no_positive" in (read_config_file(path).get("data") or {}) for path in config_files):
+        return None
+    return NO_POSITIVE_DEFAULT
+
+
 def masked_splits(config: Config) -> tuple[str, ...]:
     return ("train", "val") if config.data.mask_val else ("train",)
 

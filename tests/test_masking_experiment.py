@@ -57,6 +57,7 @@ def test_synthetic_experiment_scores_clean_test_labels_and_resumes(experiment, t
     assert list(results["variant"]) == ["full", "an"] and (results["status"] == "done").all()
     assert results["mAP"].between(0, 1).all() and results["mean_auroc"].between(0, 1).all()
     markdown = (out / "results.md").read_text()
+    assert markdown.splitlines()[0].endswith("clean test, rows without a positive: keep")
     assert "recovery" in markdown.splitlines()[2]
     assert markdown.splitlines()[4].endswith("| 1.00 |") and markdown.splitlines()[5].endswith("| 0.00 |")
     assert (out / "results.png").stat().st_size > 1000
@@ -78,6 +79,20 @@ def test_synthetic_experiment_scores_clean_test_labels_and_resumes(experiment, t
     assert "identical file already there" in printed
     code, _, err = experiment(out, "--methods", "full,an", "--mask-seed", "7", *RUN)
     assert code == 2 and "exists but was masked" in err
+
+
+def test_rows_without_a_positive_are_kept_unless_a_config_or_flag_says_drop(experiment, tmp_path):
+    """The quick start keeps them (every method trains on the same images); the dataset presets do not decide."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,A\n1.png,1\n")
+    base = ("--dataset", "csv", "--labels", str(labels), "--methods", "full,an", "--dry-run")
+    code, printed, _ = experiment(tmp_path / "exp", *base)
+    assert code == 0 and "(no positive: keep)" in printed and printed.count("data.mask_no_positive=keep") == 2
+    drop = tmp_path / "drop.yaml"
+    drop.write_text("data:\n  mask_no_positive: drop\n")
+    for extra in (("--config", str(drop)), ("data.mask_no_positive=drop",), ("--no-positive", "drop")):
+        code, printed, _ = experiment(tmp_path / "exp", *base, *extra)
+        assert code == 0 and "(no positive: drop)" in printed and "mask_no_positive=keep" not in printed
 
 
 def test_unknown_method_is_a_one_line_error(experiment, tmp_path):
@@ -134,7 +149,8 @@ def test_real_nih_files_masked_trained_and_scored_on_clean_test(experiment, tmp_
     assert (row >= 0).all() and set(split[row]) == {"train", "val"}  # no test row in the file
     full = table.values()[row]
     observed = masked[list(table.classes)].to_numpy() == 1
-    assert (observed.sum(1) == 1).all() and (full[observed] == 1).all()  # one true positive kept per row
+    assert (observed.sum(1) <= 1).all() and (full[observed] == 1).all()  # one true positive kept per row ...
+    assert ((observed.sum(1) == 0) == ~(full == 1).any(1)).all()  # ... rows without a finding kept unobserved
     hidden = (full == 1) & ~observed
     assert hidden.sum() == sum(manifest["hidden_positives"].values()) > 0
     assert manifest["rows_in"] == int(np.isin(split, ["train", "val"]).sum())

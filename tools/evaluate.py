@@ -6,15 +6,24 @@ Runs under `accelerate launch` too (each sample is scored exactly once across pr
 Study level and class subsets default to the run's eval.study_level / eval.classes; the flags override them:
   python tools/evaluate.py runs/chexpert --study-level max --classes \
       "Atelectasis,Cardiomegaly,Consolidation,Edema,Pleural Effusion"     # the CheXpert competition labels
+
+External validation: --data scores the run on another labelled set (any reader; YAML files with a data:
+section and/or data.* overrides), whole by default, into runs/<name>/external-<set name>[-tta]...:
+  python tools/evaluate.py runs/nih --data configs/datasets/chexpert.yaml --data data.root=/data/chexpert --tta
+  python tools/evaluate.py runs/nih --data data.dataset=csv --data data.labels=/data/site2/labels.csv --name site2
+Run classes are paired with the set's classes by name, spelling and a built-in synonym table (or --mapping
+FILE.yaml); classes without a counterpart are listed and left out. Images are decoded at the run's data.size.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from spml.cli import run_cli
+from spml.config import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,13 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", help="run folder (holds config.yaml and checkpoints/)")
     parser.add_argument("--tta", action="store_true", help="average over the test-time augmentation views (augment.tta)")
     parser.add_argument("--checkpoint", default="latest", choices=["latest", "best"])
-    parser.add_argument("--split", default="test", choices=["test", "val"])
+    parser.add_argument("--split", choices=["all", "train", "val", "test"],
+                        help="split to score: test (default) or val of the run's data; with --data: all (default) "
+                             "or a split of the external set's data.split")
     parser.add_argument("--bootstrap", type=int, help="bootstrap resamples for CIs (default: eval.bootstrap)")
     parser.add_argument("--study-level", choices=["max", "mean", "image"],
                         help="aggregate each study's views by max or mean before the metrics, or score images "
                              "(default: eval.study_level)")
     parser.add_argument("--classes", help="comma-separated class names to evaluate (default: eval.classes, or all)")
-    parser.add_argument("--out", help="output folder (default: <run>/eval[-tta][-val]...)")
+    parser.add_argument("--out", help="output folder (default: <run>/eval[-tta][-val]... or <run>/external-<name>...)")
+    parser.add_argument("--data", action="append", default=[], metavar="YAML|data.key=value",
+                        help="score on an external labelled set: its data config (repeatable; files, then overrides)")
+    parser.add_argument("--name", help="external set name for the output folder (default: from --data)")
+    parser.add_argument("--mapping", help="YAML file 'run class: external class' (null leaves a class out)")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides (e.g. data.root=/new/place)")
     args = parser.parse_intermixed_args(argv)
 
@@ -39,12 +54,17 @@ def main(argv: list[str] | None = None) -> int:
         from spml.engine.loader import make_eval_loader
         from spml.engine.trainer import build_accelerator
 
-        accelerator = build_accelerator()
         flags = []
         if args.study_level:
             flags.append(f"eval.study_level={'' if args.study_level == 'image' else args.study_level}")
         if args.classes:
             flags.append(f"eval.classes={json.dumps([c.strip() for c in args.classes.split(',') if c.strip()])}")
+        if args.data:
+            return score_external(args, flags)
+        if args.split in ("all", "train") or args.name or args.mapping:
+            raise ConfigError("--split all|train, --name and --mapping go with --data (an external set)")
+        args.split = args.split or "test"
+        accelerator = build_accelerator()
         config, stats, objective = load_run(args.run, args.checkpoint, (*args.overrides, *flags))
         bundle = build_data(config)
         if tuple(bundle.classes) != stats.classes:
@@ -58,12 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap = config.eval.bootstrap if args.bootstrap is None else args.bootstrap
             result, scored, classes = evaluate_split(predictions, bundle.frames[args.split], list(bundle.classes),
                                                      config.eval, bootstrap, config.train.seed)
-            suffix = ("-tta" if args.tta else "") + ("-val" if args.split == "val" else "")
-            if args.study_level:
-                suffix += "-image" if args.study_level == "image" else f"-study-{args.study_level}"
-            if args.classes:
-                suffix += f"-{len(classes)}classes"
-            out = Path(args.out) if args.out else Path(args.run) / f"eval{suffix}"
+            out = Path(args.out) if args.out else Path(args.run) / f"eval{suffix(args, 'test')}"
             write_report(result, scored, classes, out)
             s = result.summary
             print(f"{args.split} ({s['level']}, {len(classes)} classes): mAP {s['mAP']:.4f}  mean AUROC "
@@ -72,6 +87,47 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli(evaluate, parser)
+
+
+def suffix(args: argparse.Namespace, default_split: str) -> str:
+    """Output folder suffix: -tta, -<split> unless the default, -image / -study-<how>, -<N>classes."""
+    text = ("-tta" if args.tta else "") + (f"-{args.split}" if args.split != default_split else "")
+    if args.study_level:
+        text += "-image" if args.study_level == "image" else f"-study-{args.study_level}"
+    if args.classes:
+        text += f"-{len([c for c in args.classes.split(',') if c.strip()])}classes"
+    return text
+
+
+def score_external(args: argparse.Namespace, flags: list[str]) -> int:
+    """--data: score the run on an external labelled set (spml.external), in this one process."""
+    import torch
+
+    from spml.engine.inference import load_run
+    from spml.external import check_name, evaluate_external, external_data_config, external_name
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--data scores in one process; run tools/evaluate.py with python, not a multi-process "
+                          "launcher")
+    external = external_data_config(args.data)
+    name = check_name(args.name or external_name(external))
+    args.split = args.split or "all"
+    config, stats, objective = load_run(args.run, args.checkpoint, (*args.overrides, *flags))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    objective.to(device)
+    tta = config.augment.tta if args.tta else ()
+    out = Path(args.out) if args.out else Path(args.run) / f"external-{name}{suffix(args, 'all')}"
+    info = {"run": str(Path(args.run).resolve()), "checkpoint": args.checkpoint, "tta": list(tta)}
+    outcome = evaluate_external(lambda images: objective.predict(images.to(device), tta), stats.classes,
+                                config.data, external, name=name, split=args.split, mapping=args.mapping,
+                                eval_config=config.eval, seed=config.train.seed, out=out, info=info,
+                                bootstrap=config.eval.bootstrap if args.bootstrap is None else args.bootstrap)
+    for line in outcome.mapping.summary_lines():
+        print(line)
+    s = outcome.result.summary
+    print(f"external {name} ({args.split}, {s['level']}, {len(s['classes_used'])} classes): mAP {s['mAP']:.4f}  "
+          f"mean AUROC {s['mean_auroc']:.4f}  ({s['n_images']} rows) -> {out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ Choices:
   the observed positives (every other entry counts as a negative).
 * A seed sets train.seed only: the split (data.split_seed) and the masked labels are fixed, so seeds
   measure training variance on one masking. Another masking is another --mask-seed and --out.
-* Rows without a certain positive (--no-positive, default data.mask_no_positive: drop, keep for the
-  synthetic set): with `drop` they leave the SPML train split (val too with --mask-val) while `full`
-  still trains on them; with `keep` every method trains on the same images.
+* Rows without a certain positive (--no-positive, default keep as in the quick start, unless a --config file
+  or an override sets data.mask_no_positive): with `keep` every method trains on the same images (such rows
+  are all-unobserved in SPML mode); with `drop` they leave the SPML train split (val too with --mask-val)
+  while `full` still trains on them, so the methods see different images. results.md names the policy.
 * Methods: full, mpc and the registered single-positive losses; an unknown name is an error.
 """
 from __future__ import annotations
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheme", help="masking scheme (data.mask_scheme): single_positive | keep_k | keep_fraction")
     parser.add_argument("--mask-seed", type=int, help="masking seed (data.mask_seed, default 1200)")
     parser.add_argument("--no-positive", choices=["drop", "keep"], help="rows without a certain positive "
-                        "(data.mask_no_positive)")
+                        "(data.mask_no_positive; default keep unless a --config file or an override sets it)")
     parser.add_argument("--config", action="append", default=[], help="extra YAML file(s) after the dataset's")
     parser.add_argument("--out", help="experiment folder (default: runs/masking/<dataset>[_maskval])")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the launch commands, write nothing")
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     def experiment() -> int:
         from spml.data.masking import masking_summary
         from spml.experiments import run_grid, write_results
-        from spml.masking_experiment import (parse_methods, parse_seeds, plan_runs, reference,
+        from spml.masking_experiment import (no_positive_default, parse_methods, parse_seeds, plan_runs, reference,
                                              write_masked_splits)
 
         methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = (*((str(dataset_yaml),) if dataset_yaml.exists() else ()), *args.config)
         flags = {"data.dataset": args.dataset, "data.root": args.root, "data.labels": args.labels,
                  "data.mask_scheme": args.scheme, "data.mask_seed": args.mask_seed,
-                 "data.mask_no_positive": args.no_positive}
+                 "data.mask_no_positive": args.no_positive or no_positive_default(args.config, args.overrides)}
         overrides = (*(f"{key}={value}" for key, value in flags.items() if value not in (None, "")), *args.overrides)
         mask_config = load_config(configs, [*overrides, f"data.mask_val={args.mask_val}"])
         out = Path(args.out or f"runs/masking/{args.dataset}{'_maskval' if args.mask_val else ''}")
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         print(("written" if written else "identical file already there, kept") + "\n" + masking_summary(manifest))
         frame = run_grid(runs, TRAIN)
         val = "masked" if args.mask_val else "clean"
-        name = f"masking {args.dataset}: {data.mask_scheme} seed {data.mask_seed}, {val} val, clean test"
+        name = (f"masking {args.dataset}: {data.mask_scheme} seed {data.mask_seed}, {val} val, clean test, rows "
+                f"without a positive: {data.mask_no_positive}")
         print(write_results(frame, out, name, reference(methods)))
         failed = int((frame["status"] == "failed").sum())
         print(f"{len(frame)} runs, {failed} failed -> {out}/results.csv, results.md, results.png")

@@ -20,6 +20,10 @@ class CSVFormatConfig:
 
     path_column: str = "path"
     patient_column: str = ""  # empty: every image is its own patient
+    study_column: str = ""  # optional study id column (eval.study_level); empty: no study ids
+    split_column: str = "split"  # train/val/test per row, read under data.split=given|official (if present)
+    # Label layout: label_columns, or label_column, or neither: then the header decides (a column named
+    # "findings" or "Finding Labels" holds delimited names, else every other column is a finding column).
     label_columns: tuple[str, ...] = ()  # one 0/1/-1/blank column per finding ...
     label_column: str = ""  # ... or one delimited column of finding names
     label_delimiter: str = "|"
@@ -41,7 +45,8 @@ class DataConfig:
     uncertainty: str = "ignore"  # ignore | zeros | ones | mixed  (CheXpert/MIMIC -1 labels)
     uncertain_ones: tuple[str, ...] = ("Atelectasis", "Edema")  # U-Ones classes under "mixed"
     blank: str = "zero"  # zero | unknown: CheXpert/MIMIC blank ("not mentioned") entries
-    split: str = "random"  # random | official | stratified
+    split: str = "random"  # random | stratified | official (val carved from train if absent) | given (as in the file)
+    allow_patient_overlap: bool = False  # a patient in two splits of an official/given split is an error unless true
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     split_seed: int = 0

@@ -21,10 +21,12 @@ writes them to <run>/skipped_images.csv).
   masked labels leave the val split. A masked file whose manifest lists `splits` (masking_experiment)
   may hold rows of those splits only.
 
-A label column with no value in any row is unknown whatever data.blank says; such columns and the classes
-without a known (SPML train: observed) positive in a split are warned and listed in `DataBundle.warnings`.
+A label column with no value in any row is unknown whatever data.blank says; such columns, the classes
+without a known (SPML train: observed) positive in a split, a val split whose class prevalence differs from
+train's by more than PREVALENCE_FACTOR or that holds fewer than FEW_POSITIVES positives of a class, and patients
+in two splits (only under data.allow_patient_overlap) are warned and listed in `DataBundle.warnings`.
 
-Named steps, in order: `read_split` -> `apply_uncertainty` (full labels) -> `masked_labels` (the label
+Named steps, in order: `read_split` -> `full_labels` (the uncertainty policy) -> `masked_labels` (the label
 source: `masked_file`, `masked_in_memory` or None for full labels) -> `split_rows` -> `training_labels`
 (`observed_positives` or `partial_targets` for train, `masked_targets` for val under data.mask_val) ->
 `make_dataset` per split.
@@ -53,7 +55,7 @@ from spml.data.images import ImageError, Intensity, check_image
 from spml.data.labels import apply_uncertainty
 from spml.data.masking import align_masked, load_masked_rows, mask_splits, read_manifest
 from spml.data.readers import READERS
-from spml.data.splits import SPLITS, assign_splits
+from spml.data.splits import SPLITS, assign_splits, patient_overlap_message, shared_patients
 from spml.data.table import DataError, LabelTable, check_images, dataset_root
 
 log = logging.getLogger(__name__)
@@ -83,12 +85,27 @@ def read_table(config: DataConfig) -> LabelTable:
     return READERS.get(config.dataset)(config)
 
 
+def read_checked(config: DataConfig) -> LabelTable:
+    """The table after the image-existence check (data.missing; skipped with a data.cache, whose own check
+    covers the files)."""
+    table = read_table(config)
+    return table if config.cache else check_images(table, config.missing)
+
+
 def read_split(config: DataConfig) -> tuple[LabelTable, np.ndarray]:
     """The table after the image-existence check (data.missing) and its (N,) split names (data.split)."""
-    table = read_table(config)
-    if not config.cache:
-        table = check_images(table, config.missing)
+    table = read_checked(config)
     return table, assign_splits(table, config)
+
+
+def full_labels(table: LabelTable, config: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(targets (N, C) float32, known (N, C) bool, empty (C,) bool): the uncertainty policy applied to every row;
+    a label column with no value in any row (`empty`) is unknown, whatever data.blank says about single blanks."""
+    targets, known = apply_uncertainty(table.values(), table.classes, config.uncertainty, config.uncertain_ones,
+                                       config.blank)
+    empty = empty_columns(table)
+    known[:, empty] = False
+    return targets, known, empty
 
 
 @dataclass
@@ -250,8 +267,7 @@ NO_POSITIVE_EFFECT = {"train": "they are trained without a positive example",
 
 def label_warnings(table: LabelTable, labels: dict[str, SplitLabels], empty: np.ndarray) -> list[dict[str, Any]]:
     """Label facts a run should not go without: label columns that are empty in every row (read as unknown),
-    and per split the classes without a known positive (SPML train split: without an observed positive).
-    Each is warned (UserWarning, printed once; not also logged, which would print it twice) and returned as
+    and per split the classes without a known positive (SPML train split: without an observed positive), as
     {"warning", "split", "classes", "message"}."""
     classes = np.asarray(table.classes, dtype=object)
     found = []
@@ -269,8 +285,6 @@ def label_warnings(table: LabelTable, labels: dict[str, SplitLabels], empty: np.
             found.append({"warning": f"no_{kind}_positive", "split": name, "classes": classes[absent].tolist(),
                           "message": f"class(es) {classes[absent].tolist()} have no {kind} positive in the {name} "
                                      f"split ({len(split.rows)} images): {NO_POSITIVE_EFFECT[name]}"})
-    for item in found:
-        warnings.warn(item["message"], stacklevel=3)
     return found
 
 
@@ -333,6 +347,57 @@ def leave_out_bad_images(config: DataConfig, table: LabelTable, rows: dict[str, 
     return kept, left_out
 
 
+PREVALENCE_FACTOR = 3.0  # val prevalence above 3x or below 1/3 of train's is warned (model selection is off)
+FEW_POSITIVES = 5  # a class with 1-4 known positives in the val split is warned (its val AP/AUROC is noise)
+
+
+def prevalence(labels: SplitLabels) -> np.ndarray:
+    """(C,) share of the known entries that are positive (NaN without a known entry)."""
+    known = labels.known.sum(0)
+    positives = ((labels.targets > 0.5) & labels.known).sum(0)
+    return np.where(known > 0, positives / np.maximum(known, 1), np.nan)
+
+
+def val_warnings(classes: tuple[str, ...], full: dict[str, SplitLabels], val: SplitLabels) -> list[dict[str, Any]]:
+    """Validation splits that choose checkpoints badly: a class whose val prevalence (full labels) is more than
+    PREVALENCE_FACTOR times its train prevalence or less than its inverse ("val_prevalence_shift", classes with
+    positives in both), and classes with 1 to FEW_POSITIVES - 1 known positives in the val labels as the run uses
+    them ("few_val_positives"; none at all is no_known_positive)."""
+    found = []
+    train_share, val_share = prevalence(full["train"]), prevalence(full["val"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = val_share / train_share
+    shifted = [j for j in range(len(classes)) if train_share[j] > 0 and val_share[j] > 0
+               and not 1 / PREVALENCE_FACTOR <= ratio[j] <= PREVALENCE_FACTOR]
+    if shifted:
+        values = {classes[j]: {"train": round(float(train_share[j]), 4), "val": round(float(val_share[j]), 4)}
+                  for j in shifted}
+        listed = ", ".join(f"{name} {v['val']:.1%} vs {v['train']:.1%}" for name, v in values.items())
+        found.append({"warning": "val_prevalence_shift", "split": "val", "classes": list(values),
+                      "prevalence": values,
+                      "message": f"class prevalence in the val split ({len(val.rows)} images) differs from train by "
+                                 f"more than {PREVALENCE_FACTOR:g}x: {listed} (val vs train); checkpoints chosen on "
+                                 "this split follow noise. Use a larger data.val_fraction or data.split=stratified"})
+    positives = ((val.targets > 0.5) & val.known).sum(0)
+    few = np.flatnonzero((positives > 0) & (positives < FEW_POSITIVES))
+    if few.size:
+        counts = {classes[j]: int(positives[j]) for j in few}
+        found.append({"warning": "few_val_positives", "split": "val", "classes": list(counts), "positives": counts,
+                      "message": f"class(es) with fewer than {FEW_POSITIVES} known positives in the val split "
+                                 f"({len(val.rows)} images): {counts}; their val AP/AUROC, and the checkpoint "
+                                 "chosen on them, are noise"})
+    return found
+
+
+def overlap_warnings(table: LabelTable, split: np.ndarray) -> list[dict[str, Any]]:
+    """Under data.allow_patient_overlap: the patients the split puts in more than one split ("patient_overlap")."""
+    shared = shared_patients(table, split)
+    if not len(shared):
+        return []
+    return [{"warning": "patient_overlap", "split": "all", "classes": [], "patients": int(len(shared)),
+             "message": f"data.allow_patient_overlap=true: {patient_overlap_message(table, split, shared)}"}]
+
+
 # ------------------------------------------------------------------------------------ datasets
 def make_dataset(config: DataConfig, table: LabelTable, labels: SplitLabels) -> CXRDataset:
     """CXRDataset of one split; images from the synthetic generator, the uint8 cache or the files."""
@@ -361,10 +426,7 @@ def build_data(config: Config) -> DataBundle:
     check_mode(config)
     data = config.data
     table, split = read_split(data)
-    targets, known = apply_uncertainty(table.values(), table.classes, data.uncertainty, data.uncertain_ones,
-                                       data.blank)
-    empty = empty_columns(table)
-    known[:, empty] = False  # no entry at all is no label, whatever data.blank says about single blanks
+    targets, known, empty = full_labels(table, data)
     masked = masked_labels(config, table, split)
     rows, left_out = leave_out_bad_images(data, table, split_rows(split, masked))
     for name in SPLITS:
@@ -381,7 +443,10 @@ def build_data(config: Config) -> DataBundle:
     datasets = {name: make_dataset(data, subsets[name], labels[name]) for name in SPLITS}
     log.info("data %s: %s images (train %d, val %d, test %d), %d classes", data.dataset, len(table.frame),
              *(len(rows[name]) for name in SPLITS), len(table.classes))
+    found = [*overlap_warnings(table, split), *label_warnings(table, labels, empty),
+             *val_warnings(table.classes, full, labels["val"])]
+    for item in found:  # a UserWarning each, printed once (not also logged, which would print it twice)
+        warnings.warn(item["message"], stacklevel=2)
     return DataBundle(datasets["train"], datasets["val"], datasets["test"], table.classes, table,
                       masked.manifest if masked is not None else None, positive_counts(labels["train"]),
-                      expected_positives, {name: subsets[name].frame for name in SPLITS},
-                      label_warnings(table, labels, empty), left_out)
+                      expected_positives, {name: subsets[name].frame for name in SPLITS}, found, left_out)

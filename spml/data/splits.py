@@ -1,21 +1,42 @@
 """Patient-wise train/val/test splits: seeded random, official, and multi-label iterative stratification.
 
 Every function returns one split name per table row ("train" | "val" | "test"); no patient is in two
-splits (an official split is taken as given; val carved from it is patient-wise). data.split names a scheme
-of the SPLIT_SCHEMES registry (like the masking schemes of spml.data.masking).
+splits. data.split names a scheme of the SPLIT_SCHEMES registry (like the masking schemes of
+spml.data.masking): random and stratified assign patients; official and given take the split the dataset's
+files give (the reader's OFFICIAL_SPLIT column: NIH lists, MIMIC split csv, CheXpert valid.csv, a CSV's split
+column), official carving val from the train patients when the files give no val rows, given exactly as
+written. A patient in two splits of a file's split is an error unless data.allow_patient_overlap.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from spml.config import DataConfig
-from spml.data.table import OFFICIAL_SPLIT, DataError, LabelTable
+from spml.data.table import OFFICIAL_SPLIT, DataError, LabelTable, row_error
 from spml.registry import Registry
 
 SPLITS = ("train", "val", "test")
+FILE_SPLITS = ("official", "given")  # data.split schemes that read the split from the dataset's files
+# Accepted spellings of a split name in a label file (compared in lower case, spaces stripped). "dev" is not
+# accepted: some datasets use it for validation, others for test.
+SPLIT_SPELLINGS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                   "validate": "val", "test": "test", "testing": "test"}
+
+
+def parse_split_names(values: pd.Series, file: str, column: str) -> np.ndarray:
+    """(N,) "train" | "val" | "test" from a label file's split column (SPLIT_SPELLINGS, any case); an empty or
+    other value is a DataError naming the row."""
+    names = values.str.strip().str.lower().map(SPLIT_SPELLINGS)
+    bad = names.isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise row_error(file, row + 1, column, f"unknown split {values.iloc[row]!r} ({int(bad.sum())} such rows); "
+                        f"write one of {sorted(SPLIT_SPELLINGS)} (any case)")
+    return names.to_numpy(dtype=object)
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -92,13 +113,19 @@ def stratified_split(patient_ids: Sequence[str], positives: np.ndarray, val_frac
     return np.asarray(SPLITS, dtype=object)[fold][inverse]
 
 
+def file_split(frame: pd.DataFrame, scheme: str) -> np.ndarray:
+    """(N,) copy of the reader's OFFICIAL_SPLIT column; a DataError when the dataset's files give no split."""
+    if OFFICIAL_SPLIT not in frame.columns:
+        raise DataError(f"data.split={scheme}: this dataset's files give no split (NIH lists, MIMIC split csv, "
+                        "CheXpert valid.csv, a CSV's split column: data.csv.split_column); use data.split=random "
+                        "or stratified")
+    return frame[OFFICIAL_SPLIT].to_numpy(dtype=object).copy()
+
+
 def official_split(frame: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:
     """(N,) split names from the reader's OFFICIAL_SPLIT column; without official val rows, val is
     val_fraction of the official train patients (seeded, patient-wise)."""
-    if OFFICIAL_SPLIT not in frame.columns:
-        raise DataError("data.split=official: this dataset has no official split (NIH lists, MIMIC split csv, "
-                        "CheXpert valid.csv); use data.split=random or stratified")
-    split = frame[OFFICIAL_SPLIT].to_numpy(dtype=object).copy()
+    split = file_split(frame, "official")
     if not (split == "val").any():
         train = split == "train"
         carved = random_split(frame["patient_id"].to_numpy()[train], val_fraction, 0.0, seed)
@@ -125,11 +152,50 @@ def split_official(table: LabelTable, config: DataConfig) -> np.ndarray:
     return official_split(table.frame, config.val_fraction, config.split_seed)
 
 
+@SPLIT_SCHEMES.register("given")
+def split_given(table: LabelTable, config: DataConfig) -> np.ndarray:
+    """The split exactly as the dataset's files give it; each of train, val and test must have rows."""
+    split = file_split(table.frame, "given")
+    for name in SPLITS:
+        if not (split == name).any():
+            carve = " (data.split=official carves val from the train patients)" if name == "val" else ""
+            raise DataError(f"data.split=given: {table.source} gives no {name} rows; the file's split must name "
+                            f"train, val and test rows{carve}")
+    return split
+
+
+def shared_patients(table: LabelTable, split: np.ndarray) -> pd.Series:
+    """Patients with images in more than one split -> the sorted split names they are in."""
+    frame = pd.DataFrame({"patient": table.frame["patient_id"].to_numpy(), "split": np.asarray(split, dtype=object)})
+    counts = frame.groupby("patient", sort=True)["split"].nunique()
+    shared = frame[frame["patient"].isin(counts.index[counts > 1])]
+    return shared.groupby("patient", sort=True)["split"].agg(lambda names: tuple(sorted(set(names))))
+
+
+def patient_overlap_message(table: LabelTable, split: np.ndarray, shared: pd.Series) -> str:
+    """One line naming the first shared patient, an image of it in each of its splits, and the count."""
+    patient, names = shared.index[0], shared.iloc[0]
+    rows = table.frame["patient_id"].to_numpy() == patient
+    examples = ", ".join(f"{name} ({table.frame['path'].to_numpy()[rows & (split == name)][0]!r})" for name in names)
+    return (f"patient {patient!r} of {table.source} has images in {examples}; {len(shared)} patient(s) are in more "
+            "than one split, so test images of a patient could have been trained on")
+
+
 def assign_splits(table: LabelTable, config: DataConfig) -> np.ndarray:
-    """(N,) "train" | "val" | "test" per row of `table` following data.split (a SPLIT_SCHEMES name)."""
+    """(N,) "train" | "val" | "test" per row of `table` following data.split (a SPLIT_SCHEMES name).
+    A patient in two splits is a DataError unless data.allow_patient_overlap (spml.data.build then records it)."""
     if config.split not in SPLIT_SCHEMES:
         raise DataError(f"data.split={config.split!r}; choose from {SPLIT_SCHEMES.names()}")
-    return SPLIT_SCHEMES.get(config.split)(table, config)
+    if config.split not in FILE_SPLITS and OFFICIAL_SPLIT in table.frame.columns:
+        warnings.warn(f"{table.source} gives its own split (a CSV's {config.csv.split_column!r} column), which "
+                      f"data.split={config.split} ignores; data.split=given uses it (data.csv.split_column= reads "
+                      "no split column)", stacklevel=2)
+    split = SPLIT_SCHEMES.get(config.split)(table, config)
+    shared = shared_patients(table, split)
+    if len(shared) and not config.allow_patient_overlap:
+        raise DataError(f"data.split={config.split}: {patient_overlap_message(table, split, shared)}; fix the "
+                        "split, or set data.allow_patient_overlap=true to accept it")
+    return split
 
 
 def split_prevalence(table: LabelTable, split: np.ndarray) -> pd.DataFrame:

@@ -66,8 +66,8 @@ def check_eval_config(config: EvalConfig, classes: list[str], frame: pd.DataFram
     if config.study_level and frame is not None and (frame["study_id"].astype(str) == "").any():
         missing = int((frame["study_id"].astype(str) == "").sum())
         raise ValueError(f"eval.study_level={config.study_level}: {missing} of {len(frame)} images have no study id "
-                         "(NIH, CSV and the synthetic set have none per view); set eval.study_level='' for "
-                         "image-level metrics")
+                         "(NIH and the synthetic set have none per view, a CSV only with data.csv.study_column); set "
+                         "eval.study_level='' for image-level metrics")
 
 
 def evaluation_view(predictions: dict[str, np.ndarray], frame: pd.DataFrame, classes: list[str],

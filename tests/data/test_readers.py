@@ -245,8 +245,9 @@ def test_csv_label_columns_and_delimited_column(tmp_path, kit):
     with pytest.raises(DataError, match="unknown finding name 'B'"):
         read(kit, "dataset=csv", f"labels={file}", "csv.path_column=image", "csv.label_column=findings", "classes=[A]",
              "allow_outside_root=true")
-    with pytest.raises(DataError, match="exactly one of data.csv.label_columns"):
-        read(kit, "dataset=csv", f"labels={file}", "csv.path_column=image")
+    with pytest.raises(DataError, match="set one of data.csv.label_columns .* not both"):
+        read(kit, "dataset=csv", f"labels={file}", "csv.path_column=image", "csv.label_columns=[A]",
+             "csv.label_column=findings", "allow_outside_root=true")
 
 
 # ----------------------------------------------------------------------------------------------- bad input

@@ -73,7 +73,7 @@ def test_official_split_carves_val_from_train_patients():
     assert (split[30:] == "test").all() and (split[:30] != "test").all()
     assert_patient_wise(frame, split)
     assert (split == "val").sum() == 2 * round(0.2 * 15)
-    with pytest.raises(DataError, match="no official split"):
+    with pytest.raises(DataError, match="files give no split"):
         official_split(frame.drop(columns=OFFICIAL_SPLIT), 0.1, 0)
 
 
@@ -83,13 +83,13 @@ def test_official_split_with_val_rows_is_taken_as_given():
 
 
 def test_split_schemes_are_a_registry(nih_table, kit):
-    assert SPLIT_SCHEMES.names() == ["official", "random", "stratified"]
+    assert SPLIT_SCHEMES.names() == ["given", "official", "random", "stratified"]
     config = kit.config("split=random", "split_seed=3")
     np.testing.assert_array_equal(assign_splits(nih_table, config), SPLIT_SCHEMES.get("random")(nih_table, config))
 
 
 def test_bad_split_settings(nih_table, kit):
-    with pytest.raises(DataError, match=r"data.split='patient'; choose from \['official', 'random', 'stratified'\]"):
+    with pytest.raises(DataError, match=r"data.split='patient'; choose from \['given', 'official', 'random', 'stratified'\]"):
         assign_splits(nih_table, kit.config("split=patient"))
     with pytest.raises(DataError, match="data.val_fraction=0.5, data.test_fraction=0.6"):
         assign_splits(nih_table, kit.config("val_fraction=0.5", "test_fraction=0.6"))

@@ -9,6 +9,7 @@ import pandas as pd
 from spml.config import DataConfig
 from spml.data.labels import parse_label_values, select_classes
 from spml.data.readers import READERS
+from spml.data.splits import FILE_SPLITS
 from spml.data.table import DataError, LabelTable, check_paths, dataset_root, first_existing, make_table, read_csv, \
     resolve_image_paths, row_error
 
@@ -63,12 +64,12 @@ def read_file(file: str, root: str, config: DataConfig, split: str | None) -> tu
 
 @READERS.register("chexpert")
 def read_chexpert(config: DataConfig) -> LabelTable:
-    """data.labels (default root/train.csv) -> LabelTable; with data.split=official valid.csv (beside it)
-    is added as the test split (the official validation set; val is then carved from train)."""
+    """data.labels (default root/train.csv) -> LabelTable; with data.split=official (or given) valid.csv (beside
+    it) is added as the test split (the official validation set; official then carves val from train)."""
     root = dataset_root(config)
     file = config.labels or first_existing([os.path.join(root, n) for n in ("train.csv", "train.csv.gz")],
                                            "CheXpert train.csv", "data.labels or data.root")
-    if config.split != "official":
+    if config.split not in FILE_SPLITS:
         table, keep = read_file(file, root, config, None)
         return table.subset(keep)
     folder = os.path.dirname(os.path.abspath(file))

@@ -1,49 +1,103 @@
 """Any other dataset: a CSV with a path column and one column per finding or one delimited finding column
-(layout in data.csv.*; relative paths are joined with data.root, default the CSV's folder)."""
+(layout in data.csv.*, or found from the header; relative paths are joined with data.root, default the CSV's
+folder); optional patient, study and split columns."""
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
+import pandas as pd
 
 from spml.config import DataConfig
+from spml.config.schema import CSVFormatConfig
 from spml.data.labels import parse_findings, parse_label_values, select_classes
 from spml.data.readers import READERS
+from spml.data.splits import FILE_SPLITS, parse_split_names
 from spml.data.table import DataError, LabelTable, dataset_root, make_table, read_csv, resolve_image_paths, row_error
+
+DELIMITED_COLUMNS = ("findings", "Finding Labels")  # header names read as delimited finding names
+UNNAMED = re.compile(r"^Unnamed: \d+$")  # how pandas names a column whose header cell is empty
+
+
+def label_layout(layout: CSVFormatConfig, header: list[str], file: str) -> tuple[tuple[str, ...], str]:
+    """(label_columns, label_column): exactly one is set. Without data.csv.label_columns / label_column the
+    header decides: a column of DELIMITED_COLUMNS holds delimited names; else every column that is not the path,
+    patient, study or split column (nor unnamed) is a finding column."""
+    if layout.label_columns and layout.label_column:
+        raise DataError("set one of data.csv.label_columns (one column per finding) and data.csv.label_column "
+                        "(one delimited column of finding names), not both")
+    if layout.label_columns or layout.label_column:
+        return tuple(layout.label_columns), layout.label_column
+    delimited = [name for name in DELIMITED_COLUMNS if name in header]
+    if len(delimited) > 1:
+        raise DataError(f"{file}: both {delimited} could hold the finding names; set data.csv.label_column")
+    if delimited:
+        return (), delimited[0]
+    other = {layout.path_column, layout.patient_column, layout.study_column, layout.split_column}
+    columns = tuple(name for name in header if name not in other and not UNNAMED.match(name))
+    if not columns:
+        raise DataError(f"{file}: no finding column in the header {header}; set data.csv.label_columns")
+    return columns, ""
+
+
+def split_column(frame: pd.DataFrame, config: DataConfig, file: str) -> np.ndarray | None:
+    """The file's split per row when it has data.csv.split_column (spml.data.splits warns when data.split does
+    not use it); None without it, which data.split=official|given refuse."""
+    column = config.csv.split_column
+    if not column or column not in frame.columns:
+        if config.split in FILE_SPLITS:
+            raise DataError(f"data.split={config.split} needs a {column!r} column (data.csv.split_column) in "
+                            f"{file}; the header has {list(frame.columns)}")
+        return None
+    try:
+        return parse_split_names(frame[column], file, column)
+    except DataError as err:
+        raise DataError(f"{err}; or set data.csv.split_column= to read no split from the file") from None
 
 
 @READERS.register("csv")
 def read_generic_csv(config: DataConfig) -> LabelTable:
-    """data.labels -> LabelTable; label_columns hold 1/0/-1/blank, label_column holds delimited names."""
+    """data.labels -> LabelTable; label columns hold 1/0/-1/blank, a label column holds delimited names."""
     layout = config.csv
     if not config.labels:
         raise DataError("data.labels: set the CSV label file for data.dataset=csv")
-    if bool(layout.label_columns) == bool(layout.label_column):
-        raise DataError("set exactly one of data.csv.label_columns (one column per finding) and "
-                        "data.csv.label_column (one delimited column of finding names)")
     if config.views:
         raise DataError("data.views: the generic CSV format has no view column; leave data.views empty")
-    label_columns = list(layout.label_columns) or [layout.label_column]
-    required = [layout.path_column, *([layout.patient_column] if layout.patient_column else []), *label_columns]
     file = config.labels
-    frame, digest = read_csv(file, required)
+    frame, digest = read_csv(file, [layout.path_column])
+    label_columns, label_column = label_layout(layout, list(frame.columns), file)
+    id_columns = [name for name in (layout.patient_column, layout.study_column) if name]
+    needed = [*id_columns, *label_columns, *([label_column] if label_column else [])]
+    missing = [name for name in needed if name not in frame.columns]
+    if missing:
+        raise DataError(f"{file}: missing column(s) {missing}; the header has {list(frame.columns)}")
     relative = frame[layout.path_column].str.strip()
     paths = resolve_image_paths(relative, dataset_root(config), file, layout.path_column, config.allow_outside_root)
-    if layout.patient_column:
-        patients = frame[layout.patient_column].str.strip()
-        if (patients == "").any():
-            row = int(np.flatnonzero((patients == "").to_numpy())[0])
-            raise row_error(file, row + 1, layout.patient_column, "empty patient id")
-    else:
-        patients = relative  # every image is its own patient
-    if layout.label_column:
+    for column in id_columns:
+        empty = (frame[column].str.strip() == "").to_numpy()
+        if empty.any():
+            raise row_error(file, int(np.flatnonzero(empty)[0]) + 1, column, f"empty id ({int(empty.sum())} such rows)")
+    # no patient column: every image is its own patient
+    patients = frame[layout.patient_column].str.strip() if layout.patient_column else relative
+    if label_column:
         requested = tuple(config.classes) or None
-        values, classes = parse_findings(frame[layout.label_column].str.strip(), requested, layout.no_finding,
-                                         file, layout.label_column, layout.label_delimiter)
+        values, classes = parse_findings(frame[label_column].str.strip(), requested, layout.no_finding,
+                                         file, label_column, layout.label_delimiter)
     else:
-        classes = select_classes(config.classes, layout.label_columns, layout.label_columns)
-        values = parse_label_values(frame, classes, file)
+        classes = select_classes(config.classes, label_columns, label_columns)
+        try:
+            values = parse_label_values(frame, classes, file)
+        except DataError as err:
+            if layout.label_columns:
+                raise
+            raise DataError(f"{err} (data.csv.label_columns is not set, so every column but the path, patient, "
+                            f"study and split columns was read as a finding: {list(label_columns)}; set "
+                            "data.csv.label_columns to the finding columns, or name an id column in "
+                            "data.csv.patient_column or data.csv.study_column)") from None
     if not classes:
-        raise DataError(f"{file}: no finding names in column {layout.label_column!r}")
+        raise DataError(f"{file}: no finding names in column {label_column!r}")
     meta = {"path": paths, "patient_id": patients.to_numpy()}
-    return make_table(meta, values, classes, os.path.abspath(file), digest)
+    if layout.study_column:
+        meta["study_id"] = frame[layout.study_column].str.strip().to_numpy()
+    return make_table(meta, values, classes, os.path.abspath(file), digest, split_column(frame, config, file))

@@ -12,6 +12,7 @@ import pandas as pd
 from spml.config import DataConfig
 from spml.data.labels import parse_label_values, select_classes
 from spml.data.readers import READERS
+from spml.data.splits import FILE_SPLITS
 from spml.data.readers.chexpert import CLASSES
 from spml.data.table import DataError, LabelTable, check_paths, dataset_root, first_existing, make_table, \
     read_csv, resolve_image_paths, row_error, view_mask
@@ -89,7 +90,7 @@ def read_mimic(config: DataConfig) -> LabelTable:
         warnings.warn(f"{int(unlabelled.sum())} images of {meta_file} have no study row in {label_file}; "
                       "they are left out", stacklevel=2)
         joined = joined[~unlabelled].reset_index(drop=True)
-    split = official_split(mimic_file(root, "split", "data.split"), joined) if config.split == "official" else None
+    split = official_split(mimic_file(root, "split", "data.split"), joined) if config.split in FILE_SPLITS else None
     meta = {"path": joined["path"].to_numpy(), "patient_id": joined["subject_id"].to_numpy(),
             "study_id": joined["study_id"].to_numpy(), "view": joined["ViewPosition"].to_numpy()}
     return make_table(meta, joined[list(classes)].to_numpy(), classes, os.path.abspath(label_file), digest, split)

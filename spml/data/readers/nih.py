@@ -9,6 +9,7 @@ import pandas as pd
 from spml.config import DataConfig
 from spml.data.labels import parse_findings, select_classes
 from spml.data.readers import READERS
+from spml.data.splits import FILE_SPLITS
 from spml.data.table import DataError, LabelTable, dataset_root, first_existing, make_table, read_csv, \
     resolve_image_paths, row_error, view_mask
 
@@ -54,7 +55,7 @@ def official_split(root: str, names: pd.Series, file: str) -> np.ndarray:
     for label, list_name in SPLIT_LISTS.items():
         list_path = os.path.join(root, list_name)
         if not os.path.isfile(list_path):
-            raise DataError(f"data.split=official needs {list_path} (NIH official split list); "
+            raise DataError(f"data.split=official|given needs {list_path} (NIH official split list); "
                             "or use data.split=random|stratified")
         with open(list_path, encoding="utf-8") as handle:
             listed = {line.strip() for line in handle if line.strip()}
@@ -89,7 +90,7 @@ def read_nih(config: DataConfig) -> LabelTable:
     values, _ = parse_findings(frame["Finding Labels"].str.strip(), classes, NO_FINDING, file, "Finding Labels",
                                vocabulary=CLASSES)
     keep = view_mask(frame["View Position"].str.strip(), config.views, file, "View Position")
-    split = official_split(root, names, file) if config.split == "official" else None
+    split = official_split(root, names, file) if config.split in FILE_SPLITS else None
     meta = {
         "path": paths,
         "patient_id": patients.to_numpy(),
