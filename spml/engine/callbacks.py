@@ -163,14 +163,18 @@ class Validation(Callback):
         self.improved = self.validated = False
         if not completed or (epoch % self.every != 0 and epoch != trainer.epochs):
             return
-        result = score(predict_split(self.model, self.loader, trainer.accelerator), self.classes)
-        values = {"val/mAP": result.summary["mAP"], "val/mean_auroc": result.summary["mean_auroc"]}
+        values = self.evaluate(trainer)
         trainer.log(values)
         trainer.accelerator.print(f"epoch {epoch}: val mAP {values['val/mAP']:.4f} "
                                   f"mean AUROC {values['val/mean_auroc']:.4f}")
         self.validated = True
         if values[self.metric] > self.best_value:
             self.best_value, self.best_epoch, self.improved = values[self.metric], epoch, True
+
+    def evaluate(self, trainer: Trainer) -> dict[str, float]:
+        """{"val/mAP", "val/mean_auroc"} of the model on the validation loader."""
+        result = score(predict_split(self.model, self.loader, trainer.accelerator), self.classes)
+        return {"val/mAP": result.summary["mAP"], "val/mean_auroc": result.summary["mean_auroc"]}
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_value": self.best_value, "best_epoch": self.best_epoch}
