@@ -32,7 +32,7 @@ _EXPORTS = {
     "spml.engine.evaluation": ["predict_split"],
     "spml.config": ["load_config"],
     "spml.data.build": ["build_data"],
-    "spml.build": ["build_objective", "build_trainer", "export_run", "load_model"],
+    "spml.factories": ["build_objective", "build_trainer", "export_run", "load_model"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

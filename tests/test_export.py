@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from spml.augment import tta_predict
-from spml.build import build_classifier, build_trainer, load_model
+from spml.factories import build_classifier, build_trainer, load_model
 from spml.config import load_config
 from spml.engine.callbacks import FinalEvaluation
 from spml.engine.evaluation import predict_split

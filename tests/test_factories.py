@@ -1,12 +1,12 @@
-"""spml.build turns a Config into components: every registered loss, head, objective and MPC strategy is built
-from the config, errors name the config key, and the library outside spml.build never reads the schema."""
+"""spml.factories turns a Config into components: every registered loss, head, objective and MPC strategy is built
+from the config, errors name the config key, and the library outside spml.factories never reads the schema."""
 import ast
 from pathlib import Path
 
 import pytest
 import torch
 
-from spml.build import DataStats, build_loss, build_objective, build_optimizer, build_scheduler
+from spml.factories import DataStats, build_loss, build_objective, build_optimizer, build_scheduler
 from spml.config import ConfigError, load_config
 from spml.losses import LOSSES, SPML_LOSSES
 from spml.objectives import (BASE_TERMS, CONSISTENCY, TARGETS, THRESHOLDS, MPCObjective, SinglePositiveObjective,
@@ -103,6 +103,6 @@ def test_layering(package):
     for path in sorted((REPO / "spml" / package).rglob("*.py")):
         imported = {name.split(".")[1] for name in spml_imports(path) if name.count(".")}
         if package != "config":
-            assert not imported & {"config", "build"}, path
+            assert not imported & {"config", "factories"}, path
         if package in ("config", "engine"):
             assert not imported & {"losses", "models", "augment", "objectives"}, path

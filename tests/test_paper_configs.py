@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import timm
 
-from spml.build import build_trainer
+from spml.factories import build_trainer
 from spml.config import load_config
 from spml.data.build import build_data
 from tests.conftest import REPO

@@ -7,7 +7,7 @@
 Sections (each builds what training builds, from a Config via spml.config.load_config):
   loader   DataLoader (make_train_loader) over a CSV dataset of PNG files, of JPEG files, and of the uint8
            cache built from them (spml.data.cache.build_cache); files are written to a temporary folder
-  augment  the weak and strong (+RED) pipelines (spml.build.build_weak/build_strong) on the device; RED alone, kornia
+  augment  the weak and strong (+RED) pipelines (spml.factories.build_weak/build_strong) on the device; RED alone, kornia
            vs spml
   step     Trainer.train_step fed by the Trainer's own (accelerate) loader over the cache: supervised, MPC and
            MPC with each component switched off, timed in turns (one step each per round, median step), so
@@ -43,7 +43,7 @@ import yaml
 from PIL import Image
 
 from spml.augment.elastic import RandomElasticTransform
-from spml.build import build_strong, build_trainer, build_weak
+from spml.factories import build_strong, build_trainer, build_weak
 from spml.config import Config, load_config
 from spml.data.build import build_data
 from spml.data.cache import build_cache

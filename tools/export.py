@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def export() -> int:
-        from spml.build import export_run
+        from spml.factories import export_run
         from spml.models.artifact import SPEC
 
         out = export_run(args.run, args.out, args.checkpoint, args.torchscript)

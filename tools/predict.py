@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         import pandas as pd
         import torch
 
-        from spml.build import load_model
+        from spml.factories import load_model
         from spml.data.images import load_gray
 
         model = load_model(args.run, args.checkpoint, tta=args.tta)

@@ -27,12 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def train() -> int:
-        from spml import build
+        from spml import factories
 
         config = load_config(args.config, args.overrides, run_dir=args.resume, mode=args.mode)
         if not args.resume:
-            build.claim_run_dir(config.train.out, args.overwrite, main_process=os.environ.get("RANK", "0") == "0")
-        trainer = build.build_trainer(config)
+            factories.claim_run_dir(config.train.out, args.overwrite, main_process=os.environ.get("RANK", "0") == "0")
+        trainer = factories.build_trainer(config)
         try:
             if args.resume:
                 trainer.resume(args.resume)

@@ -3,7 +3,7 @@
 A field whose value is one of a fixed set is typed `Literal[...]`: the loader (spml/config/loader.py) checks
 every such choice in one place, naming the dotted key. Open families backed by a registry (datasets, heads,
 losses, masking schemes, timm backbones/optimizers/schedulers) stay strings, checked by their registry when
-spml.build turns the config into objects, before training. spml.build is the only reader of this schema
+spml.factories turns the config into objects, before training. spml.factories is the only reader of this schema
 besides spml.data.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The loop does forward, backward, clipping, the optimizer and scheduler steps and counts progress; logging,
 validation, checkpoints, the evaluation EMA, reports and early stopping are callbacks
-(spml/engine/callbacks.py). It never branches on the mode or the objective. spml.build.build_trainer
+(spml/engine/callbacks.py). It never branches on the mode or the objective. spml.factories.build_trainer
 assembles a Trainer from a Config; the Trainer itself receives objects only.
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Trainer:
     Args:
         objective: forward(batch) -> {"loss", "logits", "components"}, with set_progress(step, steps_per_epoch)
             and after_optimizer_step() (spml.objectives.Objective). Passed through `accelerator.prepare`, as are
-            `optimizer` and `train_loader` (spml.build.build_trainer does it).
+            `optimizer` and `train_loader` (spml.factories.build_trainer does it).
         scheduler: a timm scheduler stepped per optimizer update (`step_update(updates)`).
         epochs: epochs to train. max_steps: stop after this many batches (0: no limit).
         grad_clip: gradient norm clip (0: off). nonfinite: "stop" raises NonFiniteLossError at the next

@@ -1,7 +1,7 @@
 """The exported model: `model.safetensors` (the classifier's weights) + `model.json` (what rebuilds it), and an
 optional TorchScript file. Plain files, no pickles; reading one needs no config and no dataset.
 
-model.json: format, classes, image_size, in_chans, backbone {name, in_chans, drop_path, channels_last},
+model.json: format, classes, image_size, in_chans, backbone {Backbone's arguments},
 head {name, args}, normalize {mean, std}, tta {views, average}, data {size and any intensity settings of
 the run's data.* keys: how images are decoded for it}, source {run, checkpoint, step, weights: ema | model}.
 """

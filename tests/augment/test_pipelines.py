@@ -6,7 +6,7 @@ import torch
 
 from spml.augment import StrongAugment, WeakAugment
 from spml.augment.elastic import RandomElasticTransform
-from spml.build import build_strong, build_weak
+from spml.factories import build_strong, build_weak
 from spml.config import load_config
 from spml.models import Normalize
 

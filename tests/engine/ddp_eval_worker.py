@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import torch
 
-from spml.build import build_classifier
-from spml.build.artifact import model_spec
+from spml.factories import build_classifier
+from spml.factories.artifact import model_spec
 from spml.config import load_config
 from spml.data.build import build_data
 from spml.engine.evaluation import predict_split

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from spml.build import build_objective, data_stats
-from spml.build.artifact import model_spec
+from spml.factories import build_objective, data_stats
+from spml.factories.artifact import model_spec
 from spml.data.build import build_data
 from spml.models.artifact import inference_model
 

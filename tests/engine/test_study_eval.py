@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spml.build import build_trainer, check_eval_config
+from spml.factories import build_trainer, check_eval_config
 from spml.config import ConfigError, EvalConfig, load_config
 from spml.engine.evaluation import evaluation_view
 from tests.conftest import REPO

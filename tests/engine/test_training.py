@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from spml.build import build_trainer, load_model
+from spml.factories import build_trainer, load_model
 from spml.config import load_config
 from spml.engine import checkpoint as ckpt
 from spml.engine.trainer import NonFiniteLossError

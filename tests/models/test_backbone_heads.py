@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from spml.build import build_classifier
+from spml.factories import build_classifier
 from spml.config import load_config
 from spml.models import HEADS, Backbone, Classifier, build_head
 

@@ -16,7 +16,7 @@ from spml.config import load_config
 from spml.data.build import build_data
 from spml.data.dataset import CXRDataset, FileSource
 from spml.data.table import DataError
-from spml.build import build_trainer
+from spml.factories import build_trainer
 from spml.engine.trainer import Trainer
 from tests.reliability.conftest import csv_run_args, error_line
 

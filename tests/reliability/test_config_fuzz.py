@@ -6,7 +6,7 @@ import typing
 
 import pytest
 
-from spml.build import check_train_config
+from spml.factories import check_train_config
 from spml.config import Config
 from tests.reliability.conftest import error_line, tiny_run_args
 
@@ -95,7 +95,7 @@ class DryTrainer:
 
 
 def test_random_overrides_give_a_usage_error_or_a_valid_config(cli, monkeypatch, tmp_path):
-    monkeypatch.setattr("spml.build.build_trainer", DryTrainer)
+    monkeypatch.setattr("spml.factories.build_trainer", DryTrainer)
     monkeypatch.chdir(tmp_path)
     outcomes = {0: 0, 2: 0}
     for argv in fuzz_inputs():

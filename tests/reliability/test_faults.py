@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spml.build import build_trainer
+from spml.factories import build_trainer
 from spml.engine import checkpoint as ckpt
 from spml.engine.trainer import NonFiniteLossError, Trainer
 from tests.conftest import REPO
