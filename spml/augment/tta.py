@@ -12,10 +12,12 @@ SHIFT = 0.04  # shift: translation as a fraction of the image side (right and do
 
 
 def zoom_in(images: Tensor) -> Tensor:
+    """Centre zoom by ZOOM. Shape: (B, C, H, W) -> (B, C, H, W)."""
     return scale(images, images.new_full((images.shape[0],), ZOOM))
 
 
 def shift(images: Tensor) -> Tensor:
+    """Translate right and down by SHIFT of each side. Shape: (B, C, H, W) -> (B, C, H, W)."""
     height, width = images.shape[-2:]
     return translate(images, images.new_tensor([[SHIFT * width, SHIFT * height]]).expand(images.shape[0], 2))
 

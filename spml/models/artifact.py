@@ -24,7 +24,11 @@ WEIGHTS, SPEC, TORCHSCRIPT = "model.safetensors", "model.json", "model.torchscri
 
 
 def classifier_from_spec(spec: dict[str, Any]) -> Classifier:
-    """An untrained Classifier of the architecture `spec` (model.json) describes."""
+    """An untrained Classifier of the architecture `spec` describes.
+
+    Args:
+        spec: a model.json mapping (backbone arguments, head name and arguments, classes, normalize).
+    """
     backbone = Backbone(**spec["backbone"])
     head = build_head(spec["head"]["name"], backbone.num_features, len(spec["classes"]), **spec["head"]["args"])
     return Classifier(backbone, head, spec["normalize"]["mean"], spec["normalize"]["std"])
@@ -37,7 +41,15 @@ def inference_model(classifier: Classifier, spec: dict[str, Any], tta: bool = Fa
 
 
 def write_model(folder: str | Path, classifier: Classifier, spec: dict[str, Any]) -> Path:
-    """Write `classifier`'s weights and `spec` into `folder` (each file atomically); returns the folder."""
+    """Write `classifier`'s weights (model.safetensors) and `spec` (model.json) into `folder`, each atomically.
+
+    Args:
+        folder: created if needed. classifier: the trained Classifier. spec: what classifier_from_spec rebuilds
+            it from (spml.factories.model_spec makes it for a run).
+
+    Returns:
+        The folder.
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -50,7 +62,14 @@ def write_model(folder: str | Path, classifier: Classifier, spec: dict[str, Any]
 
 
 def read_model(folder: str | Path, tta: bool = False) -> InferenceModel:
-    """The InferenceModel (eval mode, CPU) of an exported folder."""
+    """The model of an exported folder, in eval mode on the CPU.
+
+    Args:
+        folder: holds model.json and model.safetensors (write_model). tta: test-time augmentation on.
+
+    Returns:
+        InferenceModel: uint8 or float [0, 1] (B, in_chans, S, S) -> logits (B, C); `metadata` is the model.json.
+    """
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -67,8 +86,14 @@ def read_model(folder: str | Path, tta: bool = False) -> InferenceModel:
 
 
 def write_torchscript(model: InferenceModel, path: str | Path, batch: int = 2) -> Path:
-    """Trace `model` (without TTA) on uint8 images (batch, in_chans, S, S) into a TorchScript file: it takes uint8
-    images of that size and any batch size and returns float32 logits (B, C), like the eager model."""
+    """Trace `model` (without TTA) into a TorchScript file.
+
+    Args:
+        model: an InferenceModel. path: the file (written atomically). batch: batch size of the tracing example.
+
+    Shape:
+        the traced module: uint8 (B, in_chans, S, S), any B -> float32 logits (B, C), like the eager model.
+    """
     in_chans = model.metadata.get("in_chans", 1)
     example = torch.zeros(batch, in_chans, model.image_size, model.image_size, dtype=torch.uint8)
     tta, model.tta = model.tta, False

@@ -8,7 +8,11 @@ MAX_WIDTH = 1024  # wider embeddings (the bilinear head's k*k) are projected dow
 
 
 def attention_heads(width: int, heads: int) -> int:
-    """The largest head count <= `heads` that divides `width` (nn.MultiheadAttention needs a divisor)."""
+    """The largest head count <= `heads` that divides `width` (nn.MultiheadAttention needs a divisor).
+
+    Args:
+        width: attention width. heads: the most heads wanted (>= 1 is used).
+    """
     return max(h for h in range(1, max(heads, 1) + 1) if width % h == 0)
 
 

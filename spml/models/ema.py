@@ -23,7 +23,11 @@ class ModelEma(ModelEmaV3):
 
 
 def build_ema(model: nn.Module, decay: float) -> ModelEma:
-    """EMA copy of `model`; call `.update(model)` after each optimizer step."""
+    """EMA copy of `model`; call `.update(model)` after each optimizer step.
+
+    Args:
+        model: the module to average. decay: in (0, 1); ValueError otherwise.
+    """
     if not 0.0 < decay < 1.0:
         raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
     return ModelEma(model, decay)

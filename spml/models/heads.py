@@ -133,7 +133,14 @@ class BilinearHead(Head):
 
 
 def read_prototypes(path: str, num_classes: int, embedding_dim: int) -> Tensor:
-    """(C, D) float tensor from a .npy (allow_pickle=False) or .pt (weights_only=True) file, shape-checked."""
+    """Class prototypes from a .npy (allow_pickle=False) or .pt (weights_only=True) file, shape-checked.
+
+    Args:
+        path: the file. num_classes: C. embedding_dim: D.
+
+    Shape:
+        -> float32 (C, D).
+    """
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"prototype file {file} does not exist")
@@ -159,7 +166,11 @@ def prototype_manifest(path: str | Path) -> Path:
 
 def check_prototype_classes(path: str, classes: Sequence[str]) -> None:
     """A prototype file with a manifest must list the data's classes in the same order (row c = class c);
-    without a manifest only its shape is checked (read_prototypes)."""
+    without a manifest only its shape is checked (read_prototypes).
+
+    Args:
+        path: the prototype file ("" checks nothing). classes: the data's C class names, in logit order.
+    """
     manifest = prototype_manifest(path)
     if not path or not manifest.is_file():
         return

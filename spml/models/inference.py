@@ -10,7 +10,14 @@ from spml.augment.tta import tta_predict
 
 
 def to_unit_range(images: Tensor) -> Tensor:
-    """uint8 images -> float32 in [0, 1]; float images are taken as already in [0, 1] (cast to float32)."""
+    """Images as the classifier takes them.
+
+    Args:
+        images: uint8 in 0..255, or float already in [0, 1].
+
+    Shape:
+        (B, C, H, W) -> float32 (B, C, H, W) in [0, 1].
+    """
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
 
 

@@ -10,7 +10,8 @@ import torch
 
 from spml.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from spml.models import build_head
-from spml.models.heads import check_prototype_classes
+from spml.models.heads import check_prototype_classes, read_prototypes
+from spml.models.text_prototypes import write_prototypes
 from tests.conftest import REPO
 
 
@@ -38,6 +39,16 @@ def test_a_local_encoder_folder_without_transformers_says_so(tmp_path, monkeypat
     assert "needs transformers" in capsys.readouterr().err
     assert make_prototypes(["--out", "p.npy", "--classes", "Edema", "--encoder", str(tmp_path / "nowhere")]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["p.npy", "p.pt"])
+def test_written_prototypes_and_manifest_are_what_the_head_reads(tmp_path, name):
+    prototypes = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    write_prototypes(tmp_path / name, prototypes, {"classes": ["A", "B", "C"]})
+    assert torch.equal(read_prototypes(str(tmp_path / name), 3, 4), torch.from_numpy(prototypes))
+    manifest = json.loads((tmp_path / f"{name}.manifest.json").read_text())
+    assert manifest == {"classes": ["A", "B", "C"], "shape": [3, 4]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, f"{name}.manifest.json"])  # no temporaries
 
 
 def test_manifest_class_list_must_match_the_data(tmp_path):
