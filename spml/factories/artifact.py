@@ -12,11 +12,12 @@ from spml.factories.components import backbone_arguments, head_arguments
 from spml.factories.stats import DataStats
 from spml.config import Config, load_config
 from spml.engine import checkpoint as ckpt
+from spml.engine.callbacks import EMA
 from spml.models.artifact import (SPEC, TORCHSCRIPT, classifier_from_spec, inference_model, read_model,
                                   write_model, write_torchscript)
 from spml.models.inference import InferenceModel
 
-EMA_STATE = "EMA"  # state_key of spml.engine.callbacks.EMA in a checkpoint's callbacks
+EMA_STATE = EMA.__name__  # state_key of the EMA callback in a checkpoint's callbacks
 
 
 def model_spec(config: Config, classes: tuple[str, ...] | list[str]) -> dict[str, Any]:
