@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from spml.augment import tta_predict
-from spml.factories import build_classifier, build_trainer, load_model
 from spml.config import load_config
 from spml.engine.callbacks import FinalEvaluation
 from spml.engine.evaluation import predict_split
 from spml.engine.loader import make_eval_loader
+from spml.factories import build_classifier, build_trainer, load_model
 from spml.io import write_json_atomic
 from tests.conftest import REPO
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from spml.factories import DataStats, build_loss, build_objective, build_optimizer, build_scheduler
 from spml.config import ConfigError, load_config
+from spml.factories import DataStats, build_loss, build_objective, build_optimizer, build_scheduler
 from spml.losses import LOSSES, SPML_LOSSES
 from spml.objectives import (BASE_TERMS, CONSISTENCY, TARGETS, THRESHOLDS, MPCObjective, SinglePositiveObjective,
                              SupervisedObjective)

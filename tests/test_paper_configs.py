@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import timm
 
-from spml.factories import build_trainer
 from spml.config import load_config
 from spml.data.build import build_data
+from spml.factories import build_trainer
 from tests.conftest import REPO
 from tests.cxr_files import COMPETITION, WRITERS
 

@@ -43,15 +43,15 @@ import yaml
 from PIL import Image
 
 from spml.augment.elastic import RandomElasticTransform
-from spml.factories import build_strong, build_trainer, build_weak
 from spml.config import Config, load_config
 from spml.data.build import build_data
 from spml.data.cache import build_cache
 from spml.data.synthetic import CLASSES, Phantoms
+from spml.engine.callbacks import Validation
 from spml.engine.evaluation import predict_split
 from spml.engine.loader import EpochSampler, make_train_loader
-from spml.engine.callbacks import Validation
 from spml.engine.trainer import Trainer
+from spml.factories import build_strong, build_trainer, build_weak
 
 UNIQUE_IMAGES = 64  # distinct phantoms written; further files are byte copies (decoding costs the same)
 MPC_VARIANTS = {  # name -> overrides of the MPC step variants

@@ -33,12 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def evaluate() -> int:
-        from spml.factories import check_eval_config, load_model
-        from spml.factories.artifact import run_config
         from spml.data.build import build_data
         from spml.engine.evaluation import evaluate_model
         from spml.engine.loader import make_eval_loader
         from spml.engine.trainer import build_accelerator
+        from spml.factories import check_eval_config, load_model
+        from spml.factories.artifact import run_config
 
         accelerator = build_accelerator()
         flags = []

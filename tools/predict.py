@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         import pandas as pd
         import torch
 
-        from spml.factories import load_model
         from spml.data.images import load_gray
+        from spml.factories import load_model
 
         model = load_model(args.run, args.checkpoint, tta=args.tta)
         paths = image_paths(args.images)

@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
-from spml.factories.components import backbone_arguments, head_arguments
-from spml.factories.stats import DataStats
 from spml.config import Config, load_config
 from spml.engine import checkpoint as ckpt
 from spml.engine.callbacks import EMA
+from spml.factories.components import backbone_arguments, head_arguments
+from spml.factories.stats import DataStats
 from spml.models.artifact import (SPEC, TORCHSCRIPT, classifier_from_spec, inference_model, read_model,
                                   write_model, write_torchscript)
 from spml.models.inference import InferenceModel

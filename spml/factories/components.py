@@ -14,9 +14,9 @@ from torch import nn
 from spml.augment import StrongAugment, WeakAugment
 from spml.config import Config, ConfigError
 from spml.config.schema import AugmentConfig, ModelConfig, OptimConfig
-from spml.factories.stats import DataStats
 from spml.engine.optim import build_optimizer as optimizer_by_name
 from spml.engine.optim import build_scheduler as scheduler_by_name
+from spml.factories.stats import DataStats
 from spml.losses import LOSSES, SPML_LOSSES
 from spml.models import HEADS, Backbone, BatchTransformer, Classifier, FeaturePerturbation
 from spml.objectives import (BASE_TERMS, CONSISTENCY, TARGETS, THRESHOLDS, MPCObjective, Objective,

@@ -9,9 +9,6 @@ import pandas as pd
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from spml.factories.artifact import model_spec
-from spml.factories.components import build_objective, build_optimizer, build_scheduler, config_key
-from spml.factories.stats import data_stats
 from spml.config import Config, ConfigError, save_config
 from spml.config.schema import EvalConfig
 from spml.data.build import build_data
@@ -20,6 +17,9 @@ from spml.engine.callbacks import (EMA, BadImageReport, Checkpoint, EarlyStoppin
 from spml.engine.loader import EpochSampler, make_eval_loader, make_train_loader
 from spml.engine.logger import RunLogger
 from spml.engine.trainer import Trainer, build_accelerator
+from spml.factories.artifact import model_spec
+from spml.factories.components import build_objective, build_optimizer, build_scheduler, config_key
+from spml.factories.stats import data_stats
 from spml.io import write_json_atomic
 from spml.models import build_ema
 from spml.models.artifact import inference_model

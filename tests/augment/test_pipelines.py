@@ -6,8 +6,8 @@ import torch
 
 from spml.augment import StrongAugment, WeakAugment
 from spml.augment.elastic import RandomElasticTransform
-from spml.factories import build_strong, build_weak
 from spml.config import load_config
+from spml.factories import build_strong, build_weak
 from spml.models import Normalize
 
 RED = {"elastic_kernel_size": 9, "elastic_sigma": 4.0, "elastic_alpha": 1.0, "elastic_p": 1.0}

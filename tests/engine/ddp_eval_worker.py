@@ -5,13 +5,13 @@ import sys
 import numpy as np
 import torch
 
-from spml.factories import build_classifier
-from spml.factories.artifact import model_spec
 from spml.config import load_config
 from spml.data.build import build_data
 from spml.engine.evaluation import predict_split
 from spml.engine.loader import make_eval_loader
 from spml.engine.trainer import build_accelerator
+from spml.factories import build_classifier
+from spml.factories.artifact import model_spec
 from spml.models.artifact import inference_model
 from tests.conftest import TINY
 

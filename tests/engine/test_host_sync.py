@@ -19,8 +19,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from spml.factories import build_trainer
 from spml.engine.trainer import Trainer
+from spml.factories import build_trainer
 
 SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "unique_consecutive"}
 HOST_ONLY_SITES = (("torch/optim/", ""), ("kornia/filters/gaussian.py", "_gaussian_blur2d"))

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from spml.factories import build_trainer, load_model
 from spml.config import load_config
 from spml.engine import checkpoint as ckpt
 from spml.engine.trainer import NonFiniteLossError
+from spml.factories import build_trainer, load_model
 from tests.conftest import REPO
 
 

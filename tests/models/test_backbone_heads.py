@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from spml.factories import build_classifier
 from spml.config import load_config
+from spml.factories import build_classifier
 from spml.models import HEADS, Backbone, Classifier, build_head
 
 

@@ -16,8 +16,8 @@ from spml.config import load_config
 from spml.data.build import build_data
 from spml.data.dataset import CXRDataset, FileSource
 from spml.data.table import DataError
-from spml.factories import build_trainer
 from spml.engine.trainer import Trainer
+from spml.factories import build_trainer
 from tests.reliability.conftest import csv_run_args, error_line
 
 

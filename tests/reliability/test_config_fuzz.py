@@ -6,8 +6,8 @@ import typing
 
 import pytest
 
-from spml.factories import check_train_config
 from spml.config import Config
+from spml.factories import check_train_config
 from tests.reliability.conftest import error_line, tiny_run_args
 
 NUM_INPUTS = 400

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from spml.factories import build_trainer
 from spml.engine import checkpoint as ckpt
 from spml.engine.trainer import NonFiniteLossError, Trainer
+from spml.factories import build_trainer
 from tests.conftest import REPO
 from tests.reliability.conftest import KILL_RUN, final_results, tiny_run_args
 
