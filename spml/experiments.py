@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from spml.config import ConfigError, read_yaml
+from spml.io import atomic_path, write_text_atomic
 
 METRICS = ("mAP", "mean_auroc")
 
@@ -186,16 +187,16 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
         print(f"[run ] {run.variant} seed {run.seed} -> {run.run_dir}", flush=True)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / "FAILED").unlink(missing_ok=True)
-        recorded.write_text(json.dumps(train_args), encoding="utf-8")
+        write_text_atomic(recorded, json.dumps(train_args))
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, str(train_script), *train_args, "--overwrite"],
                               capture_output=True, text=True)
         (run.run_dir / "train_output.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
         if proc.returncode != 0:
-            (run.run_dir / "FAILED").write_text(proc.stderr[-4000:] or f"exit {proc.returncode}")
+            write_text_atomic(run.run_dir / "FAILED", proc.stderr[-4000:] or f"exit {proc.returncode}")
             print(f"[fail] {run.variant} seed {run.seed}: exit {proc.returncode}, see {run.run_dir}/FAILED")
         else:
-            (run.run_dir / "seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+            write_text_atomic(run.run_dir / "seconds.txt", f"{time.perf_counter() - start:.1f}\n")
     if dry_run:
         return None
     return pd.DataFrame([{"variant": r.variant, "seed": r.seed, **read_run(r.run_dir)} for r in runs])
@@ -229,7 +230,8 @@ def write_results(frame: pd.DataFrame, out: Path, name: str, reference: dict[str
     from spml.stats import paired_differences, paired_markdown
 
     out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "results.csv", index=False)
+    with atomic_path(out / "results.csv") as temporary:
+        frame.to_csv(temporary, index=False)
     table = aggregate(frame, reference)
     text = f"# {name}\n\n" + markdown(table)
     if table.attrs.get("full_reference"):
@@ -240,7 +242,7 @@ def write_results(frame: pd.DataFrame, out: Path, name: str, reference: dict[str
         paired.to_csv(out / "paired.csv", index=False)
         text += f"\n## Paired differences, {compare} − variant (test mAP, same seed)\n\n" + paired_markdown(paired, compare)
         plot_intervals(paired, out / "paired.png", title=f"{name}: {compare} − variant, test mAP (95% t interval)")
-    (out / "results.md").write_text(text, encoding="utf-8")
+    write_text_atomic(out / "results.md", text)
     plot_bars(table, x="variant", y="mAP_mean", yerr="mAP_std", out_path=out / "results.png",
               title=f"{name}: test mAP (mean ± std over seeds)")
     return text

@@ -162,9 +162,10 @@ def evaluate_external(model: Callable[[Tensor], Tensor], classes: Sequence[str],
     dataset = make_dataset(decoding, table, labels)
     if out is not None and decoding.bad_images == "skip":
         dataset.log_skips_to(Path(out) / "skipped_images.csv", "external")
-    predictions = predict(model, make_eval_loader(dataset, decoding), len(classes))
+    predictions = predict(model, make_eval_loader(dataset, decoding.eval_batch_size, decoding.num_workers), len(classes))
     predictions["probs"] = predictions["probs"][:, [list(classes).index(name) for name in run_names]]
-    result, scored, scored_classes = evaluate_split(predictions, table.frame, run_names, eval_config, bootstrap, seed)
+    result, scored, scored_classes = evaluate_split(predictions, table.frame, run_names, eval_config.classes,
+                                                    eval_config.study_level, bootstrap, seed)
     pair_of = {pair.run: pair for pair in pairing.pairs}
     result.per_class.insert(1, "external_class", [pair_of[c].external for c in result.per_class["class"]])
     result.per_class.insert(2, "match", [pair_of[c].match for c in result.per_class["class"]])

@@ -11,6 +11,7 @@ from spml.config import Config, ConfigError
 from spml.experiments import PlannedRun, slug
 
 FULL = "full"  # mode=supervised on the clean labels: the upper reference of the recovery ratio
+MPC = "mpc"  # the MPC objective (spml.objective=mpc)
 AN = "an"  # assume negative: the lower reference
 
 
@@ -18,7 +19,7 @@ def method_names() -> list[str]:
     """`full`, `mpc` and every registered single-positive loss (spml.losses.SPML_LOSSES)."""
     from spml.losses import SPML_LOSSES
 
-    return [FULL, "mpc", *SPML_LOSSES.names()]
+    return [FULL, MPC, *SPML_LOSSES.names()]
 
 
 def parse_methods(text: str) -> list[str]:
@@ -94,15 +95,18 @@ def write_masked_splits(config: Config, path: Path) -> tuple[dict[str, Any], boo
 
 def plan_runs(methods: list[str], seeds: list[int], out: Path, configs: tuple[str, ...], overrides: tuple[str, ...],
               masked_file: Path, mask_val: bool) -> list[PlannedRun]:
-    """One run per method x seed in <out>/<method>/seed<seed>. `full`: mode=supervised on the clean labels;
-    the others: mode=spml, spml.method=<method>, data.masked_labels=<masked_file> (+ data.mask_val=true).
+    """One run per method x seed in <out>/<method>/seed<seed>. `full`: mode=supervised on the clean labels (loss.name
+    as configured, bce by default); `mpc`: mode=spml spml.objective=mpc (its base loss: loss.name as configured, em
+    by default); any other: mode=spml spml.objective=loss loss.name=<method>; each spml method with
+    data.masked_labels=<masked_file> (+ data.mask_val=true).
     A seed sets train.seed only: the split and the masked labels are the same for every run."""
     runs = []
     for method in methods:
         if method == FULL:
             specific: tuple[str, ...] = ("mode=supervised",)
         else:
-            specific = ("mode=spml", f"spml.method={method}", f"data.masked_labels={masked_file.resolve()}",
+            objective = ("spml.objective=mpc",) if method == MPC else ("spml.objective=loss", f"loss.name={method}")
+            specific = ("mode=spml", *objective, f"data.masked_labels={masked_file.resolve()}",
                         *(("data.mask_val=true",) if mask_val else ()))
         for seed in seeds:
             run_dir = out / slug(method) / f"seed{seed}"

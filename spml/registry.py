@@ -1,6 +1,7 @@
 """Name -> factory registries for the open families (losses, objectives, masking schemes, readers)."""
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 
@@ -36,6 +37,28 @@ class Registry:
             return factory(**kwargs)
         except TypeError as err:
             raise ParameterError(f"{self.kind} {name!r}: bad parameters {sorted(kwargs)}: {err}") from None
+
+    def build_in_context(self, name: str, params: dict[str, Any] | None = None,
+                         context: dict[str, Any] | None = None) -> Any:
+        """Construct `name` with `params` plus the `context` arguments its constructor accepts (a param of the
+        same name wins over the context). Unknown params raise, naming the factory and the accepted ones; the
+        context (dataset facts, config values every member may or may not use) is offered, never forced."""
+        factory, params, context = self.get(name), dict(params or {}), dict(context or {})
+        accepted = inspect.signature(factory).parameters
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            options = sorted(set(accepted) - set(context))
+            raise ParameterError(f"{self.kind} {name!r}: unknown parameter(s) {unknown}; accepted: {options}")
+        extra = {key: value for key, value in self.accepted(name, context).items() if key not in params}
+        try:
+            return factory(**extra, **params)
+        except TypeError as err:
+            raise ParameterError(f"{self.kind} {name!r} with parameters {params}: {err}") from None
+
+    def accepted(self, name: str, context: dict[str, Any]) -> dict[str, Any]:
+        """The entries of `context` that `name`'s constructor takes as keyword arguments."""
+        parameters = inspect.signature(self.get(name)).parameters
+        return {key: value for key, value in context.items() if key in parameters}
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -23,7 +23,7 @@ def ablate(grid: str, out, *extra: str) -> subprocess.CompletedProcess:
 
 def test_tiny_grid_writes_tables_plot_and_resumes(tmp_path):
     grid = write_grid(tmp_path, "  - {name: full, overrides: [mode=supervised]}\n"
-                                "  - {name: AN, overrides: [spml.method=an]}\n"
+                                "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n"
                                 "  - {name: broken, overrides: [loss.name=nonexistent, mode=supervised]}\n")
     out = tmp_path / "grid"
     first = ablate(grid, out)
@@ -44,10 +44,10 @@ def test_tiny_grid_writes_tables_plot_and_resumes(tmp_path):
 
 
 def test_dry_run_prints_accelerate_commands(tmp_path):
-    grid = write_grid(tmp_path, "  - {name: AN, overrides: [spml.method=an]}\n", reference="{}")
+    grid = write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n", reference="{}")
     proc = ablate(grid, tmp_path / "grid", "--dry-run")
     assert proc.returncode == 0
-    assert proc.stdout.startswith("accelerate launch ") and "spml.method=an" in proc.stdout
+    assert proc.stdout.startswith("accelerate launch ") and "spml.objective=loss loss.name=an" in proc.stdout
     typo = ablate(grid, tmp_path / "grid", "--dry-run", "--only", "A N")
     assert typo.returncode == 2 and "no such variant" in typo.stderr
     assert ablate(grid, tmp_path / "grid", "--dry-run", "--seed", "1").stdout == ""  # the grid has seed 0 only
@@ -57,7 +57,7 @@ def test_dry_run_prints_accelerate_commands(tmp_path):
 def test_grids_naming_one_runs_folder_share_identical_variants(tmp_path):
     for name in ("a", "b"):
         (tmp_path / f"{name}.yaml").write_text(f"name: {name}\nout: {tmp_path}/{name}\nruns: {tmp_path}/shared\n"
-                                               f"seeds: [0, 1]\nvariants:\n  - {{name: AN, overrides: [spml.method=an]}}\n"
+                                               f"seeds: [0, 1]\nvariants:\n  - {{name: AN, overrides: [loss.name=an]}}\n"
                                                f"  - {{name: only {name}}}\n")
     a, b = load_grid(tmp_path / "a.yaml"), load_grid(tmp_path / "b.yaml")
     assert a.out != b.out

@@ -109,5 +109,5 @@ def test_exponent_numbers_read_as_numbers_in_files_as_in_overrides(tmp_path, tex
 
 @pytest.mark.parametrize("text", ["1e", "e5", "1e3x", "1.2.3e4", "1e-3.5", "'1e-3'", '"5E4"'])
 def test_text_that_only_looks_like_an_exponent_number_stays_text(tmp_path, text):
-    config = load_config([write(tmp_path, "name.yaml", f"name: {text}\n")])
-    assert config.name == text.strip("'\"")
+    config = load_config([write(tmp_path, "out.yaml", f"train:\n  out: {text}\n")])
+    assert config.train.out == text.strip("'\"")

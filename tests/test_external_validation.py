@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+import spml
 from spml.config import load_config
 from spml.data.build import read_table
 from spml.data.images import load_gray
 from spml.data.readers.chexpert import CLASSES as CHEXPERT_CLASSES
 from spml.data.readers.nih import CLASSES as NIH_CLASSES
 from spml.data.synthetic import synthetic_source
-from spml.engine.inference import load_run
 from tests.conftest import REPO
 from tests.cxr_files import write_chexpert, write_nih
 from tests.reliability.conftest import cli, error_line, load_tool, tools  # noqa: F401  (fixtures)
@@ -77,10 +77,10 @@ def chexpert(tmp_path_factory) -> Path:
 
 def reference_probs(run: Path, paths: list[Path]) -> np.ndarray:
     """(N, C) probabilities of the run's latest weights, each image decoded on its own at the run's size."""
-    config, _, objective = load_run(run)
-    images = torch.from_numpy(np.stack([load_gray(path, config.data.size) for path in paths]))[:, None]
+    model = spml.load_model(run)
+    images = torch.from_numpy(np.stack([load_gray(path, model.image_size) for path in paths]))[:, None]
     with torch.no_grad():
-        return torch.sigmoid(objective.predict(images)).numpy()
+        return torch.sigmoid(model(images)).numpy()
 
 
 def test_synthetic_run_scored_on_another_synthetic_set_exported_as_csv(cli, synthetic_run, site2):

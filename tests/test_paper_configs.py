@@ -12,7 +12,8 @@ import pytest
 import timm
 
 from spml.config import load_config
-from spml.engine.trainer import Trainer
+from spml.data.build import build_data
+from spml.factories import build_trainer
 from tests.conftest import REPO
 from tests.cxr_files import COMPETITION, WRITERS
 
@@ -46,7 +47,7 @@ def test_paper_config_trains_one_step(path, dataset_roots, tmp_path):
     tiny = next((tiny for family, tiny in TINY_BACKBONES.items() if family in config.model.backbone), "test_resnet")
     config = load_config(files, [f"data.root={dataset_roots[config.data.dataset]}", f"model.backbone={tiny}", *TINY,
                                  f"train.out={tmp_path / 'run'}"])
-    trainer = Trainer(config)
+    trainer = build_trainer(config)
     try:
         trainer.fit()
     finally:
@@ -55,12 +56,13 @@ def test_paper_config_trains_one_step(path, dataset_roots, tmp_path):
     loss = log.loc[log["name"] == "train/loss", "value"].to_numpy()
     assert len(loss) == 1 and np.isfinite(loss).all()
     folders = ["eval", "eval-tta"] if config.eval.tta else ["eval"]
+    bundle = build_data(config)
     for folder in folders:
         metrics = json.loads((tmp_path / "run" / folder / "metrics.json").read_text())
         per_class = pd.read_csv(tmp_path / "run" / folder / "per_class.csv")
-        assert tuple(per_class["class"]) == (config.eval.classes or trainer.bundle.classes)
+        assert tuple(per_class["class"]) == (config.eval.classes or bundle.classes)
         assert metrics["level"] == (f"study:{config.eval.study_level}" if config.eval.study_level else "image")
-        test = trainer.bundle.frames["test"]
+        test = bundle.frames["test"]
         assert metrics["n_images"] == (test["study_id"].nunique() if config.eval.study_level else len(test))
     if config.data.dataset == "chexpert":
         assert config.eval.classes == COMPETITION and config.data.split == "official"

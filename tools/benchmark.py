@@ -7,12 +7,13 @@
 Sections (each builds what training builds, from a Config via spml.config.load_config):
   loader   DataLoader (make_train_loader) over a CSV dataset of PNG files, of JPEG files, and of the uint8
            cache built from them (spml.data.cache.build_cache); files are written to a temporary folder
-  augment  the weak and strong (+RED) pipelines (build_weak/build_strong) on the device; RED alone, kornia vs spml
+  augment  the weak and strong (+RED) pipelines (spml.factories.build_weak/build_strong) on the device; RED alone, kornia
+           vs spml
   step     Trainer.train_step fed by the Trainer's own (accelerate) loader over the cache: supervised, MPC and
            MPC with each component switched off, timed in turns (one step each per round, median step), so
            load from other processes hits all alike; then supervised and MPC alone for the data wait share
            (time blocked on the loader / (wait + step)) with the configured workers
-  eval     spml.engine.evaluation.predict_split over the validation loader
+  eval     spml.engine.evaluation.predict_split over the validation loader (the model validation scores)
   growth   MPC step time for batch x size grids (synthetic set in memory) and the batch transformer's share
 Extra key=value arguments override the config (e.g. augment.elastic.kernel_size=31). Prints Markdown tables;
 --json writes every number. Peak memory is torch.cuda.max_memory_allocated on a GPU and the process's peak
@@ -41,15 +42,16 @@ import torch
 import yaml
 from PIL import Image
 
-from spml.augment import build_strong, build_weak
 from spml.augment.elastic import RandomElasticTransform
 from spml.config import Config, load_config
 from spml.data.build import build_data
 from spml.data.cache import build_cache
 from spml.data.synthetic import CLASSES, Phantoms
+from spml.engine.callbacks import Validation
 from spml.engine.evaluation import predict_split
 from spml.engine.loader import EpochSampler, make_train_loader
-from spml.engine.trainer import NonFiniteGuard, Trainer
+from spml.engine.trainer import Trainer
+from spml.factories import build_strong, build_trainer, build_weak
 
 UNIQUE_IMAGES = 64  # distinct phantoms written; further files are byte copies (decoding costs the same)
 MPC_VARIANTS = {  # name -> overrides of the MPC step variants
@@ -97,7 +99,6 @@ def endless_batches(trainer: Trainer) -> Iterator[dict]:
     """The trainer's prepared train loader epoch after epoch, as Trainer.fit walks it."""
     epoch = 0
     while True:
-        trainer.model.set_epoch(epoch, trainer.steps_per_epoch)
         trainer.train_loader.set_epoch(epoch)
         yield from trainer.train_loader
         epoch += 1
@@ -108,14 +109,13 @@ class StepTimer:
 
     def __init__(self, trainer: Trainer, warmup: int):
         self.trainer, self.device = trainer, trainer.accelerator.device
-        self.guard = NonFiniteGuard(self.device)
         self.batches = endless_batches(trainer)
         self.waits: list[float] = []
         self.steps: list[float] = []
         self.images, self.peak_mib = 0, 0.0
         trainer.objective.train()
         for _ in range(warmup):
-            self.trainer.train_step(next(self.batches), self.guard)
+            self.trainer.train_step(next(self.batches))
         synchronize(self.device)
 
     def step(self) -> None:
@@ -124,7 +124,7 @@ class StepTimer:
             start = time.perf_counter()
             batch = next(self.batches)
             ready = time.perf_counter()
-            self.trainer.train_step(batch, self.guard)
+            self.trainer.train_step(batch)
             synchronize(self.device)  # the benchmark's own sync: times the step, not its launch
         self.waits.append(ready - start)
         self.steps.append(time.perf_counter() - ready)
@@ -133,7 +133,7 @@ class StepTimer:
 
     def result(self) -> dict:
         """Median step (robust to other processes on a shared machine); sums give images/s and data wait."""
-        self.guard.check()
+        self.trainer.check_finite()
         wait, work = sum(self.waits), sum(self.steps)
         return {"step_ms": 1000 * float(np.median(self.steps)), "step_images_per_s": self.images / work,
                 "images_per_s": self.images / (wait + work), "wait_fraction": wait / (wait + work),
@@ -150,7 +150,7 @@ def round_robin(configs: dict[str, Config], steps: int, warmup: int) -> dict[str
     timers: dict[str, StepTimer] = {}
     try:
         for name, config in configs.items():
-            timers[name] = StepTimer(Trainer(config), warmup)
+            timers[name] = StepTimer(build_trainer(config), warmup)
         for _ in range(steps):
             for timer in timers.values():
                 timer.step()
@@ -250,7 +250,8 @@ class Benchmark:
         for name, files in sources.items():
             config = self.config(files)
             train = build_data(config).train
-            loader = make_train_loader(train, EpochSampler(len(train), 0), config.data)
+            loader = make_train_loader(train, EpochSampler(len(train), 0), config.data.batch_size,
+                                       config.data.num_workers)
             record: dict = {}
             with peak_memory(torch.device("cpu"), record):
                 batches = iter(loader)
@@ -301,12 +302,13 @@ class Benchmark:
         self.results["step"] = out
 
     def evaluate(self, trainer: Trainer) -> dict:
-        images = len(trainer.bundle.val)
-        predict_split(trainer.objective, trainer.val_loader, trainer.accelerator)  # warm-up (workers, compile)
+        validation = trainer.callback(Validation)
+        images = len(validation.loader.dataset)
+        predict_split(validation.model, validation.loader, trainer.accelerator)  # warm-up (workers, compile)
         record: dict = {}
         with peak_memory(self.device, record):
             start = time.perf_counter()
-            predict_split(trainer.objective, trainer.val_loader, trainer.accelerator)
+            predict_split(validation.model, validation.loader, trainer.accelerator)
             seconds = time.perf_counter() - start
         return {"images_per_s": images / seconds, "images": images, **record}
 
@@ -343,13 +345,13 @@ class Benchmark:
         for batch in sorted({16, 64, self.args.bt_batch}):
             embedding = torch.randn(batch, width, device=self.device, requires_grad=True)
             rows[batch] = images_per_second(lambda: transformer(embedding).sum().backward(), 1, 5, self.device)["ms"]
-        return {"batch": self.args.bt_batch, "size": trainer.config.data.size, "step_ms": step_ms,
+        return {"batch": self.args.bt_batch, "size": min(self.args.growth_sizes), "step_ms": step_ms,
                 "bt_ms": rows, "btc_share": rows[self.args.bt_batch] / step_ms}
 
 
 def with_trainer(config: Config, measure: Callable[[Trainer], dict]) -> dict:
-    """measure(Trainer(config)); the trainer and its loader workers are gone before the next measurement."""
-    trainer = Trainer(config)
+    """measure(build_trainer(config)); the trainer and its loader workers are gone before the next measurement."""
+    trainer = build_trainer(config)
     try:
         return measure(trainer)
     finally:

@@ -49,10 +49,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def evaluate() -> int:
         from spml.data.build import build_data
-        from spml.engine.evaluation import check_eval_config, evaluate_split, predict_split, write_report
-        from spml.engine.inference import load_run
+        from spml.engine.evaluation import evaluate_model
         from spml.engine.loader import make_eval_loader
         from spml.engine.trainer import build_accelerator
+        from spml.factories import check_eval_config, load_model
+        from spml.factories.artifact import run_config
 
         flags = []
         if args.study_level:
@@ -65,24 +66,23 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--split all|train, --name and --mapping go with --data (an external set)")
         args.split = args.split or "test"
         accelerator = build_accelerator()
-        config, stats, objective = load_run(args.run, args.checkpoint, (*args.overrides, *flags))
+        config = run_config(Path(args.run), (*args.overrides, *flags))
+        model = load_model(args.run, args.checkpoint, tta=args.tta)
         bundle = build_data(config)
-        if tuple(bundle.classes) != stats.classes:
-            raise ValueError(f"the run was trained on classes {stats.classes}, the data now has {bundle.classes}")
+        if tuple(bundle.classes) != model.classes:
+            raise ValueError(f"the run was trained on classes {model.classes}, the data now has {bundle.classes}")
+        frame = bundle.frames[args.split]
+        check_eval_config(config.eval, bundle.classes, frame)
         dataset = bundle.test if args.split == "test" else bundle.val
-        check_eval_config(config.eval, list(bundle.classes), bundle.frames[args.split])
-        objective, loader = accelerator.prepare(objective, make_eval_loader(dataset, config.data))
-        tta = config.augment.tta if args.tta else ()
-        predictions = predict_split(objective, loader, accelerator, tta)
-        if accelerator.is_main_process:
-            bootstrap = config.eval.bootstrap if args.bootstrap is None else args.bootstrap
-            result, scored, classes = evaluate_split(predictions, bundle.frames[args.split], list(bundle.classes),
-                                                     config.eval, bootstrap, config.train.seed)
-            out = Path(args.out) if args.out else Path(args.run) / f"eval{suffix(args, 'test')}"
-            write_report(result, scored, classes, out)
-            s = result.summary
-            print(f"{args.split} ({s['level']}, {len(classes)} classes): mAP {s['mAP']:.4f}  mean AUROC "
-                  f"{s['mean_auroc']:.4f}  ({s['n_images']} rows) -> {out}")
+        model = model.to(accelerator.device)  # inference only: no DDP wrapper, the loader shards the split
+        loader = accelerator.prepare(make_eval_loader(dataset, config.data.eval_batch_size, config.data.num_workers))
+        out = Path(args.out) if args.out else Path(args.run) / f"eval{suffix(args, 'test')}"
+        bootstrap = config.eval.bootstrap if args.bootstrap is None else args.bootstrap
+        summary = evaluate_model(model, loader, accelerator, frame, bundle.classes, out, config.eval.classes,
+                                 config.eval.study_level, bootstrap, config.train.seed)
+        if summary is not None:
+            print(f"{args.split} ({summary['level']}, {summary['n_classes']} classes): mAP {summary['mAP']:.4f}  "
+                  f"mean AUROC {summary['mean_auroc']:.4f}  ({summary['n_images']} rows) -> {out}")
         accelerator.end_training()
         return 0
 
@@ -103,8 +103,9 @@ def score_external(args: argparse.Namespace, flags: list[str]) -> int:
     """--data: score the run on an external labelled set (spml.external), in this one process."""
     import torch
 
-    from spml.engine.inference import load_run
     from spml.external import check_name, evaluate_external, external_data_config, external_name
+    from spml.factories import load_model
+    from spml.factories.artifact import run_config
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--data scores in one process; run tools/evaluate.py with python, not a multi-process "
@@ -112,13 +113,13 @@ def score_external(args: argparse.Namespace, flags: list[str]) -> int:
     external = external_data_config(args.data)
     name = check_name(args.name or external_name(external))
     args.split = args.split or "all"
-    config, stats, objective = load_run(args.run, args.checkpoint, (*args.overrides, *flags))
+    config = run_config(Path(args.run), (*args.overrides, *flags))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    objective.to(device)
-    tta = config.augment.tta if args.tta else ()
+    model = load_model(args.run, args.checkpoint, tta=args.tta).to(device)
     out = Path(args.out) if args.out else Path(args.run) / f"external-{name}{suffix(args, 'all')}"
-    info = {"run": str(Path(args.run).resolve()), "checkpoint": args.checkpoint, "tta": list(tta)}
-    outcome = evaluate_external(lambda images: objective.predict(images.to(device), tta), stats.classes,
+    tta = list(model.tta_views) if args.tta else []
+    info = {"run": str(Path(args.run).resolve()), "checkpoint": args.checkpoint, "tta": tta}
+    outcome = evaluate_external(lambda images: model(images.to(device)), model.classes,
                                 config.data, external, name=name, split=args.split, mapping=args.mapping,
                                 eval_config=config.eval, seed=config.train.seed, out=out, info=info,
                                 bootstrap=config.eval.bootstrap if args.bootstrap is None else args.bootstrap)

@@ -9,7 +9,8 @@ Steps: (1) read the data as training does (configs/datasets/<dataset>.yaml, --co
 split it, and mask the train split's labels (and the val split's with --mask-val) into
 <out>/masked_labels.csv + manifest; an identical file there is kept, a different one is an error.
 (2) Train every method x seed with the ablation runner (tools/ablate.py's): `full` is mode=supervised on
-the clean labels, the others mode=spml spml.method=<name> data.masked_labels=<file>; finished runs
+the clean labels, `mpc` mode=spml spml.objective=mpc, the others mode=spml spml.objective=loss loss.name=<name>,
+each with data.masked_labels=<file>; finished runs
 (<out>/<method>/seed<s>/eval/metrics.json) are skipped, failures are recorded and the grid goes on.
 (3) Write results.csv, results.md (test mAP and mean AUROC, mean +/- std over seeds; the recovery ratio
 (method - AN) / (full - AN) on mAP when full and an are both run) and results.png into <out>.

@@ -79,13 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         import pandas as pd
         import torch
 
-        from spml.data.build import image_intensity
-        from spml.data.images import ImageError, check_image, load_gray
+        from spml.data.images import ImageError, Intensity, check_image, load_gray
         from spml.data.table import DataError
-        from spml.engine.inference import load_run
+        from spml.factories import load_model
 
-        config, stats, objective = load_run(args.run, args.checkpoint)
-        intensity = image_intensity(config.data)
+        model = load_model(args.run, args.checkpoint, tta=args.tta)
+        intensity = Intensity.from_settings(model.metadata.get("data", {}))
         paths, not_scored = find_images(args.images)
         hint = "; --bad-images skip scores the other files and lists this one"
         if args.bad_images == "error":  # stop before scoring when a header already shows the problem
@@ -94,17 +93,17 @@ def main(argv: list[str] | None = None) -> int:
                     check_image(path)
                 except ImageError as err:
                     raise DataError(f"{err}{hint}") from None
-        tta = config.augment.tta if args.tta else ()
         scored, probs, images = [], [], []
 
         def score_batch() -> None:
             batch = torch.from_numpy(np.stack(images))[:, None]
-            probs.append(torch.sigmoid(objective.predict(batch, tta)).numpy())
+            with torch.no_grad():
+                probs.append(torch.sigmoid(model(batch)).numpy())
             images.clear()
 
         for path in paths:
             try:
-                images.append(load_gray(path, config.data.size, intensity))
+                images.append(load_gray(path, model.image_size, intensity))
             except ImageError as err:
                 if args.bad_images == "error":
                     raise DataError(f"{err}{hint}") from None
@@ -119,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             report_not_scored(not_scored, Path(args.out))
         if not scored:
             raise DataError(f"none of the {len(paths)} image files could be scored (listed above)")
-        frame = pd.DataFrame(np.concatenate(probs), columns=list(stats.classes))
+        frame = pd.DataFrame(np.concatenate(probs), columns=list(model.classes))
         frame.insert(0, "path", [str(p) for p in scored])
         frame.to_csv(args.out, index=False, float_format="%.6f")
-        print(f"wrote {len(frame)} rows x {len(stats.classes)} findings to {args.out}")
+        print(f"wrote {len(frame)} rows x {len(model.classes)} findings to {args.out}")
         return 0
 
     return run_cli(predict, parser)

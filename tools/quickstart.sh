@@ -20,7 +20,7 @@ want="$(cat pyproject.toml | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "== installing spml and its dependencies into $("$PY" -c 'import sys; print(sys.prefix)')"
   "$PY" -m pip install -q --upgrade pip
-  # torch/torchvision first, pinned to a pair that imports together (see README, Installation).
+  # torch/torchvision first (timm brings torchvision), pinned to a pair that imports together.
   "$PY" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
   "$PY" -m pip install -q -e ".[dev,pretrained,dicom]"
   echo "$want" > "$stamp"

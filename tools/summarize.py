@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"no run folders (with config.yaml) under {args.runs}")
         rows = []
         for folder in folders:
-            config = load_config([folder / "config.yaml"])
-            method = config.spml.method if config.mode == "spml" else config.loss.name
+            config = load_config(run_dir=folder)
+            method = config.loss.name if config.mode == "supervised" or config.spml.objective == "loss" else \
+                f"mpc({config.loss.name})"
             rows.append({"run": str(folder), "mode": config.mode, "method": method,
                          "backbone": config.model.backbone, "dataset": config.data.dataset,
                          "seed": config.train.seed, **read_run(folder, args.eval)})

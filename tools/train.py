@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from spml.cli import run_cli
 from spml.config import load_config
@@ -28,15 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def train() -> int:
-        from spml.engine.trainer import Trainer, claim_run_dir
+        from spml import factories
 
-        files = list(args.config)
-        if args.resume:
-            files = [str(Path(args.resume) / "config.yaml"), *files]
-        config = load_config(files, args.overrides, mode=args.mode)
+        config = load_config(args.config, args.overrides, run_dir=args.resume, mode=args.mode)
         if not args.resume:
-            claim_run_dir(config.train.out, args.overwrite, main_process=os.environ.get("RANK", "0") == "0")
-        trainer = Trainer(config)
+            factories.claim_run_dir(config.train.out, args.overwrite, main_process=os.environ.get("RANK", "0") == "0")
+        trainer = factories.build_trainer(config)
         try:
             if args.resume:
                 trainer.resume(args.resume)

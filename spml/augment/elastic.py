@@ -17,7 +17,14 @@ from torch import Tensor
 
 
 def gaussian_band_matrix(size: int, kernel_size: int, sigma: float, like: Tensor) -> Tensor:
-    """(size, size) matrix M with (M @ v) = Gaussian-filtered v under zero padding (kernel_size taps)."""
+    """Banded matrix M with (M @ v) = Gaussian-filtered v under zero padding.
+
+    Args:
+        size: length of v. kernel_size, sigma: the truncated, normalised Gaussian. like: device/dtype source.
+
+    Shape:
+        -> (size, size).
+    """
     kernel = get_gaussian_kernel1d(kernel_size, sigma, device=like.device, dtype=like.dtype)[0]
     index = torch.arange(size, device=like.device)
     offset = index[None, :] - index[:, None] + kernel_size // 2
@@ -26,7 +33,14 @@ def gaussian_band_matrix(size: int, kernel_size: int, sigma: float, like: Tensor
 
 
 class RandomElasticTransform(K.RandomElasticTransform):
-    """kornia.augmentation.RandomElasticTransform (same arguments, parameters and RNG use), faster smoothing."""
+    """kornia.augmentation.RandomElasticTransform (same arguments, parameters and RNG use), faster smoothing.
+
+    Args:
+        as kornia's: kernel_size, sigma, alpha (each a pair), p, ...
+
+    Shape:
+        float (B, C, H, W) -> (B, C, H, W).
+    """
 
     def apply_transform(self, input: Tensor, params: dict[str, Tensor], flags: dict[str, Any],
                         transform: Tensor | None = None) -> Tensor:

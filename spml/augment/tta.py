@@ -12,10 +12,12 @@ SHIFT = 0.04  # shift: translation as a fraction of the image side (right and do
 
 
 def zoom_in(images: Tensor) -> Tensor:
+    """Centre zoom by ZOOM. Shape: (B, C, H, W) -> (B, C, H, W)."""
     return scale(images, images.new_full((images.shape[0],), ZOOM))
 
 
 def shift(images: Tensor) -> Tensor:
+    """Translate right and down by SHIFT of each side. Shape: (B, C, H, W) -> (B, C, H, W)."""
     height, width = images.shape[-2:]
     return translate(images, images.new_tensor([[SHIFT * width, SHIFT * height]]).expand(images.shape[0], 2))
 
@@ -28,20 +30,28 @@ TTA_VIEWS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+AVERAGES: dict[str, Callable[[Tensor], Tensor]] = {
+    "logit": lambda outputs: outputs.mean(0),
+    # mean probability, returned as its logit (probability clamped to [1e-6, 1 - 1e-6]) so callers get logits
+    "prob": lambda outputs: torch.logit(torch.sigmoid(outputs).mean(0), eps=1e-6),
+}
+
+
 def tta_predict(logits_fn: Callable[[Tensor], Tensor], images: Tensor, names: tuple[str, ...] | list[str],
                 average: str = "prob") -> Tensor:
-    """Average `logits_fn` over the named views of float images (B, 1, H, W) in [0, 1] -> logits (B, C).
+    """Average `logits_fn` over deterministic views of the images.
 
-    average="logit": mean of the views' logits. average="prob": mean of their sigmoid probabilities,
-    returned as logit(mean prob) with the probability clamped to [1e-6, 1 - 1e-6], so callers always
-    receive logits (sigmoid of the result is the averaged probability).
+    Args:
+        logits_fn: float images (B, 1, H, W) in [0, 1] -> logits (B, C).
+        images: float (B, 1, H, W) in [0, 1].
+        names: at least one TTA_VIEWS name (identity, hflip, scale_up, shift).
+        average: "logit" (mean of the views' logits) or "prob" (mean of their sigmoid probabilities, returned
+            as logit(mean prob), so sigmoid of the result is the averaged probability).
+
+    Shape:
+        -> logits (B, C).
     """
-    if average not in ("prob", "logit"):
-        raise ValueError(f"augment.tta_average must be 'prob' or 'logit', got {average!r}")
-    unknown = [name for name in names if name not in TTA_VIEWS]
-    if unknown or not names:
-        raise ValueError(f"augment.tta: unknown or no views {unknown or list(names)}; choose from {sorted(TTA_VIEWS)}")
+    if not names:
+        raise ValueError("test-time augmentation needs at least one view")
     outputs = torch.stack([logits_fn(TTA_VIEWS[name](images)).float() for name in names])
-    if average == "logit":
-        return outputs.mean(0)
-    return torch.logit(torch.sigmoid(outputs).mean(0), eps=1e-6)
+    return AVERAGES[average](outputs)

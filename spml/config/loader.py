@@ -10,7 +10,9 @@ from typing import Any, Iterable
 
 import yaml
 
-from spml.config.schema import Config
+from spml.config.legacy import removed_key_message, upgrade_saved_config
+from spml.config.schema import DEFAULT_LOSS, Config
+from spml.io import write_text_atomic
 
 
 MAX_VALUES = 100_000  # YAML aliases can make a small file expand to billions of values (every copy walks them)
@@ -166,6 +168,14 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return _build(hint, value, key + ".")
     if hint is Any:
         return value
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if value is None and "" in choices:
+            return ""
+        for choice in choices:  # by type too: YAML's `no` (False) is not the choice "no", 1 is not True
+            if type(value) is type(choice) and value == choice:
+                return choice
+        raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(hint):
             try:
@@ -213,16 +223,31 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
+    for key in unknown:
+        message = removed_key_message(prefix + key)
+        if message:
+            raise ConfigError(message)
     if unknown:
         raise ConfigError(f"unknown config key {prefix}{unknown[0]}; valid keys here: {sorted(names)}")
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in values.items()}
     return cls(**kwargs)
 
 
-def load_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = (), **top: Any) -> Config:
-    """Defaults < each YAML file (after its `include:` files) in order < `top` keywords (e.g. mode=) < dotted
-    overrides."""
+def load_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = (), run_dir: str | Path | None = None,
+                **top: Any) -> Config:
+    """Defaults < a run folder's saved config (`run_dir`) < each YAML file (after its `include:` files) in order
+    < `top` keywords (e.g. mode=) < dotted overrides.
+
+    A run folder's config.yaml written by an earlier spml is upgraded to today's keys (config.legacy); in files
+    and overrides such keys are an error naming their replacement. An empty loss.name becomes the mode's default
+    loss (schema.DEFAULT_LOSS), so the resolved config names its loss.
+    """
     merged: dict[str, Any] = {}
+    if run_dir is not None:
+        saved = Path(run_dir) / "config.yaml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+        merged = upgrade_saved_config(read_yaml(saved))
     for path in files:
         merged = merge(merged, read_config_file(path))
     merged = merge(merged, {k: v for k, v in top.items() if v is not None})
@@ -233,8 +258,8 @@ def load_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = (),
             nested = {key: nested}
         merged = merge(merged, nested)
     config = _build(Config, merged)
-    if config.mode not in ("spml", "supervised"):
-        raise ConfigError(f"mode: expected 'spml' or 'supervised', got {config.mode!r}")
+    if not config.loss.name:
+        config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, name=DEFAULT_LOSS[config.mode]))
     return config
 
 
@@ -252,5 +277,5 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML (the run folder's record; never mutated afterwards)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    """Write the resolved config as YAML (the run folder's record; never mutated afterwards), atomically."""
+    write_text_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))

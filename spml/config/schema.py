@@ -1,8 +1,18 @@
-"""Typed, frozen run configuration. Every knob a run can turn lives here, with its default."""
+"""Typed, frozen run configuration. Every knob a run can turn lives here, with its default.
+
+A field whose value is one of a fixed set is typed `Literal[...]`: the loader (spml/config/loader.py) checks
+every such choice in one place, naming the dotted key. Open families backed by a registry (datasets, heads,
+losses, masking schemes, timm backbones/optimizers/schedulers) stay strings, checked by their registry when
+spml.factories turns the config into objects, before training. spml.factories is the only reader of this schema
+besides spml.data.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+TTAView = Literal["identity", "hflip", "scale_up", "shift"]
+DEFAULT_LOSS = {"supervised": "bce", "spml": "em"}  # loss.name "" means the mode's default
 
 
 @dataclass(frozen=True)
@@ -39,13 +49,15 @@ class DataConfig:
     classes: tuple[str, ...] = ()  # empty = the dataset's standard finding list
     size: int = 64  # training resolution (square), pixels
     cache: str = ""  # uint8 cache folder from tools/prepare_data.py; empty = decode files
-    intensity: str = "auto"  # auto | bits | window: samples wider than 8 bits -> 0..255 (spml/data/images.py)
+    intensity: Literal["auto", "bits", "window"] = "auto"  # samples wider than 8 bits -> 0..255 (spml/data/images.py)
     intensity_percentiles: tuple[float, float] = (0.5, 99.5)  # window: values at these percentiles -> 0 and 255
     views: tuple[str, ...] = ()  # keep only these views (e.g. PA, AP; "frontal"/"lateral" for CheXpert)
-    uncertainty: str = "ignore"  # ignore | zeros | ones | mixed  (CheXpert/MIMIC -1 labels)
+    uncertainty: Literal["ignore", "zeros", "ones", "mixed"] = "ignore"  # CheXpert/MIMIC -1 labels
     uncertain_ones: tuple[str, ...] = ("Atelectasis", "Edema")  # U-Ones classes under "mixed"
-    blank: str = "zero"  # zero | unknown: CheXpert/MIMIC blank ("not mentioned") entries
-    split: str = "random"  # random | stratified | official (val carved from train if absent) | given (as in the file)
+    blank: Literal["zero", "unknown"] = "zero"  # CheXpert/MIMIC blank ("not mentioned") entries
+    # spml.data.splits.SPLIT_SCHEMES: official carves val from train when the files have none; given takes
+    # train/val/test as the file writes them
+    split: Literal["random", "stratified", "official", "given"] = "random"
     allow_patient_overlap: bool = False  # a patient in two splits of an official/given split is an error unless true
     val_fraction: float = 0.1
     test_fraction: float = 0.2
@@ -53,18 +65,18 @@ class DataConfig:
     masked_labels: str = ""  # masked CSV from tools/mask_labels.py (SPML mode training labels)
     mask_scheme: str = "single_positive"  # masking used when no masked file is given in SPML mode
     mask_seed: int = 1200
-    mask_no_positive: str = "drop"  # drop | keep: train rows with no certain positive under in-memory masking
+    mask_no_positive: Literal["drop", "keep"] = "drop"  # train rows with no certain positive under in-memory masking
     mask_params: dict[str, Any] = field(default_factory=dict)  # keyword arguments of mask_scheme (k, fraction)
     mask_val: bool = False  # also mask the val split (model selection on masked labels); test keeps full labels
-    missing: str = "error"  # error | drop  (image files that do not exist)
-    bad_images: str = "error"  # error | skip  (unreadable images: headers checked before training, the rest at decode)
+    missing: Literal["error", "drop"] = "error"  # image files that do not exist
+    bad_images: Literal["error", "skip"] = "error"  # unreadable images: headers checked before training, the rest at decode
     bad_image_budget: int = 10  # max images skipped under bad_images=skip before the run fails
     batch_size: int = 32
     eval_batch_size: int = 64
     num_workers: int = 2
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     csv: CSVFormatConfig = field(default_factory=CSVFormatConfig)
-    mimic_format: str = "jpg"  # jpg: MIMIC-CXR-JPG images | dcm: the MIMIC-CXR DICOM release (same folder layout)
+    mimic_format: Literal["jpg", "dcm"] = "jpg"  # jpg: MIMIC-CXR-JPG | dcm: the MIMIC-CXR DICOM release (same layout)
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,7 @@ class ModelConfig:
     drop_rate: float = 0.0  # dropout before the classifier
     channels_last: bool = False
     compile: bool = False
-    head: str = "linear"  # linear | mlp | bilinear | prototype
+    head: str = "linear"  # any registered head (spml.models.HEADS): linear | mlp | bilinear | prototype
     head_hidden: int = 512  # mlp head width / bilinear projection channels
     embedding_dim: int = 128  # prototype head embedding width
     prototypes: str = ""  # .npy/.pt file of class prototypes (one row per class)
@@ -85,7 +97,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ElasticConfig:
-    enabled: bool = True
+    """Random elastic deformation (RED) in the strong view; spml.mpc.red switches it (p=0 leaves it out too)."""
+
     kernel_size: int = 63
     sigma: float = 32.0
     alpha: float = 1.0
@@ -108,41 +121,43 @@ class AugmentConfig:
     erasing_p: float = 0.3
     strong_degrees: float = 10.0
     elastic: ElasticConfig = field(default_factory=ElasticConfig)
-    mean: float = 0.5  # normalisation after augmentation (grayscale)
+    mean: float = 0.5  # normalisation after augmentation (grayscale; part of the model, see spml.models.Classifier)
     std: float = 0.25
-    tta: tuple[str, ...] = ("identity", "hflip", "scale_up", "shift")
-    tta_average: str = "prob"  # prob | logit
+    tta: tuple[TTAView, ...] = ("identity", "hflip", "scale_up", "shift")  # test-time augmentation views
+    tta_average: Literal["prob", "logit"] = "prob"  # average probabilities or logits over the views
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: str = "bce"  # any registered loss
+    """The one place a loss is named, in both modes: a full-label loss (spml.losses.LOSSES) in supervised
+    mode; a single-positive loss (spml.losses.SPML_LOSSES) in spml mode, which is MPC's base loss under
+    spml.objective=mpc and trained alone under spml.objective=loss."""
+
+    name: str = ""  # "" = the mode's default: bce (supervised), em (spml; the base measured best for MPC)
     params: dict[str, Any] = field(default_factory=dict)  # keyword arguments of that loss
 
 
 @dataclass(frozen=True)
 class MPCConfig:
-    # Defaults: the variant measured best on the synthetic set (docs/results.md): EM base, each stream trained
-    # with the base loss plus pseudo-positives, small consistency weights. The AN base the MPC issue named as
-    # default was measured worse (spml.mpc.base_loss=an).
-    base_loss: str = "em"  # any registered single-positive loss (used alone during warm-up)
-    base_params: dict[str, Any] = field(default_factory=dict)
-    base_after_warmup: str = "loss"  # loss | positives | confident  (see MPCObjective)
-    targets: str = "hard"  # hard | soft: consistency targets are pseudo-labels or the teacher probabilities
-    consistency: str = "base"  # bce: masked BCE to the targets | base: the base loss with pseudo-positives as observed
+    # Defaults: the variant measured best on the synthetic set (docs/results.md): EM base (loss.name), each
+    # stream trained with the base loss plus pseudo-positives, small consistency weights. The AN base the MPC
+    # issue named as default was measured worse (loss.name=an). Choices: spml.objectives.pseudo_labels.
+    base_after_warmup: Literal["loss", "positives", "confident"] = "loss"  # base term after warm-up (BASE_TERMS)
+    targets: Literal["hard", "soft"] = "hard"  # consistency targets: pseudo-labels or the teacher probabilities
+    consistency: Literal["base", "bce"] = "base"  # base: base loss with pseudo-positives as observed | bce: masked BCE
     ipc_weight: float = 0.2  # 0 turns image-level consistency off
     fpc_weight: float = 0.1  # 0 turns feature-level consistency off
     btc_weight: float = 0.1  # 0 turns batch-level consistency off
     red: bool = True  # random elastic deformation inside the strong view
     fp_dropout: float = 0.5  # Dropout2d rate of the feature perturbation stream
     fp_noise_std: float = 0.0  # optional Gaussian feature noise (0 = off)
-    threshold: str = "class_prior"  # global | class_prior (per-class quantile thresholds matched to the prior)
+    threshold: Literal["global", "class_prior"] = "class_prior"  # class_prior: per-class quantiles matched to the prior
     tau_pos: float = 0.9  # global thresholds
     tau_neg: float = 0.1
     prior_fraction: float = 0.5  # class_prior: share of the estimated hidden positives marked positive
     negative_fraction: float = 0.7  # class_prior: share of the estimated true negatives marked negative
     memory_size: int = 256  # class_prior: rows of teacher probabilities remembered for the quantiles
-    teacher: str = "self"  # self | ema : where pseudo-labels come from (weak view, no gradient)
+    teacher: Literal["self", "ema"] = "self"  # where pseudo-labels come from (weak view, no gradient)
     teacher_decay: float = 0.99
     warmup_epochs: float = 1.0  # base loss only before this
     rampup_epochs: float = 2.0  # consistency weights ramp linearly after warm-up
@@ -154,8 +169,9 @@ class MPCConfig:
 
 @dataclass(frozen=True)
 class SPMLConfig:
-    method: str = "mpc"  # mpc | any registered single-positive loss (an, an_ls, wan, epr, role, em, em_apl, ll_r, ll_ct, ll_cp)
-    params: dict[str, Any] = field(default_factory=dict)  # keyword arguments of a baseline loss
+    # mpc: the MPC objective with loss.name as its base loss | loss: loss.name alone on one weak view (the
+    # published baselines: an, an_ls, wan, epr, role, em, em_apl, ll_r, ll_ct, ll_cp)
+    objective: Literal["mpc", "loss"] = "mpc"
     mpc: MPCConfig = field(default_factory=MPCConfig)
 
 
@@ -176,28 +192,27 @@ class TrainConfig:
     epochs: int = 6
     max_steps: int = 0  # >0 stops early (tests, smoke runs)
     seed: int = 0
-    precision: str = "no"  # no | bf16 | fp16
+    precision: Literal["no", "bf16", "fp16"] = "no"
     out: str = "runs/default"
     checkpoint_every: int = 0  # steps between "latest" checkpoints; 0 = end of each epoch only
     eval_every: int = 1  # epochs between validations
     log_every: int = 20  # steps between log lines (the only host syncs in the loop)
-    best_metric: str = "val/mAP"
-    nonfinite: str = "stop"  # stop | skip
+    best_metric: Literal["val/mAP", "val/mean_auroc"] = "val/mAP"
+    patience: int = 0  # stop after this many validations without a better best_metric; 0 = never stop early
+    nonfinite: Literal["stop", "skip"] = "stop"  # non-finite loss/gradient: stop the run, or skip that step
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     bootstrap: int = 200  # bootstrap resamples for confidence intervals; 0 = off
     tta: bool = False  # the final test evaluation also writes eval-tta/ (averaged over augment.tta views)
-    split: str = "test"
-    study_level: str = ""  # "" (per image) | max | mean: aggregate each study's views before the metrics
+    study_level: Literal["", "max", "mean"] = ""  # "" per image | aggregate each study's views before the metrics
     classes: tuple[str, ...] = ()  # evaluate only these classes (e.g. the 5 CheXpert competition labels); () = all
 
 
 @dataclass(frozen=True)
 class Config:
-    mode: str = "spml"  # spml | supervised
-    name: str = ""
+    mode: Literal["spml", "supervised"] = "spml"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -60,7 +60,6 @@ from spml.data.table import DataError, LabelTable, check_images, dataset_root
 
 log = logging.getLogger(__name__)
 MODES = ("spml", "supervised")
-BAD_IMAGES = ("error", "skip")
 HEADER_THREADS = 8  # header reads wait on file-system latency (network storage) more than on the CPU
 LEFT_OUT_COLUMNS = ["split", "path", "reason"]
 
@@ -319,8 +318,6 @@ def leave_out_bad_images(config: DataConfig, table: LabelTable, rows: dict[str, 
                          ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """The header check of every split's images under data.bad_images (see the module docstring)
     -> (rows of each split without the bad images, left-out images: split, path, reason)."""
-    if config.bad_images not in BAD_IMAGES:
-        raise DataError(f"data.bad_images={config.bad_images!r}; choose from {list(BAD_IMAGES)}")
     names = list(rows)
     positions = np.concatenate([rows[name] for name in names])
     paths = table.frame["path"].to_numpy(dtype=object)[positions]

@@ -93,6 +93,12 @@ class Intensity:
     def as_json(self) -> dict:
         return {"policy": self.policy, "percentiles": list(self.percentiles)}
 
+    @classmethod
+    def from_settings(cls, settings: dict) -> "Intensity":
+        """The policy of a run's data settings (`intensity`, `intensity_percentiles` keys, as in data.* or an
+        exported model.json's `data`); absent keys (a model exported before the policy existed) take the defaults."""
+        return cls(settings.get("intensity", cls.policy), tuple(settings.get("intensity_percentiles", cls.percentiles)))
+
 
 # ----------------------------------------------------------------------------------------- wide samples
 def scale_to_gray(values: np.ndarray, black: float, white: float) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Atomic, pickle-free checkpoints: a folder per save plus a pointer file replaced atomically.
 
 Layout under `<run>/checkpoints/`: `step-000120/state.pt` (objective, optimizer, scheduler,
-progress), `step-000120/rng-<rank>.pt` (each process's RNG states), and `latest.json` /
+progress, callbacks), `step-000120/rng-<rank>.pt` (each process's RNG states), and `latest.json` /
 `best.json` naming the folder. A crash at any point leaves the previous pointer and its folder
 intact; a failed write (a full disk) removes its temporary file and its unreferenced step folder, and
 temporary files a killed run left behind are removed by the next save into that folder. Files are loaded
@@ -10,16 +10,18 @@ with `torch.load(weights_only=True)` only.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-FORMAT = "spml-checkpoint-1"
+from spml.io import TEMP_GLOB, write_atomic, write_json_atomic
+
+FORMAT = "spml-checkpoint-2"  # objective, optimizer, scheduler, progress and the callbacks' states
+READABLE = (FORMAT, "spml-checkpoint-1")  # 1: before the trainer callbacks (EMA inside the objective); weights only
 
 
 def rng_state() -> dict[str, Any]:
@@ -43,25 +45,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"].tolist()), None))
-
-
-def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """`write` into a temp file beside `path`, fsync, then rename: `path` is either old or complete.
-    On any failure (a full disk, an interrupt) the temp file is removed and the error re-raised."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    write_atomic(path, lambda handle: handle.write(json.dumps(data, indent=2).encode("utf-8")))
 
 
 def save_torch_atomic(obj: Any, path: Path) -> None:
@@ -91,7 +74,7 @@ def commit(root: Path, step: int, state: dict[str, Any], pointers: tuple[str, ..
     """
     folder = checkpoint_dir(root, step)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(".*.tmp-*"):  # left by a run killed while writing this step (every rank is done)
+    for stale in folder.glob(TEMP_GLOB):  # left by a run killed while writing this step (every rank is done)
         stale.unlink(missing_ok=True)
     try:
         save_torch_atomic({"format": FORMAT, **state}, folder / "state.pt")
@@ -133,14 +116,23 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def load_state(folder: Path, rank: int | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(state, rng state of `rank` or None) from a step folder; refuses anything but plain tensors/containers."""
+    """(state, rng state of `rank` or None) from a step folder; refuses anything but plain tensors/containers.
+    state["format"] is one of READABLE; only FORMAT can be resumed (see `check_resumable`)."""
     state = load_plain(folder / "state.pt")
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in READABLE:
         raise ValueError(f"{folder / 'state.pt'} is not an spml checkpoint (format {FORMAT!r} expected)")
     rng = None
     if rank is not None and (folder / f"rng-{rank}.pt").exists():
         rng = load_plain(folder / f"rng-{rank}.pt")
     return state, rng
+
+
+def check_resumable(state: dict[str, Any], folder: Path) -> None:
+    """A checkpoint of an older format holds the trained weights (tools/evaluate.py, tools/export.py read them)
+    but not the training state today's trainer resumes from."""
+    if state["format"] != FORMAT:
+        raise ValueError(f"{folder / 'state.pt'} has format {state['format']!r}, written before the trainer's "
+                         f"callbacks ({FORMAT!r}); it can be evaluated and exported but not resumed: start a new run")
 
 
 def load_plain(path: Path) -> Any:

@@ -6,7 +6,6 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from spml.config import DataConfig
 from spml.data.dataset import collate_skip_none
 
 
@@ -27,23 +26,24 @@ class EpochSampler(Sampler[int]):
         return self.size
 
 
-def _loader(dataset: Dataset, batch_size: int, config: DataConfig, **kwargs) -> DataLoader:
+def _loader(dataset: Dataset, batch_size: int, num_workers: int, **kwargs) -> DataLoader:
     """A private generator keeps each new iterator's worker-seed draw off the global RNG, which the
     augmentation uses: otherwise resuming mid-epoch would shift every later random draw."""
-    workers = config.num_workers
-    if batch_size < 1 or workers < 0:
-        raise ValueError(f"data.batch_size={config.batch_size}, data.eval_batch_size={config.eval_batch_size}, "
-                         f"data.num_workers={workers}: batch sizes must be at least 1, workers at least 0")
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_none,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+    if batch_size < 1 or num_workers < 0:
+        raise ValueError(f"batch_size={batch_size}, num_workers={num_workers}: the batch size must be at least 1, "
+                         "the workers at least 0")
+    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_none,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
                       generator=torch.Generator().manual_seed(0), **kwargs)
 
 
-def make_train_loader(dataset: Dataset, sampler: EpochSampler, config: DataConfig) -> DataLoader:
-    if len(dataset) < config.batch_size:
-        raise ValueError(f"data.batch_size={config.batch_size} exceeds the {len(dataset)} training images")
-    return _loader(dataset, config.batch_size, config, sampler=sampler, drop_last=True)
+def make_train_loader(dataset: Dataset, sampler: EpochSampler, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """Batches of `batch_size` in the sampler's per-epoch order, the last incomplete batch dropped."""
+    if len(dataset) < batch_size:
+        raise ValueError(f"batch_size={batch_size} exceeds the {len(dataset)} training images")
+    return _loader(dataset, batch_size, num_workers, sampler=sampler, drop_last=True)
 
 
-def make_eval_loader(dataset: Dataset, config: DataConfig) -> DataLoader:
-    return _loader(dataset, config.eval_batch_size, config, shuffle=False)
+def make_eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """Every sample once, in dataset order."""
+    return _loader(dataset, batch_size, num_workers, shuffle=False)

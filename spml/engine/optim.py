@@ -6,8 +6,6 @@ from timm.scheduler import create_scheduler_v2
 from torch import nn
 from torch.optim import Optimizer
 
-from spml.config import OptimConfig
-
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases/norms (1-d tensors); parameters carrying `lr_multiplier`
@@ -28,29 +26,23 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig) -> Optimizer:
+def build_optimizer(model: nn.Module, name: str = "adamw", lr: float = 1e-3, weight_decay: float = 1e-4) -> Optimizer:
     """timm optimizer by name (adamw, sgd, lamb, ...) over `parameter_groups`."""
-    groups = parameter_groups(model, config.weight_decay)
+    groups = parameter_groups(model, weight_decay)
     try:
-        return create_optimizer_v2(groups, opt=config.name, lr=config.lr, weight_decay=config.weight_decay)
+        return create_optimizer_v2(groups, opt=name, lr=lr, weight_decay=weight_decay)
     except (ValueError, KeyError, AssertionError) as err:  # timm/torch: unknown name, invalid lr or decay
-        raise ValueError(f"optim.name={config.name!r}, optim.lr={config.lr}, optim.weight_decay="
-                         f"{config.weight_decay}: {str(err).strip(chr(39))}") from None
+        raise ValueError(f"optimizer {name!r} (lr={lr}, weight_decay={weight_decay}): "
+                         f"{str(err).strip(chr(39))}") from None
 
 
-def build_scheduler(optimizer: Optimizer, config: OptimConfig, epochs: int, updates_per_epoch: int):
-    """timm scheduler stepped per optimizer update (warm-up then e.g. cosine)."""
+def build_scheduler(optimizer: Optimizer, name: str, epochs: int, updates_per_epoch: int, lr: float,
+                    warmup_epochs: float = 0.0, min_lr: float = 0.0):
+    """timm scheduler by name, stepped per optimizer update: linear warm-up from lr / 100, then e.g. cosine."""
     try:
-        scheduler, _ = create_scheduler_v2(
-            optimizer,
-            sched=config.scheduler,
-            num_epochs=epochs,
-            warmup_epochs=config.warmup_epochs,
-            warmup_lr=config.lr * 0.01,
-            min_lr=config.min_lr,
-            step_on_epochs=False,
-            updates_per_epoch=updates_per_epoch,
-        )
+        scheduler, _ = create_scheduler_v2(optimizer, sched=name, num_epochs=epochs, warmup_epochs=warmup_epochs,
+                                           warmup_lr=lr * 0.01, min_lr=min_lr, step_on_epochs=False,
+                                           updates_per_epoch=updates_per_epoch)
     except (ValueError, AssertionError) as err:  # timm: unknown scheduler name
-        raise ValueError(f"optim.scheduler={config.scheduler!r}: {err}") from None
+        raise ValueError(f"scheduler {name!r}: {err}") from None
     return scheduler

@@ -26,7 +26,8 @@ Differences from the authors' code, and why:
   -log(p + eps) = -logaddexp(logsigmoid(s), log eps); the original takes powers and logs of sigmoid(s).
   Same values (eps = 1e-7 as there), finite values and gradients for any logit.
 * The schedule needs the run's length: `num_epochs` (default 8, the authors' and spml's quick-start
-  budget) must equal the number of training epochs; the loss cannot see it. Past it the end values hold.
+  budget) must equal the number of training epochs; spml's factory passes train.epochs. Past it the end
+  values hold.
 * Not implemented: the authors' optional alternatives, off by default there: freezing the backbone for the
   first `linear_init` epochs (a training-loop choice, not part of the loss; the schedule uses the code's
   formula with linear_init = 0) and a learned per-class logistic k (`is_train`) with its own optimizer.

@@ -8,7 +8,11 @@ MAX_WIDTH = 1024  # wider embeddings (the bilinear head's k*k) are projected dow
 
 
 def attention_heads(width: int, heads: int) -> int:
-    """The largest head count <= `heads` that divides `width` (nn.MultiheadAttention needs a divisor)."""
+    """The largest head count <= `heads` that divides `width` (nn.MultiheadAttention needs a divisor).
+
+    Args:
+        width: attention width. heads: the most heads wanted (>= 1 is used).
+    """
     return max(h for h in range(1, max(heads, 1) + 1) if width % h == 0)
 
 
@@ -19,6 +23,14 @@ class BatchTransformer(nn.Module):
     never calls it; inference stays batch-independent). Attention uses the largest divisor of the width
     that is <= `heads`. Embeddings wider than `width` (default min(dim, MAX_WIDTH)) are projected to it
     and back with linear layers.
+
+    Args:
+        dim: D, the embedding width (a head's `embed_dim`).
+        depth: encoder layers. heads: attention heads (at most). dim_feedforward: MLP width. dropout: encoder dropout.
+        width: attention width (default min(dim, 1024)).
+
+    Shape:
+        (B, D) -> (B, D).
     """
 
     def __init__(self, dim: int, depth: int = 1, heads: int = 4, dim_feedforward: int = 512, dropout: float = 0.1,

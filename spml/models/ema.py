@@ -7,7 +7,12 @@ from torch import nn
 
 class ModelEma(ModelEmaV3):
     """ModelEmaV3 whose copy never trains: no gradients (so optimizers and DDP ignore it) and eval mode
-    even when a parent module calls .train(). `module` is the averaged model; state_dict round-trips."""
+    even when a parent module calls .train(). `module` is the averaged model; state_dict round-trips.
+
+    Args:
+        model: the module to average (deep-copied now; `.update(model)` after each optimizer step).
+        decay: weight of the old average per update, in (0, 1).
+    """
 
     def __init__(self, model: nn.Module, decay: float):
         super().__init__(model, decay=decay)
@@ -18,7 +23,11 @@ class ModelEma(ModelEmaV3):
 
 
 def build_ema(model: nn.Module, decay: float) -> ModelEma:
-    """EMA copy of `model`; call `.update(model)` after each optimizer step."""
+    """EMA copy of `model`; call `.update(model)` after each optimizer step.
+
+    Args:
+        model: the module to average. decay: in (0, 1); ValueError otherwise.
+    """
     if not 0.0 < decay < 1.0:
-        raise ValueError(f"EMA decay must lie in (0, 1), got {decay} (model.ema_decay / spml.mpc.teacher_decay)")
+        raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
     return ModelEma(model, decay)

@@ -1,8 +1,9 @@
-"""Classification heads on a feature map: linear, mlp, bilinear, prototype.
+"""Classification heads on a feature map: linear, mlp, bilinear, prototype (registry HEADS).
 
-Every head splits into `embed(feature_map (B,F,h,w)) -> (B,D)` and `classify(vector (B,D)) -> logits
-(B,C)`, with `forward = classify(embed(.))` and `embed_dim = D`, so the MPC objective can run its batch
-transformer between the two and share the classifier across streams.
+Every head is built from `(num_features, num_classes, **its own arguments)` and splits into
+`embed(feature_map (B,F,h,w)) -> (B,D)` and `classify(vector (B,D)) -> logits (B,C)`, with
+`forward = classify(embed(.))` and `embed_dim = D`, so the MPC objective can run its batch transformer
+between the two and share the classifier across streams.
 """
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ import torch.nn.functional as F
 from timm.layers import SelectAdaptivePool2d
 from torch import Tensor, nn
 
-from spml.config.schema import ModelConfig
 from spml.registry import Registry
 
 HEADS = Registry("head")
 
 
 class Head(nn.Module):
-    """Base: pooled embedding then a classifier; subclasses set `embed_dim` and override the two halves."""
+    """Base: pooled embedding then a classifier; subclasses set `embed_dim` and override the two halves.
+
+    Shape:
+        embed: (B, F, h, w) -> (B, embed_dim); classify: (B, embed_dim) -> (B, C); forward: (B, F, h, w) -> (B, C).
+    """
 
     embed_dim: int
 
@@ -43,7 +47,15 @@ def global_pool() -> nn.Module:
 
 @HEADS.register("linear")
 class LinearHead(Head):
-    """pool -> dropout -> Linear. embed: (B,F,h,w) -> (B,F)."""
+    """pool -> dropout -> Linear.
+
+    Args:
+        num_features: F, channels of the feature map. num_classes: C.
+        drop_rate: dropout before the classifier.
+
+    Shape:
+        embed: (B, F, h, w) -> (B, F); forward: (B, F, h, w) -> (B, C).
+    """
 
     def __init__(self, num_features: int, num_classes: int, drop_rate: float = 0.0):
         super().__init__()
@@ -61,7 +73,15 @@ class LinearHead(Head):
 
 @HEADS.register("mlp")
 class MLPHead(Head):
-    """pool -> Linear(hidden) -> BatchNorm1d -> ReLU (embed, D = hidden) -> Dropout -> Linear (Kufel et al.)."""
+    """pool -> Linear(hidden) -> BatchNorm1d -> ReLU (embed) -> Dropout -> Linear (Kufel et al.).
+
+    Args:
+        num_features: F. num_classes: C. hidden: D, width of the hidden layer. drop_rate: dropout before
+            the classifier.
+
+    Shape:
+        embed: (B, F, h, w) -> (B, hidden); forward: (B, F, h, w) -> (B, C).
+    """
 
     def __init__(self, num_features: int, num_classes: int, hidden: int = 512, drop_rate: float = 0.0):
         super().__init__()
@@ -82,8 +102,15 @@ class MLPHead(Head):
 class BilinearHead(Head):
     """1x1 conv F -> k, bilinear pooling (outer product averaged over positions), signed sqrt, L2 norm.
 
-    embed: (B,F,h,w) -> (B, k*k). The projection keeps memory bounded for wide backbones (2048 -> k);
-    the pooling runs in fp32 because the outer products overflow fp16.
+    The projection keeps memory bounded for wide backbones (2048 -> k); the pooling runs in fp32 because
+    the outer products overflow fp16.
+
+    Args:
+        num_features: F. num_classes: C. channels: k, projection channels. drop_rate: dropout before the
+            classifier.
+
+    Shape:
+        embed: (B, F, h, w) -> (B, k * k), unit L2 norm; forward: (B, F, h, w) -> (B, C).
     """
 
     def __init__(self, num_features: int, num_classes: int, channels: int = 512, drop_rate: float = 0.0):
@@ -106,22 +133,29 @@ class BilinearHead(Head):
 
 
 def read_prototypes(path: str, num_classes: int, embedding_dim: int) -> Tensor:
-    """(C, D) float tensor from a .npy (allow_pickle=False) or .pt (weights_only=True) file, shape-checked."""
+    """Class prototypes from a .npy (allow_pickle=False) or .pt (weights_only=True) file, shape-checked.
+
+    Args:
+        path: the file. num_classes: C. embedding_dim: D.
+
+    Shape:
+        -> float32 (C, D).
+    """
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"model.prototypes: no file {file}")
+        raise FileNotFoundError(f"prototype file {file} does not exist")
     if file.suffix == ".npy":
         prototypes = torch.from_numpy(np.load(file, allow_pickle=False).astype(np.float32))
     elif file.suffix in (".pt", ".pth"):
         prototypes = torch.load(file, map_location="cpu", weights_only=True)
         if not isinstance(prototypes, Tensor):
-            raise ValueError(f"model.prototypes: {file} holds a {type(prototypes).__name__}, not a tensor")
+            raise ValueError(f"prototype file {file} holds a {type(prototypes).__name__}, not a tensor")
         prototypes = prototypes.float()
     else:
-        raise ValueError(f"model.prototypes: {file} must be a .npy or .pt file")
+        raise ValueError(f"prototype file {file} must be a .npy or .pt file")
     if tuple(prototypes.shape) != (num_classes, embedding_dim):
-        raise ValueError(f"model.prototypes: {file} has shape {tuple(prototypes.shape)}; expected one row per class "
-                         f"and model.embedding_dim columns: ({num_classes}, {embedding_dim})")
+        raise ValueError(f"prototype file {file} has shape {tuple(prototypes.shape)}; expected one row per class "
+                         f"and embedding_dim columns: ({num_classes}, {embedding_dim})")
     return prototypes
 
 
@@ -132,13 +166,17 @@ def prototype_manifest(path: str | Path) -> Path:
 
 def check_prototype_classes(path: str, classes: Sequence[str]) -> None:
     """A prototype file with a manifest must list the data's classes in the same order (row c = class c);
-    without a manifest only its shape is checked (read_prototypes)."""
+    without a manifest only its shape is checked (read_prototypes).
+
+    Args:
+        path: the prototype file ("" checks nothing). classes: the data's C class names, in logit order.
+    """
     manifest = prototype_manifest(path)
     if not path or not manifest.is_file():
         return
     listed = json.loads(manifest.read_text(encoding="utf-8")).get("classes")
     if list(listed or []) != list(classes):
-        raise ValueError(f"model.prototypes: {manifest} lists classes {listed}, the data has {list(classes)} "
+        raise ValueError(f"{manifest} lists classes {listed}, the data has {list(classes)} "
                          "(rows must follow the data's class order; rebuild with tools/make_prototypes.py)")
 
 
@@ -148,6 +186,14 @@ class PrototypeHead(Head):
 
     Logits are <= 0 (sigmoid <= 0.5): they are scores for a metric loss and for ranking (AUC), which
     reads -d_c; pair this head with a distance-based loss rather than BCE.
+
+    Args:
+        num_features: F. num_classes: C. embedding_dim: D.
+        prototypes: "" (random start) or a .npy/.pt file of shape (C, D) (tools/make_prototypes.py).
+        drop_rate: dropout before the projection.
+
+    Shape:
+        embed: (B, F, h, w) -> (B, D); forward: (B, F, h, w) -> (B, C), values <= 0.
     """
 
     def __init__(self, num_features: int, num_classes: int, embedding_dim: int = 128, prototypes: str = "",
@@ -168,13 +214,11 @@ class PrototypeHead(Head):
         return -torch.cdist(embedding.float(), self.prototypes.float())
 
 
-def build_head(config: ModelConfig, num_features: int, num_classes: int) -> Head:
-    """The head named by model.head, sized from the config (head_hidden, embedding_dim, prototypes, drop_rate)."""
-    options = {
-        "linear": {},
-        "mlp": {"hidden": config.head_hidden},
-        "bilinear": {"channels": config.head_hidden},
-        "prototype": {"embedding_dim": config.embedding_dim, "prototypes": config.prototypes},
-    }
-    head_class = HEADS.get(config.head)
-    return head_class(num_features, num_classes, drop_rate=config.drop_rate, **options.get(config.head, {}))
+def build_head(name: str, num_features: int, num_classes: int, **kwargs) -> Head:
+    """The head registered as `name` (linear | mlp | bilinear | prototype).
+
+    Args:
+        name: HEADS name. num_features: F of the backbone's map. num_classes: C.
+        **kwargs: that head's own arguments (e.g. hidden=512 for mlp, channels=256 for bilinear).
+    """
+    return HEADS.build(name, num_features=num_features, num_classes=num_classes, **kwargs)

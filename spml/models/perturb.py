@@ -6,9 +6,14 @@ from torch import Tensor, nn
 
 
 class FeaturePerturbation(nn.Module):
-    """(B, F, h, w) -> (B, F, h, w): Dropout2d(dropout), then multiplicative noise f * (1 + noise_std * N(0, 1)).
+    """Dropout2d(dropout), then multiplicative noise f * (1 + noise_std * N(0, 1)); identity in eval mode.
 
-    Either part is off at 0; identity in eval mode.
+    Args:
+        dropout: channel dropout rate (0 = off).
+        noise_std: std of the multiplicative Gaussian noise (0 = off).
+
+    Shape:
+        (B, F, h, w) -> (B, F, h, w).
     """
 
     def __init__(self, dropout: float = 0.5, noise_std: float = 0.0):

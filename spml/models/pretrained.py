@@ -22,7 +22,15 @@ PREFIXES = ("module.", "model.")  # DataParallel / Lightning-style wrappers
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Tensors of a .safetensors or torch state dict file (no unpickling of arbitrary objects)."""
+    """Tensors of a .safetensors or torch state dict file (no unpickling of arbitrary objects).
+
+    Args:
+        path: a .safetensors file, or a .pth/.pt/.bin read with `torch.load(weights_only=True)`; a checkpoint
+            dict wrapping the state dict (state_dict, model, state_dict_ema, model_ema) is unwrapped.
+
+    Returns:
+        {key: tensor}; non-tensor entries are dropped.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model.pretrained: no file {path} (give a local state dict or one of {LITE_MODELS})")
@@ -120,10 +128,14 @@ def map_by_position(model: nn.Module, source: dict[str, Tensor], origin: str,
 def load_pretrained(model: nn.Module, source: str, keep_classifier: bool = False) -> None:
     """Load local weights into a timm model in place.
 
-    source: one of LITE_MODELS (mapped by position) or a state dict file. File keys go through wrapper
-    prefix stripping and timm's own converter; the classifier is dropped unless `keep_classifier`; the
-    first conv is adapted to the model's input channels. Raises if no tensor matches; warns listing
-    the first few missing, unexpected or mis-shaped keys otherwise.
+    File keys go through wrapper prefix stripping and timm's own converter; the first conv is adapted to the
+    model's input channels. Raises if no tensor matches; warns listing the first few missing, unexpected or
+    mis-shaped keys otherwise.
+
+    Args:
+        model: a timm model (e.g. `Backbone(...).model`).
+        source: one of LITE_MODELS (mapped by position) or a state dict file (see read_state_dict).
+        keep_classifier: also load the ImageNet classifier (dropped by default: spml adds its own head).
     """
     if source in LITE_MODELS:
         # every tensor but a dropped classifier is mapped, so only the classifier can be missing

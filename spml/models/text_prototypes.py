@@ -9,7 +9,6 @@ spml[text]`), and any other encoder (e.g. a BioBERT folder) must be given as a p
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from spml.io import write_atomic, write_json_atomic
 from spml.models.heads import prototype_manifest
 
 BUILTIN = "minilm"  # --encoder name of the packaged all-MiniLM-L6-v2 (384 dimensions)
@@ -47,7 +47,15 @@ def encoder_folder(encoder: str) -> Path:
 
 @torch.no_grad()
 def encode_texts(texts: Sequence[str], folder: Path, normalize: bool = True, batch_size: int = 32) -> np.ndarray:
-    """(N, D) float32 sentence vectors of `texts`: masked mean of the encoder's last hidden states."""
+    """Sentence vectors of `texts`: masked mean of the encoder's last hidden states.
+
+    Args:
+        texts: N sentences. folder: a local Hugging Face encoder folder (encoder_folder).
+        normalize: L2-normalise each vector. batch_size: sentences per forward.
+
+    Shape:
+        -> float32 (N, D).
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder only; never reach a hub
     try:
         from transformers import AutoModel, AutoTokenizer
@@ -75,14 +83,17 @@ def class_texts(classes: Sequence[str], template: str = "{}") -> list[str]:
 
 
 def write_prototypes(path: str | Path, prototypes: np.ndarray, manifest: dict[str, Any]) -> Path:
-    """Write (C, D) prototypes as .npy or .pt (by suffix) and <path>.manifest.json (classes, encoder, ...)."""
+    """Write prototypes as .npy or .pt (by suffix) and <path>.manifest.json, each atomically.
+
+    Args:
+        path: the .npy/.pt file. prototypes: float32 (C, D). manifest: classes, encoder, ... (shape is added).
+    """
     path = Path(path)
     if path.suffix == ".npy":
-        np.save(path, prototypes, allow_pickle=False)
+        write_atomic(path, lambda handle: np.save(handle, prototypes, allow_pickle=False))
     elif path.suffix in (".pt", ".pth"):
-        torch.save(torch.from_numpy(prototypes), path)
+        write_atomic(path, lambda handle: torch.save(torch.from_numpy(prototypes), handle))
     else:
         raise ValueError(f"--out {path}: use a .npy or .pt file name")
-    manifest = {**manifest, "shape": list(prototypes.shape)}
-    prototype_manifest(path).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    write_json_atomic(prototype_manifest(path), {**manifest, "shape": list(prototypes.shape)})
     return path

@@ -1,16 +1,9 @@
-"""Objectives: nn.Modules whose forward(batch) returns {loss, logits, components}."""
-from spml.objectives import mpc, supervised  # noqa: F401  (registration by import)
+"""Objectives from plain arguments: nn.Modules whose forward(batch) returns {loss, logits, components}."""
 from spml.objectives.base import Objective
-from spml.objectives.registry import OBJECTIVES, DataStats
-from spml.config import Config
+from spml.objectives.mpc import MPCObjective
+from spml.objectives.pseudo_labels import (BASE_TERMS, CONSISTENCY, TARGETS, THRESHOLDS, ClassPriorThresholds,
+                                           GlobalThresholds, PseudoLabels, masked_bce)
+from spml.objectives.supervised import SinglePositiveObjective, SupervisedObjective
 
-
-def build_objective(config: Config, stats: DataStats) -> Objective:
-    """supervised mode -> SupervisedObjective; spml mode -> MPC or a single-positive baseline."""
-    if config.mode == "supervised":
-        return OBJECTIVES.build("supervised", config=config, stats=stats)
-    name = "mpc" if config.spml.method == "mpc" else "spml_baseline"
-    return OBJECTIVES.build(name, config=config, stats=stats)
-
-
-__all__ = ["OBJECTIVES", "DataStats", "Objective", "build_objective"]
+__all__ = ["BASE_TERMS", "CONSISTENCY", "ClassPriorThresholds", "GlobalThresholds", "MPCObjective", "Objective",
+           "PseudoLabels", "SinglePositiveObjective", "SupervisedObjective", "TARGETS", "THRESHOLDS", "masked_bce"]

@@ -1,68 +1,49 @@
-"""What every objective shares: the classifier, uint8 -> float conversion, weak view, evaluation path."""
+"""What every objective shares: the classifier, the weak view, uint8 -> float, the training progress."""
 from __future__ import annotations
 
-import torch
+import numpy as np
 from torch import Tensor, nn
 
-from spml.augment import Normalize, build_weak, tta_predict
-from spml.config import Config
-from spml.models import Classifier, build_classifier, build_ema
+from spml.models.inference import to_unit_range
 
 
 class Objective(nn.Module):
-    """Base objective: owns every trainable part so one `accelerator.prepare` covers them.
+    """Base objective: receives every trainable part so one `accelerator.prepare` covers them.
 
-    Subclasses implement `forward(batch) -> {"loss", "logits", "components"}`. The trainer calls
-    `set_epoch` at each epoch start, `after_optimizer_step` after each optimizer step and
-    `predict` for evaluation; it never branches on the mode.
+    Subclasses implement `forward(batch) -> {"loss", "logits", "components"}` (components: detached scalars
+    the trainer logs). The trainer calls `set_progress(step, steps_per_epoch)` before each training forward
+    and `after_optimizer_step()` after each optimizer update; it never branches on the objective.
+    Evaluation does not go through the objective: it scores `classifier` (or its EMA) alone.
+
+    Args:
+        classifier: float images in [0, 1] -> logits (spml.models.Classifier).
+        weak: the weak augmentation pipeline (float (B,1,H,W) in [0, 1] -> same).
     """
 
-    def __init__(self, config: Config, num_classes: int):
+    def __init__(self, classifier: nn.Module, weak: nn.Module):
         super().__init__()
-        self.config = config
-        self.classifier: Classifier = build_classifier(config.model, num_classes)
-        if config.model.channels_last:
-            self.classifier = self.classifier.to(memory_format=torch.channels_last)
-        self.weak = build_weak(config.augment)
-        self.normalize = Normalize(config.augment.mean, config.augment.std)
-        self.eval_ema = build_ema(self.classifier, config.model.ema_decay) if config.model.ema_decay > 0 else None
-        self.register_buffer("micro_step", torch.zeros((), dtype=torch.long))
-        self.epoch = 0
-        self.steps_per_epoch = 1
+        self.classifier, self.weak = classifier, weak
+        self.step, self.steps_per_epoch = 0, 1
 
-    def to_input(self, images: Tensor) -> Tensor:
-        """uint8 (B,1,H,W) -> float (B,1,H,W) in [0, 1] on the model's device."""
-        return images.float().div_(255.0)
+    @staticmethod
+    def to_input(images: Tensor) -> Tensor:
+        """uint8 (B,1,H,W) -> float (B,1,H,W) in [0, 1]."""
+        return to_unit_range(images)
 
-    def model_input(self, x: Tensor) -> Tensor:
-        """Normalise an augmented float batch and lay it out for the backbone."""
-        x = self.normalize(x)
-        if self.config.model.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+    def set_progress(self, step: int, steps_per_epoch: int) -> None:
+        """Called by the trainer before each training forward: `step` counts the batches trained including
+        this one (1 for the first), so `step / steps_per_epoch` is the progress in epochs at its end."""
+        self.step, self.steps_per_epoch = int(step), max(int(steps_per_epoch), 1)
 
-    def set_epoch(self, epoch: int, steps_per_epoch: int) -> None:
-        """Called by the trainer at each epoch start (0-based)."""
-        self.epoch, self.steps_per_epoch = epoch, max(steps_per_epoch, 1)
+    @property
+    def epoch(self) -> int:
+        """0-based epoch of the current step."""
+        return max(self.step - 1, 0) // self.steps_per_epoch
 
-    def progress(self) -> Tensor:
-        """Training progress in epochs as a device scalar (no host sync)."""
-        return self.micro_step.float() / self.steps_per_epoch
+    def epochs_done(self) -> np.float32:
+        """Progress in epochs, in float32: schedules computed from it (warm-up, ramps) equal the float32 device
+        arithmetic they replace, bit for bit, without a device tensor or a host read in the step."""
+        return np.float32(self.step) / np.float32(self.steps_per_epoch)
 
     def after_optimizer_step(self) -> None:
-        """Update EMA copies after each optimizer step."""
-        if self.eval_ema is not None:
-            self.eval_ema.update(self.classifier)
-
-    def count_step(self) -> None:
-        if self.training:
-            self.micro_step += 1
-
-    @torch.no_grad()
-    def predict(self, images: Tensor, tta: tuple[str, ...] = ()) -> Tensor:
-        """Evaluation logits for uint8 images (B,1,H,W) -> (B,C); EMA weights when configured."""
-        model = self.eval_ema.module if self.eval_ema is not None else self.classifier
-        x = self.to_input(images)
-        if not tta:
-            return model(self.model_input(x)).float()
-        return tta_predict(lambda v: model(self.model_input(v)).float(), x, tta, self.config.augment.tta_average)
+        """Called after each optimizer update (an EMA teacher follows the classifier here)."""

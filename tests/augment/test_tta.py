@@ -45,8 +45,11 @@ def test_views_are_deterministic_and_change_the_image():
     assert torch.equal(TTA_VIEWS["hflip"](X), X.flip(-1))
 
 
-def test_bad_names_and_modes_raise():
-    with pytest.raises(ValueError, match="choose from"):
+def test_bad_names_modes_and_no_views_raise():
+    """(The config loader refuses such augment.tta / augment.tta_average values first: tests/test_config_choices.py.)"""
+    with pytest.raises(KeyError, match="rotate"):
         tta_predict(linear_model, X, ("rotate",))
-    with pytest.raises(ValueError, match="tta_average"):
+    with pytest.raises(KeyError, match="median"):
         tta_predict(linear_model, X, ("identity",), "median")
+    with pytest.raises(ValueError, match="at least one view"):
+        tta_predict(linear_model, X, ())

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from spml.config import ConfigError
 from spml.data.labels import apply_uncertainty
 from spml.data.readers import READERS
 from spml.data.table import META_COLUMNS, OFFICIAL_SPLIT, DataError, check_images
@@ -211,7 +212,7 @@ def test_mimic_dicom_release_paths(tmp_path, kit):
     root = mimic_root(tmp_path, kit)
     table = read(kit, "dataset=mimic", f"root={root}", "views=[PA]", "mimic_format=dcm")
     assert table.frame["path"].tolist() == [str(root / "files/p10/p10000032/s50414267/d1.dcm")]
-    with pytest.raises(DataError, match=r"data.mimic_format='png'; choose from \['jpg', 'dcm'\]"):
+    with pytest.raises(ConfigError, match=r"data.mimic_format: 'png' is not one of \['jpg', 'dcm'\]"):
         read(kit, "dataset=mimic", f"root={root}", "mimic_format=png")
 
 

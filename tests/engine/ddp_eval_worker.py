@@ -9,8 +9,10 @@ from spml.config import load_config
 from spml.data.build import build_data
 from spml.engine.evaluation import predict_split
 from spml.engine.loader import make_eval_loader
-from spml.engine.trainer import build_accelerator, data_stats
-from spml.objectives import build_objective
+from spml.engine.trainer import build_accelerator
+from spml.factories import build_classifier
+from spml.factories.artifact import model_spec
+from spml.models.artifact import inference_model
 from tests.conftest import TINY
 
 out_path = sys.argv[1]
@@ -18,9 +20,9 @@ accelerator = build_accelerator()
 config = load_config([], [*TINY, "data.eval_batch_size=7", f"train.out={out_path}.run"], mode="spml")
 bundle = build_data(config)
 torch.manual_seed(0)
-objective = build_objective(config, data_stats(bundle, "spml"))
-objective, loader = accelerator.prepare(objective, make_eval_loader(bundle.val, config.data))
-predictions = predict_split(objective, loader, accelerator)
+model = inference_model(build_classifier(config, len(bundle.classes)), model_spec(config, bundle.classes))
+loader = accelerator.prepare(make_eval_loader(bundle.val, config.data.eval_batch_size, config.data.num_workers))
+predictions = predict_split(model.to(accelerator.device), loader, accelerator)
 if accelerator.is_main_process:
     json.dump({"index": predictions["index"].tolist(), "size": len(bundle.val),
                "probs": np.round(predictions["probs"].astype(float), 6).tolist(),

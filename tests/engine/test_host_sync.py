@@ -4,8 +4,8 @@
 records every op which reads a tensor's value on the host (`.item()`, `bool()`, `float()`, `int()` all
 reach `aten._local_scalar_dense`; `nonzero`, `masked_select` and boolean-mask indexing have
 data-dependent shapes), plus `.cpu()`, `.tolist()` and `.numpy()`, which a CPU tensor answers without
-dispatching. The window is what `Trainer.fit` runs per batch (`train_step` and `accumulate_scalars`)
-on steps that are not log steps.
+dispatching. The window is what `Trainer.fit` runs per batch (`train_step`, with the callbacks' optimizer-step
+hooks, and every callback's `on_step_end`) on steps that are not log or checkpoint steps.
 
 Two call sites read host tensors only, and are allowed: torch's optimizers keep `state["step"]` on the
 CPU unless capturable/fused (its `.item()` reads host memory), and kornia draws random augmentation
@@ -20,6 +20,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from spml.engine.trainer import Trainer
+from spml.factories import build_trainer
 
 SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "unique_consecutive"}
 HOST_ONLY_SITES = (("torch/optim/", ""), ("kornia/filters/gaussian.py", "_gaussian_blur2d"))
@@ -82,7 +83,8 @@ def record_syncs(monkeypatch):
 
     def record(trainer: Trainer) -> list[str]:
         trainer.train_step = watch(trainer.train_step)
-        trainer.accumulate_scalars = watch(trainer.accumulate_scalars)
+        for callback in trainer.callbacks:
+            callback.on_step_end = watch(callback.on_step_end)
         trainer.fit()
         return [site for site in sites if not host_only(site)]
 
@@ -98,12 +100,12 @@ STEPS = ["train.max_steps=4", "train.log_every=1000", "train.epochs=1", "data.sy
     ("spml", ["spml.mpc.teacher=ema", "model.ema_decay=0.9", "spml.mpc.threshold=global"]),
 ], ids=["supervised", "mpc", "mpc-ema-global"])
 def test_training_steps_do_not_read_device_values(tiny_config, record_syncs, mode, overrides):
-    trainer = Trainer(tiny_config(mode, *STEPS, *overrides))
+    trainer = build_trainer(tiny_config(mode, *STEPS, *overrides))
     assert record_syncs(trainer) == []
 
 
 def test_the_recorder_sees_an_item_call_in_the_step(tiny_config, record_syncs):
-    trainer = Trainer(tiny_config("supervised", *STEPS))
+    trainer = build_trainer(tiny_config("supervised", *STEPS))
     forward = trainer.objective.forward
 
     def forward_with_item(batch):

@@ -3,12 +3,15 @@ import pytest
 import torch
 
 from spml.data.build import build_data
-from spml.engine.trainer import data_stats
-from spml.objectives import build_objective
+from spml.factories import build_objective, data_stats
+from spml.factories.artifact import model_spec
+from spml.models.artifact import inference_model
 
 MPC_VARIANTS = {
-    "mpc_soft_em": ["spml.mpc.targets=soft", "spml.mpc.base_loss=em", "spml.mpc.base_after_warmup=loss"],
-    "mpc_base_apl": ["spml.mpc.consistency=base", "spml.mpc.base_loss=em_apl", "spml.mpc.base_after_warmup=positives"],
+    "mpc_soft_em": ["spml.mpc.targets=soft", "loss.name=em", "spml.mpc.base_after_warmup=loss"],
+    "mpc_base_apl": ["spml.mpc.consistency=base", "loss.name=em_apl", "spml.mpc.base_after_warmup=positives"],
+    "mpc_bce_confident": ["spml.mpc.consistency=bce", "loss.name=an", "spml.mpc.base_after_warmup=confident",
+                          "spml.mpc.threshold=global", "spml.mpc.teacher=ema"],
 }
 SPML_METHODS = ["mpc", *MPC_VARIANTS, "an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp"]
 
@@ -20,13 +23,15 @@ def first_batch(bundle, size=16):
 
 @pytest.mark.parametrize("method", SPML_METHODS)
 def test_hidden_labels_never_reach_the_spml_objective(tiny_config, method):
-    overrides = ["spml.method=mpc", *MPC_VARIANTS[method]] if method in MPC_VARIANTS else [f"spml.method={method}"]
+    if method in MPC_VARIANTS or method == "mpc":
+        overrides = ["spml.objective=mpc", *MPC_VARIANTS.get(method, [])]
+    else:
+        overrides = ["spml.objective=loss", f"loss.name={method}"]
     config = tiny_config("spml", *overrides)
     bundle = build_data(config)
     torch.manual_seed(0)
     objective = build_objective(config, data_stats(bundle, "spml"))
-    objective.set_epoch(1, 4)  # past warm-up: pseudo-labels and epoch-dependent baselines active
-    objective.micro_step.fill_(8)
+    objective.set_progress(8, 4)  # past warm-up (2 epochs done): pseudo-labels and epoch-dependent baselines active
     batch = first_batch(bundle)
     assert batch["observed"].any(1).all(), "every SPML training row has one observed positive"
     state = {k: v.clone() for k, v in objective.state_dict().items()}
@@ -69,11 +74,11 @@ def test_mpc_components_switch_off(tiny_config):
 def test_base_consistency_streams_leave_the_loss_tables_to_the_weak_view(tiny_config):
     """With consistency=base the strong/perturbed/batch streams use EM+APL's tables but only the weak
     view's probabilities are recorded in them."""
-    config = tiny_config("spml", "spml.mpc.consistency=base", "spml.mpc.base_loss=em_apl",
+    config = tiny_config("spml", "spml.mpc.consistency=base", "loss.name=em_apl",
                          "spml.mpc.base_after_warmup=loss")
     bundle = build_data(config)
     objective = build_objective(config, data_stats(bundle, "spml"))
-    objective.set_epoch(1, 4)
+    objective.set_progress(5, 4)
     batch = first_batch(bundle)
     out = objective(batch)
     assert {"ipc", "fpc", "btc"} <= set(out["components"])
@@ -82,14 +87,17 @@ def test_base_consistency_streams_leave_the_loss_tables_to_the_weak_view(tiny_co
     assert objective.base.training
 
 
-def test_eval_logits_do_not_depend_on_the_batch(tiny_config):
+@pytest.mark.parametrize("tta", [False, True])
+def test_eval_logits_do_not_depend_on_the_batch(tiny_config, tta):
     config = tiny_config("spml")
     bundle = build_data(config)
-    objective = build_objective(config, data_stats(bundle, "spml")).eval()
+    objective = build_objective(config, data_stats(bundle, "spml"))
+    model = inference_model(objective.classifier, model_spec(config, bundle.classes), tta=tta).eval()
     batch = first_batch(bundle)
-    alone = objective.predict(batch["image"][:1])
-    together = objective.predict(batch["image"])[:1]
-    other = objective.predict(torch.cat([batch["image"][:1], batch["image"][8:]]))[:1]
+    with torch.no_grad():
+        alone = model(batch["image"][:1])
+        together = model(batch["image"])[:1]
+        other = model(torch.cat([batch["image"][:1], batch["image"][8:]]))[:1]
     assert torch.allclose(alone, together, atol=1e-5) and torch.allclose(alone, other, atol=1e-5)
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spml.config import EvalConfig, load_config
-from spml.engine.evaluation import check_eval_config, evaluation_view
-from spml.engine.trainer import Trainer
+from spml.config import ConfigError, EvalConfig, load_config
+from spml.engine.evaluation import evaluation_view
+from spml.factories import build_trainer, check_eval_config
 from tests.conftest import REPO
 from tests.cxr_files import COMPETITION, write_chexpert
 
@@ -25,15 +25,15 @@ def test_evaluation_view_restricts_classes_and_aggregates_each_study_by_index():
     known = np.array([[True, True, True], [False, True, True], [True, True, True], [True, True, True],
                       [True, False, True]])
     predictions = {"probs": probs, "targets": targets, "known": known, "index": index}
-    view, classes = evaluation_view(predictions, frame, CLASSES, EvalConfig(study_level="max", classes=("B", "A")))
+    view, classes = evaluation_view(predictions, frame, CLASSES, ("B", "A"), "max")
     assert classes == ["B", "A"]
     np.testing.assert_allclose(view["probs"], [[0.9, 0.3], [0.4, 0.7], [0.6, 0.8]])
     # targets: max over the views where known (s1/A: the positive view is unknown; s3/B: only view 3 is known)
     np.testing.assert_array_equal(view["targets"], [[1, 0], [0, 1], [0, 0]])
     np.testing.assert_array_equal(view["known"], [[True, True], [True, True], [True, True]])
-    mean, _ = evaluation_view(predictions, frame, CLASSES, EvalConfig(study_level="mean"))
+    mean, _ = evaluation_view(predictions, frame, CLASSES, level="mean")
     np.testing.assert_allclose(mean["probs"][:, 0], [0.2, 0.7, 0.5])
-    image, image_classes = evaluation_view(predictions, frame, CLASSES, EvalConfig())
+    image, image_classes = evaluation_view(predictions, frame, CLASSES)
     assert image_classes == CLASSES and np.array_equal(image["probs"], probs)
 
 
@@ -41,14 +41,14 @@ def test_evaluation_view_reads_study_ids_through_the_prediction_index():
     frame = pd.DataFrame({"study_id": ["x", "y", "x"]})
     predictions = {"probs": np.array([[0.2], [0.9]]), "targets": np.array([[0.0], [1.0]]),
                    "known": np.ones((2, 1), bool), "index": np.array([1, 2])}  # row 0 was not predicted
-    view, _ = evaluation_view(predictions, frame, ["A"], EvalConfig(study_level="max"))
+    view, _ = evaluation_view(predictions, frame, ["A"], level="max")
     np.testing.assert_allclose(view["probs"], [[0.2], [0.9]])  # studies y then x, one view each
 
 
 def test_eval_config_errors_name_the_key():
     frame = pd.DataFrame({"study_id": ["", "", "s"]})
-    with pytest.raises(ValueError, match="eval.study_level='median'"):
-        check_eval_config(EvalConfig(study_level="median"), CLASSES)
+    with pytest.raises(ConfigError, match="eval.study_level: 'median' is not one of"):
+        load_config([], ["eval.study_level=median"])
     with pytest.raises(ValueError, match=r"eval.classes: \['D'\]"):
         check_eval_config(EvalConfig(classes=("A", "D")), CLASSES)
     with pytest.raises(ValueError, match="2 of 3 images have no study id"):
@@ -62,7 +62,7 @@ def test_nih_with_study_level_fails_before_training(tiny_config, tmp_path):
     root = write_nih(tmp_path / "nih")
     config = tiny_config("supervised", "data.dataset=nih", f"data.root={root}", "eval.study_level=max")
     with pytest.raises(ValueError, match="no study id"):
-        Trainer(config)
+        build_trainer(config)
 
 
 def test_chexpert_competition_evaluation_on_valid_csv(tmp_path, capsys):
@@ -75,7 +75,7 @@ def test_chexpert_competition_evaluation_on_valid_csv(tmp_path, capsys):
     config = load_config(files, [f"data.root={root}", "data.size=32", "data.batch_size=8", "data.num_workers=0",
                                  "model.backbone=test_resnet", "train.epochs=1", "train.max_steps=2",
                                  "eval.bootstrap=20", f"train.out={tmp_path / 'run'}"], mode="supervised")
-    trainer = Trainer(config)
+    trainer = build_trainer(config)
     try:
         trainer.fit()
     finally:

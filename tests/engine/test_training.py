@@ -11,13 +11,13 @@ from PIL import Image
 
 from spml.config import load_config
 from spml.engine import checkpoint as ckpt
-from spml.engine.inference import load_run
-from spml.engine.trainer import NonFiniteLossError, Trainer
+from spml.engine.trainer import NonFiniteLossError
+from spml.factories import build_trainer, load_model
 from tests.conftest import REPO
 
 
 def run(config):
-    trainer = Trainer(config)
+    trainer = build_trainer(config)
     try:
         return trainer.fit()
     finally:
@@ -39,15 +39,15 @@ def test_a_run_writes_everything(tiny_config, tmp_path, mode, extra):
 
 
 def test_resume_mid_epoch_reaches_identical_metrics(tiny_config, tmp_path):
-    trainer = Trainer(tiny_config("spml", f"train.out={tmp_path / 'straight'}"))
+    trainer = build_trainer(tiny_config("spml", f"train.out={tmp_path / 'straight'}"))
     steps = trainer.steps_per_epoch
     assert steps >= 4
     straight = trainer.fit()
     # stop mid-way through the second epoch, as a killed run leaves it (last checkpoint at that step)
     stop_at = steps + steps // 2
     run(tiny_config("spml", f"train.out={tmp_path / 'killed'}", f"train.max_steps={stop_at}"))
-    resumed_config = load_config([tmp_path / "killed" / "config.yaml"], ["train.max_steps=0"])
-    trainer = Trainer(resumed_config)
+    resumed_config = load_config(run_dir=tmp_path / "killed", overrides=["train.max_steps=0"])
+    trainer = build_trainer(resumed_config)
     trainer.resume(tmp_path / "killed")
     assert trainer.progress.global_step == stop_at and trainer.progress.batch_in_epoch == steps // 2
     resumed = trainer.fit()
@@ -102,8 +102,8 @@ def test_a_finished_run_loads_without_its_initial_prototype_file(tiny_config, tm
     run(tiny_config("supervised", "model.head=prototype", "model.embedding_dim=16", f"model.prototypes={prototypes}",
                     "loss.name=metric", "train.max_steps=2"))
     prototypes.unlink()  # moved or deleted after training: the checkpoint holds the trained prototypes
-    config, _, objective = load_run(tmp_path / "run")
-    assert config.model.prototypes == ""
+    model = load_model(tmp_path / "run")
+    assert model.metadata["head"]["args"]["prototypes"] == ""
     state, _ = ckpt.load_state(ckpt.read_pointer(tmp_path / "run" / "checkpoints", "latest"))
     saved = next(value for key, value in state["objective"].items() if key.endswith("head.prototypes"))
-    assert torch.equal(objective.classifier.head.prototypes.detach(), saved)
+    assert torch.equal(model.classifier.head.prototypes.detach(), saved)

@@ -6,7 +6,6 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from spml.config.schema import ModelConfig
 from spml.models import build_head
 
 
@@ -31,7 +30,8 @@ class AllocationMeter(TorchDispatchMode):
 @pytest.mark.parametrize("head", ["linear", "mlp", "bilinear", "prototype"])
 def test_gradients_reach_every_head_parameter_and_the_features(head):
     torch.manual_seed(0)
-    module = build_head(ModelConfig(head=head, head_hidden=8, embedding_dim=8, drop_rate=0.2), 32, 5).train()
+    width = {"linear": {}, "mlp": {"hidden": 8}, "bilinear": {"channels": 8}, "prototype": {"embedding_dim": 8}}
+    module = build_head(head, 32, 5, drop_rate=0.2, **width[head]).train()
     features = torch.randn(4, 32, 3, 3, requires_grad=True)
     logits = module(features)
     assert logits.shape == (4, 5)
@@ -43,7 +43,7 @@ def test_gradients_reach_every_head_parameter_and_the_features(head):
 
 def test_bilinear_head_is_memory_safe_at_2048_channels():
     classes, channels, batch = 14, 2048, 4
-    module = build_head(ModelConfig(head="bilinear"), channels, classes)  # default projection: 512 channels
+    module = build_head("bilinear", channels, classes)  # default projection: 512 channels
     k = module.project[0].out_channels
     parameters = sum(p.numel() for p in module.parameters())
     assert parameters == channels * k + 2 * k + k * k * classes + classes  # 1x1 conv, batch norm, classifier
@@ -61,7 +61,7 @@ def test_bilinear_head_is_memory_safe_at_2048_channels():
 
 def test_bilinear_embedding_matches_an_independent_float64_reference():
     torch.manual_seed(0)
-    module = build_head(ModelConfig(head="bilinear", head_hidden=6), 10, 3).eval()
+    module = build_head("bilinear", 10, 3, channels=6).eval()
     features = torch.randn(2, 10, 4, 5)
     z = module.project(features).double().flatten(2)  # (B, k, hw)
     gram = torch.einsum("bip,bjp->bij", z, z) / z.shape[2]
@@ -72,6 +72,6 @@ def test_bilinear_embedding_matches_an_independent_float64_reference():
 
 
 def test_mlp_head_is_pool_dense_batchnorm_dropout_classifier():
-    module = build_head(ModelConfig(head="mlp", head_hidden=16, drop_rate=0.3), 32, 4)
+    module = build_head("mlp", 32, 4, hidden=16, drop_rate=0.3)
     assert [type(layer) for layer in module.hidden] == [nn.Linear, nn.BatchNorm1d, nn.ReLU]
     assert module.dropout.p == 0.3 and module.fc.in_features == 16

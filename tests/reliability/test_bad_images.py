@@ -19,6 +19,7 @@ from spml.data.build import build_data
 from spml.data.dataset import CXRDataset, FileSource
 from spml.data.table import DataError
 from spml.engine.trainer import Trainer
+from spml.factories import build_trainer
 from tests.reliability.conftest import csv_run_args, error_line
 
 
@@ -82,7 +83,7 @@ def split_paths(args: list[str]) -> dict[str, list[str]]:
 
 
 def trainer_for(args: list[str]) -> Trainer:
-    return Trainer(load_config([], args[2:], mode="supervised"))
+    return build_trainer(load_config([], args[2:], mode="supervised"))
 
 
 def fit(trainer: Trainer) -> dict:
@@ -125,9 +126,11 @@ def test_header_check_under_skip_leaves_the_image_out_up_front_and_lists_it(cli,
     victims["train"].write_bytes(b"")
     with pytest.warns(UserWarning, match=r"data.bad_images=skip: 2 of 40 images cannot be used \(train 1, val 0, "
                                          r"test 1\).*; they leave their splits before training"):
+        kept = split_paths(args)
         trainer = trainer_for(args)
-    assert len(trainer.bundle.test) == len(splits["test"]) - 1 and len(trainer.bundle.train) == len(splits["train"]) - 1
-    assert victims["test"] not in map(Path, trainer.bundle.frames["test"]["path"])
+    assert len(kept["test"]) == len(splits["test"]) - 1 and len(kept["train"]) == len(splits["train"]) - 1
+    assert str(victims["test"]) not in kept["test"] and str(victims["train"]) not in kept["train"]
+    assert len(trainer.train_loader.dataset) == len(kept["train"])
     summary = fit(trainer)
     assert summary["n_images"] == len(splits["test"]) - 1  # the test split was scored, without the bad image
     report = pd.read_csv(tmp_path / "run" / "skipped_images.csv", keep_default_na=False)
@@ -197,8 +200,9 @@ def test_a_batch_of_only_bad_images_is_passed_over_and_counted(dataset_dir, tmp_
     args = csv_run_args(dataset_dir, tmp_path / "run", "data.bad_images=skip", "data.bad_image_budget=4",
                         "train.checkpoint_every=1")
     trainer = trainer_for(args)
-    first_batch = torch.randperm(len(trainer.bundle.train), generator=torch.Generator().manual_seed(0))[:4]
-    paths = trainer.bundle.frames["train"]["path"].to_numpy()[first_batch.numpy()]
+    train = split_paths(args)["train"]
+    first_batch = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:4]
+    paths = np.array(train)[first_batch.numpy()]
     for path in paths:
         truncate(Path(path))
     fit(trainer)

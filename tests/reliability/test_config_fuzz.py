@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from spml.config import Config
-from spml.engine.trainer import check_train_config
+from spml.factories import check_train_config
 from tests.reliability.conftest import error_line, tiny_run_args
 
 NUM_INPUTS = 400
@@ -82,7 +82,7 @@ def fuzz_inputs(count: int = NUM_INPUTS, seed: int = 0) -> list[list[str]]:
 
 
 class DryTrainer:
-    """Stands in for the Trainer: checks the config like the Trainer does first, trains nothing."""
+    """Stands in for build_trainer's Trainer: checks the config like build_trainer does first, trains nothing."""
 
     def __init__(self, config: Config):
         check_train_config(config)
@@ -96,7 +96,7 @@ class DryTrainer:
 
 
 def test_random_overrides_give_a_usage_error_or_a_valid_config(cli, monkeypatch, tmp_path):
-    monkeypatch.setattr("spml.engine.trainer.Trainer", DryTrainer)
+    monkeypatch.setattr("spml.factories.build_trainer", DryTrainer)
     monkeypatch.chdir(tmp_path)
     outcomes = {0: 0, 2: 0}
     for argv in fuzz_inputs():
@@ -120,13 +120,15 @@ NONSENSE = [
     "data.mask_params={k: 0}", "optim.name=nonsense", "optim.lr=-1", "optim.scheduler=xyz", "optim.accumulate=0",
     "model.backbone=nope", "model.head=nope", "model.in_chans=3", "model.ema_decay=2", "model.drop_rate=2",
     "model.pretrained=/nonexistent.pth", "spml.method=nope", "spml.mpc.base_loss=nope", "spml.mpc.threshold=xyz",
-    "spml.mpc.teacher=xyz", "augment.std=0", "augment.elastic.kernel_size=4", "train.epochs=0",
+    "spml.mpc.teacher=xyz", "spml.objective=nope", "loss.name=nope", "loss.name=bce", "augment.tta=[rotate]",
+    "augment.std=0", "augment.elastic.kernel_size=4", "augment.elastic.enabled=false", "train.epochs=0",
     "train.log_every=0", "train.eval_every=0", "train.checkpoint_every=-1", "train.best_metric=xyz",
     "train.nonfinite=maybe", "train.precision=fp8", "eval.study_level=xyz", "train.out=/proc/forbidden",
 ]
 
 # where the message names neither the key's last part nor the value as written
 MESSAGE_NAMES = {"data.mask_params={k: 0}": ["masking scheme 'single_positive'", "argument 'k'"],
+                 "loss.name=bce": ["loss.name='bce' is a loss (supervised mode)"],
                  "model.drop_rate=2": ["dropout probability"], "data.synthetic.num_images=3": ["3 images"]}
 
 

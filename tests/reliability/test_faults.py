@@ -17,6 +17,7 @@ import torch
 
 from spml.engine import checkpoint as ckpt
 from spml.engine.trainer import NonFiniteLossError, Trainer
+from spml.factories import build_trainer
 from tests.conftest import REPO
 from tests.reliability.conftest import KILL_RUN, final_results, tiny_run_args
 
@@ -41,7 +42,7 @@ def checkpoint_files_are_clean(root: Path) -> None:
 
 
 def test_nonfinite_loss_stops_naming_step_and_components_last_checkpoint_intact(tiny_config, tmp_path):
-    trainer = Trainer(tiny_config("spml", "train.checkpoint_every=2", "train.log_every=100"))
+    trainer = build_trainer(tiny_config("spml", "train.checkpoint_every=2", "train.log_every=100"))
     poison_step(trainer, 5)
     with pytest.raises(NonFiniteLossError) as info:
         trainer.fit()
@@ -60,13 +61,13 @@ def test_nonfinite_loss_stops_naming_step_and_components_last_checkpoint_intact(
 
 
 def test_nonfinite_loss_is_skipped_under_the_explicit_option(tiny_config):
-    trainer = Trainer(tiny_config("spml", "train.nonfinite=skip"))
+    trainer = build_trainer(tiny_config("spml", "train.nonfinite=skip"))
     poison_step(trainer, 5)
     changed, train_step = {}, trainer.train_step
 
-    def watched_step(batch, guard):
+    def watched_step(batch):
         before = [p.detach().clone() for p in trainer.model.parameters()]
-        step, out = trainer.progress.global_step, train_step(batch, guard)
+        step, out = trainer.progress.global_step, train_step(batch)
         changed[step] = any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))
         return out
 

@@ -78,7 +78,7 @@ def test_prepare_data_caches_dicoms_and_training_reads_the_cache(cli, mixed_dir,
 
 
 @pytest.mark.parametrize("override, message", [
-    ("data.intensity=max", "data.intensity='max'; choose from ['auto', 'bits', 'window']"),
+    ("data.intensity=max", "data.intensity: 'max' is not one of ['auto', 'bits', 'window']"),
     ("data.intensity_percentiles=[99,1]", "data.intensity_percentiles=[99.0, 1.0]: give [low, high] with 0 <= low"),
 ])
 def test_a_bad_intensity_policy_stops_before_training(cli, tmp_path, override, message):

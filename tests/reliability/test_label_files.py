@@ -208,7 +208,7 @@ def test_classes_without_positives_per_split_are_recorded(cli, dataset_dir, tmp_
     assert warned == {("no_known_positive", "train"): ["A"], ("no_known_positive", "val"): ["A", "B"],
                       ("no_known_positive", "test"): ["B"]}
     spml = tmp_path / "spml"
-    code, _, err = cli("train", *csv_run_args(dataset_dir, spml, "--mode", "spml", "spml.method=an"))
+    code, _, err = cli("train", *csv_run_args(dataset_dir, spml, "--mode", "spml", "spml.objective=loss", "loss.name=an"))
     assert code == 0, err
     warned = {(item["warning"], item["split"]): item["classes"] for item in run_stats(spml)["warnings"]}
     assert warned[("no_observed_positive", "train")] == ["A"]

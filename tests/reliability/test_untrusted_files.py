@@ -112,7 +112,7 @@ def test_a_python_tag_in_a_resumed_runs_config_is_refused(cli, run_copy, marker)
 
 def test_a_python_tag_in_an_override_is_only_text(marker):
     tag = f"!!python/object/apply:os.system ['touch {marker}']"
-    assert load_config([], [f"name={tag}"]).name == tag
+    assert load_config([], [f"data.root={tag}"]).data.root == tag
 
 
 def test_yaml_alias_bomb_is_refused_quickly(cli, tmp_path):

@@ -20,7 +20,6 @@ from spml.data.table import DataError, LabelTable, check_paths, dataset_root, fi
 PREFIX = "mimic-cxr-2.0.0-"
 KEYS = ["subject_id", "study_id"]
 SPLIT_NAMES = {"train": "train", "validate": "val", "test": "test"}
-FORMATS = ("jpg", "dcm")  # data.mimic_format -> image file suffix
 
 
 def mimic_file(root: str, name: str, key: str) -> str:
@@ -64,8 +63,6 @@ def official_split(file: str, images: pd.DataFrame) -> np.ndarray:
 def read_mimic(config: DataConfig) -> LabelTable:
     """Per-study labels given to each image of the study; paths root/files/pXX/p<subject>/s<study>/<dicom>.jpg
     (.dcm with data.mimic_format=dcm)."""
-    if config.mimic_format not in FORMATS:
-        raise DataError(f"data.mimic_format={config.mimic_format!r}; choose from {list(FORMATS)}")
     root = dataset_root(config)
     if config.labels:
         label_file = config.labels

@@ -1,0 +1,278 @@
+"""Trainer callbacks: everything around the loop (logging, validation and the best metric, checkpoints, the
+evaluation EMA, the objective's own report, early stopping, the final test evaluation, the bad-image report).
+
+The Trainer calls each hook of each callback in list order; a callback reads what it needs from the trainer
+(`progress`, `model`, `accelerator`, `logger`) and may ask it to stop (`trainer.request_stop`). A callback with
+state returns it from `state_dict()`; checkpoints store it under the callback's `state_key`.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from spml.engine import checkpoint as ckpt
+from spml.data.dataset import distinct_skips, read_skips
+from spml.engine.evaluation import evaluate_model, predict_split, score
+
+if TYPE_CHECKING:
+    from spml.engine.trainer import Trainer
+
+
+class Callback:
+    """Hooks of the training loop; each does nothing unless overridden."""
+
+    @property
+    def state_key(self) -> str:
+        return type(self).__name__
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Before the first step (also after a resume)."""
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        """At the start of each (possibly resumed) epoch."""
+
+    def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
+        """After each training batch; `out` is the objective's output (None: every image of the batch was bad).
+        Runs in the hot loop: no host synchronisation except at the callback's own log/checkpoint steps."""
+
+    def on_optimizer_step(self, trainer: Trainer) -> None:
+        """After each optimizer update."""
+
+    def on_epoch_end(self, trainer: Trainer, completed: bool) -> None:
+        """After an epoch's batches (`completed` False: the loop stopped inside the epoch; progress.epoch
+        already counts a completed epoch)."""
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """After the loop, before the logs close."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict returned (resume)."""
+
+
+def reduce_sums(trainer: Trainer, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Sum device scalars over processes and read them (the log step's one host synchronisation)."""
+    device = trainer.accelerator.device
+    reduced = trainer.accelerator.reduce({k: torch.as_tensor(v, device=device) for k, v in sums.items()}, "sum")
+    return {key: float(value) for key, value in reduced.items()}
+
+
+class TrainLog(Callback):
+    """Every `every` steps: the mean loss and loss components since the last log line, the learning rate,
+    images/s and the epoch, into the run logger; a progress bar on the main process."""
+
+    def __init__(self, every: int):
+        self.every = every
+        self.sums: dict[str, torch.Tensor] = {}
+        self.images, self.tick, self.bar = 0, 0.0, None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.images, self.tick = 0, time.perf_counter()
+        self.bar = tqdm(total=trainer.epochs * trainer.steps_per_epoch, initial=trainer.progress.global_step,
+                        disable=not trainer.accelerator.is_main_process, dynamic_ncols=True)
+
+    def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
+        self.images += batch["image"].shape[0]
+        if out is not None:
+            values = {"loss": out["loss"].detach().float(), **{k: v.float() for k, v in out["components"].items()}}
+            values["count"] = torch.ones((), device=out["loss"].device)
+            for key, value in values.items():
+                self.sums[key] = self.sums.get(key, 0) + value
+        self.bar.update(1)
+        if self.sums and trainer.progress.global_step % self.every == 0:
+            trainer.check_finite()
+            self.log(trainer)
+
+    def log(self, trainer: Trainer) -> None:
+        images_per_s = self.images * trainer.accelerator.num_processes / (time.perf_counter() - self.tick)
+        reduced = reduce_sums(trainer, self.sums)
+        count = reduced.pop("count")
+        values = {f"train/{key}": value / count for key, value in reduced.items()}
+        values["train/lr"] = trainer.optimizer.param_groups[0]["lr"]
+        values["train/images_per_s"] = images_per_s
+        values["train/epoch"] = trainer.progress.global_step / trainer.steps_per_epoch
+        trainer.log(values)
+        self.bar.set_postfix(loss=f"{values['train/loss']:.4f}", img_s=f"{images_per_s:.0f}")
+        self.sums.clear()
+        self.images, self.tick = 0, time.perf_counter()
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self.bar.close()
+
+
+class ObjectiveReport(Callback):
+    """What an objective reports about its own training (MPC: pseudo-label precision/recall against the hidden
+    truth, analysis only): `report(batch, out) -> {name: device scalar}` summed over `every` steps and
+    processes, logged as `summarize(sums) -> {name: value}`."""
+
+    def __init__(self, report: Callable[[dict, dict], dict[str, torch.Tensor]],
+                 summarize: Callable[[dict[str, float]], dict[str, float]], every: int):
+        self.report, self.summarize, self.every = report, summarize, every
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
+        if out is not None:
+            for key, value in self.report(batch, out).items():
+                self.sums[key] = self.sums.get(key, 0) + value
+        if self.sums and trainer.progress.global_step % self.every == 0:
+            trainer.log(self.summarize(reduce_sums(trainer, self.sums)))
+            self.sums.clear()
+
+
+class EMA(Callback):
+    """Keeps `average` (an exponential moving average of `model`'s weights, e.g. spml.models.ModelEma, with
+    `update(model)` and `module`) current after each optimizer step; evaluation scores `average.module`.
+    Checkpointed."""
+
+    def __init__(self, average: nn.Module, model: nn.Module):
+        self.average, self.model = average, model
+
+    def on_optimizer_step(self, trainer: Trainer) -> None:
+        self.average.update(self.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.average.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.average.load_state_dict(state)
+
+
+class Validation(Callback):
+    """At the end of every `every`-th completed epoch (and the last): score `model` on the validation loader,
+    log val/mAP and val/mean_auroc, and track the best value of `metric` (`improved` tells the checkpoint
+    callback to move the best pointer). Checkpointed (best value and epoch)."""
+
+    def __init__(self, model: nn.Module, loader: DataLoader, classes: Sequence[str], every: int = 1,
+                 metric: str = "val/mAP"):
+        self.model, self.loader, self.classes = model, loader, list(classes)
+        self.every, self.metric = every, metric
+        self.best_value, self.best_epoch = -float("inf"), -1
+        self.improved = self.validated = False
+
+    def on_epoch_end(self, trainer: Trainer, completed: bool) -> None:
+        epoch = trainer.progress.epoch
+        self.improved = self.validated = False
+        if not completed or (epoch % self.every != 0 and epoch != trainer.epochs):
+            return
+        values = self.evaluate(trainer)
+        trainer.log(values)
+        trainer.accelerator.print(f"epoch {epoch}: val mAP {values['val/mAP']:.4f} "
+                                  f"mean AUROC {values['val/mean_auroc']:.4f}")
+        self.validated = True
+        if values[self.metric] > self.best_value:
+            self.best_value, self.best_epoch, self.improved = values[self.metric], epoch, True
+
+    def evaluate(self, trainer: Trainer) -> dict[str, float]:
+        """{"val/mAP", "val/mean_auroc"} of the model on the validation loader."""
+        result = score(predict_split(self.model, self.loader, trainer.accelerator), self.classes)
+        return {"val/mAP": result.summary["mAP"], "val/mean_auroc": result.summary["mean_auroc"]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_value, self.best_epoch = float(state["best_value"]), int(state["best_epoch"])
+
+
+class EarlyStopping(Callback):
+    """Stop the run when `patience` validations in a row did not improve the validation's best metric
+    (placed after the Validation callback it watches). Checkpointed."""
+
+    def __init__(self, validation: Validation, patience: int):
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        self.validation, self.patience, self.waited = validation, patience, 0
+
+    def on_epoch_end(self, trainer: Trainer, completed: bool) -> None:
+        if not self.validation.validated:
+            return
+        self.waited = 0 if self.validation.improved else self.waited + 1
+        if self.waited >= self.patience:
+            trainer.request_stop(f"early stopping: {self.validation.metric} not better than "
+                                 f"{self.validation.best_value:.4f} (epoch {self.validation.best_epoch}) "
+                                 f"for {self.waited} validations")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"waited": self.waited}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.waited = int(state["waited"])
+
+
+class Checkpoint(Callback):
+    """Atomic checkpoints into `root` (spml.engine.checkpoint): `latest` every `every` steps (0: none within
+    an epoch) and at the end of each epoch, where `best` follows when `validation` just improved."""
+
+    def __init__(self, root: Path, every: int = 0, validation: Validation | None = None):
+        self.root, self.every, self.validation = Path(root), every, validation
+
+    def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
+        if self.every and trainer.progress.global_step % self.every == 0:
+            trainer.check_finite()
+            self.save(trainer, ("latest",))
+
+    def on_epoch_end(self, trainer: Trainer, completed: bool) -> None:
+        improved = self.validation is not None and self.validation.improved
+        self.save(trainer, ("latest", "best") if improved else ("latest",))
+
+    def save(self, trainer: Trainer, pointers: tuple[str, ...]) -> None:
+        """Every rank saves its RNG state, rank 0 the rest; then the pointers move atomically."""
+        step, accelerator = trainer.progress.global_step, trainer.accelerator
+        ckpt.save_rng(self.root, step, accelerator.process_index)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            ckpt.commit(self.root, step, trainer.state_dict(), pointers, keep=set())
+        accelerator.wait_for_everyone()
+
+
+class FinalEvaluation(Callback):
+    """After training: score `model` on the test loader into `<out_dir>/eval/` (and with `tta` also averaged
+    over the model's TTA views into `<out_dir>/eval-tta/`), through the one scoring path
+    (spml.engine.evaluation.evaluate_model); the eval/ summary becomes the trainer's summary."""
+
+    def __init__(self, model: nn.Module, loader: DataLoader, frame: pd.DataFrame, classes: Sequence[str],
+                 out_dir: Path, tta: bool = False, eval_classes: Sequence[str] = (), level: str = "",
+                 bootstrap: int = 0, seed: int = 0):
+        self.model, self.loader, self.frame, self.classes = model, loader, frame, list(classes)
+        self.out_dir, self.tta = Path(out_dir), tta
+        self.eval_classes, self.level, self.bootstrap, self.seed = tuple(eval_classes), level, bootstrap, seed
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        loader = trainer.accelerator.prepare(self.loader)
+        for folder, tta in [("eval", False)] + ([("eval-tta", True)] if self.tta else []):
+            self.model.tta = tta
+            summary = evaluate_model(self.model, loader, trainer.accelerator, self.frame, self.classes,
+                                     self.out_dir / folder, self.eval_classes, self.level, self.bootstrap, self.seed)
+            self.model.tta = False
+            if summary is not None:
+                trainer.accelerator.print(f"test ({summary['level']}, {summary['n_classes']} classes"
+                                          f"{', TTA' if tta else ''}): mAP {summary['mAP']:.4f} mean AUROC "
+                                          f"{summary['mean_auroc']:.4f} -> {self.out_dir / folder}")
+                if folder == "eval":
+                    trainer.summary.update(summary)
+
+
+class BadImageReport(Callback):
+    """After training: how many bad images data.bad_images=skip left out, per split (the list: `skip_log`)."""
+
+    def __init__(self, skip_log: Path):
+        self.skip_log = Path(skip_log)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if not trainer.accelerator.is_main_process or not self.skip_log.exists():
+            return
+        rows = read_skips(self.skip_log)
+        if rows:
+            distinct = distinct_skips(self.skip_log)
+            splits = ", ".join(f"{name} {sum(s == name for s, _ in distinct)}" for name in ("train", "val", "test"))
+            trainer.accelerator.print(f"data.bad_images=skip: left out {len(distinct)} distinct bad images ({splits}; "
+                                      f"{len(rows)} skips in all) -> {self.skip_log}")

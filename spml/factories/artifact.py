@@ -1,0 +1,115 @@
+"""Run folder -> the trained classifier alone: `export_run` (tools/export.py) and `load_model`."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spml.config import Config, load_config
+from spml.engine import checkpoint as ckpt
+from spml.engine.callbacks import EMA
+from spml.factories.components import backbone_arguments, head_arguments
+from spml.factories.stats import DataStats
+from spml.models.artifact import (SPEC, TORCHSCRIPT, classifier_from_spec, inference_model, read_model,
+                                  write_model, write_torchscript)
+from spml.models.inference import InferenceModel
+
+EMA_STATE = EMA.__name__  # state_key of the EMA callback in a checkpoint's callbacks
+
+
+def model_spec(config: Config, classes: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """model.json of a classifier trained with `config` on `classes` (see spml.models.artifact). The head's
+    prototype file is not needed again: the weights hold the trained prototypes."""
+    model, augment = config.model, config.augment
+    head_args = head_arguments(model)
+    if "prototypes" in head_args:
+        head_args["prototypes"] = ""
+    data = {key: value for key, value in dataclasses.asdict(config.data).items()
+            if key == "size" or key.startswith("intensity")}
+    return {"classes": list(classes), "image_size": config.data.size, "in_chans": model.in_chans,
+            "backbone": {**backbone_arguments(model), "pretrained": "", "compile": False},  # weights: the checkpoint's
+            "head": {"name": model.head, "args": head_args},
+            "normalize": {"mean": augment.mean, "std": augment.std},
+            "tta": {"views": list(augment.tta), "average": augment.tta_average}, "data": data}
+
+
+def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def classifier_weights(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """(classifier state dict, "ema" | "model") of a checkpoint: the evaluation EMA's weights when the run kept one
+    (what its evaluation scored), else the trained classifier's. Reads both checkpoint formats."""
+    if EMA_STATE in state.get("callbacks", {}):
+        return strip_prefix(state["callbacks"][EMA_STATE], "module."), "ema"
+    legacy_ema = strip_prefix(state["objective"], "eval_ema.module.")  # format 1: the EMA lived in the objective
+    if legacy_ema:
+        return legacy_ema, "ema"
+    return strip_prefix(state["objective"], "classifier."), "model"
+
+
+def run_config(run_dir: Path, overrides: tuple[str, ...] = ()) -> Config:
+    """A run folder's config (upgraded if an earlier spml wrote it); the initial-weight files the run started from
+    (model.pretrained, model.prototypes) are not read again: the checkpoint holds every weight."""
+    return load_config(run_dir=run_dir, overrides=("model.pretrained=", "model.prototypes=", *overrides))
+
+
+def load_run_model(run_dir: str | Path, checkpoint: str = "latest") -> tuple[InferenceModel, dict[str, Any]]:
+    """(the InferenceModel of a run folder's `checkpoint` (latest | best), its model.json spec)."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "data_stats.json"):
+        if not (run_dir / name).exists():
+            raise FileNotFoundError(f"{run_dir} is not a run folder (no {name})")
+    stats = DataStats.from_json(json.loads((run_dir / "data_stats.json").read_text(encoding="utf-8")))
+    spec = model_spec(run_config(run_dir), stats.classes)
+    root = run_dir / "checkpoints"
+    if not (root / f"{checkpoint}.json").exists():
+        raise FileNotFoundError(f"{root / (checkpoint + '.json')} not found (checkpoints: latest or best)")
+    folder = ckpt.read_pointer(root, checkpoint)
+    state, _ = ckpt.load_state(folder)
+    weights, kind = classifier_weights(state)
+    classifier = classifier_from_spec(spec)
+    classifier.load_state_dict(weights)
+    spec["source"] = {"run": str(run_dir.resolve()), "checkpoint": checkpoint,
+                      "step": int(state["progress"]["global_step"]), "weights": kind}
+    return inference_model(classifier, spec).eval(), spec
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: str = "latest",
+               torchscript: bool = False) -> Path:
+    """Write the trained classifier of a run folder alone into `out` (default <run>/export): model.safetensors
+    + model.json, and with `torchscript` model.torchscript.pt. Returns the folder."""
+    model, spec = load_run_model(run_dir, checkpoint)
+    out = Path(out) if out else Path(run_dir) / "export"
+    write_model(out, model.classifier, spec)
+    if torchscript:
+        write_torchscript(model, out / TORCHSCRIPT)
+    return out
+
+
+def load_model(path: str | Path, checkpoint: str = "latest", tta: bool = False,
+               device: str | torch.device | None = None) -> InferenceModel:
+    """A trained classifier ready for inference, in eval mode.
+
+    Args:
+        path: an exported folder (tools/export.py: model.json + model.safetensors) or, for convenience, a run
+            folder (its `checkpoint`: latest | best; the evaluation EMA's weights when the run kept one).
+        tta: average over the model's test-time augmentation views (switchable later: `model.tta`).
+        device: where to put it (default: the CPU).
+
+    Returns:
+        spml.models.InferenceModel: uint8 (B, in_chans, S, S) or float images in [0, 1] -> logits (B, C), with
+        `classes`, `image_size`, `tta_views`, `tta_average` and `metadata` (the model.json).
+    """
+    path = Path(path)
+    if (path / SPEC).is_file():
+        model = read_model(path, tta)
+    elif (path / "config.yaml").is_file():
+        model, _ = load_run_model(path, checkpoint)
+        model.tta = tta
+    else:
+        raise FileNotFoundError(f"{path}: neither an exported model ({SPEC}) nor a run folder (config.yaml)")
+    return model.to(device) if device is not None else model

@@ -1,0 +1,145 @@
+"""Config -> a ready Trainer: the run folder, the data, the objective, optimizer, loaders and callbacks."""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from spml.config import Config, ConfigError, save_config
+from spml.config.schema import EvalConfig
+from spml.data.build import build_data
+from spml.data.dataset import record_left_out
+from spml.engine.callbacks import (EMA, BadImageReport, Checkpoint, EarlyStopping, FinalEvaluation,
+                                   ObjectiveReport, TrainLog, Validation)
+from spml.engine.loader import EpochSampler, make_eval_loader, make_train_loader
+from spml.engine.logger import RunLogger
+from spml.engine.trainer import Trainer, build_accelerator
+from spml.factories.artifact import model_spec
+from spml.factories.components import build_objective, build_optimizer, build_scheduler, config_key
+from spml.factories.stats import data_stats
+from spml.io import write_json_atomic
+from spml.models import build_ema
+from spml.models.artifact import inference_model
+from spml.models.heads import check_prototype_classes
+
+RUN_OUTPUTS = ("checkpoints", "log.csv", "tensorboard", "skipped_images.csv", "masking_manifest.json")
+SKIP_LOG = "skipped_images.csv"  # data.bad_images=skip: every skip of every process, all splits
+
+
+def check_train_config(config: Config) -> None:
+    """Fail before anything is written on values the loop cannot run with (the choices are the loader's)."""
+    train = config.train
+    for key, value, least in (("train.epochs", train.epochs, 1), ("train.max_steps", train.max_steps, 0),
+                              ("train.log_every", train.log_every, 1), ("train.eval_every", train.eval_every, 1),
+                              ("train.checkpoint_every", train.checkpoint_every, 0),
+                              ("train.patience", train.patience, 0), ("optim.accumulate", config.optim.accumulate, 1)):
+        if value < least:
+            raise ConfigError(f"{key}={value}: must be at least {least}")
+    if config.model.in_chans != 1:
+        raise ConfigError(f"model.in_chans={config.model.in_chans}: every image source yields grayscale (1, S, S) "
+                          "images; keep model.in_chans=1 (pretrained RGB stems are adapted to one channel)")
+    if config.eval.tta and not config.augment.tta:
+        raise ConfigError("eval.tta=true needs at least one view in augment.tta")
+
+
+def check_eval_config(config: EvalConfig, classes: tuple[str, ...] | list[str], frame: pd.DataFrame | None = None) -> None:
+    """Fail before training on eval.classes that are not the data's, and with the evaluated split's `frame`
+    on images without a study id under eval.study_level."""
+    unknown = [name for name in config.classes if name not in classes]
+    if unknown:
+        raise ConfigError(f"eval.classes: {unknown} not among the data's classes {list(classes)}")
+    if config.study_level and frame is not None and (frame["study_id"].astype(str) == "").any():
+        missing = int((frame["study_id"].astype(str) == "").sum())
+        raise ConfigError(f"eval.study_level={config.study_level}: {missing} of {len(frame)} images have no study id "
+                          "(NIH and the synthetic set have none per view, a CSV only with data.csv.study_column); "
+                          "set eval.study_level='' for image-level metrics")
+
+
+def claim_run_dir(run_dir: str | Path, overwrite: bool = False, main_process: bool = True) -> None:
+    """Make `run_dir` ready for a fresh (not resumed) run.
+
+    A folder that already holds another run's outputs (checkpoints, logs, evaluations) is refused, so a
+    repeated command never mixes two runs' logs or leaves an old `best` checkpoint behind; with
+    `overwrite` the main process deletes those outputs first.
+    """
+    run_dir = Path(run_dir)
+    found = [p for p in (*(run_dir / name for name in RUN_OUTPUTS), *run_dir.glob("eval*")) if p.exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise ConfigError(f"train.out={run_dir} already holds a run ({found[0].name}); continue it with "
+                          f"--resume {run_dir}, start over with --overwrite, or choose another train.out")
+    if main_process:
+        for path in found:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def build_trainer(config: Config, accelerator: Accelerator | None = None) -> Trainer:
+    """Everything a run of `config` needs, in this order (the seeded RNG draws follow it): check the config,
+    seed, write <train.out>/config.yaml, build the data (writing masking_manifest.json and data_stats.json),
+    the objective, the optimizer and the loaders, prepare them with accelerate, then the scheduler, the
+    logger and the callbacks (train log, the objective's report, EMA, validation, early stopping,
+    checkpoints, final test evaluation, bad-image report)."""
+    check_train_config(config)
+    train, data = config.train, config.data
+    accelerator = accelerator or build_accelerator(train.precision, config.optim.accumulate)
+    main = accelerator.is_main_process
+    run_dir = Path(train.out)
+    set_seed(train.seed)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    bundle = build_data(config)
+    if data.bad_images == "skip":
+        for split in ("train", "val", "test"):
+            getattr(bundle, split).log_skips_to(run_dir / SKIP_LOG, split)
+        if main:  # images the header check left out before training
+            record_left_out(run_dir / SKIP_LOG, bundle.left_out.itertuples(index=False))
+    check_eval_config(config.eval, bundle.classes, bundle.frames["test"])
+    with config_key("model.prototypes"):
+        check_prototype_classes(config.model.prototypes, bundle.classes)
+    if main and bundle.manifest is not None:
+        write_json_atomic(run_dir / "masking_manifest.json", bundle.manifest)
+    stats = data_stats(bundle, config.mode)
+    if main:
+        write_json_atomic(run_dir / "data_stats.json", {**stats.to_json(), "warnings": bundle.warnings})
+    objective = build_objective(config, stats)
+    optimizer = build_optimizer(objective, config.optim)
+    with config_key("data.batch_size, data.num_workers"):
+        train_loader = make_train_loader(bundle.train, EpochSampler(len(bundle.train), train.seed), data.batch_size,
+                                         data.num_workers)
+    with config_key("data.eval_batch_size, data.num_workers"):
+        val_loader = make_eval_loader(bundle.val, data.eval_batch_size, data.num_workers)
+        test_loader = make_eval_loader(bundle.test, data.eval_batch_size, data.num_workers)
+    objective, optimizer, train_loader, val_loader = accelerator.prepare(objective, optimizer, train_loader, val_loader)
+    steps_per_epoch = len(train_loader)
+    scheduler = build_scheduler(optimizer, config.optim, train.epochs, math.ceil(steps_per_epoch / config.optim.accumulate))
+    model = accelerator.unwrap_model(objective)
+
+    callbacks = [TrainLog(train.log_every)]
+    if hasattr(model, "report"):
+        callbacks.append(ObjectiveReport(model.report, model.summarize, train.log_every))
+    evaluated = model.classifier
+    if config.model.ema_decay > 0:
+        with config_key("model.ema_decay"):
+            ema = EMA(build_ema(model.classifier, config.model.ema_decay), model.classifier)
+        callbacks.append(ema)
+        evaluated = ema.average.module
+    scored = inference_model(evaluated, model_spec(config, bundle.classes))  # what evaluation and export score
+    validation = Validation(scored, val_loader, bundle.classes, train.eval_every, train.best_metric)
+    callbacks.append(validation)
+    if train.patience:
+        callbacks.append(EarlyStopping(validation, train.patience))
+    callbacks += [
+        Checkpoint(run_dir / "checkpoints", train.checkpoint_every, validation),
+        FinalEvaluation(scored, test_loader, bundle.frames["test"], bundle.classes, run_dir, config.eval.tta,
+                        config.eval.classes, config.eval.study_level, config.eval.bootstrap, train.seed),
+        BadImageReport(run_dir / SKIP_LOG),
+    ]
+    return Trainer(objective, optimizer, scheduler, train_loader, accelerator, epochs=train.epochs,
+                   max_steps=train.max_steps, grad_clip=config.optim.grad_clip, nonfinite=train.nonfinite,
+                   callbacks=callbacks, logger=RunLogger(run_dir, main))

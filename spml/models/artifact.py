@@ -1,0 +1,108 @@
+"""The exported model: `model.safetensors` (the classifier's weights) + `model.json` (what rebuilds it), and an
+optional TorchScript file. Plain files, no pickles; reading one needs no config and no dataset.
+
+model.json: format, classes, image_size, in_chans, backbone {Backbone's arguments},
+head {name, args}, normalize {mean, std}, tta {views, average}, data {size and any intensity settings of
+the run's data.* keys: how images are decoded for it}, source {run, checkpoint, step, weights: ema | model}.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spml.io import atomic_path, write_json_atomic
+from spml.models.backbone import Backbone
+from spml.models.classifier import Classifier
+from spml.models.heads import build_head
+from spml.models.inference import InferenceModel
+
+FORMAT = "spml-model-1"
+WEIGHTS, SPEC, TORCHSCRIPT = "model.safetensors", "model.json", "model.torchscript.pt"
+
+
+def classifier_from_spec(spec: dict[str, Any]) -> Classifier:
+    """An untrained Classifier of the architecture `spec` describes.
+
+    Args:
+        spec: a model.json mapping (backbone arguments, head name and arguments, classes, normalize).
+    """
+    backbone = Backbone(**spec["backbone"])
+    head = build_head(spec["head"]["name"], backbone.num_features, len(spec["classes"]), **spec["head"]["args"])
+    return Classifier(backbone, head, spec["normalize"]["mean"], spec["normalize"]["std"])
+
+
+def inference_model(classifier: Classifier, spec: dict[str, Any], tta: bool = False) -> InferenceModel:
+    """`classifier` with the classes, input size and TTA settings of `spec` (model.json); modes unchanged."""
+    return InferenceModel(classifier, spec["classes"], spec["image_size"], spec["tta"]["views"],
+                          spec["tta"]["average"], tta, metadata=spec)
+
+
+def write_model(folder: str | Path, classifier: Classifier, spec: dict[str, Any]) -> Path:
+    """Write `classifier`'s weights (model.safetensors) and `spec` (model.json) into `folder`, each atomically.
+
+    Args:
+        folder: created if needed. classifier: the trained Classifier. spec: what classifier_from_spec rebuilds
+            it from (spml.factories.model_spec makes it for a run).
+
+    Returns:
+        The folder.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().cpu().contiguous() for key, value in classifier.state_dict().items()}
+    with atomic_path(folder / WEIGHTS) as temporary:
+        save_file(state, str(temporary), metadata={"format": FORMAT})
+    write_json_atomic(folder / SPEC, {**spec, "format": FORMAT})
+    return folder
+
+
+def read_model(folder: str | Path, tta: bool = False) -> InferenceModel:
+    """The model of an exported folder, in eval mode on the CPU.
+
+    Args:
+        folder: holds model.json and model.safetensors (write_model). tta: test-time augmentation on.
+
+    Returns:
+        InferenceModel: uint8 or float [0, 1] (B, in_chans, S, S) -> logits (B, C); `metadata` is the model.json.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    spec = json.loads((folder / SPEC).read_text(encoding="utf-8"))
+    if spec.get("format") != FORMAT:
+        raise ValueError(f"{folder / SPEC}: not an spml model description (format {FORMAT!r} expected)")
+    classifier = classifier_from_spec(spec)
+    try:
+        state = load_file(str(folder / WEIGHTS), device="cpu")
+    except Exception as err:  # safetensors: missing, truncated or foreign file
+        raise ValueError(f"refusing {folder / WEIGHTS}: not a readable safetensors file ({err})") from None
+    classifier.load_state_dict(state)
+    return inference_model(classifier, spec, tta).eval()
+
+
+def write_torchscript(model: InferenceModel, path: str | Path, batch: int = 2) -> Path:
+    """Trace `model` (without TTA) into a TorchScript file.
+
+    Args:
+        model: an InferenceModel. path: the file (written atomically). batch: batch size of the tracing example.
+
+    Shape:
+        the traced module: uint8 (B, in_chans, S, S), any B -> float32 logits (B, C), like the eager model.
+    """
+    in_chans = model.metadata.get("in_chans", 1)
+    example = torch.zeros(batch, in_chans, model.image_size, model.image_size, dtype=torch.uint8)
+    tta, model.tta = model.tta, False
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(model.eval(), example, check_trace=False)
+    finally:
+        model.tta = tta
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        traced.save(str(temporary))
+    return path
