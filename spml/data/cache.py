@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from spml.data.images import ImageError, Intensity, image_error, load_gray
 from spml.data.table import DataError
+from spml.io import atomic_path
 
 IMAGES, INDEX, META = "images.u8", "index.csv", "meta.json"
 
@@ -55,9 +56,11 @@ def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2,
         first = paths[int(np.argmax(repeated))]
         raise ValueError(f"build_cache: {int(repeated.sum())} duplicate paths, e.g. {first!r}")
     os.makedirs(out_dir, exist_ok=True)
-    temp = {name: os.path.join(out_dir, f".{name}.tmp-{os.getpid()}") for name in (IMAGES, INDEX, META)}
-    try:
-        images = np.memmap(temp[IMAGES], np.uint8, "w+", shape=(len(paths), size, size))
+    final = {name: os.path.join(out_dir, name) for name in (IMAGES, INDEX, META)}
+    # spml.io.atomic_path renames each file when its block ends, innermost first: images, index, meta last
+    with atomic_path(final[META]) as meta_path, atomic_path(final[INDEX]) as index_path, \
+            atomic_path(final[IMAGES]) as images_path:
+        images = np.memmap(images_path, np.uint8, "w+", shape=(len(paths), size, size))
         errors = [""] * len(paths)
         bar = tqdm(total=len(paths), unit="img", desc=f"cache {size}px", disable=not progress, mininterval=1.0)
         with bar:
@@ -77,23 +80,14 @@ def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2,
         del images
         ok = [not reason for reason in errors]
         index = pd.DataFrame({"path": paths, "row": range(len(paths)), "ok": ok, "error": errors})
-        index.to_csv(temp[INDEX], index=False)
+        index.to_csv(index_path, index=False)
         meta = {"size": size, "count": len(paths), "failed": len(paths) - sum(ok), "dtype": "uint8",
                 "layout": "images.u8 is (count, size, size) C-order", "source_hash": paths_hash(paths),
                 "intensity": intensity.as_json(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        with open(temp[META], "w", encoding="utf-8") as handle:
-            json.dump(meta, handle, indent=1)
-        final = {name: os.path.join(out_dir, name) for name in temp}
+        meta_path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
         if os.path.exists(final[META]):
-            os.remove(final[META])  # the old cache is invalid from here on
-        for name in (IMAGES, INDEX, META):
-            os.replace(temp[name], final[name])
-    except BaseException:
-        for path in temp.values():
-            if os.path.exists(path):
-                os.remove(path)
-        raise
+            os.remove(final[META])  # the old cache is invalid from here on, before its images are replaced
     return ImageCache(out_dir, size, intensity)
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 
 from spml.data.labels import parse_label_values
 from spml.data.table import DataError, LabelTable, file_sha256, read_csv, row_error
+from spml.io import write_bytes_atomic
 from spml.registry import Registry
 
 MASKING = Registry("masking scheme")
@@ -192,13 +193,6 @@ def manifest_path(path: str | os.PathLike) -> str:
     return f"{os.fspath(path)}.manifest.json"
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
-
-
 def masked_csv_bytes(frame: pd.DataFrame) -> bytes:
     """The bytes of a masked CSV: `path` + classes as 1 / 0 / blank, "\\n" line ends."""
     values = frame.drop(columns="path").to_numpy(dtype=np.float64)
@@ -212,8 +206,8 @@ def write_masked(frame: pd.DataFrame, manifest: dict[str, Any], path: str | os.P
     path = os.fspath(path)
     data = masked_csv_bytes(frame)
     manifest = {**manifest, "masked_sha256": hashlib.sha256(data).hexdigest()}
-    _write_atomic(path, data)
-    _write_atomic(manifest_path(path), (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    write_bytes_atomic(path, data)
+    write_bytes_atomic(manifest_path(path), (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     return manifest
 
 
