@@ -70,11 +70,7 @@ def plot_bars(df: pd.DataFrame, x: str, y: str, yerr: str | None, out_path: str 
     ax.set_ylabel(y)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=120)
-    return out_path
+    return save_figure(fig, out_path)
 
 
 def plot_intervals(table: pd.DataFrame, out_path: str | Path, title: str = "") -> Path:
@@ -96,6 +92,11 @@ def plot_intervals(table: pd.DataFrame, out_path: str | Path, title: str = "") -
     ax.set_xlabel("difference in test mAP (dots: seeds; bar: 95% t interval of the mean)")
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
+    return save_figure(fig, out_path)
+
+
+def save_figure(fig: Figure, out_path: str | Path) -> Path:
+    """Lay out `fig` (nothing clipped) and write it as a 120 dpi PNG, creating the folder."""
     fig.tight_layout()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
