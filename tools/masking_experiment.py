@@ -12,7 +12,9 @@ split it, and mask the train split's labels (and the val split's with --mask-val
 the clean labels, the others mode=spml spml.method=<name> data.masked_labels=<file>; finished runs
 (<out>/<method>/seed<s>/eval/metrics.json) are skipped, failures are recorded and the grid goes on.
 (3) Write results.csv, results.md (test mAP and mean AUROC, mean +/- std over seeds; the recovery ratio
-(method - AN) / (full - AN) on mAP when full and an are both run) and results.png into <out>.
+(method - AN) / (full - AN) on mAP when full and an are both run), results.png and report.html (one
+self-contained page linking each run's report) into <out>. A progress bar counts the runs; each run's output
+is in <run>/train_output.txt.
 
 Choices:
 * Only the train rows (and val rows with --mask-val) are masked, each split with its own
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         name = f"masking {args.dataset}: {data.mask_scheme} seed {data.mask_seed}, {val} val, clean test"
         print(write_results(frame, out, name, reference(methods)))
         failed = int((frame["status"] == "failed").sum())
-        print(f"{len(frame)} runs, {failed} failed -> {out}/results.csv, results.md, results.png")
+        print(f"{len(frame)} runs, {failed} failed -> {out}/results.csv, results.md, results.png, report.html")
         return 0
 
     return run_cli(experiment, parser)

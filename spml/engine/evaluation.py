@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from spml.config import EvalConfig
 from spml.metrics import EvalResult, evaluate_predictions, study_level
@@ -18,18 +19,21 @@ from spml.plots import plot_curves
 
 @torch.no_grad()
 def predict_split(objective: Objective, loader: DataLoader, accelerator: Accelerator,
-                  tta: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+                  tta: tuple[str, ...] = (), desc: str = "scoring") -> dict[str, np.ndarray]:
     """Probabilities, targets, known and indices of a (prepared) loader, each sample exactly once.
 
     Returns numpy arrays on every process: probs (N,C) float32, targets (N,C), known (N,C) bool, index (N,).
     Batches may differ in size across processes (bad images left out under data.bad_images=skip, a batch
     of only bad images has zero rows): each is padded to the largest with index -1 before the gather, and
-    the rows accelerate repeats to even out the last batches are dropped by their index.
+    the rows accelerate repeats to even out the last batches are dropped by their index. The main process
+    shows a progress bar (`desc`, images/s over all processes).
     """
     model = accelerator.unwrap_model(objective)
     was_training = model.training
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {"probs": [], "targets": [], "known": [], "index": []}
+    bar = tqdm(total=len(loader.dataset), desc=desc, unit="img", leave=False, dynamic_ncols=True,
+               disable=not accelerator.is_main_process)
     for batch in loader:
         if len(batch["index"]):
             with accelerator.autocast():
@@ -41,6 +45,8 @@ def predict_split(objective: Objective, loader: DataLoader, accelerator: Acceler
         gathered = accelerator.gather(accelerator.pad_across_processes(values, dim=0, pad_index=-1))
         for key, value in zip(parts, gathered):
             parts[key].append(value.cpu())
+        bar.update(int((parts["index"][-1] >= 0).sum()))
+    bar.close()
     model.train(was_training)
     out = {key: torch.cat(values).numpy() for key, values in parts.items()}
     out["known"] = out["known"].astype(bool)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -14,16 +15,21 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from spml.config import Config, ConfigError, save_config
+from spml.config.loader import to_dict
 from spml.data.build import DataBundle, build_data
 from spml.data.dataset import distinct_skips, read_skips, record_left_out
 from spml.data.table import DataError
+from spml.diagnostics import diagnose, diagnosis_line, fit_operating_points, settings_from, thresholds_path
 from spml.engine import checkpoint as ckpt
+from spml.engine.banner import run_banner
 from spml.engine.evaluation import check_eval_config, evaluate_split, predict_split, score, write_report
+from spml.engine.inference import split_explainer
 from spml.engine.loader import EpochSampler, make_eval_loader, make_train_loader
 from spml.engine.logger import RunLogger
 from spml.engine.optim import build_optimizer, build_scheduler
 from spml.models.heads import check_prototype_classes
 from spml.objectives import DataStats, Objective, build_objective
+from spml.report import write_run_report
 
 
 def build_accelerator(precision: str = "no", accumulate: int = 1) -> Accelerator:
@@ -139,6 +145,8 @@ class Trainer:
         check_train_config(config)
         self.config = config
         self.accelerator = accelerator or build_accelerator(config.train.precision, config.optim.accumulate)
+        for line in run_banner(self.accelerator, config.data.batch_size, config.optim.accumulate, os.environ):
+            self.accelerator.print(line)
         self.run_dir = Path(config.train.out)
         self.checkpoints = self.run_dir / "checkpoints"
         set_seed(config.train.seed)
@@ -153,6 +161,7 @@ class Trainer:
             if self.accelerator.is_main_process:  # images the header check left out before training
                 record_left_out(self.skip_log, self.bundle.left_out.itertuples(index=False))
         check_eval_config(config.eval, list(self.bundle.classes), self.bundle.frames["test"])
+        self.diagnostics = settings_from(config.eval)
         check_prototype_classes(config.model.prototypes, self.bundle.classes)
         if self.accelerator.is_main_process and self.bundle.manifest is not None:
             (self.run_dir / "masking_manifest.json").write_text(json.dumps(self.bundle.manifest, indent=2))
@@ -309,7 +318,7 @@ class Trainer:
 
     def validate(self) -> bool:
         """Evaluate on the validation split; True when the best metric improved."""
-        predictions = predict_split(self.objective, self.val_loader, self.accelerator)
+        predictions = predict_split(self.objective, self.val_loader, self.accelerator, desc="validation")
         result = score(predictions, list(self.bundle.classes))
         values = {"val/mAP": result.summary["mAP"], "val/mean_auroc": result.summary["mean_auroc"]}
         self.logger.log(self.progress.global_step, values)
@@ -325,23 +334,49 @@ class Trainer:
 
     def finish(self) -> dict:
         """Evaluate the final weights on the test split (eval.classes, eval.study_level) into eval/, and with
-        eval.tta also into eval-tta/; write the reports, close the logs. Returns the eval/ summary."""
+        eval.tta also into eval-tta/; fit the operating points on the val split and add calibration, heatmaps
+        and the pointing game to eval/ (diagnose); log the test metrics and hyper-parameters; write the
+        reports (eval.report: <run>/report.html), close the logs. Returns the eval/ summary."""
         test_loader = self.accelerator.prepare(make_eval_loader(self.bundle.test, self.config.data))
+        val_predictions = predict_split(self.objective, self.val_loader, self.accelerator, desc="val (thresholds)")
         runs = [("eval", ())] + ([("eval-tta", self.config.augment.tta)] if self.config.eval.tta else [])
         summaries = {}
         for folder, tta in runs:
-            predictions = predict_split(self.objective, test_loader, self.accelerator, tta)
+            predictions = predict_split(self.objective, test_loader, self.accelerator, tta,
+                                        desc="test" + (" TTA" if tta else ""))
             if self.accelerator.is_main_process:
                 result, scored, classes = evaluate_split(predictions, self.bundle.frames["test"],
                                                          list(self.bundle.classes), self.config.eval,
                                                          self.config.eval.bootstrap, self.config.train.seed)
                 write_report(result, scored, classes, self.run_dir / folder)
                 summaries[folder] = s = result.summary
-                self.accelerator.print(f"test ({s['level']}, {len(classes)} classes{', TTA' if tta else ''}): mAP "
+                self.accelerator.print(f"test ({s['level']}, {result.coverage()}{', TTA' if tta else ''}): mAP "
                                        f"{s['mAP']:.4f} mean AUROC {s['mean_auroc']:.4f} -> {self.run_dir / folder}")
+                if not tta:
+                    s.update(self.diagnose(val_predictions, predictions, classes))
+        if self.accelerator.is_main_process:
+            final = {f"test/{key}": summaries["eval"].get(key) for key in ("mAP", "mean_auroc", "ece", "pointing_game")}
+            final = {key: value for key, value in final.items() if value is not None}
+            self.logger.log(self.progress.global_step, final)
+            self.logger.log_hparams(to_dict(self.config), final)
         self.report_skips()
         self.logger.close()
+        if self.accelerator.is_main_process and self.config.eval.report:
+            self.accelerator.print(f"report: {write_run_report(self.run_dir)}")
         return summaries.get("eval", {})
+
+    def diagnose(self, val_predictions: dict, test_predictions: dict, eval_classes: list[str]) -> dict:
+        """Operating points of the final weights from the val split (<run>/thresholds.json), then calibration,
+        operating-point metrics, the heatmap gallery and (synthetic set) the pointing game in eval/."""
+        classes = list(self.bundle.classes)
+        record = fit_operating_points(val_predictions, classes, self.diagnostics, thresholds_path(self.run_dir),
+                                      ckpt.read_pointer(self.checkpoints, "latest").name)
+        explainer = split_explainer(self.model, self.bundle.test, self.bundle.frames["test"], self.config.data,
+                                    classes)
+        summary = diagnose(self.run_dir / "eval", test_predictions, classes, eval_classes, record, self.diagnostics,
+                           explainer, self.config.train.seed)
+        self.accelerator.print(diagnosis_line(summary, record, thresholds_path(self.run_dir)))
+        return summary
 
     def report_skips(self) -> None:
         """Print how many bad images data.bad_images=skip left out, per split (the list: skipped_images.csv)."""
