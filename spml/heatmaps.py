@@ -7,6 +7,7 @@ class (Grad-CAM's ReLU; the positive part of the pixel attributions of the other
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -38,7 +39,9 @@ def gradcam(model: nn.Module, layer: nn.Module, images: Tensor, targets: Tensor)
 @HEATMAP_METHODS.register("guided_gradcam")
 def guided_gradcam(model: nn.Module, layer: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
     """Guided Grad-CAM: guided backpropagation times the upsampled Grad-CAM (pixel resolution) -> (B, S, S)."""
-    return GuidedGradCam(model, layer).attribute(images, target=targets)[:, 0].clamp(min=0)
+    with warnings.catch_warnings():  # captum announces the temporary ReLU hooks guided backpropagation needs
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+        return GuidedGradCam(model, layer).attribute(images.requires_grad_(), target=targets)[:, 0].clamp(min=0)
 
 
 @HEATMAP_METHODS.register("integrated_gradients")

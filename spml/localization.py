@@ -71,7 +71,8 @@ def wilson_interval(hits: int, n: int, confidence: float = 0.95) -> tuple[float,
     p = hits / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the bounds are exactly 0 and 1 at no hit and all hits (the formula leaves rounding residue there)
+    return 0.0 if hits == 0 else centre - half, 1.0 if hits == n else centre + half
 
 
 def pointing_table(results: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:

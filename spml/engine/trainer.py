@@ -61,7 +61,8 @@ def check_train_config(config: Config) -> None:
                           "images; keep model.in_chans=1 (pretrained RGB stems are adapted to one channel)")
 
 
-RUN_OUTPUTS = ("checkpoints", "log.csv", "tensorboard", "skipped_images.csv", "masking_manifest.json")
+RUN_OUTPUTS = ("checkpoints", "log.csv", "tensorboard", "skipped_images.csv", "masking_manifest.json",
+               "thresholds.json", "training.png", "report.html")
 
 
 def claim_run_dir(run_dir: str | Path, overwrite: bool = False, main_process: bool = True) -> None:
