@@ -19,8 +19,9 @@ import pandas as pd
 from torch import nn
 from tqdm.auto import tqdm
 
-from spml.calibration import (RULES, TEMPERATURES, THRESHOLDS_FILE, apply_temperature, choose_thresholds,
-                              fit_temperature, operating_points, read_thresholds, reliability, save_thresholds)
+from spml.calibration import (RULES, TEMPERATURE_RANGE, TEMPERATURES, THRESHOLDS_FILE, apply_temperature,
+                              choose_thresholds, fit_temperature, operating_points, read_thresholds, reliability,
+                              save_thresholds)
 from spml.heatmaps import HEATMAP_METHODS, gallery_figure, heatmaps
 from spml.localization import pointing_game, pointing_table
 from spml.plots import plot_reliability
@@ -123,6 +124,9 @@ def write_calibration(test: dict[str, np.ndarray], classes: list[str], eval_clas
                "classes_with_threshold": int(np.isfinite(thresholds).sum())}
     if scaled_tables:
         summary["ece_scaled"] = float(np.nanmean(table["ece_scaled"]))
+        # a temperature at the end of its range: no temperature fits (e.g. every probability on one side of 0.5)
+        summary["temperatures_at_bound"] = int(np.isclose(temperatures[:, None], TEMPERATURE_RANGE, rtol=1e-3)
+                                               .any(1).sum())
     return summary
 
 
@@ -239,6 +243,9 @@ def diagnosis_line(summary: dict, record: dict, path: str | Path) -> str:
             f"on {record['fitted_on']} -> {path}; ECE {summary['ece']:.4f}")
     if "ece_scaled" in summary:
         line += f" ({summary['ece_scaled']:.4f} after {record['temperature_mode']} temperature scaling)"
+    if summary.get("temperatures_at_bound"):
+        line += (f"; {summary['temperatures_at_bound']} temperatures at the end of their range: those probabilities "
+                 "have a bias that temperature scaling cannot remove, decide by the thresholds")
     if "pointing_game" in summary:
         line += (f"; pointing game {summary['pointing_game']:.3f} against {summary['pointing_baseline']:.3f} for a "
                  "random point (mean over classes)")

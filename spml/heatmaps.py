@@ -53,8 +53,8 @@ def integrated_gradients(model: nn.Module, layer: nn.Module, images: Tensor, tar
     return attributions[:, 0].clamp(min=0)
 
 
-def heatmaps(model: nn.Module, layer: nn.Module | Callable[[], nn.Module], images: Tensor, targets: Tensor | Sequence[int],
-             method: str = "gradcam", batch_size: int = 32) -> np.ndarray:
+def heatmaps(model: nn.Module, layer: nn.Module | Callable[[], nn.Module], images: Tensor,
+             targets: Tensor | Sequence[int], method: str = "gradcam", batch_size: int = 32) -> np.ndarray:
     """Heatmaps of `method` for each image's target class.
 
     Args:
@@ -87,9 +87,11 @@ def heatmaps(model: nn.Module, layer: nn.Module | Callable[[], nn.Module], image
 
 
 def normalise(heatmap: np.ndarray) -> np.ndarray:
-    """(S, S) -> [0, 1] by its maximum (an all-zero map stays zero)."""
-    top = float(heatmap.max())
-    return heatmap / top if top > 0 else np.zeros_like(heatmap)
+    """(S, S) -> [0, 1] for display: divided by its 99.5th percentile (its maximum when that is 0), clipped.
+    Smooth maps (Grad-CAM) are scaled by about their maximum; sparse pixel attributions stay visible instead
+    of fading behind their few largest pixels. An all-zero map stays zero."""
+    top = float(np.percentile(heatmap, 99.5)) or float(heatmap.max())
+    return np.clip(heatmap / top, 0, 1) if top > 0 else np.zeros_like(heatmap)
 
 
 def draw_overlay(ax, image: np.ndarray, heatmap: np.ndarray, title: str = "", mask: np.ndarray | None = None,

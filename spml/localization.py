@@ -12,14 +12,18 @@ from scipy import ndimage, stats
 def pointing_location(heatmap: np.ndarray) -> tuple[int, int] | None:
     """(row, column) of a heatmap's maximum; None for a flat map (no evidence anywhere).
 
-    A maximum reached on several pixels (bilinear upsampling of a coarse Grad-CAM map makes a plateau of
-    them at the image border) points at the centroid of those pixels, rounded, not at the first one.
+    A maximum reached on several pixels points at the one nearest the image centre (then the first in row
+    order). Bilinear upsampling of a coarse Grad-CAM map places each coarse value at its cell's centre and
+    repeats the border cells' values out to the image edge: a border cell's maximum becomes a plateau whose
+    innermost pixel is that cell's centre, the only place the value was computed for.
     """
     top = heatmap.max()
     if not np.isfinite(top) or top <= heatmap.min():
         return None
     rows, cols = np.nonzero(heatmap >= top)
-    return int(round(rows.mean())), int(round(cols.mean()))
+    centre = (np.asarray(heatmap.shape) - 1) / 2
+    nearest = np.argmin((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2)
+    return int(rows[nearest]), int(cols[nearest])
 
 
 def grow(mask: np.ndarray, tolerance: int) -> np.ndarray:

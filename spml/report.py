@@ -21,16 +21,17 @@ import yaml
 from spml.plots import plot_training
 
 STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1180px;padding:0 18px 40px;
-color:#1d2330;line-height:1.45}
-h1{font-size:1.5em;margin:22px 0 4px}h2{font-size:1.2em;border-bottom:2px solid #d8dde6;padding-bottom:3px;margin-top:30px}
-h3{font-size:1em;margin:18px 0 6px}nav{font-size:.9em;margin:8px 0 14px}nav a{margin-right:12px}
-table{border-collapse:collapse;font-size:.82em;margin:6px 0 12px}th,td{border:1px solid #d8dde6;padding:3px 7px;text-align:right}
-th{background:#eef1f6}td:first-child,th:first-child{text-align:left}tr:nth-child(even) td{background:#f8f9fb}
-img{max-width:100%;height:auto;border:1px solid #e3e6ec;margin:4px 0}.muted{color:#6b7385}.warn{background:#fff4e0;
-border-left:4px solid #e8a33d;padding:6px 10px;margin:6px 0}.note{background:#eef4ff;border-left:4px solid #5b8def;
-padding:6px 10px;margin:6px 0}.cards{display:flex;flex-wrap:wrap;gap:10px}.card{border:1px solid #d8dde6;border-radius:6px;
-padding:8px 12px;min-width:150px}.card b{display:block;font-size:1.25em}pre{background:#f6f7f9;padding:10px;overflow:auto;
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1180px;
+padding:0 18px 40px;color:#1d2330;line-height:1.45}
+h1{font-size:1.5em;margin:22px 0 4px}h2{font-size:1.2em;border-bottom:2px solid #d8dde6;padding-bottom:3px;
+margin-top:30px}h3{font-size:1em;margin:18px 0 6px}nav{font-size:.9em;margin:8px 0 14px}nav a{margin-right:12px}
+table{border-collapse:collapse;font-size:.82em;margin:6px 0 12px}th,td{border:1px solid #d8dde6;padding:3px 7px;
+text-align:right}th{background:#eef1f6}td:first-child,th:first-child{text-align:left}
+tr:nth-child(even) td{background:#f8f9fb}img{max-width:100%;height:auto;border:1px solid #e3e6ec;margin:4px 0}
+.muted{color:#6b7385}.warn{background:#fff4e0;border-left:4px solid #e8a33d;padding:6px 10px;margin:6px 0}
+.note{background:#eef4ff;border-left:4px solid #5b8def;padding:6px 10px;margin:6px 0}
+.cards{display:flex;flex-wrap:wrap;gap:10px}.card{border:1px solid #d8dde6;border-radius:6px;padding:8px 12px;
+min-width:150px}.card b{display:block;font-size:1.25em}pre{background:#f6f7f9;padding:10px;overflow:auto;
 font-size:.8em;max-height:520px}.gallery img{max-width:49%}
 """
 SECTIONS = (("summary", "Summary"), ("data", "Data and masking"), ("training", "Training curves"),
@@ -123,6 +124,10 @@ def summary_section(run: Path, metrics: dict | None, config: str) -> str:
     if skipped:
         lines.append(note("left out of the macro means: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
                           "warn"))
+    if metrics.get("temperatures_at_bound"):
+        lines.append(note(f"{metrics['temperatures_at_bound']} fitted temperatures reached the end of their range: "
+                          "those probabilities carry a bias temperature scaling cannot remove (e.g. all above 0.5); "
+                          "decide by the operating thresholds, not by 0.5", "warn"))
     if metrics.get("threshold_rule"):
         lines.append(f"<p>Operating points: rule <b>{esc(metrics['threshold_rule'])}</b>, fitted on the validation "
                      f"split for {metrics.get('classes_with_threshold')} classes; stored in "
@@ -223,10 +228,9 @@ def heatmap_section(folder: Path) -> str:
     parts = []
     pointing = read_csv(folder / "pointing_game.csv")
     if pointing is not None:
-        method = pointing["method"].iloc[0] if len(pointing) else ""
-        parts.append(f"<p>Pointing game ({esc(method)}, tolerance {pointing['tolerance'].iloc[0] if len(pointing) else 0}"
-                     " px): a hit when the heatmap's maximum lies inside the finding's region; the random point's "
-                     "hit rate is the region's share of the image. Classes with a large region (global findings) "
+        method, tolerance = (pointing["method"].iloc[0], pointing["tolerance"].iloc[0]) if len(pointing) else ("", 0)
+        parts.append(f"<p>Pointing game ({esc(method)}, tolerance {tolerance} px): a hit when the heatmap's "
+                     "maximum lies inside the finding's region; the random point's hit rate is the region's share of the image. Classes with a large region (global findings) "
                      "make the check weak: compare each hit rate with its baseline.</p>")
         parts.append(table(["class", "images", "hit rate [95% Wilson]", "random point", "flat maps"],
                            [[esc(r["class"]), number(r["images"], 0), with_interval(r, "hit_rate"),
@@ -253,7 +257,8 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None, eval_na
     metrics = read_json(folder / "metrics.json")
     config_text = (run / "config.yaml").read_text(encoding="utf-8")
     config = yaml.safe_load(config_text)
-    method = config.get("spml", {}).get("method") if config.get("mode") == "spml" else config.get("loss", {}).get("name")
+    method = (config.get("spml", {}).get("method") if config.get("mode") == "spml"
+              else config.get("loss", {}).get("name"))
     described = (f"mode {config.get('mode')}, {method}, dataset {config.get('data', {}).get('dataset')}, "
                  f"{config.get('model', {}).get('backbone')} at {config.get('data', {}).get('size')} px")
     sections = [("summary", "Summary", summary_section(run, metrics, described)),

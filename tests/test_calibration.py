@@ -97,7 +97,8 @@ def test_operating_points_match_sklearn_and_bracket_with_bootstrap():
     tn, fp, fn, tp = confusion_matrix(y[known[:, 0], 0], p[known[:, 0], 0] >= 0.45).ravel()
     assert (row["tp"], row["fp"], row["tn"], row["fn"]) == (tp, fp, tn, fn)
     assert row["sensitivity"] == pytest.approx(tp / (tp + fn)) and row["ppv"] == pytest.approx(tp / (tp + fp))
-    assert row["specificity"] == pytest.approx(tn / (tn + fp)) and row["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert row["specificity"] == pytest.approx(tn / (tn + fp))
+    assert row["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
     for key in ("sensitivity", "specificity", "ppv", "f1"):
         assert row[f"{key}_ci_low"] < row[key] < row[f"{key}_ci_high"]
     assert table.iloc[1][["sensitivity", "sensitivity_ci_low"]].isna().all()  # no threshold, no numbers

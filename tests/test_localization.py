@@ -1,18 +1,24 @@
 """The pointing game: pointing locations, hits, tolerance, the exact random-point baseline, Wilson intervals."""
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from spml.localization import grow, pointing_game, pointing_location, pointing_table, wilson_interval
 
 
-def test_pointing_location_is_the_maximum_or_the_centroid_of_a_plateau():
+def test_pointing_location_is_the_maximum_or_the_innermost_pixel_of_a_plateau():
     heatmap = np.zeros((8, 8))
     heatmap[2, 5] = 1.0
     assert pointing_location(heatmap) == (2, 5)
     heatmap[:, :] = 0.0
-    heatmap[0:2, 0:4] = 3.0  # a border plateau, as bilinear upsampling of a coarse map makes
-    assert pointing_location(heatmap) == (0, 2)  # centroid (0.5, 1.5) rounded half to even
+    heatmap[0:2, 0:4] = 3.0  # a plateau reaching the border
+    assert pointing_location(heatmap) == (1, 3)  # its pixel nearest the image centre (3.5, 3.5)
     assert pointing_location(np.ones((8, 8))) is None and pointing_location(np.zeros((8, 8))) is None
+    # a 2 x 2 map upsampled bilinearly (align_corners=False, as Grad-CAM's): the top-left cell's centre
+    coarse = torch.tensor([[[[4.0, 1.0], [2.0, 3.0]]]])
+    upsampled = F.interpolate(coarse, size=(64, 64), mode="bilinear")[0, 0].numpy()
+    assert pointing_location(upsampled) == (15, 15)  # cell centre 15.5: the plateau ends at pixel 15
 
 
 def test_hits_misses_flat_maps_and_the_exact_baseline():
