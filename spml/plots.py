@@ -78,7 +78,7 @@ def plot_bars(df: pd.DataFrame, x: str, y: str, yerr: str | None, out_path: str 
                         xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(positions, labels, rotation=30, ha="right")
     ax.set_ylabel(y)
-    ax.set_title(title)
+    set_title(ax, title, 10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     out_path = Path(out_path)
@@ -104,7 +104,7 @@ def plot_intervals(table: pd.DataFrame, out_path: str | Path, title: str = "") -
     ax.axvline(0.0, color="0.5", lw=0.9, ls="--")
     ax.set_yticks(rows, table["variant"].astype(str).tolist())
     ax.set_xlabel("difference in test mAP (dots: seeds; bar: 95% t interval of the mean)")
-    ax.set_title(title, fontsize=9)
+    set_title(ax, title, 9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     out_path = Path(out_path)
@@ -122,7 +122,7 @@ def _finish(ax, xlabel: str, ylabel: str, title: str, metric: str, skipped: dict
     """Axes labels and title; the legend outside the axes (right), so it never hides a curve; the classes
     left out (no positive or no negative) named under the axes."""
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel=xlabel, ylabel=ylabel)
-    ax.set_title(title, fontsize=10, wrap=True)
+    set_title(ax, title, 10)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(title=f"class ({metric})", fontsize=7, title_fontsize=8, loc="upper left",
@@ -136,6 +136,13 @@ def _finish(ax, xlabel: str, ylabel: str, title: str, metric: str, skipped: dict
 
 def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width))
+
+
+def set_title(ax, title: str, fontsize: float) -> None:
+    """A title wrapped to the figure's width (about 0.6 em per character), so tight_layout can keep all of it
+    inside the figure instead of clipping a long grid or class name."""
+    chars = int(ax.figure.get_figwidth() * 72 / (0.6 * fontsize))
+    ax.set_title(_wrap(title, chars), fontsize=fontsize)
 
 
 def plot_reliability(bins: pd.DataFrame, ece: pd.DataFrame, out_path: str | Path,

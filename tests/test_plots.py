@@ -56,3 +56,18 @@ def test_curve_figures_keep_titles_and_legends_clear_and_name_left_out_classes()
         assert legend.x0 >= ax.get_window_extent(renderer).x1 and legend.x1 <= box.x1  # beside the curves
         named = " ".join(text.get_text() for text in fig.texts)
         assert "a long class name 3 (no positive" in named and "a long class name 9" in named
+
+
+def test_long_titles_wrap_inside_narrow_figures():
+    from matplotlib.figure import Figure
+
+    from spml.plots import set_title
+
+    fig = Figure(figsize=(4, 4.5))  # plot_bars' width for one or two variants
+    ax = fig.subplots()
+    set_title(ax, "masking nih: single_positive seed 1200, clean val, clean test: test mAP (mean ± std over seeds)", 10)
+    fig.tight_layout()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    title = ax.title.get_window_extent(canvas.get_renderer())
+    assert fig.bbox.x0 <= title.x0 and title.x1 <= fig.bbox.x1 and title.y1 <= fig.bbox.y1

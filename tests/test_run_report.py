@@ -180,3 +180,12 @@ def test_report_tool_writes_a_page_and_refuses_other_folders(run, tmp_path):
     assert "Per-class results (eval-tta)" in (tmp_path / "tta.html").read_text()
     refused = tool("report.py", tmp_path)
     assert refused.returncode == 2 and "not a run folder" in refused.stderr
+
+
+@pytest.mark.parametrize("override, named", [("eval.heatmap_method=lime", "integrated_gradients"),
+                                             ("eval.threshold_rule=accuracy", "youden"),
+                                             ("eval.temperature=platt", "per_class")])
+def test_bad_eval_choices_stop_before_anything_is_written(tmp_path, override, named):
+    proc = tool("train.py", override, f"train.out={tmp_path / 'run'}")
+    assert proc.returncode == 2 and override.split("=")[0] in proc.stderr and named in proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -144,6 +144,7 @@ class Trainer:
 
     def __init__(self, config: Config, accelerator: Accelerator | None = None):
         check_train_config(config)
+        self.diagnostics = settings_from(config.eval)  # eval.* values for the end of the run, checked now
         self.config = config
         self.accelerator = accelerator or build_accelerator(config.train.precision, config.optim.accumulate)
         for line in run_banner(self.accelerator, config.data.batch_size, config.optim.accumulate, os.environ):
@@ -162,7 +163,6 @@ class Trainer:
             if self.accelerator.is_main_process:  # images the header check left out before training
                 record_left_out(self.skip_log, self.bundle.left_out.itertuples(index=False))
         check_eval_config(config.eval, list(self.bundle.classes), self.bundle.frames["test"])
-        self.diagnostics = settings_from(config.eval)
         check_prototype_classes(config.model.prototypes, self.bundle.classes)
         if self.accelerator.is_main_process and self.bundle.manifest is not None:
             (self.run_dir / "masking_manifest.json").write_text(json.dumps(self.bundle.manifest, indent=2))
