@@ -98,18 +98,18 @@ def page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str
 
 
 # ------------------------------------------------------------------------------------------------ run report
-def summary_section(run: Path, metrics: dict | None, config: str) -> str:
+def summary_section(run: Path, folder: Path, metrics: dict | None, config: str) -> str:
     if metrics is None:
         return note("no test evaluation (eval/metrics.json missing): the run did not finish, or evaluate it "
                     f"with tools/evaluate.py {run}", "warn")
     cards = [("test mAP", metrics.get("mAP"), metrics.get("mAP_ci_low"), metrics.get("mAP_ci_high")),
              ("mean AUROC", metrics.get("mean_auroc"), metrics.get("mean_auroc_ci_low"),
               metrics.get("mean_auroc_ci_high")),
-             ("mean ECE", metrics.get("ece"), None, None)]
+             ("ECE, mean over classes", metrics.get("ece"), None, None)]
     if "ece_scaled" in metrics:
         cards.append((f"mean ECE after {metrics.get('temperature')} temperature", metrics["ece_scaled"], None, None))
     if metrics.get("pointing_game") is not None:
-        cards.append(("pointing game (random point)", metrics["pointing_game"], None, None))
+        cards.append(("pointing game, mean over findings", metrics["pointing_game"], None, None))
     html_cards = []
     for label, value, low, high in cards:
         interval = f'<span class="muted">95% CI [{low:.3f}, {high:.3f}]</span>' if low is not None else ""
@@ -129,9 +129,10 @@ def summary_section(run: Path, metrics: dict | None, config: str) -> str:
                           "those probabilities carry a bias temperature scaling cannot remove (e.g. all above 0.5); "
                           "decide by the operating thresholds, not by 0.5", "warn"))
     if metrics.get("threshold_rule"):
+        stored = folder / "thresholds.json" if (folder / "thresholds.json").exists() else run / "thresholds.json"
         lines.append(f"<p>Operating points: rule <b>{esc(metrics['threshold_rule'])}</b>, fitted on the validation "
                      f"split for {metrics.get('classes_with_threshold')} classes; stored in "
-                     f"<code>{esc(run / 'thresholds.json')}</code>.</p>")
+                     f"<code>{esc(stored)}</code>.</p>")
     return "".join(lines) + f"<p class='muted'>{esc(config)}</p>"
 
 
@@ -230,8 +231,9 @@ def heatmap_section(folder: Path) -> str:
     if pointing is not None:
         method, tolerance = (pointing["method"].iloc[0], pointing["tolerance"].iloc[0]) if len(pointing) else ("", 0)
         parts.append(f"<p>Pointing game ({esc(method)}, tolerance {tolerance} px): a hit when the heatmap's "
-                     "maximum lies inside the finding's region; the random point's hit rate is the region's share of the image. Classes with a large region (global findings) "
-                     "make the check weak: compare each hit rate with its baseline.</p>")
+                     "maximum lies inside the finding's region; the random point's hit rate is the region's share "
+                     "of the image. Classes with a large region (global findings) make the check weak: compare "
+                     "each hit rate with its baseline.</p>")
         parts.append(table(["class", "images", "hit rate [95% Wilson]", "random point", "flat maps"],
                            [[esc(r["class"]), number(r["images"], 0), with_interval(r, "hit_rate"),
                              number(r["baseline"]), number(r["flat_maps"], 0)] for _, r in
@@ -261,7 +263,7 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None, eval_na
               else config.get("loss", {}).get("name"))
     described = (f"mode {config.get('mode')}, {method}, dataset {config.get('data', {}).get('dataset')}, "
                  f"{config.get('model', {}).get('backbone')} at {config.get('data', {}).get('size')} px")
-    sections = [("summary", "Summary", summary_section(run, metrics, described)),
+    sections = [("summary", "Summary", summary_section(run, folder, metrics, described)),
                 ("data", "Data and masking", data_section(run)),
                 ("training", "Training curves", training_section(run)),
                 ("results", f"Per-class results ({eval_name})", results_section(folder)),
@@ -307,9 +309,9 @@ def write_grid_report(out: str | Path, name: str, runs: pd.DataFrame, table_rows
                                 "significant"], paired_rows) + image(out / "paired.png", "paired differences")))
     run_rows = []
     for _, row in runs.iterrows():
-        run_dir = Path(row["run_dir"])
-        report = run_dir / "report.html"
-        link = f'<a href="{esc(os.path.relpath(report, out))}">report</a>' if report.exists() else "—"
+        report = Path(str(row.get("run_dir", ""))) / "report.html"
+        link = (f'<a href="{esc(os.path.relpath(report, out))}">report</a>' if pd.notna(row.get("run_dir"))
+                and report.exists() else "—")
         run_rows.append([esc(row["variant"]), esc(row["seed"]), esc(row["status"]), number(row.get("mAP"), 4),
                          number(row.get("mean_auroc"), 4), link])
     sections.append(("runs", "Runs", table(["variant", "seed", "status", "mAP", "mean AUROC", "run report"],

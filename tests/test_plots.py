@@ -65,7 +65,8 @@ def test_long_titles_wrap_inside_narrow_figures():
 
     fig = Figure(figsize=(4, 4.5))  # plot_bars' width for one or two variants
     ax = fig.subplots()
-    set_title(ax, "masking nih: single_positive seed 1200, clean val, clean test: test mAP (mean ± std over seeds)", 10)
+    title = "masking nih: single_positive seed 1200, clean val, clean test: test mAP (mean ± std over seeds)"
+    set_title(ax, title, 10)
     fig.tight_layout()
     canvas = FigureCanvasAgg(fig)
     canvas.draw()

@@ -80,9 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         val_predictions = (predictions if args.split == "val" else
                            predict_split(objective, val_loader, accelerator, tta, desc="val (thresholds)"))
         if accelerator.is_main_process:
-            bootstrap = config.eval.bootstrap if args.bootstrap is None else args.bootstrap
             result, scored, classes = evaluate_split(predictions, bundle.frames[args.split], list(bundle.classes),
-                                                     config.eval, bootstrap, config.train.seed)
+                                                     config.eval, settings.bootstrap, config.train.seed)
             suffix = ("-tta" if args.tta else "") + ("-val" if args.split == "val" else "")
             if args.study_level:
                 suffix += "-image" if args.study_level == "image" else f"-study-{args.study_level}"
