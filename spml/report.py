@@ -21,18 +21,19 @@ import yaml
 from spml.plots import plot_training
 
 STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1180px;
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1300px;
 padding:0 18px 40px;color:#1d2330;line-height:1.45}
 h1{font-size:1.5em;margin:22px 0 4px}h2{font-size:1.2em;border-bottom:2px solid #d8dde6;padding-bottom:3px;
 margin-top:30px}h3{font-size:1em;margin:18px 0 6px}nav{font-size:.9em;margin:8px 0 14px}nav a{margin-right:12px}
-table{border-collapse:collapse;font-size:.82em;margin:6px 0 12px}th,td{border:1px solid #d8dde6;padding:3px 7px;
+table{border-collapse:collapse;font-size:.8em;margin:6px 0 12px}th,td{border:1px solid #d8dde6;padding:3px 6px;
 text-align:right}th{background:#eef1f6}td:first-child,th:first-child{text-align:left}
 tr:nth-child(even) td{background:#f8f9fb}img{max-width:100%;height:auto;border:1px solid #e3e6ec;margin:4px 0}
 .muted{color:#6b7385}.warn{background:#fff4e0;border-left:4px solid #e8a33d;padding:6px 10px;margin:6px 0}
 .note{background:#eef4ff;border-left:4px solid #5b8def;padding:6px 10px;margin:6px 0}
 .cards{display:flex;flex-wrap:wrap;gap:10px}.card{border:1px solid #d8dde6;border-radius:6px;padding:8px 12px;
 min-width:150px}.card b{display:block;font-size:1.25em}pre{background:#f6f7f9;padding:10px;overflow:auto;
-font-size:.8em;max-height:520px}.gallery img{max-width:49%}
+font-size:.8em;max-height:520px}.gallery img{max-width:49%}td .muted{white-space:nowrap;font-size:.9em}
+.scroll{overflow-x:auto;max-width:100%}
 """
 SECTIONS = (("summary", "Summary"), ("data", "Data and masking"), ("training", "Training curves"),
             ("results", "Per-class results"), ("plots", "ROC, precision-recall and calibration"),
@@ -74,7 +75,7 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     """An HTML table; cells are trusted HTML fragments (escape text with esc)."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def read_json(path: Path) -> dict | None:

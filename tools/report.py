@@ -5,9 +5,9 @@ archived alone: the resolved config, data and masking statistics (with their war
 from log.csv (loss components, validation metrics, MPC pseudo-label precision/recall), the per-class table
 with bootstrap intervals and operating points, ROC/PR/reliability plots, the pointing game and the heatmap
 gallery. Training writes it at the end (eval.report); run this after tools/evaluate.py to refresh it.
-A screenshot for the docs (Debian: apt-get install chromium):
-  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1200,1500 \\
-      --screenshot=docs/images/report.png file://$PWD/runs/quickstart/report.html
+A screenshot for the docs (Debian: apt-get install chromium; docs/explainability.md lists every picture's command):
+  chromium --headless --no-sandbox --disable-gpu --no-first-run --user-data-dir=$(mktemp -d) --hide-scrollbars \\
+      --window-size=1280,1400 --screenshot=docs/images/report.png file://$PWD/runs/quickstart/report.html
 """
 from __future__ import annotations
 
