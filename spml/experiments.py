@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from spml.config import ConfigError, read_yaml
 from spml.io import atomic_path, write_text_atomic
@@ -169,22 +170,26 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
     is skipped, unless its train_args.json records other arguments
     (then ConfigError: a shared or reused folder never silently stands for another setting); a failing run leaves FAILED (the end of its stderr) in
     its folder and the grid goes on; every run's output goes to train_output.txt, its time to seconds.txt.
+    A progress bar counts the runs (the runs' own output stays in their files).
     Returns one row per run (variant, seed, read_run), or None after a dry run, which only prints the
     `accelerate launch` commands.
     """
-    for run in runs:
+    if dry_run:
+        for run in runs:
+            print("accelerate launch " + shlex.join([str(train_script), *run.train_args(), *extra_overrides]))
+        return None
+    bar = tqdm(runs, desc="grid", unit="run", dynamic_ncols=True)
+    for run in bar:
+        bar.set_postfix_str(f"{run.variant} seed {run.seed}")
         train_args = run.train_args() + list(extra_overrides)
-        if dry_run:
-            print("accelerate launch " + shlex.join([str(train_script), *train_args]))
-            continue
         recorded = run.run_dir / "train_args.json"
         if (run.run_dir / "eval" / "metrics.json").exists():
             if recorded.exists() and json.loads(recorded.read_text(encoding="utf-8")) != train_args:
                 raise ConfigError(f"{run.run_dir}: finished with other train arguments ({recorded}) than "
                                   f"{run.variant!r} seed {run.seed} asks for now; use another output folder")
-            print(f"[skip] {run.variant} seed {run.seed}: finished ({run.run_dir})")
+            tqdm.write(f"[skip] {run.variant} seed {run.seed}: finished ({run.run_dir})")
             continue
-        print(f"[run ] {run.variant} seed {run.seed} -> {run.run_dir}", flush=True)
+        tqdm.write(f"[run ] {run.variant} seed {run.seed} -> {run.run_dir}")
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / "FAILED").unlink(missing_ok=True)
         write_text_atomic(recorded, json.dumps(train_args))
@@ -194,11 +199,10 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
         (run.run_dir / "train_output.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
         if proc.returncode != 0:
             write_text_atomic(run.run_dir / "FAILED", proc.stderr[-4000:] or f"exit {proc.returncode}")
-            print(f"[fail] {run.variant} seed {run.seed}: exit {proc.returncode}, see {run.run_dir}/FAILED")
+            tqdm.write(f"[fail] {run.variant} seed {run.seed}: exit {proc.returncode}, see {run.run_dir}/FAILED")
         else:
             write_text_atomic(run.run_dir / "seconds.txt", f"{time.perf_counter() - start:.1f}\n")
-    if dry_run:
-        return None
+    bar.close()
     return pd.DataFrame([{"variant": r.variant, "seed": r.seed, **read_run(r.run_dir)} for r in runs])
 
 
@@ -206,10 +210,10 @@ def score_with_tta(runs: list[PlannedRun], evaluate_script: str | Path) -> pd.Da
     """Score each finished run with test-time augmentation (`python <evaluate_script> RUN --tta` -> eval-tta/,
     skipped when it exists; output in tta_output.txt). Returns rows like run_grid's, variant "<name> + TTA"."""
     rows = []
-    for run in runs:
+    for run in tqdm(runs, desc="TTA scoring", unit="run", dynamic_ncols=True):
         finished = (run.run_dir / "eval" / "metrics.json").exists()
         if finished and not (run.run_dir / "eval-tta" / "metrics.json").exists():
-            print(f"[tta ] {run.variant} seed {run.seed}", flush=True)
+            tqdm.write(f"[tta ] {run.variant} seed {run.seed}")
             proc = subprocess.run([sys.executable, str(evaluate_script), str(run.run_dir), "--tta"],
                                   capture_output=True, text=True)
             (run.run_dir / "tta_output.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
@@ -225,8 +229,10 @@ def write_results(frame: pd.DataFrame, out: Path, name: str, reference: dict[str
     """results.csv (one row per run), results.md (mean +/- std over seeds, recovery with `reference`) and
     results.png (test mAP bars) into `out`; with `compare`, also the paired per-seed differences of that
     variant to every other one (spml.stats: t interval, paired t-test, Holm) in results.md,
-    paired.csv and paired.png. Returns the Markdown text."""
+    paired.csv and paired.png; and report.html, the same in one self-contained page (spml.report) linking
+    each run's own report. Returns the Markdown text."""
     from spml.plots import plot_bars, plot_intervals
+    from spml.report import write_grid_report
     from spml.stats import paired_differences, paired_markdown
 
     out.mkdir(parents=True, exist_ok=True)
@@ -234,6 +240,7 @@ def write_results(frame: pd.DataFrame, out: Path, name: str, reference: dict[str
         frame.to_csv(temporary, index=False)
     table = aggregate(frame, reference)
     text = f"# {name}\n\n" + markdown(table)
+    paired = None
     if table.attrs.get("full_reference"):
         text += f"\nRecovery = (method − AN) / (full − AN) against the best full-label variant: " \
                 f"{table.attrs['full_reference']}.\n"
@@ -245,4 +252,5 @@ def write_results(frame: pd.DataFrame, out: Path, name: str, reference: dict[str
     write_text_atomic(out / "results.md", text)
     plot_bars(table, x="variant", y="mAP_mean", yerr="mAP_std", out_path=out / "results.png",
               title=f"{name}: test mAP (mean ± std over seeds)")
+    write_grid_report(out, name, frame, table, paired)
     return text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,14 @@ class EvalResult:
     def skipped(self) -> dict[str, str]:
         """Class name -> why it has no AUROC/AP (it is left out of the macro means)."""
         return self.summary["skipped"]
+
+    def coverage(self) -> str:
+        """How many classes the macro means average, naming those left out: "12 of 14 classes scored (left
+        out: Hernia: no positive among 80 known labels; ...)"."""
+        text = f"{len(self.summary['classes_used'])} of {self.summary['n_classes']} classes scored"
+        if self.skipped:
+            text += " (left out: " + "; ".join(f"{name}: {why}" for name, why in self.skipped.items()) + ")"
+        return text
 
     def to_json(self, indent: int = 2) -> str:
         """Summary and per-class rows as strict JSON (NaN written as null)."""
@@ -103,7 +111,6 @@ def bootstrap_metrics(scores: np.ndarray, positive: np.ndarray, known: np.ndarra
     weighted AUROC/AP over that order (equal to sklearn's with `sample_weight` = multiplicities).
     """
     n_images, n_classes = scores.shape
-    rng = np.random.default_rng(seed)
     orders, groups = [], []
     for c in range(n_classes):
         rows = np.flatnonzero(known[:, c])
@@ -112,14 +119,22 @@ def bootstrap_metrics(scores: np.ndarray, positive: np.ndarray, known: np.ndarra
         groups.append(_tie_group_starts(scores[order, c]))
     auroc = np.full((resamples, n_classes), math.nan)
     ap = np.full((resamples, n_classes), math.nan)
-    chunk = max(1, _BOOTSTRAP_CHUNK_ENTRIES // max(n_images, 1))
-    for start in range(0, resamples, chunk):
-        weights = _resample_counts(n_images, min(chunk, resamples - start), rng)
+    for start, weights in resample_chunks(n_images, resamples, seed):
         for c in range(n_classes):
             if orders[c].size:
                 auroc[start:start + len(weights), c], ap[start:start + len(weights), c] = weighted_auroc_ap(
                     weights[:, orders[c]], positive[orders[c], c], groups[c])
     return auroc, ap
+
+
+def resample_chunks(n: int, resamples: int, seed: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """The image resamples of a bootstrap, a few at a time: (first resample number, multiplicities (R', n)),
+    R' rows of the multiplicity of each of n items in n draws with replacement (numpy Generator seeded by
+    `seed`; the same seed gives the same resamples to every metric)."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOTSTRAP_CHUNK_ENTRIES // max(n, 1))
+    for start in range(0, resamples, chunk):
+        yield start, _resample_counts(n, min(chunk, resamples - start), rng)
 
 
 def weighted_auroc_ap(weights: np.ndarray, positive: np.ndarray, group_starts: np.ndarray

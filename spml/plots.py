@@ -1,6 +1,7 @@
 """Figures for evaluation reports and result tables, drawn on Agg canvases (no pyplot, no display)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +16,27 @@ from spml.metrics import evaluate_predictions
 
 def plot_curves(scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...],
                 out_dir: str | Path) -> list[Path]:
-    """Write roc.png and pr.png into out_dir: one curve per scorable class over its known entries, the
-    legend giving each class's AUROC / AP, the title the macro mean over those classes.
+    """Write roc.png and pr.png (curve_figures) into out_dir.
 
     scores (N, C), targets (N, C) {0, 1}, known (N, C) bool or None -> [roc.png, pr.png] paths.
     """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "roc.png", out_dir / "pr.png"]
+    for fig, path in zip(curve_figures(scores, targets, known, classes), paths):
+        fig.savefig(path, dpi=120)
+    return paths
+
+
+def curve_figures(scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...]
+                  ) -> tuple[Figure, Figure]:
+    """ROC and precision-recall figures: one curve per scorable class over its known entries, the legend
+    (outside the axes) giving each class's AUROC / AP, the title the macro mean and how many classes it
+    covers, the classes left out (no positive or no negative) named under the axes."""
     result = evaluate_predictions(scores, targets, known, classes)
     scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets) > 0.5
     known = np.ones(scores.shape, bool) if known is None else np.asarray(known, dtype=bool)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    roc_fig, pr_fig = Figure(figsize=(7, 6)), Figure(figsize=(7, 6))
+    roc_fig, pr_fig = Figure(figsize=(9, 6)), Figure(figsize=(9, 6))
     roc_ax, pr_ax = roc_fig.subplots(), pr_fig.subplots()
     colors = _class_colors(len(classes))
     for c, row in result.per_class.iterrows():
@@ -38,13 +49,12 @@ def plot_curves(scores: Any, targets: Any, known: Any | None, classes: list[str]
         pr_ax.step(recall, precision, where="post", color=colors[c], lw=1.2,
                    label=f"{row['class']} ({row['ap']:.3f})")
     roc_ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+    scored = f"{len(result.summary['classes_used'])} of {len(classes)} classes"
     _finish(roc_ax, "false positive rate", "true positive rate",
-            f"ROC: mean AUROC {result.summary['mean_auroc']:.4f}", "AUROC", "lower right")
-    _finish(pr_ax, "recall", "precision", f"Precision-recall: mAP {result.summary['mAP']:.4f}", "AP", "lower left")
-    paths = [out_dir / "roc.png", out_dir / "pr.png"]
-    for fig, path in zip((roc_fig, pr_fig), paths):
-        fig.savefig(path, dpi=120)
-    return paths
+            f"ROC: mean AUROC {result.summary['mean_auroc']:.4f} ({scored})", "AUROC", result.skipped)
+    _finish(pr_ax, "recall", "precision", f"Precision-recall: mAP {result.summary['mAP']:.4f} ({scored})", "AP",
+            result.skipped)
+    return roc_fig, pr_fig
 
 
 def plot_bars(df: pd.DataFrame, x: str, y: str, yerr: str | None, out_path: str | Path,
@@ -68,7 +78,7 @@ def plot_bars(df: pd.DataFrame, x: str, y: str, yerr: str | None, out_path: str 
                         xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(positions, labels, rotation=30, ha="right")
     ax.set_ylabel(y)
-    ax.set_title(title)
+    set_title(ax, title, 10)
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, out_path)
 
@@ -90,7 +100,7 @@ def plot_intervals(table: pd.DataFrame, out_path: str | Path, title: str = "") -
     ax.axvline(0.0, color="0.5", lw=0.9, ls="--")
     ax.set_yticks(rows, table["variant"].astype(str).tolist())
     ax.set_xlabel("difference in test mAP (dots: seeds; bar: 95% t interval of the mean)")
-    ax.set_title(title, fontsize=9)
+    set_title(ax, title, 9)
     ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, out_path)
 
@@ -109,9 +119,116 @@ def _class_colors(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def _finish(ax, xlabel: str, ylabel: str, title: str, metric: str, loc: str) -> None:
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel=xlabel, ylabel=ylabel, title=title)
+def _finish(ax, xlabel: str, ylabel: str, title: str, metric: str, skipped: dict[str, str]) -> None:
+    """Axes labels and title; the legend outside the axes (right), so it never hides a curve; the classes
+    left out (no positive or no negative) named under the axes."""
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel=xlabel, ylabel=ylabel)
+    set_title(ax, title, 10)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(title=f"class ({metric})", fontsize=7, title_fontsize=8, loc=loc)
-    ax.figure.tight_layout()
+        ax.legend(title=f"class ({metric})", fontsize=7, title_fontsize=8, loc="upper left",
+                  bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    if skipped:
+        ax.figure.text(0.01, 0.01, _wrap("not scored: " + "; ".join(f"{name} ({reason})"
+                                                                     for name, reason in skipped.items()), 120),
+                       fontsize=7, color="tab:red", va="bottom")
+    ax.figure.tight_layout(rect=(0, 0.05 if skipped else 0, 1, 1))
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def set_title(ax, title: str, fontsize: float) -> None:
+    """A title wrapped to the figure's width (about 0.6 em per character), so tight_layout can keep all of it
+    inside the figure instead of clipping a long grid or class name."""
+    chars = int(ax.figure.get_figwidth() * 72 / (0.6 * fontsize))
+    ax.set_title(_wrap(title, chars), fontsize=fontsize)
+
+
+def plot_reliability(bins: pd.DataFrame, ece: pd.DataFrame, out_path: str | Path,
+                     scaled: tuple[pd.DataFrame, pd.DataFrame] | None = None, title: str = "") -> Path:
+    """Per-class reliability diagrams (spml.calibration.reliability tables): observed positive rate against
+    mean probability per bin (marker area ~ entries in the bin), the diagonal of perfect calibration, the
+    class's ECE in its title; with `scaled`, the temperature-scaled probabilities beside the raw ones."""
+    classes = ece["class"].tolist()
+    columns = min(5, max(len(classes), 1))
+    rows = -(-len(classes) // columns)
+    fig = Figure(figsize=(2.6 * columns, 2.6 * rows + 0.8))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    series = [("raw", "tab:blue", bins, ece)] + ([("temperature-scaled", "tab:orange", *scaled)] if scaled else [])
+    for k, ax in enumerate(axes.flat):
+        if k >= len(classes):
+            ax.set_axis_off()
+            continue
+        name = classes[k]
+        ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+        parts = []
+        for label, color, table, per_class in series:
+            rows_c = table[(table["class"] == name) & (table["count"] > 0)]
+            size = 8 + 60 * rows_c["count"] / max(rows_c["count"].max(), 1) if len(rows_c) else 8
+            ax.plot(rows_c["confidence"], rows_c["frequency"], color=color, lw=1, label=label)
+            ax.scatter(rows_c["confidence"], rows_c["frequency"], s=size, color=color, zorder=3)
+            parts.append(f"{per_class.loc[per_class['class'] == name, 'ece'].iloc[0]:.3f}")
+        ax.set(xlim=(0, 1), ylim=(0, 1))
+        ax.set_title(f"{name}\nECE {' / '.join(parts)}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    heading = title or "Reliability: observed positive rate against mean predicted probability per bin"
+    fig.suptitle(heading, fontsize=10)
+    fig.supxlabel("mean predicted probability", fontsize=8)
+    fig.supylabel("observed positive rate", fontsize=8)
+    if len(series) > 1:
+        fig.legend(handles[:len(series)], labels[:len(series)], loc="lower right", fontsize=7, ncol=len(series))
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100)
+    return out_path
+
+
+NOT_LOSSES = {"train/lr", "train/images_per_s", "train/epoch"}
+
+
+def training_panels(names: set[str]) -> list[tuple[str, list[str]]]:
+    """(title, log names) of the training-curve panels that have values among `names`."""
+    rates = sorted(n for n in names if n.startswith("train/") and n.endswith("_rate"))  # MPC's pseudo-label shares
+    losses = sorted(n for n in names if n.startswith("train/") and n not in NOT_LOSSES and n not in rates)
+    panels = [("training loss and components", losses),
+              ("validation", [n for n in ("val/mAP", "val/mean_auroc") if n in names]),
+              ("MPC pseudo-labels (precision/recall against the hidden truth)",
+               [n for n in ("pseudo/precision", "pseudo/recall") if n in names] + rates),
+              ("learning rate", [n for n in ("train/lr",) if n in names])]
+    return [(title, chosen) for title, chosen in panels if chosen]
+
+
+def plot_training(log: pd.DataFrame, out_path: str | Path, title: str = "") -> Path | None:
+    """Training curves from a run's log.csv (step, name, value): losses, validation metrics, pseudo-label
+    precision/recall (MPC) and the learning rate, one panel each where logged -> out_path (None if empty).
+    A step logged twice (a resumed run repeats the steps after its checkpoint) keeps its last value."""
+    log = log.drop_duplicates(["step", "name"], keep="last")
+    panels = training_panels(set(log["name"]))
+    if not panels:
+        return None
+    fig = Figure(figsize=(11, 3.2 * -(-len(panels) // 2) + 0.4))
+    axes = fig.subplots(-(-len(panels) // 2), 2, squeeze=False)
+    for ax, (panel_title, chosen) in zip(axes.flat, panels):
+        for name in chosen:
+            rows = log[log["name"] == name].sort_values("step")
+            ax.plot(rows["step"], rows["value"], lw=1.2, marker="o" if len(rows) < 30 else None, ms=3,
+                    label=name.split("/", 1)[1])
+        ax.set_title(panel_title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100)
+    return out_path

@@ -14,6 +14,9 @@ TINY = [
     "train.log_every=5", "eval.bootstrap=0", "optim.warmup_epochs=0",
     "spml.mpc.warmup_epochs=0.5", "spml.mpc.rampup_epochs=0.5", "spml.mpc.memory_size=64",
     "augment.elastic.kernel_size=7", "spml.mpc.bt_dim_feedforward=64",
+    # the end-of-run heatmaps, pointing game and HTML report cost seconds per run: tests/test_run_report.py
+    # trains with them on, the other tests without
+    "eval.heatmaps=0", "eval.pointing_game=false", "eval.report=false",
 ]
 
 

@@ -5,6 +5,7 @@ import sys
 import pandas as pd
 
 from spml.experiments import aggregate, load_grid, markdown
+from tests.browser import image_states, rendered_dom
 from tests.conftest import REPO, TINY
 
 
@@ -34,6 +35,11 @@ def test_tiny_grid_writes_tables_plot_and_resumes(tmp_path):
     markdown = (out / "results.md").read_text()
     assert "| full |" in markdown and "| AN |" in markdown and "recovery" in markdown
     assert (out / "results.png").stat().st_size > 1000
+    assert "grid: 100%" in first.stderr and "3/3" in first.stderr  # a run-level progress bar
+    report = out / "report.html"
+    dom = rendered_dom(report, tmp_path)  # one page: the table, the plot, a row per run
+    assert 'id="summary"' in dom and 'id="runs"' in dom and "broken" in dom and "failed" in dom
+    assert image_states(dom) == ["loaded"] and "src=\"data:image/png;base64," in report.read_text()
     second = ablate(grid, out)
     assert second.stdout.count("[skip]") == 2 and "[run ] broken" in second.stdout  # finished runs are skipped
     changed = ablate(grid, out, "train.max_steps=1")

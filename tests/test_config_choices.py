@@ -9,7 +9,9 @@ import pytest
 from spml.config import Config, ConfigError, load_config
 from spml.config.legacy import REMOVED
 from spml.objectives import BASE_TERMS, CONSISTENCY, TARGETS, THRESHOLDS
+from spml.calibration import RULES, TEMPERATURES
 from spml.data.splits import SPLIT_SCHEMES
+from spml.heatmaps import HEATMAP_METHODS
 from tests.conftest import REPO
 
 OLD_RUN_CONFIG = REPO / "tests" / "fixtures" / "run_config_before_issue14.yaml"
@@ -68,7 +70,10 @@ def test_mpc_choices_are_exactly_the_registered_strategies():
     assert mpc["spml.mpc.threshold"] == set(THRESHOLDS.names())
     assert mpc["spml.mpc.targets"] == set(TARGETS.names())
     assert mpc["spml.mpc.consistency"] == set(CONSISTENCY.names())
-    assert {key: set(choices) for key, choices, _ in LITERALS}["data.split"] == set(SPLIT_SCHEMES.names())
+    choices = {key: set(values) for key, values, _ in LITERALS}
+    assert choices["data.split"] == set(SPLIT_SCHEMES.names())
+    assert choices["eval.heatmap_method"] == set(HEATMAP_METHODS.names())
+    assert choices["eval.threshold_rule"] == set(RULES) and choices["eval.temperature"] == set(TEMPERATURES)
     assert mpc["spml.mpc.base_after_warmup"] == set(BASE_TERMS.names())
 
 
@@ -102,8 +107,9 @@ def test_a_run_folder_saved_by_an_earlier_spml_loads_as_the_same_run(tmp_path):
     with pytest.raises(ConfigError, match="^name: removed"):
         load_config([run / "config.yaml"])  # as a plain config file its old keys are errors ...
     config = load_config(run_dir=run)  # ... as a run folder's record it is upgraded
-    today = load_config([REPO / "configs" / "quickstart.yaml"], ["train.out=/tmp/qs_baseline"])
-    assert config == today  # the quick start then and now: the same run
+    # the quick start then and now: the same run (today's also scores the test split with TTA at the end)
+    today = load_config([REPO / "configs" / "quickstart.yaml"], ["train.out=/tmp/qs_baseline", "eval.tta=false"])
+    assert config == today
     assert (config.spml.objective, config.loss.name, config.spml.mpc.red) == ("mpc", "em", True)
 
 

@@ -61,6 +61,9 @@ def test_synthetic_experiment_scores_clean_test_labels_and_resumes(experiment, t
     assert "recovery" in markdown.splitlines()[2]
     assert markdown.splitlines()[4].endswith("| 1.00 |") and markdown.splitlines()[5].endswith("| 0.00 |")
     assert (out / "results.png").stat().st_size > 1000
+    report = (out / "report.html").read_text()  # the grid's one-file report: its table with the recovery
+    assert "<td>1.00</td>" in report and "against the best full-label variant: full" in report
+    assert "grid: 100%" in err  # a run-level progress bar
 
     config = load_config([REPO / "configs/datasets/synthetic.yaml"], RUN)
     masked, manifest = read_masked(out / "masked_labels.csv")

@@ -2,8 +2,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from spml.plots import plot_bars, plot_curves
+from spml.plots import curve_figures, plot_bars, plot_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -34,3 +35,40 @@ def test_plot_bars_writes_png_and_tolerates_missing_errors(tmp_path):
     assert_png(path)
     with pytest.raises(KeyError, match="mAP_sd"):
         plot_bars(table, x="variant", y="mAP_mean", yerr="mAP_sd", out_path=tmp_path / "x.png")
+
+
+def test_curve_figures_keep_titles_and_legends_clear_and_name_left_out_classes():
+    rng = np.random.default_rng(0)
+    targets = (rng.random((300, 14)) < 0.3).astype(float)
+    targets[:, [3, 9]] = 0
+    scores = rng.random((300, 14)) + targets
+    classes = [f"a long class name {i}" for i in range(14)]
+    for fig in curve_figures(scores, targets, None, classes):
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        ax = fig.axes[0]
+        box = fig.bbox
+        title = ax.title.get_window_extent(renderer)
+        assert box.x0 <= title.x0 and title.x1 <= box.x1 and title.y1 <= box.y1  # not clipped
+        assert "12 of 14 classes" in ax.get_title()
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert legend.x0 >= ax.get_window_extent(renderer).x1 and legend.x1 <= box.x1  # beside the curves
+        named = " ".join(text.get_text() for text in fig.texts)
+        assert "a long class name 3 (no positive" in named and "a long class name 9" in named
+
+
+def test_long_titles_wrap_inside_narrow_figures():
+    from matplotlib.figure import Figure
+
+    from spml.plots import set_title
+
+    fig = Figure(figsize=(4, 4.5))  # plot_bars' width for one or two variants
+    ax = fig.subplots()
+    title = "masking nih: single_positive seed 1200, clean val, clean test: test mAP (mean ± std over seeds)"
+    set_title(ax, title, 10)
+    fig.tight_layout()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    title = ax.title.get_window_extent(canvas.get_renderer())
+    assert fig.bbox.x0 <= title.x0 and title.x1 <= fig.bbox.x1 and title.y1 <= fig.bbox.y1

@@ -3,8 +3,9 @@
 Each variant x seed trains in its own folder (sequentially, via tools/train.py); finished runs are
 skipped, a failing run is recorded as failed and the grid goes on. A grid with `tta: true` also scores
 every finished run with test-time augmentation (tools/evaluate.py --tta) as rows "<variant> + TTA".
-Writes results.csv (one row per run), results.md (mean +/- std over seeds, recovery ratio) and
-results.png into the grid folder.
+Writes results.csv (one row per run), results.md (mean +/- std over seeds, recovery ratio), results.png
+and report.html (all of it in one self-contained page, linking each run's report) into the grid folder.
+A progress bar counts the runs; each run's own output is in <run>/train_output.txt.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             frame = with_tta.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
         print(write_results(frame, grid.out, grid.name, grid.reference, grid.compare))
         failed = int((frame["status"] == "failed").sum())
-        print(f"{len(frame)} runs, {failed} failed -> {grid.out}/results.csv, results.md, results.png")
+        print(f"{len(frame)} runs, {failed} failed -> {grid.out}/results.csv, results.md, results.png, report.html")
         return 0
 
     return run_cli(ablate, parser)

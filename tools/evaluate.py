@@ -3,6 +3,13 @@ r"""Evaluate a run: `python tools/evaluate.py runs/<name> [--tta] [--checkpoint 
 Writes metrics.json, per_class.csv, roc.png and pr.png into runs/<name>/eval[-tta][-val][-study-max|-image][-Nclasses]/.
 Runs under `accelerate launch` too (each sample is scored exactly once across processes).
 
+Operating points and calibration (docs/explainability.md): per-class thresholds and temperatures are fitted
+on the val split's predictions of the evaluated weights (eval.threshold_rule, eval.target_sensitivity,
+eval.temperature; override them as eval.threshold_rule=f1 ...) into <out>/thresholds.json (predict.py
+--thresholds reads it); <out> gets operating_points.csv (sensitivity, specificity, PPV, F1 with bootstrap
+intervals), calibration.csv, reliability.csv and reliability.png. --heatmaps N adds N test images per class
+with their heatmaps (<out>/heatmaps/); --pointing-game (synthetic set) scores every known-positive test entry.
+
 Study level and class subsets default to the run's eval.study_level / eval.classes; the flags override them:
   python tools/evaluate.py runs/chexpert --study-level max --classes \
       "Atelectasis,Cardiomegaly,Consolidation,Edema,Pleural Effusion"     # the CheXpert competition labels
@@ -44,12 +51,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="score on an external labelled set: its data config (repeatable; files, then overrides)")
     parser.add_argument("--name", help="external set name for the output folder (default: from --data)")
     parser.add_argument("--mapping", help="YAML file 'run class: external class' (null leaves a class out)")
+    parser.add_argument("--heatmaps", type=int, default=0, metavar="N",
+                        help="write N test images per class with their heatmaps into <out>/heatmaps/ (default 0)")
+    parser.add_argument("--heatmap-method", help="gradcam | guided_gradcam | integrated_gradients "
+                        "(default: eval.heatmap_method)")
+    parser.add_argument("--pointing-game", action="store_true",
+                        help="synthetic set: pointing-game hit rate per class against the random-point baseline "
+                             "(<out>/pointing_game.csv; eval.pointing_tolerance)")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides (e.g. data.root=/new/place)")
     args = parser.parse_intermixed_args(argv)
 
     def evaluate() -> int:
         from spml.data.build import build_data
-        from spml.engine.evaluation import evaluate_model
+        from spml.diagnostics import diagnose, diagnosis_line, fit_operating_points, settings_from
+        from spml.engine.evaluation import evaluate_model, predict_split
+        from spml.factories.training import split_explainer
         from spml.engine.loader import make_eval_loader
         from spml.engine.trainer import build_accelerator
         from spml.factories import check_eval_config, load_model
@@ -74,15 +90,36 @@ def main(argv: list[str] | None = None) -> int:
         frame = bundle.frames[args.split]
         check_eval_config(config.eval, bundle.classes, frame)
         dataset = bundle.test if args.split == "test" else bundle.val
+        if args.pointing_game and config.data.dataset != "synthetic":
+            raise ValueError(f"--pointing-game needs finding masks, which only the synthetic set has "
+                             f"(data.dataset={config.data.dataset})")
+        settings = settings_from(config.eval, heatmaps=args.heatmaps, pointing_game=args.pointing_game,
+                                 heatmap_method=args.heatmap_method or config.eval.heatmap_method,
+                                 bootstrap=config.eval.bootstrap if args.bootstrap is None else args.bootstrap)
         model = model.to(accelerator.device)  # inference only: no DDP wrapper, the loader shards the split
-        loader = accelerator.prepare(make_eval_loader(dataset, config.data.eval_batch_size, config.data.num_workers))
+        loader, val_loader = accelerator.prepare(
+            make_eval_loader(dataset, config.data.eval_batch_size, config.data.num_workers),
+            make_eval_loader(bundle.val, config.data.eval_batch_size, config.data.num_workers))
         out = Path(args.out) if args.out else Path(args.run) / f"eval{suffix(args, 'test')}"
-        bootstrap = config.eval.bootstrap if args.bootstrap is None else args.bootstrap
-        summary = evaluate_model(model, loader, accelerator, frame, bundle.classes, out, config.eval.classes,
-                                 config.eval.study_level, bootstrap, config.train.seed)
-        if summary is not None:
-            print(f"{args.split} ({summary['level']}, {summary['n_classes']} classes): mAP {summary['mAP']:.4f}  "
+        result, predictions = evaluate_model(model, loader, accelerator, frame, bundle.classes, out,
+                                             config.eval.classes, config.eval.study_level, settings.bootstrap,
+                                             config.train.seed, desc=args.split + (" TTA" if args.tta else ""))
+        val_predictions = (predictions if args.split == "val" else
+                           predict_split(model, val_loader, accelerator, "val (thresholds)"))
+        if result is not None:
+            summary = result.summary
+            print(f"{args.split} ({summary['level']}, {result.coverage()}): mAP {summary['mAP']:.4f}  "
                   f"mean AUROC {summary['mean_auroc']:.4f}  ({summary['n_images']} rows) -> {out}")
+            # operating points of exactly these weights (and TTA views), on the image-level predictions
+            tta = list(model.tta_views) if args.tta else []
+            record = fit_operating_points(val_predictions, list(bundle.classes), settings, out / "thresholds.json",
+                                          model.metadata["source"]["checkpoint_dir"], tta=tta)
+            model.tta = False  # heatmaps explain the plain model
+            explainer = split_explainer(model, dataset, frame, config.data, bundle.classes)
+            diagnosis = diagnose(out, predictions, list(bundle.classes), list(config.eval.classes or bundle.classes),
+                                 record, settings, explainer, config.train.seed)
+            print(diagnosis_line(diagnosis, record, out / "thresholds.json")
+                  + (" (fitted on the evaluated split itself: optimistic)" if args.split == "val" else ""))
         accelerator.end_training()
         return 0
 

@@ -13,7 +13,9 @@ the clean labels, `mpc` mode=spml spml.objective=mpc, the others mode=spml spml.
 each with data.masked_labels=<file>; finished runs
 (<out>/<method>/seed<s>/eval/metrics.json) are skipped, failures are recorded and the grid goes on.
 (3) Write results.csv, results.md (test mAP and mean AUROC, mean +/- std over seeds; the recovery ratio
-(method - AN) / (full - AN) on mAP when full and an are both run) and results.png into <out>.
+(method - AN) / (full - AN) on mAP when full and an are both run), results.png and report.html (one
+self-contained page linking each run's report) into <out>. A progress bar counts the runs; each run's output
+is in <run>/train_output.txt.
 
 Choices:
 * Only the train rows (and val rows with --mask-val) are masked, each split with its own
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"without a positive: {data.mask_no_positive}")
         print(write_results(frame, out, name, reference(methods)))
         failed = int((frame["status"] == "failed").sum())
-        print(f"{len(frame)} runs, {failed} failed -> {out}/results.csv, results.md, results.png")
+        print(f"{len(frame)} runs, {failed} failed -> {out}/results.csv, results.md, results.png, report.html")
         return 0
 
     return run_cli(experiment, parser)

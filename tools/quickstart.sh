@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-command setup + run.   bash tools/quickstart.sh train   # MPC on the synthetic set, then evaluation
+# One-command setup + run.   bash tools/quickstart.sh train   # MPC on the synthetic set; ends with the report's path
 #                            bash tools/quickstart.sh test    # the test suite (pytest)
 # Creates .venv (or uses $SPML_PYTHON / an active virtualenv) and installs spml with its test extras
 # (dev, pretrained, and dicom: the tests decode and encode compressed DICOMs).
@@ -29,8 +29,8 @@ fi
 case "${1:-}" in
   train)
     shift
-    "$PY" tools/train.py --mode spml --config configs/quickstart.yaml --overwrite "$@"   # a rerun starts over
-    "$PY" tools/evaluate.py runs/quickstart --tta
+    # a rerun starts over; the run evaluates itself (eval/ and eval-tta/) and ends with "report: <path>"
+    "$PY" tools/train.py --mode spml --config configs/quickstart.yaml --overwrite "$@"
     ;;
   test)
     shift

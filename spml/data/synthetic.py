@@ -52,6 +52,9 @@ AFFINITY = {("Cardiomegaly", "Edema"): 4.0, ("Cardiomegaly", "Effusion"): 3.0, (
 PERSIST = 0.5  # chance that a follow-up image keeps the previous image's findings
 GRID = 16  # lung-marking texture: GRID x GRID random values per patient, interpolated to the image
 RENDER_CHUNK = 256  # images rendered per numpy batch (and per pixel-noise seed)
+# A finding's mask (finding_masks): where it changes the noise-free picture by at least this share of the grey
+# range, about the pixel noise's standard deviation (0.01-0.03): a smaller change is not visible in one image.
+MASK_MIN_CHANGE = 0.02
 
 
 def affinity_matrix() -> np.ndarray:
@@ -218,7 +221,40 @@ def interpolation(coords: np.ndarray, size: int) -> np.ndarray:
 
 
 def render_chunk(labels: np.ndarray, p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
-    """Render B phantoms -> uint8 (B, size, size)."""
+    """Render B phantoms -> uint8 (B, size, size): the noise-free picture plus pixel noise from `rng`."""
+    image = draw(labels, p, size)
+    noise = rng.standard_normal(image.shape, dtype=np.float32)
+    noise *= col(p["noise"])[:, :, None]
+    image += noise
+    np.clip(image, 0, 1, out=image)
+    image *= 255
+    image += 0.5
+    return image.astype(np.uint8)
+
+
+def finding_masks(labels: np.ndarray, p: dict[str, np.ndarray], size: int,
+                  min_change: float = MASK_MIN_CHANGE) -> np.ndarray:
+    """Where each finding changes the picture: bool (B, C, size, size), False for findings an image lacks.
+
+    For each image with finding c, the noise-free picture (clipped to [0, 1]) is drawn again from the same
+    parameters with c alone removed; the mask is where the two differ by at least `min_change` of the grey
+    range. So it covers everything c does to that image, volume changes included (atelectasis moves the
+    lung base and the heart, emphysema darkens both lungs), and nothing the other findings do.
+    """
+    masks = np.zeros((len(labels), len(CLASSES), size, size), bool)
+    picture = np.clip(draw(labels, p, size), 0, 1)
+    for c in range(len(CLASSES)):
+        rows = np.flatnonzero(labels[:, c])
+        if rows.size:
+            without = labels[rows].copy()
+            without[:, c] = False
+            other = np.clip(draw(without, {name: values[rows] for name, values in p.items()}, size), 0, 1)
+            masks[rows, c] = np.abs(picture[rows] - other) >= min_change
+    return masks
+
+
+def draw(labels: np.ndarray, p: dict[str, np.ndarray], size: int) -> np.ndarray:
+    """The noise-free pictures of B phantoms, float32 (B, size, size), before clipping to [0, 1]."""
     n = len(labels)
     has = {name: np.flatnonzero(labels[:, j]) for j, name in enumerate(CLASSES)}
     g = lung_fields(labels, p)
@@ -327,13 +363,7 @@ def render_chunk(labels: np.ndarray, p: dict[str, np.ndarray], size: int, rng: n
     image += ribs * col(p["rib_amp"])[:, :, None] * lungs
     image *= col(p["contrast"])[:, :, None]
     image += col(p["brightness"])[:, :, None]
-    noise = rng.standard_normal(image.shape, dtype=np.float32)
-    noise *= col(p["noise"])[:, :, None]
-    image += noise
-    np.clip(image, 0, 1, out=image)
-    image *= 255
-    image += 0.5
-    return image.astype(np.uint8)
+    return image
 
 
 class Phantoms:
@@ -362,6 +392,17 @@ class Phantoms:
             params = {name: values[rows] for name, values in self.params.items()}
             rng = np.random.default_rng([self.seed, size, start // RENDER_CHUNK])
             out[rows] = render_chunk(self.labels[rows], params, size, rng)
+        return out
+
+    def masks(self, rows: np.ndarray, size: int) -> np.ndarray:
+        """Finding masks of phantoms `rows` (R,) at `size` px -> bool (R, C, size, size) (see finding_masks);
+        they match render(size)[rows] pixel for pixel."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), len(CLASSES), size, size), bool)
+        for start in range(0, len(rows), RENDER_CHUNK):
+            chunk = rows[start:start + RENDER_CHUNK]
+            out[start:start + len(chunk)] = finding_masks(
+                self.labels[chunk], {name: values[chunk] for name, values in self.params.items()}, size)
         return out
 
 
@@ -398,6 +439,18 @@ def read_synthetic(config: DataConfig) -> LabelTable:
             "study_id": [str(i) for i in range(len(ph))], "view": np.full(len(ph), "PA", dtype=object),
             "sex": ph.sex, "age": ph.age.astype(np.float64)}
     return make_table(meta, values, classes, f"synthetic:{syn.seed}:{syn.num_images}", source_hash(config))
+
+
+def lesion_masks(config: DataConfig, frame, classes: tuple[str, ...] | list[str]) -> np.ndarray:
+    """Where each finding of `classes` changes the images of `frame` (rows of read_synthetic's table, e.g. a
+    split's frame) at data.size -> bool (N, len(classes), S, S), in the frame's row order."""
+    unknown = [name for name in classes if name not in CLASSES]
+    if unknown:
+        raise DataError(f"lesion masks: {unknown} are not findings of the synthetic set {list(CLASSES)}")
+    syn = config.synthetic
+    masks = phantoms(syn.num_images, syn.images_per_patient, syn.seed).masks(
+        frame["study_id"].astype(int).to_numpy(), config.size)
+    return masks[:, [CLASSES.index(name) for name in classes]]
 
 
 def synthetic_source(config: DataConfig, table: LabelTable) -> ArraySource:

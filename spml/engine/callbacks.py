@@ -234,31 +234,71 @@ class Checkpoint(Callback):
         accelerator.wait_for_everyone()
 
 
+Diagnose = Callable[[dict, dict, list], dict]  # (val predictions, test predictions, evaluated classes) -> summary
+
+
 class FinalEvaluation(Callback):
     """After training: score `model` on the test loader into `<out_dir>/eval/` (and with `tta` also averaged
     over the model's TTA views into `<out_dir>/eval-tta/`), through the one scoring path
-    (spml.engine.evaluation.evaluate_model); the eval/ summary becomes the trainer's summary."""
+    (spml.engine.evaluation.evaluate_model); the eval/ summary becomes the trainer's summary.
+
+    With `diagnose` (and `val_loader`): the validation split is predicted too, and
+    `diagnose(val_predictions, test_predictions, evaluated classes)` adds operating points, calibration,
+    heatmaps and the pointing game to eval/ (spml.diagnostics; built by spml.factories) on the main process.
+    """
 
     def __init__(self, model: nn.Module, loader: DataLoader, frame: pd.DataFrame, classes: Sequence[str],
                  out_dir: Path, tta: bool = False, eval_classes: Sequence[str] = (), level: str = "",
-                 bootstrap: int = 0, seed: int = 0):
+                 bootstrap: int = 0, seed: int = 0, val_loader: DataLoader | None = None,
+                 diagnose: Diagnose | None = None):
         self.model, self.loader, self.frame, self.classes = model, loader, frame, list(classes)
         self.out_dir, self.tta = Path(out_dir), tta
         self.eval_classes, self.level, self.bootstrap, self.seed = tuple(eval_classes), level, bootstrap, seed
+        self.val_loader, self.diagnose = val_loader, diagnose
 
     def on_fit_end(self, trainer: Trainer) -> None:
-        loader = trainer.accelerator.prepare(self.loader)
+        accelerator = trainer.accelerator
+        val_predictions = None
+        if self.diagnose is not None and self.val_loader is not None:
+            val_predictions = predict_split(self.model, self.val_loader, accelerator, "val (thresholds)")
+        loader = accelerator.prepare(self.loader)
         for folder, tta in [("eval", False)] + ([("eval-tta", True)] if self.tta else []):
             self.model.tta = tta
-            summary = evaluate_model(self.model, loader, trainer.accelerator, self.frame, self.classes,
-                                     self.out_dir / folder, self.eval_classes, self.level, self.bootstrap, self.seed)
+            result, predictions = evaluate_model(self.model, loader, accelerator, self.frame, self.classes,
+                                                 self.out_dir / folder, self.eval_classes, self.level, self.bootstrap,
+                                                 self.seed, desc="test" + (" TTA" if tta else ""))
             self.model.tta = False
-            if summary is not None:
-                trainer.accelerator.print(f"test ({summary['level']}, {summary['n_classes']} classes"
-                                          f"{', TTA' if tta else ''}): mAP {summary['mAP']:.4f} mean AUROC "
-                                          f"{summary['mean_auroc']:.4f} -> {self.out_dir / folder}")
-                if folder == "eval":
-                    trainer.summary.update(summary)
+            if result is None:
+                continue
+            summary = result.summary
+            accelerator.print(f"test ({summary['level']}, {result.coverage()}{', TTA' if tta else ''}): mAP "
+                              f"{summary['mAP']:.4f} mean AUROC {summary['mean_auroc']:.4f} -> {self.out_dir / folder}")
+            if folder == "eval":
+                if val_predictions is not None:
+                    summary.update(self.diagnose(val_predictions, predictions, list(self.eval_classes or self.classes)))
+                trainer.summary.update(summary)
+
+
+class RunReport(Callback):
+    """After the final evaluation: the test metrics (`test/...`) and the run's hyper-parameters (`hparams`, the
+    resolved config as a nested dict) into the run's logs (TensorBoard's HPARAMS tab), then, when `write`
+    is given, the one-file HTML report (`write(run_dir) -> path`, spml.report.write_run_report), whose path
+    is the run's last line."""
+
+    METRICS = ("mAP", "mean_auroc", "ece", "pointing_game")
+
+    def __init__(self, hparams: dict[str, Any], write: Callable[[], Path] | None = None):
+        self.hparams, self.write = hparams, write
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if not trainer.accelerator.is_main_process or not trainer.summary:
+            return
+        final = {f"test/{key}": trainer.summary[key] for key in self.METRICS if trainer.summary.get(key) is not None}
+        trainer.log(final)
+        if trainer.logger is not None:
+            trainer.logger.log_hparams(self.hparams, final)
+        if self.write is not None:
+            trainer.accelerator.print(f"report: {self.write()}")
 
 
 class BadImageReport(Callback):

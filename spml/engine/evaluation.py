@@ -13,6 +13,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from spml.io import atomic_path, write_json_atomic
 from spml.metrics import EvalResult, evaluate_predictions, study_level
@@ -33,7 +34,8 @@ def evaluating(model: nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
-def predict_split(model: nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, np.ndarray]:
+def predict_split(model: nn.Module, loader: DataLoader, accelerator: Accelerator, desc: str = "scoring"
+                  ) -> dict[str, np.ndarray]:
     """Probabilities, targets, known and indices of a (prepared) loader, each sample exactly once.
 
     Args:
@@ -42,9 +44,12 @@ def predict_split(model: nn.Module, loader: DataLoader, accelerator: Accelerator
     Returns numpy arrays on every process: probs (N,C) float32, targets (N,C), known (N,C) bool, index (N,).
     Batches may differ in size across processes (bad images left out under data.bad_images=skip, a batch
     of only bad images has zero rows): each is padded to the largest with index -1 before the gather, and
-    the rows accelerate repeats to even out the last batches are dropped by their index.
+    the rows accelerate repeats to even out the last batches are dropped by their index. The main process
+    shows a progress bar (`desc`, images/s over all processes).
     """
     parts: dict[str, list[torch.Tensor]] = {"probs": [], "targets": [], "known": [], "index": []}
+    bar = tqdm(total=len(loader.dataset), desc=desc, unit="img", leave=False, dynamic_ncols=True,
+               disable=not accelerator.is_main_process)
     with evaluating(model):
         for batch in loader:
             if len(batch["index"]):
@@ -57,6 +62,8 @@ def predict_split(model: nn.Module, loader: DataLoader, accelerator: Accelerator
             gathered = accelerator.gather(accelerator.pad_across_processes(values, dim=0, pad_index=-1))
             for key, value in zip(parts, gathered):
                 parts[key].append(value.cpu())
+            bar.update(int((parts["index"][-1] >= 0).sum()))
+    bar.close()
     out = {key: torch.cat(values).numpy() for key, values in parts.items()}
     out["known"] = out["known"].astype(bool)
     # first occurrence of each real index (padding has -1), in index order
@@ -109,12 +116,14 @@ def write_report(result: EvalResult, predictions: dict[str, np.ndarray], classes
 
 def evaluate_model(model: nn.Module, loader: DataLoader, accelerator: Accelerator, frame: pd.DataFrame,
                    classes: Sequence[str], out_dir: Path, eval_classes: Sequence[str] = (), level: str = "",
-                   bootstrap: int = 0, seed: int = 0) -> dict | None:
+                   bootstrap: int = 0, seed: int = 0, desc: str = "test"
+                   ) -> tuple[EvalResult | None, dict[str, np.ndarray]]:
     """Predict a split with `model`, score it (evaluate_split) and write the report into `out_dir`: the one
-    predict -> score -> report path. Returns the summary on the main process, None on the others."""
-    predictions = predict_split(model, loader, accelerator)
+    predict -> score -> report path. Returns (the result on the main process, None on the others; the image-level
+    predictions, on every process)."""
+    predictions = predict_split(model, loader, accelerator, desc)
     if not accelerator.is_main_process:
-        return None
+        return None, predictions
     result, scored, scored_classes = evaluate_split(predictions, frame, classes, eval_classes, level, bootstrap, seed)
     write_report(result, scored, scored_classes, out_dir)
-    return result.summary
+    return result, predictions

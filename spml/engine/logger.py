@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import csv
+import json
+import math
 from pathlib import Path
+from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
@@ -25,6 +28,27 @@ class RunLogger:
         for name, value in values.items():
             self.writer.add_scalar(name, value, step)
 
+    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """The run's hyper-parameters (a nested dict, e.g. the resolved config) with its final metrics, for
+        TensorBoard's HPARAMS tab; lists and dicts are written as JSON text."""
+        if not self.enabled:
+            return
+        flat = {key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+                for key, value in _flatten(hparams).items()}
+        finite = {key: float(value) for key, value in metrics.items() if value is not None and math.isfinite(value)}
+        self.writer.add_hparams(flat, finite, run_name=".")
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"data": {"size": 64}} -> {"data.size": 64}."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

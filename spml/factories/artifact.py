@@ -8,11 +8,13 @@ from typing import Any
 
 import torch
 
+from spml.calibration import THRESHOLDS_FILE
 from spml.config import Config, load_config
 from spml.engine import checkpoint as ckpt
 from spml.engine.callbacks import EMA
 from spml.factories.components import backbone_arguments, head_arguments
 from spml.factories.stats import DataStats
+from spml.io import write_bytes_atomic
 from spml.models.artifact import (SPEC, TORCHSCRIPT, classifier_from_spec, inference_model, read_model,
                                   write_model, write_torchscript)
 from spml.models.inference import InferenceModel
@@ -73,7 +75,7 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "latest") -> tuple[Inf
     weights, kind = classifier_weights(state)
     classifier = classifier_from_spec(spec)
     classifier.load_state_dict(weights)
-    spec["source"] = {"run": str(run_dir.resolve()), "checkpoint": checkpoint,
+    spec["source"] = {"run": str(run_dir.resolve()), "checkpoint": checkpoint, "checkpoint_dir": folder.name,
                       "step": int(state["progress"]["global_step"]), "weights": kind}
     return inference_model(classifier, spec).eval(), spec
 
@@ -81,12 +83,17 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "latest") -> tuple[Inf
 def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: str = "latest",
                torchscript: bool = False) -> Path:
     """Write the trained classifier of a run folder alone into `out` (default <run>/export): model.safetensors
-    + model.json, and with `torchscript` model.torchscript.pt. Returns the folder."""
+    + model.json, with `torchscript` model.torchscript.pt, and the run's thresholds.json when it was fitted for
+    the exported weights (tools/predict.py then writes decisions). Returns the folder."""
     model, spec = load_run_model(run_dir, checkpoint)
     out = Path(out) if out else Path(run_dir) / "export"
     write_model(out, model.classifier, spec)
     if torchscript:
         write_torchscript(model, out / TORCHSCRIPT)
+    thresholds = Path(run_dir) / THRESHOLDS_FILE  # the run's operating points travel with the weights they fit
+    if thresholds.is_file() and json.loads(thresholds.read_text(encoding="utf-8")).get("checkpoint") == \
+            spec["source"]["checkpoint_dir"]:
+        write_bytes_atomic(out / THRESHOLDS_FILE, thresholds.read_bytes())
     return out
 
 

@@ -2,19 +2,29 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
+from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch.utils.data import Dataset
 
-from spml.config import Config, ConfigError, save_config
+from spml.config import Config, ConfigError, DataConfig, save_config, to_dict
 from spml.config.schema import EvalConfig
-from spml.data.build import build_data
+from spml.data.build import DataBundle, build_data
 from spml.data.dataset import record_left_out
+from spml.data.synthetic import lesion_masks
+from spml.diagnostics import (DiagnosticSettings, Explainer, diagnose, diagnosis_line, fit_operating_points,
+                              settings_from, thresholds_path)
+from spml.engine import checkpoint as ckpt
+from spml.engine.banner import run_banner
 from spml.engine.callbacks import (EMA, BadImageReport, Checkpoint, EarlyStopping, FinalEvaluation,
-                                   ObjectiveReport, TrainLog, Validation)
+                                   ObjectiveReport, RunReport, TrainLog, Validation)
+from spml.engine.evaluation import evaluating
 from spml.engine.loader import EpochSampler, make_eval_loader, make_train_loader
 from spml.engine.logger import RunLogger
 from spml.engine.trainer import Trainer, build_accelerator
@@ -22,11 +32,13 @@ from spml.factories.artifact import model_spec
 from spml.factories.components import build_objective, build_optimizer, build_scheduler, config_key
 from spml.factories.stats import data_stats
 from spml.io import write_json_atomic
-from spml.models import build_ema
+from spml.models import InferenceModel, build_ema
 from spml.models.artifact import inference_model
 from spml.models.heads import check_prototype_classes
+from spml.report import write_run_report
 
-RUN_OUTPUTS = ("checkpoints", "log.csv", "tensorboard", "skipped_images.csv", "masking_manifest.json")
+RUN_OUTPUTS = ("checkpoints", "log.csv", "tensorboard", "skipped_images.csv", "masking_manifest.json",
+               "thresholds.json", "training.png", "report.html")
 SKIP_LOG = "skipped_images.csv"  # data.bad_images=skip: every skip of every process, all splits
 
 
@@ -85,9 +97,12 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None) -> Tra
     logger and the callbacks (train log, the objective's report, EMA, validation, early stopping,
     checkpoints, final test evaluation, bad-image report)."""
     check_train_config(config)
+    diagnostics = settings_from(config.eval)  # eval.* values for the end of the run, checked before any write
     train, data = config.train, config.data
     accelerator = accelerator or build_accelerator(train.precision, config.optim.accumulate)
     main = accelerator.is_main_process
+    for line in run_banner(accelerator, data.batch_size, config.optim.accumulate, os.environ):
+        accelerator.print(line)
     run_dir = Path(train.out)
     set_seed(train.seed)
     if main:
@@ -137,9 +152,45 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None) -> Tra
     callbacks += [
         Checkpoint(run_dir / "checkpoints", train.checkpoint_every, validation),
         FinalEvaluation(scored, test_loader, bundle.frames["test"], bundle.classes, run_dir, config.eval.tta,
-                        config.eval.classes, config.eval.study_level, config.eval.bootstrap, train.seed),
+                        config.eval.classes, config.eval.study_level, config.eval.bootstrap, train.seed,
+                        val_loader=val_loader,
+                        diagnose=final_diagnosis(scored, bundle, config, diagnostics, run_dir)),
         BadImageReport(run_dir / SKIP_LOG),
+        RunReport(to_dict(config), (lambda: write_run_report(run_dir)) if config.eval.report else None),
     ]
     return Trainer(objective, optimizer, scheduler, train_loader, accelerator, epochs=train.epochs,
                    max_steps=train.max_steps, grad_clip=config.optim.grad_clip, nonfinite=train.nonfinite,
                    callbacks=callbacks, logger=RunLogger(run_dir, main))
+
+
+def split_explainer(model: InferenceModel, dataset: Dataset, frame: pd.DataFrame, data: DataConfig,
+                    classes: Sequence[str]) -> Explainer:
+    """Heatmap inputs for a split: `model` (TTA off), its backbone as Grad-CAM's layer, the split's images by row
+    and, on the synthetic set, the findings' masks (spml.data.synthetic.lesion_masks)."""
+
+    def images(rows: np.ndarray) -> np.ndarray:
+        return np.stack([dataset[int(i)]["image"].numpy() for i in rows])
+
+    def masks(rows: np.ndarray) -> np.ndarray:
+        return lesion_masks(data, frame.iloc[rows], list(classes))
+
+    return Explainer(model, model.classifier.backbone, images, masks if data.dataset == "synthetic" else None)
+
+
+def final_diagnosis(model: InferenceModel, bundle: DataBundle, config: Config, settings: DiagnosticSettings,
+                    run_dir: Path) -> Callable[[dict, dict, list], dict]:
+    """The end-of-run diagnosis (FinalEvaluation's `diagnose`): operating points of the final weights fitted on
+    the val predictions into <run>/thresholds.json, then calibration, heatmaps and the pointing game in eval/."""
+
+    def diagnose_run(val: dict, test: dict, eval_classes: list) -> dict:
+        classes = list(bundle.classes)
+        checkpoint = ckpt.read_pointer(run_dir / "checkpoints", "latest").name
+        record = fit_operating_points(val, classes, settings, thresholds_path(run_dir), checkpoint)
+        explainer = split_explainer(model, bundle.test, bundle.frames["test"], config.data, classes)
+        with evaluating(model):  # the classifier is shared with the objective, which trained in train mode
+            summary = diagnose(run_dir / "eval", test, classes, eval_classes, record, settings, explainer,
+                               config.train.seed)
+        print(diagnosis_line(summary, record, thresholds_path(run_dir)))
+        return summary
+
+    return diagnose_run

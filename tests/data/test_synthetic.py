@@ -1,10 +1,14 @@
-"""The synthetic phantoms: determinism, shapes, CXR-like label statistics, patients, reader and source."""
+"""The synthetic phantoms: determinism, shapes, CXR-like label statistics, patients, reader and source,
+the finding masks (where each finding changes the picture)."""
+import hashlib
+
 import numpy as np
 import pytest
 
 from spml.config import load_config
 from spml.data.readers import READERS
-from spml.data.synthetic import CLASSES, Phantoms, read_synthetic, synthetic_source
+from spml.data.synthetic import (CLASSES, MASK_MIN_CHANGE, Phantoms, lesion_masks, lung_fields, read_synthetic,
+                                 render_chunk, synthetic_source)
 from spml.data.table import META_COLUMNS, DataError
 
 
@@ -92,3 +96,79 @@ def test_source_refuses_a_table_from_other_parameters():
     table = read_synthetic(data_config("data.synthetic.num_images=50"))
     with pytest.raises(DataError, match="data.synthetic"):
         synthetic_source(data_config("data.synthetic.num_images=60"), table)
+
+
+# sha256 of Phantoms(n, 1.5, seed).render(size) written by the generator of commit 0b35213, before the finding
+# masks were added (render_chunk split into draw + noise): the pictures must not change.
+RENDER_PINS = {(600, 3, 32): "dab91db297cde9b7d2a40b9a5f6105a2c6af44d35387f0e67c2fa5004cdb35ba",
+               (300, 1, 64): "ea41b91d6b00cb70b642b5d2afcfb81714e76566cfbe26c939f2019759472886"}
+
+
+@pytest.mark.parametrize("n, seed, size", sorted(RENDER_PINS))
+def test_images_are_byte_identical_to_the_generator_before_masks(n, seed, size):
+    images = Phantoms(n, 1.5, seed).render(size)
+    assert hashlib.sha256(images.tobytes()).hexdigest() == RENDER_PINS[(n, seed, size)]
+
+
+@pytest.fixture(scope="module")
+def masked():
+    phantoms = Phantoms(300, 1.5, 1)
+    return phantoms, phantoms.masks(np.arange(300), 64)
+
+
+def test_masks_exist_exactly_for_the_findings_an_image_has(masked):
+    phantoms, masks = masked
+    assert masks.shape == (300, len(CLASSES), 64, 64) and masks.dtype == bool
+    present = masks.any((2, 3))
+    assert np.array_equal(present, phantoms.labels)
+    area = masks.mean((2, 3))
+    nodule, emphysema = CLASSES.index("Nodule"), CLASSES.index("Emphysema")
+    assert area[phantoms.labels[:, nodule], nodule].max() < 0.03  # a small blob
+    assert area[phantoms.labels[:, emphysema], emphysema].min() > 0.15  # both lungs
+
+
+def test_nodule_mask_is_centred_on_the_drawn_nodule(masked):
+    phantoms, masks = masked
+    p, c = phantoms.params, CLASSES.index("Nodule")
+    rows = np.flatnonzero(phantoms.labels[:, c])
+    geometry = lung_fields(phantoms.labels, p)
+    distance, centre_inside = [], []
+    for i in rows:  # the nodule's centre from its parameters, mapped to pixels as the renderer maps coordinates
+        side = p["nod_side"][i]
+        u = geometry["cx"][i, side] + geometry["a"][i, side] * p["nod_r"][i] * np.cos(p["nod_theta"][i])
+        v = geometry["cy"][i, side] + geometry["b"][i, side] * p["nod_r"][i] * np.sin(p["nod_theta"][i])
+        x, y = ((np.array([u, v]) * p["scale"][i] + [p["shift_x"][i], p["shift_y"][i]]) + 1) * 32 - 0.5
+        ys, xs = np.nonzero(masks[i, c])
+        distance.append(np.hypot(xs.mean() - x, ys.mean() - y))
+        centre_inside.append(masks[i, c][int(round(y)), int(round(x))])
+    # a nodule at the lung border or behind the heart is drawn (and masked) only where there is lung
+    assert len(rows) > 20 and np.median(distance) < 1.0 and max(distance) < 4 and np.mean(centre_inside) > 0.9
+
+
+def test_outside_its_mask_a_finding_barely_changes_the_rendered_pixels(masked):
+    phantoms, masks = masked
+    rows = np.arange(64)
+    params = {name: values[rows] for name, values in phantoms.params.items()}
+    labels = phantoms.labels[rows]
+    with_all = render_chunk(labels, params, 64, np.random.default_rng(0)).astype(int)
+    for c in range(len(CLASSES)):
+        without = labels.copy()
+        without[:, c] = False
+        changed = np.abs(with_all - render_chunk(without, params, 64, np.random.default_rng(0)).astype(int))
+        inside = masks[rows, c]
+        # same pixel noise: outside the mask the noise-free change is < MASK_MIN_CHANGE of the grey range
+        assert changed[~inside].max() <= MASK_MIN_CHANGE * 255 + 1, CLASSES[c]
+        if inside.any():
+            assert changed[inside].mean() >= MASK_MIN_CHANGE * 255 * 0.8, CLASSES[c]
+
+
+def test_lesion_masks_follow_the_frame_rows_and_the_chosen_classes():
+    config = data_config("data.size=32", "data.synthetic.num_images=120", "data.synthetic.seed=2",
+                         "data.classes=[Nodule, Effusion]")
+    table = read_synthetic(config)
+    frame = table.frame.iloc[[40, 3, 99]]
+    masks = lesion_masks(config, frame, ["Nodule", "Effusion"])
+    expected = Phantoms(120, 1.5, 2).masks(np.array([40, 3, 99]), 32)
+    assert np.array_equal(masks, expected[:, [CLASSES.index("Nodule"), CLASSES.index("Effusion")]])
+    with pytest.raises(DataError, match="not findings"):
+        lesion_masks(config, frame, ["Hernia"])

@@ -79,7 +79,10 @@ def test_tools_train_evaluate_predict(tmp_path):
     subprocess.run([sys.executable, str(REPO / "tools/predict.py"), str(out), *map(str, images), "--out",
                     str(tmp_path / "p.csv")], check=True, capture_output=True)
     predictions = pd.read_csv(tmp_path / "p.csv")
-    assert len(predictions) == 3 and predictions.iloc[:, 1:].apply(lambda c: c.between(0, 1)).all().all()
+    decisions = [c for c in predictions.columns if c.endswith("_decision")]
+    probabilities = [c for c in predictions.columns[1:] if c not in decisions]
+    assert len(predictions) == 3 and predictions[probabilities].apply(lambda c: c.between(0, 1)).all().all()
+    assert len(decisions) == len(probabilities) and predictions[decisions].isin([0, 1]).sum().sum() > 0
 
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)  # the folder holds that run now
     assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr

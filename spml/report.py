@@ -1,0 +1,332 @@
+"""One self-contained HTML page per run (or experiment grid), built from the files the run wrote.
+
+Images are embedded as base64 data URIs and the style sheet is inline: the page needs no network, no
+other file and no script to be read, mailed or archived. Every section says plainly when its files are
+missing (an interrupted run, an evaluation not run yet) instead of leaving a hole.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import yaml
+
+from spml.io import write_text_atomic
+from spml.plots import plot_training
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1300px;
+padding:0 18px 40px;color:#1d2330;line-height:1.45}
+h1{font-size:1.5em;margin:22px 0 4px}h2{font-size:1.2em;border-bottom:2px solid #d8dde6;padding-bottom:3px;
+margin-top:30px}h3{font-size:1em;margin:18px 0 6px}nav{font-size:.9em;margin:8px 0 14px}nav a{margin-right:12px}
+table{border-collapse:collapse;font-size:.8em;margin:6px 0 12px}th,td{border:1px solid #d8dde6;padding:3px 6px;
+text-align:right}th{background:#eef1f6}td:first-child,th:first-child{text-align:left}
+tr:nth-child(even) td{background:#f8f9fb}img{max-width:100%;height:auto;border:1px solid #e3e6ec;margin:4px 0}
+.muted{color:#6b7385}.warn{background:#fff4e0;border-left:4px solid #e8a33d;padding:6px 10px;margin:6px 0}
+.note{background:#eef4ff;border-left:4px solid #5b8def;padding:6px 10px;margin:6px 0}
+.cards{display:flex;flex-wrap:wrap;gap:10px}.card{border:1px solid #d8dde6;border-radius:6px;padding:8px 12px;
+min-width:150px}.card b{display:block;font-size:1.25em}pre{background:#f6f7f9;padding:10px;overflow:auto;
+font-size:.8em;max-height:520px}.gallery img{max-width:49%}td .muted{white-space:nowrap;font-size:.9em}
+.scroll{overflow-x:auto;max-width:100%}
+"""
+SECTIONS = (("summary", "Summary"), ("data", "Data and masking"), ("training", "Training curves"),
+            ("results", "Per-class results"), ("plots", "ROC, precision-recall and calibration"),
+            ("heatmaps", "Heatmaps"), ("config", "Resolved configuration"))
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def image(path: Path, alt: str) -> str:
+    """An <img> with the PNG embedded as a data URI (a note when the file is missing)."""
+    if not path.exists():
+        return note(f"{alt}: not written ({path.name} missing)")
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{esc(alt)}">'
+
+
+def note(text: str, kind: str = "note") -> str:
+    return f'<p class="{kind}">{esc(text)}</p>'
+
+
+def number(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value):
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def with_interval(row: pd.Series | dict, key: str, digits: int = 3) -> str:
+    """"0.912 [0.884, 0.937]" from row[key], row[key_ci_low], row[key_ci_high] (the value alone without them)."""
+    text = number(row.get(key), digits)
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if text != "—" and low is not None and not pd.isna(low):
+        text += f'<br><span class="muted">[{low:.{digits}f}, {high:.{digits}f}]</span>'
+    return text
+
+
+def table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
+    """An HTML table; cells are trusted HTML fragments (escape text with esc)."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def read_csv(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.exists() else None
+
+
+def page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str:
+    """The whole document: sections are (id, heading, body HTML)."""
+    nav = "".join(f'<a href="#{sid}">{esc(heading)}</a>' for sid, heading, _ in sections)
+    body = "".join(f'<section id="{sid}"><h2>{esc(heading)}</h2>{content}</section>' for sid, heading, content in
+                   sections)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+            f'content="width=device-width, initial-scale=1"><title>{esc(title)}</title><style>{STYLE}</style>'
+            f'</head><body><header><h1>{esc(title)}</h1><p class="muted">{esc(subtitle)} · written {stamp} by '
+            f'spml</p></header><nav>{nav}</nav>{body}</body></html>')
+
+
+# ------------------------------------------------------------------------------------------------ run report
+def summary_section(run: Path, folder: Path, metrics: dict | None, config: str) -> str:
+    if metrics is None:
+        return note("no test evaluation (eval/metrics.json missing): the run did not finish, or evaluate it "
+                    f"with tools/evaluate.py {run}", "warn")
+    cards = [("test mAP", metrics.get("mAP"), metrics.get("mAP_ci_low"), metrics.get("mAP_ci_high")),
+             ("mean AUROC", metrics.get("mean_auroc"), metrics.get("mean_auroc_ci_low"),
+              metrics.get("mean_auroc_ci_high")),
+             ("ECE, mean over classes", metrics.get("ece"), None, None)]
+    if "ece_scaled" in metrics:
+        cards.append((f"mean ECE after {metrics.get('temperature')} temperature", metrics["ece_scaled"], None, None))
+    if metrics.get("pointing_game") is not None:
+        cards.append(("pointing game, mean over findings", metrics["pointing_game"], None, None))
+    html_cards = []
+    for label, value, low, high in cards:
+        interval = f'<span class="muted">95% CI [{low:.3f}, {high:.3f}]</span>' if low is not None else ""
+        extra = (f'<span class="muted">random point {metrics["pointing_baseline"]:.3f}</span>'
+                 if label.startswith("pointing") else interval)
+        html_cards.append(f'<div class="card">{esc(label)}<b>{number(value, 4)}</b>{extra}</div>')
+    used, skipped = metrics.get("classes_used", []), metrics.get("skipped", {})
+    lines = [f'<div class="cards">{"".join(html_cards)}</div>',
+             f"<p>{len(used)} of {metrics.get('n_classes', len(used))} classes scored over "
+             f"{metrics.get('n_images')} test rows ({esc(metrics.get('level', 'image'))} level); macro means over "
+             f"the scored classes; intervals: {metrics.get('bootstrap', 0)} bootstrap resamples of the images.</p>"]
+    if skipped:
+        lines.append(note("left out of the macro means: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
+                          "warn"))
+    if metrics.get("temperatures_at_bound"):
+        lines.append(note(f"{metrics['temperatures_at_bound']} fitted temperatures reached the end of their range: "
+                          "those probabilities carry a bias temperature scaling cannot remove (e.g. all above 0.5); "
+                          "decide by the operating thresholds, not by 0.5", "warn"))
+    if metrics.get("threshold_rule"):
+        stored = folder / "thresholds.json" if (folder / "thresholds.json").exists() else run / "thresholds.json"
+        lines.append(f"<p>Operating points: rule <b>{esc(metrics['threshold_rule'])}</b>, fitted on the validation "
+                     f"split for {metrics.get('classes_with_threshold')} classes; stored in "
+                     f"<code>{esc(stored)}</code>.</p>")
+    return "".join(lines) + f"<p class='muted'>{esc(config)}</p>"
+
+
+def data_section(run: Path) -> str:
+    stats, manifest = read_json(run / "data_stats.json"), read_json(run / "masking_manifest.json")
+    parts = []
+    if stats is None:
+        parts.append(note("data_stats.json missing", "warn"))
+    else:
+        for warning in stats.get("warnings", []):
+            parts.append(note(f"{warning.get('split', '')}: {warning.get('message', warning)}", "warn"))
+        hidden = (manifest or {}).get("hidden_positives", {})
+        observed = (manifest or {}).get("observed_positives", {})
+        rows = []
+        for k, name in enumerate(stats["classes"]):
+            row = [esc(name), number(stats["pos_counts"][k], 0), f"{100 * stats['class_prior'][k]:.1f}%"]
+            if manifest:
+                row += [number(observed.get(name), 0), number(hidden.get(name), 0)]
+            rows.append(row)
+        headers = ["class", "train positives (observed in SPML mode)", "val prevalence"]
+        if manifest:
+            headers += ["observed positives (manifest)", "hidden positives (manifest)"]
+        parts.append(f"<p>{stats['num_images']} training images, {stats['expected_positives']:.2f} positives per "
+                     "image expected.</p>" + table(headers, rows))
+    if manifest:
+        parts.append(f"<p>Masking: scheme <b>{esc(manifest['scheme'])}</b> {esc(manifest.get('scheme_params', {}))}, "
+                     f"seed {esc(manifest['seed'])}, rows in {manifest['rows_in']}, kept {manifest['rows_kept']}, "
+                     f"dropped {manifest['rows_dropped']} (rows without a positive: {esc(manifest['no_positive'])})."
+                     "</p>")
+    elif stats is not None:
+        parts.append("<p class='muted'>No masking manifest: trained on full labels.</p>")
+    skipped = read_csv(run / "skipped_images.csv")
+    if skipped is not None and len(skipped):
+        parts.append(note(f"{len(skipped)} bad-image skips recorded in skipped_images.csv", "warn"))
+    return "".join(parts)
+
+
+def training_section(run: Path) -> str:
+    log = read_csv(run / "log.csv")
+    if log is None or log.empty:
+        return note("log.csv missing or empty")
+    path = plot_training(log, run / "training.png")
+    return image(path, "training curves") if path else note("log.csv holds no training values")
+
+
+def results_section(folder: Path) -> str:
+    per_class = read_csv(folder / "per_class.csv")
+    if per_class is None:
+        return note(f"{folder.name}/per_class.csv missing")
+    points = read_csv(folder / "operating_points.csv")
+    calibration = read_csv(folder / "calibration.csv")
+    pointing = read_csv(folder / "pointing_game.csv")
+    headers = ["class", "positives", "negatives", "AUROC", "AP"]
+    if calibration is not None:
+        headers += ["ECE"]
+    if points is not None:
+        headers += ["threshold", "sensitivity", "specificity", "PPV", "F1"]
+    if pointing is not None:
+        headers += ["pointing game", "random point"]
+    rows = []
+    for _, row in per_class.iterrows():
+        name = row["class"]
+        cells = [esc(name) + (f' <span class="muted">({esc(row["skipped"])})</span>'
+                              if isinstance(row["skipped"], str) and row["skipped"] else ""),
+                 number(row["n_pos"], 0), number(row["n_neg"], 0), with_interval(row, "auroc"),
+                 with_interval(row, "ap")]
+        if calibration is not None:
+            c = calibration[calibration["class"] == name]
+            cells.append(number(c["ece_raw"].iloc[0]) if len(c) else "—")
+        if points is not None:
+            p = points[points["class"] == name]
+            p = p.iloc[0] if len(p) else {}
+            cells += [number(p.get("threshold"))] + [with_interval(p, key) for key in
+                                                     ("sensitivity", "specificity", "ppv", "f1")]
+        if pointing is not None:
+            g = pointing[pointing["class"] == name]
+            cells += ([f"{with_interval(g.iloc[0], 'hit_rate')} <span class='muted'>n={g['images'].iloc[0]}</span>",
+                       number(g["baseline"].iloc[0])] if len(g) else ["—", "—"])
+        rows.append(cells)
+    text = table(headers, rows)
+    if points is not None:
+        text += ("<p class='muted'>Sensitivity, specificity, PPV and F1 at each class's threshold (calling a finding "
+                 "present when its probability reaches it), with 95% bootstrap intervals.</p>")
+    return text
+
+
+def plots_section(folder: Path) -> str:
+    return "".join(image(folder / name, alt) for name, alt in (("roc.png", "ROC curves"), ("pr.png", "PR curves"),
+                                                              ("reliability.png", "reliability diagrams")))
+
+
+def heatmap_section(folder: Path) -> str:
+    gallery = sorted((folder / "heatmaps").glob("*.png"))
+    parts = []
+    pointing = read_csv(folder / "pointing_game.csv")
+    if pointing is not None:
+        method, tolerance = (pointing["method"].iloc[0], pointing["tolerance"].iloc[0]) if len(pointing) else ("", 0)
+        parts.append(f"<p>Pointing game ({esc(method)}, tolerance {tolerance} px): a hit when the heatmap's "
+                     "maximum lies inside the finding's region; the random point's hit rate is the region's share "
+                     "of the image. Classes with a large region (global findings) make the check weak: compare "
+                     "each hit rate with its baseline.</p>")
+        parts.append(table(["class", "images", "hit rate [95% Wilson]", "random point", "flat maps"],
+                           [[esc(r["class"]), number(r["images"], 0), with_interval(r, "hit_rate"),
+                             number(r["baseline"]), number(r["flat_maps"], 0)] for _, r in
+                            pointing.rename(columns={"ci_low": "hit_rate_ci_low",
+                                                     "ci_high": "hit_rate_ci_high"}).iterrows()]))
+    if not gallery:
+        parts.append(note("no heatmap gallery (eval.heatmaps=0, or tools/evaluate.py RUN --heatmaps N)"))
+    else:
+        parts.append("<p class='muted'>Each class's first known-positive test images in split order (not chosen by "
+                     "score); top row the image, bottom row its heatmap.</p>")
+        parts.append('<div class="gallery">' + "".join(image(p, f"heatmaps {p.stem}") for p in gallery) + "</div>")
+    return "".join(parts)
+
+
+def describe_method(config: dict) -> str:
+    """What a run trained, from its config.yaml: the loss (the mode's default when loss.name is empty) and, in
+    spml mode, the objective (MPC with that base loss, or the loss alone)."""
+    supervised = config.get("mode") == "supervised"
+    loss = config.get("loss", {}).get("name") or ("bce" if supervised else "em")
+    if supervised:
+        return f"loss {loss}"
+    return f"MPC, base loss {loss}" if config.get("spml", {}).get("objective", "mpc") == "mpc" else f"loss {loss}"
+
+
+def write_run_report(run_dir: str | Path, out: str | Path | None = None, eval_name: str = "eval") -> Path:
+    """<run>/report.html (or `out`) from the run folder: config.yaml, data_stats.json, masking_manifest.json,
+    log.csv and the `eval_name` evaluation folder (metrics, per-class table, operating points, calibration,
+    plots, heatmaps, pointing game). Returns the path written."""
+    run = Path(run_dir)
+    if not (run / "config.yaml").exists():
+        raise FileNotFoundError(f"{run} is not a run folder (no config.yaml)")
+    folder = run / eval_name
+    metrics = read_json(folder / "metrics.json")
+    config_text = (run / "config.yaml").read_text(encoding="utf-8")
+    config = yaml.safe_load(config_text)
+    method = describe_method(config)
+    described = (f"mode {config.get('mode')}, {method}, dataset {config.get('data', {}).get('dataset')}, "
+                 f"{config.get('model', {}).get('backbone')} at {config.get('data', {}).get('size')} px")
+    sections = [("summary", "Summary", summary_section(run, folder, metrics, described)),
+                ("data", "Data and masking", data_section(run)),
+                ("training", "Training curves", training_section(run)),
+                ("results", f"Per-class results ({eval_name})", results_section(folder)),
+                ("plots", "ROC, precision-recall and calibration", plots_section(folder)),
+                ("heatmaps", "Heatmaps", heatmap_section(folder)),
+                ("config", "Resolved configuration", f"<pre>{esc(config_text)}</pre>")]
+    path = Path(out) if out else run / "report.html"
+    write_text_atomic(path, page(f"Run report: {run.name}", str(run), sections))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- grid report
+def write_grid_report(out: str | Path, name: str, runs: pd.DataFrame, table_rows: pd.DataFrame,
+                      paired: pd.DataFrame | None = None) -> Path:
+    """<out>/report.html for an experiment grid: the mean ± std table (spml.experiments.aggregate), the paired
+    differences (spml.stats) when present, results.png / paired.png from `out`, and one row per run with a
+    link to its own report."""
+    out = Path(out)
+    metric_columns = [c for c in ("mAP", "mean_auroc") if f"{c}_mean" in table_rows]
+    headers = ["variant", *[c for c in metric_columns], "seeds"] + (["recovery"] if "recovery" in table_rows else [])
+    rows = []
+    for _, row in table_rows.iterrows():
+        cells = [esc(row["variant"])]
+        for metric in metric_columns:
+            mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+            cells.append(number(mean, 4) + ("" if pd.isna(std) else f" ± {std:.4f}"))
+        cells.append(number(row.get("mAP_count"), 0) if not pd.isna(row.get("mAP_count")) else "0")
+        if "recovery" in table_rows:
+            cells.append(number(row["recovery"], 2))
+        rows.append(cells)
+    reference = table_rows.attrs.get("full_reference")
+    recovery = (f"<p>Recovery = (method − AN) / (full − AN) on mAP, against the best full-label variant: "
+                f"{esc(reference)}.</p>" if reference else "")
+    sections = [("summary", "Results", table(headers, rows) + recovery
+                 + image(out / "results.png", "test mAP per variant"))]
+    if paired is not None and len(paired):
+        paired_rows = [[esc(r["variant"]), number(r["n"], 0), f"{r['diff_mean']:+.4f}",
+                        "—" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
+                        number(r["p"]), number(r["p_holm"]), "yes" if r["significant"] else "no"]
+                       for _, r in paired.iterrows()]
+        sections.append(("paired", "Paired differences over seeds",
+                         table(["variant", "seeds", "mean difference", "95% t interval", "p", "Holm p",
+                                "significant"], paired_rows) + image(out / "paired.png", "paired differences")))
+    run_rows = []
+    for _, row in runs.iterrows():
+        report = Path(str(row.get("run_dir", ""))) / "report.html"
+        link = (f'<a href="{esc(os.path.relpath(report, out))}">report</a>' if pd.notna(row.get("run_dir"))
+                and report.exists() else "—")
+        run_rows.append([esc(row["variant"]), esc(row["seed"]), esc(row["status"]), number(row.get("mAP"), 4),
+                         number(row.get("mean_auroc"), 4), link])
+    sections.append(("runs", "Runs", table(["variant", "seed", "status", "mAP", "mean AUROC", "run report"],
+                                           run_rows)))
+    path = out / "report.html"
+    write_text_atomic(path, page(f"Experiment report: {name}", str(out), sections))
+    return path
