@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from spml.cli import run_cli
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         from spml.engine.trainer import build_accelerator
         from spml.factories import check_eval_config, load_model
         from spml.factories.artifact import run_config
+        from spml.lock import RunLock
 
         flags = []
         if args.study_level:
@@ -65,25 +67,30 @@ def main(argv: list[str] | None = None) -> int:
         if args.split in ("all", "train") or args.name or args.mapping:
             raise ConfigError("--split all|train, --name and --mapping go with --data (an external set)")
         args.split = args.split or "test"
-        accelerator = build_accelerator()
-        config = run_config(Path(args.run), (*args.overrides, *flags))
-        model = load_model(args.run, args.checkpoint, tta=args.tta)
-        bundle = build_data(config)
-        if tuple(bundle.classes) != model.classes:
-            raise ValueError(f"the run was trained on classes {model.classes}, the data now has {bundle.classes}")
-        frame = bundle.frames[args.split]
-        check_eval_config(config.eval, bundle.classes, frame)
-        dataset = bundle.test if args.split == "test" else bundle.val
-        model = model.to(accelerator.device)  # inference only: no DDP wrapper, the loader shards the split
-        loader = accelerator.prepare(make_eval_loader(dataset, config.data.eval_batch_size, config.data.num_workers))
         out = Path(args.out) if args.out else Path(args.run) / f"eval{suffix(args, 'test')}"
-        bootstrap = config.eval.bootstrap if args.bootstrap is None else args.bootstrap
-        summary = evaluate_model(model, loader, accelerator, frame, bundle.classes, out, config.eval.classes,
-                                 config.eval.study_level, bootstrap, config.train.seed)
-        if summary is not None:
-            print(f"{args.split} ({summary['level']}, {summary['n_classes']} classes): mAP {summary['mAP']:.4f}  "
-                  f"mean AUROC {summary['mean_auroc']:.4f}  ({summary['n_images']} rows) -> {out}")
-        accelerator.end_training()
+        # eval*/ inside the run folder is where its training writes its own evaluation (and --overwrite deletes):
+        # not while a training holds the folder; evaluations may share it
+        inside = out.resolve().is_relative_to(Path(args.run).resolve())
+        with RunLock(args.run, shared=True) if inside and Path(args.run).is_dir() else nullcontext():
+            accelerator = build_accelerator()
+            config = run_config(Path(args.run), (*args.overrides, *flags))
+            model = load_model(args.run, args.checkpoint, tta=args.tta)
+            bundle = build_data(config)
+            if tuple(bundle.classes) != model.classes:
+                raise ValueError(f"the run was trained on classes {model.classes}, the data now has {bundle.classes}")
+            frame = bundle.frames[args.split]
+            check_eval_config(config.eval, bundle.classes, frame)
+            dataset = bundle.test if args.split == "test" else bundle.val
+            model = model.to(accelerator.device)  # inference only: no DDP wrapper, the loader shards the split
+            loader = accelerator.prepare(make_eval_loader(dataset, config.data.eval_batch_size,
+                                                          config.data.num_workers))
+            bootstrap = config.eval.bootstrap if args.bootstrap is None else args.bootstrap
+            summary = evaluate_model(model, loader, accelerator, frame, bundle.classes, out, config.eval.classes,
+                                     config.eval.study_level, bootstrap, config.train.seed)
+            if summary is not None:
+                print(f"{args.split} ({summary['level']}, {summary['n_classes']} classes): mAP {summary['mAP']:.4f}  "
+                      f"mean AUROC {summary['mean_auroc']:.4f}  ({summary['n_images']} rows) -> {out}")
+            accelerator.end_training()
         return 0
 
     return run_cli(evaluate, parser)
