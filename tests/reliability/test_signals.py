@@ -9,6 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+
+from spml.engine.loader import make_eval_loader
 
 from tests.conftest import GLOO_ABORT, REPO, TWO_PROCESS_RUN, torchrun, torchrun_command, torchrun_env
 from tests.reliability.conftest import (STALLING_TRAIN, assert_same_log, final_results, latest_step, launch,
@@ -108,3 +111,23 @@ def test_two_processes_stop_at_one_step_on_a_signal_to_either(two_process_run, t
     proc = torchrun(REPO / "tools" / "train.py", "--resume", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert final_results(out) == final_results(two_process_run)
+
+
+class SignalHandlers(torch.utils.data.Dataset):
+    """Item i: whether the process that loads it ignores SIGINT and SIGTERM."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> dict:
+        ignored = all(signal.getsignal(signum) == signal.SIG_IGN for signum in (signal.SIGINT, signal.SIGTERM))
+        return {"ignored": torch.tensor(ignored), "index": torch.tensor(index)}
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_workers_leave_stop_signals_to_the_main_process(context):
+    """Ctrl-C reaches every process of the group and schedulers signal every process of a job: a worker that ended
+    on it would break the main process's clean stop (spawned workers do not inherit its handlers)."""
+    loader = make_eval_loader(SignalHandlers(), batch_size=1, num_workers=1)
+    loader.multiprocessing_context = context
+    assert [bool(batch["ignored"]) for batch in loader] == [True, True]
