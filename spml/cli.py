@@ -9,11 +9,13 @@ from spml.config import ConfigError
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input (config, data files, checkpoints) or a diverged run, not a bug."""
+    """Exceptions that mean bad input (config, data files, checkpoints), a diverged run or a run folder in use,
+    not a bug."""
     from spml.data.table import DataError
     from spml.engine.trainer import NonFiniteLossError
+    from spml.lock import RunFolderLocked
 
-    return ConfigError, DataError, FileNotFoundError, KeyError, ValueError, NonFiniteLossError
+    return ConfigError, DataError, FileNotFoundError, KeyError, ValueError, NonFiniteLossError, RunFolderLocked
 
 
 def run_cli(body: Callable[[], int], parser: argparse.ArgumentParser) -> int:

@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from spml.cli import run_cli
@@ -65,11 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         from spml.data.build import build_data
         from spml.diagnostics import diagnose, diagnosis_line, fit_operating_points, settings_from
         from spml.engine.evaluation import evaluate_model, predict_split
-        from spml.factories.training import split_explainer
         from spml.engine.loader import make_eval_loader
         from spml.engine.trainer import build_accelerator
         from spml.factories import check_eval_config, load_model
         from spml.factories.artifact import run_config
+        from spml.factories.training import split_explainer
+        from spml.lock import RunLock
 
         flags = []
         if args.study_level:
@@ -81,46 +83,52 @@ def main(argv: list[str] | None = None) -> int:
         if args.split in ("all", "train") or args.name or args.mapping:
             raise ConfigError("--split all|train, --name and --mapping go with --data (an external set)")
         args.split = args.split or "test"
-        accelerator = build_accelerator()
-        config = run_config(Path(args.run), (*args.overrides, *flags))
-        model = load_model(args.run, args.checkpoint, tta=args.tta)
-        bundle = build_data(config)
-        if tuple(bundle.classes) != model.classes:
-            raise ValueError(f"the run was trained on classes {model.classes}, the data now has {bundle.classes}")
-        frame = bundle.frames[args.split]
-        check_eval_config(config.eval, bundle.classes, frame)
-        dataset = bundle.test if args.split == "test" else bundle.val
-        if args.pointing_game and config.data.dataset != "synthetic":
-            raise ValueError(f"--pointing-game needs finding masks, which only the synthetic set has "
-                             f"(data.dataset={config.data.dataset})")
-        settings = settings_from(config.eval, heatmaps=args.heatmaps, pointing_game=args.pointing_game,
-                                 heatmap_method=args.heatmap_method or config.eval.heatmap_method,
-                                 bootstrap=config.eval.bootstrap if args.bootstrap is None else args.bootstrap)
-        model = model.to(accelerator.device)  # inference only: no DDP wrapper, the loader shards the split
-        loader, val_loader = accelerator.prepare(
-            make_eval_loader(dataset, config.data.eval_batch_size, config.data.num_workers),
-            make_eval_loader(bundle.val, config.data.eval_batch_size, config.data.num_workers))
         out = Path(args.out) if args.out else Path(args.run) / f"eval{suffix(args, 'test')}"
-        result, predictions = evaluate_model(model, loader, accelerator, frame, bundle.classes, out,
-                                             config.eval.classes, config.eval.study_level, settings.bootstrap,
-                                             config.train.seed, desc=args.split + (" TTA" if args.tta else ""))
-        val_predictions = (predictions if args.split == "val" else
-                           predict_split(model, val_loader, accelerator, "val (thresholds)"))
-        if result is not None:
-            summary = result.summary
-            print(f"{args.split} ({summary['level']}, {result.coverage()}): mAP {summary['mAP']:.4f}  "
-                  f"mean AUROC {summary['mean_auroc']:.4f}  ({summary['n_images']} rows) -> {out}")
-            # operating points of exactly these weights (and TTA views), on the image-level predictions
-            tta = list(model.tta_views) if args.tta else []
-            record = fit_operating_points(val_predictions, list(bundle.classes), settings, out / "thresholds.json",
-                                          model.metadata["source"]["checkpoint_dir"], tta=tta)
-            model.tta = False  # heatmaps explain the plain model
-            explainer = split_explainer(model, dataset, frame, config.data, bundle.classes)
-            diagnosis = diagnose(out, predictions, list(bundle.classes), list(config.eval.classes or bundle.classes),
-                                 record, settings, explainer, config.train.seed)
-            print(diagnosis_line(diagnosis, record, out / "thresholds.json")
-                  + (" (fitted on the evaluated split itself: optimistic)" if args.split == "val" else ""))
-        accelerator.end_training()
+        # eval*/ inside the run folder is where its training writes its own evaluation (and --overwrite deletes):
+        # not while a training holds the folder; evaluations may share it
+        inside = out.resolve().is_relative_to(Path(args.run).resolve())
+        with RunLock(args.run, shared=True) if inside and Path(args.run).is_dir() else nullcontext():
+            accelerator = build_accelerator()
+            config = run_config(Path(args.run), (*args.overrides, *flags))
+            model = load_model(args.run, args.checkpoint, tta=args.tta)
+            bundle = build_data(config)
+            if tuple(bundle.classes) != model.classes:
+                raise ValueError(f"the run was trained on classes {model.classes}, the data now has {bundle.classes}")
+            frame = bundle.frames[args.split]
+            check_eval_config(config.eval, bundle.classes, frame)
+            dataset = bundle.test if args.split == "test" else bundle.val
+            if args.pointing_game and config.data.dataset != "synthetic":
+                raise ValueError(f"--pointing-game needs finding masks, which only the synthetic set has "
+                                 f"(data.dataset={config.data.dataset})")
+            settings = settings_from(config.eval, heatmaps=args.heatmaps, pointing_game=args.pointing_game,
+                                     heatmap_method=args.heatmap_method or config.eval.heatmap_method,
+                                     bootstrap=config.eval.bootstrap if args.bootstrap is None else args.bootstrap)
+            model = model.to(accelerator.device)  # inference only: no DDP wrapper, the loader shards the split
+            loader, val_loader = accelerator.prepare(
+                make_eval_loader(dataset, config.data.eval_batch_size, config.data.num_workers),
+                make_eval_loader(bundle.val, config.data.eval_batch_size, config.data.num_workers))
+            result, predictions = evaluate_model(model, loader, accelerator, frame, bundle.classes, out,
+                                                 config.eval.classes, config.eval.study_level, settings.bootstrap,
+                                                 config.train.seed, desc=args.split + (" TTA" if args.tta else ""))
+            val_predictions = (predictions if args.split == "val" else
+                               predict_split(model, val_loader, accelerator, "val (thresholds)"))
+            if result is not None:
+                summary = result.summary
+                print(f"{args.split} ({summary['level']}, {result.coverage()}): mAP {summary['mAP']:.4f}  "
+                      f"mean AUROC {summary['mean_auroc']:.4f}  ({summary['n_images']} rows) -> {out}")
+                # operating points of exactly these weights (and TTA views), on the image-level predictions
+                tta = list(model.tta_views) if args.tta else []
+                record = fit_operating_points(val_predictions, list(bundle.classes), settings,
+                                              out / "thresholds.json", model.metadata["source"]["checkpoint_dir"],
+                                              tta=tta)
+                model.tta = False  # heatmaps explain the plain model
+                explainer = split_explainer(model, dataset, frame, config.data, bundle.classes)
+                diagnosis = diagnose(out, predictions, list(bundle.classes),
+                                     list(config.eval.classes or bundle.classes), record, settings, explainer,
+                                     config.train.seed)
+                print(diagnosis_line(diagnosis, record, out / "thresholds.json")
+                      + (" (fitted on the evaluated split itself: optimistic)" if args.split == "val" else ""))
+            accelerator.end_training()
         return 0
 
     return run_cli(evaluate, parser)

@@ -10,38 +10,82 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from contextlib import nullcontext
+from pathlib import Path
 
 from spml.cli import run_cli
-from spml.config import load_config
+from spml.config import RESUME_KEYS, load_config, resume_config
+
+RESUME_HELP = ("run folder to continue from its latest checkpoint, in that folder (it may have moved). Its config.yaml "
+               f"is kept; overrides may change only {', '.join(sorted(RESUME_KEYS))} (recorded in resumes.jsonl)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["spml", "supervised"], help="training regime (default: from config)")
     parser.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order")
-    parser.add_argument("--resume", help="run folder to continue from its latest checkpoint (its config is reused)")
+    parser.add_argument("--resume", help=RESUME_HELP)
     parser.add_argument("--overwrite", action="store_true",
                         help="train.out may hold an earlier run: delete its checkpoints, logs and evaluations first")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.size=128 train.epochs=10")
     args = parser.parse_intermixed_args(argv)
+    if args.resume and args.overwrite:
+        parser.error("--resume continues a run and --overwrite starts one over: give one of them")
 
     def train() -> int:
         from spml import factories
+        from spml.engine.checkpoint import find_checkpoint
+        from spml.engine.signals import Interrupted, StopOnSignal
+        from spml.lock import RunLock
 
-        config = load_config(args.config, args.overrides, run_dir=args.resume, mode=args.mode)
-        if not args.resume:
-            factories.claim_run_dir(config.train.out, args.overwrite, main_process=os.environ.get("RANK", "0") == "0")
-        trainer = factories.build_trainer(config)
+        main_process = os.environ.get("RANK", "0") == "0"
+        if args.resume:  # refused overrides and a folder without a checkpoint fail here, before anything is written
+            config, changes = resume_config(args.resume, args.config, args.overrides, mode=args.mode)
+            find_checkpoint(args.resume)
+        else:
+            config = load_config(args.config, args.overrides, mode=args.mode)
+        run_dir = Path(config.train.out)
+        stop = StopOnSignal(every=config.train.log_every)
         try:
-            if args.resume:
-                trainer.resume(args.resume)
-            trainer.fit()
-        finally:
-            trainer.accelerator.end_training()
-        return 0
+            with stop, RunLock(run_dir) if main_process else nullcontext():  # one lock holder: the main process
+                if not args.resume:
+                    factories.claim_run_dir(run_dir, args.overwrite, main_process=main_process)
+                trainer = factories.build_trainer(config, callbacks=[stop], resume=bool(args.resume))
+                try:
+                    if args.resume:
+                        trainer.resume(run_dir)
+                        if main_process:
+                            factories.record_resume(run_dir, trainer.progress.global_step, changes,
+                                                    trainer.accelerator.num_processes)
+                    trainer.fit()
+                    if stop.stopped_by and main_process:
+                        print(f"stopped by {signal.Signals(stop.stopped_by).name} at step "
+                              f"{trainer.progress.global_step} (checkpoint written, test evaluation skipped); "
+                              f"{resume_advice(run_dir)}", file=sys.stderr, flush=True)
+                finally:
+                    trainer.accelerator.end_training()
+        except Interrupted as interrupted:
+            if main_process:
+                print(f"interrupted by {interrupted} outside the training steps; {resume_advice(run_dir)}",
+                      file=sys.stderr)
+            return 128 + interrupted.signum
+        return 128 + stop.stopped_by if stop.stopped_by else 0
 
     return run_cli(train, parser)
+
+
+def resume_advice(run_dir: Path) -> str:
+    """How to continue `run_dir` after a stop signal (or that there is nothing to continue)."""
+    from spml.engine.checkpoint import find_checkpoint
+
+    try:
+        find_checkpoint(run_dir)
+    except FileNotFoundError:
+        return "no checkpoint was written: nothing to resume, start the run again (with --overwrite)"
+    launcher = "python" if int(os.environ.get("WORLD_SIZE", "1")) == 1 else "<the same launcher>"
+    return f"resume with: {launcher} tools/train.py --resume {run_dir}"
 
 
 if __name__ == "__main__":

@@ -52,6 +52,10 @@ class Callback:
     def on_fit_end(self, trainer: Trainer) -> None:
         """After the loop, before the logs close."""
 
+    def on_checkpoint(self, trainer: Trainer) -> None:
+        """On every process before a checkpoint is written (a point all processes reach): fold what each process
+        holds into what `state_dict` returns on the main process, the only one whose state is saved."""
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -66,16 +70,49 @@ def reduce_sums(trainer: Trainer, sums: dict[str, torch.Tensor]) -> dict[str, fl
     return {key: float(value) for key, value in reduced.items()}
 
 
-class TrainLog(Callback):
+class LogSums(Callback):
+    """Device scalars summed over the steps since the last log line (`sums`), checkpointed, so a resumed run logs
+    the same means as an uninterrupted one: at a checkpoint the processes' sums are added up on the main process
+    (the others keep zeros of the same names, which leaves the total of the next log line's sum over processes as
+    it was, and every process reduces the same names)."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.restored: dict[str, torch.Tensor] = {}
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0) + value
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        accelerator = trainer.accelerator
+        self.sums = {key: value.to(accelerator.device) if accelerator.is_main_process else
+                     torch.zeros_like(value, device=accelerator.device) for key, value in self.restored.items()}
+
+    def on_checkpoint(self, trainer: Trainer) -> None:
+        if trainer.accelerator.num_processes > 1 and self.sums:
+            total = trainer.accelerator.reduce(dict(self.sums), "sum")
+            main = trainer.accelerator.is_main_process
+            self.sums = {key: value if main else torch.zeros_like(value) for key, value in total.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": {key: value.detach().cpu() for key, value in self.sums.items()}} if self.sums else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.restored = dict(state["sums"])
+
+
+class TrainLog(LogSums):
     """Every `every` steps: the mean loss and loss components since the last log line, the learning rate,
     images/s and the epoch, into the run logger; a progress bar on the main process."""
 
     def __init__(self, every: int):
+        super().__init__()
         self.every = every
-        self.sums: dict[str, torch.Tensor] = {}
         self.images, self.tick, self.bar = 0, 0.0, None
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        super().on_fit_start(trainer)
         self.images, self.tick = 0, time.perf_counter()
         self.bar = tqdm(total=trainer.epochs * trainer.steps_per_epoch, initial=trainer.progress.global_step,
                         disable=not trainer.accelerator.is_main_process, dynamic_ncols=True)
@@ -85,8 +122,7 @@ class TrainLog(Callback):
         if out is not None:
             values = {"loss": out["loss"].detach().float(), **{k: v.float() for k, v in out["components"].items()}}
             values["count"] = torch.ones((), device=out["loss"].device)
-            for key, value in values.items():
-                self.sums[key] = self.sums.get(key, 0) + value
+            self.add(values)
         self.bar.update(1)
         if self.sums and trainer.progress.global_step % self.every == 0:
             trainer.check_finite()
@@ -109,20 +145,19 @@ class TrainLog(Callback):
         self.bar.close()
 
 
-class ObjectiveReport(Callback):
+class ObjectiveReport(LogSums):
     """What an objective reports about its own training (MPC: pseudo-label precision/recall against the hidden
     truth, analysis only): `report(batch, out) -> {name: device scalar}` summed over `every` steps and
     processes, logged as `summarize(sums) -> {name: value}`."""
 
     def __init__(self, report: Callable[[dict, dict], dict[str, torch.Tensor]],
                  summarize: Callable[[dict[str, float]], dict[str, float]], every: int):
+        super().__init__()
         self.report, self.summarize, self.every = report, summarize, every
-        self.sums: dict[str, torch.Tensor] = {}
 
     def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
         if out is not None:
-            for key, value in self.report(batch, out).items():
-                self.sums[key] = self.sums.get(key, 0) + value
+            self.add(self.report(batch, out))
         if self.sums and trainer.progress.global_step % self.every == 0:
             trainer.log(self.summarize(reduce_sums(trainer, self.sums)))
             self.sums.clear()
@@ -210,13 +245,18 @@ class EarlyStopping(Callback):
 
 class Checkpoint(Callback):
     """Atomic checkpoints into `root` (spml.engine.checkpoint): `latest` every `every` steps (0: none within
-    an epoch) and at the end of each epoch, where `best` follows when `validation` just improved."""
+    an epoch) and at the end of each epoch (also one the loop stopped inside), where `best` follows when
+    `validation` just improved. A step whose epoch-end save follows (the epoch's last step, a requested stop) is
+    saved there only, after the epoch's validation has been logged: everything logged at a step precedes the
+    checkpoint of that step, which a resume's log rewind relies on."""
 
     def __init__(self, root: Path, every: int = 0, validation: Validation | None = None):
         self.root, self.every, self.validation = Path(root), every, validation
 
     def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
-        if self.every and trainer.progress.global_step % self.every == 0:
+        progress = trainer.progress
+        if (self.every and progress.global_step % self.every == 0 and not trainer.stop_reason
+                and progress.batch_in_epoch < trainer.steps_per_epoch):
             trainer.check_finite()
             self.save(trainer, ("latest",))
 
@@ -227,6 +267,7 @@ class Checkpoint(Callback):
     def save(self, trainer: Trainer, pointers: tuple[str, ...]) -> None:
         """Every rank saves its RNG state, rank 0 the rest; then the pointers move atomically."""
         step, accelerator = trainer.progress.global_step, trainer.accelerator
+        trainer.emit("on_checkpoint")
         ckpt.save_rng(self.root, step, accelerator.process_index)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -240,7 +281,8 @@ Diagnose = Callable[[dict, dict, list], dict]  # (val predictions, test predicti
 class FinalEvaluation(Callback):
     """After training: score `model` on the test loader into `<out_dir>/eval/` (and with `tta` also averaged
     over the model's TTA views into `<out_dir>/eval-tta/`), through the one scoring path
-    (spml.engine.evaluation.evaluate_model); the eval/ summary becomes the trainer's summary.
+    (spml.engine.evaluation.evaluate_model); the eval/ summary becomes the trainer's summary. Skipped when the
+    run was interrupted (it will be resumed, and evaluated at its end).
 
     With `diagnose` (and `val_loader`): the validation split is predicted too, and
     `diagnose(val_predictions, test_predictions, evaluated classes)` adds operating points, calibration,
@@ -257,6 +299,8 @@ class FinalEvaluation(Callback):
         self.val_loader, self.diagnose = val_loader, diagnose
 
     def on_fit_end(self, trainer: Trainer) -> None:
+        if trainer.interrupted:
+            return
         accelerator = trainer.accelerator
         val_predictions = None
         if self.diagnose is not None and self.val_loader is not None:

@@ -1,6 +1,7 @@
 """Training/evaluation DataLoaders with a per-epoch seeded order (exact resume, same order on every rank)."""
 from __future__ import annotations
 
+import signal
 from typing import Iterator
 
 import torch
@@ -26,6 +27,14 @@ class EpochSampler(Sampler[int]):
         return self.size
 
 
+def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """DataLoader worker_init_fn: workers ignore SIGINT/SIGTERM. Ctrl-C reaches every process of the terminal's
+    process group and schedulers signal every process of a job; a worker that ended on it would break the main
+    process's clean stop (spml.engine.signals). Workers end with the main process."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def _loader(dataset: Dataset, batch_size: int, num_workers: int, **kwargs) -> DataLoader:
     """A private generator keeps each new iterator's worker-seed draw off the global RNG, which the
     augmentation uses: otherwise resuming mid-epoch would shift every later random draw."""
@@ -34,7 +43,8 @@ def _loader(dataset: Dataset, batch_size: int, num_workers: int, **kwargs) -> Da
                          "the workers at least 0")
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_none,
                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
-                      generator=torch.Generator().manual_seed(0), **kwargs)
+                      generator=torch.Generator().manual_seed(0),
+                      worker_init_fn=leave_stop_signals_to_the_main_process, **kwargs)
 
 
 def make_train_loader(dataset: Dataset, sampler: EpochSampler, batch_size: int, num_workers: int = 0) -> DataLoader:

@@ -88,8 +88,10 @@ class Trainer:
         callbacks: called in list order (spml.engine.callbacks); their state is checkpointed by state_key.
         logger: where `log` writes scalars (None: nowhere).
 
-    Stopping: `request_stop(reason)` (early stopping, max_steps, a signal handler) is honoured after the
-    current batch; the epoch-end callbacks (checkpoint) and the fit-end callbacks (final evaluation) still run.
+    Stopping: `request_stop(reason)` (early stopping, max_steps) is honoured after the current batch; the
+    epoch-end callbacks (checkpoint) and the fit-end callbacks (final evaluation) still run. `interrupt=True` (a
+    stop signal: the run will be resumed) also skips the work of an epoch the batch completed (its validation;
+    the checkpoint then resumes into that epoch's end) and the final evaluation (`interrupted`).
     """
 
     def __init__(self, objective: nn.Module, optimizer: Optimizer, scheduler: Any, train_loader: DataLoader,
@@ -107,6 +109,7 @@ class Trainer:
         self.progress = Progress()
         self.guard = NonFiniteGuard(accelerator.device)
         self.stop_reason = ""
+        self.interrupted = False  # stopped to be resumed later (request_stop(..., interrupt=True))
         self.summary: dict = {}  # filled by callbacks (FinalEvaluation: the test summary); fit() returns it
 
     def callback(self, kind: type) -> Any:
@@ -122,9 +125,10 @@ class Trainer:
         if self.logger is not None:
             self.logger.log(self.progress.global_step, values)
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: str, interrupt: bool = False) -> None:
         """Stop after the current batch (see the class docstring)."""
         self.stop_reason = self.stop_reason or reason
+        self.interrupted = self.interrupted or interrupt
         self.accelerator.print(f"stopping: {reason}")
 
     def check_finite(self) -> None:
@@ -139,7 +143,8 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Continue from the checkpoint under `path` (a run folder, its checkpoints folder or a step folder):
-        weights, optimizer, scheduler, progress, callback states and this process's RNG states."""
+        weights, optimizer, scheduler, progress, callback states and this process's RNG states; the run log
+        drops what an interrupted attempt logged after that checkpoint."""
         folder = ckpt.find_checkpoint(path)
         state, rng = ckpt.load_state(folder, self.accelerator.process_index)
         ckpt.check_resumable(state, folder)
@@ -152,6 +157,8 @@ class Trainer:
                 callback.load_state_dict(state["callbacks"][callback.state_key])
         if rng is not None:
             ckpt.set_rng_state(rng)
+        if self.logger is not None:
+            self.logger.rewind(self.progress.global_step)
         self.accelerator.print(f"resumed from {folder} at epoch {self.progress.epoch}, "
                                f"batch {self.progress.batch_in_epoch}, step {self.progress.global_step}")
 
@@ -175,14 +182,16 @@ class Trainer:
                 if self.stop_reason:
                     break
             self.check_finite()
-            completed = progress.batch_in_epoch >= self.steps_per_epoch
+            completed = progress.batch_in_epoch >= self.steps_per_epoch and not self.interrupted
             if completed:
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
             self.emit("on_epoch_end", completed)
-        self.emit("on_fit_end")
-        if self.logger is not None:
-            self.logger.close()
+        try:
+            self.emit("on_fit_end")
+        finally:  # also when a stop signal ends the final evaluation (spml.engine.signals.Interrupted)
+            if self.logger is not None:
+                self.logger.close()
         return self.summary
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict | None:

@@ -1,11 +1,13 @@
 """Config -> a ready Trainer: the run folder, the data, the objective, optimizer, loaders and callbacks."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,7 +24,7 @@ from spml.diagnostics import (DiagnosticSettings, Explainer, diagnose, diagnosis
                               settings_from, thresholds_path)
 from spml.engine import checkpoint as ckpt
 from spml.engine.banner import run_banner
-from spml.engine.callbacks import (EMA, BadImageReport, Checkpoint, EarlyStopping, FinalEvaluation,
+from spml.engine.callbacks import (EMA, BadImageReport, Callback, Checkpoint, EarlyStopping, FinalEvaluation,
                                    ObjectiveReport, RunReport, TrainLog, Validation)
 from spml.engine.evaluation import evaluating
 from spml.engine.loader import EpochSampler, make_eval_loader, make_train_loader
@@ -31,14 +33,15 @@ from spml.engine.trainer import Trainer, build_accelerator
 from spml.factories.artifact import model_spec
 from spml.factories.components import build_objective, build_optimizer, build_scheduler, config_key
 from spml.factories.stats import data_stats
-from spml.io import write_json_atomic
+from spml.io import write_json_atomic, write_text_atomic
 from spml.models import InferenceModel, build_ema
 from spml.models.artifact import inference_model
 from spml.models.heads import check_prototype_classes
 from spml.report import write_run_report
 
 RUN_OUTPUTS = ("checkpoints", "log.csv", "tensorboard", "skipped_images.csv", "masking_manifest.json",
-               "thresholds.json", "training.png", "report.html")
+               "thresholds.json", "training.png", "report.html", "resumes.jsonl")
+RESUMES = "resumes.jsonl"  # one line per resume of a run: when, from which step, what it changed
 SKIP_LOG = "skipped_images.csv"  # data.bad_images=skip: every skip of every process, all splits
 
 
@@ -90,12 +93,17 @@ def claim_run_dir(run_dir: str | Path, overwrite: bool = False, main_process: bo
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def build_trainer(config: Config, accelerator: Accelerator | None = None) -> Trainer:
+def build_trainer(config: Config, accelerator: Accelerator | None = None, *, callbacks: Sequence[Callback] = (),
+                  resume: bool = False) -> Trainer:
     """Everything a run of `config` needs, in this order (the seeded RNG draws follow it): check the config,
     seed, write <train.out>/config.yaml, build the data (writing masking_manifest.json and data_stats.json),
     the objective, the optimizer and the loaders, prepare them with accelerate, then the scheduler, the
-    logger and the callbacks (train log, the objective's report, EMA, validation, early stopping,
-    checkpoints, final test evaluation, bad-image report)."""
+    logger and the callbacks (`callbacks` first, then train log, the objective's report, EMA, validation, early
+    stopping, checkpoints, final test evaluation with the diagnosis, bad-image report, run report).
+
+    `resume`: train.out holds the run to continue (call `Trainer.resume` next); its record (config.yaml,
+    masking_manifest.json, data_stats.json, the images left out before training) is kept as first written.
+    """
     check_train_config(config)
     diagnostics = settings_from(config.eval)  # eval.* values for the end of the run, checked before any write
     train, data = config.train, config.data
@@ -103,24 +111,25 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None) -> Tra
     main = accelerator.is_main_process
     for line in run_banner(accelerator, data.batch_size, config.optim.accumulate, os.environ):
         accelerator.print(line)
+    record = main and not resume
     run_dir = Path(train.out)
     set_seed(train.seed)
-    if main:
+    if record:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
     bundle = build_data(config)
     if data.bad_images == "skip":
         for split in ("train", "val", "test"):
             getattr(bundle, split).log_skips_to(run_dir / SKIP_LOG, split)
-        if main:  # images the header check left out before training
+        if record:  # images the header check left out before training
             record_left_out(run_dir / SKIP_LOG, bundle.left_out.itertuples(index=False))
     check_eval_config(config.eval, bundle.classes, bundle.frames["test"])
     with config_key("model.prototypes"):
         check_prototype_classes(config.model.prototypes, bundle.classes)
-    if main and bundle.manifest is not None:
+    if record and bundle.manifest is not None:
         write_json_atomic(run_dir / "masking_manifest.json", bundle.manifest)
     stats = data_stats(bundle, config.mode)
-    if main:
+    if record:
         write_json_atomic(run_dir / "data_stats.json", {**stats.to_json(), "warnings": bundle.warnings})
     objective = build_objective(config, stats)
     optimizer = build_optimizer(objective, config.optim)
@@ -135,7 +144,7 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None) -> Tra
     scheduler = build_scheduler(optimizer, config.optim, train.epochs, math.ceil(steps_per_epoch / config.optim.accumulate))
     model = accelerator.unwrap_model(objective)
 
-    callbacks = [TrainLog(train.log_every)]
+    callbacks = [*callbacks, TrainLog(train.log_every)]
     if hasattr(model, "report"):
         callbacks.append(ObjectiveReport(model.report, model.summarize, train.log_every))
     evaluated = model.classifier
@@ -194,3 +203,14 @@ def final_diagnosis(model: InferenceModel, bundle: DataBundle, config: Config, s
         return summary
 
     return diagnose_run
+
+
+def record_resume(run_dir: str | Path, step: int, changes: dict[str, tuple[Any, Any]], processes: int) -> None:
+    """Append a line to <run>/resumes.jsonl (config.yaml stays as first written): when the run was resumed, from
+    which checkpoint step, in how many processes and which keys the resume changed ({key: [recorded, now]},
+    spml.config.resume_config; train.out when the folder moved)."""
+    path = Path(run_dir) / RESUMES
+    line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step, "processes": processes,
+                       "changes": {key: list(values) for key, values in changes.items()}})
+    previous = path.read_text(encoding="utf-8") if path.exists() else ""
+    write_text_atomic(path, previous + line + "\n")

@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from spml.engine.signals import StopOnSignal
 from spml.engine.trainer import Trainer
 from spml.factories import build_trainer
 
@@ -100,7 +101,8 @@ STEPS = ["train.max_steps=4", "train.log_every=1000", "train.epochs=1", "data.sy
     ("spml", ["spml.mpc.teacher=ema", "model.ema_decay=0.9", "spml.mpc.threshold=global"]),
 ], ids=["supervised", "mpc", "mpc-ema-global"])
 def test_training_steps_do_not_read_device_values(tiny_config, record_syncs, mode, overrides):
-    trainer = build_trainer(tiny_config(mode, *STEPS, *overrides))
+    # with the stop-signal callback tools/train.py adds (its step check reads a Python flag in one process)
+    trainer = build_trainer(tiny_config(mode, *STEPS, *overrides), callbacks=[StopOnSignal(every=1000)])
     assert record_syncs(trainer) == []
 
 

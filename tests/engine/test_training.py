@@ -11,6 +11,7 @@ from PIL import Image
 
 from spml.config import load_config
 from spml.engine import checkpoint as ckpt
+from spml.engine.callbacks import Callback
 from spml.engine.trainer import NonFiniteLossError
 from spml.factories import build_trainer, load_model
 from tests.conftest import REPO
@@ -53,6 +54,41 @@ def test_resume_mid_epoch_reaches_identical_metrics(tiny_config, tmp_path):
     resumed = trainer.fit()
     trainer.accelerator.end_training()
     assert resumed["mAP"] == straight["mAP"] and resumed["mean_auroc"] == straight["mean_auroc"]
+
+
+class InterruptAt(Callback):
+    """Asks for an interrupting stop (as a stop signal does) after global step `step`."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, trainer, batch, out):
+        if trainer.progress.global_step == self.step:
+            trainer.request_stop("test interrupt", interrupt=True)
+
+
+def test_an_interrupt_at_an_epochs_last_step_resumes_into_that_epochs_end(tiny_config, tmp_path):
+    """The interrupted epoch's validation is left to the resumed run (whose checkpoint then sits at that epoch's
+    end), so best/early stopping and the log come out as in an uninterrupted run; no final evaluation is written."""
+    trainer = build_trainer(tiny_config("spml", f"train.out={tmp_path / 'straight'}"))
+    straight = trainer.fit()
+    steps = trainer.steps_per_epoch
+    stopped = tmp_path / "stopped"
+    trainer = build_trainer(tiny_config("spml", f"train.out={stopped}"), callbacks=[InterruptAt(steps)])
+    assert trainer.fit() == {} and trainer.interrupted and not (stopped / "eval").exists()
+    state, _ = ckpt.load_state(ckpt.read_pointer(stopped / "checkpoints"))
+    assert state["progress"] == {"epoch": 0, "batch_in_epoch": steps, "global_step": steps, "updates": steps}
+    assert "val/mAP" not in set(pd.read_csv(stopped / "log.csv")["name"])
+    trainer = build_trainer(load_config(run_dir=stopped), resume=True)
+    trainer.resume(stopped)
+    resumed = trainer.fit()
+    trainer.accelerator.end_training()
+    assert (resumed["mAP"], resumed["mean_auroc"]) == (straight["mAP"], straight["mean_auroc"])
+    assert (ckpt.read_pointer(stopped / "checkpoints", "best").name
+            == ckpt.read_pointer(tmp_path / "straight" / "checkpoints", "best").name)
+    logged = [pd.read_csv(run / "log.csv").query("name != 'train/images_per_s'").reset_index(drop=True)
+              for run in (stopped, tmp_path / "straight")]
+    pd.testing.assert_frame_equal(*logged)
 
 
 def test_nonfinite_loss_stops_naming_step_and_components(tiny_config, tmp_path):

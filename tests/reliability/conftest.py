@@ -1,12 +1,26 @@
-"""Reliability fixtures: real PNG folders with a CSV label file, and the command-line tools called in-process."""
+"""Reliability fixtures: real PNG folders with a CSV label file, the command-line tools called in-process, and
+training subprocesses to kill or signal."""
+import csv
 import gzip
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator
 
 import pytest
+import torch
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from spml.engine import checkpoint as ckpt
 
 from tests.conftest import REPO, SHARED_DATA, TINY
 
@@ -138,3 +152,76 @@ def reference_run(tools, tmp_path_factory) -> Path:
 def final_results(run: Path) -> tuple[dict, str]:
     """(eval/metrics.json, eval/per_class.csv text) of a finished run."""
     return json.loads((run / "eval" / "metrics.json").read_text()), (run / "eval" / "per_class.csv").read_text()
+
+
+TIMING = {"train/images_per_s"}  # log values that measure the machine, not the run
+STALLING_TRAIN = REPO / "tests" / "reliability" / "stalling_train.py"
+
+
+def log_values(run: Path) -> dict[tuple[int, str], str]:
+    """log.csv as {(step, name): value}, timing rows left out; a (step, name) logged twice fails."""
+    with open(run / "log.csv", newline="", encoding="utf-8") as handle:
+        rows = [(int(row["step"]), row["name"], row["value"]) for row in csv.DictReader(handle)]
+    twice = [key for key, n in Counter((step, name) for step, name, _ in rows).items() if n > 1]
+    assert not twice, f"{run / 'log.csv'} logs these (step, name) more than once: {twice[:5]}"
+    return {(step, name): value for step, name, value in rows if name not in TIMING}
+
+
+def tensorboard_steps(run: Path) -> dict[str, list[int]]:
+    """{tag: the steps TensorBoard shows}, after its purge of events a resumed writer hid (purge_step)."""
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return {tag: [event.step for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def assert_same_log(run: Path, reference: Path) -> None:
+    """log.csv and TensorBoard of an interrupted and resumed run equal the uninterrupted run's (but for timing)."""
+    assert log_values(run) == log_values(reference)
+    assert tensorboard_steps(run) == tensorboard_steps(reference)
+
+
+def launch(args: list[str], script: Path = REPO / "tools" / "train.py", **popen) -> subprocess.Popen:
+    """`python script args` in the repository, stderr captured, in a process group of its own (`reaped`)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "start_new_session": True, **popen}
+    return subprocess.Popen([sys.executable, str(script), *args], env=env, cwd=REPO, **popen)
+
+
+@contextmanager
+def reaped(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """Kill the process group of a launched process that is still running when the block ends (a failed test)."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def latest_step(root: Path) -> int:
+    try:
+        return int(ckpt.read_pointer(root).name.split("-")[1])
+    except (FileNotFoundError, ValueError):  # not yet written (atomic: never half written)
+        return -1
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+
+
+def progress_of(path: Path) -> dict:
+    """What stalling_train.py --progress last wrote ({"pid", "step"}; step -1 before the first step)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):  # not yet written, or caught while being written
+        return {"pid": None, "step": -1}

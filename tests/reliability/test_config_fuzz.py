@@ -84,7 +84,7 @@ def fuzz_inputs(count: int = NUM_INPUTS, seed: int = 0) -> list[list[str]]:
 class DryTrainer:
     """Stands in for build_trainer's Trainer: checks the config like build_trainer does first, trains nothing."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, **options):
         check_train_config(config)
         self.accelerator = type("NoAccelerator", (), {"end_training": staticmethod(lambda: None)})()
 

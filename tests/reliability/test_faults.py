@@ -2,13 +2,11 @@
 writing a checkpoint. Each leaves a loadable latest checkpoint, and resuming reaches exactly the final metrics
 of the uninterrupted run (CPU, fixed seed): no data lost."""
 import errno
+import json
 import math
 import os
 import random
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,8 +16,8 @@ import torch
 from spml.engine import checkpoint as ckpt
 from spml.engine.trainer import NonFiniteLossError, Trainer
 from spml.factories import build_trainer
-from tests.conftest import REPO
-from tests.reliability.conftest import KILL_RUN, final_results, tiny_run_args
+from tests.reliability.conftest import (KILL_RUN, STALLING_TRAIN, assert_same_log, final_results, kill, latest_step,
+                                        launch, tiny_run_args, wait_for)
 
 
 def poison_step(trainer: Trainer, step: int) -> None:
@@ -129,35 +127,8 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(cli, reference_
     checkpoint_files_are_clean(root)
 
 
-def launch(args: list[str], script: Path = REPO / "tools" / "train.py") -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    return subprocess.Popen([sys.executable, str(script), *args], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-
-
-def wait_for(condition, process: subprocess.Popen, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, process.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
-def latest_step(root: Path) -> int:
-    try:
-        return int(ckpt.read_pointer(root).name.split("-")[1])
-    except (FileNotFoundError, ValueError):  # not yet written (atomic: never half written)
-        return -1
-
-
-def kill(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
-
-
 def test_kill_9_at_a_random_step_then_resume_reaches_the_same_metrics(cli, reference_run, tmp_path):
-    total = int(ckpt.read_pointer(reference_run / "checkpoints").name.split("-")[1])
+    total = latest_step(reference_run / "checkpoints")
     target = random.Random(20).randint(2, total - 3)
     out = tmp_path / "run"
     process = launch(tiny_run_args(out, *KILL_RUN))
@@ -166,15 +137,16 @@ def test_kill_9_at_a_random_step_then_resume_reaches_the_same_metrics(cli, refer
     killed_at = latest_step(out / "checkpoints")
     assert killed_at < total and not (out / "eval").exists()  # there was training left to do
     ckpt.load_state(ckpt.read_pointer(out / "checkpoints"), 0)
+    assert json.loads((out / ".lock").read_text())["pid"] == process.pid  # the dead holder's note is left behind
     code, _, err = cli("train", "--resume", str(out))
-    assert code == 0, err
+    assert code == 0, err  # ... and its lock is not: the kernel dropped it with the process
     assert final_results(out) == final_results(reference_run)
+    assert_same_log(out, reference_run)  # the killed attempt's rows after the checkpoint were dropped
 
 
 def test_kill_9_while_a_checkpoint_is_written_then_resume_reaches_the_same_metrics(cli, reference_run, tmp_path):
     out, marker = tmp_path / "run", tmp_path / "writing"
-    process = launch([str(marker), "7", *tiny_run_args(out, *KILL_RUN)],
-                     REPO / "tests" / "reliability" / "stalling_train.py")
+    process = launch(["--stall", "7", str(marker), *tiny_run_args(out, *KILL_RUN)], STALLING_TRAIN)
     wait_for(marker.exists, process)
     time.sleep(0.05)
     kill(process)
