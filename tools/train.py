@@ -41,16 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         from spml.lock import RunLock
 
         main_process = os.environ.get("RANK", "0") == "0"
-        if args.resume:  # refused overrides and a folder without a checkpoint fail here, before anything is written
+        if args.resume:  # refused overrides fail here, before anything is written
             config, changes = resume_config(args.resume, args.config, args.overrides, mode=args.mode)
-            find_checkpoint(args.resume)
         else:
             config = load_config(args.config, args.overrides, mode=args.mode)
         run_dir = Path(config.train.out)
         stop = StopOnSignal(every=config.train.log_every)
         try:
             with stop, RunLock(run_dir) if main_process else nullcontext():  # one lock holder: the main process
-                if not args.resume:
+                if args.resume:  # a folder without a checkpoint (or one a training holds) fails before the build
+                    find_checkpoint(run_dir)
+                else:
                     factories.claim_run_dir(run_dir, args.overwrite, main_process=main_process)
                 trainer = factories.build_trainer(config, callbacks=[stop], resume=bool(args.resume))
                 try:

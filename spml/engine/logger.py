@@ -5,6 +5,8 @@ import csv
 import io
 import json
 import math
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,9 @@ class RunLogger:
         with open(self.path, "a", newline="", encoding="utf-8") as handle:
             csv.writer(handle).writerows((step, name, f"{value:.6g}") for name, value in values.items())
         if self.writer is None:  # opened at the first value, so a resume can set its purge step first
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.purge_step)
+            folder = self.run_dir / "tensorboard"
+            _wait_to_sort_last(folder)
+            self.writer = SummaryWriter(str(folder), purge_step=self.purge_step)
         for name, value in values.items():
             self.writer.add_scalar(name, value, step)
 
@@ -67,6 +71,19 @@ class RunLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _wait_to_sort_last(folder: Path) -> None:
+    """Sleep (under a second) until a new event file's name sorts after every file in `folder`.
+
+    TensorBoard reads a folder's event files in name order, and a name is `events.out.tfevents.<whole seconds>.
+    <host>.<pid>...`: a resumed attempt that opens its file in the same second as the attempt it follows would sort
+    by pid, possibly first, and its purge of the earlier attempt's late events would be read before those events.
+    """
+    seconds = [int(name.split(".")[3]) for name in os.listdir(folder) if name.startswith("events.out.tfevents.")
+               and name.split(".")[3].isdigit()] if folder.is_dir() else []
+    if seconds and time.time() < max(seconds) + 1:
+        time.sleep(max(seconds) + 1 - time.time())
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -126,3 +126,30 @@ def test_evaluations_share_the_folder_and_keep_a_training_out_while_they_write(c
         evaluation.wait()
     with RunLock(run):  # free once the evaluation has gone
         pass
+
+
+def test_a_resumed_attempt_event_file_sorts_after_the_one_of_the_same_second(tmp_path):
+    """TensorBoard reads event files in name order (seconds, host, pid): an earlier attempt's file of this very
+    second with a larger pid must still be read first, or the resumed attempt's purge would come before its events."""
+    import time
+
+    from spml.engine.logger import RunLogger
+    from tests.reliability.conftest import tensorboard_steps
+
+    earlier = RunLogger(tmp_path, enabled=True)
+    earlier.log(5, {"train/loss": 1.0})
+    earlier.log(10, {"train/loss": 0.5})
+    earlier.close()
+    (old,) = (tmp_path / "tensorboard").iterdir()
+    parts = old.name.split(".")
+    parts[3], parts[5] = str(int(time.time())), "99999999"  # this second, a pid that sorts after any real one
+    old.rename(old.with_name(".".join(parts)))
+    resumed = RunLogger(tmp_path, enabled=True)
+    resumed.rewind(5)
+    resumed.log(10, {"train/loss": 0.25})
+    resumed.close()
+    names = sorted(path.name for path in (tmp_path / "tensorboard").iterdir())
+    assert names[0] == ".".join(parts)
+    assert tensorboard_steps(tmp_path) == {"train/loss": [5, 10]}
+    assert [row[2] for row in map(lambda line: line.split(","), (tmp_path / "log.csv").read_text().splitlines()[1:])] \
+        == ["1", "0.25"]
