@@ -15,7 +15,9 @@ import pandas as pd
 from spml.config import ConfigError, read_yaml
 from spml.io import atomic_path, write_text_atomic
 
-METRICS = ("mAP", "mean_auroc")
+METRICS = ("mAP", "mean_auroc")  # test split (eval/metrics.json)
+VAL_METRICS = ("val_mAP", "val_mean_auroc")  # the last validation of the run (log.csv), for choosing settings
+SPLIT_METRICS = {"test": METRICS, "val": VAL_METRICS}
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Grid:
     reference: dict[str, list[str]] = field(default_factory=dict)  # {"full": [variants], "an": [variant]}: recovery
     tta: bool = False  # also score every run with test-time augmentation (rows "<variant> + TTA")
     compare: str = ""  # variant whose per-seed differences to every other variant are tested (spml.stats)
+    split: str = "test"  # the split the tables report: test, or val when the grid chooses settings (SPLIT_METRICS)
 
 
 def slug(text: str) -> str:
@@ -55,7 +58,8 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
     share the runs of identically named variants, which run_grid trains once.
     """
     spec = read_yaml(path)
-    allowed = {"name", "configs", "overrides", "seeds", "variants", "out", "reference", "runs", "tta", "compare"}
+    allowed = {"name", "configs", "overrides", "seeds", "variants", "out", "reference", "runs", "tta", "compare",
+               "split"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid: {sorted(allowed)}")
@@ -91,16 +95,30 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
     compare = spec.get("compare", "")
     if compare and compare not in names:
         raise ConfigError(f"{path}: compare names unknown variant {compare!r}; variants: {sorted(names)}")
-    return Grid(name, root, runs, reference, tta, compare)
+    split = spec.get("split", "test")
+    if split not in SPLIT_METRICS:
+        raise ConfigError(f"{path}: split must be one of {sorted(SPLIT_METRICS)}, got {split!r}")
+    return Grid(name, root, runs, reference, tta, compare, split)
+
+
+def last_validation(log_csv: Path) -> dict[str, float]:
+    """{"val_mAP", "val_mean_auroc"} of the last validation in a run's log.csv (long format: step, name, value);
+    empty when the run logged none."""
+    if not log_csv.exists():
+        return {}
+    log = pd.read_csv(log_csv)
+    last = log[log["name"].isin(["val/mAP", "val/mean_auroc"])].groupby("name")["value"].last()
+    return {f"val_{name.removeprefix('val/')}": float(value) for name, value in last.items()}
 
 
 def read_run(run_dir: Path, eval_name: str = "eval") -> dict:
-    """One row: the run folder's final metrics (plus per-class AP columns) or its failure status."""
+    """One row: the run folder's final test metrics (plus per-class AP columns) and its last validation metrics
+    (VAL_METRICS), or its failure status."""
     row: dict = {"run_dir": str(run_dir)}
     metrics_path = run_dir / eval_name / "metrics.json"
     if metrics_path.exists():
         summary = json.loads(metrics_path.read_text(encoding="utf-8"))
-        row.update({key: summary[key] for key in METRICS}, status="done")
+        row.update({key: summary[key] for key in METRICS}, **last_validation(run_dir / "log.csv"), status="done")
         per_class = run_dir / eval_name / "per_class.csv"
         if per_class.exists():
             frame = pd.read_csv(per_class)

@@ -93,6 +93,7 @@ class ModelConfig:
     embedding_dim: int = 128  # prototype head embedding width
     prototypes: str = ""  # .npy/.pt file of class prototypes (one row per class)
     ema_decay: float = 0.0  # 0 = no EMA of weights; e.g. 0.999
+    boost: float = 5.0  # boostlu head: factor on positive class-activation values (BoostLU's alpha; 1 = linear head)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class MPCConfig:
     red: bool = True  # random elastic deformation inside the strong view
     fp_dropout: float = 0.5  # Dropout2d rate of the feature perturbation stream
     fp_noise_std: float = 0.0  # optional Gaussian feature noise (0 = off)
+    fp_channelwise: bool = True  # FPC drops whole feature channels (Dropout2d, UniMatch) | false: single values
     threshold: Literal["global", "class_prior"] = "class_prior"  # class_prior: per-class quantiles matched to the prior
     tau_pos: float = 0.9  # global thresholds
     tau_neg: float = 0.1
@@ -165,6 +167,17 @@ class MPCConfig:
     bt_heads: int = 4
     bt_dim_feedforward: int = 512
     bt_dropout: float = 0.1
+    # shared: BTC through the classifier's head (BatchFormer) | own: its own classifier, trained by BTC only, never
+    # part of the exported model
+    bt_head: Literal["shared", "own"] = "shared"
+
+
+@dataclass(frozen=True)
+class SupervisedConfig:
+    # loss: loss.name on the weak view | consistency: plus loss.name on MPC's strong view (RED included) towards the
+    # labels, with MPC's image-level settings (spml.mpc.ipc_weight, red, warmup_epochs, rampup_epochs): the
+    # full-label reference with MPC's extra augmentation (docs/results.md)
+    objective: Literal["loss", "consistency"] = "loss"
 
 
 @dataclass(frozen=True)
@@ -217,6 +230,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
     spml: SPMLConfig = field(default_factory=SPMLConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
