@@ -84,7 +84,8 @@ def grid_block(grid: GridResults, folder: Path, link_prefix: str) -> Rendered:
     done = int((grid.frame["status"] == "done").sum())
     header = (f"Command: `{meta.get('command', '')}`. Seeds: {seed_list(meta.get('seeds', []))} "
               f"({done} finished runs). Budget: {meta.get('budget', '')}. Machine: {meta.get('machine', '')}"
-              + (f"; {meta['train_minutes']:g} CPU-process minutes of training" if meta.get("train_minutes") else "")
+              + (f"; {meta['train_minutes']:g} min of training (wall clock per run, summed)" if meta.get("train_minutes")
+                 else "")
               + f". Data: [{grid.name}.csv]({link_prefix}{grid.name}.csv).\n\n")
     label = "mAP" if grid.split == "test" else f"{grid.split} mAP"
     if paired is not None:
@@ -128,7 +129,12 @@ def render(template: str, folder: Path, link_prefix: str = "results/") -> Render
             return f"{row['recovery']:.2f}"
         return f"{row['diff_mean']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
 
-    return Rendered(PLACEHOLDER.sub(replace, template), plots)
+    text = PLACEHOLDER.sub(replace, template)
+    unknown = re.search(r"\{\{[^}]*\}\}", text)
+    if unknown:
+        raise ValueError(f"{unknown.group(0)}: not a placeholder (grid:NAME, mean:NAME|VARIANT, recovery:NAME|VARIANT, "
+                         f"diff:NAME|VARIANT)")
+    return Rendered(text, plots)
 
 
 def collect(name: str, grid_folder: Path, folder: Path) -> tuple[Path, Path]:

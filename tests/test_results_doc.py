@@ -37,7 +37,7 @@ def test_placeholders_are_filled_from_the_csv(tmp_path):
     rendered = render(template, tmp_path / "results")
     text = rendered.text
     assert "Command: `python tools/ablate.py configs/ablations/core.yaml`. Seeds: 0-2 (12 finished runs)" in text
-    assert "Budget: resnet10t (random init), 64 px. Machine: AMD EPYC, 2 cores; 12.5 CPU-process minutes" in text
+    assert "Budget: resnet10t (random init), 64 px. Machine: AMD EPYC, 2 cores; 12.5 min of training" in text
     mpc, an, full = (np.mean(maps[v]) for v in ("MPC", "AN", "full"))
     assert f"MPC: {mpc:.4f}, recovery {(mpc - an) / (full - an):.2f}" in text
     diffs = np.array(maps["MPC"]) - np.array(maps["EM"])
@@ -57,6 +57,8 @@ def test_unknown_variant_or_grid_is_a_clear_error(tmp_path):
         render("{{mean:core|ROLE}}", tmp_path)
     with pytest.raises(FileNotFoundError, match="no results for grid 'other'"):
         render("{{grid:other}}", tmp_path)
+    with pytest.raises(ValueError, match="not a placeholder"):
+        render("{{grid:core}} and {{findings}}", tmp_path)
     assert seed_list([100, 101]) == "100, 101" and seed_list([0, 1, 2, 3, 4]) == "0-4"
 
 
