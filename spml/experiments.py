@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import re
 import shlex
 import subprocess
@@ -16,7 +18,9 @@ from tqdm.auto import tqdm
 from spml.config import ConfigError, read_yaml
 from spml.io import atomic_path, write_text_atomic
 
-METRICS = ("mAP", "mean_auroc")
+METRICS = ("mAP", "mean_auroc")  # test split (eval/metrics.json)
+VAL_METRICS = ("val_mAP", "val_mean_auroc")  # the last validation of the run (log.csv), for choosing settings
+SPLIT_METRICS = {"test": METRICS, "val": VAL_METRICS}
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Grid:
     reference: dict[str, list[str]] = field(default_factory=dict)  # {"full": [variants], "an": [variant]}: recovery
     tta: bool = False  # also score every run with test-time augmentation (rows "<variant> + TTA")
     compare: str = ""  # variant whose per-seed differences to every other variant are tested (spml.stats)
+    split: str = "test"  # the split the tables report: test, or val when the grid chooses settings (SPLIT_METRICS)
 
 
 def slug(text: str) -> str:
@@ -56,7 +61,8 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
     share the runs of identically named variants, which run_grid trains once.
     """
     spec = read_yaml(path)
-    allowed = {"name", "configs", "overrides", "seeds", "variants", "out", "reference", "runs", "tta", "compare"}
+    allowed = {"name", "configs", "overrides", "seeds", "variants", "out", "reference", "runs", "tta", "compare",
+               "split"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid: {sorted(allowed)}")
@@ -92,20 +98,37 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
     compare = spec.get("compare", "")
     if compare and compare not in names:
         raise ConfigError(f"{path}: compare names unknown variant {compare!r}; variants: {sorted(names)}")
-    return Grid(name, root, runs, reference, tta, compare)
+    split = spec.get("split", "test")
+    if split not in SPLIT_METRICS:
+        raise ConfigError(f"{path}: split must be one of {sorted(SPLIT_METRICS)}, got {split!r}")
+    return Grid(name, root, runs, reference, tta, compare, split)
+
+
+def last_validation(log_csv: Path) -> dict[str, float]:
+    """{"val_mAP", "val_mean_auroc"} of the last validation in a run's log.csv (long format: step, name, value);
+    empty when the run logged none."""
+    if not log_csv.exists():
+        return {}
+    log = pd.read_csv(log_csv)
+    last = log[log["name"].isin(["val/mAP", "val/mean_auroc"])].groupby("name")["value"].last()
+    return {f"val_{name.removeprefix('val/')}": float(value) for name, value in last.items()}
 
 
 def read_run(run_dir: Path, eval_name: str = "eval") -> dict:
-    """One row: the run folder's final metrics (plus per-class AP columns) or its failure status."""
+    """One row: the run folder's final test metrics (plus per-class AP columns) and its last validation metrics
+    (VAL_METRICS), or its failure status."""
     row: dict = {"run_dir": str(run_dir)}
     metrics_path = run_dir / eval_name / "metrics.json"
     if metrics_path.exists():
         summary = json.loads(metrics_path.read_text(encoding="utf-8"))
-        row.update({key: summary[key] for key in METRICS}, status="done")
+        row.update({key: summary[key] for key in METRICS}, **last_validation(run_dir / "log.csv"), status="done")
         per_class = run_dir / eval_name / "per_class.csv"
         if per_class.exists():
             frame = pd.read_csv(per_class)
             row.update({f"AP/{c}": ap for c, ap in zip(frame["class"], frame["ap"])})
+        seconds = run_dir / "seconds.txt"
+        if seconds.exists():
+            row["seconds"] = float(seconds.read_text(encoding="utf-8"))
     elif (run_dir / "FAILED").exists():
         row["status"] = "failed"
         row["error"] = (run_dir / "FAILED").read_text(encoding="utf-8")[-500:]
@@ -120,17 +143,21 @@ def best_reference(table: pd.DataFrame, candidates: list[str]) -> str | None:
     return max(finished, key=lambda name: table.loc[name, "mAP_mean"]) if finished else None
 
 
-def aggregate(frame: pd.DataFrame, reference: dict[str, list[str]] | None = None) -> pd.DataFrame:
-    """Mean and std over seeds per variant (finished runs only), plus the recovery ratio
+def aggregate(frame: pd.DataFrame, reference: dict[str, list[str]] | None = None, split: str = "test"
+              ) -> pd.DataFrame:
+    """Mean and std over seeds per variant (finished runs only) of `split`'s metrics (SPLIT_METRICS; the columns
+    are named mAP_* and mean_auroc_* for either split, `table.attrs["split"]` says which), plus the recovery ratio
     (method - AN) / (full - AN) on mAP when `reference` names the full-label and AN variants and both have
     finished runs among the rows (a selection with --only may leave them out). `reference["full"]` may list
     several full-label variants (e.g. with and without weak augmentation): the best mean mAP among them is
     the reference, so recovery is measured against the strongest full-label model of the grid; its name is
     in `table.attrs["full_reference"]`."""
-    done = frame[frame["status"] == "done"]
+    metrics = SPLIT_METRICS[split]
+    done = frame.loc[frame["status"] == "done", ["variant", *metrics]].rename(columns=dict(zip(metrics, METRICS)))
     table = done.groupby("variant", sort=False)[list(METRICS)].agg(["mean", "std", "count"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     table = table.reindex(frame["variant"].drop_duplicates())
+    table.attrs["split"] = split
     if reference and {"full", "an"} <= set(reference):
         full, an = best_reference(table, reference["full"]), best_reference(table, reference["an"])
         if full is not None and an is not None:
@@ -148,9 +175,11 @@ def mean_std_cell(mean: float, std: float) -> str:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """Markdown table with mean +/- std (n seeds); a single seed shows its value alone (no std exists)."""
+    """Markdown table with mean +/- std (n seeds); a single seed shows its value alone (no std exists). The
+    metric columns name the split when it is not the test split."""
     has_recovery = "recovery" in table
-    header = "| variant | mAP | mean AUROC | seeds |" + (" recovery |" if has_recovery else "")
+    prefix = "" if table.attrs.get("split", "test") == "test" else f"{table.attrs['split']} "
+    header = f"| variant | {prefix}mAP | {prefix}mean AUROC | seeds |" + (" recovery |" if has_recovery else "")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for _, row in table.iterrows():
         cells = [str(row["variant"])]
@@ -160,6 +189,28 @@ def markdown(table: pd.DataFrame) -> str:
             cells.append("—" if pd.isna(row["recovery"]) else f"{row['recovery']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def per_seed_markdown(frame: pd.DataFrame, split: str = "test") -> str:
+    """Markdown table of every finished run's mAP: one row per variant, one column per seed ("—": not finished)."""
+    metric = SPLIT_METRICS[split][0]
+    done = frame[frame["status"] == "done"]
+    values = done.pivot_table(index="variant", columns="seed", values=metric, sort=False)
+    seeds = sorted(frame["seed"].unique())
+    lines = ["| " + " | ".join(["variant", *(f"seed {seed}" for seed in seeds)]) + " |",
+             "|" + "---|" * (len(seeds) + 1)]
+    for variant in frame["variant"].drop_duplicates():
+        cells = [values.loc[variant, seed] if variant in values.index and seed in values.columns else float("nan")
+                 for seed in seeds]
+        lines.append("| " + " | ".join([str(variant), *("—" if pd.isna(v) else f"{v:.4f}" for v in cells)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def competitors(frame: pd.DataFrame, reference: dict[str, list[str]] | None) -> pd.DataFrame:
+    """The rows of the variants a method is compared with: all but the full-label references (reference["full"]),
+    which are upper bounds, not competitors, and would only widen the Holm family."""
+    full = set((reference or {}).get("full", []))
+    return frame[~frame["variant"].isin(full)]
 
 
 def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: tuple[str, ...] | list[str] = (),
@@ -224,33 +275,88 @@ def score_with_tta(runs: list[PlannedRun], evaluate_script: str | Path) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def report_sections(frame: pd.DataFrame, reference: dict[str, list[str]] | None = None, compare: str = "",
+                    split: str = "test") -> tuple[str, pd.DataFrame, pd.DataFrame | None]:
+    """The Markdown of a grid's results (mean +/- std table with recovery, the per-seed table, and with `compare`
+    the paired differences of that variant to every competitor, spml.stats) -> (text, aggregate table, paired
+    table or None). What results.md holds and what tools/results_doc.py renders into docs/results.md."""
+    from spml.stats import paired_differences, paired_markdown
+
+    metric = SPLIT_METRICS[split][0]
+    label = "mAP" if split == "test" else f"{split} mAP"
+    table = aggregate(frame, reference, split)
+    text = markdown(table)
+    if table.attrs.get("full_reference"):
+        text += f"\nRecovery = (method − AN) / (full − AN) on mean {label}, against the best full-label variant: " \
+                f"{table.attrs['full_reference']}.\n"
+    text += f"\nPer seed ({label}):\n\n" + per_seed_markdown(frame, split)
+    paired = None
+    if compare:
+        paired = paired_differences(competitors(frame, reference), compare, metric)
+        text += (f"\nPaired differences {compare} − variant ({label}, same seed; 95% t interval; Holm over the "
+                 f"{len(paired)} comparisons of this table; full-label references left out):\n\n"
+                 + paired_markdown(paired, compare))
+    return text, table, paired
+
+
+def run_budget(frame: pd.DataFrame) -> str:
+    """One line on what a run of the grid trained: backbone and weights, image size, data, epochs, batch, optimizer
+    (from the first finished run's config.yaml; "" when no finished run folder is there)."""
+    from spml.config import load_config
+
+    folders = [Path(folder) for folder in frame.get("run_dir", pd.Series(dtype=str))[frame["status"] == "done"]
+               if (Path(folder) / "config.yaml").exists()]
+    if not folders:
+        return ""
+    config = load_config(run_dir=folders[0])
+    model, data = config.model, config.data
+    weights = f"pretrained {model.pretrained}" if model.pretrained else "random init"
+    images = f", {data.synthetic.num_images} images" if data.dataset == "synthetic" else ""
+    return (f"{model.backbone} ({weights}), {data.size} px, {data.dataset}{images}, {config.train.epochs} epochs, "
+            f"batch {data.batch_size}, {config.optim.name} lr {config.optim.lr:g}")
+
+
+def machine() -> str:
+    """The CPU model, its core count, the threads per run (OMP_NUM_THREADS of this process, which the runs
+    inherit) and the GPU if one is visible."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{model}, {os.cpu_count()} cores, {os.environ.get('OMP_NUM_THREADS', 'all')} thread(s) per run, {gpu}"
+
+
 def write_results(frame: pd.DataFrame, out: Path, name: str, reference: dict[str, list[str]] | None = None,
-                  compare: str = "") -> str:
-    """results.csv (one row per run), results.md (mean +/- std over seeds, recovery with `reference`) and
-    results.png (test mAP bars) into `out`; with `compare`, also the paired per-seed differences of that
-    variant to every other one (spml.stats: t interval, paired t-test, Holm) in results.md,
-    paired.csv and paired.png; and report.html, the same in one self-contained page (spml.report) linking
-    each run's own report. Returns the Markdown text."""
+                  compare: str = "", split: str = "test", command: str = "") -> str:
+    """results.csv (one row per run), results.json (what the tables need besides the CSV: name, command, reference,
+    compare, split, budget, machine, training minutes; tools/results_doc.py reads both), results.md
+    (report_sections) and results.png (mAP bars) into `out`; with `compare`, also paired.csv and paired.png
+    (forest plot of the paired differences). Returns the Markdown text."""
     from spml.plots import plot_bars, plot_intervals
     from spml.report import write_grid_report
-    from spml.stats import paired_differences, paired_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "results.csv") as temporary:
         frame.to_csv(temporary, index=False)
-    table = aggregate(frame, reference)
-    text = f"# {name}\n\n" + markdown(table)
-    paired = None
-    if table.attrs.get("full_reference"):
-        text += f"\nRecovery = (method − AN) / (full − AN) against the best full-label variant: " \
-                f"{table.attrs['full_reference']}.\n"
-    if compare:
-        paired = paired_differences(frame, compare)
+    meta = {"name": name, "command": command, "reference": reference or {}, "compare": compare, "split": split,
+            "seeds": sorted(int(seed) for seed in frame["seed"].unique()), "budget": run_budget(frame),
+            "machine": machine(), "train_minutes": round(float(frame.get("seconds", pd.Series(dtype=float)).sum())
+                                                         / 60, 1)}
+    write_text_atomic(out / "results.json", json.dumps(meta, indent=1))
+    text, table, paired = report_sections(frame, reference, compare, split)
+    label = "mAP" if split == "test" else f"{split} mAP"
+    if paired is not None:
         paired.to_csv(out / "paired.csv", index=False)
-        text += f"\n## Paired differences, {compare} − variant (test mAP, same seed)\n\n" + paired_markdown(paired, compare)
-        plot_intervals(paired, out / "paired.png", title=f"{name}: {compare} − variant, test mAP (95% t interval)")
+        plot_intervals(paired, out / "paired.png", title=f"{name}: {compare} − variant, {label} (95% t interval)",
+                       metric=label)
+    text = f"# {name}\n\n" + text
     write_text_atomic(out / "results.md", text)
     plot_bars(table, x="variant", y="mAP_mean", yerr="mAP_std", out_path=out / "results.png",
-              title=f"{name}: test mAP (mean ± std over seeds)")
+              title=f"{name}: {label} (mean ± std over seeds)")
     write_grid_report(out, name, frame, table, paired)
     return text

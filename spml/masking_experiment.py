@@ -10,16 +10,26 @@ from typing import Any
 from spml.config import Config, ConfigError
 from spml.experiments import PlannedRun, slug
 
-FULL = "full"  # mode=supervised on the clean labels: the upper reference of the recovery ratio
-MPC = "mpc"  # the MPC objective (spml.objective=mpc)
+FULL = "full"  # mode=supervised on the clean labels with the default weak augmentation
+# The full-label variants (mode=supervised on the clean labels): recovery is measured against the best of those run
+# (the fair reference, docs/results.md): the default weak augmentation, flips only, and MPC's strong-view stream.
+FULL_METHODS = {FULL: (), "full_flips": ("augment.degrees=0", "augment.translate=0", "augment.scale=[1.0, 1.0]"),
+                "full_consistency": ("supervised.objective=consistency",)}
+MPC = "mpc"  # the MPC objective (spml.objective=mpc) with the schema defaults
+PRESETS = Path(__file__).resolve().parents[1] / "configs" / "presets"
+# Single-positive methods that are more than a loss name: (config files, overrides)
+COMPOSITE_METHODS = {MPC: ((), ("spml.objective=mpc",)),
+                     "mpc_paper": ((str(PRESETS / "mpc_paper.yaml"),), ("spml.objective=mpc",)),
+                     "boostlu": ((), ("spml.objective=loss", "loss.name=ll_r", "model.head=boostlu"))}
 AN = "an"  # assume negative: the lower reference
 
 
 def method_names() -> list[str]:
-    """`full`, `mpc` and every registered single-positive loss (spml.losses.SPML_LOSSES)."""
+    """The full-label variants, MPC, the paper's MPC preset, BoostLU and every registered single-positive loss
+    (spml.losses.SPML_LOSSES)."""
     from spml.losses import SPML_LOSSES
 
-    return [FULL, MPC, *SPML_LOSSES.names()]
+    return [*FULL_METHODS, *COMPOSITE_METHODS, *SPML_LOSSES.names()]
 
 
 def parse_methods(text: str) -> list[str]:
@@ -95,26 +105,36 @@ def write_masked_splits(config: Config, path: Path) -> tuple[dict[str, Any], boo
 
 def plan_runs(methods: list[str], seeds: list[int], out: Path, configs: tuple[str, ...], overrides: tuple[str, ...],
               masked_file: Path, mask_val: bool) -> list[PlannedRun]:
-    """One run per method x seed in <out>/<method>/seed<seed>. `full`: mode=supervised on the clean labels (loss.name
-    as configured, bce by default); `mpc`: mode=spml spml.objective=mpc (its base loss: loss.name as configured, em
-    by default); any other: mode=spml spml.objective=loss loss.name=<method>; each spml method with
-    data.masked_labels=<masked_file> (+ data.mask_val=true).
+    """One run per method x seed in <out>/<method>/seed<seed>. The FULL_METHODS: mode=supervised on the clean labels
+    (loss.name as configured, bce by default) with their own overrides; `mpc`: mode=spml spml.objective=mpc (its base
+    loss: loss.name as configured, em by default), `mpc_paper` the same with configs/presets/mpc_paper.yaml,
+    `boostlu` LL-R with the boostlu head; any other: mode=spml spml.objective=loss loss.name=<method>; each spml
+    method with data.masked_labels=<masked_file> (+ data.mask_val=true).
     A seed sets train.seed only: the split and the masked labels are the same for every run."""
     runs = []
     for method in methods:
-        if method == FULL:
-            specific: tuple[str, ...] = ("mode=supervised",)
+        method_configs: tuple[str, ...] = ()
+        if method in FULL_METHODS:
+            specific: tuple[str, ...] = ("mode=supervised", *FULL_METHODS[method])
         else:
-            objective = ("spml.objective=mpc",) if method == MPC else ("spml.objective=loss", f"loss.name={method}")
+            method_configs, objective = COMPOSITE_METHODS.get(method,
+                                                              ((), ("spml.objective=loss", f"loss.name={method}")))
             specific = ("mode=spml", *objective, f"data.masked_labels={masked_file.resolve()}",
                         *(("data.mask_val=true",) if mask_val else ()))
         for seed in seeds:
             run_dir = out / slug(method) / f"seed{seed}"
-            runs.append(PlannedRun(method, seed, run_dir, configs,
+            runs.append(PlannedRun(method, seed, run_dir, configs + method_configs,
                                    (*overrides, *specific, f"train.seed={seed}", f"train.out={run_dir}")))
     return runs
 
 
 def reference(methods: list[str]) -> dict[str, list[str]]:
-    """Recovery ratio references (full and AN) when both are run."""
-    return {"full": [FULL], "an": [AN]} if {FULL, AN} <= set(methods) else {}
+    """Recovery ratio references when an AN run and at least one full-label variant are run: the best of the
+    full-label variants run (FULL_METHODS) and AN."""
+    full = [method for method in methods if method in FULL_METHODS]
+    return {"full": full, "an": [AN]} if full and AN in methods else {}
+
+
+def compared_method(methods: list[str]) -> str:
+    """The method whose paired differences to the other single-positive methods the results report: mpc when run."""
+    return MPC if MPC in methods else ""

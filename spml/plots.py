@@ -83,8 +83,8 @@ def plot_bars(df: pd.DataFrame, x: str, y: str, yerr: str | None, out_path: str 
     return save_figure(fig, out_path)
 
 
-def plot_intervals(table: pd.DataFrame, out_path: str | Path, title: str = "") -> Path:
-    """Forest plot of paired differences (spml.stats.paired_differences rows): each variant's per-seed
+def plot_intervals(table: pd.DataFrame, out_path: str | Path, title: str = "", metric: str = "test mAP") -> Path:
+    """Forest plot of paired differences (spml.stats.paired_differences rows) in `metric`: each variant's per-seed
     differences as dots, their mean as a bar with its t interval, a zero line; significant rows (Holm) in
     colour -> out_path."""
     fig = Figure(figsize=(7.5, max(2.5, 0.45 * len(table) + 1.5)))
@@ -99,7 +99,7 @@ def plot_intervals(table: pd.DataFrame, out_path: str | Path, title: str = "") -
         ax.plot([row["diff_mean"]], [y], marker="D", color=color, ms=6, zorder=4)
     ax.axvline(0.0, color="0.5", lw=0.9, ls="--")
     ax.set_yticks(rows, table["variant"].astype(str).tolist())
-    ax.set_xlabel("difference in test mAP (dots: seeds; bar: 95% t interval of the mean)")
+    ax.set_xlabel(f"difference in {metric} (dots: seeds; bar: 95% t interval of the mean)")
     set_title(ax, title, 9)
     ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, out_path)

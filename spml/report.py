@@ -293,8 +293,10 @@ def write_grid_report(out: str | Path, name: str, runs: pd.DataFrame, table_rows
     differences (spml.stats) when present, results.png / paired.png from `out`, and one row per run with a
     link to its own report."""
     out = Path(out)
+    split = table_rows.attrs.get("split", "test")  # the runs' columns stay the test split's
     metric_columns = [c for c in ("mAP", "mean_auroc") if f"{c}_mean" in table_rows]
-    headers = ["variant", *[c for c in metric_columns], "seeds"] + (["recovery"] if "recovery" in table_rows else [])
+    headers = ["variant", *[c if split == "test" else f"{split} {c}" for c in metric_columns], "seeds"]
+    headers += ["recovery"] if "recovery" in table_rows else []
     rows = []
     for _, row in table_rows.iterrows():
         cells = [esc(row["variant"])]
@@ -309,13 +311,13 @@ def write_grid_report(out: str | Path, name: str, runs: pd.DataFrame, table_rows
     recovery = (f"<p>Recovery = (method − AN) / (full − AN) on mAP, against the best full-label variant: "
                 f"{esc(reference)}.</p>" if reference else "")
     sections = [("summary", "Results", table(headers, rows) + recovery
-                 + image(out / "results.png", "test mAP per variant"))]
+                 + image(out / "results.png", f"{split} mAP per variant"))]
     if paired is not None and len(paired):
         paired_rows = [[esc(r["variant"]), number(r["n"], 0), f"{r['diff_mean']:+.4f}",
                         "—" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
                         number(r["p"]), number(r["p_holm"]), "yes" if r["significant"] else "no"]
                        for _, r in paired.iterrows()]
-        sections.append(("paired", "Paired differences over seeds",
+        sections.append(("paired", f"Paired differences over seeds ({split} mAP)",
                          table(["variant", "seeds", "mean difference", "95% t interval", "p", "Holm p",
                                 "significant"], paired_rows) + image(out / "paired.png", "paired differences")))
     run_rows = []

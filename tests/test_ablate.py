@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from spml.experiments import aggregate, load_grid, markdown
 from tests.browser import image_states, rendered_dom
@@ -89,3 +90,15 @@ def test_markdown_shows_std_only_over_several_seeds():
     lines = markdown(aggregate(frame)).splitlines()
     assert lines[2] == "| one seed | 0.5000 | 0.7000 | 1 |"
     assert lines[3] == "| two seeds | 0.7000 ± 0.1414 | 0.8500 ± 0.0707 | 2 |"
+
+
+def test_grid_split_and_compare_are_checked(tmp_path):
+    from spml.config import ConfigError
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\nseeds: [100]\nsplit: val\ncompare: B\nvariants:\n  - {name: A}\n  - {name: B}\n")
+    loaded = load_grid(grid)
+    assert loaded.split == "val" and loaded.compare == "B" and [r.seed for r in loaded.runs] == [100, 100]
+    grid.write_text("name: g\nsplit: validation\nvariants:\n  - {name: A}\n")
+    with pytest.raises(ConfigError, match="split must be one of"):
+        load_grid(grid)

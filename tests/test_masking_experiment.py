@@ -161,3 +161,20 @@ def test_real_nih_files_masked_trained_and_scored_on_clean_test(experiment, tmp_
     assert per_class["n_pos"].tolist() == (table.values()[split == "test"] == 1).sum(0).tolist()
     assert json.loads((out / "an" / "seed0" / "eval" / "metrics.json").read_text())["n_images"] == (
         split == "test").sum()
+
+
+def test_full_label_variants_composite_methods_and_the_fair_reference(tmp_path):
+    from spml.masking_experiment import compared_method, parse_methods, plan_runs, reference
+
+    methods = parse_methods("full,full_flips,full_consistency,an,boostlu,mpc_paper,mpc")
+    runs = {run.variant: run for run in plan_runs(methods, [3], tmp_path, ("base.yaml",), ("x=1",),
+                                                      tmp_path / "masked.csv", False)}
+    flips, consistency = runs["full_flips"].overrides, runs["full_consistency"].overrides
+    assert "mode=supervised" in flips and "augment.degrees=0" in flips and "augment.scale=[1.0, 1.0]" in flips
+    assert "supervised.objective=consistency" in consistency and not any("masked_labels" in o for o in consistency)
+    assert {"spml.objective=loss", "loss.name=ll_r", "model.head=boostlu"} <= set(runs["boostlu"].overrides)
+    assert runs["mpc_paper"].configs[-1].endswith("configs/presets/mpc_paper.yaml")
+    assert all(run.overrides[-2:] == ("train.seed=3", f"train.out={run.run_dir}") for run in runs.values())
+    assert reference(methods) == {"full": ["full", "full_flips", "full_consistency"], "an": ["an"]}
+    assert reference(["full_flips", "em"]) == {} and compared_method(methods) == "mpc"
+    assert compared_method(["full", "an", "em"]) == ""

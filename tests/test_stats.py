@@ -1,10 +1,13 @@
-"""Paired comparisons over seeds (spml.stats) and their use in grid results (best full-label reference)."""
+"""Paired comparisons over seeds (spml.stats) and their use in grid results (best full-label reference, the
+validation split of selection grids)."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from spml.experiments import aggregate, write_results
+from spml.experiments import aggregate, last_validation, write_results
 from spml.stats import holm, paired_differences, paired_markdown
 
 
@@ -54,5 +57,25 @@ def test_recovery_uses_the_best_listed_full_label_reference(tmp_path):
     text = write_results(frame, tmp_path, "grid", {"full": ["full (weak aug)", "full (flips only)"], "an": ["AN"]},
                          compare="MPC")
     assert "against the best full-label variant: full (flips only)" in text
-    assert "## Paired differences, MPC − variant" in text and (tmp_path / "paired.png").stat().st_size > 1000
-    assert pd.read_csv(tmp_path / "paired.csv")["variant"].tolist() == ["full (flips only)", "full (weak aug)", "AN"]
+    assert "Paired differences MPC − variant (mAP" in text and (tmp_path / "paired.png").stat().st_size > 1000
+    assert pd.read_csv(tmp_path / "paired.csv")["variant"].tolist() == ["AN"]  # full-label references: no competitors
+
+
+def test_val_split_tables_read_the_last_validation_and_name_the_split(tmp_path):
+    frame = runs({"EM+IPC": [0.60, 0.64], "MPC": [0.62, 0.63]})  # test mAP: must not be what the table shows
+    frame["val_mAP"] = [0.50, 0.54, 0.40, 0.47]
+    frame["mean_auroc"], frame["val_mean_auroc"] = 0.9, 0.8
+    table = aggregate(frame, split="val").set_index("variant")
+    assert table.loc["EM+IPC", "mAP_mean"] == pytest.approx(0.52) and table.loc["MPC", "mAP_mean"] == pytest.approx(0.435)
+    text = write_results(frame, tmp_path, "selection", compare="MPC", split="val", command="python tools/ablate.py g")
+    assert "| variant | val mAP | val mean AUROC | seeds |" in text and "| EM+IPC | 0.5000 | 0.5400 |" in text
+    assert pd.read_csv(tmp_path / "paired.csv").loc[0, "diff_mean"] == pytest.approx(-0.085)
+    meta = json.loads((tmp_path / "results.json").read_text())
+    assert meta["split"] == "val" and meta["seeds"] == [0, 1] and meta["command"] == "python tools/ablate.py g"
+
+
+def test_last_validation_is_read_from_the_long_format_log(tmp_path):
+    (tmp_path / "log.csv").write_text("step,name,value\n20,train/loss,0.5\n43,val/mAP,0.31\n43,val/mean_auroc,0.7\n"
+                                      "86,val/mAP,0.42\n86,val/mean_auroc,0.8\n86,train/loss,0.4\n")
+    assert last_validation(tmp_path / "log.csv") == {"val_mAP": 0.42, "val_mean_auroc": 0.8}
+    assert last_validation(tmp_path / "missing.csv") == {}

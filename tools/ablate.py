@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             order = {variant: i for i, variant in enumerate(frame["variant"].drop_duplicates())}
             rank = with_tta["variant"].str.removesuffix(" + TTA").map(order)
             frame = with_tta.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
-        print(write_results(frame, grid.out, grid.name, grid.reference, grid.compare))
+        print(write_results(frame, grid.out, grid.name, grid.reference, grid.compare, grid.split,
+                            command=f"python tools/ablate.py {args.grid}"))
         failed = int((frame["status"] == "failed").sum())
         print(f"{len(frame)} runs, {failed} failed -> {grid.out}/results.csv, results.md, results.png, report.html")
         return 0

@@ -12,8 +12,10 @@ split it, and mask the train split's labels (and the val split's with --mask-val
 the clean labels, `mpc` mode=spml spml.objective=mpc, the others mode=spml spml.objective=loss loss.name=<name>,
 each with data.masked_labels=<file>; finished runs
 (<out>/<method>/seed<s>/eval/metrics.json) are skipped, failures are recorded and the grid goes on.
-(3) Write results.csv, results.md (test mAP and mean AUROC, mean +/- std over seeds; the recovery ratio
-(method - AN) / (full - AN) on mAP when full and an are both run), results.png and report.html (one
+(3) Write results.csv, results.json, results.md (test mAP and mean AUROC, mean +/- std over seeds and per seed;
+the recovery ratio (method - AN) / (full - AN) on mAP against the best full-label variant run, when an is run
+too; with mpc, its paired per-seed differences to the other single-positive methods with t intervals and
+Holm-adjusted p-values) and results.png (+ paired.csv, paired.png) and report.html (one
 self-contained page linking each run's report) into <out>. A progress bar counts the runs; each run's output
 is in <run>/train_output.txt.
 
@@ -28,11 +30,16 @@ Choices:
   or an override sets data.mask_no_positive): with `keep` every method trains on the same images (such rows
   are all-unobserved in SPML mode); with `drop` they leave the SPML train split (val too with --mask-val)
   while `full` still trains on them, so the methods see different images. results.md names the policy.
-* Methods: full, mpc and the registered single-positive losses; an unknown name is an error.
+* Methods: the full-label variants full (default weak augmentation), full_flips (flips only) and
+  full_consistency (plus MPC's strong-view stream); mpc (the defaults), mpc_paper
+  (configs/presets/mpc_paper.yaml), boostlu (LL-R with the BoostLU head) and the registered
+  single-positive losses; an unknown name is an error. Recovery uses the best full-label variant run: name
+  all three for the fair reference of docs/results.md.
 """
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -51,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="full,an,em,ll_r,mpc", help="comma-separated (default: %(default)s)")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds (default: %(default)s)")
     parser.add_argument("--mask-val", action="store_true", help="mask the val split too (default: clean val)")
-    parser.add_argument("--scheme", help="masking scheme (data.mask_scheme): single_positive | keep_k | keep_fraction")
+    parser.add_argument("--scheme", help="masking scheme (data.mask_scheme): single_positive | frequent_first | "
+                        "rare_first | priority (with data.mask_params) | keep_k | keep_fraction")
     parser.add_argument("--mask-seed", type=int, help="masking seed (data.mask_seed, default 1200)")
     parser.add_argument("--no-positive", choices=["drop", "keep"], help="rows without a certain positive "
                         "(data.mask_no_positive; default keep unless a --config file or an override sets it)")
@@ -64,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     def experiment() -> int:
         from spml.data.masking import masking_summary
         from spml.experiments import run_grid, write_results
-        from spml.masking_experiment import (no_positive_default, parse_methods, parse_seeds, plan_runs, reference,
-                                             write_masked_splits)
+        from spml.masking_experiment import (compared_method, no_positive_default, parse_methods, parse_seeds,
+                                             plan_runs, reference, write_masked_splits)
 
         methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
         dataset_yaml = REPO / "configs" / "datasets" / f"{args.dataset}.yaml"
@@ -90,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         val = "masked" if args.mask_val else "clean"
         name = (f"masking {args.dataset}: {data.mask_scheme} seed {data.mask_seed}, {val} val, clean test, rows "
                 f"without a positive: {data.mask_no_positive}")
-        print(write_results(frame, out, name, reference(methods)))
+        command = "python tools/masking_experiment.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        print(write_results(frame, out, name, reference(methods), compared_method(methods), command=command))
         failed = int((frame["status"] == "failed").sum())
         print(f"{len(frame)} runs, {failed} failed -> {out}/results.csv, results.md, results.png, report.html")
         return 0

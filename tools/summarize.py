@@ -32,11 +32,11 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(run_dir=folder)
             method = config.loss.name if config.mode == "supervised" or config.spml.objective == "loss" else \
                 f"mpc({config.loss.name})"
-            rows.append({"run": str(folder), "mode": config.mode, "method": method,
+            rows.append({"run": str(folder), "mode": config.mode, "method": method, "head": config.model.head,
                          "backbone": config.model.backbone, "dataset": config.data.dataset,
                          "seed": config.train.seed, **read_run(folder, args.eval)})
         frame = pd.DataFrame(rows)
-        columns = ["run", "mode", "method", "backbone", "dataset", "seed", "status", "mAP", "mean_auroc"]
+        columns = ["run", "mode", "method", "head", "backbone", "dataset", "seed", "status", "mAP", "mean_auroc"]
         print(frame[[c for c in columns if c in frame]].to_string(index=False, float_format="%.4f"))
         if args.out:
             frame.to_csv(args.out, index=False)

@@ -20,7 +20,7 @@ from spml.factories.stats import DataStats
 from spml.losses import LOSSES, SPML_LOSSES
 from spml.models import HEADS, Backbone, BatchTransformer, Classifier, FeaturePerturbation
 from spml.objectives import (BASE_TERMS, CONSISTENCY, TARGETS, THRESHOLDS, MPCObjective, Objective,
-                             SinglePositiveObjective, SupervisedObjective)
+                             SinglePositiveObjective, SupervisedConsistencyObjective, SupervisedObjective)
 from spml.registry import Registry
 
 LOSS_REGISTRIES = {"supervised": LOSSES, "spml": SPML_LOSSES}  # loss.name is looked up by mode
@@ -49,7 +49,7 @@ def backbone_arguments(model: ModelConfig) -> dict[str, Any]:
 def head_arguments(model: ModelConfig) -> dict[str, Any]:
     """model.head's own constructor arguments from model.* (each head takes the ones it accepts)."""
     context = {"drop_rate": model.drop_rate, "hidden": model.head_hidden, "channels": model.head_hidden,
-               "embedding_dim": model.embedding_dim, "prototypes": model.prototypes}
+               "embedding_dim": model.embedding_dim, "prototypes": model.prototypes, "boost": model.boost}
     with config_key("model.head"):
         return HEADS.accepted(model.head, context)
 
@@ -120,6 +120,16 @@ def supervised_objective(config: Config, stats: DataStats, classifier: Classifie
     return SupervisedObjective(classifier, loss, weak)
 
 
+@OBJECTIVES.register("supervised_consistency")
+def supervised_consistency_objective(config: Config, stats: DataStats, classifier: Classifier, weak: nn.Module,
+                                     loss: nn.Module) -> Objective:
+    """loss.name on the weak view plus on MPC's strong view, with MPC's image-level settings (spml.mpc.ipc_weight,
+    red, warmup_epochs, rampup_epochs)."""
+    mpc = config.spml.mpc
+    return SupervisedConsistencyObjective(classifier, loss, weak, build_strong(config.augment, mpc.red),
+                                          mpc.ipc_weight, mpc.warmup_epochs, mpc.rampup_epochs)
+
+
 @OBJECTIVES.register("loss")
 def single_positive_objective(config: Config, stats: DataStats, classifier: Classifier, weak: nn.Module,
                               loss: nn.Module) -> Objective:
@@ -131,8 +141,13 @@ def mpc_objective(config: Config, stats: DataStats, classifier: Classifier, weak
                   loss: nn.Module) -> Objective:
     """MPCObjective with loss.name as its base loss and the spml.mpc.* streams and strategies."""
     mpc = config.spml.mpc
+    if not classifier.head.pools_last:
+        raise ConfigError(f"spml.objective=mpc with model.head={config.model.head!r}: MPC's consistency streams need "
+                          f"a head that pools before classifying (linear, mlp, bilinear, prototype); train "
+                          f"model.head={config.model.head} with spml.objective=loss")
     strong = build_strong(config.augment, mpc.red) if mpc.ipc_weight > 0 else None
-    perturb = FeaturePerturbation(mpc.fp_dropout, mpc.fp_noise_std) if mpc.fpc_weight > 0 else None
+    perturb = (FeaturePerturbation(mpc.fp_dropout, mpc.fp_noise_std, mpc.fp_channelwise) if mpc.fpc_weight > 0
+               else None)
     embed_dim = classifier.head.embed_dim
     if mpc.btc_weight > 0 and embed_dim > MAX_BT_INPUT:
         raise ConfigError(f"spml.mpc.btc_weight>0 with a {embed_dim}-wide head embedding (model.head="
@@ -140,6 +155,7 @@ def mpc_objective(config: Config, stats: DataStats, classifier: Classifier, weak
                           f"model.head_hidden<=128 with the bilinear head or spml.mpc.btc_weight=0")
     batch_transformer = (BatchTransformer(embed_dim, mpc.bt_depth, mpc.bt_heads, mpc.bt_dim_feedforward,
                                           mpc.bt_dropout) if mpc.btc_weight > 0 else None)
+    batch_head = nn.Linear(embed_dim, stats.num_classes) if mpc.btc_weight > 0 and mpc.bt_head == "own" else None
     context = {"tau_pos": mpc.tau_pos, "tau_neg": mpc.tau_neg, "class_prior": stats.class_prior,
                "observed_rate": stats.pos_counts.float() / max(stats.num_images, 1),
                "prior_fraction": mpc.prior_fraction, "negative_fraction": mpc.negative_fraction,
@@ -147,7 +163,7 @@ def mpc_objective(config: Config, stats: DataStats, classifier: Classifier, weak
     with config_key(f"spml.mpc.threshold={mpc.threshold}"):
         thresholds = THRESHOLDS.build_in_context(mpc.threshold, context=context)
     with config_key("spml.mpc.teacher_decay"):
-        return MPCObjective(classifier, loss, weak, strong, perturb, batch_transformer, thresholds,
+        return MPCObjective(classifier, loss, weak, strong, perturb, batch_transformer, thresholds, batch_head,
                             targets=TARGETS.build(mpc.targets), consistency=CONSISTENCY.build(mpc.consistency),
                             base_term=BASE_TERMS.build(mpc.base_after_warmup), ipc_weight=mpc.ipc_weight,
                             fpc_weight=mpc.fpc_weight, btc_weight=mpc.btc_weight,
@@ -156,8 +172,11 @@ def mpc_objective(config: Config, stats: DataStats, classifier: Classifier, weak
 
 
 def objective_name(config: Config) -> str:
-    """supervised mode -> "supervised"; spml mode -> spml.objective (mpc | loss)."""
-    return "supervised" if config.mode == "supervised" else config.spml.objective
+    """supervised mode -> "supervised" (supervised.objective=loss) or "supervised_consistency"; spml mode ->
+    spml.objective (mpc | loss)."""
+    if config.mode == "supervised":
+        return "supervised" if config.supervised.objective == "loss" else "supervised_consistency"
+    return config.spml.objective
 
 
 def build_objective(config: Config, stats: DataStats) -> Objective:

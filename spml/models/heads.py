@@ -1,9 +1,11 @@
-"""Classification heads on a feature map: linear, mlp, bilinear, prototype (registry HEADS).
+"""Classification heads on a feature map: linear, mlp, bilinear, prototype, boostlu (registry HEADS).
 
-Every head is built from `(num_features, num_classes, **its own arguments)` and splits into
+Every head is built from `(num_features, num_classes, **its own arguments)`. The pooled heads split into
 `embed(feature_map (B,F,h,w)) -> (B,D)` and `classify(vector (B,D)) -> logits (B,C)`, with
 `forward = classify(embed(.))` and `embed_dim = D`, so the MPC objective can run its batch transformer
-between the two and share the classifier across streams.
+between the two and share the classifier across streams. The boostlu head pools after a non-linearity on
+its class activation maps, so it has no pooled embedding (`pools_last = False`) and serves the objectives that
+call the whole head.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ class Head(nn.Module):
     """
 
     embed_dim: int
+    pools_last = True  # forward == classify(embed(.)); False: the head pools after its class maps (BoostLU)
 
     def embed(self, features: Tensor) -> Tensor:
         raise NotImplementedError
@@ -130,6 +133,56 @@ class BilinearHead(Head):
 
     def classify(self, embedding: Tensor) -> Tensor:
         return self.fc(self.dropout(embedding))
+
+
+def boost_positive(class_maps: Tensor, boost: float) -> Tensor:
+    """BoostLU (Kim et al., CVPR 2023): positive class-activation values times `boost`, the others unchanged.
+
+    Args:
+        class_maps: (B, C, h, w) class activation maps (the linear classifier at every position).
+        boost: the factor on positive values (the paper's alpha); 1 is the identity.
+
+    Shape:
+        (B, C, h, w) -> (B, C, h, w).
+    """
+    return torch.where(class_maps > 0, class_maps * boost, class_maps)
+
+
+@HEADS.register("boostlu")
+class BoostLUHead(Head):
+    """Class activation maps -> BoostLU -> average pool (Kim et al., CVPR 2023), in training and at inference.
+
+    The maps are the linear classifier applied at every position of the feature map (a 1x1 convolution with the
+    weights of `fc`, so the parameters and their names are the linear head's). Averaging them gives the linear
+    head's logits exactly; BoostLU in between raises the pooled score of every class with a positive region,
+    most for a class whose region is small or weak (the unannotated positives the paper studies).
+
+    Args:
+        num_features: F. num_classes: C.
+        boost: the factor on positive class-activation values (the authors' alpha, default 5 as in their code).
+
+    Shape:
+        class_maps: (B, F, h, w) -> (B, C, h, w); forward: (B, F, h, w) -> (B, C).
+    """
+
+    pools_last = False
+
+    def __init__(self, num_features: int, num_classes: int, boost: float = 5.0):
+        super().__init__()
+        if boost <= 0:
+            raise ValueError(f"boost must be > 0 (1 = no boost), got {boost}")
+        self.embed_dim, self.boost = num_features, float(boost)
+        self.fc = nn.Linear(num_features, num_classes)
+
+    def class_maps(self, features: Tensor) -> Tensor:
+        return F.conv2d(features, self.fc.weight[:, :, None, None], self.fc.bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return boost_positive(self.class_maps(features), self.boost).mean((2, 3))
+
+    def embed(self, features: Tensor) -> Tensor:
+        raise TypeError("the boostlu head pools after its class maps and has no pooled embedding; objectives that "
+                        "split the head (MPC's streams) need a pooled head such as linear")
 
 
 def read_prototypes(path: str, num_classes: int, embedding_dim: int) -> Tensor:

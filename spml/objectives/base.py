@@ -1,6 +1,9 @@
 """What every objective shares: the classifier, the weak view, uint8 -> float, the training progress."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import numpy as np
 from torch import Tensor, nn
 
@@ -47,3 +50,32 @@ class Objective(nn.Module):
 
     def after_optimizer_step(self) -> None:
         """Called after each optimizer update (an EMA teacher follows the classifier here)."""
+
+
+def ramp(weight: float, epochs_done: np.float32, warmup_epochs: float, rampup_epochs: float) -> float:
+    """weight * clamp((t - warmup) / rampup, 0, 1) at t = `epochs_done` (a step function at the warm-up's end
+    when rampup_epochs <= 0), in float32 like Objective.epochs_done: the consistency weights of MPC and of
+    the supervised consistency objective."""
+    t = epochs_done - np.float32(warmup_epochs)
+    if rampup_epochs <= 0:
+        return float(np.float32(weight) * np.float32(t >= 0))
+    return float(np.float32(weight) * np.clip(t / np.float32(rampup_epochs), np.float32(0), np.float32(1)))
+
+
+@contextmanager
+def frozen_norm_statistics(module: nn.Module) -> Iterator[None]:
+    """Batch norms normalise with batch statistics but leave their running statistics untouched.
+
+    The strong view passes through the backbone under this: its heavy intensity/elastic changes
+    would otherwise shift the running statistics that evaluation on clean images uses, and mixing
+    weak and strong images in one batch-norm batch measurably hurt (see docs/results.md).
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum

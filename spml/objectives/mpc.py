@@ -9,36 +9,14 @@ level). Every component can be switched off from the config.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from spml.models.ema import build_ema
-from spml.objectives.base import Objective
+from spml.objectives.base import Objective, frozen_norm_statistics, ramp
 from spml.objectives.pseudo_labels import (BaseLoss, BaseLossConsistency, GlobalThresholds, HardTargets,
                                            PseudoLabels)
-
-
-@contextmanager
-def frozen_norm_statistics(module: nn.Module) -> Iterator[None]:
-    """Batch norms normalise with batch statistics but leave their running statistics untouched.
-
-    The strong view passes through the backbone under this: its heavy intensity/elastic changes
-    would otherwise shift the running statistics that evaluation on clean images uses, and mixing
-    weak and strong images in one batch-norm batch measurably hurt (see docs/results.md).
-    """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
 
 
 class MPCObjective(Objective):
@@ -61,6 +39,9 @@ class MPCObjective(Objective):
         strong: the strong pipeline of the image-level stream (IPC); None turns IPC off.
         perturb: the feature perturbation of the feature-level stream (FPC); None turns FPC off.
         batch_transformer: (B, D) -> (B, D) on head embeddings, the batch-level stream (BTC); None: off.
+        batch_head: (B, D) -> (B, C), the BTC stream's own classifier (trained by that stream only, not part of
+            the classifier, so evaluation never sees it); None: the stream shares the classifier's head
+            (BatchFormer's shared classifier).
         thresholds: a THRESHOLDS strategy (default: global 0.9 / 0.1).
         targets: a TARGETS strategy (default: hard). consistency: a CONSISTENCY strategy (default: base loss).
         base_term: a BASE_TERMS strategy (default: the base loss unchanged).
@@ -72,12 +53,13 @@ class MPCObjective(Objective):
 
     def __init__(self, classifier: nn.Module, base_loss: nn.Module, weak: nn.Module, strong: nn.Module | None = None,
                  perturb: nn.Module | None = None, batch_transformer: nn.Module | None = None,
-                 thresholds: nn.Module | None = None, targets=None, consistency=None, base_term=None,
+                 thresholds: nn.Module | None = None, batch_head: nn.Module | None = None, targets=None, consistency=None, base_term=None,
                  ipc_weight: float = 0.2, fpc_weight: float = 0.1, btc_weight: float = 0.1,
                  teacher_decay: float | None = None, warmup_epochs: float = 1.0, rampup_epochs: float = 2.0):
         super().__init__(classifier, weak)
         self.base = base_loss
         self.strong, self.perturb, self.batch_transformer = strong, perturb, batch_transformer
+        self.batch_head = batch_head
         self.teacher = build_ema(classifier, teacher_decay) if teacher_decay is not None else None
         self.thresholds = thresholds if thresholds is not None else GlobalThresholds()
         self.targets = targets or HardTargets()
@@ -98,11 +80,8 @@ class MPCObjective(Objective):
         return bool(self.epochs_done() >= np.float32(self.warmup_epochs))
 
     def ramp(self, weight: float) -> float:
-        """weight * clamp((t - warmup) / rampup, 0, 1), t = progress in epochs (float32, see epochs_done)."""
-        t = self.epochs_done() - np.float32(self.warmup_epochs)
-        if self.rampup_epochs <= 0:
-            return float(np.float32(weight) * np.float32(t >= 0))
-        return float(np.float32(weight) * np.clip(t / np.float32(self.rampup_epochs), np.float32(0), np.float32(1)))
+        """weight * clamp((t - warmup) / rampup, 0, 1), t = progress in epochs (spml.objectives.base.ramp)."""
+        return ramp(weight, self.epochs_done(), self.warmup_epochs, self.rampup_epochs)
 
     @torch.no_grad()
     def pseudo_labels(self, logits: Tensor, x_weak: Tensor, observed: Tensor) -> PseudoLabels:
@@ -140,7 +119,8 @@ class MPCObjective(Objective):
         if self.perturb is not None:
             streams.append(("fpc", self.fpc_weight, head.classify(head.embed(self.perturb(feature_map)))))
         if self.batch_transformer is not None:
-            streams.append(("btc", self.btc_weight, head.classify(self.batch_transformer(embedding))))
+            classify = self.batch_head if self.batch_head is not None else head.classify
+            streams.append(("btc", self.btc_weight, classify(self.batch_transformer(embedding))))
         for name, weight, stream_logits in streams:
             components[name] = self.consistency(stream_logits, labels, self.base, observed, index)
             loss = loss + self.ramp(weight) * components[name]

@@ -1,9 +1,10 @@
-"""Supervised objective (full or partially known labels) and the single-positive loss alone."""
+"""Supervised objectives (full or partially known labels, with or without a weak-to-strong consistency stream)
+and the single-positive loss alone."""
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from spml.objectives.base import Objective
+from spml.objectives.base import Objective, frozen_norm_statistics, ramp
 
 
 class SupervisedObjective(Objective):
@@ -24,6 +25,40 @@ class SupervisedObjective(Objective):
         logits = self.classifier(x)
         loss = self.loss(logits, batch["targets"], batch["known"])
         return {"loss": loss, "logits": logits, "components": {"sup": loss.detach()}}
+
+
+class SupervisedConsistencyObjective(SupervisedObjective):
+    """Full labels with MPC's image-level stream: L = loss(z_w, y) + w(t) loss(z_s, y).
+
+    The full-label counterpart of MPC's IPC stream, so that a full-label reference gets the same extra
+    augmentation MPC does: the strong view (random elastic deformation included) passes through the backbone
+    without updating batch-norm running statistics, is trained with the same loss towards the labels (the
+    best label MPC's stream could have: its pseudo-labels with every hidden positive found), and its weight
+    follows MPC's warm-up and linear ramp.
+
+    Args:
+        classifier: float images in [0, 1] -> logits (B, C).
+        loss: forward(logits (B,C), targets (B,C), known (B,C) bool) -> scalar (spml.losses.LOSSES).
+        weak, strong: the weak and strong augmentation pipelines.
+        weight: the strong stream's weight after the ramp.
+        warmup_epochs: weak view only before this. rampup_epochs: the weight ramps linearly after it.
+    """
+
+    def __init__(self, classifier: nn.Module, loss: nn.Module, weak: nn.Module, strong: nn.Module,
+                 weight: float = 0.2, warmup_epochs: float = 1.0, rampup_epochs: float = 2.0):
+        super().__init__(classifier, loss, weak)
+        self.strong, self.weight = strong, weight
+        self.warmup_epochs, self.rampup_epochs = warmup_epochs, rampup_epochs
+
+    def forward(self, batch: dict[str, Tensor]) -> dict:
+        out = super().forward(batch)
+        with frozen_norm_statistics(self.classifier):
+            strong_logits = self.classifier(self.strong(self.to_input(batch["image"])))
+        consistency = self.loss(strong_logits, batch["targets"], batch["known"])
+        weight = ramp(self.weight, self.epochs_done(), self.warmup_epochs, self.rampup_epochs)
+        out["loss"] = out["loss"] + weight * consistency
+        out["components"]["strong"] = consistency.detach()
+        return out
 
 
 class SinglePositiveObjective(Objective):

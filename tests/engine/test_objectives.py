@@ -12,8 +12,11 @@ MPC_VARIANTS = {
     "mpc_base_apl": ["spml.mpc.consistency=base", "loss.name=em_apl", "spml.mpc.base_after_warmup=positives"],
     "mpc_bce_confident": ["spml.mpc.consistency=bce", "loss.name=an", "spml.mpc.base_after_warmup=confident",
                           "spml.mpc.threshold=global", "spml.mpc.teacher=ema"],
+    "mpc_bt_own_fp_values": ["spml.mpc.bt_head=own", "spml.mpc.fp_channelwise=false"],
 }
-SPML_METHODS = ["mpc", *MPC_VARIANTS, "an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp"]
+LOSS_VARIANTS = {"boostlu": ["loss.name=ll_r", "model.head=boostlu"]}  # single-positive methods beyond a loss name
+SPML_METHODS = ["mpc", *MPC_VARIANTS, "an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp",
+                "gr", *LOSS_VARIANTS]
 
 
 def first_batch(bundle, size=16):
@@ -26,7 +29,7 @@ def test_hidden_labels_never_reach_the_spml_objective(tiny_config, method):
     if method in MPC_VARIANTS or method == "mpc":
         overrides = ["spml.objective=mpc", *MPC_VARIANTS.get(method, [])]
     else:
-        overrides = ["spml.objective=loss", f"loss.name={method}"]
+        overrides = ["spml.objective=loss", *LOSS_VARIANTS.get(method, [f"loss.name={method}"])]
     config = tiny_config("spml", *overrides)
     bundle = build_data(config)
     torch.manual_seed(0)

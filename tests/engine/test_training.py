@@ -25,7 +25,9 @@ def run(config):
         trainer.accelerator.end_training()
 
 
-@pytest.mark.parametrize("mode, extra", [("supervised", ["loss.name=zlpr"]), ("spml", [])])
+@pytest.mark.parametrize("mode, extra", [("supervised", ["loss.name=zlpr"]), ("spml", []),
+                                         ("supervised", ["supervised.objective=consistency"]),
+                                         ("spml", ["spml.objective=loss", "loss.name=ll_r", "model.head=boostlu"])])
 def test_a_run_writes_everything(tiny_config, tmp_path, mode, extra):
     summary = run(tiny_config(mode, *extra))
     out = tmp_path / "run"
@@ -35,8 +37,10 @@ def test_a_run_writes_everything(tiny_config, tmp_path, mode, extra):
         assert (out / name).exists(), name
     log = pd.read_csv(out / "log.csv")
     assert {"train/loss", "val/mAP", "train/images_per_s"} <= set(log["name"])
-    if mode == "spml":
+    if mode == "spml" and not extra:
         assert {"train/ipc", "train/fpc", "train/btc", "pseudo/precision"} <= set(log["name"])
+    if "supervised.objective=consistency" in extra:
+        assert {"train/sup", "train/strong"} <= set(log["name"])
 
 
 def test_resume_mid_epoch_reaches_identical_metrics(tiny_config, tmp_path):

@@ -166,3 +166,35 @@ def test_mpc_streams_and_an_ema_teacher():
     assert all(torch.allclose(t, b + 0.5, atol=1e-6) for t, b in zip(objective.teacher.module.parameters(), before))
     with pytest.raises(ValueError, match="decay"):
         MPCObjective(classifier, base, WeakAugment(), teacher_decay=0.0)
+
+
+def test_btc_own_classifier_trains_alone_and_stays_out_of_the_classifier():
+    """BatchFormer-style stream with its own classifier: BTC's gradient reaches the batch head and the backbone, never
+    the classifier's head, and the batch head is not part of what evaluation scores."""
+    torch.manual_seed(0)
+    classifier = tiny_classifier()
+    dim = classifier.head.embed_dim
+    batch_head = nn.Linear(dim, C)
+    objective = MPCObjective(classifier, RecordingLoss(), WeakAugment(), batch_transformer=nn.Identity(),
+                             batch_head=batch_head, ipc_weight=0.0, fpc_weight=0.0, btc_weight=1.0,
+                             consistency=CONSISTENCY.build("bce"), warmup_epochs=0.0, rampup_epochs=0.0)
+    objective.set_progress(4, 4)
+    out = objective(batch())
+    out["loss"].backward()  # RecordingLoss gives the base term a zero gradient: what remains is BTC's
+    assert batch_head.weight.grad is not None and batch_head.weight.grad.abs().sum() > 0
+    assert classifier.head.fc.weight.grad is None or classifier.head.fc.weight.grad.abs().sum() == 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in classifier.backbone.parameters())
+    assert not any(p is batch_head.weight for p in classifier.parameters())
+
+
+def test_feature_perturbation_drops_channels_or_single_values():
+    from spml.models import FeaturePerturbation
+
+    torch.manual_seed(0)
+    features = torch.ones(4, 32, 6, 6)
+    channels, values = FeaturePerturbation(0.5).train(), FeaturePerturbation(0.5, channelwise=False).train()
+    dropped = channels(features) == 0
+    assert torch.equal(dropped, dropped[:, :, :1, :1].expand_as(dropped))  # whole channels
+    partly = (values(features) == 0).flatten(2)
+    assert (partly.any(2) & ~partly.all(2)).any()  # single values: a channel keeps some of its positions
+    assert torch.equal(values.eval()(features), features) and torch.equal(channels.eval()(features), features)

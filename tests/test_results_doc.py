@@ -1,0 +1,87 @@
+"""tools/results_doc.py: docs/results.md rebuilt from a template and the committed grid CSVs, by one command."""
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spml.results_doc import render, seed_list
+from tests.conftest import REPO
+
+
+def tool():
+    spec = importlib.util.spec_from_file_location("results_doc_tool", REPO / "tools/results_doc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_grid(folder, name="core"):
+    maps = {"full": [0.80, 0.82, 0.78], "AN": [0.50, 0.55, 0.47], "EM": [0.66, 0.69, 0.62], "MPC": [0.68, 0.70, 0.65]}
+    frame = pd.DataFrame([{"variant": v, "seed": s, "run_dir": f"runs/{v}/seed{s}", "status": "done", "mAP": m,
+                           "mean_auroc": 0.9} for v, values in maps.items() for s, m in enumerate(values)])
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / f"{name}.csv", index=False)
+    meta = {"name": "core grid", "command": "python tools/ablate.py configs/ablations/core.yaml", "seeds": [0, 1, 2],
+            "reference": {"full": ["full"], "an": ["AN"]}, "compare": "MPC", "split": "test",
+            "budget": "resnet10t (random init), 64 px", "machine": "AMD EPYC, 2 cores", "train_minutes": 12.5}
+    (folder / f"{name}.json").write_text(json.dumps(meta))
+    return maps
+
+
+def test_placeholders_are_filled_from_the_csv(tmp_path):
+    maps = write_grid(tmp_path / "results")
+    template = "# Results\n\n{{grid:core}}\n\nMPC: {{mean:core|MPC}}, recovery {{recovery:core|MPC}}, " \
+               "MPC − EM {{diff:core|EM}}.\n"
+    rendered = render(template, tmp_path / "results")
+    text = rendered.text
+    assert "Command: `python tools/ablate.py configs/ablations/core.yaml`. Seeds: 0-2 (12 finished runs)" in text
+    assert "Budget: resnet10t (random init), 64 px. Machine: AMD EPYC, 2 cores; 12.5 min of training" in text
+    mpc, an, full = (np.mean(maps[v]) for v in ("MPC", "AN", "full"))
+    assert f"MPC: {mpc:.4f}, recovery {(mpc - an) / (full - an):.2f}" in text
+    diffs = np.array(maps["MPC"]) - np.array(maps["EM"])
+    assert f"MPC − EM {diffs.mean():+.4f} [" in text
+    assert "| MPC | 0.6800 | 0.7000 | 0.6500 |" in text  # per-seed table
+    assert "| full |" not in text.split("Paired differences")[1]  # the full-label reference is no competitor
+    assert "![core_paired](results/core_paired.png)" in text
+    assert not (tmp_path / "results" / "core_paired.png").exists()  # plots are written on demand
+    for plot in rendered.plots:
+        plot()
+    assert (tmp_path / "results" / "core_paired.png").stat().st_size > 1000
+
+
+def test_unknown_variant_or_grid_is_a_clear_error(tmp_path):
+    write_grid(tmp_path)
+    with pytest.raises(ValueError, match="has no variant 'ROLE'"):
+        render("{{mean:core|ROLE}}", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no results for grid 'other'"):
+        render("{{grid:other}}", tmp_path)
+    with pytest.raises(ValueError, match="not a placeholder"):
+        render("{{grid:core}} and {{findings}}", tmp_path)
+    assert seed_list([100, 101]) == "100, 101" and seed_list([0, 1, 2, 3, 4]) == "0-4"
+
+
+def test_tool_collects_builds_and_checks(tmp_path, capsys):
+    grid_folder = tmp_path / "grid"
+    write_grid(grid_folder)
+    for suffix in ("csv", "json"):
+        (grid_folder / f"core.{suffix}").rename(grid_folder / f"results.{suffix}")
+    docs = tmp_path / "docs"
+    (docs / "results").mkdir(parents=True)
+    (docs / "results" / "template.md").write_text("{{grid:core}}\n")
+    argv = ["--template", str(docs / "results/template.md"), "--results", str(docs / "results"),
+            "--out", str(docs / "results.md")]
+    main = tool().main
+    assert main([*argv, "--check"]) == 2  # nothing collected yet: a one-line error
+    assert "no results for grid 'core'" in capsys.readouterr().err
+    assert main([*argv, "--collect", f"core={grid_folder}"]) == 0
+    assert (docs / "results/core.csv").exists() and (docs / "results/core_paired.png").exists()
+    assert "(results/core.csv)" in (docs / "results.md").read_text()
+    assert main([*argv, "--check"]) == 0
+    (docs / "results.md").write_text("edited by hand\n")
+    assert main([*argv, "--check"]) == 1
+
+
+def test_the_committed_results_document_is_up_to_date():
+    assert tool().main(["--check"]) == 0, "docs/results.md differs from its template + CSVs: python tools/results_doc.py"
