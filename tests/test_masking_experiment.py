@@ -101,7 +101,7 @@ def test_rows_without_a_positive_are_kept_unless_a_config_or_flag_says_drop(expe
 def test_unknown_method_is_a_one_line_error(experiment, tmp_path):
     code, _, error = experiment(tmp_path / "exp", "--methods", "full,an,nope", "--dry-run")
     error = error.strip()
-    assert code == 2 and len(error.splitlines()) == 1 and "'nope'" in error and "full, mpc, an," in error and "ll_r" in error
+    assert code == 2 and len(error.splitlines()) == 1 and "'nope'" in error and "full, full_flips, full_consistency, mpc, mpc_paper, boostlu, an," in error and "ll_r" in error
 
 
 def test_mask_val_masks_val_rows_only_and_keeps_train_and_test(tiny_config, tmp_path):
