@@ -254,6 +254,11 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
         else:
             write_text_atomic(run.run_dir / "seconds.txt", f"{time.perf_counter() - start:.1f}\n")
     bar.close()
+    return grid_rows(runs)
+
+
+def grid_rows(runs: list[PlannedRun]) -> pd.DataFrame:
+    """One row per planned run as its folder is now (variant, seed, read_run: status done, failed or missing)."""
     return pd.DataFrame([{"variant": r.variant, "seed": r.seed, **read_run(r.run_dir)} for r in runs])
 
 

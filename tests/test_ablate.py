@@ -45,6 +45,12 @@ def test_tiny_grid_writes_tables_plot_and_resumes(tmp_path):
     assert second.stdout.count("[skip]") == 2 and "[run ] broken" in second.stdout  # finished runs are skipped
     changed = ablate(grid, out, "train.max_steps=1")
     assert changed.returncode == 2 and "finished with other train arguments" in changed.stderr
+    only = ablate(grid, out, "--report-only")  # the results as they stand, nothing trained
+    assert only.returncode == 0 and "[run" not in only.stdout and "2 finished, 1 failed, 0 not run" in only.stdout
+    assert pd.read_csv(out / "results.csv")["status"].tolist() == ["done", "done", "failed"]
+    none = ablate(grid, tmp_path / "elsewhere", "--report-only")
+    assert none.returncode == 2 and "none of the 3 selected runs has finished" in none.stderr
+    assert not (tmp_path / "elsewhere").exists()
     summary = subprocess.run([sys.executable, str(REPO / "tools/summarize.py"), str(out)], capture_output=True,
                              text=True)
     assert summary.returncode == 0 and summary.stdout.count("done") == 2

@@ -5,7 +5,9 @@ skipped, a failing run is recorded as failed and the grid goes on. A grid with `
 every finished run with test-time augmentation (tools/evaluate.py --tta) as rows "<variant> + TTA".
 Writes results.csv (one row per run), results.md (mean +/- std over seeds, recovery ratio), results.png
 and report.html (all of it in one self-contained page, linking each run's report) into the grid folder.
-A progress bar counts the runs; each run's own output is in <run>/train_output.txt.
+A progress bar counts the runs; each run's own output is in <run>/train_output.txt. `--report-only` trains
+nothing: it writes the results of the runs finished so far (the others are rows with status "missing", left out
+of the means; the paired differences use the seeds both variants finished).
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], help="run only these variants (repeatable)")
     parser.add_argument("--seed", action="append", default=[], type=int,
                         help="run only these seeds (repeatable); results cover the selected runs")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing; write the results of the runs finished so far")
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides applied to every run")
     args = parser.parse_intermixed_args(argv)
 
@@ -34,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         import pandas as pd
 
         from spml.config import ConfigError
-        from spml.experiments import load_grid, run_grid, score_with_tta, write_results
+        from spml.experiments import grid_rows, load_grid, run_grid, score_with_tta, write_results
 
         grid = load_grid(args.grid, args.out)
         unknown = sorted(set(args.only) - {r.variant for r in grid.runs})
@@ -43,18 +47,24 @@ def main(argv: list[str] | None = None) -> int:
                               f"{list(dict.fromkeys(r.variant for r in grid.runs))}")
         runs = [r for r in grid.runs if (not args.only or r.variant in args.only)
                 and (not args.seed or r.seed in args.seed)]
-        frame = run_grid(runs, TRAIN, args.overrides, args.dry_run)
+        if args.report_only and (args.dry_run or args.overrides):
+            raise ConfigError("--report-only trains nothing: it takes no --dry-run and no overrides")
+        frame = grid_rows(runs) if args.report_only else run_grid(runs, TRAIN, args.overrides, args.dry_run)
+        if args.report_only and not (frame["status"] == "done").any():
+            raise FileNotFoundError(f"--report-only: none of the {len(runs)} selected runs has finished (looked "
+                                    f"for <run>/eval/metrics.json under {runs[0].run_dir.parent.parent})")
         if frame is None:
             return 0
-        if grid.tta:
+        if grid.tta and not args.report_only:
             with_tta = pd.concat([frame, score_with_tta(runs, EVALUATE)], ignore_index=True)
             order = {variant: i for i, variant in enumerate(frame["variant"].drop_duplicates())}
             rank = with_tta["variant"].str.removesuffix(" + TTA").map(order)
             frame = with_tta.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
         print(write_results(frame, grid.out, grid.name, grid.reference, grid.compare, grid.split,
                             command=f"python tools/ablate.py {args.grid}"))
-        failed = int((frame["status"] == "failed").sum())
-        print(f"{len(frame)} runs, {failed} failed -> {grid.out}/results.csv, results.md, results.png, report.html")
+        done, failed = (int((frame["status"] == status).sum()) for status in ("done", "failed"))
+        print(f"{len(frame)} runs: {done} finished, {failed} failed, {len(frame) - done - failed} not run -> "
+              f"{grid.out}/results.csv, results.md, results.png, report.html")
         return 0
 
     return run_cli(ablate, parser)
