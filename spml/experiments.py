@@ -174,12 +174,17 @@ def mean_std_cell(mean: float, std: float) -> str:
     return f"{mean:.4f}" if pd.isna(std) else f"{mean:.4f} ± {std:.4f}"
 
 
+def metric_label(split: str, metric: str = "mAP") -> str:
+    """How tables name a metric of `split`: "mAP" for the test split (the default), "val mAP" for the others."""
+    return metric if split == "test" else f"{split} {metric}"
+
+
 def markdown(table: pd.DataFrame) -> str:
     """Markdown table with mean +/- std (n seeds); a single seed shows its value alone (no std exists). The
     metric columns name the split when it is not the test split."""
     has_recovery = "recovery" in table
-    prefix = "" if table.attrs.get("split", "test") == "test" else f"{table.attrs['split']} "
-    header = f"| variant | {prefix}mAP | {prefix}mean AUROC | seeds |" + (" recovery |" if has_recovery else "")
+    split = table.attrs.get("split", "test")
+    header = f"| variant | {metric_label(split)} | {metric_label(split, 'mean AUROC')} | seeds |" + (" recovery |" if has_recovery else "")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for _, row in table.iterrows():
         cells = [str(row["variant"])]
@@ -288,7 +293,7 @@ def report_sections(frame: pd.DataFrame, reference: dict[str, list[str]] | None 
     from spml.stats import paired_differences, paired_markdown
 
     metric = SPLIT_METRICS[split][0]
-    label = "mAP" if split == "test" else f"{split} mAP"
+    label = metric_label(split)
     table = aggregate(frame, reference, split)
     text = markdown(table)
     if table.attrs.get("full_reference"):
@@ -354,7 +359,7 @@ def write_results(frame: pd.DataFrame, out: Path, name: str, reference: dict[str
                                                          / 60, 1)}
     write_text_atomic(out / "results.json", json.dumps(meta, indent=1))
     text, table, paired = report_sections(frame, reference, compare, split)
-    label = "mAP" if split == "test" else f"{split} mAP"
+    label = metric_label(split)
     if paired is not None:
         paired.to_csv(out / "paired.csv", index=False)
         plot_intervals(paired, out / "paired.png", title=f"{name}: {compare} − variant, {label} (95% t interval)",

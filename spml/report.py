@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import pandas as pd
 import yaml
 
+from spml.experiments import metric_label
 from spml.io import write_text_atomic
 from spml.plots import plot_training
 
@@ -295,7 +296,7 @@ def write_grid_report(out: str | Path, name: str, runs: pd.DataFrame, table_rows
     out = Path(out)
     split = table_rows.attrs.get("split", "test")  # the runs' columns stay the test split's
     metric_columns = [c for c in ("mAP", "mean_auroc") if f"{c}_mean" in table_rows]
-    headers = ["variant", *[c if split == "test" else f"{split} {c}" for c in metric_columns], "seeds"]
+    headers = ["variant", *[metric_label(split, c) for c in metric_columns], "seeds"]
     headers += ["recovery"] if "recovery" in table_rows else []
     rows = []
     for _, row in table_rows.iterrows():
@@ -311,13 +312,13 @@ def write_grid_report(out: str | Path, name: str, runs: pd.DataFrame, table_rows
     recovery = (f"<p>Recovery = (method − AN) / (full − AN) on mAP, against the best full-label variant: "
                 f"{esc(reference)}.</p>" if reference else "")
     sections = [("summary", "Results", table(headers, rows) + recovery
-                 + image(out / "results.png", f"{split} mAP per variant"))]
+                 + image(out / "results.png", f"{metric_label(split)} per variant"))]
     if paired is not None and len(paired):
         paired_rows = [[esc(r["variant"]), number(r["n"], 0), f"{r['diff_mean']:+.4f}",
                         "—" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
                         number(r["p"]), number(r["p_holm"]), "yes" if r["significant"] else "no"]
                        for _, r in paired.iterrows()]
-        sections.append(("paired", f"Paired differences over seeds ({split} mAP)",
+        sections.append(("paired", f"Paired differences over seeds ({metric_label(split)})",
                          table(["variant", "seeds", "mean difference", "95% t interval", "p", "Holm p",
                                 "significant"], paired_rows) + image(out / "paired.png", "paired differences")))
     run_rows = []

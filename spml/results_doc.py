@@ -23,7 +23,7 @@ from typing import Callable
 
 import pandas as pd
 
-from spml.experiments import SPLIT_METRICS, aggregate, competitors, report_sections
+from spml.experiments import SPLIT_METRICS, aggregate, competitors, metric_label, report_sections
 
 PLACEHOLDER = re.compile(r"\{\{(grid|mean|recovery|diff):([^}|]+)(?:\|([^}]+))?\}\}")
 
@@ -87,7 +87,7 @@ def grid_block(grid: GridResults, folder: Path, link_prefix: str) -> Rendered:
               + (f"; {meta['train_minutes']:g} min of training (wall clock per run, summed)" if meta.get("train_minutes")
                  else "")
               + f". Data: [{grid.name}.csv]({link_prefix}{grid.name}.csv).\n\n")
-    label = "mAP" if grid.split == "test" else f"{grid.split} mAP"
+    label = metric_label(grid.split)
     if paired is not None:
         png = folder / f"{grid.name}_paired.png"
         title = f"{meta.get('name', grid.name)}: {meta['compare']} − variant, {label} (95% t interval)"
