@@ -38,6 +38,7 @@ never leak into training.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +78,20 @@ class DataBundle:
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # each split's rows, in dataset order
     warnings: list[dict[str, Any]] = field(default_factory=list)  # label_warnings (also in <run>/data_stats.json)
     left_out: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LEFT_OUT_COLUMNS))  # header check
+
+    def fingerprint(self) -> dict[str, dict[str, str]]:
+        """{split: {"images": sha256 of its image paths in order, "labels": sha256 of its targets, known and
+        observed}}: what a resumed run must find again (a changed label file, masked file or image set)."""
+        result = {}
+        for name in SPLITS:
+            dataset, frame = getattr(self, name), self.frames[name]
+            paths = "\n".join(map(str, frame["path"])) if "path" in frame else str(len(dataset))
+            labels = hashlib.sha256()
+            for array in (dataset.targets, dataset.known, dataset.observed):
+                labels.update(array.numpy().tobytes())
+            result[name] = {"images": hashlib.sha256(paths.encode("utf-8")).hexdigest(),
+                            "labels": labels.hexdigest()}
+        return result
 
 
 def read_table(config: DataConfig) -> LabelTable:

@@ -19,6 +19,7 @@ from spml.config import Config, ConfigError, DataConfig, save_config, to_dict
 from spml.config.schema import EvalConfig
 from spml.data.build import DataBundle, build_data
 from spml.data.dataset import record_left_out
+from spml.data.table import DataError
 from spml.data.synthetic import lesion_masks
 from spml.diagnostics import (DiagnosticSettings, Explainer, diagnose, diagnosis_line, fit_operating_points,
                               settings_from, thresholds_path)
@@ -129,8 +130,11 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
     if record and bundle.manifest is not None:
         write_json_atomic(run_dir / "masking_manifest.json", bundle.manifest)
     stats = data_stats(bundle, config.mode)
+    if resume:
+        check_same_data(run_dir, bundle.fingerprint(), data)
     if record:
-        write_json_atomic(run_dir / "data_stats.json", {**stats.to_json(), "warnings": bundle.warnings})
+        write_json_atomic(run_dir / "data_stats.json", {**stats.to_json(), "warnings": bundle.warnings,
+                                                        "fingerprint": bundle.fingerprint()})
     objective = build_objective(config, stats)
     optimizer = build_optimizer(objective, config.optim)
     with config_key("data.batch_size, data.num_workers"):
@@ -203,6 +207,26 @@ def final_diagnosis(model: InferenceModel, bundle: DataBundle, config: Config, s
         return summary
 
     return diagnose_run
+
+
+def check_same_data(run_dir: Path, fingerprint: dict[str, dict[str, str]], data: DataConfig) -> None:
+    """A resume must train and score on the data its run started with: compare `fingerprint`
+    (DataBundle.fingerprint) with the one <run>/data_stats.json recorded; a difference raises a DataError naming
+    the split, whether its images or its labels changed, and the files they come from. Runs recorded before
+    fingerprints existed (or without data_stats.json) are not checked."""
+    path = run_dir / "data_stats.json"
+    recorded = json.loads(path.read_text(encoding="utf-8")).get("fingerprint") if path.exists() else None
+    if recorded is None:
+        return
+    changed = [f"the {split} split's {part}" for split, parts in fingerprint.items() for part, value in parts.items()
+               if recorded.get(split, {}).get(part) != value]
+    if changed:
+        files = ", ".join(f"{key}={value}" for key, value in (("data.labels", data.labels or "(default)"),
+                                                              ("data.masked_labels", data.masked_labels),
+                                                              ("data.root", data.root)) if value)
+        raise DataError(f"{run_dir}: the data differs from when this run started ({', '.join(changed)} changed; "
+                        f"{files}); a resume continues on the same images and labels: restore them, or start a "
+                        f"new run")
 
 
 def record_resume(run_dir: str | Path, step: int, changes: dict[str, tuple[Any, Any]], processes: int) -> None:

@@ -1,5 +1,6 @@
 """The run folder through tools/train.py: a resume keeps config.yaml and may change only the allowed keys, refusing
-the others before anything is written; a moved folder resumes where it is; one training at a time holds it."""
+the others before anything is written; a moved folder resumes where it is; one training at a time holds it; a
+resume refuses data that changed since the run started."""
 import json
 import shutil
 import signal
@@ -8,8 +9,8 @@ from pathlib import Path
 
 from spml.config import RESUME_KEYS
 from spml.lock import RunLock
-from tests.reliability.conftest import (STALLING_TRAIN, error_line, final_results, latest_step, launch, log_values,
-                                        progress_of, reaped, tiny_run_args, wait_for)
+from tests.reliability.conftest import (STALLING_TRAIN, csv_run_args, error_line, final_results, latest_step, launch,
+                                        log_values, progress_of, reaped, tiny_run_args, wait_for)
 
 STOPPED_AT = 7  # the short first attempt: train.max_steps=7 of the 18 steps
 
@@ -153,3 +154,27 @@ def test_a_resumed_attempt_event_file_sorts_after_the_one_of_the_same_second(tmp
     assert tensorboard_steps(tmp_path) == {"train/loss": [5, 10]}
     assert [row[2] for row in map(lambda line: line.split(","), (tmp_path / "log.csv").read_text().splitlines()[1:])] \
         == ["1", "0.25"]
+
+
+def test_a_resume_refuses_a_label_file_or_image_set_that_changed_since_the_run_started(cli, dataset_dir, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = cli("train", *csv_run_args(dataset_dir, out, "train.max_steps=3", "train.checkpoint_every=1"))
+    assert code == 0, err
+    labels = dataset_dir / "labels.csv"
+    original = labels.read_text()
+    rows = original.splitlines()
+    rows[5] = rows[5][:-1] + str(1 - int(rows[5][-1]))  # one label of one image flipped, a same-size file
+    labels.write_text("\n".join(rows) + "\n")
+    before = snapshot(out)
+    code, _, err = cli("train", "--resume", str(out), "train.max_steps=0")
+    line = error_line(err)
+    assert code == 2 and "labels changed" in line and str(labels) in line and "images changed" not in line, line
+    assert {**snapshot(out), ".lock": None} == {**before, ".lock": None}  # only the lock was taken and let go
+    labels.write_text(original.replace("img07.png", "img07_copy.png"))  # same labels, another image
+    (dataset_dir / "img07_copy.png").write_bytes((dataset_dir / "img07.png").read_bytes())
+    line = error_line(cli("train", "--resume", str(out), "train.max_steps=0")[2])
+    assert "images changed" in line and "labels changed" not in line, line
+    labels.write_text(original)  # restored: the run resumes and finishes
+    code, _, err = cli("train", "--resume", str(out), "train.max_steps=0")
+    assert code == 0, err
+    assert (out / "eval" / "metrics.json").exists()
