@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from spml.config import ConfigError, read_yaml
 from spml.io import atomic_path, write_text_atomic
+from spml.lock import in_use
 
 METRICS = ("mAP", "mean_auroc")  # test split (eval/metrics.json)
 VAL_METRICS = ("val_mAP", "val_mean_auroc")  # the last validation of the run (log.csv), for choosing settings
@@ -223,9 +224,10 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
     """Train each run in turn (`python <train_script> <run args> <extra_overrides>`, one subprocess each).
 
     An unfinished run (failed or interrupted) starts over (--overwrite); a run whose eval/metrics.json exists
-    is skipped, unless its train_args.json records other arguments
-    (then ConfigError: a shared or reused folder never silently stands for another setting); a failing run leaves FAILED (the end of its stderr) in
-    its folder and the grid goes on; every run's output goes to train_output.txt, its time to seconds.txt.
+    is skipped, unless its train_args.json records other arguments (then ConfigError: a shared or reused folder
+    never silently stands for another setting), and so is one whose folder another process holds (its lock,
+    spml.lock: the same grid started twice); a failing run leaves FAILED (the end of its stderr) in its folder and
+    the grid goes on; every run's output goes to train_output.txt, its time to seconds.txt.
     A progress bar counts the runs (the runs' own output stays in their files).
     Returns one row per run (variant, seed, read_run), or None after a dry run, which only prints the
     `accelerate launch` commands.
@@ -245,8 +247,11 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
                                   f"{run.variant!r} seed {run.seed} asks for now; use another output folder")
             tqdm.write(f"[skip] {run.variant} seed {run.seed}: finished ({run.run_dir})")
             continue
+        busy = in_use(run.run_dir)  # another grid (or a training) on the same folder: leave it alone
+        if busy:
+            tqdm.write(f"[busy] {run.variant} seed {run.seed}: {busy}")
+            continue
         tqdm.write(f"[run ] {run.variant} seed {run.seed} -> {run.run_dir}")
-        run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / "FAILED").unlink(missing_ok=True)
         write_text_atomic(recorded, json.dumps(train_args))
         start = time.perf_counter()
@@ -260,6 +265,19 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
             write_text_atomic(run.run_dir / "seconds.txt", f"{time.perf_counter() - start:.1f}\n")
     bar.close()
     return grid_rows(runs)
+
+
+def run_counts(frame: pd.DataFrame) -> str:
+    """"N runs: X finished, Y failed, Z not run" for the rows of run_grid / grid_rows; FileNotFoundError when none
+    has finished (there is nothing to tabulate)."""
+    done, failed = (int((frame["status"] == status).sum()) for status in ("done", "failed"))
+    not_run = len(frame) - done - failed
+    if not done:
+        folders = sorted({str(Path(path).parent.parent) for path in frame["run_dir"]})
+        raise FileNotFoundError(f"none of the {len(frame)} selected runs has finished ({failed} failed, {not_run} not "
+                                f"run; looked for <run>/eval/metrics.json under {', '.join(folders)}); no results "
+                                "written")
+    return f"{len(frame)} runs: {done} finished, {failed} failed, {not_run} not run"
 
 
 def grid_rows(runs: list[PlannedRun]) -> pd.DataFrame:

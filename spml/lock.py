@@ -86,6 +86,16 @@ class RunLock:
                 f"{info.get('started')} ({info.get('command')}); {advice}")
 
 
+def in_use(run_dir: str | Path) -> str | None:
+    """RunLock's refusal when another process holds `run_dir` now, else None (the lock is taken and let go at once;
+    `run_dir` is created if missing)."""
+    try:
+        with RunLock(run_dir):
+            return None
+    except RunFolderLocked as locked:
+        return str(locked)
+
+
 def holder() -> dict[str, object]:
     """What the lock file says about this process."""
     return {"pid": os.getpid(), "host": socket.gethostname(),

@@ -108,3 +108,20 @@ def test_grid_split_and_compare_are_checked(tmp_path):
     grid.write_text("name: g\nsplit: validation\nvariants:\n  - {name: A}\n")
     with pytest.raises(ConfigError, match="split must be one of"):
         load_grid(grid)
+
+
+def test_a_run_another_process_holds_is_left_alone(tmp_path):
+    grid = write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n", reference="{}")
+    run_dir = tmp_path / "grid" / "an" / "seed0"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from spml.lock import RunLock\n"
+                               f"with RunLock({str(run_dir)!r}):\n    print('held', flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        proc = ablate(grid, tmp_path / "grid")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "[busy] AN seed 0" in proc.stdout and f"pid {holder.pid}" in proc.stdout, proc.stdout
+    assert "[run" not in proc.stdout and sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # nothing written
+    assert proc.returncode == 2 and "none of the 1 selected runs has finished (0 failed, 1 not run" in proc.stderr

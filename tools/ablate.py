@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         import pandas as pd
 
         from spml.config import ConfigError
-        from spml.experiments import grid_rows, load_grid, run_grid, score_with_tta, write_results
+        from spml.experiments import grid_rows, load_grid, run_counts, run_grid, score_with_tta, write_results
 
         grid = load_grid(args.grid, args.out)
         unknown = sorted(set(args.only) - {r.variant for r in grid.runs})
@@ -50,11 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_only and (args.dry_run or args.overrides):
             raise ConfigError("--report-only trains nothing: it takes no --dry-run and no overrides")
         frame = grid_rows(runs) if args.report_only else run_grid(runs, TRAIN, args.overrides, args.dry_run)
-        if args.report_only and not (frame["status"] == "done").any():
-            raise FileNotFoundError(f"--report-only: none of the {len(runs)} selected runs has finished (looked "
-                                    f"for <run>/eval/metrics.json under {runs[0].run_dir.parent.parent})")
         if frame is None:
             return 0
+        counts = run_counts(frame)
         if grid.tta and not args.report_only:
             with_tta = pd.concat([frame, score_with_tta(runs, EVALUATE)], ignore_index=True)
             order = {variant: i for i, variant in enumerate(frame["variant"].drop_duplicates())}
@@ -62,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             frame = with_tta.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
         print(write_results(frame, grid.out, grid.name, grid.reference, grid.compare, grid.split,
                             command=f"python tools/ablate.py {args.grid}"))
-        done, failed = (int((frame["status"] == status).sum()) for status in ("done", "failed"))
-        print(f"{len(frame)} runs: {done} finished, {failed} failed, {len(frame) - done - failed} not run -> "
-              f"{grid.out}/results.csv, results.md, results.png, report.html")
+        print(f"{counts} -> {grid.out}/results.csv, results.md, results.png, report.html")
         return 0
 
     return run_cli(ablate, parser)

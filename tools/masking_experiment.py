@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def experiment() -> int:
         from spml.data.masking import masking_summary
-        from spml.experiments import run_grid, write_results
+        from spml.experiments import run_counts, run_grid, write_results
         from spml.masking_experiment import (compared_method, no_positive_default, parse_methods, parse_seeds,
                                              plan_runs, reference, write_masked_splits)
 
@@ -95,13 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         manifest, written = write_masked_splits(mask_config, masked_file)
         print(("written" if written else "identical file already there, kept") + "\n" + masking_summary(manifest))
         frame = run_grid(runs, TRAIN)
+        counts = run_counts(frame)
         val = "masked" if args.mask_val else "clean"
         name = (f"masking {args.dataset}: {data.mask_scheme} seed {data.mask_seed}, {val} val, clean test, rows "
                 f"without a positive: {data.mask_no_positive}")
         command = "python tools/masking_experiment.py " + shlex.join(sys.argv[1:] if argv is None else argv)
         print(write_results(frame, out, name, reference(methods), compared_method(methods), command=command))
-        failed = int((frame["status"] == "failed").sum())
-        print(f"{len(frame)} runs, {failed} failed -> {out}/results.csv, results.md, results.png, report.html")
+        print(f"{counts} -> {out}/results.csv, results.md, results.png, report.html")
         return 0
 
     return run_cli(experiment, parser)
