@@ -80,12 +80,12 @@ class DataBundle:
     left_out: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LEFT_OUT_COLUMNS))  # header check
 
     def fingerprint(self) -> dict[str, dict[str, str]]:
-        """{split: {"images": sha256 of its image paths in order, "labels": sha256 of its targets, known and
-        observed}}: what a resumed run must find again (a changed label file, masked file or image set)."""
+        """{split: {"images": sha256 of its image paths and study ids in order, "labels": sha256 of its targets,
+        known and observed}}: what a resumed run must find again (a changed label file, masked file or image set)."""
         result = {}
         for name in SPLITS:
             dataset, frame = getattr(self, name), self.frames[name]
-            paths = "\n".join(map(str, frame["path"])) if "path" in frame else str(len(dataset))
+            paths = "\n".join(frame["path"] + "|" + frame["study_id"])
             labels = hashlib.sha256()
             for array in (dataset.targets, dataset.known, dataset.observed):
                 labels.update(array.numpy().tobytes())

@@ -130,11 +130,12 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
     if record and bundle.manifest is not None:
         write_json_atomic(run_dir / "masking_manifest.json", bundle.manifest)
     stats = data_stats(bundle, config.mode)
+    fingerprint = bundle.fingerprint()
     if resume:
-        check_same_data(run_dir, bundle.fingerprint(), data)
+        check_same_data(run_dir, fingerprint, data)
     if record:
         write_json_atomic(run_dir / "data_stats.json", {**stats.to_json(), "warnings": bundle.warnings,
-                                                        "fingerprint": bundle.fingerprint()})
+                                                        "fingerprint": fingerprint})
     objective = build_objective(config, stats)
     optimizer = build_optimizer(objective, config.optim)
     with config_key("data.batch_size, data.num_workers"):
