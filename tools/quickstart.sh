@@ -15,10 +15,16 @@ else
   PY=.venv/bin/python
 fi
 
-stamp="$("$PY" -c 'import sys; print(sys.prefix)')/.spml-installed"
+prefix="$("$PY" -c 'import sys; print(sys.prefix)')"
+stamp="$prefix/.spml-installed"
 want="$(cat pyproject.toml | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "== installing spml and its dependencies into $("$PY" -c 'import sys; print(sys.prefix)')"
+  echo "== installing spml and its dependencies into $prefix"
+  # PyPI's x86_64 torch is a CUDA build: the environment grows by about 6.5 GB. Say so before pip's ENOSPC does.
+  free_gb="$(df -Pk "$prefix" | awk 'NR == 2 {print int($4 / 1048576)}')"
+  if [ "${free_gb:-0}" -lt 8 ]; then
+    echo "warning: ${free_gb} GB free under $prefix; installing torch and its CUDA libraries needs about 7 GB" >&2
+  fi
   "$PY" -m pip install -q --upgrade pip
   # torch/torchvision first (timm brings torchvision), pinned to a pair that imports together.
   "$PY" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
