@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from spml.config import ConfigError, read_yaml
 from spml.io import atomic_path, write_text_atomic
-from spml.lock import in_use
+from spml.lock import GRID_LOCK_FILE, RunFolderLocked, RunLock, in_use
 
 METRICS = ("mAP", "mean_auroc")  # test split (eval/metrics.json)
 VAL_METRICS = ("val_mAP", "val_mean_auroc")  # the last validation of the run (log.csv), for choosing settings
@@ -225,9 +225,10 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
 
     An unfinished run (failed or interrupted) starts over (--overwrite); a run whose eval/metrics.json exists
     is skipped, unless its train_args.json records other arguments (then ConfigError: a shared or reused folder
-    never silently stands for another setting), and so is one whose folder another process holds (its lock,
-    spml.lock: the same grid started twice); a failing run leaves FAILED (the end of its stderr) in its folder and
-    the grid goes on; every run's output goes to train_output.txt, its time to seconds.txt.
+    never silently stands for another setting), and so is one that another grid is on (spml.lock's grid lock,
+    held from this check until the run's training has ended: the same grid started twice) or that another
+    training holds; a failing run leaves FAILED (the end of its stderr) in its folder and the grid goes on; every
+    run's output goes to train_output.txt, its time to seconds.txt.
     A progress bar counts the runs (the runs' own output stays in their files).
     Returns one row per run (variant, seed, read_run), or None after a dry run, which only prints the
     `accelerate launch` commands.
@@ -240,31 +241,51 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
     for run in bar:
         bar.set_postfix_str(f"{run.variant} seed {run.seed}")
         train_args = run.train_args() + list(extra_overrides)
-        recorded = run.run_dir / "train_args.json"
-        if (run.run_dir / "eval" / "metrics.json").exists():
-            if recorded.exists() and json.loads(recorded.read_text(encoding="utf-8")) != train_args:
-                raise ConfigError(f"{run.run_dir}: finished with other train arguments ({recorded}) than "
-                                  f"{run.variant!r} seed {run.seed} asks for now; use another output folder")
-            tqdm.write(f"[skip] {run.variant} seed {run.seed}: finished ({run.run_dir})")
+        if finished(run, train_args):  # a finished folder is left untouched, no lock file written into it
             continue
-        busy = in_use(run.run_dir)  # another grid (or a training) on the same folder: leave it alone
-        if busy:
-            tqdm.write(f"[busy] {run.variant} seed {run.seed}: {busy}")
-            continue
-        tqdm.write(f"[run ] {run.variant} seed {run.seed} -> {run.run_dir}")
-        (run.run_dir / "FAILED").unlink(missing_ok=True)
-        write_text_atomic(recorded, json.dumps(train_args))
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(train_script), *train_args, "--overwrite"],
-                              capture_output=True, text=True)
-        (run.run_dir / "train_output.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
-        if proc.returncode != 0:
-            write_text_atomic(run.run_dir / "FAILED", proc.stderr[-4000:] or f"exit {proc.returncode}")
-            tqdm.write(f"[fail] {run.variant} seed {run.seed}: exit {proc.returncode}, see {run.run_dir}/FAILED")
-        else:
-            write_text_atomic(run.run_dir / "seconds.txt", f"{time.perf_counter() - start:.1f}\n")
+        try:
+            with RunLock(run.run_dir, lock_file=GRID_LOCK_FILE):
+                if finished(run, train_args):  # by the grid that held the lock until a moment ago
+                    continue
+                busy = in_use(run.run_dir)  # a training started by hand on the same folder: leave it alone
+                if busy:
+                    tqdm.write(f"[busy] {run.variant} seed {run.seed}: {busy}")
+                    continue
+                train_run(run, train_args, train_script)
+        except RunFolderLocked as held:
+            tqdm.write(f"[busy] {run.variant} seed {run.seed}: {held}")
     bar.close()
     return grid_rows(runs)
+
+
+def finished(run: PlannedRun, train_args: list[str]) -> bool:
+    """Whether `run` has finished (eval/metrics.json; says "[skip]"); ConfigError when it finished with other
+    train arguments than `train_args`: a shared or reused folder never silently stands for another setting."""
+    if not (run.run_dir / "eval" / "metrics.json").exists():
+        return False
+    recorded = run.run_dir / "train_args.json"
+    if recorded.exists() and json.loads(recorded.read_text(encoding="utf-8")) != train_args:
+        raise ConfigError(f"{run.run_dir}: finished with other train arguments ({recorded}) than "
+                          f"{run.variant!r} seed {run.seed} asks for now; use another output folder")
+    tqdm.write(f"[skip] {run.variant} seed {run.seed}: finished ({run.run_dir})")
+    return True
+
+
+def train_run(run: PlannedRun, train_args: list[str], train_script: str | Path) -> None:
+    """Train `run` into its folder (`python <train_script> <train_args> --overwrite`): train_args.json first,
+    then train_output.txt, and seconds.txt or FAILED (the end of its stderr)."""
+    tqdm.write(f"[run ] {run.variant} seed {run.seed} -> {run.run_dir}")
+    (run.run_dir / "FAILED").unlink(missing_ok=True)
+    write_text_atomic(run.run_dir / "train_args.json", json.dumps(train_args))
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(train_script), *train_args, "--overwrite"],
+                          capture_output=True, text=True)
+    (run.run_dir / "train_output.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    if proc.returncode != 0:
+        write_text_atomic(run.run_dir / "FAILED", proc.stderr[-4000:] or f"exit {proc.returncode}")
+        tqdm.write(f"[fail] {run.variant} seed {run.seed}: exit {proc.returncode}, see {run.run_dir}/FAILED")
+    else:
+        write_text_atomic(run.run_dir / "seconds.txt", f"{time.perf_counter() - start:.1f}\n")
 
 
 def run_counts(frame: pd.DataFrame) -> str:

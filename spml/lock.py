@@ -7,7 +7,10 @@ the holder (pid, host, start time, command) for the refusal message and is empti
 
 tools/train.py holds it exclusively (`RunLock(run)`, the main process only) from before `config.yaml` is written
 until the run ends; tools/evaluate.py holds it shared while it writes `eval*/` into the run folder, so evaluations
-may run side by side but never while a training writes there. A POSIX lock belongs to the process: open the file
+may run side by side but never while a training writes there. A grid (spml.experiments.run_grid) holds
+`<run>/.grid.lock` (GRID_LOCK_FILE) from before it looks at a run until the run's training has ended, so a grid
+started twice trains each run once: the training's own lock is taken only seconds after the grid has decided to
+start it. A POSIX lock belongs to the process: open the file
 only through RunLock (closing any other descriptor of it would drop the lock), and a process does not conflict
 with itself.
 """
@@ -24,6 +27,7 @@ import warnings
 from pathlib import Path
 
 LOCK_FILE = ".lock"
+GRID_LOCK_FILE = ".grid.lock"
 UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # file systems without POSIX locks
 
 
@@ -32,12 +36,13 @@ class RunFolderLocked(RuntimeError):
 
 
 class RunLock:
-    """Context manager: lock `run_dir` (created if missing) exclusively, or `shared`; RunFolderLocked when
-    another process holds it in a conflicting way. On a file system without POSIX locks it warns and goes on."""
+    """Context manager: lock `run_dir` (created if missing) exclusively, or `shared`, through its `lock_file`;
+    RunFolderLocked when another process holds it in a conflicting way. On a file system without POSIX locks it
+    warns and goes on."""
 
-    def __init__(self, run_dir: str | Path, shared: bool = False):
+    def __init__(self, run_dir: str | Path, shared: bool = False, lock_file: str = LOCK_FILE):
         self.run_dir, self.shared = Path(run_dir), shared
-        self.path = self.run_dir / LOCK_FILE
+        self.path = self.run_dir / lock_file
         self.descriptor: int | None = None
 
     def __enter__(self) -> RunLock:

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from spml.experiments import aggregate, load_grid, markdown
+from spml.lock import GRID_LOCK_FILE, LOCK_FILE
 from tests.browser import image_states, rendered_dom
 from tests.conftest import REPO, TINY
 
@@ -110,11 +111,15 @@ def test_grid_split_and_compare_are_checked(tmp_path):
         load_grid(grid)
 
 
-def test_a_run_another_process_holds_is_left_alone(tmp_path):
+@pytest.mark.parametrize("held", [LOCK_FILE, GRID_LOCK_FILE], ids=["a training", "another grid"])
+def test_a_run_another_process_holds_is_left_alone(tmp_path, held):
+    # GRID_LOCK_FILE alone is the moment a second grid started on the same runs sees: the first has decided to
+    # train the run, its training has not yet taken the folder's own lock
     grid = write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n", reference="{}")
     run_dir = tmp_path / "grid" / "an" / "seed0"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from spml.lock import RunLock\n"
-                               f"with RunLock({str(run_dir)!r}):\n    print('held', flush=True); time.sleep(120)"],
+                               f"with RunLock({str(run_dir)!r}, lock_file={held!r}):\n"
+                               "    print('held', flush=True); time.sleep(120)"],
                               stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline() == "held\n"
@@ -123,5 +128,5 @@ def test_a_run_another_process_holds_is_left_alone(tmp_path):
         holder.kill()
         holder.wait()
     assert "[busy] AN seed 0" in proc.stdout and f"pid {holder.pid}" in proc.stdout, proc.stdout
-    assert "[run" not in proc.stdout and sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # nothing written
+    assert "[run" not in proc.stdout and sorted(p.name for p in run_dir.iterdir()) == sorted({held, GRID_LOCK_FILE})
     assert proc.returncode == 2 and "none of the 1 selected runs has finished (0 failed, 1 not run" in proc.stderr
