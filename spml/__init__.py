@@ -29,7 +29,7 @@ _EXPORTS = {
     "spml.engine.callbacks": ["Callback", "Checkpoint", "EarlyStopping", "EMA", "FinalEvaluation", "TrainLog",
                               "Validation"],
     "spml.engine.loader": ["EpochSampler", "make_eval_loader", "make_train_loader"],
-    "spml.engine.evaluation": ["predict_split"],
+    "spml.evaluation.scoring": ["predict_split"],
     "spml.config": ["load_config"],
     "spml.data.build": ["build_data"],
     "spml.factories": ["build_objective", "build_trainer", "export_run", "load_model"],

@@ -13,7 +13,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     not a bug."""
     from spml.data.table import DataError
     from spml.engine.trainer import NonFiniteLossError
-    from spml.lock import RunFolderLocked
+    from spml.utils.lock import RunFolderLocked
 
     return ConfigError, DataError, FileNotFoundError, KeyError, ValueError, NonFiniteLossError, RunFolderLocked
 

@@ -5,8 +5,8 @@ import sys
 import pandas as pd
 import pytest
 
-from spml.experiments import aggregate, load_grid, markdown
-from spml.lock import GRID_LOCK_FILE, LOCK_FILE
+from spml.experiments.grid import aggregate, load_grid, markdown
+from spml.utils.lock import GRID_LOCK_FILE, LOCK_FILE
 from tests.browser import image_states, rendered_dom
 from tests.conftest import REPO, TINY
 
@@ -117,7 +117,7 @@ def test_a_run_another_process_holds_is_left_alone(tmp_path, held):
     # train the run, its training has not yet taken the folder's own lock
     grid = write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n", reference="{}")
     run_dir = tmp_path / "grid" / "an" / "seed0"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from spml.lock import RunLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from spml.utils.lock import RunLock\n"
                                f"with RunLock({str(run_dir)!r}, lock_file={held!r}):\n"
                                "    print('held', flush=True); time.sleep(120)"],
                               stdout=subprocess.PIPE, text=True, cwd=REPO)

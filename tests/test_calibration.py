@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, f1_score, roc_curve
 
-from spml.calibration import (apply_temperature, choose_thresholds, fit_temperature, operating_points,
+from spml.evaluation.calibration import (apply_temperature, choose_thresholds, fit_temperature, operating_points,
                               read_thresholds, reliability, save_thresholds)
 
 

@@ -9,9 +9,9 @@ import pytest
 from spml.config import Config, ConfigError, load_config
 from spml.config.legacy import REMOVED
 from spml.objectives import BASE_TERMS, CONSISTENCY, TARGETS, THRESHOLDS
-from spml.calibration import RULES, TEMPERATURES
+from spml.evaluation.calibration import RULES, TEMPERATURES
 from spml.data.splits import SPLIT_SCHEMES
-from spml.heatmaps import HEATMAP_METHODS
+from spml.evaluation.heatmaps import HEATMAP_METHODS
 from tests.conftest import REPO
 
 OLD_RUN_CONFIG = REPO / "tests" / "fixtures" / "run_config_before_issue14.yaml"

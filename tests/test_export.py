@@ -12,10 +12,10 @@ from PIL import Image
 from spml.augment import tta_predict
 from spml.config import load_config
 from spml.engine.callbacks import FinalEvaluation
-from spml.engine.evaluation import predict_split
+from spml.evaluation.scoring import predict_split
 from spml.engine.loader import make_eval_loader
 from spml.factories import build_classifier, build_trainer, load_model
-from spml.io import write_json_atomic
+from spml.utils.io import write_json_atomic
 from tests.conftest import REPO
 
 
@@ -64,7 +64,7 @@ def test_the_exported_predictions_score_like_the_runs_evaluation(trained):
     final = trainer.callback(FinalEvaluation)
     predictions = predict_split(load_model(run), final.loader, trainer.accelerator)
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    from spml.engine.evaluation import evaluate_split
+    from spml.evaluation.scoring import evaluate_split
 
     result, _, _ = evaluate_split(predictions, final.frame, final.classes)
     assert result.summary["mAP"] == metrics["mAP"] and result.summary["mean_auroc"] == metrics["mean_auroc"]

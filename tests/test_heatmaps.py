@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spml.heatmaps import HEATMAP_METHODS, gallery_figure, heatmaps, overlay_figure
-from spml.localization import pointing_game
+from spml.evaluation.heatmaps import HEATMAP_METHODS, gallery_figure, heatmaps, overlay_figure
+from spml.evaluation.localization import pointing_game
 from spml.models import Backbone, Classifier, build_head
 from tests.test_plots import assert_png
 

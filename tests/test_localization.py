@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spml.localization import grow, pointing_game, pointing_location, pointing_table, wilson_interval
+from spml.evaluation.localization import grow, pointing_game, pointing_location, pointing_table, wilson_interval
 
 
 def test_pointing_location_is_the_maximum_or_the_innermost_pixel_of_a_plateau():

@@ -11,7 +11,7 @@ from spml.config import load_config
 from spml.data.build import build_data, read_split
 from spml.data.masking import read_masked, row_keys
 from spml.data.table import DataError, dataset_root
-from spml.masking_experiment import write_masked_splits
+from spml.experiments.masking import write_masked_splits
 from tests.conftest import REPO, SHARED_DATA, TINY
 
 RUN = [*TINY, "train.epochs=1"]
@@ -164,7 +164,7 @@ def test_real_nih_files_masked_trained_and_scored_on_clean_test(experiment, tmp_
 
 
 def test_full_label_variants_composite_methods_and_the_fair_reference(tmp_path):
-    from spml.masking_experiment import compared_method, parse_methods, plan_runs, reference
+    from spml.experiments.masking import compared_method, parse_methods, plan_runs, reference
 
     methods = parse_methods("full,full_flips,full_consistency,an,boostlu,mpc_paper,mpc")
     runs = {run.variant: run for run in plan_runs(methods, [3], tmp_path, ("base.yaml",), ("x=1",),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from spml.metrics import (_resample_counts, _tie_group_starts, evaluate_predictions, pseudo_label_quality,
+from spml.evaluation.metrics import (_resample_counts, _tie_group_starts, evaluate_predictions, pseudo_label_quality,
                           study_level, weighted_auroc_ap)
 
 

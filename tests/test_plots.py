@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from spml.plots import curve_figures, plot_bars, plot_curves
+from spml.reporting.plots import curve_figures, plot_bars, plot_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -61,7 +61,7 @@ def test_curve_figures_keep_titles_and_legends_clear_and_name_left_out_classes()
 def test_long_titles_wrap_inside_narrow_figures():
     from matplotlib.figure import Figure
 
-    from spml.plots import set_title
+    from spml.reporting.plots import set_title
 
     fig = Figure(figsize=(4, 4.5))  # plot_bars' width for one or two variants
     ax = fig.subplots()

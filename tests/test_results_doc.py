@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spml.results_doc import render, seed_list
+from spml.reporting.results_doc import render, seed_list
 from tests.conftest import REPO
 
 

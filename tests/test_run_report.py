@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from spml.calibration import apply_temperature, choose_thresholds
+from spml.evaluation.calibration import apply_temperature, choose_thresholds
 from spml.config import load_config
 from spml.data.build import build_data
 from spml.data.synthetic import Phantoms, lesion_masks
 from spml.engine import checkpoint as ckpt
-from spml.engine.evaluation import predict_split
+from spml.evaluation.scoring import predict_split
 from spml.engine.loader import make_eval_loader
 from spml.engine.trainer import build_accelerator
 from spml.factories import load_model

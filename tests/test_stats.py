@@ -1,4 +1,4 @@
-"""Paired comparisons over seeds (spml.stats) and their use in grid results (best full-label reference, the
+"""Paired comparisons over seeds (spml.reporting.stats) and their use in grid results (best full-label reference, the
 validation split of selection grids)."""
 import json
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from spml.experiments import aggregate, last_validation, write_results
-from spml.stats import holm, paired_differences, paired_markdown
+from spml.experiments.grid import aggregate, last_validation, write_results
+from spml.reporting.stats import holm, paired_differences, paired_markdown
 
 
 def test_holm_matches_the_hand_computed_adjustment():

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         import pandas as pd
 
         from spml.config import ConfigError
-        from spml.experiments import grid_rows, load_grid, run_counts, run_grid, score_with_tta, write_results
+        from spml.experiments.grid import grid_rows, load_grid, run_counts, run_grid, score_with_tta, write_results
 
         grid = load_grid(args.grid, args.out)
         unknown = sorted(set(args.only) - {r.variant for r in grid.runs})

@@ -13,7 +13,7 @@ Sections (each builds what training builds, from a Config via spml.config.load_c
            MPC with each component switched off, timed in turns (one step each per round, median step), so
            load from other processes hits all alike; then supervised and MPC alone for the data wait share
            (time blocked on the loader / (wait + step)) with the configured workers
-  eval     spml.engine.evaluation.predict_split over the validation loader (the model validation scores)
+  eval     spml.evaluation.scoring.predict_split over the validation loader (the model validation scores)
   growth   MPC step time for batch x size grids (synthetic set in memory) and the batch transformer's share
 Extra key=value arguments override the config (e.g. augment.elastic.kernel_size=31). Prints Markdown tables;
 --json writes every number. Peak memory is torch.cuda.max_memory_allocated on a GPU and the process's peak
@@ -48,7 +48,7 @@ from spml.data.build import build_data
 from spml.data.cache import build_cache
 from spml.data.synthetic import CLASSES, Phantoms
 from spml.engine.callbacks import Validation
-from spml.engine.evaluation import predict_split
+from spml.evaluation.scoring import predict_split
 from spml.engine.loader import EpochSampler, make_train_loader
 from spml.engine.trainer import Trainer
 from spml.factories import build_strong, build_trainer, build_weak

@@ -64,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def evaluate() -> int:
         from spml.data.build import build_data
-        from spml.diagnostics import diagnose, diagnosis_line, fit_operating_points, settings_from
-        from spml.engine.evaluation import evaluate_model, predict_split
+        from spml.evaluation.diagnostics import diagnose, diagnosis_line, fit_operating_points, settings_from
+        from spml.evaluation.scoring import evaluate_model, predict_split
         from spml.engine.loader import make_eval_loader
         from spml.engine.trainer import build_accelerator
         from spml.factories import check_eval_config, load_model
         from spml.factories.artifact import run_config
         from spml.factories.training import split_explainer
-        from spml.lock import RunLock
+        from spml.utils.lock import RunLock
 
         flags = []
         if args.study_level:
@@ -145,10 +145,10 @@ def suffix(args: argparse.Namespace, default_split: str) -> str:
 
 
 def score_external(args: argparse.Namespace, flags: list[str]) -> int:
-    """--data: score the run on an external labelled set (spml.external), in this one process."""
+    """--data: score the run on an external labelled set (spml.evaluation.external), in this one process."""
     import torch
 
-    from spml.external import check_name, evaluate_external, external_data_config, external_name
+    from spml.evaluation.external import check_name, evaluate_external, external_data_config, external_name
     from spml.factories import load_model
     from spml.factories.artifact import run_config
 

@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def experiment() -> int:
         from spml.data.masking import masking_summary
-        from spml.experiments import run_counts, run_grid, write_results
-        from spml.masking_experiment import (compared_method, no_positive_default, parse_methods, parse_seeds,
+        from spml.experiments.grid import run_counts, run_grid, write_results
+        from spml.experiments.masking import (compared_method, no_positive_default, parse_methods, parse_seeds,
                                              plan_runs, reference, write_masked_splits)
 
         methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)

@@ -90,7 +90,7 @@ def write_overlays(model, batch, probs, paths: list[Path], first: int, classes: 
     findings' heatmaps in one PNG, args.heatmaps/<number>_<name>.png. Returns the files."""
     import numpy as np
 
-    from spml.heatmaps import heatmaps, overlay_figure
+    from spml.evaluation.heatmaps import heatmaps, overlay_figure
 
     top = np.argsort(-probs, axis=1, kind="stable")[:, :args.heatmap_top]
     rows = np.repeat(np.arange(len(batch)), top.shape[1])
@@ -138,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
 
         from tqdm.auto import tqdm
 
-        from spml.calibration import apply_temperature, read_thresholds
+        from spml.evaluation.calibration import apply_temperature, read_thresholds
         from spml.data.images import ImageError, Intensity, check_image, load_gray
         from spml.data.table import DataError
         from spml.factories import load_model
-        from spml.heatmaps import HEATMAP_METHODS
+        from spml.evaluation.heatmaps import HEATMAP_METHODS
 
         if args.heatmaps:
             HEATMAP_METHODS.get(args.heatmap_method)  # an unknown name fails before any scoring

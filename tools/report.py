@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def report() -> int:
-        from spml.report import write_run_report
+        from spml.reporting.run_report import write_run_report
 
         print(f"report: {write_run_report(args.run, args.out, args.eval)}")
         return 0

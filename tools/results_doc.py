@@ -1,6 +1,6 @@
 """Rebuild docs/results.md from its template and the committed grid results: `python tools/results_doc.py`.
 
-Every table and plot of docs/results.md comes from docs/results/<grid>.csv + <grid>.json (spml/results_doc.py
+Every table and plot of docs/results.md comes from docs/results/<grid>.csv + <grid>.json (spml/reporting/results_doc.py
 lists the template's placeholders); the prose around them is docs/results/template.md. After a grid has run,
 `--collect NAME=GRID_FOLDER` copies its results.csv and results.json there first.
 
@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def build() -> int:
         from spml.config import ConfigError
-        from spml.io import write_text_atomic
-        from spml.results_doc import collect, render
+        from spml.utils.io import write_text_atomic
+        from spml.reporting.results_doc import collect, render
 
         results, out = Path(args.results), Path(args.out)
         for item in args.collect:

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         from spml import factories
         from spml.engine.checkpoint import find_checkpoint
         from spml.engine.signals import Interrupted, StopOnSignal
-        from spml.lock import RunLock
+        from spml.utils.lock import RunLock
 
         main_process = os.environ.get("RANK", "0") == "0"
         if args.resume:  # refused overrides fail here, before anything is written

@@ -12,7 +12,7 @@ import yaml
 
 from spml.config.legacy import removed_key_message, upgrade_saved_config
 from spml.config.schema import DEFAULT_LOSS, Config
-from spml.io import write_text_atomic
+from spml.utils.io import write_text_atomic
 
 
 MAX_VALUES = 100_000  # YAML aliases can make a small file expand to billions of values (every copy walks them)

@@ -225,13 +225,13 @@ class EvalConfig:
     tta: bool = False  # the final test evaluation also writes eval-tta/ (averaged over augment.tta views)
     study_level: Literal["", "max", "mean"] = ""  # "" per image | aggregate each study's views before the metrics
     classes: tuple[str, ...] = ()  # evaluate only these classes (e.g. the 5 CheXpert competition labels); () = all
-    # Operating points, calibration, heatmaps (spml/diagnostics.py, docs/explainability.md); per image.
+    # Operating points, calibration, heatmaps (spml/evaluation/diagnostics.py, docs/explainability.md); per image.
     threshold_rule: Literal["youden", "sensitivity", "f1"] = "youden"  # how each class's threshold is chosen on val
     target_sensitivity: float = 0.9  # threshold_rule=sensitivity: the sensitivity each threshold reaches on val
     temperature: Literal["none", "per_class", "global"] = "none"  # temperature scaling fitted on the val split (NLL)
     calibration_bins: int = 10  # equal-width probability bins of the reliability diagrams and the ECE
     heatmaps: int = 4  # test images per class in the final evaluation's heatmap gallery; 0 = none
-    heatmap_method: Literal["gradcam", "guided_gradcam", "integrated_gradients"] = "gradcam"  # spml.heatmaps (captum)
+    heatmap_method: Literal["gradcam", "guided_gradcam", "integrated_gradients"] = "gradcam"  # spml.evaluation.heatmaps (captum)
     pointing_game: bool = True  # synthetic set: pointing-game hit rate per class against a random point
     pointing_tolerance: int = 0  # pixels outside a finding's region a heatmap maximum may lie and still hit
     report: bool = True  # the training run ends by writing <run>/report.html (tools/report.py)

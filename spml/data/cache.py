@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from spml.data.images import ImageError, Intensity, image_error, load_gray
 from spml.data.table import DataError
-from spml.io import atomic_path
+from spml.utils.io import atomic_path
 
 IMAGES, INDEX, META = "images.u8", "index.csv", "meta.json"
 
@@ -57,7 +57,7 @@ def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2,
         raise ValueError(f"build_cache: {int(repeated.sum())} duplicate paths, e.g. {first!r}")
     os.makedirs(out_dir, exist_ok=True)
     final = {name: os.path.join(out_dir, name) for name in (IMAGES, INDEX, META)}
-    # spml.io.atomic_path renames each file when its block ends, innermost first: images, index, meta last
+    # spml.utils.io.atomic_path renames each file when its block ends, innermost first: images, index, meta last
     with atomic_path(final[META]) as meta_path, atomic_path(final[INDEX]) as index_path, \
             atomic_path(final[IMAGES]) as images_path:
         images = np.memmap(images_path, np.uint8, "w+", shape=(len(paths), size, size))

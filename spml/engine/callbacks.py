@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from spml.engine import checkpoint as ckpt
 from spml.data.dataset import distinct_skips, read_skips
-from spml.engine.evaluation import evaluate_model, predict_split, score
+from spml.evaluation.scoring import evaluate_model, predict_split, score
 
 if TYPE_CHECKING:
     from spml.engine.trainer import Trainer
@@ -281,12 +281,12 @@ Diagnose = Callable[[dict, dict, list], dict]  # (val predictions, test predicti
 class FinalEvaluation(Callback):
     """After training: score `model` on the test loader into `<out_dir>/eval/` (and with `tta` also averaged
     over the model's TTA views into `<out_dir>/eval-tta/`), through the one scoring path
-    (spml.engine.evaluation.evaluate_model); the eval/ summary becomes the trainer's summary. Skipped when the
+    (spml.evaluation.scoring.evaluate_model); the eval/ summary becomes the trainer's summary. Skipped when the
     run was interrupted (it will be resumed, and evaluated at its end).
 
     With `diagnose` (and `val_loader`): the validation split is predicted too, and
     `diagnose(val_predictions, test_predictions, evaluated classes)` adds operating points, calibration,
-    heatmaps and the pointing game to eval/ (spml.diagnostics; built by spml.factories) on the main process.
+    heatmaps and the pointing game to eval/ (spml.evaluation.diagnostics; built by spml.factories) on the main process.
     """
 
     def __init__(self, model: nn.Module, loader: DataLoader, frame: pd.DataFrame, classes: Sequence[str],
@@ -326,7 +326,7 @@ class FinalEvaluation(Callback):
 class RunReport(Callback):
     """After the final evaluation: the test metrics (`test/...`) and the run's hyper-parameters (`hparams`, the
     resolved config as a nested dict) into the run's logs (TensorBoard's HPARAMS tab), then, when `write`
-    is given, the one-file HTML report (`write(run_dir) -> path`, spml.report.write_run_report), whose path
+    is given, the one-file HTML report (`write(run_dir) -> path`, spml.reporting.run_report.write_run_report), whose path
     is the run's last line."""
 
     METRICS = ("mAP", "mean_auroc", "ece", "pointing_game")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spml.io import TEMP_GLOB, write_atomic, write_json_atomic
+from spml.utils.io import TEMP_GLOB, write_atomic, write_json_atomic
 
 FORMAT = "spml-checkpoint-2"  # objective, optimizer, scheduler, progress and the callbacks' states
 READABLE = (FORMAT, "spml-checkpoint-1")  # 1: before the trainer callbacks (EMA inside the objective); weights only

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
-from spml.io import write_text_atomic
+from spml.utils.io import write_text_atomic
 
 HEADER = "step,name,value\n"
 

@@ -21,24 +21,24 @@ from spml.data.build import DataBundle, build_data
 from spml.data.dataset import record_left_out
 from spml.data.table import DataError
 from spml.data.synthetic import lesion_masks
-from spml.diagnostics import (DiagnosticSettings, Explainer, diagnose, diagnosis_line, fit_operating_points,
+from spml.evaluation.diagnostics import (DiagnosticSettings, Explainer, diagnose, diagnosis_line, fit_operating_points,
                               settings_from, thresholds_path)
 from spml.engine import checkpoint as ckpt
 from spml.engine.banner import run_banner
 from spml.engine.callbacks import (EMA, BadImageReport, Callback, Checkpoint, EarlyStopping, FinalEvaluation,
                                    ObjectiveReport, RunReport, TrainLog, Validation)
-from spml.engine.evaluation import evaluating
+from spml.evaluation.scoring import evaluating
 from spml.engine.loader import EpochSampler, make_eval_loader, make_train_loader
 from spml.engine.logger import RunLogger
 from spml.engine.trainer import Trainer, build_accelerator
 from spml.factories.artifact import model_spec
 from spml.factories.components import build_objective, build_optimizer, build_scheduler, config_key
 from spml.factories.stats import data_stats
-from spml.io import write_json_atomic, write_text_atomic
+from spml.utils.io import write_json_atomic, write_text_atomic
 from spml.models import InferenceModel, build_ema
 from spml.models.artifact import inference_model
 from spml.models.heads import check_prototype_classes
-from spml.report import write_run_report
+from spml.reporting.run_report import write_run_report
 
 RUN_OUTPUTS = ("checkpoints", "log.csv", "tensorboard", "skipped_images.csv", "masking_manifest.json",
                "thresholds.json", "training.png", "report.html", "resumes.jsonl")

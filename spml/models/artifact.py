@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from spml.io import atomic_path, write_json_atomic
+from spml.utils.io import atomic_path, write_json_atomic
 from spml.models.backbone import Backbone
 from spml.models.classifier import Classifier
 from spml.models.heads import build_head

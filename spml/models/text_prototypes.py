@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from spml.io import write_atomic, write_json_atomic
+from spml.utils.io import write_atomic, write_json_atomic
 from spml.models.heads import prototype_manifest
 
 BUILTIN = "minilm"  # --encoder name of the packaged all-MiniLM-L6-v2 (384 dimensions)

@@ -7,7 +7,7 @@ import torch
 
 from spml.config import load_config
 from spml.data.build import build_data
-from spml.engine.evaluation import predict_split
+from spml.evaluation.scoring import predict_split
 from spml.engine.loader import make_eval_loader
 from spml.engine.trainer import build_accelerator
 from spml.factories import build_classifier

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from spml.config import ConfigError, EvalConfig, load_config
-from spml.engine.evaluation import evaluation_view
+from spml.evaluation.scoring import evaluation_view
 from spml.factories import build_trainer, check_eval_config
 from tests.conftest import REPO
 from tests.cxr_files import COMPETITION, write_chexpert

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from spml.config import RESUME_KEYS
-from spml.lock import RunLock
+from spml.utils.lock import RunLock
 from tests.reliability.conftest import (STALLING_TRAIN, csv_run_args, error_line, final_results, latest_step, launch,
                                         log_values, progress_of, reaped, tiny_run_args, wait_for)
 
@@ -117,7 +117,7 @@ def test_evaluations_share_the_folder_and_keep_a_training_out_while_they_write(c
     code, _, err = cli("evaluate", str(run))  # no training holds it: evaluations take it shared
     assert code == 0, err
     script = tmp_path / "evaluating.py"  # an evaluation in progress, as tools/evaluate.py holds the folder
-    script.write_text("import sys, time\nfrom spml.lock import RunLock\n"
+    script.write_text("import sys, time\nfrom spml.utils.lock import RunLock\n"
                       "with RunLock(sys.argv[1], shared=True):\n    print('held', flush=True)\n    time.sleep(600)\n")
     with reaped(launch([str(run)], script=script, stdout=subprocess.PIPE)) as evaluation:
         assert evaluation.stdout.readline() == b"held\n"

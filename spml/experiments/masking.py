@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from spml.config import Config, ConfigError
-from spml.experiments import PlannedRun, slug
+from spml.experiments.grid import PlannedRun, slug
 
 FULL = "full"  # mode=supervised on the clean labels with the default weak augmentation
 # The full-label variants (mode=supervised on the clean labels): recovery is measured against the best of those run

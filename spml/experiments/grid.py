@@ -16,8 +16,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from spml.config import ConfigError, read_yaml
-from spml.io import atomic_path, write_text_atomic
-from spml.lock import GRID_LOCK_FILE, RunFolderLocked, RunLock, in_use
+from spml.utils.io import atomic_path, write_text_atomic
+from spml.utils.lock import GRID_LOCK_FILE, RunFolderLocked, RunLock, in_use
 
 METRICS = ("mAP", "mean_auroc")  # test split (eval/metrics.json)
 VAL_METRICS = ("val_mAP", "val_mean_auroc")  # the last validation of the run (log.csv), for choosing settings
@@ -46,7 +46,7 @@ class Grid:
     runs: list[PlannedRun]
     reference: dict[str, list[str]] = field(default_factory=dict)  # {"full": [variants], "an": [variant]}: recovery
     tta: bool = False  # also score every run with test-time augmentation (rows "<variant> + TTA")
-    compare: str = ""  # variant whose per-seed differences to every other variant are tested (spml.stats)
+    compare: str = ""  # variant whose per-seed differences to every other variant are tested (spml.reporting.stats)
     split: str = "test"  # the split the tables report: test, or val when the grid chooses settings (SPLIT_METRICS)
 
 
@@ -225,7 +225,7 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
 
     An unfinished run (failed or interrupted) starts over (--overwrite); a run whose eval/metrics.json exists
     is skipped, unless its train_args.json records other arguments (then ConfigError: a shared or reused folder
-    never silently stands for another setting), and so is one that another grid is on (spml.lock's grid lock,
+    never silently stands for another setting), and so is one that another grid is on (spml.utils.lock's grid lock,
     held from this check until the run's training has ended: the same grid started twice) or that another
     training holds; a failing run leaves FAILED (the end of its stderr) in its folder and the grid goes on; every
     run's output goes to train_output.txt, its time to seconds.txt.
@@ -327,9 +327,9 @@ def score_with_tta(runs: list[PlannedRun], evaluate_script: str | Path) -> pd.Da
 def report_sections(frame: pd.DataFrame, reference: dict[str, list[str]] | None = None, compare: str = "",
                     split: str = "test") -> tuple[str, pd.DataFrame, pd.DataFrame | None]:
     """The Markdown of a grid's results (mean +/- std table with recovery, the per-seed table, and with `compare`
-    the paired differences of that variant to every competitor, spml.stats) -> (text, aggregate table, paired
+    the paired differences of that variant to every competitor, spml.reporting.stats) -> (text, aggregate table, paired
     table or None). What results.md holds and what tools/results_doc.py renders into docs/results.md."""
-    from spml.stats import paired_differences, paired_markdown
+    from spml.reporting.stats import paired_differences, paired_markdown
 
     metric = SPLIT_METRICS[split][0]
     label = metric_label(split)
@@ -386,8 +386,8 @@ def write_results(frame: pd.DataFrame, out: Path, name: str, reference: dict[str
     compare, split, budget, machine, training minutes; tools/results_doc.py reads both), results.md
     (report_sections) and results.png (mAP bars) into `out`; with `compare`, also paired.csv and paired.png
     (forest plot of the paired differences). Returns the Markdown text."""
-    from spml.plots import plot_bars, plot_intervals
-    from spml.report import write_grid_report
+    from spml.reporting.plots import plot_bars, plot_intervals
+    from spml.reporting.run_report import write_grid_report
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "results.csv") as temporary:

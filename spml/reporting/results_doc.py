@@ -5,7 +5,7 @@ tools/masking_experiment.py's results.csv) and `<name>.json` (its results.json: 
 split, seeds, budget, machine, training minutes). The template is Markdown with placeholders:
 
 * `{{grid:NAME}}`: the grid's block: the command, seeds, budget, machine and training time, the mean +/- std table
-  with recovery, the per-seed table, the paired differences (spml.experiments.report_sections) and its plot
+  with recovery, the per-seed table, the paired differences (spml.experiments.grid.report_sections) and its plot
   (`NAME_paired.png`, the forest plot of the paired differences, or `NAME.png`, mean bars, without `compare`).
 * `{{mean:NAME|VARIANT}}`, `{{recovery:NAME|VARIANT}}`: one number of the mean table, for the prose.
 * `{{diff:NAME|VARIANT}}`: the compared variant minus VARIANT, "+0.0123 [-0.0040, +0.0286]" (mean, 95% t interval).
@@ -23,7 +23,7 @@ from typing import Callable
 
 import pandas as pd
 
-from spml.experiments import SPLIT_METRICS, aggregate, competitors, metric_label, report_sections
+from spml.experiments.grid import SPLIT_METRICS, aggregate, competitors, metric_label, report_sections
 
 PLACEHOLDER = re.compile(r"\{\{(grid|mean|recovery|diff):([^}|]+)(?:\|([^}]+))?\}\}")
 
@@ -53,7 +53,7 @@ class GridResults:
         return aggregate(self.frame, self.meta.get("reference"), self.split).set_index("variant")
 
     def paired(self) -> pd.DataFrame:
-        from spml.stats import paired_differences
+        from spml.reporting.stats import paired_differences
 
         compare = self.meta.get("compare", "")
         if not compare:
@@ -77,7 +77,7 @@ def seed_list(seeds: list[int]) -> str:
 
 def grid_block(grid: GridResults, folder: Path, link_prefix: str) -> Rendered:
     """The Markdown block of `{{grid:NAME}}` and the plot it links (written when the Rendered plots are called)."""
-    from spml.plots import plot_bars, plot_intervals
+    from spml.reporting.plots import plot_bars, plot_intervals
 
     meta = grid.meta
     text, table, paired = report_sections(grid.frame, meta.get("reference"), meta.get("compare", ""), grid.split)

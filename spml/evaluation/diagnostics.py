@@ -19,13 +19,13 @@ import pandas as pd
 from torch import nn
 from tqdm.auto import tqdm
 
-from spml.calibration import (RULES, TEMPERATURE_RANGE, TEMPERATURES, THRESHOLDS_FILE, apply_temperature,
+from spml.evaluation.calibration import (RULES, TEMPERATURE_RANGE, TEMPERATURES, THRESHOLDS_FILE, apply_temperature,
                               choose_thresholds, fit_temperature, operating_points, read_thresholds, reliability,
                               save_thresholds)
-from spml.heatmaps import HEATMAP_METHODS, gallery_figure, heatmaps
-from spml.io import write_json_atomic
-from spml.localization import pointing_game, pointing_table
-from spml.plots import plot_reliability
+from spml.evaluation.heatmaps import HEATMAP_METHODS, gallery_figure, heatmaps
+from spml.utils.io import write_json_atomic
+from spml.evaluation.localization import pointing_game, pointing_table
+from spml.reporting.plots import plot_reliability
 
 ImagesFn = Callable[[np.ndarray], np.ndarray]  # split rows (k,) -> uint8 images (k, 1, S, S)
 MasksFn = Callable[[np.ndarray], np.ndarray]  # split rows (k,) -> bool finding masks (k, C, S, S), C = all classes
@@ -180,7 +180,7 @@ def run_pointing_game(model: nn.Module, layer: nn.Module, images: ImagesFn, mask
                       predictions: dict[str, np.ndarray], classes: list[str], eval_classes: list[str],
                       method: str = "gradcam", tolerance: int = 0, chunk: int = 128) -> pd.DataFrame:
     """Pointing game over every known-positive (image, class) entry of the split for `eval_classes`: the
-    heatmap of `method` for that class against the finding's mask (spml.localization). Returns
+    heatmap of `method` for that class against the finding's mask (spml.evaluation.localization). Returns
     pointing_table's rows plus `method` and `tolerance` columns."""
     rows, columns = _positive_pairs(predictions, [classes.index(name) for name in eval_classes])
     hits: dict[int, list[dict[str, np.ndarray]]] = {c: [] for c in set(columns.tolist())}

@@ -15,9 +15,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from spml.io import atomic_path, write_json_atomic
-from spml.metrics import EvalResult, evaluate_predictions, study_level
-from spml.plots import plot_curves
+from spml.utils.io import atomic_path, write_json_atomic
+from spml.evaluation.metrics import EvalResult, evaluate_predictions, study_level
+from spml.reporting.plots import plot_curves
 
 
 @contextmanager
@@ -80,7 +80,7 @@ def score(predictions: dict[str, np.ndarray], classes: Sequence[str], bootstrap:
 def evaluation_view(predictions: dict[str, np.ndarray], frame: pd.DataFrame, classes: Sequence[str],
                     eval_classes: Sequence[str] = (), level: str = "") -> tuple[dict[str, np.ndarray], list[str]]:
     """The predictions as they are scored: only `eval_classes` (all when empty), and with `level` "max" or
-    "mean" each study's views aggregated (see spml.metrics.study_level; "" scores images).
+    "mean" each study's views aggregated (see spml.evaluation.metrics.study_level; "" scores images).
 
     predictions: predict_split output, `index` (N,) = rows of `frame` (the split's rows, with study_id).
     Returns ({probs, targets, known: (S, C')}, the C' class names); S = N images or the number of studies.

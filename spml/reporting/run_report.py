@@ -18,9 +18,9 @@ from typing import Any, Iterable
 import pandas as pd
 import yaml
 
-from spml.experiments import metric_label
-from spml.io import write_text_atomic
-from spml.plots import plot_training
+from spml.experiments.grid import metric_label
+from spml.utils.io import write_text_atomic
+from spml.reporting.plots import plot_training
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1300px;
@@ -290,8 +290,8 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None, eval_na
 # ----------------------------------------------------------------------------------------------- grid report
 def write_grid_report(out: str | Path, name: str, runs: pd.DataFrame, table_rows: pd.DataFrame,
                       paired: pd.DataFrame | None = None) -> Path:
-    """<out>/report.html for an experiment grid: the mean ± std table (spml.experiments.aggregate), the paired
-    differences (spml.stats) when present, results.png / paired.png from `out`, and one row per run with a
+    """<out>/report.html for an experiment grid: the mean ± std table (spml.experiments.grid.aggregate), the paired
+    differences (spml.reporting.stats) when present, results.png / paired.png from `out`, and one row per run with a
     link to its own report."""
     out = Path(out)
     split = table_rows.attrs.get("split", "test")  # the runs' columns stay the test split's

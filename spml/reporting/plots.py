@@ -11,7 +11,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from spml.metrics import evaluate_predictions
+from spml.evaluation.metrics import evaluate_predictions
 
 
 def plot_curves(scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...],
@@ -84,7 +84,7 @@ def plot_bars(df: pd.DataFrame, x: str, y: str, yerr: str | None, out_path: str 
 
 
 def plot_intervals(table: pd.DataFrame, out_path: str | Path, title: str = "", metric: str = "test mAP") -> Path:
-    """Forest plot of paired differences (spml.stats.paired_differences rows) in `metric`: each variant's per-seed
+    """Forest plot of paired differences (spml.reporting.stats.paired_differences rows) in `metric`: each variant's per-seed
     differences as dots, their mean as a bar with its t interval, a zero line; significant rows (Holm) in
     colour -> out_path."""
     fig = Figure(figsize=(7.5, max(2.5, 0.45 * len(table) + 1.5)))
@@ -148,7 +148,7 @@ def set_title(ax, title: str, fontsize: float) -> None:
 
 def plot_reliability(bins: pd.DataFrame, ece: pd.DataFrame, out_path: str | Path,
                      scaled: tuple[pd.DataFrame, pd.DataFrame] | None = None, title: str = "") -> Path:
-    """Per-class reliability diagrams (spml.calibration.reliability tables): observed positive rate against
+    """Per-class reliability diagrams (spml.evaluation.calibration.reliability tables): observed positive rate against
     mean probability per bin (marker area ~ entries in the bin), the diagonal of perfect calibration, the
     class's ECE in its title; with `scaled`, the temperature-scaled probabilities beside the raw ones."""
     classes = ece["class"].tolist()

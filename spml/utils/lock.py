@@ -7,7 +7,7 @@ the holder (pid, host, start time, command) for the refusal message and is empti
 
 tools/train.py holds it exclusively (`RunLock(run)`, the main process only) from before `config.yaml` is written
 until the run ends; tools/evaluate.py holds it shared while it writes `eval*/` into the run folder, so evaluations
-may run side by side but never while a training writes there. A grid (spml.experiments.run_grid) holds
+may run side by side but never while a training writes there. A grid (spml.experiments.grid.run_grid) holds
 `<run>/.grid.lock` (GRID_LOCK_FILE) from before it looks at a run until the run's training has ended, so a grid
 started twice trains each run once: the training's own lock is taken only seconds after the grid has decided to
 start it. A POSIX lock belongs to the process: open the file

@@ -16,7 +16,7 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from spml.metrics import resample_chunks
+from spml.evaluation.metrics import resample_chunks
 
 RULES = ("youden", "sensitivity", "f1")  # eval.threshold_rule
 TEMPERATURES = ("none", "per_class", "global")  # eval.temperature
@@ -168,7 +168,7 @@ def operating_points(probs: Any, targets: Any, known: Any | None, thresholds: An
                      bootstrap: int = 0, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
     """Sensitivity, specificity, PPV and F1 per class at its threshold, with percentile bootstrap intervals.
 
-    The resamples are spml.metrics' (resample_chunks: images with replacement, shared by all classes); a
+    The resamples are spml.evaluation.metrics' (resample_chunks: images with replacement, shared by all classes); a
     metric undefined in a resample (no positive, no call) is left out of that class's interval. A class
     without a threshold (NaN) gets NaN metrics.
 

@@ -27,10 +27,10 @@ from spml.data.build import SplitLabels, full_labels, make_dataset, read_checked
 from spml.data.class_mapping import ClassMapping, map_classes, read_mapping_file
 from spml.data.splits import SPLITS
 from spml.data.table import DataError, LabelTable
-from spml.engine.evaluation import evaluate_split, write_report
+from spml.evaluation.scoring import evaluate_split, write_report
 from spml.engine.loader import make_eval_loader
-from spml.experiments import slug
-from spml.metrics import EvalResult
+from spml.experiments.grid import slug
+from spml.evaluation.metrics import EvalResult
 
 RUN_KEYS = ("size", "eval_batch_size", "num_workers")  # + every data.intensity* key: taken from the run's config
 SPLIT_CHOICES = ("all", *SPLITS)  # an external set is scored whole by default

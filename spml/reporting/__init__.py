@@ -1,0 +1,1 @@
+"""Reporting: plots, the HTML run and grid reports, paired statistics and the results document."""

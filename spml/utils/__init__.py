@@ -1,0 +1,1 @@
+"""File-system helpers shared by every layer: atomic writes and run-folder locks."""
