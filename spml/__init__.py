@@ -9,7 +9,9 @@ The parts a researcher composes, importable from here (loaded on first use, so `
 * objectives: SupervisedObjective, SinglePositiveObjective, MPCObjective and MPC's strategies
   (GlobalThresholds, ClassPriorThresholds, THRESHOLDS, TARGETS, CONSISTENCY, BASE_TERMS)
 * training: Trainer and its callbacks, make_train_loader, make_eval_loader, EpochSampler, predict_split
-* from a config: load_config, build_data, build_objective, build_trainer, export_run
+* data from plain arguments: read_nih, read_chexpert, read_mimic, read_generic_csv, read_synthetic (-> LabelTable),
+  assign_splits, ImageSettings, Masking, LabelPolicy (spml.data.build.build_data: a split table -> DataBundle)
+* from a config: load_config, build_data (spml.factories.data), build_objective, build_trainer, export_run
 """
 from __future__ import annotations
 
@@ -28,10 +30,17 @@ _EXPORTS = {
     "spml.engine.trainer": ["Trainer"],
     "spml.engine.callbacks": ["Callback", "Checkpoint", "EarlyStopping", "EMA", "FinalEvaluation", "TrainLog",
                               "Validation"],
-    "spml.engine.loader": ["EpochSampler", "make_eval_loader", "make_train_loader"],
+    "spml.data.loader": ["EpochSampler", "make_eval_loader", "make_train_loader"],
     "spml.evaluation.scoring": ["predict_split"],
     "spml.config": ["load_config"],
-    "spml.data.build": ["build_data"],
+    "spml.data.readers.nih": ["read_nih"],
+    "spml.data.readers.chexpert": ["read_chexpert"],
+    "spml.data.readers.mimic": ["read_mimic"],
+    "spml.data.readers.csv": ["CSVLayout", "read_generic_csv"],
+    "spml.data.synthetic": ["read_synthetic"],
+    "spml.data.splits": ["assign_splits"],
+    "spml.data.build": ["ImageSettings", "LabelPolicy", "Masking"],
+    "spml.factories.data": ["build_data"],
     "spml.factories": ["build_objective", "build_trainer", "export_run", "load_model"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

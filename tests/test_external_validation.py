@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 import spml
 from spml.config import load_config
-from spml.data.build import read_table
+from spml.factories.data import read_table, synthetic_spec
 from spml.data.images import load_gray
 from spml.data.readers.chexpert import CLASSES as CHEXPERT_CLASSES
 from spml.data.readers.nih import CLASSES as NIH_CLASSES
@@ -47,7 +47,7 @@ def site2(tmp_path_factory) -> Path:
     one 0/1 column per finding in reverse order, Mass left out), written with Pillow and pandas."""
     config = load_config([], ["data.size=32", "data.synthetic.num_images=90", "data.synthetic.seed=1"]).data
     table = read_table(config)
-    images = synthetic_source(config, table)
+    images = synthetic_source(synthetic_spec(config), table, config.size)
     folder = tmp_path_factory.mktemp("exports") / "site2"
     (folder / "png").mkdir(parents=True)
     rows = []

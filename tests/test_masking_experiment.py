@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from spml.config import load_config
-from spml.data.build import build_data, read_split
+from spml.factories.data import build_data, read_split
 from spml.data.masking import read_masked, row_keys
 from spml.data.table import DataError, dataset_root
 from spml.experiments.masking import write_masked_splits
@@ -40,7 +40,7 @@ def experiment(capsys):
 def split_of_keys(config) -> dict[str, str]:
     """Masked-file key -> split name, for every row of the data of `config`, split as training splits it."""
     table, split = read_split(config.data)
-    return dict(zip(row_keys(table.frame["path"].to_numpy(), dataset_root(config.data)), split))
+    return dict(zip(row_keys(table.frame["path"].to_numpy(), dataset_root(config.data.root, config.data.labels)), split))
 
 
 def clean_test_positives(config) -> list[int]:
@@ -146,7 +146,7 @@ def test_real_nih_files_masked_trained_and_scored_on_clean_test(experiment, tmp_
                          ["data.dataset=nih", f"data.root={NIH_ROOT}", f"data.labels={NIH_LABELS}", *NIH[6:]])
     table, split = read_split(config.data)
     assert len(table.frame) == 811
-    keys = row_keys(table.frame["path"].to_numpy(), dataset_root(config.data))
+    keys = row_keys(table.frame["path"].to_numpy(), dataset_root(config.data.root, config.data.labels))
     masked, manifest = read_masked(out / "masked_labels.csv")
     row = pd.Index(keys).get_indexer(masked["path"])
     assert (row >= 0).all() and set(split[row]) == {"train", "val"}  # no test row in the file

@@ -12,7 +12,7 @@ import pytest
 import timm
 
 from spml.config import load_config
-from spml.data.build import build_data
+from spml.factories.data import build_data
 from spml.factories import build_trainer
 from tests.conftest import REPO
 from tests.cxr_files import COMPETITION, WRITERS

@@ -14,11 +14,11 @@ from PIL import Image
 
 from spml.evaluation.calibration import apply_temperature, choose_thresholds
 from spml.config import load_config
-from spml.data.build import build_data
+from spml.factories.data import build_data, synthetic_spec
 from spml.data.synthetic import Phantoms, lesion_masks
 from spml.engine import checkpoint as ckpt
 from spml.evaluation.scoring import predict_split
-from spml.engine.loader import make_eval_loader
+from spml.data.loader import make_eval_loader
 from spml.engine.trainer import build_accelerator
 from spml.factories import load_model
 from spml.factories.artifact import run_config
@@ -99,7 +99,7 @@ def test_heatmap_gallery_and_pointing_game_against_the_finding_masks(run):
     frame = bundle.frames["test"]
     for _, row in game.iterrows():  # the baseline: the mean share of the image the finding covers
         rows = frame.index[frame[row["class"]] == 1]
-        masks = lesion_masks(config.data, frame.loc[rows], [row["class"]])[:, 0]
+        masks = lesion_masks(synthetic_spec(config.data), frame.loc[rows], [row["class"]], config.data.size)[:, 0]
         assert row["baseline"] == pytest.approx(masks.mean())
         assert 0 <= row["hits"] <= row["images"] and row["method"] == "gradcam"
 

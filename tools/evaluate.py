@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 from spml.cli import run_cli
 from spml.config import ConfigError
+from spml.factories.evaluation import EvaluationRequest, evaluate_run, evaluate_run_externally
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="run folder (holds config.yaml and checkpoints/)")
     parser.add_argument("--tta", action="store_true", help="average over the test-time augmentation views (augment.tta)")
@@ -60,120 +59,54 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic set: pointing-game hit rate per class against the random-point baseline "
                              "(<out>/pointing_game.csv; eval.pointing_tolerance)")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides (e.g. data.root=/new/place)")
-    args = parser.parse_intermixed_args(argv)
-
-    def evaluate() -> int:
-        from spml.data.build import build_data
-        from spml.evaluation.diagnostics import diagnose, diagnosis_line, fit_operating_points, settings_from
-        from spml.evaluation.scoring import evaluate_model, predict_split
-        from spml.engine.loader import make_eval_loader
-        from spml.engine.trainer import build_accelerator
-        from spml.factories import check_eval_config, load_model
-        from spml.factories.artifact import run_config
-        from spml.factories.training import split_explainer
-        from spml.utils.lock import RunLock
-
-        flags = []
-        if args.study_level:
-            flags.append(f"eval.study_level={'' if args.study_level == 'image' else args.study_level}")
-        if args.classes:
-            flags.append(f"eval.classes={json.dumps([c.strip() for c in args.classes.split(',') if c.strip()])}")
-        if args.data:
-            return score_external(args, flags)
-        if args.split in ("all", "train") or args.name or args.mapping:
-            raise ConfigError("--split all|train, --name and --mapping go with --data (an external set)")
-        args.split = args.split or "test"
-        out = Path(args.out) if args.out else Path(args.run) / f"eval{suffix(args, 'test')}"
-        # eval*/ inside the run folder is where its training writes its own evaluation (and --overwrite deletes):
-        # not while a training holds the folder; evaluations may share it
-        inside = out.resolve().is_relative_to(Path(args.run).resolve())
-        with RunLock(args.run, shared=True) if inside and Path(args.run).is_dir() else nullcontext():
-            accelerator = build_accelerator()
-            config = run_config(Path(args.run), (*args.overrides, *flags))
-            model = load_model(args.run, args.checkpoint, tta=args.tta)
-            bundle = build_data(config)
-            if tuple(bundle.classes) != model.classes:
-                raise ValueError(f"the run was trained on classes {model.classes}, the data now has {bundle.classes}")
-            frame = bundle.frames[args.split]
-            check_eval_config(config.eval, bundle.classes, frame)
-            dataset = bundle.test if args.split == "test" else bundle.val
-            if args.pointing_game and config.data.dataset != "synthetic":
-                raise ValueError(f"--pointing-game needs finding masks, which only the synthetic set has "
-                                 f"(data.dataset={config.data.dataset})")
-            settings = settings_from(config.eval, heatmaps=args.heatmaps, pointing_game=args.pointing_game,
-                                     heatmap_method=args.heatmap_method or config.eval.heatmap_method,
-                                     bootstrap=config.eval.bootstrap if args.bootstrap is None else args.bootstrap)
-            model = model.to(accelerator.device)  # inference only: no DDP wrapper, the loader shards the split
-            loader, val_loader = accelerator.prepare(
-                make_eval_loader(dataset, config.data.eval_batch_size, config.data.num_workers),
-                make_eval_loader(bundle.val, config.data.eval_batch_size, config.data.num_workers))
-            result, predictions = evaluate_model(model, loader, accelerator, frame, bundle.classes, out,
-                                                 config.eval.classes, config.eval.study_level, settings.bootstrap,
-                                                 config.train.seed, desc=args.split + (" TTA" if args.tta else ""))
-            val_predictions = (predictions if args.split == "val" else
-                               predict_split(model, val_loader, accelerator, "val (thresholds)"))
-            if result is not None:
-                summary = result.summary
-                print(f"{args.split} ({summary['level']}, {result.coverage()}): mAP {summary['mAP']:.4f}  "
-                      f"mean AUROC {summary['mean_auroc']:.4f}  ({summary['n_images']} rows) -> {out}")
-                # operating points of exactly these weights (and TTA views), on the image-level predictions
-                tta = list(model.tta_views) if args.tta else []
-                record = fit_operating_points(val_predictions, list(bundle.classes), settings,
-                                              out / "thresholds.json", model.metadata["source"]["checkpoint_dir"],
-                                              tta=tta)
-                model.tta = False  # heatmaps explain the plain model
-                explainer = split_explainer(model, dataset, frame, config.data, bundle.classes)
-                diagnosis = diagnose(out, predictions, list(bundle.classes),
-                                     list(config.eval.classes or bundle.classes), record, settings, explainer,
-                                     config.train.seed)
-                print(diagnosis_line(diagnosis, record, out / "thresholds.json")
-                      + (" (fitted on the evaluated split itself: optimistic)" if args.split == "val" else ""))
-            accelerator.end_training()
-        return 0
-
-    return run_cli(evaluate, parser)
+    return parser
 
 
-def suffix(args: argparse.Namespace, default_split: str) -> str:
+def classes_flag(text: str | None) -> list[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
+def suffix(args: argparse.Namespace, split: str, default_split: str) -> str:
     """Output folder suffix: -tta, -<split> unless the default, -image / -study-<how>, -<N>classes."""
-    text = ("-tta" if args.tta else "") + (f"-{args.split}" if args.split != default_split else "")
+    text = ("-tta" if args.tta else "") + (f"-{split}" if split != default_split else "")
     if args.study_level:
         text += "-image" if args.study_level == "image" else f"-study-{args.study_level}"
     if args.classes:
-        text += f"-{len([c for c in args.classes.split(',') if c.strip()])}classes"
+        text += f"-{len(classes_flag(args.classes))}classes"
     return text
 
 
-def score_external(args: argparse.Namespace, flags: list[str]) -> int:
-    """--data: score the run on an external labelled set (spml.evaluation.external), in this one process."""
-    import torch
-
-    from spml.evaluation.external import check_name, evaluate_external, external_data_config, external_name
-    from spml.factories import load_model
-    from spml.factories.artifact import run_config
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("--data scores in one process; run tools/evaluate.py with python, not a multi-process "
-                          "launcher")
-    external = external_data_config(args.data)
-    name = check_name(args.name or external_name(external))
-    args.split = args.split or "all"
-    config = run_config(Path(args.run), (*args.overrides, *flags))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(args.run, args.checkpoint, tta=args.tta).to(device)
-    out = Path(args.out) if args.out else Path(args.run) / f"external-{name}{suffix(args, 'all')}"
-    tta = list(model.tta_views) if args.tta else []
-    info = {"run": str(Path(args.run).resolve()), "checkpoint": args.checkpoint, "tta": tta}
-    outcome = evaluate_external(lambda images: model(images.to(device)), model.classes,
-                                config.data, external, name=name, split=args.split, mapping=args.mapping,
-                                eval_config=config.eval, seed=config.train.seed, out=out, info=info,
-                                bootstrap=config.eval.bootstrap if args.bootstrap is None else args.bootstrap)
-    for line in outcome.mapping.summary_lines():
-        print(line)
-    s = outcome.result.summary
-    print(f"external {name} ({args.split}, {s['level']}, {len(s['classes_used'])} classes): mAP {s['mAP']:.4f}  "
-          f"mean AUROC {s['mean_auroc']:.4f}  ({s['n_images']} rows) -> {out}")
+def evaluate(args: argparse.Namespace) -> int:
+    """The flags -> one call into spml.factories.evaluation."""
+    flags = []
+    if args.study_level:
+        flags.append(f"eval.study_level={'' if args.study_level == 'image' else args.study_level}")
+    if args.classes:
+        flags.append(f"eval.classes={json.dumps(classes_flag(args.classes))}")
+    default_split = "all" if args.data else "test"
+    split = args.split or default_split
+    request = EvaluationRequest(Path(args.run), args.checkpoint, args.tta, split, None, (*args.overrides, *flags),
+                                args.bootstrap, args.heatmaps, args.heatmap_method, args.pointing_game)
+    if args.data:
+        out = Path(args.out) if args.out else None
+        outcome = evaluate_run_externally(request, args.data, out, args.name, args.mapping,
+                                          suffix(args, split, default_split))
+        for line in outcome.mapping.summary_lines():
+            print(line)
+        s = outcome.result.summary
+        print(f"external {outcome.name} ({split}, {s['level']}, {len(s['classes_used'])} classes): mAP {s['mAP']:.4f}"
+              f"  mean AUROC {s['mean_auroc']:.4f}  ({s['n_images']} rows) -> {outcome.out}")
+        return 0
+    if split in ("all", "train") or args.name or args.mapping:
+        raise ConfigError("--split all|train, --name and --mapping go with --data (an external set)")
+    evaluate_run(request, Path(args.out) if args.out else Path(args.run) / f"eval{suffix(args, split, 'test')}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = parser()
+    args = cli.parse_intermixed_args(argv)
+    return run_cli(lambda: evaluate(args), cli)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.classes:
             classes = [name.strip() for name in args.classes.split(",") if name.strip()]
         else:
-            from spml.data.build import read_table
+            from spml.factories.data import read_table
 
             data = {"dataset": args.dataset} if args.dataset else {}
             # the split never changes the classes; "random" needs no split files

@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def mask() -> int:
-        from spml.data.build import read_table
         from spml.data.masking import mask_table, masking_summary, write_masked
         from spml.data.table import dataset_root
+        from spml.factories.data import read_table
 
         data = {"dataset": args.dataset, **({"labels": args.csv} if args.csv else {}),
                 **({"root": args.root} if args.root else {})}
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         table = read_table(config)
         read_s = time.perf_counter() - start
-        frame, manifest = mask_table(table, args.scheme, args.seed, args.no_positive, dataset_root(config), **params)
+        frame, manifest = mask_table(table, args.scheme, args.seed, args.no_positive, dataset_root(config.root, config.labels), **params)
         manifest = write_masked(frame, manifest, args.out)
         total_s = time.perf_counter() - start
         print(f"{table.source} -> {args.out}")

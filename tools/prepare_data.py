@@ -30,10 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def prepare() -> int:
-        from spml.data.build import image_intensity
         from spml.data.cache import build_cache
-        from spml.data.readers import READERS
         from spml.data.table import check_images
+        from spml.factories.data import image_intensity, read_table
 
         flags = {"dataset": args.dataset, "root": args.root, "size": args.size}
         config = load_config(args.config, [*(f"data.{k}={v}" for k, v in flags.items() if v is not None),
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.dataset == "synthetic":
             raise ValueError("the synthetic dataset is rendered in memory; there is nothing to cache "
                              "(choose --dataset nih|chexpert|mimic|csv)")
-        table = check_images(READERS.get(config.dataset)(config), config.missing)  # data.missing=drop|error
+        table = check_images(read_table(config), config.missing)  # data.missing=drop|error
         paths = table.frame["path"].tolist()
         out = args.out or f"cache/{config.dataset}_{config.size}"
         intensity = image_intensity(config)

@@ -26,15 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def report() -> int:
-        from spml.data.build import read_table
-        from spml.data.splits import assign_splits, split_prevalence
+        from spml.data.splits import split_prevalence
         from spml.data.table import check_images
+        from spml.factories.data import read_table, split_table
 
         data = load_config(args.config, args.overrides).data
         table = read_table(data)
         if args.check_images:
             table = check_images(table, data.missing)
-        prevalence = split_prevalence(table, assign_splits(table, data))
+        prevalence = split_prevalence(table, split_table(table, data))
         classes = list(table.classes)
         splits = [name for name in prevalence.columns if name != "all"]
         shown = prevalence.copy().astype(object)

@@ -1,7 +1,9 @@
-"""`build_data(config) -> DataBundle`: the one data entry point of the engine.
+"""`build_data(table, split, mode, images, masking, labels) -> DataBundle`: a split label table becomes the
+train/val/test datasets. spml.factories.data.build_data(config) reads the table (READERS), checks that the image
+files exist (data.missing; skipped with a data.cache, whose own check covers the files), splits it
+(spml.data.splits.assign_splits) and calls it with the data.* settings.
 
-Label table (READERS) -> image-existence check (data.missing; skipped with a data.cache, whose own
-check covers the files) -> patient-wise split -> uncertainty policy -> training labels -> header check:
+Uncertainty policy -> training labels -> header check:
 every image of every split is opened and its header read before the first step (no decoding; with a
 data.cache, the failures the cache recorded when it decoded the files). data.bad_images=error stops
 naming the files and reasons; skip leaves them out of their split (the split assignment does not
@@ -26,7 +28,7 @@ without a known (SPML train: observed) positive in a split, a val split whose cl
 train's by more than PREVALENCE_FACTOR or that holds fewer than FEW_POSITIVES positives of a class, and patients
 in two splits (only under data.allow_patient_overlap) are warned and listed in `DataBundle.warnings`.
 
-Named steps, in order: `read_split` -> `full_labels` (the uncertainty policy) -> `masked_labels` (the label
+Named steps, in order: `full_labels` (the uncertainty policy) -> `masked_labels` (the label
 source: `masked_file`, `masked_in_memory` or None for full labels) -> `split_rows` -> `training_labels`
 (`observed_positives` or `partial_targets` for train, `masked_targets` for val under data.mask_val) ->
 `make_dataset` per split.
@@ -48,16 +50,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spml.config import Config, DataConfig
 from spml.data import synthetic  # noqa: F401  (registers the "synthetic" reader)
 from spml.data.cache import ImageCache
 from spml.data.dataset import CacheSource, CXRDataset, FileSource
 from spml.data.images import ImageError, Intensity, check_image
 from spml.data.labels import apply_uncertainty
 from spml.data.masking import align_masked, load_masked_rows, mask_splits, read_manifest
-from spml.data.readers import READERS
-from spml.data.splits import SPLITS, assign_splits, patient_overlap_message, shared_patients
-from spml.data.table import DataError, LabelTable, check_images, dataset_root
+from spml.data.splits import SPLITS, patient_overlap_message, shared_patients
+from spml.data.table import DataError, LabelTable
 
 log = logging.getLogger(__name__)
 MODES = ("spml", "supervised")
@@ -94,29 +94,60 @@ class DataBundle:
         return result
 
 
-def read_table(config: DataConfig) -> LabelTable:
-    """The reader of data.dataset, without the image-existence check."""
-    return READERS.get(config.dataset)(config)
+@dataclass(frozen=True)
+class LabelPolicy:
+    """How 1/0/-1/blank become targets and known (data.uncertainty, data.uncertain_ones, data.blank; see
+    spml.data.labels.apply_uncertainty)."""
+
+    uncertainty: str = "ignore"  # ignore | zeros | ones | mixed
+    uncertain_ones: tuple[str, ...] = ("Atelectasis", "Edema")  # U-Ones classes under "mixed"
+    blank: str = "zero"  # zero | unknown
 
 
-def read_checked(config: DataConfig) -> LabelTable:
-    """The table after the image-existence check (data.missing; skipped with a data.cache, whose own check
-    covers the files)."""
-    table = read_table(config)
-    return table if config.cache else check_images(table, config.missing)
+@dataclass(frozen=True)
+class Masking:
+    """Where the masked training labels come from (data.masked_labels, data.mask_*).
+
+    file: a masked CSV (tools/mask_labels.py), checked against its manifest; "" masks the train split in
+    memory in spml mode (supervised mode without a file trains on the full labels). mask_val: also the val
+    split. root: the dataset root that masked files key their rows by (spml.data.table.dataset_root).
+    """
+
+    file: str = ""
+    scheme: str = "single_positive"
+    seed: int = 1200
+    no_positive: str = "drop"
+    params: dict[str, Any] = field(default_factory=dict)
+    mask_val: bool = False
+    root: str = ""
 
 
-def read_split(config: DataConfig) -> tuple[LabelTable, np.ndarray]:
-    """The table after the image-existence check (data.missing) and its (N,) split names (data.split)."""
-    table = read_checked(config)
-    return table, assign_splits(table, config)
+@dataclass(frozen=True)
+class ImageSettings:
+    """Where a split's images come from and what a bad one does (data.size, data.cache, data.intensity*,
+    data.bad_images, data.bad_image_budget; `synthetic`: the phantoms' generator, for read_synthetic's tables)."""
+
+    size: int = 64
+    cache: str = ""  # uint8 cache folder of tools/prepare_data.py; "" decodes the files
+    intensity: Intensity = field(default_factory=Intensity)
+    synthetic: synthetic.SyntheticSpec | None = None
+    bad_images: str = "error"  # error | skip
+    bad_image_budget: int = 10
 
 
-def full_labels(table: LabelTable, config: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(targets (N, C) float32, known (N, C) bool, empty (C,) bool): the uncertainty policy applied to every row;
-    a label column with no value in any row (`empty`) is unknown, whatever data.blank says about single blanks."""
-    targets, known = apply_uncertainty(table.values(), table.classes, config.uncertainty, config.uncertain_ones,
-                                       config.blank)
+def full_labels(table: LabelTable, policy: LabelPolicy = LabelPolicy()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The uncertainty policy applied to every row.
+
+    Args:
+        table: a reader's LabelTable.
+        policy: the LabelPolicy.
+
+    Returns:
+        (targets (N, C) float32, known (N, C) bool, empty (C,) bool): a label column with no value in any row
+        (`empty`) is unknown, whatever data.blank says about single blanks.
+    """
+    targets, known = apply_uncertainty(table.values(), table.classes, policy.uncertainty, policy.uncertain_ones,
+                                       policy.blank)
     empty = empty_columns(table)
     known[:, empty] = False
     return targets, known, empty
@@ -146,11 +177,11 @@ class SplitLabels:
 
 
 # ------------------------------------------------------------------------------------ label sources
-def masked_file(config: Config, table: LabelTable, split: np.ndarray, names: tuple[str, ...]) -> MaskedLabels:
-    """data.masked_labels, checked against its manifest and against this run's split (a file that lists its
-    splits may hold rows of those splits only, and must hold the splits `names`)."""
-    path = config.data.masked_labels
-    values, present = load_masked_rows(path, table, dataset_root(config.data))
+def masked_file(masking: Masking, table: LabelTable, split: np.ndarray, names: tuple[str, ...]) -> MaskedLabels:
+    """masking.file (data.masked_labels), checked against its manifest and against this run's split (a file that
+    lists its splits may hold rows of those splits only, and must hold the splits `names`)."""
+    path = masking.file
+    values, present = load_masked_rows(path, table, masking.root)
     manifest = read_manifest(path)
     allowed = list(manifest.get("splits", SPLITS))
     foreign = present & ~np.isin(split, allowed)
@@ -165,24 +196,24 @@ def masked_file(config: Config, table: LabelTable, split: np.ndarray, names: tup
     return MaskedLabels(values, present, manifest, names, path)
 
 
-def masked_in_memory(config: Config, table: LabelTable, split: np.ndarray, names: tuple[str, ...]) -> MaskedLabels:
-    """Each split of `names` masked on its own with data.mask_scheme, data.mask_seed, data.mask_no_positive and
-    data.mask_params (spml.data.masking.mask_splits)."""
-    data, root = config.data, dataset_root(config.data)
-    frame, manifest = mask_splits(table, split, names, data.mask_scheme, data.mask_seed, data.mask_no_positive, root,
-                                  **data.mask_params)
-    values, present = align_masked(frame, table, root)
+def masked_in_memory(masking: Masking, table: LabelTable, split: np.ndarray, names: tuple[str, ...]
+                     ) -> MaskedLabels:
+    """Each split of `names` masked on its own with masking's scheme, seed, no_positive policy and params
+    (spml.data.masking.mask_splits)."""
+    frame, manifest = mask_splits(table, split, names, masking.scheme, masking.seed, masking.no_positive,
+                                  masking.root, **masking.params)
+    values, present = align_masked(frame, table, masking.root)
     return MaskedLabels(values, present, manifest, names)
 
 
-def masked_labels(config: Config, table: LabelTable, split: np.ndarray) -> MaskedLabels | None:
+def masked_labels(mode: str, masking: Masking, table: LabelTable, split: np.ndarray) -> MaskedLabels | None:
     """The masked labels of the train split (and the val split under data.mask_val): the masked file, else in
     SPML mode the splits masked in memory; None in supervised mode without a file (full labels)."""
-    names = ("train", "val") if config.data.mask_val else ("train",)
-    if config.data.masked_labels:
-        return masked_file(config, table, split, names)
-    if config.mode == "spml":
-        return masked_in_memory(config, table, split, names)
+    names = ("train", "val") if masking.mask_val else ("train",)
+    if masking.file:
+        return masked_file(masking, table, split, names)
+    if mode == "spml":
+        return masked_in_memory(masking, table, split, names)
     return None
 
 
@@ -303,18 +334,13 @@ def label_warnings(table: LabelTable, labels: dict[str, SplitLabels], empty: np.
 
 
 # ------------------------------------------------------------------------------------ images
-def image_intensity(config: DataConfig) -> Intensity:
-    """The intensity policy of data.intensity and data.intensity_percentiles (spml.data.images)."""
-    return Intensity(config.intensity, tuple(config.intensity_percentiles))
-
-
-def header_problems(config: DataConfig, paths: list[str]) -> np.ndarray:
+def header_problems(images: ImageSettings, paths: list[str]) -> np.ndarray:
     """(N,) object array: why each image cannot be used ("" when it can), from opening each file and reading
     its header (no decoding); with data.cache, the reasons the cache recorded when it decoded the files."""
-    if config.dataset == "synthetic":
+    if images.synthetic is not None:
         return np.full(len(paths), "", dtype=object)
-    if config.cache:
-        cache = ImageCache(config.cache, config.size, image_intensity(config))
+    if images.cache:
+        cache = ImageCache(images.cache, images.size, images.intensity)
         return cache.index["error"].to_numpy(dtype=object)[cache.rows(paths)]
     with ThreadPoolExecutor(HEADER_THREADS) as pool:
         return np.array(list(pool.map(header_problem, paths, chunksize=64)), dtype=object)
@@ -329,14 +355,14 @@ def header_problem(path: str) -> str:
     return ""
 
 
-def leave_out_bad_images(config: DataConfig, table: LabelTable, rows: dict[str, np.ndarray]
+def leave_out_bad_images(images: ImageSettings, table: LabelTable, rows: dict[str, np.ndarray]
                          ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """The header check of every split's images under data.bad_images (see the module docstring)
     -> (rows of each split without the bad images, left-out images: split, path, reason)."""
     names = list(rows)
     positions = np.concatenate([rows[name] for name in names])
     paths = table.frame["path"].to_numpy(dtype=object)[positions]
-    reasons = header_problems(config, paths.tolist())
+    reasons = header_problems(images, paths.tolist())
     bad = reasons != ""
     splits = np.repeat(names, [len(rows[name]) for name in names])
     left_out = pd.DataFrame({"split": splits[bad], "path": paths[bad], "reason": reasons[bad]},
@@ -346,11 +372,11 @@ def leave_out_bad_images(config: DataConfig, table: LabelTable, rows: dict[str, 
     examples = "; ".join(f"{path}: {reason}" for path, reason in zip(left_out["path"][:3], left_out["reason"][:3]))
     counts = ", ".join(f"{name} {int((left_out['split'] == name).sum())}" for name in names)
     found = f"{len(left_out)} of {len(paths)} images cannot be used ({counts}), e.g. {examples}"
-    if config.bad_images == "error":
+    if images.bad_images == "error":
         raise DataError(f"{found}. Found before training by reading every image header; fix or remove the files, "
                         "or set data.bad_images=skip to leave them out")
-    if len(left_out) > config.bad_image_budget:
-        raise DataError(f"{found}: over data.bad_image_budget={config.bad_image_budget} (found before training by "
+    if len(left_out) > images.bad_image_budget:
+        raise DataError(f"{found}: over data.bad_image_budget={images.bad_image_budget} (found before training by "
                         "reading every image header); fix or remove the files, or raise data.bad_image_budget")
     message = f"data.bad_images=skip: {found}; they leave their splits before training"
     log.warning(message)
@@ -411,54 +437,69 @@ def overlap_warnings(table: LabelTable, split: np.ndarray) -> list[dict[str, Any
 
 
 # ------------------------------------------------------------------------------------ datasets
-def make_dataset(config: DataConfig, table: LabelTable, labels: SplitLabels) -> CXRDataset:
-    """CXRDataset of one split; images from the synthetic generator, the uint8 cache or the files."""
+def make_dataset(images: ImageSettings, table: LabelTable, labels: SplitLabels) -> CXRDataset:
+    """CXRDataset of one split; images from the synthetic generator, the uint8 cache or the files.
+
+    Args:
+        images: the ImageSettings.
+        table: the split's rows.
+        labels: its SplitLabels (rows, targets, known, observed).
+
+    Returns:
+        The dataset; items as docs/architecture.md "Samples and batches".
+    """
     paths = table.frame["path"].tolist()
-    if config.dataset == "synthetic":
-        source = synthetic.synthetic_source(config, table)
-    elif config.cache:
-        source = CacheSource(config.cache, paths, config.size)
+    if images.synthetic is not None:
+        source = synthetic.synthetic_source(images.synthetic, table, images.size)
+    elif images.cache:
+        source = CacheSource(images.cache, paths, images.size)
     else:
-        source = FileSource(paths, config.size, image_intensity(config))
+        source = FileSource(paths, images.size, images.intensity)
     return CXRDataset(source, labels.targets.astype(np.float32), labels.known.astype(bool), labels.observed,
-                      bad_images=config.bad_images, bad_image_budget=config.bad_image_budget)
+                      bad_images=images.bad_images, bad_image_budget=images.bad_image_budget)
 
 
-def check_mode(config: Config) -> None:
-    image_intensity(config.data)  # data.intensity* are checked for every dataset, before reading anything
-    if config.mode not in MODES:
-        raise DataError(f"mode={config.mode!r}; choose from {list(MODES)}")
-    if config.data.mask_val and config.mode == "supervised" and not config.data.masked_labels:
+def build_data(table: LabelTable, split: np.ndarray, mode: str, images: ImageSettings,
+               masking: Masking = Masking(), labels: LabelPolicy = LabelPolicy()) -> DataBundle:
+    """Label, check and wrap the splits of a table (see the module docstring).
+
+    Args:
+        table: a reader's LabelTable whose image files exist (spml.data.table.check_images).
+        split: (N,) "train" | "val" | "test" per row (spml.data.splits.assign_splits).
+        mode: "spml" (train labels masked to observed positives) or "supervised".
+        images: where the images come from (ImageSettings).
+        masking: where the masked labels come from (Masking).
+        labels: the uncertainty policy (LabelPolicy).
+
+    Returns:
+        The DataBundle (train, val, test datasets, classes, pos_counts, warnings, ...).
+    """
+    if mode not in MODES:
+        raise DataError(f"mode={mode!r}; choose from {list(MODES)}")
+    if masking.mask_val and mode == "supervised" and not masking.file:
         raise DataError("data.mask_val=true in supervised mode needs data.masked_labels (a file masked with the "
                         "val split)")
-
-
-def build_data(config: Config) -> DataBundle:
-    """Read, check, split and label the data of `config` (see the module docstring)."""
-    check_mode(config)
-    data = config.data
-    table, split = read_split(data)
-    targets, known, empty = full_labels(table, data)
-    masked = masked_labels(config, table, split)
-    rows, left_out = leave_out_bad_images(data, table, split_rows(split, masked))
+    targets, known, empty = full_labels(table, labels)
+    masked = masked_labels(mode, masking, table, split)
+    rows, left_out = leave_out_bad_images(images, table, split_rows(split, masked))
     for name in SPLITS:
         if not len(rows[name]):
-            raise DataError(f"the {name} split is empty (data.split={data.split}, data.val_fraction="
-                            f"{data.val_fraction}, data.test_fraction={data.test_fraction}, {len(table.frame)} images)")
+            raise DataError(f"the {name} split is empty ({len(table.frame)} images; see data.split, "
+                            "data.val_fraction, data.test_fraction)")
     full = {name: SplitLabels(rows[name], targets[rows[name]], known[rows[name]]) for name in SPLITS}
-    labels = training_labels(config.mode, full, masked)
-    if config.mode == "spml":
-        warn_rows_without_observed(labels["train"], masked)
+    split_labels = training_labels(mode, full, masked)
+    if mode == "spml":
+        warn_rows_without_observed(split_labels["train"], masked)
     # EPR/ROLE's k: from clean val labels in SPML mode (hidden train labels never leak into training)
-    expected_positives = mean_positives(full["val"] if config.mode == "spml" else labels["train"])
+    expected_positives = mean_positives(full["val"] if mode == "spml" else split_labels["train"])
     subsets = {name: table.subset(rows[name]) for name in SPLITS}
-    datasets = {name: make_dataset(data, subsets[name], labels[name]) for name in SPLITS}
-    log.info("data %s: %s images (train %d, val %d, test %d), %d classes", data.dataset, len(table.frame),
+    datasets = {name: make_dataset(images, subsets[name], split_labels[name]) for name in SPLITS}
+    log.info("data %s: %s images (train %d, val %d, test %d), %d classes", table.source, len(table.frame),
              *(len(rows[name]) for name in SPLITS), len(table.classes))
-    found = [*overlap_warnings(table, split), *label_warnings(table, labels, empty),
-             *val_warnings(table.classes, full, labels["val"])]
+    found = [*overlap_warnings(table, split), *label_warnings(table, split_labels, empty),
+             *val_warnings(table.classes, full, split_labels["val"])]
     for item in found:  # a UserWarning each, printed once (not also logged, which would print it twice)
         warnings.warn(item["message"], stacklevel=2)
     return DataBundle(datasets["train"], datasets["val"], datasets["test"], table.classes, table,
-                      masked.manifest if masked is not None else None, positive_counts(labels["train"]),
+                      masked.manifest if masked is not None else None, positive_counts(split_labels["train"]),
                       expected_positives, {name: subsets[name].frame for name in SPLITS}, found, left_out)

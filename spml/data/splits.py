@@ -15,7 +15,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from spml.config import DataConfig
 from spml.data.table import OFFICIAL_SPLIT, DataError, LabelTable, row_error
 from spml.registry import Registry
 
@@ -133,27 +132,27 @@ def official_split(frame: pd.DataFrame, val_fraction: float, seed: int) -> np.nd
     return split
 
 
-SPLIT_SCHEMES = Registry("split scheme")  # data.split name -> scheme(table, config) -> (N,) split names
+# data.split name -> scheme(table, val_fraction, test_fraction, seed) -> (N,) split names
+SPLIT_SCHEMES = Registry("split scheme")
 
 
 @SPLIT_SCHEMES.register("random")
-def split_random(table: LabelTable, config: DataConfig) -> np.ndarray:
-    return random_split(table.frame["patient_id"], config.val_fraction, config.test_fraction, config.split_seed)
+def split_random(table: LabelTable, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    return random_split(table.frame["patient_id"], val_fraction, test_fraction, seed)
 
 
 @SPLIT_SCHEMES.register("stratified")
-def split_stratified(table: LabelTable, config: DataConfig) -> np.ndarray:
-    return stratified_split(table.frame["patient_id"], table.values() == 1, config.val_fraction,
-                            config.test_fraction, config.split_seed)
+def split_stratified(table: LabelTable, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    return stratified_split(table.frame["patient_id"], table.values() == 1, val_fraction, test_fraction, seed)
 
 
 @SPLIT_SCHEMES.register("official")
-def split_official(table: LabelTable, config: DataConfig) -> np.ndarray:
-    return official_split(table.frame, config.val_fraction, config.split_seed)
+def split_official(table: LabelTable, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    return official_split(table.frame, val_fraction, seed)
 
 
 @SPLIT_SCHEMES.register("given")
-def split_given(table: LabelTable, config: DataConfig) -> np.ndarray:
+def split_given(table: LabelTable, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
     """The split exactly as the dataset's files give it; each of train, val and test must have rows."""
     split = file_split(table.frame, "given")
     for name in SPLITS:
@@ -181,19 +180,36 @@ def patient_overlap_message(table: LabelTable, split: np.ndarray, shared: pd.Ser
             "than one split, so test images of a patient could have been trained on")
 
 
-def assign_splits(table: LabelTable, config: DataConfig) -> np.ndarray:
-    """(N,) "train" | "val" | "test" per row of `table` following data.split (a SPLIT_SCHEMES name).
-    A patient in two splits is a DataError unless data.allow_patient_overlap (spml.data.build then records it)."""
-    if config.split not in SPLIT_SCHEMES:
-        raise DataError(f"data.split={config.split!r}; choose from {SPLIT_SCHEMES.names()}")
-    if config.split not in FILE_SPLITS and OFFICIAL_SPLIT in table.frame.columns:
-        warnings.warn(f"{table.source} gives its own split (a CSV's {config.csv.split_column!r} column), which "
-                      f"data.split={config.split} ignores; data.split=given uses it (data.csv.split_column= reads "
+def assign_splits(table: LabelTable, scheme: str = "random", val_fraction: float = 0.1, test_fraction: float = 0.2,
+                  seed: int = 0, allow_patient_overlap: bool = False) -> np.ndarray:
+    """Patient-wise split of the table's rows (data.split and the data.* keys of the same names).
+
+    Args:
+        table: a reader's LabelTable (official/given read its official_split column).
+        scheme: a SPLIT_SCHEMES name: random, stratified, official (val carved from train when the files have
+            none), given (as the files write it).
+        val_fraction, test_fraction: shares of the patients (random, stratified; official: val only).
+        seed: the split seed (data.split_seed).
+        allow_patient_overlap: accept a patient in two splits (else a DataError; spml.data.build records it).
+
+    Returns:
+        (N,) object array of "train" | "val" | "test".
+
+    >>> from spml.data.synthetic import read_synthetic
+    >>> split = assign_splits(read_synthetic(num_images=200), "random", 0.1, 0.2, seed=0)
+    >>> sorted(set(split))
+    ['test', 'train', 'val']
+    """
+    if scheme not in SPLIT_SCHEMES:
+        raise DataError(f"data.split={scheme!r}; choose from {SPLIT_SCHEMES.names()}")
+    if scheme not in FILE_SPLITS and OFFICIAL_SPLIT in table.frame.columns:
+        warnings.warn(f"{table.source} gives its own split (a CSV's split column, data.csv.split_column), which "
+                      f"data.split={scheme} ignores; data.split=given uses it (data.csv.split_column= reads "
                       "no split column)", stacklevel=2)
-    split = SPLIT_SCHEMES.get(config.split)(table, config)
+    split = SPLIT_SCHEMES.get(scheme)(table, val_fraction, test_fraction, seed)
     shared = shared_patients(table, split)
-    if len(shared) and not config.allow_patient_overlap:
-        raise DataError(f"data.split={config.split}: {patient_overlap_message(table, split, shared)}; fix the "
+    if len(shared) and not allow_patient_overlap:
+        raise DataError(f"data.split={scheme}: {patient_overlap_message(table, split, shared)}; fix the "
                         "split, or set data.allow_patient_overlap=true to accept it")
     return split
 

@@ -29,10 +29,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from spml.config import DataConfig
 from spml.data.dataset import ArraySource
 from spml.data.readers import READERS
 from spml.data.table import DataError, LabelTable, make_table
@@ -406,11 +407,20 @@ class Phantoms:
         return out
 
 
-def source_hash(config: DataConfig) -> str:
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """The generator parameters that fix the phantoms and their labels (data.synthetic.*; not the image size)."""
+
+    num_images: int = 3000
+    images_per_patient: float = 1.5  # mean follow-ups per patient
+    seed: int = 0
+
+
+def source_hash(spec: SyntheticSpec) -> str:
     """sha256 of the generator parameters that fix the labels (the image size does not)."""
-    spec = {"generator": GENERATOR_VERSION, "num_images": config.synthetic.num_images,
-            "images_per_patient": config.synthetic.images_per_patient, "seed": config.synthetic.seed}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    fields = {"generator": GENERATOR_VERSION, "num_images": spec.num_images,
+              "images_per_patient": spec.images_per_patient, "seed": spec.seed}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=2)
@@ -426,11 +436,26 @@ def rendered(num_images: int, images_per_patient: float, seed: int, size: int) -
 
 
 @READERS.register("synthetic")
-def read_synthetic(config: DataConfig) -> LabelTable:
-    """The phantoms' LabelTable (values 0/1; path "", study_id = phantom number, view PA)."""
-    syn = config.synthetic
-    ph = phantoms(syn.num_images, syn.images_per_patient, syn.seed)
-    classes = tuple(config.classes) or CLASSES
+def read_synthetic(num_images: int = 3000, images_per_patient: float = 1.5, seed: int = 0,
+                   classes: Sequence[str] = ()) -> LabelTable:
+    """The phantoms' LabelTable (values 0/1; path "", study_id = phantom number, view PA).
+
+    Args:
+        num_images: how many phantoms.
+        images_per_patient: mean images per patient (follow-ups share anatomy).
+        seed: the generator seed (labels and phantom parameters do not depend on the image size).
+        classes: the findings to read, in this order; empty = CLASSES.
+
+    Returns:
+        The LabelTable (num_images rows).
+
+    >>> table = read_synthetic(num_images=20, seed=1, classes=["Edema", "Nodule"])
+    >>> len(table.frame), table.classes
+    (20, ('Edema', 'Nodule'))
+    """
+    spec = SyntheticSpec(num_images, images_per_patient, seed)
+    ph = phantoms(num_images, images_per_patient, seed)
+    classes = tuple(classes) or CLASSES
     unknown = [name for name in classes if name not in CLASSES]
     if unknown:
         raise DataError(f"data.classes: unknown class(es) {unknown}; the synthetic dataset has {list(CLASSES)}")
@@ -438,26 +463,34 @@ def read_synthetic(config: DataConfig) -> LabelTable:
     meta = {"path": np.full(len(ph), "", dtype=object), "patient_id": [f"P{i:05d}" for i in ph.patient],
             "study_id": [str(i) for i in range(len(ph))], "view": np.full(len(ph), "PA", dtype=object),
             "sex": ph.sex, "age": ph.age.astype(np.float64)}
-    return make_table(meta, values, classes, f"synthetic:{syn.seed}:{syn.num_images}", source_hash(config))
+    return make_table(meta, values, classes, f"synthetic:{seed}:{num_images}", source_hash(spec))
 
 
-def lesion_masks(config: DataConfig, frame, classes: tuple[str, ...] | list[str]) -> np.ndarray:
+def lesion_masks(spec: SyntheticSpec, frame, classes: Sequence[str], size: int) -> np.ndarray:
     """Where each finding of `classes` changes the images of `frame` (rows of read_synthetic's table, e.g. a
-    split's frame) at data.size -> bool (N, len(classes), S, S), in the frame's row order."""
+    split's frame).
+
+    Args:
+        spec: the generator parameters the table was read with.
+        frame: rows of the table (its study_id column names the phantoms).
+        classes: findings of CLASSES.
+        size: the image size in pixels.
+
+    Returns:
+        bool (N, len(classes), size, size), in the frame's row order.
+    """
     unknown = [name for name in classes if name not in CLASSES]
     if unknown:
         raise DataError(f"lesion masks: {unknown} are not findings of the synthetic set {list(CLASSES)}")
-    syn = config.synthetic
-    masks = phantoms(syn.num_images, syn.images_per_patient, syn.seed).masks(
-        frame["study_id"].astype(int).to_numpy(), config.size)
+    masks = phantoms(spec.num_images, spec.images_per_patient, spec.seed).masks(
+        frame["study_id"].astype(int).to_numpy(), size)
     return masks[:, [CLASSES.index(name) for name in classes]]
 
 
-def synthetic_source(config: DataConfig, table: LabelTable) -> ArraySource:
-    """In-memory images of the table's rows (any subset of read_synthetic's table) at data.size.
+def synthetic_source(spec: SyntheticSpec, table: LabelTable, size: int) -> ArraySource:
+    """In-memory images (uint8 (N, size, size)) of the table's rows (any subset of read_synthetic's table).
     All phantoms are rendered once per (generator parameters, size) and kept."""
-    if table.source_hash != source_hash(config):
+    if table.source_hash != source_hash(spec):
         raise DataError(f"table {table.source} was not made by the synthetic reader with this data.synthetic config")
-    images = rendered(config.synthetic.num_images, config.synthetic.images_per_patient, config.synthetic.seed,
-                      config.size)
+    images = rendered(spec.num_images, spec.images_per_patient, spec.seed, size)
     return ArraySource(images[table.frame["study_id"].astype(int).to_numpy()])

@@ -20,7 +20,6 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from spml.config import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +155,11 @@ def first_existing(candidates: Sequence[str], what: str, key: str) -> str:
     raise DataError(f"no {what} found; looked for {list(candidates)} (set {key})")
 
 
-def dataset_root(config: DataConfig) -> str:
+def dataset_root(root: str, labels: str = "") -> str:
     """Absolute dataset root: data.root, else the folder of data.labels ("" when neither is set)."""
-    if config.root:
-        return os.path.abspath(config.root)
-    return os.path.dirname(os.path.abspath(config.labels)) if config.labels else ""
+    if root:
+        return os.path.abspath(root)
+    return os.path.dirname(os.path.abspath(labels)) if labels else ""
 
 
 MISSING_VALUES = ("", "nan", "NaN", "NA", "N/A", "None", "null", "NULL")  # how tools write a missing path

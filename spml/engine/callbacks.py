@@ -8,6 +8,7 @@ state returns it from `state_dict()`; checkpoints store it under the callback's 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -19,7 +20,9 @@ from tqdm.auto import tqdm
 
 from spml.engine import checkpoint as ckpt
 from spml.data.dataset import distinct_skips, read_skips
-from spml.evaluation.scoring import evaluate_model, predict_split, score
+from spml.evaluation.diagnostics import diagnosis_line
+from spml.evaluation.evaluate import Diagnosis, evaluate
+from spml.evaluation.scoring import predict_split, score
 
 if TYPE_CHECKING:
     from spml.engine.trainer import Trainer
@@ -275,51 +278,47 @@ class Checkpoint(Callback):
         accelerator.wait_for_everyone()
 
 
-Diagnose = Callable[[dict, dict, list], dict]  # (val predictions, test predictions, evaluated classes) -> summary
-
-
 class FinalEvaluation(Callback):
     """After training: score `model` on the test loader into `<out_dir>/eval/` (and with `tta` also averaged
-    over the model's TTA views into `<out_dir>/eval-tta/`), through the one scoring path
-    (spml.evaluation.scoring.evaluate_model); the eval/ summary becomes the trainer's summary. Skipped when the
+    over the model's TTA views into `<out_dir>/eval-tta/`) through the one evaluation path
+    (spml.evaluation.evaluate.evaluate); the eval/ summary becomes the trainer's summary. Skipped when the
     run was interrupted (it will be resumed, and evaluated at its end).
 
-    With `diagnose` (and `val_loader`): the validation split is predicted too, and
-    `diagnose(val_predictions, test_predictions, evaluated classes)` adds operating points, calibration,
-    heatmaps and the pointing game to eval/ (spml.evaluation.diagnostics; built by spml.factories) on the main process.
+    With `diagnosis` (spml.evaluation.evaluate.Diagnosis, built by spml.factories): eval/ also gets operating
+    points fitted on the val split (recorded with the `latest` checkpoint of `checkpoints`), calibration, heatmaps
+    and the pointing game, on the main process.
     """
 
     def __init__(self, model: nn.Module, loader: DataLoader, frame: pd.DataFrame, classes: Sequence[str],
                  out_dir: Path, tta: bool = False, eval_classes: Sequence[str] = (), level: str = "",
-                 bootstrap: int = 0, seed: int = 0, val_loader: DataLoader | None = None,
-                 diagnose: Diagnose | None = None):
+                 bootstrap: int = 0, seed: int = 0, diagnosis: Diagnosis | None = None,
+                 checkpoints: Path | None = None):
         self.model, self.loader, self.frame, self.classes = model, loader, frame, list(classes)
         self.out_dir, self.tta = Path(out_dir), tta
         self.eval_classes, self.level, self.bootstrap, self.seed = tuple(eval_classes), level, bootstrap, seed
-        self.val_loader, self.diagnose = val_loader, diagnose
+        self.diagnosis, self.checkpoints = diagnosis, checkpoints
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if trainer.interrupted:
             return
         accelerator = trainer.accelerator
-        val_predictions = None
-        if self.diagnose is not None and self.val_loader is not None:
-            val_predictions = predict_split(self.model, self.val_loader, accelerator, "val (thresholds)")
+        diagnosis = self.diagnosis
+        if diagnosis is not None and self.checkpoints is not None:
+            diagnosis = replace(diagnosis, checkpoint=ckpt.read_pointer(self.checkpoints, "latest").name)
         loader = accelerator.prepare(self.loader)
         for folder, tta in [("eval", False)] + ([("eval-tta", True)] if self.tta else []):
-            self.model.tta = tta
-            result, predictions = evaluate_model(self.model, loader, accelerator, self.frame, self.classes,
-                                                 self.out_dir / folder, self.eval_classes, self.level, self.bootstrap,
-                                                 self.seed, desc="test" + (" TTA" if tta else ""))
-            self.model.tta = False
+            evaluation = evaluate(self.model, loader, self.frame, self.classes, self.out_dir / folder, accelerator,
+                                  tta=tta, eval_classes=self.eval_classes, level=self.level, bootstrap=self.bootstrap,
+                                  seed=self.seed, diagnosis=None if tta else diagnosis, desc="test")
+            result = evaluation.result
             if result is None:
                 continue
             summary = result.summary
             accelerator.print(f"test ({summary['level']}, {result.coverage()}{', TTA' if tta else ''}): mAP "
                               f"{summary['mAP']:.4f} mean AUROC {summary['mean_auroc']:.4f} -> {self.out_dir / folder}")
+            if evaluation.record:
+                accelerator.print(diagnosis_line(evaluation.diagnosis, evaluation.record, diagnosis.thresholds))
             if folder == "eval":
-                if val_predictions is not None:
-                    summary.update(self.diagnose(val_predictions, predictions, list(self.eval_classes or self.classes)))
                 trainer.summary.update(summary)
 
 

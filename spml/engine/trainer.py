@@ -7,7 +7,6 @@ assembles a Trainer from a Config; the Trainer itself receives objects only.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence

@@ -1,5 +1,6 @@
-"""The one scoring path, shared by training and tools/evaluate.py: predict, gather across processes, score,
-report. The model is any module from uint8 images to logits (spml.models.InferenceModel)."""
+"""Scoring steps: predict a split (gathered across processes), choose what is scored (classes, study level),
+score, write metrics.json / per_class.csv / curves. The model is any module from uint8 images to logits
+(spml.models.InferenceModel); spml.evaluation.evaluate.evaluate chains the steps (the one evaluation path)."""
 from __future__ import annotations
 
 import json
@@ -112,18 +113,3 @@ def write_report(result: EvalResult, predictions: dict[str, np.ndarray], classes
     with atomic_path(out_dir / "per_class.csv") as temporary:
         result.per_class.to_csv(temporary, index=False)
     plot_curves(predictions["probs"], predictions["targets"], predictions["known"], classes, out_dir)
-
-
-def evaluate_model(model: nn.Module, loader: DataLoader, accelerator: Accelerator, frame: pd.DataFrame,
-                   classes: Sequence[str], out_dir: Path, eval_classes: Sequence[str] = (), level: str = "",
-                   bootstrap: int = 0, seed: int = 0, desc: str = "test"
-                   ) -> tuple[EvalResult | None, dict[str, np.ndarray]]:
-    """Predict a split with `model`, score it (evaluate_split) and write the report into `out_dir`: the one
-    predict -> score -> report path. Returns (the result on the main process, None on the others; the image-level
-    predictions, on every process)."""
-    predictions = predict_split(model, loader, accelerator, desc)
-    if not accelerator.is_main_process:
-        return None, predictions
-    result, scored, scored_classes = evaluate_split(predictions, frame, classes, eval_classes, level, bootstrap, seed)
-    write_report(result, scored, scored_classes, out_dir)
-    return result, predictions

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 from spml.config import ConfigError, read_yaml
 from spml.utils.io import atomic_path, write_text_atomic
 from spml.utils.lock import GRID_LOCK_FILE, RunFolderLocked, RunLock, in_use
+from spml.utils.text import slug
 
 METRICS = ("mAP", "mean_auroc")  # test split (eval/metrics.json)
 VAL_METRICS = ("val_mAP", "val_mean_auroc")  # the last validation of the run (log.csv), for choosing settings
@@ -48,10 +48,6 @@ class Grid:
     tta: bool = False  # also score every run with test-time augmentation (rows "<variant> + TTA")
     compare: str = ""  # variant whose per-seed differences to every other variant are tested (spml.reporting.stats)
     split: str = "test"  # the split the tables report: test, or val when the grid chooses settings (SPLIT_METRICS)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
 
 
 def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:

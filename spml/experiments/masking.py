@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from spml.config import Config, ConfigError
-from spml.experiments.grid import PlannedRun, slug
+from spml.experiments.grid import PlannedRun
+from spml.utils.text import slug
 
 FULL = "full"  # mode=supervised on the clean labels with the default weak augmentation
 # The full-label variants (mode=supervised on the clean labels): recovery is measured against the best of those run
@@ -82,14 +83,14 @@ def write_masked_splits(config: Config, path: Path) -> tuple[dict[str, Any], boo
     Returns (manifest, written): an identical file already at `path` is kept (written False); a different
     one is an error, since the runs beside it were trained on it.
     """
-    from spml.data.build import read_split
     from spml.data.masking import mask_splits, masked_csv_bytes, read_manifest, write_masked
     from spml.data.table import DataError, dataset_root, file_sha256
+    from spml.factories.data import read_split
 
     data = config.data
     table, split = read_split(data)
     frame, manifest = mask_splits(table, split, masked_splits(config), data.mask_scheme, data.mask_seed,
-                                  data.mask_no_positive, dataset_root(data), **data.mask_params)
+                                  data.mask_no_positive, dataset_root(data.root, data.labels), **data.mask_params)
     manifest["split"] = {"split": data.split, "split_seed": data.split_seed, "val_fraction": data.val_fraction,
                          "test_fraction": data.test_fraction, "views": list(data.views), "missing": data.missing}
     sha = hashlib.sha256(masked_csv_bytes(frame)).hexdigest()

@@ -4,10 +4,11 @@ from spml.factories.artifact import export_run, load_model, model_spec
 from spml.factories.components import (OBJECTIVES, build_classifier, build_loss, build_objective, build_optimizer,
                                    build_scheduler, build_strong, build_weak, config_key)
 from spml.factories.stats import DataStats, data_stats
-from spml.factories.training import (build_trainer, check_eval_config, check_train_config, claim_run_dir,
-                                     record_resume)
+from spml.factories.data import build_data
+from spml.factories.evaluation import check_eval_config
+from spml.factories.training import build_trainer, check_train_config, claim_run_dir, record_resume
 
-__all__ = ["DataStats", "OBJECTIVES", "build_classifier", "build_loss", "build_objective", "build_optimizer",
+__all__ = ["DataStats", "OBJECTIVES", "build_classifier", "build_data", "build_loss", "build_objective", "build_optimizer",
            "build_scheduler", "build_strong", "build_trainer", "build_weak", "check_eval_config",
            "check_train_config", "claim_run_dir", "config_key", "data_stats", "export_run", "load_model",
            "model_spec", "record_resume"]

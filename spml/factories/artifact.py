@@ -104,7 +104,7 @@ def load_model(path: str | Path, checkpoint: str = "latest", tta: bool = False,
     Args:
         path: an exported folder (tools/export.py: model.json + model.safetensors) or, for convenience, a run
             folder (its `checkpoint`: latest | best; the evaluation EMA's weights when the run kept one).
-        tta: average over the model's test-time augmentation views (switchable later: `model.tta`).
+        tta: average over the model's test-time augmentation views (`model.with_tta(...)` gives the other one).
         device: where to put it (default: the CPU).
 
     Returns:
@@ -115,8 +115,7 @@ def load_model(path: str | Path, checkpoint: str = "latest", tta: bool = False,
     if (path / SPEC).is_file():
         model = read_model(path, tta)
     elif (path / "config.yaml").is_file():
-        model, _ = load_run_model(path, checkpoint)
-        model.tta = tta
+        model = load_run_model(path, checkpoint)[0].with_tta(tta)
     else:
         raise FileNotFoundError(f"{path}: neither an exported model ({SPEC}) nor a run folder (config.yaml)")
     return model.to(device) if device is not None else model

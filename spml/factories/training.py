@@ -7,35 +7,29 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import numpy as np
-import pandas as pd
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch.utils.data import Dataset
 
 from spml.config import Config, ConfigError, DataConfig, save_config, to_dict
-from spml.config.schema import EvalConfig
-from spml.data.build import DataBundle, build_data
 from spml.data.dataset import record_left_out
 from spml.data.table import DataError
-from spml.data.synthetic import lesion_masks
-from spml.evaluation.diagnostics import (DiagnosticSettings, Explainer, diagnose, diagnosis_line, fit_operating_points,
-                              settings_from, thresholds_path)
-from spml.engine import checkpoint as ckpt
+from spml.factories.data import build_data
+from spml.evaluation.diagnostics import settings_from, thresholds_path
+from spml.evaluation.evaluate import Diagnosis
 from spml.engine.banner import run_banner
 from spml.engine.callbacks import (EMA, BadImageReport, Callback, Checkpoint, EarlyStopping, FinalEvaluation,
                                    ObjectiveReport, RunReport, TrainLog, Validation)
-from spml.evaluation.scoring import evaluating
-from spml.engine.loader import EpochSampler, make_eval_loader, make_train_loader
+from spml.data.loader import EpochSampler, make_eval_loader, make_train_loader
 from spml.engine.logger import RunLogger
 from spml.engine.trainer import Trainer, build_accelerator
 from spml.factories.artifact import model_spec
 from spml.factories.components import build_objective, build_optimizer, build_scheduler, config_key
+from spml.factories.evaluation import check_eval_config, split_explainer
 from spml.factories.stats import data_stats
 from spml.utils.io import write_json_atomic, write_text_atomic
-from spml.models import InferenceModel, build_ema
+from spml.models import build_ema
 from spml.models.artifact import inference_model
 from spml.models.heads import check_prototype_classes
 from spml.reporting.run_report import write_run_report
@@ -60,19 +54,6 @@ def check_train_config(config: Config) -> None:
                           "images; keep model.in_chans=1 (pretrained RGB stems are adapted to one channel)")
     if config.eval.tta and not config.augment.tta:
         raise ConfigError("eval.tta=true needs at least one view in augment.tta")
-
-
-def check_eval_config(config: EvalConfig, classes: tuple[str, ...] | list[str], frame: pd.DataFrame | None = None) -> None:
-    """Fail before training on eval.classes that are not the data's, and with the evaluated split's `frame`
-    on images without a study id under eval.study_level."""
-    unknown = [name for name in config.classes if name not in classes]
-    if unknown:
-        raise ConfigError(f"eval.classes: {unknown} not among the data's classes {list(classes)}")
-    if config.study_level and frame is not None and (frame["study_id"].astype(str) == "").any():
-        missing = int((frame["study_id"].astype(str) == "").sum())
-        raise ConfigError(f"eval.study_level={config.study_level}: {missing} of {len(frame)} images have no study id "
-                          "(NIH and the synthetic set have none per view, a CSV only with data.csv.study_column); "
-                          "set eval.study_level='' for image-level metrics")
 
 
 def claim_run_dir(run_dir: str | Path, overwrite: bool = False, main_process: bool = True) -> None:
@@ -167,47 +148,16 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
         Checkpoint(run_dir / "checkpoints", train.checkpoint_every, validation),
         FinalEvaluation(scored, test_loader, bundle.frames["test"], bundle.classes, run_dir, config.eval.tta,
                         config.eval.classes, config.eval.study_level, config.eval.bootstrap, train.seed,
-                        val_loader=val_loader,
-                        diagnose=final_diagnosis(scored, bundle, config, diagnostics, run_dir)),
+                        diagnosis=Diagnosis(diagnostics, thresholds_path(run_dir), val_loader=val_loader,
+                                            explainer=split_explainer(scored, bundle.test, bundle.frames["test"],
+                                                                      data, bundle.classes)),
+                        checkpoints=run_dir / "checkpoints"),
         BadImageReport(run_dir / SKIP_LOG),
         RunReport(to_dict(config), (lambda: write_run_report(run_dir)) if config.eval.report else None),
     ]
     return Trainer(objective, optimizer, scheduler, train_loader, accelerator, epochs=train.epochs,
                    max_steps=train.max_steps, grad_clip=config.optim.grad_clip, nonfinite=train.nonfinite,
                    callbacks=callbacks, logger=RunLogger(run_dir, main))
-
-
-def split_explainer(model: InferenceModel, dataset: Dataset, frame: pd.DataFrame, data: DataConfig,
-                    classes: Sequence[str]) -> Explainer:
-    """Heatmap inputs for a split: `model` (TTA off), its backbone as Grad-CAM's layer, the split's images by row
-    and, on the synthetic set, the findings' masks (spml.data.synthetic.lesion_masks)."""
-
-    def images(rows: np.ndarray) -> np.ndarray:
-        return np.stack([dataset[int(i)]["image"].numpy() for i in rows])
-
-    def masks(rows: np.ndarray) -> np.ndarray:
-        return lesion_masks(data, frame.iloc[rows], list(classes))
-
-    return Explainer(model, model.classifier.backbone, images, masks if data.dataset == "synthetic" else None)
-
-
-def final_diagnosis(model: InferenceModel, bundle: DataBundle, config: Config, settings: DiagnosticSettings,
-                    run_dir: Path) -> Callable[[dict, dict, list], dict]:
-    """The end-of-run diagnosis (FinalEvaluation's `diagnose`): operating points of the final weights fitted on
-    the val predictions into <run>/thresholds.json, then calibration, heatmaps and the pointing game in eval/."""
-
-    def diagnose_run(val: dict, test: dict, eval_classes: list) -> dict:
-        classes = list(bundle.classes)
-        checkpoint = ckpt.read_pointer(run_dir / "checkpoints", "latest").name
-        record = fit_operating_points(val, classes, settings, thresholds_path(run_dir), checkpoint)
-        explainer = split_explainer(model, bundle.test, bundle.frames["test"], config.data, classes)
-        with evaluating(model):  # the classifier is shared with the objective, which trained in train mode
-            summary = diagnose(run_dir / "eval", test, classes, eval_classes, record, settings, explainer,
-                               config.train.seed)
-        print(diagnosis_line(summary, record, thresholds_path(run_dir)))
-        return summary
-
-    return diagnose_run
 
 
 def check_same_data(run_dir: Path, fingerprint: dict[str, dict[str, str]], data: DataConfig) -> None:

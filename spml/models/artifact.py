@@ -96,12 +96,8 @@ def write_torchscript(model: InferenceModel, path: str | Path, batch: int = 2) -
     """
     in_chans = model.metadata.get("in_chans", 1)
     example = torch.zeros(batch, in_chans, model.image_size, model.image_size, dtype=torch.uint8)
-    tta, model.tta = model.tta, False
-    try:
-        with torch.no_grad():
-            traced = torch.jit.trace(model.eval(), example, check_trace=False)
-    finally:
-        model.tta = tta
+    with torch.no_grad():
+        traced = torch.jit.trace(model.with_tta(False).eval(), example, check_trace=False)
     path = Path(path)
     with atomic_path(path) as temporary:
         traced.save(str(temporary))

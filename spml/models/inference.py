@@ -30,7 +30,7 @@ class InferenceModel(nn.Module):
         image_size: the square input side S the classifier was trained on.
         tta_views: test-time augmentation views (spml.augment.TTA_VIEWS names), used when `tta` is True.
         tta_average: "prob" (mean probability, returned as its logit) or "logit".
-        tta: average over `tta_views` (may be switched later: `model.tta = True`).
+        tta: average over `tta_views` (`with_tta` gives the same model with TTA on or off, without changing this one).
         metadata: anything else worth carrying (the exported model.json).
 
     Shape:
@@ -46,6 +46,21 @@ class InferenceModel(nn.Module):
         self.classes, self.image_size = tuple(classes), int(image_size)
         self.tta_views, self.tta_average, self.tta = tuple(tta_views), tta_average, tta
         self.metadata = dict(metadata or {})
+
+    def with_tta(self, tta: bool) -> InferenceModel:
+        """This model with TTA on or off: itself when it already is, else a new InferenceModel that shares the
+        classifier (weights, device, train/eval mode), so evaluating with TTA never changes a shared model.
+
+        Args:
+            tta: average over `tta_views`.
+
+        Returns:
+            An InferenceModel; the same classes, size, views and metadata.
+        """
+        if tta == self.tta:
+            return self
+        return InferenceModel(self.classifier, self.classes, self.image_size, self.tta_views, self.tta_average, tta,
+                              self.metadata)
 
     def forward(self, images: Tensor) -> Tensor:
         x = to_unit_range(images)

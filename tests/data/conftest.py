@@ -25,20 +25,20 @@ def write(path: Path, text: str | bytes) -> str:
 
 @pytest.fixture(scope="session")
 def nih_table():
-    from spml.data.readers import READERS
+    from spml.data.readers.nih import read_nih
 
     if not NIH_LABELS.exists():
         pytest.skip("real NIH label file not available")
-    return READERS.get("nih")(data_config("dataset=nih", f"root={NIH_IMAGES}", f"labels={NIH_LABELS}"))
+    return read_nih(str(NIH_IMAGES), str(NIH_LABELS))
 
 
 @pytest.fixture(scope="session")
 def chexpert_table():
-    from spml.data.readers import READERS
+    from spml.data.readers.chexpert import read_chexpert
 
     if not CHEXPERT_LABELS.exists():
         pytest.skip("real CheXpert label file not available")
-    return READERS.get("chexpert")(data_config("dataset=chexpert", f"labels={CHEXPERT_LABELS}"))
+    return read_chexpert(labels=str(CHEXPERT_LABELS))
 
 
 NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"

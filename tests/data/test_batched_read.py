@@ -8,7 +8,7 @@ from torch.utils.data import default_collate
 from spml.config import load_config
 from spml.data.cache import build_cache
 from spml.data.dataset import ArraySource, CacheSource, CXRDataset, FileSource, collate_skip_none
-from spml.engine.loader import EpochSampler, make_train_loader
+from spml.data.loader import EpochSampler, make_train_loader
 
 N, C, SIZE = 12, 3, 8
 

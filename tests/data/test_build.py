@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spml.data.build import build_data
+from spml.factories.data import build_data
 from spml.data.masking import manifest_path, read_masked
 from spml.data.table import DataError
 

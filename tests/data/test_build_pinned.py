@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from spml.config import load_config
-from spml.data.build import build_data, read_split, read_table
+from spml.factories.data import build_data, read_split, read_table
 from spml.data.masking import mask_splits, mask_table, row_keys, write_masked
 from spml.data.table import dataset_root
 from tests.conftest import TINY
@@ -30,7 +30,7 @@ def whole_table_file(scheme: str, no_positive: str, **params):
     """A masked file of the whole table (as tools/mask_labels.py writes it)."""
     def write(config, path):
         table = read_table(config.data)
-        frame, manifest = mask_table(table, scheme, 5, no_positive, dataset_root(config.data), **params)
+        frame, manifest = mask_table(table, scheme, 5, no_positive, dataset_root(config.data.root, config.data.labels), **params)
         write_masked(frame, manifest, path)
     return write
 
@@ -39,7 +39,7 @@ def split_file(scheme: str, names: tuple[str, ...], no_positive: str = "drop", *
     """A masked file of the chosen splits of this config's split (as tools/masking_experiment.py writes it)."""
     def write(config, path):
         table, split = read_split(config.data)
-        frame, manifest = mask_splits(table, split, names, scheme, 7, no_positive, dataset_root(config.data), **params)
+        frame, manifest = mask_splits(table, split, names, scheme, 7, no_positive, dataset_root(config.data.root, config.data.labels), **params)
         write_masked(frame, manifest, path)
     return write
 
@@ -87,7 +87,7 @@ def bundle_digests(name: str, folder: Path) -> dict[str, str]:
         masked_writer(config, folder / "masked.csv")
         config = load_config([], [*data, *overrides, f"data.masked_labels={folder / 'masked.csv'}"], mode=mode)
     bundle = build_data(config)
-    root = dataset_root(config.data)
+    root = dataset_root(config.data.root, config.data.labels)
     out = {"classes": digest(list(bundle.classes)), "pos_counts": digest(bundle.pos_counts),
            "expected_positives": digest(repr(bundle.expected_positives))}
     if bundle.manifest is not None:

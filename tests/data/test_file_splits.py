@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from spml.config import load_config
-from spml.data.build import read_split, read_table
-from spml.data.splits import assign_splits
+from spml.factories.data import read_split, read_table, split_table
 from spml.data.table import DataError
 from tests.conftest import REPO, SHARED_DATA
 from tests.cxr_files import save_image, write_chexpert, write_mimic, write_nih
@@ -77,7 +76,7 @@ def test_given_split_trains_on_the_files_split_and_warns_about_its_val(cli, give
     (lambda rows: rows[3].update(split=""), "data row 4 (line 5), column 'split': unknown split ''"),
     (lambda rows: [row.update(split="train") for row in rows if row["split"].lower().startswith("val")],
      "gives no val rows; the file's split must name train, val and test rows (data.split=official carves val"),
-    (lambda rows: [row.pop("split") for row in rows], "data.split=given needs a 'split' column"),
+    (lambda rows: [row.pop("split") for row in rows], "data.split=official|given needs a 'split' column"),
 ])
 def test_bad_given_splits_are_refused_before_training(cli, given_folder, tmp_path, edit, message):
     rows = given_split_rows()
@@ -126,12 +125,12 @@ def test_given_for_the_dataset_readers(tmp_path):
     files = pd.read_csv(mimic / "mimic-cxr-2.0.0-split.csv", dtype=str).set_index("dicom_id")["split"]
     dicom = table.frame["path"].str.rsplit("/", n=1).str[1].str.removesuffix(".jpg")
     expected = dicom.map(files).replace({"validate": "val"}).to_numpy()
-    np.testing.assert_array_equal(assign_splits(table, config), expected)
+    np.testing.assert_array_equal(split_table(table, config), expected)
     for name, writer in (("nih", write_nih), ("chexpert", write_chexpert)):
         root = writer(tmp_path / name)
         config = load_config([], [f"data.dataset={name}", f"data.root={root}", "data.split=given"]).data
         with pytest.raises(DataError, match="gives no val rows"):
-            assign_splits(read_table(config), config)
+            split_table(read_table(config), config)
 
 
 # ----------------------------------------------------------------------------------------------- CSV layout
@@ -163,7 +162,7 @@ def test_csv_layout_found_from_the_header(tmp_path):
 
 
 def test_val_warnings_stay_quiet_on_a_large_even_split(tiny_config):
-    from spml.data.build import build_data
+    from spml.factories.data import build_data
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -176,7 +175,7 @@ def test_val_warnings_stay_quiet_on_a_large_even_split(tiny_config):
 @pytest.mark.skipif(not (SHARED_DATA / "nih1000").is_dir(), reason=f"real NIH files not in {SHARED_DATA}")
 def test_the_real_nih_samples_random_val_split_is_warned():
     """The 811 real NIH films split at random: 155 val images from 21 patients, prevalences far from train's."""
-    from spml.data.build import build_data
+    from spml.factories.data import build_data
 
     config = load_config([REPO / "configs/datasets/nih.yaml"], [
         f"data.root={SHARED_DATA / 'nih1000'}", f"data.labels={SHARED_DATA / 'nih/Data_Entry_2017_v2020.csv.gz'}",

@@ -10,7 +10,7 @@ import pytest
 
 from spml.config import ConfigError
 from spml.data.labels import apply_uncertainty
-from spml.data.readers import READERS
+from spml.factories.data import read_table
 from spml.data.table import META_COLUMNS, OFFICIAL_SPLIT, DataError, check_images
 
 # REFERENCE.md section 3 (NIH v2020)
@@ -21,7 +21,7 @@ NIH_COUNTS = {"Infiltration": 19894, "Effusion": 13317, "Atelectasis": 11559, "N
 
 def read(kit, *overrides):
     config = kit.config(*overrides)
-    return READERS.get(config.dataset)(config)
+    return read_table(config)
 
 
 @functools.lru_cache(maxsize=None)

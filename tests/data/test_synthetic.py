@@ -5,15 +5,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from spml.config import load_config
 from spml.data.readers import READERS
-from spml.data.synthetic import (CLASSES, MASK_MIN_CHANGE, Phantoms, lesion_masks, lung_fields, read_synthetic,
-                                 render_chunk, synthetic_source)
+from spml.data.synthetic import (CLASSES, MASK_MIN_CHANGE, Phantoms, SyntheticSpec, lesion_masks, lung_fields,
+                                 read_synthetic, render_chunk, synthetic_source)
 from spml.data.table import META_COLUMNS, DataError
-
-
-def data_config(*overrides):
-    return load_config([], ["data.dataset=synthetic", *overrides]).data
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +30,9 @@ def test_shape_and_dtype(size):
 
 
 def test_labels_do_not_depend_on_size():
-    a, b = read_synthetic(data_config("data.size=32")), read_synthetic(data_config("data.size=128"))
-    assert a.frame.equals(b.frame) and a.source_hash == b.source_hash
+    a = read_synthetic(num_images=100)
+    assert a.frame.equals(read_synthetic(num_images=100).frame)
+    assert synthetic_source(SyntheticSpec(num_images=100), a, 32).load(0).shape == (32, 32)  # the size is the source's
 
 
 def test_prevalence_and_no_finding_rate(large):
@@ -60,7 +56,7 @@ def test_findings_co_occur_as_designed(large):
 
 
 def test_patients_have_one_to_three_images_sharing_anatomy(large):
-    table = read_synthetic(data_config("data.synthetic.num_images=6000"))
+    table = read_synthetic(num_images=6000)
     counts = table.frame.groupby("patient_id").size()
     assert counts.min() >= 1 and counts.max() <= 3 and abs(counts.mean() - 1.5) < 0.1
     assert (counts > 1).mean() > 0.3
@@ -78,24 +74,23 @@ def test_images_per_patient_out_of_range_is_a_config_error():
 
 
 def test_reader_table_and_source():
-    config = data_config("data.size=32", "data.synthetic.num_images=200", "data.synthetic.seed=5")
-    table = READERS.get("synthetic")(config)
+    table = READERS.build("synthetic", num_images=200, seed=5)
     assert list(table.frame.columns) == [*META_COLUMNS, *CLASSES] and table.classes == CLASSES
     assert (table.frame["path"] == "").all() and table.source == "synthetic:5:200"
     assert set(np.unique(table.values())) <= {0.0, 1.0}
     full = Phantoms(200, 1.5, 5)
     assert np.array_equal(table.values(), full.labels)
     rows = np.array([7, 3, 150])
-    source = synthetic_source(config, table.subset(rows))
+    source = synthetic_source(SyntheticSpec(200, 1.5, 5), table.subset(rows), 32)
     assert len(source) == 3
     expected = full.render(32)[rows]
     assert all(np.array_equal(source.load(i), expected[i]) for i in range(3))
 
 
 def test_source_refuses_a_table_from_other_parameters():
-    table = read_synthetic(data_config("data.synthetic.num_images=50"))
+    table = read_synthetic(num_images=50)
     with pytest.raises(DataError, match="data.synthetic"):
-        synthetic_source(data_config("data.synthetic.num_images=60"), table)
+        synthetic_source(SyntheticSpec(num_images=60), table, 32)
 
 
 # sha256 of Phantoms(n, 1.5, seed).render(size) written by the generator of commit 0b35213, before the finding
@@ -163,12 +158,11 @@ def test_outside_its_mask_a_finding_barely_changes_the_rendered_pixels(masked):
 
 
 def test_lesion_masks_follow_the_frame_rows_and_the_chosen_classes():
-    config = data_config("data.size=32", "data.synthetic.num_images=120", "data.synthetic.seed=2",
-                         "data.classes=[Nodule, Effusion]")
-    table = read_synthetic(config)
+    spec = SyntheticSpec(num_images=120, seed=2)
+    table = read_synthetic(120, seed=2, classes=["Nodule", "Effusion"])
     frame = table.frame.iloc[[40, 3, 99]]
-    masks = lesion_masks(config, frame, ["Nodule", "Effusion"])
+    masks = lesion_masks(spec, frame, ["Nodule", "Effusion"], 32)
     expected = Phantoms(120, 1.5, 2).masks(np.array([40, 3, 99]), 32)
     assert np.array_equal(masks, expected[:, [CLASSES.index("Nodule"), CLASSES.index("Effusion")]])
     with pytest.raises(DataError, match="not findings"):
-        lesion_masks(config, frame, ["Hernia"])
+        lesion_masks(spec, frame, ["Hernia"], 32)

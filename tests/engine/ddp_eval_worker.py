@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from spml.config import load_config
-from spml.data.build import build_data
+from spml.factories.data import build_data
 from spml.evaluation.scoring import predict_split
-from spml.engine.loader import make_eval_loader
+from spml.data.loader import make_eval_loader
 from spml.engine.trainer import build_accelerator
 from spml.factories import build_classifier
 from spml.factories.artifact import model_spec

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from spml.engine import checkpoint as ckpt
 from spml.engine.callbacks import Callback, Checkpoint, EarlyStopping, Validation
-from spml.engine.loader import EpochSampler
+from spml.data.loader import EpochSampler
 from spml.engine.optim import build_scheduler
 from spml.engine.trainer import Trainer
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from spml.data.build import build_data
+from spml.factories.data import build_data
 from spml.factories import build_objective, data_stats
 from spml.factories.artifact import model_spec
 from spml.models.artifact import inference_model
@@ -105,7 +105,7 @@ def test_eval_logits_do_not_depend_on_the_batch(tiny_config, tta):
 
 
 def test_epoch_sampler_is_a_seeded_permutation_per_epoch():
-    from spml.engine.loader import EpochSampler
+    from spml.data.loader import EpochSampler
 
     sampler = EpochSampler(40, seed=3)
     first = list(sampler)

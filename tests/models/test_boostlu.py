@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from spml.config import ConfigError
-from spml.data.build import build_data
+from spml.factories.data import build_data
 from spml.factories import build_objective, data_stats
 from spml.factories.artifact import model_spec
 from spml.models import LinearHead, build_head

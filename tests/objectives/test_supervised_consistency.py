@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from spml.augment import StrongAugment, WeakAugment
-from spml.data.build import build_data
+from spml.factories.data import build_data
 from spml.factories import build_objective, data_stats
 from spml.losses import build_loss
 from spml.models import Backbone, Classifier, build_head

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from spml.config import load_config
-from spml.data.build import build_data
+from spml.factories.data import build_data
 from tests.reliability.conftest import CSV_RUN, NUM_IMAGES, csv_run_args, error_line, labels_for
 
 

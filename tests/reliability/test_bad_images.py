@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from spml.config import load_config
-from spml.data.build import build_data
+from spml.factories.data import build_data
 from spml.data.dataset import CXRDataset, FileSource
 from spml.data.table import DataError
 from spml.engine.trainer import Trainer

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from spml.config import load_config
-from spml.data.build import build_data
+from spml.factories.data import build_data
 from tests.conftest import REPO
 from tests.reliability.conftest import csv_run_args
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from spml.config import load_config
-from spml.data.build import build_data
+from spml.factories.data import build_data
 from tests.reliability.conftest import CSV_RUN, SMALL_RUN, csv_run_args, error_line, load_tool
 
 # ------------------------------------------------------------------------------------ finding names

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from spml.config import load_config
-from spml.data.build import build_data
+from spml.factories.data import build_data
 from tests.conftest import TINY
 from tests.reliability.conftest import error_line, tiny_run_args
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spml.engine.loader import make_eval_loader
+from spml.data.loader import make_eval_loader
 
 from tests.conftest import GLOO_ABORT, REPO, TWO_PROCESS_RUN, torchrun, torchrun_command, torchrun_env
 from tests.reliability.conftest import (STALLING_TRAIN, assert_same_log, final_results, latest_step, launch,

@@ -1,4 +1,9 @@
-"""Dataset readers: `READERS[name](config: DataConfig) -> LabelTable` (nih, chexpert, mimic, csv, synthetic).
+"""Dataset readers from plain arguments -> LabelTable: read_nih, read_chexpert, read_mimic, read_generic_csv,
+read_synthetic, registered in READERS (nih, chexpert, mimic, csv, synthetic) for spml.factories.data, which
+turns data.* into their arguments (a reader is offered the arguments it names: root, labels, views, classes,
+official_split, allow_outside_root, ...).
+
+    table = read_nih("/data/nih", views=["PA"])
 
 Readers parse and validate label files only; whether image files exist is checked by
 `spml.data.table.check_images` (build_data calls it; tools/mask_labels.py does not, so labels can be

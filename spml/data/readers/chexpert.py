@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from spml.config import DataConfig
 from spml.data.labels import parse_label_values, select_classes
 from spml.data.readers import READERS
-from spml.data.splits import FILE_SPLITS
 from spml.data.table import DataError, LabelTable, check_paths, dataset_root, first_existing, make_table, read_csv, \
     resolve_image_paths, row_error
 
@@ -36,12 +35,13 @@ def view_filter(frame: pd.DataFrame, views: tuple[str, ...], file: str) -> np.nd
     return keep
 
 
-def read_file(file: str, root: str, config: DataConfig, split: str | None) -> tuple[LabelTable, np.ndarray]:
-    """One CheXpert CSV -> (unfiltered LabelTable, view filter)."""
+def read_file(file: str, root: str, classes: Sequence[str], views: Sequence[str], allow_outside_root: bool,
+              split: str | None) -> tuple[LabelTable, np.ndarray]:
+    """One CheXpert CSV -> (unfiltered LabelTable, view filter); arguments as read_chexpert's."""
     frame, digest = read_csv(file, COLUMNS)
-    classes = select_classes(config.classes, [c for c in frame.columns if c not in COLUMNS], CLASSES)
+    classes = select_classes(classes, [c for c in frame.columns if c not in COLUMNS], CLASSES)
     relative = frame["Path"].str.strip().str.replace(PREFIX, "", regex=True)
-    paths = resolve_image_paths(frame["Path"].str.strip(), root, file, "Path", config.allow_outside_root, relative)
+    paths = resolve_image_paths(frame["Path"].str.strip(), root, file, "Path", allow_outside_root, relative)
     ids = relative.str.extract(r"(patient\d+)(?:/(study\d+))?")
     patients = ids[0]
     if patients.isna().any():
@@ -59,24 +59,38 @@ def read_file(file: str, root: str, config: DataConfig, split: str | None) -> tu
     values = parse_label_values(frame, classes, file)
     splits = None if split is None else np.full(len(frame), split, dtype=object)
     return make_table(meta, values, classes, os.path.abspath(file), digest, splits), view_filter(
-        frame, config.views, file)
+        frame, tuple(views), file)
 
 
 @READERS.register("chexpert")
-def read_chexpert(config: DataConfig) -> LabelTable:
-    """data.labels (default root/train.csv) -> LabelTable; with data.split=official (or given) valid.csv (beside
-    it) is added as the test split (the official validation set; official then carves val from train)."""
-    root = dataset_root(config)
-    file = config.labels or first_existing([os.path.join(root, n) for n in ("train.csv", "train.csv.gz")],
+def read_chexpert(root: str = "", labels: str = "", views: Sequence[str] = (), classes: Sequence[str] = (),
+                  official_split: bool = False, allow_outside_root: bool = False) -> LabelTable:
+    """CheXpert train.csv -> LabelTable (1/0/-1/blank); with `official_split` valid.csv (beside it) is added as
+    the test split (the official validation set; data.split=official then carves val from train).
+
+    Args:
+        root: the folder the CSV's paths are relative to (after the CheXpert-v1.0(-small)/ prefix); "" = the
+            label file's folder.
+        labels: train.csv(.gz); "" = root/train.csv.
+        views: "frontal"/"lateral" filter Frontal/Lateral, others (AP, PA, ...) filter AP/PA; empty keeps all.
+        classes: the findings to read, in this order; empty = CLASSES.
+        official_split: add valid.csv as the test split and write the official_split column.
+        allow_outside_root: accept image paths that resolve outside `root`.
+
+    Returns:
+        The LabelTable, one float column per class: 1, 0, -1 uncertain, NaN not mentioned.
+    """
+    root = dataset_root(root, labels)
+    file = labels or first_existing([os.path.join(root, n) for n in ("train.csv", "train.csv.gz")],
                                            "CheXpert train.csv", "data.labels or data.root")
-    if config.split not in FILE_SPLITS:
-        table, keep = read_file(file, root, config, None)
+    if not official_split:
+        table, keep = read_file(file, root, classes, views, allow_outside_root, None)
         return table.subset(keep)
     folder = os.path.dirname(os.path.abspath(file))
     valid_file = first_existing([os.path.join(folder, n) for n in ("valid.csv", "valid.csv.gz")],
                                 "CheXpert valid.csv (the official split's test set)", "data.split")
-    train, train_keep = read_file(file, root, config, "train")
-    test, test_keep = read_file(valid_file, root, config, "test")
+    train, train_keep = read_file(file, root, classes, views, allow_outside_root, "train")
+    test, test_keep = read_file(valid_file, root, classes, views, allow_outside_root, "test")
     frame = pd.concat([train.frame[train_keep], test.frame[test_keep]], ignore_index=True)
     check_paths(frame["path"], f"{file} + {valid_file}", "Path")
     return LabelTable(frame, train.classes, train.source, train.source_hash)

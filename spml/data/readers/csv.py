@@ -5,22 +5,41 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from spml.config import DataConfig
-from spml.config.schema import CSVFormatConfig
 from spml.data.labels import parse_findings, parse_label_values, select_classes
 from spml.data.readers import READERS
-from spml.data.splits import FILE_SPLITS, parse_split_names
+from spml.data.splits import parse_split_names
 from spml.data.table import DataError, LabelTable, dataset_root, make_table, read_csv, resolve_image_paths, row_error
 
 DELIMITED_COLUMNS = ("findings", "Finding Labels")  # header names read as delimited finding names
 UNNAMED = re.compile(r"^Unnamed: \d+$")  # how pandas names a column whose header cell is empty
 
 
-def label_layout(layout: CSVFormatConfig, header: list[str], file: str) -> tuple[tuple[str, ...], str]:
+@dataclass(frozen=True)
+class CSVLayout:
+    """Column layout of a generic CSV label file (the data.csv.* keys).
+
+    Label layout: `label_columns` (one 1/0/-1/blank column per finding), or `label_column` (one delimited column
+    of finding names), or neither: then the header decides (a column of DELIMITED_COLUMNS holds delimited names,
+    else every column but the path, patient, study and split columns is a finding column).
+    """
+
+    path_column: str = "path"
+    patient_column: str = ""  # empty: every image is its own patient
+    study_column: str = ""  # empty: no study ids
+    split_column: str = "split"  # train/val/test per row (read when present)
+    label_columns: tuple[str, ...] = ()
+    label_column: str = ""
+    label_delimiter: str = "|"
+    no_finding: str = "No Finding"  # value in label_column meaning "all negative"
+
+
+def label_layout(layout: CSVLayout, header: list[str], file: str) -> tuple[tuple[str, ...], str]:
     """(label_columns, label_column): exactly one is set. Without data.csv.label_columns / label_column the
     header decides: a column of DELIMITED_COLUMNS holds delimited names; else every column that is not the path,
     patient, study or split column (nor unnamed) is a finding column."""
@@ -41,13 +60,12 @@ def label_layout(layout: CSVFormatConfig, header: list[str], file: str) -> tuple
     return columns, ""
 
 
-def split_column(frame: pd.DataFrame, config: DataConfig, file: str) -> np.ndarray | None:
-    """The file's split per row when it has data.csv.split_column (spml.data.splits warns when data.split does
-    not use it); None without it, which data.split=official|given refuse."""
-    column = config.csv.split_column
+def split_column(frame: pd.DataFrame, column: str, required: bool, file: str) -> np.ndarray | None:
+    """The file's split per row when it has the split `column` (spml.data.splits warns when data.split does
+    not use it); None without it, which `required` (data.split=official|given) refuses."""
     if not column or column not in frame.columns:
-        if config.split in FILE_SPLITS:
-            raise DataError(f"data.split={config.split} needs a {column!r} column (data.csv.split_column) in "
+        if required:
+            raise DataError(f"data.split=official|given needs a {column!r} column (data.csv.split_column) in "
                             f"{file}; the header has {list(frame.columns)}")
         return None
     try:
@@ -57,14 +75,28 @@ def split_column(frame: pd.DataFrame, config: DataConfig, file: str) -> np.ndarr
 
 
 @READERS.register("csv")
-def read_generic_csv(config: DataConfig) -> LabelTable:
-    """data.labels -> LabelTable; label columns hold 1/0/-1/blank, a label column holds delimited names."""
-    layout = config.csv
-    if not config.labels:
+def read_generic_csv(labels: str, root: str = "", layout: CSVLayout = CSVLayout(), classes: Sequence[str] = (),
+                     views: Sequence[str] = (), official_split: bool = False, allow_outside_root: bool = False
+                     ) -> LabelTable:
+    """A CSV label file -> LabelTable; label columns hold 1/0/-1/blank, a label column holds delimited names.
+
+    Args:
+        labels: the CSV file.
+        root: the folder relative image paths are joined with; "" = the CSV's folder.
+        layout: which columns hold what (CSVLayout; the data.csv.* keys).
+        classes: the findings to read, in this order; empty = every finding the file has.
+        views: must be empty (the format has no view column; a given filter is an error, not ignored).
+        official_split: the split column must be present (data.split=official|given).
+        allow_outside_root: accept image paths that resolve outside `root`.
+
+    Returns:
+        The LabelTable (official_split column when the file has the split column).
+    """
+    if not labels:
         raise DataError("data.labels: set the CSV label file for data.dataset=csv")
-    if config.views:
+    if views:
         raise DataError("data.views: the generic CSV format has no view column; leave data.views empty")
-    file = config.labels
+    file = labels
     frame, digest = read_csv(file, [layout.path_column])
     label_columns, label_column = label_layout(layout, list(frame.columns), file)
     id_columns = [name for name in (layout.patient_column, layout.study_column) if name]
@@ -73,7 +105,7 @@ def read_generic_csv(config: DataConfig) -> LabelTable:
     if missing:
         raise DataError(f"{file}: missing column(s) {missing}; the header has {list(frame.columns)}")
     relative = frame[layout.path_column].str.strip()
-    paths = resolve_image_paths(relative, dataset_root(config), file, layout.path_column, config.allow_outside_root)
+    paths = resolve_image_paths(relative, dataset_root(root, labels), file, layout.path_column, allow_outside_root)
     for column in id_columns:
         empty = (frame[column].str.strip() == "").to_numpy()
         if empty.any():
@@ -81,11 +113,11 @@ def read_generic_csv(config: DataConfig) -> LabelTable:
     # no patient column: every image is its own patient
     patients = frame[layout.patient_column].str.strip() if layout.patient_column else relative
     if label_column:
-        requested = tuple(config.classes) or None
+        requested = tuple(classes) or None
         values, classes = parse_findings(frame[label_column].str.strip(), requested, layout.no_finding,
                                          file, label_column, layout.label_delimiter)
     else:
-        classes = select_classes(config.classes, label_columns, label_columns)
+        classes = select_classes(classes, label_columns, label_columns)
         try:
             values = parse_label_values(frame, classes, file)
         except DataError as err:
@@ -100,4 +132,4 @@ def read_generic_csv(config: DataConfig) -> LabelTable:
     meta = {"path": paths, "patient_id": patients.to_numpy()}
     if layout.study_column:
         meta["study_id"] = frame[layout.study_column].str.strip().to_numpy()
-    return make_table(meta, values, classes, os.path.abspath(file), digest, split_column(frame, config, file))
+    return make_table(meta, values, classes, os.path.abspath(file), digest, split_column(frame, layout.split_column, official_split, file))

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from spml.config import DataConfig
 from spml.data.labels import parse_findings, select_classes
 from spml.data.readers import READERS
-from spml.data.splits import FILE_SPLITS
 from spml.data.table import DataError, LabelTable, dataset_root, first_existing, make_table, read_csv, \
     resolve_image_paths, row_error, view_mask
 
@@ -49,7 +48,7 @@ def image_paths(root: str, names: pd.Series) -> np.ndarray:
     return np.array([os.path.join(where.get(os.path.normpath(name), default), name) for name in names], dtype=object)
 
 
-def official_split(root: str, names: pd.Series, file: str) -> np.ndarray:
+def listed_split(root: str, names: pd.Series, file: str) -> np.ndarray:
     """"train" (train_val_list.txt) / "test" (test_list.txt) per image name."""
     split = pd.Series("", index=names.index, dtype=object)
     for label, list_name in SPLIT_LISTS.items():
@@ -71,10 +70,24 @@ def official_split(root: str, names: pd.Series, file: str) -> np.ndarray:
 
 
 @READERS.register("nih")
-def read_nih(config: DataConfig) -> LabelTable:
-    """NIH ChestX-ray14 label file -> LabelTable (values 0/1 only)."""
-    root = dataset_root(config)
-    file = config.labels or first_existing([os.path.join(root, name) for name in LABEL_FILES],
+def read_nih(root: str = "", labels: str = "", views: Sequence[str] = (), classes: Sequence[str] = (),
+             official_split: bool = False, allow_outside_root: bool = False) -> LabelTable:
+    """NIH ChestX-ray14 label file -> LabelTable (values 0/1 only).
+
+    Args:
+        root: the dataset folder (images under root/images*/ or root itself); "" = the label file's folder.
+        labels: Data_Entry_2017(_v2020).csv(.gz); "" = the first of LABEL_FILES under root.
+        views: keep only these View Position values (e.g. ["PA"]); empty keeps every row.
+        classes: the findings to read, in this order (NIH's 14, or "No Finding"); empty = CLASSES.
+        official_split: read train_val_list.txt / test_list.txt beside the images into the table's
+            official_split column (data.split=official|given).
+        allow_outside_root: accept image paths that resolve outside `root`.
+
+    Returns:
+        The LabelTable: one row per image of the kept views, one 0/1 column per class.
+    """
+    root = dataset_root(root, labels)
+    file = labels or first_existing([os.path.join(root, name) for name in LABEL_FILES],
                                            "NIH label file", "data.labels or data.root")
     frame, digest = read_csv(file, COLUMNS)
     sex_column = next((name for name in SEX_COLUMNS if name in frame.columns), None)
@@ -82,15 +95,15 @@ def read_nih(config: DataConfig) -> LabelTable:
         raise DataError(f"{file}: missing column {' or '.join(map(repr, SEX_COLUMNS))}; "
                         f"the header has {list(frame.columns)}")
     names = frame["Image Index"].str.strip()
-    paths = resolve_image_paths(names, root, file, "Image Index", config.allow_outside_root, image_paths(root, names))
+    paths = resolve_image_paths(names, root, file, "Image Index", allow_outside_root, image_paths(root, names))
     patients = frame["Patient ID"].str.strip()
     if (patients == "").any():
         raise row_error(file, int(np.flatnonzero((patients == "").to_numpy())[0]) + 1, "Patient ID", "empty")
-    classes = select_classes(config.classes, (*CLASSES, NO_FINDING), CLASSES)
+    classes = select_classes(classes, (*CLASSES, NO_FINDING), CLASSES)
     values, _ = parse_findings(frame["Finding Labels"].str.strip(), classes, NO_FINDING, file, "Finding Labels",
                                vocabulary=CLASSES)
-    keep = view_mask(frame["View Position"].str.strip(), config.views, file, "View Position")
-    split = official_split(root, names, file) if config.split in FILE_SPLITS else None
+    keep = view_mask(frame["View Position"].str.strip(), views, file, "View Position")
+    split = listed_split(root, names, file) if official_split else None
     meta = {
         "path": paths,
         "patient_id": patients.to_numpy(),

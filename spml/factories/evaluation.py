@@ -1,0 +1,202 @@
+"""Config -> evaluation: a run's own split (`evaluate_run`, tools/evaluate.py), an external labelled set
+(`external_data_config`, `evaluate_run_externally`, tools/evaluate.py --data) and the heatmap inputs of a split
+(`split_explainer`, also the end of training). Each calls the one evaluation path, spml.evaluation.evaluate."""
+from __future__ import annotations
+
+import os
+import re
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from torch.utils.data import Dataset
+
+from spml.config import ConfigError, DataConfig, load_config, to_dict
+from spml.config.schema import EvalConfig
+from spml.config.loader import read_config_file
+from spml.data.loader import make_eval_loader
+from spml.data.splits import SPLITS
+from spml.data.synthetic import lesion_masks
+from spml.data.table import DataError, LabelTable
+from spml.engine.trainer import build_accelerator
+from spml.evaluation.diagnostics import Explainer, diagnosis_line, settings_from
+from spml.evaluation.evaluate import Diagnosis, Evaluation, evaluate
+from spml.evaluation.external import ExternalResult, evaluate_external
+from spml.factories.artifact import load_model, run_config
+from spml.factories.data import (build_data, image_intensity, image_settings, label_policy, read_checked, read_split,
+                                 synthetic_spec)
+from spml.models.inference import InferenceModel
+from spml.utils.lock import RunLock
+from spml.utils.text import slug
+
+SPLIT_CHOICES = ("all", *SPLITS)  # an external set is scored whole by default
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_eval_config(config: EvalConfig, classes: tuple[str, ...] | list[str], frame: pd.DataFrame | None = None) -> None:
+    """Fail before training on eval.classes that are not the data's, and with the evaluated split's `frame`
+    on images without a study id under eval.study_level."""
+    unknown = [name for name in config.classes if name not in classes]
+    if unknown:
+        raise ConfigError(f"eval.classes: {unknown} not among the data's classes {list(classes)}")
+    if config.study_level and frame is not None and (frame["study_id"].astype(str) == "").any():
+        missing = int((frame["study_id"].astype(str) == "").sum())
+        raise ConfigError(f"eval.study_level={config.study_level}: {missing} of {len(frame)} images have no study id "
+                          "(NIH and the synthetic set have none per view, a CSV only with data.csv.study_column); "
+                          "set eval.study_level='' for image-level metrics")
+
+
+def split_explainer(model: InferenceModel, dataset: Dataset, frame: pd.DataFrame, data: DataConfig,
+                    classes: Sequence[str]) -> Explainer:
+    """Heatmap inputs for a split: `model` (TTA off), its backbone as Grad-CAM's layer, the split's images by row
+    and, on the synthetic set, the findings' masks (spml.data.synthetic.lesion_masks)."""
+
+    def images(rows: np.ndarray) -> np.ndarray:
+        return np.stack([dataset[int(i)]["image"].numpy() for i in rows])
+
+    def masks(rows: np.ndarray) -> np.ndarray:
+        return lesion_masks(synthetic_spec(data), frame.iloc[rows], list(classes), data.size)
+
+    return Explainer(model, model.classifier.backbone, images, masks if data.dataset == "synthetic" else None)
+
+
+@dataclass(frozen=True)
+class EvaluationRequest:
+    """What tools/evaluate.py asks for (its flags): the run, its checkpoint, TTA, the split, the output folder,
+    config overrides (eval.study_level, eval.classes, data.root, ...), bootstrap resamples (None: eval.bootstrap),
+    heatmaps per class, the heatmap method (None: eval.heatmap_method) and the pointing game."""
+
+    run: Path
+    checkpoint: str = "latest"
+    tta: bool = False
+    split: str = "test"
+    out: Path | None = None
+    overrides: tuple[str, ...] = ()
+    bootstrap: int | None = None
+    heatmaps: int = 0
+    heatmap_method: str | None = None
+    pointing_game: bool = False
+
+
+def evaluate_run(request: EvaluationRequest, out: Path) -> Evaluation:
+    """Score a run's weights on its own val or test split into `out` with the diagnosis (operating points fitted
+    on the val split's predictions of the same weights and TTA). Holds the run folder's lock shared while it
+    writes inside it (a training holds it exclusively)."""
+    run = Path(request.run)
+    inside = out.resolve().is_relative_to(run.resolve())
+    with RunLock(run, shared=True) if inside and run.is_dir() else nullcontext():
+        accelerator = build_accelerator()
+        config = run_config(run, request.overrides)
+        model = load_model(run, request.checkpoint)
+        bundle = build_data(config)
+        if tuple(bundle.classes) != model.classes:
+            raise ValueError(f"the run was trained on classes {model.classes}, the data now has {bundle.classes}")
+        frame = bundle.frames[request.split]
+        check_eval_config(config.eval, bundle.classes, frame)
+        dataset = bundle.test if request.split == "test" else bundle.val
+        if request.pointing_game and config.data.dataset != "synthetic":
+            raise ValueError(f"--pointing-game needs finding masks, which only the synthetic set has "
+                             f"(data.dataset={config.data.dataset})")
+        settings = settings_from(config.eval, heatmaps=request.heatmaps, pointing_game=request.pointing_game,
+                                 heatmap_method=request.heatmap_method or config.eval.heatmap_method,
+                                 bootstrap=config.eval.bootstrap if request.bootstrap is None else request.bootstrap)
+        model = model.to(accelerator.device)  # inference only: no DDP wrapper, the loader shards the split
+        data = config.data
+        loader, val_loader = accelerator.prepare(make_eval_loader(dataset, data.eval_batch_size, data.num_workers),
+                                                 make_eval_loader(bundle.val, data.eval_batch_size, data.num_workers))
+        diagnosis = Diagnosis(settings, out / "thresholds.json", model.metadata["source"]["checkpoint_dir"],
+                              None if request.split == "val" else val_loader,
+                              split_explainer(model, dataset, frame, data, bundle.classes))
+        evaluation = evaluate(model, loader, frame, bundle.classes, out, accelerator, tta=request.tta,
+                              eval_classes=config.eval.classes, level=config.eval.study_level,
+                              bootstrap=settings.bootstrap, seed=config.train.seed, diagnosis=diagnosis,
+                              desc=request.split)
+        if evaluation.result is not None:
+            summary = evaluation.result.summary
+            print(f"{request.split} ({summary['level']}, {evaluation.result.coverage()}): mAP {summary['mAP']:.4f}  "
+                  f"mean AUROC {summary['mean_auroc']:.4f}  ({summary['n_images']} rows) -> {out}")
+            print(diagnosis_line(evaluation.diagnosis, evaluation.record, out / "thresholds.json")
+                  + (" (fitted on the evaluated split itself: optimistic)" if request.split == "val" else ""))
+        accelerator.end_training()
+    return evaluation
+
+
+# ------------------------------------------------------------------------------------ external sets
+def external_data_config(items: Sequence[str]) -> DataConfig:
+    """The external set's data config from `items`: YAML files with a `data:` section (configs/datasets/*.yaml)
+    and `data.key=value` overrides, which win over the files; schema defaults below them (not the run's)."""
+    files = [item for item in items if "=" not in item]
+    overrides = [item for item in items if "=" in item]
+    for item in overrides:
+        if not item.startswith("data."):
+            raise ConfigError(f"--data {item!r}: overrides of the external data config start with 'data.' "
+                              "(e.g. data.labels=/data/site2/labels.csv)")
+    for path in files:
+        other = sorted(set(read_config_file(path)) - {"data"})
+        if other:
+            raise ConfigError(f"--data {path}: an external data config holds only a data: section; found {other} "
+                              "(evaluation settings come from the run and the evaluate flags)")
+    data = load_config(files, overrides).data
+    if data.dataset == "synthetic" and (data.labels or data.root):
+        raise ConfigError("--data: data.labels / data.root are set but data.dataset is synthetic (the default); "
+                          "name the reader: data.dataset=csv|nih|chexpert|mimic")
+    if data.masked_labels or data.mask_val:
+        raise ConfigError("--data: an external set is scored on its full labels; clear data.masked_labels and "
+                          "data.mask_val")
+    return data
+
+
+def external_name(data: DataConfig) -> str:
+    """Default output name: the reader and the folder of the label file (or of data.root), or the synthetic seed."""
+    if data.dataset == "synthetic":
+        return f"synthetic_seed{data.synthetic.seed}"
+    place = Path(data.labels).resolve().parent.name if data.labels else Path(data.root).resolve().name
+    return slug(f"{data.dataset}_{place}")
+
+
+def check_name(name: str) -> str:
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
+    return name
+
+
+def read_external(data: DataConfig, split: str = "all") -> LabelTable:
+    """The rows to score: the whole set after the image check (data.missing), or one split of data.split."""
+    if split not in SPLIT_CHOICES:
+        raise ConfigError(f"split {split!r}; choose from {list(SPLIT_CHOICES)}")
+    if split == "all":
+        return read_checked(data)
+    table, names = read_split(data)
+    if not (names == split).any():
+        raise DataError(f"the external set's {split} split is empty (data.split={data.split}, {len(names)} images)")
+    return table.subset(names == split)
+
+
+def evaluate_run_externally(request: EvaluationRequest, items: Sequence[str], out: Path | None = None,
+                            name: str | None = None, mapping: str | None = None, suffix: str = "") -> ExternalResult:
+    """Score a run's weights on the external set of `items` (external_data_config), whole (request.split "all")
+    or one of its splits, in this one process, into `out` (default <run>/external-<name><suffix>). Images are
+    decoded as the run decodes them (its data.size and data.intensity*), with its eval batch size and workers."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--data scores in one process; run tools/evaluate.py with python, not a multi-process "
+                          "launcher")
+    external = external_data_config(items)
+    name = check_name(name or external_name(external))
+    config = run_config(Path(request.run), request.overrides)
+    accelerator = build_accelerator()
+    model = load_model(request.run, request.checkpoint).to(accelerator.device)
+    out = Path(out) if out else Path(request.run) / f"external-{name}{suffix}"
+    table = read_external(external, request.split)
+    run_data = config.data
+    images = replace(image_settings(external), size=run_data.size, intensity=image_intensity(run_data))
+    info: dict[str, Any] = {"run": str(Path(request.run).resolve()), "checkpoint": request.checkpoint,
+                            "tta": list(model.tta_views) if request.tta else [], "split": request.split}
+    return evaluate_external(model, table, out, accelerator, name=name, images=images, labels=label_policy(external),
+                             mapping=mapping, tta=request.tta, eval_classes=tuple(config.eval.classes),
+                             level=config.eval.study_level, seed=config.train.seed,
+                             bootstrap=config.eval.bootstrap if request.bootstrap is None else request.bootstrap,
+                             batch_size=run_data.eval_batch_size, num_workers=run_data.num_workers, info=info,
+                             described=to_dict(external))
