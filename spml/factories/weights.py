@@ -1,0 +1,60 @@
+"""Config -> the pretrained weights a run starts from: fetched (main process first), hashed, and their
+normalisation put into the config that the run records (config.yaml), before any data is read."""
+from __future__ import annotations
+
+import dataclasses
+from contextlib import nullcontext
+from typing import Any
+
+from accelerate import Accelerator
+
+from spml.config import Config
+from spml.factories.components import config_key
+from spml.models.weights import locate, normalization, parse_weights, weights_record
+
+
+def prepare_weights(config: Config, accelerator: Accelerator | None = None, download: bool = True) -> Config:
+    """`config` with model.pretrained_record filled (name, source, tag, file, location, sha256, normalize) and, under
+    augment.normalize=weights, augment.mean/std set to the weights' normalisation.
+
+    The weights' file is found in its library's cache or, on the main process only and unless offline, downloaded
+    there (accelerate's main_process_first: the other processes wait, then find it). Offline and not cached: a
+    WeightsUnavailable error naming the weights, the cache folder and the fetch command.
+
+    Args:
+        config: the run's config. accelerator: the run's (None: one process). download: allow downloads.
+
+    Returns:
+        The config to record and build from (random init: model.pretrained_record empty, augment unchanged).
+    """
+    model, augment = config.model, config.augment
+    with config_key("model.pretrained"):
+        spec = parse_weights(model.backbone, model.pretrained)
+    if spec is None:
+        return dataclasses.replace(config, model=dataclasses.replace(model, pretrained_record={}))
+    main = accelerator is None or accelerator.is_main_process
+    error: Exception | None = None
+    with accelerator.main_process_first() if accelerator is not None else nullcontext():
+        try:  # an error leaves the block normally, so the waiting processes are released and fail alike
+            with config_key("model.pretrained"):
+                location = locate(spec, download=download and main)
+        except Exception as caught:  # noqa: BLE001 - re-raised right below, outside the barrier
+            error = caught
+    if error is not None:
+        raise error
+    record: dict[str, Any] = weights_record(spec, location)
+    found = normalization(spec, location)
+    if augment.normalize == "weights" and found is not None:
+        augment = dataclasses.replace(augment, mean=found[0], std=found[1])
+        source = found[2]
+    else:
+        source = "augment.mean/std" + (" (augment.normalize=config)" if found is not None else
+                                       " (the weights record no normalisation)")
+    record["normalize"] = {"mean": augment.mean, "std": augment.std, "source": source}
+    return dataclasses.replace(config, model=dataclasses.replace(model, pretrained_record=record), augment=augment)
+
+
+def without_pretrained(config: Config) -> Config:
+    """`config` building the same architecture without loading pretrained weights (a resume: the checkpoint holds
+    every weight)."""
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained="", pretrained_record={}))
