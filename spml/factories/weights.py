@@ -8,9 +8,9 @@ from typing import Any
 
 from accelerate import Accelerator
 
-from spml.config import Config
+from spml.config import Config, load_config
 from spml.factories.components import config_key
-from spml.models.weights import locate, normalization, parse_weights, weights_record
+from spml.models.weights import WeightsSpec, locate, normalization, parse_weights, spec_for_name, weights_record
 
 
 def prepare_weights(config: Config, accelerator: Accelerator | None = None, download: bool = True) -> Config:
@@ -58,3 +58,25 @@ def without_pretrained(config: Config) -> Config:
     """`config` building the same architecture without loading pretrained weights (a resume: the checkpoint holds
     every weight)."""
     return dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained="", pretrained_record={}))
+
+
+def weights_to_fetch(items: list[str], overrides: tuple[str, ...] = ()) -> list[WeightsSpec]:
+    """The weights named by `items`: YAML config files (their model.backbone + model.pretrained, with `overrides`)
+    or weights names (spml.models.weights.spec_for_name); random-init configs name none. Duplicates are dropped."""
+    specs: dict[str, WeightsSpec] = {}
+    for item in items:
+        if item.endswith((".yaml", ".yml")):
+            config = load_config([item], overrides)
+            with config_key(f"{item}: model.pretrained"):
+                spec = parse_weights(config.model.backbone, config.model.pretrained)
+        else:
+            with config_key(f"weights {item!r}"):
+                spec = spec_for_name(item)
+        if spec is not None:
+            specs.setdefault(f"{spec.source}:{spec.tag}", spec)
+    return list(specs.values())
+
+
+def fetch_all(specs: list[WeightsSpec]) -> list[tuple[WeightsSpec, dict[str, Any]]]:
+    """Fetch each spec into its library's cache (spml.models.weights.locate) and return its record."""
+    return [(spec, weights_record(spec, locate(spec, download=True))) for spec in specs]

@@ -121,6 +121,34 @@ def parse_weights(backbone: str, pretrained: str) -> WeightsSpec | None:
                      f"not 'imagenet', 'hf-hub:<org>/<repo>', 'xrv:<weights>' or one of {LITE_MODELS}")
 
 
+def spec_for_name(name: str) -> WeightsSpec:
+    """The WeightsSpec of a weights name given without a config (tools/fetch_weights.py): a timm tag, `hf-hub:...`,
+    `xrv:...`, a Lite name, or a bare timm architecture (its default pretrained tag)."""
+    import timm
+
+    if name.startswith(XRV_PREFIX):
+        weights = name[len(XRV_PREFIX):]
+        return parse_weights(next((arch for prefix, arch in XRV_BACKBONES.items() if weights.startswith(prefix)),
+                                  "xrv_densenet121"), name)
+    if name.startswith(HF_PREFIX) or name in LITE_MODELS:
+        return parse_weights(name, name)
+    architecture, tag = timm.models.split_model_name_tag(name)
+    return parse_weights(architecture, name if tag else "imagenet")
+
+
+def offline_environment() -> list[str]:
+    """The environment lines a compute node without internet sets to read the caches this process fills."""
+    import torch.hub
+
+    hf_home = os.environ.get("HF_HOME") or str(hf_cache_dir().parent)
+    lines = [f"export HF_HOME={hf_home}"]
+    if os.environ.get("HF_HUB_CACHE"):
+        lines.append(f"export HF_HUB_CACHE={os.environ['HF_HUB_CACHE']}")
+    return lines + [f"export TORCH_HOME={Path(torch.hub.get_dir()).parent}", "export HF_HUB_OFFLINE=1",
+                    f"# torchxrayvision weights: {xrv_cache_dir()} (under $HOME: copy the folder if the nodes' "
+                    f"HOME differs)"]
+
+
 def timm_location(spec: WeightsSpec) -> tuple[str, Any]:
     """(hf-hub | url, repo id or (repo id, filename) | url) of a timm tag, as timm resolves it."""
     import timm
@@ -152,7 +180,7 @@ def hub_file(spec: WeightsSpec, repo: str, filenames: tuple[str, ...], download:
     """A file of hub repo `repo` (the first of `filenames` the repo has) from the Hugging Face cache, downloaded
     with huggingface_hub into that cache when `download` and not offline."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     cache = hf_cache_dir()
     repo, _, revision = repo.partition("@")
@@ -166,6 +194,8 @@ def hub_file(spec: WeightsSpec, repo: str, filenames: tuple[str, ...], download:
     for filename in filenames:
         try:
             return Path(hf_hub_download(repo, filename, cache_dir=cache, revision=revision or None))
+        except LocalEntryNotFoundError as err:  # the hub could not be reached (a subclass of the next one)
+            raise unavailable(spec, cache, f"downloading {repo}/{filename} failed ({err})") from None
         except EntryNotFoundError:
             continue
         except OSError as err:  # no route to the hub (requests/httpx errors are OSErrors)
@@ -175,7 +205,8 @@ def hub_file(spec: WeightsSpec, repo: str, filenames: tuple[str, ...], download:
 
 def url_file(spec: WeightsSpec, url: str, folder: Path, download: bool, fetch) -> Path:
     """The file of `url` in `folder` (named by the URL's last part), fetched with the owning library's `fetch(url,
-    path)` when `download` and not offline."""
+    path)` when `download` and not offline (torch.hub's and torchxrayvision's downloads write the file only when
+    complete)."""
     path = folder / os.path.basename(urlparse(url).path)
     if path.is_file():
         return path
