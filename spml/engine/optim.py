@@ -50,9 +50,9 @@ def build_optimizer(model: nn.Module, name: str = "adamw", lr: float = 1e-3, wei
     except (ValueError, KeyError, AssertionError) as err:  # timm/torch: unknown name, invalid lr or decay
         raise ValueError(f"optimizer {name!r} (lr={lr}, weight_decay={weight_decay}): "
                          f"{str(err).strip(chr(39))}") from None
-    for group in optimizer.param_groups:  # timm's schedulers apply lr_scale from their first update on
-        if group.get("backbone"):
-            group["lr"] = lr * backbone_lr_scale
+    for group in optimizer.param_groups:  # timm's schedulers scale their base value (initial_lr) by lr_scale from
+        if group.get("backbone"):        # their first update on; the steps before it use lr x lr_scale too
+            group["initial_lr"], group["lr"] = lr, lr * backbone_lr_scale
     return optimizer
 
 

@@ -191,3 +191,23 @@ def test_a_run_records_its_weights_and_its_export_and_loaders_use_them(tmp_path,
     from spml.reporting.run_report import write_run_report
 
     assert "resnet10t.c3_in1k" in write_run_report(out).read_text()
+
+
+def test_two_processes_download_once_and_load_the_same_weights(tmp_path, monkeypatch):
+    """torchrun, 2 CPU processes (gloo): the main process downloads first (the fake hub counts it), the other finds
+    the file in the cache; both start from the served weights."""
+    from safetensors.torch import save_file
+
+    from tests.conftest import REPO, torchrun
+
+    isolate_caches(monkeypatch, tmp_path, offline=False)
+    served = random_pretrained("resnet10t", seed=4)
+    save_file(served, str(tmp_path / "served.safetensors"))
+    proc = torchrun(REPO / "tests/engine/weights_ddp_worker.py", str(tmp_path), str(tmp_path / "served.safetensors"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "downloads.txt").read_text().splitlines() == [
+        "process 0: timm/resnet10t.c3_in1k/model.safetensors"]
+    results = [json.loads((tmp_path / f"process{rank}.json").read_text()) for rank in (0, 1)]
+    assert results[0] == results[1]
+    assert results[0]["record"]["sha256"] == sha256(tmp_path / "served.safetensors")
+    assert results[0]["first"] == pytest.approx(served["conv1.0.weight"].sum(1).flatten()[:8].tolist())
