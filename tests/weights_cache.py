@@ -2,6 +2,7 @@
 Face cache folder, a socket that refuses to connect."""
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
@@ -19,8 +20,8 @@ def random_pretrained(architecture: str, seed: int = 0) -> dict[str, torch.Tenso
     return {key: value.contiguous() for key, value in model.state_dict().items()}
 
 
-def fill_hf_cache(hf_home: Path, repo: str, files: dict[str, dict[str, torch.Tensor] | str]) -> Path:
-    """Write `files` (state dicts as safetensors, strings as text) into the hub cache layout under `hf_home`
+def fill_hf_cache(hf_home: Path, repo: str, files: dict[str, dict[str, torch.Tensor] | str | Path]) -> Path:
+    """Write `files` (state dicts as safetensors, strings as text, paths copied) into the hub cache layout under `hf_home`
     (hub/models--org--name/{refs/main, snapshots/<rev>/...}) as huggingface_hub leaves it; returns the snapshot."""
     folder = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
     snapshot = folder / "snapshots" / REVISION
@@ -28,7 +29,9 @@ def fill_hf_cache(hf_home: Path, repo: str, files: dict[str, dict[str, torch.Ten
     (folder / "refs").mkdir()
     (folder / "refs" / "main").write_text(REVISION)
     for name, content in files.items():
-        if isinstance(content, str):
+        if isinstance(content, Path):
+            shutil.copy(content, snapshot / name)
+        elif isinstance(content, str):
             (snapshot / name).write_text(content)
         else:
             save_file(content, str(snapshot / name))
