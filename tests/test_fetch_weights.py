@@ -7,7 +7,12 @@ import pytest
 
 from spml.models.weights import sha256
 from tests.conftest import REPO
-from tests.weights_cache import block_network, fill_hf_cache, isolate_caches, random_pretrained
+from tests.weights_cache import (
+    block_network,
+    fill_hf_cache,
+    isolate_caches,
+    random_pretrained,
+)
 
 
 def tool(name: str):

@@ -10,7 +10,14 @@ from accelerate import Accelerator
 
 from spml.config import Config, load_config
 from spml.factories.components import config_key
-from spml.models.weights import WeightsSpec, locate, normalization, parse_weights, spec_for_name, weights_record
+from spml.models.weights import (
+    WeightsSpec,
+    locate,
+    normalization,
+    parse_weights,
+    spec_for_name,
+    weights_record,
+)
 
 
 def prepare_weights(config: Config, accelerator: Accelerator | None = None, download: bool = True) -> Config:

@@ -39,6 +39,6 @@ config = prepare_weights(load_config([], [*TINY, "model.backbone=resnet10t", "mo
 torch.manual_seed(accelerator.process_index)  # a different random init per process: only loaded weights can agree
 backbone = build_classifier(config, 3).backbone.model
 weights = torch.cat([p.detach().flatten() for p in backbone.parameters()])
-json.dump({"record": config.model.pretrained_record, "sum": float(weights.double().sum()),
-           "first": weights[:8].tolist()}, open(out / f"process{accelerator.process_index}.json", "w"))
+(out / f"process{accelerator.process_index}.json").write_text(json.dumps(
+    {"record": config.model.pretrained_record, "sum": float(weights.double().sum()), "first": weights[:8].tolist()}))
 accelerator.end_training()

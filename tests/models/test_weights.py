@@ -16,7 +16,12 @@ from spml.models import Backbone
 from spml.models.artifact import read_model, write_model
 from spml.models.weights import WeightsUnavailable, normalization, parse_weights, sha256
 from tests.conftest import TINY
-from tests.weights_cache import block_network, fill_hf_cache, isolate_caches, random_pretrained
+from tests.weights_cache import (
+    block_network,
+    fill_hf_cache,
+    isolate_caches,
+    random_pretrained,
+)
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485 + 0.456 + 0.406) / 3, (0.229 + 0.224 + 0.225) / 3
 
