@@ -85,7 +85,7 @@ class ModelConfig:
     # "" (random init) | imagenet (= true: timm's default tag of model.backbone) | a timm tag (densenet121.tv_in1k) |
     # hf-hub:<org>/<repo> | xrv:<weights> (model.backbone=xrv_densenet121/xrv_resnet50, extra spml[xrv]) | a local
     # state dict file | efficientnet_lite0/1/2 (spml.models.weights; fetch for offline nodes: tools/fetch_weights.py)
-    pretrained: str = ""
+    pretrained: str | bool = ""  # YAML true/false: true = imagenet, false = ""
     # written by the run, not to set: which weights it started from {name, source, tag, file, location, sha256,
     # normalize} (spml.factories.weights)
     pretrained_record: dict[str, Any] = field(default_factory=dict)

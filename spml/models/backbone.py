@@ -48,7 +48,7 @@ class Backbone(nn.Module):
     Args:
         name: any timm model name (`timm.list_models()`), or xrv_densenet121 / xrv_resnet50 (torchxrayvision's
             model classes, optional extra `spml[xrv]`).
-        pretrained: "" (random init); `imagenet` / `true` (timm's default pretrained tag of `name`); a timm tag
+        pretrained: "" or False (random init); `imagenet` / `true` / True (timm's default pretrained tag of `name`); a timm tag
             (`densenet121.tv_in1k`) or `hf-hub:<org>/<repo>`, loaded by timm itself (`pretrained=True`: its cache,
             its first-conv adaptation to `in_chans`, its classifier reset); `xrv:<weights>` for the xrv backbones;
             a local .pth/.pt/.bin/.safetensors state dict; or one of LITE_MODELS (the EfficientNet-Lite weights of
@@ -65,7 +65,7 @@ class Backbone(nn.Module):
         outputs drop their prefix tokens and are laid out on their square grid.
     """
 
-    def __init__(self, name: str, pretrained: str = "", in_chans: int = 1, drop_path: float = 0.0,
+    def __init__(self, name: str, pretrained: str | bool = "", in_chans: int = 1, drop_path: float = 0.0,
                  channels_last: bool = False, compile: bool = False, pretrained_file: str = ""):
         super().__init__()
         spec = parse_weights(name, pretrained)

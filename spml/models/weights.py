@@ -80,11 +80,13 @@ def xrv_cache_dir() -> Path:
     return Path(os.path.expanduser(os.path.join("~", ".torchxrayvision", "models_data")))
 
 
-def parse_weights(backbone: str, pretrained: str) -> WeightsSpec | None:
+def parse_weights(backbone: str, pretrained: str | bool) -> WeightsSpec | None:
     """The WeightsSpec of `model.pretrained` for `model.backbone` (None: random init). Raises ValueError on a name
     that fits no source or a weights/backbone mismatch."""
     import timm
 
+    if isinstance(pretrained, bool):  # YAML's true / false
+        pretrained = "true" if pretrained else ""
     if not pretrained:
         return None
     if pretrained.startswith(XRV_PREFIX):

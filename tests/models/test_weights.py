@@ -43,7 +43,9 @@ def test_timm_pretrained_path_loads_the_file_with_timms_first_conv_adaptation(tm
 
 
 def test_names_resolve_to_sources_and_normalisation():
-    assert parse_weights("resnet10t", "") is None
+    assert parse_weights("resnet10t", "") is None and parse_weights("resnet10t", False) is None
+    yaml_true = load_config([], ["model.pretrained=true"]).model.pretrained  # YAML's boolean
+    assert parse_weights("resnet10t", yaml_true).tag == parse_weights("resnet10t", "imagenet").tag == "resnet10t.c3_in1k"
     assert parse_weights("densenet121", "imagenet").tag == "densenet121.ra_in1k"  # timm's default tag
     spec = parse_weights("densenet121", "densenet121.tv_in1k")
     assert (spec.source, spec.tag) == ("timm", "densenet121.tv_in1k")
@@ -216,3 +218,18 @@ def test_two_processes_download_once_and_load_the_same_weights(tmp_path, monkeyp
     assert results[0] == results[1]
     assert results[0]["record"]["sha256"] == sha256(tmp_path / "served.safetensors")
     assert results[0]["first"] == pytest.approx(served["conv1.0.weight"].sum(1).flatten()[:8].tolist())
+
+
+class Payload(torch.nn.Module):
+    """A module class outside torchxrayvision and torch.nn: what a tampered weights file could construct."""
+
+
+def test_torchxrayvision_files_are_read_without_unpickling_foreign_classes(tmp_path):
+    pytest.importorskip("torchxrayvision")
+    from spml.models.xrv import read_xrv_weights
+
+    torch.save(torch.nn.Sequential(Payload(), torch.nn.Linear(2, 2)), tmp_path / "tampered.pt")
+    with pytest.raises(ValueError, match=r"refusing .*tampered.pt: it would construct .*Payload"):
+        read_xrv_weights(tmp_path / "tampered.pt")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), tmp_path / "plain.pt")
+    assert set(read_xrv_weights(tmp_path / "plain.pt")) == {"0.weight", "0.bias"}
