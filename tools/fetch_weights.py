@@ -33,13 +33,16 @@ def main(argv: list[str] | None = None) -> int:
         from spml.models.text_prototypes import hub_encoder
         from spml.models.weights import describe, offline_environment
 
-        specs = weights_to_fetch(args.items, tuple(args.override))
+        notes: list[str] = []
+        specs = weights_to_fetch(args.items, tuple(args.override), notes)
         for _, record in fetch_all(specs):
             print(describe(record))
         for name in args.encoder:
             print(f"text encoder {name}: {hub_encoder(name)}")
         if not specs and not args.encoder:
             print("nothing to fetch: the configs train from random init (model.pretrained empty)")
+        for note in notes:
+            print(f"note: {note}")
         print("\nOn the compute nodes (the same paths, or copies of these folders), set:")
         print("\n".join(f"  {line}" for line in offline_environment()))
         return 0

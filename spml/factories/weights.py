@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
@@ -67,13 +68,19 @@ def without_pretrained(config: Config) -> Config:
     return dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained="", pretrained_record={}))
 
 
-def weights_to_fetch(items: list[str], overrides: tuple[str, ...] = ()) -> list[WeightsSpec]:
+def weights_to_fetch(items: list[str], overrides: tuple[str, ...] = (),
+                     notes: list[str] | None = None) -> list[WeightsSpec]:
     """The weights named by `items`: YAML config files (their model.backbone + model.pretrained, with `overrides`)
-    or weights names (spml.models.weights.spec_for_name); random-init configs name none. Duplicates are dropped."""
+    or weights names (spml.models.weights.spec_for_name); random-init configs name none. Duplicates are dropped.
+    A config whose model.prototypes file does not exist adds a line to `notes` (it is made, not fetched)."""
     specs: dict[str, WeightsSpec] = {}
     for item in items:
         if item.endswith((".yaml", ".yml")):
             config = load_config([item], overrides)
+            if config.model.prototypes and not Path(config.model.prototypes).is_file() and notes is not None:
+                notes.append(f"{item}: model.prototypes={config.model.prototypes} does not exist yet; write it with "
+                             f"tools/make_prototypes.py (its comment shows how; fetch a hub text encoder here with "
+                             f"--encoder NAME)")
             with config_key(f"{item}: model.pretrained"):
                 spec = parse_weights(config.model.backbone, config.model.pretrained)
         else:

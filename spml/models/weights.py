@@ -76,8 +76,13 @@ def torch_cache_dir() -> Path:
 
 
 def xrv_cache_dir() -> Path:
-    """torchxrayvision's weights folder (~/.torchxrayvision/models_data; it has no environment variable)."""
-    return Path(os.path.expanduser(os.path.join("~", ".torchxrayvision", "models_data")))
+    """torchxrayvision's weights folder (torchxrayvision.utils.get_cache_dir(): ~/.torchxrayvision/models_data; it
+    has no environment variable)."""
+    try:
+        from torchxrayvision.utils import get_cache_dir
+    except ImportError:
+        return Path(os.path.expanduser(os.path.join("~", ".torchxrayvision", "models_data")))
+    return Path(get_cache_dir())
 
 
 def parse_weights(backbone: str, pretrained: str | bool) -> WeightsSpec | None:
