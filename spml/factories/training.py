@@ -120,7 +120,7 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
         accelerator.print(line)
     if not resume:  # the weights are found (or fetched, main process first) before any data is read
         config = prepare_weights(config, accelerator)
-    accelerator.print(describe(config.model.pretrained_record))
+    accelerator.print(describe(config.model.pretrained_record, config.model.pretrained))
     accelerator.print(f"input normalisation: mean {config.augment.mean:.6g}, std {config.augment.std:.6g} "
                       f"({config.model.pretrained_record.get('normalize', {}).get('source', 'augment.mean/std')})")
     record = main and not resume

@@ -276,9 +276,7 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None, eval_na
     method = describe_method(config)
     model, augment = config.get("model", {}), config.get("augment", {})
     record = model.get("pretrained_record") or {}
-    weights = describe_weights(record) if record or "pretrained_record" in model else \
-        (f"weights: {model['pretrained']} (recorded before spml kept their file and hash)" if model.get("pretrained")
-         else "weights: random init")
+    weights = describe_weights(record, model.get("pretrained", ""))
     described = (f"mode {config.get('mode')}, {method}, dataset {config.get('data', {}).get('dataset')}, "
                  f"{model.get('backbone')} at {config.get('data', {}).get('size')} px; {weights}; input normalisation "
                  f"mean {augment.get('mean')}, std {augment.get('std')}")
