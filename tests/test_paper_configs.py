@@ -39,14 +39,36 @@ def test_there_is_one_config_per_paper_setting():
         assert header[0].startswith("# ") and any("Reported" in line or "Reference" in line for line in header), path
 
 
+PAPER_WEIGHTS = {"chexpert_mpc": "resnet50.a1_in1k", "mimic_mpc": "resnet50.a1_in1k",  # an ImageNet CNN (MPC)
+                 "nih_densenet121_fzlpr_tta": "densenet121.tv_in1k", "nih_convnext_metric": "convnext_tiny.fb_in1k",
+                 "nih_efficientnet_mlp_bce": "efficientnet_b0.ra_in1k", "nih_msml_bilinear": "resnet50.tv_in1k"}
+
+
+def test_every_paper_config_names_its_papers_imagenet_weights_and_their_normalisation():
+    """Resolved offline (timm's registry): the architecture's ImageNet weights, normalisation from the weights; the
+    quick start stays random init."""
+    from spml.models.weights import parse_weights
+
+    for path in PAPERS:
+        if path.name in OVERLAYS:
+            continue
+        config = load_config([path])
+        spec = parse_weights(config.model.backbone, config.model.pretrained)
+        assert spec.source == "timm" and spec.tag == PAPER_WEIGHTS[path.stem], path
+        assert config.augment.normalize == "weights" and "Weights:" in path.read_text(), path
+    assert load_config([REPO / "configs/papers/nih_convnext_metric.yaml"]).model.embedding_dim == 768  # BioBERT
+    assert load_config([REPO / "configs" / "quickstart.yaml"]).model.pretrained == ""
+
+
 @pytest.mark.parametrize("path", PAPERS, ids=[path.stem for path in PAPERS])
 def test_paper_config_trains_one_step(path, dataset_roots, tmp_path):
     files = [REPO / extra for extra in OVERLAYS.get(path.name, [])] + [path]
     config = load_config(files)
     assert timm.is_model(config.model.backbone), config.model.backbone
     tiny = next((tiny for family, tiny in TINY_BACKBONES.items() if family in config.model.backbone), "test_resnet")
+    # the paper's weights (and prototype file) are not here: the test model trains from random init
     config = load_config(files, [f"data.root={dataset_roots[config.data.dataset]}", f"model.backbone={tiny}", *TINY,
-                                 f"train.out={tmp_path / 'run'}"])
+                                 "model.pretrained=", "model.prototypes=", f"train.out={tmp_path / 'run'}"])
     trainer = build_trainer(config)
     try:
         trainer.fit()

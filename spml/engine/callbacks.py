@@ -45,6 +45,9 @@ class Callback:
         """After each training batch; `out` is the objective's output (None: every image of the batch was bad).
         Runs in the hot loop: no host synchronisation except at the callback's own log/checkpoint steps."""
 
+    def on_before_optimizer_step(self, trainer: Trainer) -> None:
+        """Gradients are synchronised (an update step), before clipping and the optimizer step."""
+
     def on_optimizer_step(self, trainer: Trainer) -> None:
         """After each optimizer update."""
 
@@ -182,6 +185,26 @@ class EMA(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.average.load_state_dict(state)
+
+
+class FreezeBackbone(Callback):
+    """A frozen-backbone warm-up: during the first `epochs` epochs the parameters of `module` lose their gradients
+    before each optimizer step, so the optimizer leaves them (and their moments) unchanged while the rest trains.
+
+    The gradients still flow through `module` (its BatchNorm statistics still update), so a multi-process run needs
+    nothing special. It depends on the epoch only: a resumed run freezes exactly when the uninterrupted one would.
+    """
+
+    def __init__(self, module: nn.Module, epochs: int):
+        self.params, self.epochs = list(module.parameters()), epochs
+
+    def frozen(self, trainer: Trainer) -> bool:
+        return trainer.progress.epoch < self.epochs
+
+    def on_before_optimizer_step(self, trainer: Trainer) -> None:
+        if self.frozen(trainer):
+            for param in self.params:
+                param.grad = None
 
 
 class Validation(Callback):

@@ -212,6 +212,7 @@ class Trainer:
             out = self.objective(batch)
             acc.backward(out["loss"])
             if acc.sync_gradients:
+                self.emit("on_before_optimizer_step")
                 grad_norm = acc.clip_grad_norm_(self.objective.parameters(), self.grad_clip or float("inf"))
             bad = self.guard.observe(progress.global_step, out["loss"], grad_norm, out["components"])
             if self.nonfinite == "skip" and bool(bad):  # explicit option: one host sync per step

@@ -24,17 +24,23 @@ EMA_STATE = EMA.__name__  # state_key of the EMA callback in a checkpoint's call
 
 def model_spec(config: Config, classes: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """model.json of a classifier trained with `config` on `classes` (see spml.models.artifact). The head's
-    prototype file is not needed again: the weights hold the trained prototypes."""
+    prototype file is not needed again: the weights hold the trained prototypes. `normalize` is the run's recorded
+    augment.mean/std (with where they came from); `pretrained` the weights the run started from ({}: random
+    init or a run recorded before spml kept it)."""
     model, augment = config.model, config.augment
     head_args = head_arguments(model)
     if "prototypes" in head_args:
         head_args["prototypes"] = ""
     data = {key: value for key, value in dataclasses.asdict(config.data).items()
             if key == "size" or key.startswith("intensity")}
+    normalize = {"mean": augment.mean, "std": augment.std}
+    if model.pretrained_record.get("normalize"):
+        normalize["source"] = model.pretrained_record["normalize"]["source"]
     return {"classes": list(classes), "image_size": config.data.size, "in_chans": model.in_chans,
-            "backbone": {**backbone_arguments(model), "pretrained": "", "compile": False},  # weights: the checkpoint's
-            "head": {"name": model.head, "args": head_args},
-            "normalize": {"mean": augment.mean, "std": augment.std},
+            "backbone": {**{key: value for key, value in backbone_arguments(model).items() if key != "pretrained_file"},
+                         "pretrained": "", "compile": False},  # weights: the checkpoint's
+            "head": {"name": model.head, "args": head_args}, "normalize": normalize,
+            "pretrained": {key: value for key, value in model.pretrained_record.items() if key != "normalize"},
             "tta": {"views": list(augment.tta), "average": augment.tta_average}, "data": data}
 
 

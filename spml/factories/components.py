@@ -42,8 +42,10 @@ def config_key(key: str) -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------------------------- models
 def backbone_arguments(model: ModelConfig) -> dict[str, Any]:
+    """Backbone's arguments; the weights' file is the one spml.factories.weights.prepare_weights located."""
     return {"name": model.backbone, "pretrained": model.pretrained, "in_chans": model.in_chans,
-            "drop_path": model.drop_path, "channels_last": model.channels_last, "compile": model.compile}
+            "drop_path": model.drop_path, "channels_last": model.channels_last, "compile": model.compile,
+            "pretrained_file": model.pretrained_record.get("location", "") if model.pretrained else ""}
 
 
 def head_arguments(model: ModelConfig) -> dict[str, Any]:
@@ -191,9 +193,11 @@ def build_objective(config: Config, stats: DataStats) -> Objective:
 
 # ---------------------------------------------------------------------------------------------------- optimisation
 def build_optimizer(model: nn.Module, optim: OptimConfig):
-    """The optim.name timm optimizer over `model`'s parameter groups (spml.engine.optim)."""
+    """The optim.name timm optimizer over `model`'s parameter groups (spml.engine.optim); the parameters of its
+    classifier's backbone learn at optim.backbone_lr_scale times optim.lr."""
+    backbone = model.classifier.backbone if hasattr(model, "classifier") else None
     with config_key("optim"):
-        return optimizer_by_name(model, optim.name, optim.lr, optim.weight_decay)
+        return optimizer_by_name(model, optim.name, optim.lr, optim.weight_decay, backbone, optim.backbone_lr_scale)
 
 
 def build_scheduler(optimizer, optim: OptimConfig, epochs: int, updates_per_epoch: int):

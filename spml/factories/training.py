@@ -20,7 +20,7 @@ from spml.evaluation.diagnostics import settings_from, thresholds_path
 from spml.evaluation.evaluate import Diagnosis
 from spml.engine.banner import run_banner
 from spml.engine.callbacks import (EMA, BadImageReport, Callback, Checkpoint, EarlyStopping, FinalEvaluation,
-                                   ObjectiveReport, RunReport, TrainLog, Validation)
+                                   FreezeBackbone, ObjectiveReport, RunReport, TrainLog, Validation)
 from spml.data.loader import EpochSampler, make_eval_loader, make_train_loader
 from spml.engine.logger import RunLogger
 from spml.engine.trainer import Trainer, build_accelerator
@@ -28,10 +28,12 @@ from spml.factories.artifact import model_spec
 from spml.factories.components import build_objective, build_optimizer, build_scheduler, config_key
 from spml.factories.evaluation import check_eval_config, split_explainer
 from spml.factories.stats import data_stats
+from spml.factories.weights import prepare_weights, without_pretrained
 from spml.utils.io import write_json_atomic, write_text_atomic
 from spml.models import build_ema
 from spml.models.artifact import inference_model
 from spml.models.heads import check_prototype_classes
+from spml.models.weights import describe
 from spml.reporting.run_report import write_run_report
 
 RUN_OUTPUTS = ("checkpoints", "log.csv", "tensorboard", "skipped_images.csv", "masking_manifest.json",
@@ -46,7 +48,9 @@ def check_train_config(config: Config) -> None:
     for key, value, least in (("train.epochs", train.epochs, 1), ("train.max_steps", train.max_steps, 0),
                               ("train.log_every", train.log_every, 1), ("train.eval_every", train.eval_every, 1),
                               ("train.checkpoint_every", train.checkpoint_every, 0),
-                              ("train.patience", train.patience, 0), ("optim.accumulate", config.optim.accumulate, 1)):
+                              ("train.patience", train.patience, 0), ("optim.accumulate", config.optim.accumulate, 1),
+                              ("optim.freeze_backbone_epochs", config.optim.freeze_backbone_epochs, 0),
+                              ("optim.backbone_lr_scale", config.optim.backbone_lr_scale, 0)):
         if value < least:
             raise ConfigError(f"{key}={value}: must be at least {least}")
     if config.model.in_chans != 1:
@@ -78,13 +82,15 @@ def claim_run_dir(run_dir: str | Path, overwrite: bool = False, main_process: bo
 def build_trainer(config: Config, accelerator: Accelerator | None = None, *, callbacks: Sequence[Callback] = (),
                   resume: bool = False) -> Trainer:
     """Everything a run of `config` needs, in this order (the seeded RNG draws follow it): check the config,
-    seed, write <train.out>/config.yaml, build the data (writing masking_manifest.json and data_stats.json),
+    locate (or fetch) the pretrained weights and take their normalisation (spml.factories.weights), seed, write
+    <train.out>/config.yaml (with the weights' record), build the data (writing masking_manifest.json and data_stats.json),
     the objective, the optimizer and the loaders, prepare them with accelerate, then the scheduler, the
     logger and the callbacks (`callbacks` first, then train log, the objective's report, EMA, validation, early
     stopping, checkpoints, final test evaluation with the diagnosis, bad-image report, run report).
 
     `resume`: train.out holds the run to continue (call `Trainer.resume` next); its record (config.yaml,
-    masking_manifest.json, data_stats.json, the images left out before training) is kept as first written.
+    masking_manifest.json, data_stats.json, the images left out before training) is kept as first written, and
+    the pretrained weights are not read again (the checkpoint holds every weight).
     """
     check_train_config(config)
     diagnostics = settings_from(config.eval)  # eval.* values for the end of the run, checked before any write
@@ -93,6 +99,11 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
     main = accelerator.is_main_process
     for line in run_banner(accelerator, data.batch_size, config.optim.accumulate, os.environ):
         accelerator.print(line)
+    if not resume:  # the weights are found (or fetched, main process first) before any data is read
+        config = prepare_weights(config, accelerator)
+    accelerator.print(describe(config.model.pretrained_record, config.model.pretrained))
+    accelerator.print(f"input normalisation: mean {config.augment.mean:.6g}, std {config.augment.std:.6g} "
+                      f"({config.model.pretrained_record.get('normalize', {}).get('source', 'augment.mean/std')})")
     record = main and not resume
     run_dir = Path(train.out)
     set_seed(train.seed)
@@ -117,7 +128,7 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
     if record:
         write_json_atomic(run_dir / "data_stats.json", {**stats.to_json(), "warnings": bundle.warnings,
                                                         "fingerprint": fingerprint})
-    objective = build_objective(config, stats)
+    objective = build_objective(without_pretrained(config) if resume else config, stats)  # resume: the checkpoint's
     optimizer = build_optimizer(objective, config.optim)
     with config_key("data.batch_size, data.num_workers"):
         train_loader = make_train_loader(bundle.train, EpochSampler(len(bundle.train), train.seed), data.batch_size,
@@ -131,6 +142,8 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
     model = accelerator.unwrap_model(objective)
 
     callbacks = [*callbacks, TrainLog(train.log_every)]
+    if config.optim.freeze_backbone_epochs:
+        callbacks.append(FreezeBackbone(model.classifier.backbone, config.optim.freeze_backbone_epochs))
     if hasattr(model, "report"):
         callbacks.append(ObjectiveReport(model.report, model.summarize, train.log_every))
     evaluated = model.classifier

