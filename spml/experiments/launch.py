@@ -321,10 +321,16 @@ def dry_run(runs: list[PlannedRun], train_script: str | Path, extra_overrides: l
     pending = [run for run in runs if not finished(run, [*run.train_args(), *extra_overrides], quiet=True)]
     if not pending:
         return
+    from spml.data.table import DataError
+
     rates = read_throughput(throughput)
-    print(f"\n{launcher} launch, {len(pending)} of {len(runs)} runs unfinished: one job each\n"
-          + estimate_text(estimate(pending, extra_overrides, rates, train_images), rates,
-                          settings.gpus if launcher != "local" else 1))
+    print(f"\n{launcher} launch, {len(pending)} of {len(runs)} runs unfinished: one job each")
+    try:
+        table = estimate(pending, extra_overrides, rates, train_images)
+    except (DataError, OSError) as error:  # e.g. data.root not set yet: the jobs are listed above all the same
+        print(f"no GPU-hour estimate: the data could not be read ({error}); give --train-images N")
+    else:
+        print(estimate_text(table, rates, settings.gpus if launcher != "local" else 1))
     if launcher == "slurm":
         script = sbatch_script(settings, grid_out / JOBS_FOLDER, name, len(pending))
         print(f"\nsbatch script of the job array (submitit writes it at submission):\n{script}")

@@ -1,7 +1,9 @@
-"""CheXpert(-v1.0-small): train.csv / valid.csv with 1/0/-1/blank observations, paths under the root."""
+"""CheXpert(-v1.0-small): train.csv / valid.csv with 1/0/-1/blank observations, paths under the root; the official
+test set's test_labels.csv (one row per study: Study + the observations) joined to the study folders' images."""
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,10 @@ CLASSES = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opa
 COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 PREFIX = r"^CheXpert-v1\.0(?:-small)?/"
 ORIENTATIONS = {"frontal": "Frontal", "lateral": "Lateral"}  # data.views entries for Frontal/Lateral
+# The 500-study test set whose labels are public: one row per study (Study = test/patientNNNNN/studyN, optionally
+# prefixed CheXpert-v1.0/), its images in that folder under the root (view1_frontal.jpg, view2_lateral.jpg, ...).
+TEST_FILES = ("test_labels.csv", "test_labels.csv.gz")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def view_filter(frame: pd.DataFrame, views: tuple[str, ...], file: str) -> np.ndarray:
@@ -37,8 +43,15 @@ def view_filter(frame: pd.DataFrame, views: tuple[str, ...], file: str) -> np.nd
 
 
 def read_file(file: str, root: str, config: DataConfig, split: str | None) -> tuple[LabelTable, np.ndarray]:
-    """One CheXpert CSV -> (unfiltered LabelTable, view filter)."""
+    """One CheXpert CSV (train.csv / valid.csv layout) -> (unfiltered LabelTable, view filter)."""
     frame, digest = read_csv(file, COLUMNS)
+    return read_frame(frame, digest, file, root, config, split)
+
+
+def read_frame(frame: pd.DataFrame, digest: str, file: str, root: str, config: DataConfig, split: str | None
+               ) -> tuple[LabelTable, np.ndarray]:
+    """The rows of a CheXpert label file (COLUMNS + observations, as strings) -> (unfiltered LabelTable, view
+    filter); `split` fills the table's official split column."""
     classes = select_classes(config.classes, [c for c in frame.columns if c not in COLUMNS], CLASSES)
     relative = frame["Path"].str.strip().str.replace(PREFIX, "", regex=True)
     paths = resolve_image_paths(frame["Path"].str.strip(), root, file, "Path", config.allow_outside_root, relative)
@@ -62,10 +75,39 @@ def read_file(file: str, root: str, config: DataConfig, split: str | None) -> tu
         frame, config.views, file)
 
 
+def study_images(file: str, root: str) -> tuple[pd.DataFrame, str]:
+    """The official test file (`Study` + the observations, one row per study) joined to its images: one row per
+    image file (IMAGE_SUFFIXES) in <root>/<Study>/ (the CheXpert-v1.0 prefix removed), in the train.csv layout
+    (Path; Frontal/Lateral from the file name, "lateral" in it or else Frontal; AP/PA, Sex, Age unknown) with the
+    study's labels. A study without an image file is a DataError naming its row.
+
+    Returns:
+        (frame of strings, sha256 of the test file's bytes).
+    """
+    frame, digest = read_csv(file, ("Study",))
+    rows, paths, orientations = [], [], []
+    for row, study in enumerate(frame["Study"].str.strip()):
+        relative = re.sub(PREFIX, "", study).strip("/")
+        folder = os.path.join(root, relative)
+        names = sorted(name for name in os.listdir(folder) if name.lower().endswith(IMAGE_SUFFIXES)) \
+            if os.path.isdir(folder) else []
+        if not names:
+            raise row_error(file, row + 1, "Study", f"no image file ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+        for name in names:
+            rows.append(row)
+            paths.append(f"{relative}/{name}")
+            orientations.append("Lateral" if "lateral" in name.lower() else "Frontal")
+    images = frame.drop(columns="Study").iloc[rows].reset_index(drop=True)
+    meta = pd.DataFrame({"Path": paths, "Sex": "", "Age": "", "Frontal/Lateral": orientations, "AP/PA": ""})
+    return pd.concat([meta, images], axis=1), digest
+
+
 @READERS.register("chexpert")
 def read_chexpert(config: DataConfig) -> LabelTable:
-    """data.labels (default root/train.csv) -> LabelTable; with data.split=official (or given) valid.csv (beside
-    it) is added as the test split (the official validation set; official then carves val from train)."""
+    """data.labels (default root/train.csv) -> LabelTable. With data.split=official (or given) the files beside it
+    give the split: with the official test set's test_labels.csv (TEST_FILES; study_images) train.csv is train,
+    valid.csv val and the test set test; without it valid.csv is the test split (official then carves val from
+    the train patients)."""
     root = dataset_root(config)
     file = config.labels or first_existing([os.path.join(root, n) for n in ("train.csv", "train.csv.gz")],
                                            "CheXpert train.csv", "data.labels or data.root")
@@ -75,8 +117,15 @@ def read_chexpert(config: DataConfig) -> LabelTable:
     folder = os.path.dirname(os.path.abspath(file))
     valid_file = first_existing([os.path.join(folder, n) for n in ("valid.csv", "valid.csv.gz")],
                                 "CheXpert valid.csv (the official split's test set)", "data.split")
-    train, train_keep = read_file(file, root, config, "train")
-    test, test_keep = read_file(valid_file, root, config, "test")
-    frame = pd.concat([train.frame[train_keep], test.frame[test_keep]], ignore_index=True)
-    check_paths(frame["path"], f"{file} + {valid_file}", "Path")
+    test_file = next((path for path in (os.path.join(folder, n) for n in TEST_FILES) if os.path.isfile(path)), None)
+    parts = [read_file(file, root, config, "train"), read_file(valid_file, root, config, "val" if test_file else "test")]
+    if test_file:
+        parts.append(read_frame(*study_images(test_file, root), test_file, root, config, "test"))
+    train = parts[0][0]
+    for table, _ in parts[1:]:
+        if table.classes != train.classes:
+            raise DataError(f"{table.source} has the classes {list(table.classes)}, {train.source} has "
+                            f"{list(train.classes)}: the split files must name the same observations")
+    frame = pd.concat([table.frame[keep] for table, keep in parts], ignore_index=True)
+    check_paths(frame["path"], " + ".join(table.source for table, _ in parts), "Path")
     return LabelTable(frame, train.classes, train.source, train.source_hash)
