@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from spml.config import ConfigError, read_yaml
+from spml.config import ConfigError
+from spml.config.loader import read_config_file
 from spml.utils.io import atomic_path, write_text_atomic
 from spml.utils.lock import GRID_LOCK_FILE, RunFolderLocked, RunLock, in_use
 
@@ -59,13 +60,15 @@ def slug(text: str) -> str:
 
 def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
     """Read an ablation YAML: configs, overrides, seeds, variants [{name, overrides}], reference, out, runs, tta,
-    compare, split and cluster (the job resources of a cluster launch, read by spml.experiments.launch).
+    compare, split and cluster (the job resources of a cluster launch, read by spml.experiments.launch); an
+    `include:` list merges other grid YAMLs first (paths relative to the file; its own keys win), so grids that
+    differ only in data share one method list (configs/benchmarks/).
 
     Seeds set train.seed, data.split_seed and data.synthetic.seed (a seed is a full repetition). Run folders
     are <runs>/<variant>/seed<N> (`runs` defaults to the grid folder): grids that name the same `runs` folder
     share the runs of identically named variants, which run_grid trains once.
     """
-    spec = read_yaml(path)
+    spec = read_config_file(path)
     allowed = {"name", "configs", "overrides", "seeds", "variants", "out", "reference", "runs", "tta", "compare",
                "split", "cluster"}
     unknown = sorted(set(spec) - allowed)
