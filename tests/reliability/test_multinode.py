@@ -1,10 +1,12 @@
-"""Multi-node training proven on the CPU: 2 "nodes" x 1 process, each node its own torchrun agent, joined by a c10d
-rendezvous on localhost (as two machines of a cluster join at the main node's address), gloo. The run trains,
+"""Multi-node training proven on the CPU: the README's multi-node torchrun command as 2 "nodes" x 1 process, each
+node its own torchrun agent, joined by a c10d rendezvous on localhost (as two machines of a cluster join at the main
+node's address), gloo. The run trains,
 checkpoints, is stopped by a SIGTERM to one node, resumes on two nodes again, and ends exactly as the uninterrupted
 2-process single-node run: the same world size gives every rank the same shard of each epoch's seeded order and the
 same per-process batch, so the all-reduced gradients, hence the weights and the metrics, are identical. (A 1-process
 run is not the reference: with one process each step's batch is another set of images.)"""
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -21,10 +23,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def readme_node_options() -> dict[str, str]:
+    """The options of the README's multi-node torchrun command (section Multi-GPU / multi-node)."""
+    section = (REPO / "README.md").read_text().split("## Multi-GPU / multi-node", 1)[1]
+    words = re.search(r"^torchrun (--nnodes .*?) \\\n\s+tools/train.py", section, re.M).group(1).split()
+    return dict(zip(words[::2], words[1::2]))
+
+
 def node_command(script: Path, *args: str, endpoint: str, run_id: str) -> list[str]:
-    """What each node of a 2-node x 1-process job runs (README, Multi-GPU / multi-node)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
-            f"--rdzv_endpoint={endpoint}", f"--rdzv_id={run_id}", str(script), *args]
+    """What each node runs: the README's command, with 1 process per node and a rendezvous on localhost."""
+    options = readme_node_options()
+    assert set(options) == {"--nnodes", "--nproc_per_node", "--rdzv_backend", "--rdzv_endpoint", "--rdzv_id"}
+    assert (options["--nnodes"], options["--rdzv_backend"]) == ("2", "c10d")
+    options.update({"--nproc_per_node": "1", "--rdzv_endpoint": endpoint, "--rdzv_id": run_id})
+    return [sys.executable, "-m", "torch.distributed.run", *(f"{key}={value}" for key, value in options.items()),
+            str(script), *args]
 
 
 def start_nodes(script: Path, *args: str, run_id: str) -> list[subprocess.Popen]:
