@@ -25,6 +25,7 @@ from spml.utils.lock import GRID_LOCK_FILE, RunFolderLocked, RunLock, in_use
 METRICS = ("mAP", "mean_auroc")  # test split (eval/metrics.json)
 VAL_METRICS = ("val_mAP", "val_mean_auroc")  # the last validation of the run (log.csv), for choosing settings
 SPLIT_METRICS = {"test": METRICS, "val": VAL_METRICS}
+RUN_RESULT = "result.csv"  # <run>/result.csv: the run's row of its grid's table, written where (on the node) it trained
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,9 @@ def run_one(run: PlannedRun, train_args: list[str], train_script: str | Path, pr
             if busy:
                 tqdm.write(f"[busy] {run.variant} seed {run.seed}: {busy}")
                 return "busy"
-            return train_run(run, train_args, train_script, processes, started)
+            outcome = train_run(run, train_args, train_script, processes, started)
+            write_run_result(run)
+            return outcome
     except RunFolderLocked as held:
         tqdm.write(f"[busy] {run.variant} seed {run.seed}: {held}")
         return "busy"
@@ -383,6 +386,31 @@ def run_counts(frame: pd.DataFrame) -> str:
                                 "written")
     interrupted = f" ({stopped} of them interrupted: start the grid again to resume them)" if stopped else ""
     return f"{len(frame)} runs: {done} finished, {failed} failed, {not_run} not run{interrupted}"
+
+
+def write_run_result(run: PlannedRun) -> None:
+    """`<run>/result.csv` (RUN_RESULT): the run's row (variant, seed, read_run) as its training attempt left it,
+    written by the process that trained it, so results gathered from many nodes need no launcher's memory."""
+    with atomic_path(run.run_dir / RUN_RESULT) as temporary:
+        pd.DataFrame([{"variant": run.variant, "seed": run.seed, **read_run(run.run_dir)}]).to_csv(temporary,
+                                                                                                    index=False)
+
+
+def gather_results(frame: pd.DataFrame, folders: list[Path]) -> pd.DataFrame:
+    """A grid's rows (its results.csv, which a launcher wrote from the runs it knew) brought up to date with the run
+    results (RUN_RESULT files) under `folders` and in the rows' own run folders: a run's file replaces its row (it
+    is as new as the run), and runs missing from `frame` (results.csv written by one node while another trained
+    other seeds or variants) are added. Order: `frame`'s variants first, each variant's seeds in order."""
+    files = {path.resolve() for folder in folders for path in Path(folder).rglob(RUN_RESULT)}
+    files |= {(Path(run_dir) / RUN_RESULT).resolve() for run_dir in frame.get("run_dir", [])
+              if (Path(run_dir) / RUN_RESULT).exists()}
+    if not files:
+        return frame
+    runs = pd.concat([pd.read_csv(path) for path in sorted(files)], ignore_index=True)
+    merged = pd.concat([runs, frame], ignore_index=True).drop_duplicates(["variant", "seed"], keep="first")
+    order = {variant: i for i, variant in enumerate(pd.concat([frame["variant"], runs["variant"]]).drop_duplicates())}
+    rank = merged["variant"].map(order) * (merged["seed"].max() + 1) + merged["seed"]
+    return merged.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
 
 
 def grid_rows(runs: list[PlannedRun]) -> pd.DataFrame:

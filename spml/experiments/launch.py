@@ -281,8 +281,9 @@ def wait_for(submitted: list[tuple[PlannedRun, Any]], poll_s: float = 10.0) -> N
     for run, job in submitted:
         try:
             outcome = job.result()
-        except Exception as error:  # noqa: BLE001 (any job error is reported, the others are awaited); a job that died (node failure, out of memory, cancelled): its run is not done
-            outcome = f"job failed: {str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__}"
+        except Exception as error:  # noqa: BLE001 (a job that died: node failure, out of memory, cancelled)
+            lines = str(error).strip().splitlines()
+            outcome = f"job failed: {lines[-1] if lines else type(error).__name__}"  # its run is not done
         print(f"[done] {job.job_id} {run.variant} seed {run.seed}: {outcome}")
         if outcome == "busy":
             busy.append(run)
@@ -315,14 +316,13 @@ def dry_run(runs: list[PlannedRun], train_script: str | Path, extra_overrides: l
     """Print what a launch would do, submitting and writing nothing: each run's launch command, the jobs of the
     unfinished runs with a GPU-hour estimate (spml.experiments.estimate; `throughput`: tools/benchmark.py --json
     output) and, for slurm, the sbatch script of their array."""
+    from spml.data.table import DataError
     from spml.experiments.estimate import estimate, estimate_text, read_throughput
 
     run_grid(runs, train_script, extra_overrides, dry_run=True)
     pending = [run for run in runs if not finished(run, [*run.train_args(), *extra_overrides], quiet=True)]
     if not pending:
         return
-    from spml.data.table import DataError
-
     rates = read_throughput(throughput)
     print(f"\n{launcher} launch, {len(pending)} of {len(runs)} runs unfinished: one job each")
     try:

@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 
 from tests.conftest import GLOO_ABORT, REPO, TWO_PROCESS_RUN, torchrun_env
-from tests.reliability.conftest import STALLING_TRAIN, final_results, latest_step, progress_of, reaped, wait_for
+from tests.reliability.conftest import (
+    STALLING_TRAIN,
+    final_results,
+    latest_step,
+    progress_of,
+    reaped,
+    wait_for,
+)
 
 
 def free_port() -> int:
@@ -26,7 +33,7 @@ def free_port() -> int:
 def readme_node_options() -> dict[str, str]:
     """The options of the README's multi-node torchrun command (section Multi-GPU / multi-node)."""
     section = (REPO / "README.md").read_text().split("## Multi-GPU / multi-node", 1)[1]
-    words = re.search(r"^torchrun (--nnodes .*?) \\\n\s+tools/train.py", section, re.M).group(1).split()
+    words = re.search(r"^torchrun (--nnodes .*?) \\\n\s+tools/train.py", section, re.MULTILINE).group(1).split()
     return dict(zip(words[::2], words[1::2]))
 
 
@@ -54,7 +61,7 @@ def test_two_nodes_train_stop_resume_and_end_as_the_single_node_run(two_process_
         nodes = start_nodes(STALLING_TRAIN, "--step-delay", "0.3", "--progress", str(progress), *TWO_PROCESS_RUN,
                             f"train.out={out}", run_id=f"stop{attempt}")
         with reaped(nodes[0]), reaped(nodes[1]):
-            wait_for(lambda: min(progress_of(path)["step"] for path in ranks) >= 2, nodes[0])
+            wait_for(lambda ranks=ranks: min(progress_of(path)["step"] for path in ranks) >= 2, nodes[0])
             nodes[0].send_signal(signal.SIGTERM)  # one node's agent forwards it to its process; the ranks agree
             errors = [node.communicate(timeout=240)[1].decode() for node in nodes]
         if not any(GLOO_ABORT in err for err in errors):
