@@ -234,3 +234,23 @@ def test_dry_run_lists_jobs_with_gpu_hours_and_the_sbatch_script(tmp_path):
     assert "--partition=short" not in script and "--qos=low" not in script  # the command line wins
     bad = ablate(grid, tmp_path / "grid", "--dry-run", "--launcher", "slurm", "--sbatch", "qos")
     assert bad.returncode == 2 and "--sbatch 'qos': write OPTION=VALUE" in bad.stderr
+
+
+def test_a_submitit_launcher_waits_for_a_run_another_launcher_holds(tmp_path):
+    """The job of a second launcher finds the run taken (another launcher's job holds its grid lock): the job leaves
+    it, and the launcher waits until the holder lets go before it collects the results."""
+    grid = write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n", reference="{}")
+    run_dir = tmp_path / "grid" / "an" / "seed0"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from spml.utils.lock import RunLock\n"
+                               f"with RunLock({str(run_dir)!r}, lock_file={GRID_LOCK_FILE!r}):\n"
+                               "    print('held', flush=True); time.sleep(5)"],
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        proc = ablate(grid, tmp_path / "grid", "--launcher", "submitit-debug")
+        assert holder.poll() is not None  # the launcher returned only after the holder had ended
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "AN seed 0: busy" in proc.stdout and "[wait] AN seed 0: another process is training it" in proc.stdout
+    assert "[run" not in proc.stdout and proc.returncode == 2  # the holder trained nothing: no result to write
