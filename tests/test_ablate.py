@@ -163,7 +163,8 @@ def test_two_launchers_on_one_folder_train_every_run_once(tmp_path):
     assert all((run / "eval" / "metrics.json").exists() for run in runs)
     assert [p.returncode for p in procs] == [0, 0], [p.stderr[-2000:] for p in procs]
     outcomes = [line.rsplit(": ", 1)[1] for p in procs for line in p.stdout.splitlines() if line.startswith("[done]")]
-    assert sorted(outcomes) == ["busy", "busy", "done", "done"]  # 4 jobs for 2 runs: each trained by one of them
+    # 4 jobs for 2 runs: each run trained by one of them; its twin found it taken (or, started late, finished)
+    assert len(outcomes) == 4 and outcomes.count("done") == 2 and set(outcomes) <= {"done", "busy", "finished"}
     assert all(p.stdout.count("2 runs: 2 finished") == 1 for p in procs)
     jobs = json.loads((out / "jobs" / "jobs.json").read_text())
     assert len(jobs) == 4 and sorted(set(jobs.values())) == [str(run) for run in runs]
