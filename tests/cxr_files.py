@@ -93,6 +93,24 @@ def write_chexpert(root: Path, seed: int = 0) -> Path:
     return root
 
 
+def write_chexpert_test(root: Path, studies: int = 6, seed: int = 0) -> pd.DataFrame:
+    """The official test set's layout: test_labels.csv (Study = CheXpert-v1.0/test/patientNNNNN/studyN + the 14
+    observations, 0/1, one row per study) beside train.csv, and 1-3 images per study folder under root/test (the
+    third a lateral view). Every competition label has positive and negative studies. Returns the file's frame."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(studies):
+        study = f"test/patient{64741 + s // 2:05d}/study{s % 2 + 1}"
+        rows.append({"Study": f"CheXpert-v1.0/{study}",
+                     **{name: float((s + c) % 2) if name in COMPETITION else float(rng.random() < 0.3)
+                        for c, name in enumerate(CHEXPERT_CLASSES)}})
+        for view in range(1, int(rng.integers(1, 4)) + 1):
+            save_image(root / study / f"view{view}_{'frontal' if view < 3 else 'lateral'}.jpg", 1000 + 10 * s + view)
+    frame = pd.DataFrame(rows)
+    frame.to_csv(root / "test_labels.csv", index=False)
+    return frame
+
+
 def write_mimic(root: Path, subjects: int = 16, seed: int = 0, image_format: str = "jpg") -> Path:
     """mimic-cxr-2.0.0-{chexpert,metadata,split}.csv and files/pXX/p<subject>/s<study>/<dicom>.jpg (image_format
     "dcm": 12-bit DICOMs named <dicom>.dcm, as in the MIMIC-CXR DICOM release)."""

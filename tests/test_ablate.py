@@ -1,6 +1,10 @@
 """tools/ablate.py end to end on a tiny grid, resume skipping, failure recording; tools/summarize.py."""
+import json
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,10 +15,11 @@ from tests.browser import image_states, rendered_dom
 from tests.conftest import REPO, TINY
 
 
-def write_grid(tmp_path, variants: str, reference: str = "{full: full, an: AN}", extra: str = "") -> str:
+def write_grid(tmp_path, variants: str, reference: str = "{full: full, an: AN}", extra: str = "", seeds: str = "[0]"
+               ) -> str:
     grid = tmp_path / "grid.yaml"
     overrides = ", ".join(f'"{o}"' for o in [*TINY, "train.epochs=1"])
-    grid.write_text(f"name: tiny\noverrides: [{overrides}]\nseeds: [0]\nreference: {reference}\n{extra}"
+    grid.write_text(f"name: tiny\noverrides: [{overrides}]\nseeds: {seeds}\nreference: {reference}\n{extra}"
                     f"variants:\n{variants}")
     return str(grid)
 
@@ -130,3 +135,123 @@ def test_a_run_another_process_holds_is_left_alone(tmp_path, held):
     assert "[busy] AN seed 0" in proc.stdout and f"pid {holder.pid}" in proc.stdout, proc.stdout
     assert "[run" not in proc.stdout and sorted(p.name for p in run_dir.iterdir()) == sorted({held, GRID_LOCK_FILE})
     assert proc.returncode == 2 and "none of the 1 selected runs has finished (0 failed, 1 not run" in proc.stderr
+
+
+def concurrent_ablate(grid: str, out, *extra: str) -> list[subprocess.CompletedProcess]:
+    """Two tools/ablate.py processes on one grid folder, started at the same moment."""
+    command = [sys.executable, str(REPO / "tools/ablate.py"), grid, "--out", str(out), *extra]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=600), *p.communicate()) for p in procs]
+
+
+def attempts(run_dir) -> list[str]:
+    """The attempt headers of a run's train_output.txt: "start" (a training from scratch) or "resume"."""
+    return [line.split()[1] for line in (run_dir / "train_output.txt").read_text().splitlines()
+            if line.startswith("=== ")]
+
+
+def test_two_launchers_on_one_folder_train_every_run_once(tmp_path):
+    """Two grids started together on one folder (two nodes sharing it; submitit's local executor runs each job as a
+    process of its own): each run is one job per launcher and trains once, the launcher whose job found a run busy
+    waits for it, and both write every run's results. (Two local grids: test_a_run_another_process_holds_...)"""
+    grid = write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n", reference="{}",
+                      seeds="[0, 1]")
+    out = tmp_path / "grid"
+    procs = concurrent_ablate(grid, out, "--launcher", "submitit-local")
+    runs = [out / "an" / f"seed{seed}" for seed in (0, 1)]
+    assert [attempts(run) for run in runs] == [["start"], ["start"]]  # one training per run, none started over
+    assert all((run / "eval" / "metrics.json").exists() for run in runs)
+    assert [p.returncode for p in procs] == [0, 0], [p.stderr[-2000:] for p in procs]
+    outcomes = [line.rsplit(": ", 1)[1] for p in procs for line in p.stdout.splitlines() if line.startswith("[done]")]
+    # 4 jobs for 2 runs: each run trained by one of them; its twin found it taken (or, started late, finished)
+    assert len(outcomes) == 4 and outcomes.count("done") == 2 and set(outcomes) <= {"done", "busy", "finished"}
+    assert all(p.stdout.count("2 runs: 2 finished") == 1 for p in procs)
+    jobs = json.loads((out / "jobs" / "jobs.json").read_text())
+    assert len(jobs) == 4 and sorted(set(jobs.values())) == [str(run) for run in runs]
+    for run in runs:  # the job that trained the run says so in the run folder, its log is where it points
+        record = json.loads((run / "job.json").read_text())
+        assert record["cluster"] == "local" and jobs[record["job_id"]] == str(run)
+        assert f"[run ] AN seed {run.name[-1]}" in Path(record["stdout"]).read_text()
+
+
+def test_debug_launcher_job_is_checkpointed_requeued_and_resumes(tmp_path):
+    """submitit's debug executor runs the grid's jobs in this process; a job told to checkpoint (what submitit does
+    on preemption or time-out) stops its training with SIGTERM, and the job it returns resumes the run."""
+    import submitit
+
+    from spml.experiments.grid import grid_rows
+    from spml.experiments.launch import RunJob
+
+    grid = load_grid(write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n",
+                                reference="{}"), tmp_path / "grid")
+    (run,) = grid.runs
+    args = [*run.train_args(), "train.epochs=4", "train.checkpoint_every=1"]
+    executor = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="debug")
+    job = executor.submit(RunJob(run, args, str(REPO / "tools/train.py")))
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(first=job.result()))
+    worker.start()
+    deadline = time.monotonic() + 300
+    while not (run.run_dir / "checkpoints" / "latest.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    requeued = job.submission().function.checkpoint()
+    worker.join(timeout=300)
+    assert outcome == {"first": "interrupted"} and grid_rows([run])["status"].tolist() == ["interrupted"]
+    assert executor.submit(requeued.function).result() == "done"  # the requeued job
+    assert attempts(run.run_dir) == ["start", "resume"] and (run.run_dir / "resumes.jsonl").exists()
+    assert grid_rows([run])["status"].tolist() == ["done"]
+
+
+def test_dry_run_lists_jobs_with_gpu_hours_and_the_sbatch_script(tmp_path):
+    from spml.config import load_config
+    from spml.data.build import read_split
+
+    grid = write_grid(tmp_path, "  - {name: full, overrides: [mode=supervised]}\n"
+                                "  - {name: MPC, overrides: []}\n", reference="{}",
+                      extra="cluster: {partition: short, gpus: 2, cpus: 6, mem_gb: 40, time_min: 90, account: lab,\n"
+                            "          sbatch: {qos: low}, setup: [module load cuda]}\n")
+    bench = tmp_path / "bench.json"  # the shape of tools/benchmark.py --json
+    bench.write_text(json.dumps({"setup": {"backbone": "resnet50"}, "step": {"supervised": {"images_per_s": 100.0},
+                                 "mpc": {"images_per_s": 40.0}}, "eval": {"images_per_s": 1000.0}}))
+    proc = ablate(grid, tmp_path / "grid", "--dry-run", "--launcher", "slurm", "--partition", "long",
+                  "--sbatch", "qos=high", "--throughput", str(bench))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (tmp_path / "grid").exists()  # nothing submitted, nothing written
+    config = load_config([], [*TINY, "train.epochs=1"])
+    _, split = read_split(config.data)
+    train, val, test = ((split == name).sum() for name in ("train", "val", "test"))
+    hours = {rate: (train / rate + (val + test) / 1000.0) / 3600 for rate in (100.0, 40.0)}
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("full ", "MPC "))]
+    assert [(row[0], float(row[-1])) for row in rows] == [("full", round(hours[100.0], 2)),
+                                                          ("MPC", round(hours[40.0], 2))]
+    assert f"2 jobs, {hours[100.0] + hours[40.0]:.1f} GPU-hours in all" in proc.stdout
+    assert f"measured: {bench} (backbone resnet50)" in proc.stdout
+    script = proc.stdout.split("sbatch script of the job array")[1]
+    for line in ("#SBATCH --partition=long", "#SBATCH --gpus-per-node=2", "#SBATCH --cpus-per-task=6",
+                 "#SBATCH --mem=40GB", "#SBATCH --time=90", "#SBATCH --account=lab", "#SBATCH --qos=high",
+                 "#SBATCH --array=0-1%2", "#SBATCH --signal=USR2@120", "#SBATCH --nodes=1", "\nmodule load cuda\n",
+                 f"#SBATCH --output={tmp_path / 'grid' / 'jobs'}/%A_%a_0_log.out"):
+        assert line in script, line
+    assert "--partition=short" not in script and "--qos=low" not in script  # the command line wins
+    bad = ablate(grid, tmp_path / "grid", "--dry-run", "--launcher", "slurm", "--sbatch", "qos")
+    assert bad.returncode == 2 and "--sbatch 'qos': write OPTION=VALUE" in bad.stderr
+
+
+def test_a_submitit_launcher_waits_for_a_run_another_launcher_holds(tmp_path):
+    """The job of a second launcher finds the run taken (another launcher's job holds its grid lock): the job leaves
+    it, and the launcher waits until the holder lets go before it collects the results."""
+    grid = write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n", reference="{}")
+    run_dir = tmp_path / "grid" / "an" / "seed0"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from spml.utils.lock import RunLock\n"
+                               f"with RunLock({str(run_dir)!r}, lock_file={GRID_LOCK_FILE!r}):\n"
+                               "    print('held', flush=True); time.sleep(5)"],
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        proc = ablate(grid, tmp_path / "grid", "--launcher", "submitit-debug")
+        assert holder.poll() is not None  # the launcher returned only after the holder had ended
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "AN seed 0: busy" in proc.stdout and "[wait] AN seed 0: another process is training it" in proc.stdout
+    assert "[run" not in proc.stdout and proc.returncode == 2  # the holder trained nothing: no result to write

@@ -178,3 +178,18 @@ def test_full_label_variants_composite_methods_and_the_fair_reference(tmp_path):
     assert reference(methods) == {"full": ["full", "full_flips", "full_consistency"], "an": ["an"]}
     assert reference(["full_flips", "em"]) == {} and compared_method(methods) == "mpc"
     assert compared_method(["full", "an", "em"]) == ""
+
+
+def test_cluster_launcher_runs_the_experiment_as_jobs_and_report_only_collects(experiment, tmp_path):
+    """--launcher submitit-debug: the masked file is written by the launcher, each run is a job (run in this process
+    by submitit's debug executor); --report-only writes the results again from the run folders, training nothing."""
+    out = tmp_path / "exp"
+    code, printed, err = experiment(out, "--methods", "an", "--launcher", "submitit-debug", *RUN)
+    assert code == 0, err[-2000:]
+    assert "[job ]" in printed and printed.count("[done]") == 1 and ": done" in printed
+    assert (out / "masked_labels.csv").exists() and (out / "an/seed0/job.json").exists()
+    results = pd.read_csv(out / "results.csv")
+    (out / "results.csv").unlink()
+    code, printed, _ = experiment(out, "--methods", "an", "--report-only", *RUN)
+    assert code == 0 and "[run" not in printed and "[job" not in printed
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results)

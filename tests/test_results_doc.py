@@ -85,3 +85,28 @@ def test_tool_collects_builds_and_checks(tmp_path, capsys):
 
 def test_the_committed_results_document_is_up_to_date():
     assert tool().main(["--check"]) == 0, "docs/results.md differs from its template + CSVs: python tools/results_doc.py"
+
+
+def test_collect_gathers_the_runs_of_many_nodes(tmp_path):
+    """Node A trained seed 0 and node B seed 1 of one grid folder, each writing results.csv from its own runs (B last,
+    A's seed-1 run still missing then); every run wrote its result.csv where it trained: the collected table has each
+    run once, as its folder says, in the grid's order."""
+    from spml.experiments.grid import PlannedRun, write_run_result
+    from spml.reporting.results_doc import collect
+
+    grid = tmp_path / "grid"
+    maps = {("full", 0): 0.8, ("AN", 0): 0.5, ("full", 1): 0.82, ("AN", 1): 0.55}
+    for (variant, seed), value in maps.items():
+        run = PlannedRun(variant, seed, grid / variant.lower() / f"seed{seed}", (), ())
+        (run.run_dir / "eval").mkdir(parents=True)
+        (run.run_dir / "eval" / "metrics.json").write_text(json.dumps({"mAP": value, "mean_auroc": 0.9}))
+        write_run_result(run)
+    written_by_b = pd.DataFrame([{"variant": "full", "seed": 1, "run_dir": str(grid / "full/seed1"), "status": "done",
+                                  "mAP": 0.82, "mean_auroc": 0.9},
+                                 {"variant": "AN", "seed": 1, "run_dir": str(grid / "an/seed1"), "status": "missing"}])
+    written_by_b.to_csv(grid / "results.csv", index=False)
+    (grid / "results.json").write_text(json.dumps({"name": "g", "reference": {"full": ["full"], "an": ["AN"]}}))
+    csv, _ = collect("g", grid, tmp_path / "docs")
+    table = pd.read_csv(csv)
+    assert list(zip(table["variant"], table["seed"])) == [("full", 0), ("full", 1), ("AN", 0), ("AN", 1)]
+    assert (table["status"] == "done").all() and table["mAP"].tolist() == [0.8, 0.82, 0.5, 0.55]

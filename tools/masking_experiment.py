@@ -19,6 +19,11 @@ Holm-adjusted p-values) and results.png (+ paired.csv, paired.png) and report.ht
 self-contained page linking each run's report) into <out>. A progress bar counts the runs; each run's output
 is in <run>/train_output.txt.
 
+Launchers (--launcher, as tools/ablate.py): local (default) trains the runs in turn here; slurm submits one job per
+unfinished run through submitit (resources: --cluster-config FILE's `cluster:` section, then the flags), waits and
+writes the results (--no-wait, then --report-only later); interrupted runs resume from their checkpoints when the
+command is run again. --dry-run lists the jobs with a GPU-hour estimate (and the sbatch script for slurm).
+
 Choices:
 * Only the train rows (and val rows with --mask-val) are masked, each split with its own
   RandomState(--mask-seed) draw, in path order; test rows are not in the file and keep their full labels,
@@ -45,6 +50,7 @@ from pathlib import Path
 
 from spml.cli import run_cli
 from spml.config import load_config
+from spml.experiments.launch import add_launcher_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "tools" / "train.py"
@@ -65,13 +71,18 @@ def main(argv: list[str] | None = None) -> int:
                         "(data.mask_no_positive; default keep unless a --config file or an override sets it)")
     parser.add_argument("--config", action="append", default=[], help="extra YAML file(s) after the dataset's")
     parser.add_argument("--out", help="experiment folder (default: runs/masking/<dataset>[_maskval])")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and the launch commands, write nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan, the launch commands and the jobs' GPU-hour estimate; write nothing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing; write the results of the runs finished so far")
     parser.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. train.epochs=20")
+    add_launcher_arguments(parser)
     args = parser.parse_intermixed_args(argv)
 
     def experiment() -> int:
         from spml.data.masking import masking_summary
-        from spml.experiments.grid import run_counts, run_grid, write_results
+        from spml.experiments.grid import grid_rows, run_counts, write_results
+        from spml.experiments.launch import dry_run, launch, settings_from_arguments
         from spml.experiments.masking import (compared_method, no_positive_default, parse_methods, parse_seeds,
                                              plan_runs, reference, write_masked_splits)
 
@@ -89,12 +100,19 @@ def main(argv: list[str] | None = None) -> int:
         data = mask_config.data
         print(f"{args.dataset}: mask {'train + val' if args.mask_val else 'train'} with {data.mask_scheme} "
               f"{dict(data.mask_params)} seed {data.mask_seed} (no positive: {data.mask_no_positive}) -> {masked_file}")
+        settings = settings_from_arguments(args, {}, "masking experiment")
+        job_name = f"masking_{args.dataset}"
         if args.dry_run:
-            run_grid(runs, TRAIN, dry_run=True)
+            dry_run(runs, TRAIN, (), args.launcher, settings, out, job_name, args.throughput, args.train_images)
             return 0
-        manifest, written = write_masked_splits(mask_config, masked_file)
-        print(("written" if written else "identical file already there, kept") + "\n" + masking_summary(manifest))
-        frame = run_grid(runs, TRAIN)
+        if args.report_only:
+            frame = grid_rows(runs)
+        else:
+            manifest, written = write_masked_splits(mask_config, masked_file)
+            print(("written" if written else "identical file already there, kept") + "\n" + masking_summary(manifest))
+            frame = launch(runs, TRAIN, (), args.launcher, settings, out, job_name, wait=not args.no_wait)
+            if frame is None:
+                return 0
         counts = run_counts(frame)
         val = "masked" if args.mask_val else "clean"
         name = (f"masking {args.dataset}: {data.mask_scheme} seed {data.mask_seed}, {val} val, clean test, rows "

@@ -5,16 +5,19 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from spml.config import ConfigError, read_yaml
+from spml.config import ConfigError
+from spml.config.loader import read_config_file
 from spml.utils.io import atomic_path, write_text_atomic
 from spml.utils.lock import GRID_LOCK_FILE, RunFolderLocked, RunLock, in_use
 from spml.utils.text import slug
@@ -22,6 +25,7 @@ from spml.utils.text import slug
 METRICS = ("mAP", "mean_auroc")  # test split (eval/metrics.json)
 VAL_METRICS = ("val_mAP", "val_mean_auroc")  # the last validation of the run (log.csv), for choosing settings
 SPLIT_METRICS = {"test": METRICS, "val": VAL_METRICS}
+RUN_RESULT = "result.csv"  # <run>/result.csv: the run's row of its grid's table, written where (on the node) it trained
 
 
 @dataclass(frozen=True)
@@ -48,18 +52,22 @@ class Grid:
     tta: bool = False  # also score every run with test-time augmentation (rows "<variant> + TTA")
     compare: str = ""  # variant whose per-seed differences to every other variant are tested (spml.reporting.stats)
     split: str = "test"  # the split the tables report: test, or val when the grid chooses settings (SPLIT_METRICS)
+    cluster: dict = field(default_factory=dict)  # job resources per run (spml.experiments.launch.cluster_settings)
 
 
 def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
-    """Read an ablation YAML: configs, overrides, seeds, variants [{name, overrides}], reference, out, runs.
+    """Read an ablation YAML: configs, overrides, seeds, variants [{name, overrides}], reference, out, runs, tta,
+    compare, split and cluster (the job resources of a cluster launch, read by spml.experiments.launch); an
+    `include:` list merges other grid YAMLs first (paths relative to the file; its own keys win), so grids that
+    differ only in data share one method list (configs/benchmarks/).
 
     Seeds set train.seed, data.split_seed and data.synthetic.seed (a seed is a full repetition). Run folders
     are <runs>/<variant>/seed<N> (`runs` defaults to the grid folder): grids that name the same `runs` folder
     share the runs of identically named variants, which run_grid trains once.
     """
-    spec = read_yaml(path)
+    spec = read_config_file(path)
     allowed = {"name", "configs", "overrides", "seeds", "variants", "out", "reference", "runs", "tta", "compare",
-               "split"}
+               "split", "cluster"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid: {sorted(allowed)}")
@@ -98,7 +106,10 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
     split = spec.get("split", "test")
     if split not in SPLIT_METRICS:
         raise ConfigError(f"{path}: split must be one of {sorted(SPLIT_METRICS)}, got {split!r}")
-    return Grid(name, root, runs, reference, tta, compare, split)
+    cluster = spec.get("cluster") or {}
+    if not isinstance(cluster, dict):
+        raise ConfigError(f"{path}: 'cluster' must be a mapping of job settings (partition, gpus, ...), got {cluster!r}")
+    return Grid(name, root, runs, reference, tta, compare, split, cluster)
 
 
 def last_validation(log_csv: Path) -> dict[str, float]:
@@ -113,7 +124,8 @@ def last_validation(log_csv: Path) -> dict[str, float]:
 
 def read_run(run_dir: Path, eval_name: str = "eval") -> dict:
     """One row: the run folder's final test metrics (plus per-class AP columns) and its last validation metrics
-    (VAL_METRICS), or its failure status."""
+    (VAL_METRICS), status "done"; or its status "failed", "interrupted" (a checkpoint, no evaluation) or "missing".
+    Everything comes from the run folder itself, so runs trained on many nodes are collected alike."""
     row: dict = {"run_dir": str(run_dir)}
     metrics_path = run_dir / eval_name / "metrics.json"
     if metrics_path.exists():
@@ -129,6 +141,8 @@ def read_run(run_dir: Path, eval_name: str = "eval") -> dict:
     elif (run_dir / "FAILED").exists():
         row["status"] = "failed"
         row["error"] = (run_dir / "FAILED").read_text(encoding="utf-8")[-500:]
+    elif (run_dir / "checkpoints" / "latest.json").exists():
+        row["status"] = "interrupted"  # stopped after a checkpoint: the next start of the grid resumes it
     else:
         row["status"] = "missing"
     return row
@@ -216,18 +230,11 @@ def competitors(frame: pd.DataFrame, reference: dict[str, list[str]] | None) -> 
 
 
 def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: tuple[str, ...] | list[str] = (),
-             dry_run: bool = False) -> pd.DataFrame | None:
-    """Train each run in turn (`python <train_script> <run args> <extra_overrides>`, one subprocess each).
+             dry_run: bool = False, processes: int = 1) -> pd.DataFrame | None:
+    """Train each run in turn in this process's machine (run_one: one `tools/train.py` subprocess each).
 
-    An unfinished run (failed or interrupted) starts over (--overwrite); a run whose eval/metrics.json exists
-    is skipped, unless its train_args.json records other arguments (then ConfigError: a shared or reused folder
-    never silently stands for another setting), and so is one that another grid is on (spml.utils.lock's grid lock,
-    held from this check until the run's training has ended: the same grid started twice) or that another
-    training holds; a failing run leaves FAILED (the end of its stderr) in its folder and the grid goes on; every
-    run's output goes to train_output.txt, its time to seconds.txt.
-    A progress bar counts the runs (the runs' own output stays in their files).
-    Returns one row per run (variant, seed, read_run), or None after a dry run, which only prints the
-    `accelerate launch` commands.
+    A progress bar counts the runs (the runs' own output stays in their files). Returns one row per run (variant,
+    seed, read_run), or None after a dry run, which only prints the `accelerate launch` commands.
     """
     if dry_run:
         for run in runs:
@@ -236,65 +243,170 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
     bar = tqdm(runs, desc="grid", unit="run", dynamic_ncols=True)
     for run in bar:
         bar.set_postfix_str(f"{run.variant} seed {run.seed}")
-        train_args = run.train_args() + list(extra_overrides)
-        if finished(run, train_args):  # a finished folder is left untouched, no lock file written into it
-            continue
-        try:
-            with RunLock(run.run_dir, lock_file=GRID_LOCK_FILE):
-                if finished(run, train_args):  # by the grid that held the lock until a moment ago
-                    continue
-                busy = in_use(run.run_dir)  # a training started by hand on the same folder: leave it alone
-                if busy:
-                    tqdm.write(f"[busy] {run.variant} seed {run.seed}: {busy}")
-                    continue
-                train_run(run, train_args, train_script)
-        except RunFolderLocked as held:
-            tqdm.write(f"[busy] {run.variant} seed {run.seed}: {held}")
+        run_one(run, run.train_args() + list(extra_overrides), train_script, processes)
     bar.close()
     return grid_rows(runs)
 
 
-def finished(run: PlannedRun, train_args: list[str]) -> bool:
-    """Whether `run` has finished (eval/metrics.json; says "[skip]"); ConfigError when it finished with other
-    train arguments than `train_args`: a shared or reused folder never silently stands for another setting."""
+def run_one(run: PlannedRun, train_args: list[str], train_script: str | Path, processes: int = 1,
+            started: Callable[[subprocess.Popen], None] | None = None) -> str:
+    """Bring one run of a grid to its end: the one code path of every launcher (a local grid calls it for each run
+    in turn, a cluster job for its run, spml.experiments.launch).
+
+    A run whose eval/metrics.json exists is skipped, unless its train_args.json records other arguments (then
+    ConfigError: a shared or reused folder never silently stands for another setting), and so is one that another
+    grid is on (spml.utils.lock's grid lock, held from this check until the run's training has ended: the same grid
+    started twice, on one machine or on several nodes sharing the folder) or that another training holds. Otherwise
+    train_run trains it: an interrupted run with a checkpoint and the same arguments resumes, any other starts over.
+
+    Args:
+        run: the planned run.
+        train_args: its tools/train.py arguments (run.train_args() plus the grid's extra overrides).
+        train_script: tools/train.py.
+        processes: training processes on this machine (> 1: torchrun --standalone, one per GPU).
+        started: called with the training subprocess once it runs (a cluster job keeps it to stop it on preemption).
+
+    Returns:
+        "finished" (skipped), "busy" (left to another process), or train_run's "done" | "failed" | "interrupted".
+    """
+    if finished(run, train_args):  # a finished folder is left untouched, no lock file written into it
+        return "finished"
+    try:
+        with RunLock(run.run_dir, lock_file=GRID_LOCK_FILE):
+            if finished(run, train_args):  # by the grid that held the lock until a moment ago
+                return "finished"
+            busy = in_use(run.run_dir)  # a training started by hand on the same folder: leave it alone
+            if busy:
+                tqdm.write(f"[busy] {run.variant} seed {run.seed}: {busy}")
+                return "busy"
+            outcome = train_run(run, train_args, train_script, processes, started)
+            write_run_result(run)
+            return outcome
+    except RunFolderLocked as held:
+        tqdm.write(f"[busy] {run.variant} seed {run.seed}: {held}")
+        return "busy"
+
+
+def finished(run: PlannedRun, train_args: list[str], quiet: bool = False) -> bool:
+    """Whether `run` has finished (eval/metrics.json; says "[skip]" unless `quiet`); ConfigError when it finished
+    with other train arguments than `train_args`: a shared or reused folder never silently stands for another
+    setting."""
     if not (run.run_dir / "eval" / "metrics.json").exists():
         return False
     recorded = run.run_dir / "train_args.json"
     if recorded.exists() and json.loads(recorded.read_text(encoding="utf-8")) != train_args:
         raise ConfigError(f"{run.run_dir}: finished with other train arguments ({recorded}) than "
                           f"{run.variant!r} seed {run.seed} asks for now; use another output folder")
-    tqdm.write(f"[skip] {run.variant} seed {run.seed}: finished ({run.run_dir})")
+    if not quiet:
+        tqdm.write(f"[skip] {run.variant} seed {run.seed}: finished ({run.run_dir})")
     return True
 
 
-def train_run(run: PlannedRun, train_args: list[str], train_script: str | Path) -> None:
-    """Train `run` into its folder (`python <train_script> <train_args> --overwrite`): train_args.json first,
-    then train_output.txt, and seconds.txt or FAILED (the end of its stderr)."""
-    tqdm.write(f"[run ] {run.variant} seed {run.seed} -> {run.run_dir}")
+def resumable(run: PlannedRun, train_args: list[str]) -> bool:
+    """Whether `run` was interrupted (a checkpoint, no FAILED) while training with `train_args`: it then resumes."""
+    recorded = run.run_dir / "train_args.json"
+    return ((run.run_dir / "checkpoints" / "latest.json").exists() and not (run.run_dir / "FAILED").exists()
+            and recorded.exists() and json.loads(recorded.read_text(encoding="utf-8")) == train_args)
+
+
+def interrupted_exit(code: int) -> bool:
+    """Whether a training's exit code means a stop signal (128 + N after its checkpoint, or killed by one): the run
+    resumes next time instead of counting as failed."""
+    return code < 0 or code > 128
+
+
+def train_command(train_script: str | Path, processes: int) -> list[str]:
+    """How a run's training starts: `python train.py`, or torchrun with `processes` local processes (one per GPU)."""
+    if processes <= 1:
+        return [sys.executable, str(train_script)]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+            str(train_script)]
+
+
+def ignore_time_warning() -> None:
+    """In the training process (before exec): ignore SIGUSR2, Slurm's warning before a time limit or preemption
+    (`--signal=USR2@N`, sent to every process of the job). The cluster job catches it and stops the training with
+    SIGTERM, which checkpoints; left at its default, SIGUSR2 would end the training without a checkpoint."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def train_run(run: PlannedRun, train_args: list[str], train_script: str | Path, processes: int = 1,
+              started: Callable[[subprocess.Popen], None] | None = None) -> str:
+    """Train `run` into its folder: `train.py --resume RUN` when it was interrupted with the same arguments
+    (resumable), else `train.py <train_args> --overwrite` after writing train_args.json. Its output (stdout and
+    stderr) goes to train_output.txt as it runs (appended, one header line per attempt); then seconds.txt (the
+    attempts' sum), FAILED (the output's end) or, after a stop signal (interrupted_exit), nothing: the next grid
+    resumes it. Returns "done", "failed" or "interrupted"."""
+    resume = resumable(run, train_args)
+    tqdm.write(f"[{'resu' if resume else 'run '}] {run.variant} seed {run.seed} -> {run.run_dir}")
     (run.run_dir / "FAILED").unlink(missing_ok=True)
-    write_text_atomic(run.run_dir / "train_args.json", json.dumps(train_args))
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(train_script), *train_args, "--overwrite"],
-                          capture_output=True, text=True)
-    (run.run_dir / "train_output.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
-    if proc.returncode != 0:
-        write_text_atomic(run.run_dir / "FAILED", proc.stderr[-4000:] or f"exit {proc.returncode}")
-        tqdm.write(f"[fail] {run.variant} seed {run.seed}: exit {proc.returncode}, see {run.run_dir}/FAILED")
+    seconds_file = run.run_dir / "seconds.txt"
+    earlier = float(seconds_file.read_text(encoding="utf-8")) if resume and seconds_file.exists() else 0.0
+    if resume:
+        args = ["--resume", str(run.run_dir)]
     else:
-        write_text_atomic(run.run_dir / "seconds.txt", f"{time.perf_counter() - start:.1f}\n")
+        write_text_atomic(run.run_dir / "train_args.json", json.dumps(train_args))
+        args = [*train_args, "--overwrite"]
+    output = run.run_dir / "train_output.txt"
+    start = time.perf_counter()
+    with open(output, "a" if resume else "w", encoding="utf-8") as log:
+        log.write(f"=== {'resume' if resume else 'start'} on {platform.node()} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
+                  " ===\n")
+        log.flush()
+        proc = subprocess.Popen([*train_command(train_script, processes), *args], stdout=log,
+                                stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=ignore_time_warning)  # noqa: PLW1509 (one signal call, no locks)
+        if started is not None:
+            started(proc)
+        code = proc.wait()
+    write_text_atomic(seconds_file, f"{earlier + time.perf_counter() - start:.1f}\n")
+    if code == 0:
+        return "done"
+    if interrupted_exit(code):
+        tqdm.write(f"[stop] {run.variant} seed {run.seed}: stopped (exit {code}); the next start resumes it")
+        return "interrupted"
+    write_text_atomic(run.run_dir / "FAILED", output.read_text(encoding="utf-8")[-4000:] or f"exit {code}")
+    tqdm.write(f"[fail] {run.variant} seed {run.seed}: exit {code}, see {run.run_dir}/FAILED")
+    return "failed"
 
 
 def run_counts(frame: pd.DataFrame) -> str:
-    """"N runs: X finished, Y failed, Z not run" for the rows of run_grid / grid_rows; FileNotFoundError when none
-    has finished (there is nothing to tabulate)."""
-    done, failed = (int((frame["status"] == status).sum()) for status in ("done", "failed"))
+    """"N runs: X finished, Y failed, Z not run" (", W of them interrupted" when some stopped after a checkpoint)
+    for the rows of run_grid / grid_rows; FileNotFoundError when none has finished (there is nothing to tabulate)."""
+    done, failed, stopped = (int((frame["status"] == status).sum()) for status in ("done", "failed", "interrupted"))
     not_run = len(frame) - done - failed
     if not done:
         folders = sorted({str(Path(path).parent.parent) for path in frame["run_dir"]})
         raise FileNotFoundError(f"none of the {len(frame)} selected runs has finished ({failed} failed, {not_run} not "
                                 f"run; looked for <run>/eval/metrics.json under {', '.join(folders)}); no results "
                                 "written")
-    return f"{len(frame)} runs: {done} finished, {failed} failed, {not_run} not run"
+    interrupted = f" ({stopped} of them interrupted: start the grid again to resume them)" if stopped else ""
+    return f"{len(frame)} runs: {done} finished, {failed} failed, {not_run} not run{interrupted}"
+
+
+def write_run_result(run: PlannedRun) -> None:
+    """`<run>/result.csv` (RUN_RESULT): the run's row (variant, seed, read_run) as its training attempt left it,
+    written by the process that trained it, so results gathered from many nodes need no launcher's memory."""
+    with atomic_path(run.run_dir / RUN_RESULT) as temporary:
+        pd.DataFrame([{"variant": run.variant, "seed": run.seed, **read_run(run.run_dir)}]).to_csv(temporary,
+                                                                                                    index=False)
+
+
+def gather_results(frame: pd.DataFrame, folders: list[Path]) -> pd.DataFrame:
+    """A grid's rows (its results.csv, which a launcher wrote from the runs it knew) brought up to date with the run
+    results (RUN_RESULT files) under `folders` and in the rows' own run folders: a run's file replaces its row (it
+    is as new as the run), and runs missing from `frame` (results.csv written by one node while another trained
+    other seeds or variants) are added. Order: `frame`'s variants first, each variant's seeds in order."""
+    files = {path.resolve() for folder in folders for path in Path(folder).rglob(RUN_RESULT)}
+    files |= {(Path(run_dir) / RUN_RESULT).resolve() for run_dir in frame.get("run_dir", [])
+              if (Path(run_dir) / RUN_RESULT).exists()}
+    if not files:
+        return frame
+    runs = pd.concat([pd.read_csv(path) for path in sorted(files)], ignore_index=True)
+    merged = pd.concat([runs, frame], ignore_index=True).drop_duplicates(["variant", "seed"], keep="first")
+    order = {variant: i for i, variant in enumerate(pd.concat([frame["variant"], runs["variant"]]).drop_duplicates())}
+    rank = merged["variant"].map(order) * (merged["seed"].max() + 1) + merged["seed"]
+    return merged.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
 
 
 def grid_rows(runs: list[PlannedRun]) -> pd.DataFrame:

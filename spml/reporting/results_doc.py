@@ -23,7 +23,14 @@ from typing import Callable
 
 import pandas as pd
 
-from spml.experiments.grid import SPLIT_METRICS, aggregate, competitors, metric_label, report_sections
+from spml.experiments.grid import (
+    SPLIT_METRICS,
+    aggregate,
+    competitors,
+    gather_results,
+    metric_label,
+    report_sections,
+)
 
 PLACEHOLDER = re.compile(r"\{\{(grid|mean|recovery|diff):([^}|]+)(?:\|([^}]+))?\}\}")
 
@@ -138,14 +145,16 @@ def render(template: str, folder: Path, link_prefix: str = "results/") -> Render
 
 
 def collect(name: str, grid_folder: Path, folder: Path) -> tuple[Path, Path]:
-    """Copy a grid folder's results.csv and results.json to `<folder>/<name>.csv|json` (what render reads)."""
+    """A grid folder's results to `<folder>/<name>.csv|json` (what render reads): results.json as it is, results.csv
+    brought up to date with the run results under the grid folder and in its rows' run folders (one result.csv per
+    run, written on the node that trained it; spml.experiments.grid.gather_results), so a grid whose runs trained on
+    many nodes is collected whole even when each node wrote results.csv from its own runs."""
     folder.mkdir(parents=True, exist_ok=True)
-    copies = []
-    for suffix in ("csv", "json"):
-        source = grid_folder / f"results.{suffix}"
+    sources = [grid_folder / f"results.{suffix}" for suffix in ("csv", "json")]
+    for source in sources:
         if not source.exists():
             raise FileNotFoundError(f"{source}: run the grid first (tools/ablate.py or tools/masking_experiment.py)")
-        target = folder / f"{name}.{suffix}"
-        target.write_bytes(source.read_bytes())
-        copies.append(target)
-    return copies[0], copies[1]
+    csv, meta = folder / f"{name}.csv", folder / f"{name}.json"
+    gather_results(pd.read_csv(sources[0]), [grid_folder]).to_csv(csv, index=False)
+    meta.write_bytes(sources[1].read_bytes())
+    return csv, meta

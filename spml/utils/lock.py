@@ -13,6 +13,14 @@ started twice trains each run once: the training's own lock is taken only second
 start it. A POSIX lock belongs to the process: open the file
 only through RunLock (closing any other descriptor of it would drop the lock), and a process does not conflict
 with itself.
+
+Several nodes sharing one grid folder (cluster jobs, spml.experiments.launch) rely on the file system to hold these
+locks for all of them. POSIX record locks are kept by the file server on NFSv4 (and NFSv3 with lockd), Lustre
+mounted with `flock`, GPFS/Spectrum Scale, BeeGFS (with global file locks), CephFS and on any local file system; a
+holder that dies loses its lock there too (its lease or client eviction), so no stale lock files exist.
+They are node-local, i.e. useless across nodes, on Lustre mounted with `localflock` and NFS mounted with `nolock`
+or `local_lock=posix|all`; Lustre without either flock option refuses them. shared_lock_problem reads the mount
+options of a folder and names those cases, and a cluster launch refuses such a folder.
 """
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ import fcntl
 import json
 import os
 import socket
+import struct
 import sys
 import time
 import warnings
@@ -99,6 +108,67 @@ def in_use(run_dir: str | Path) -> str | None:
             return None
     except RunFolderLocked as locked:
         return str(locked)
+
+
+def held(path: str | Path) -> bool | None:
+    """Whether another process holds a lock on the lock file `path` now (F_GETLK: a test that takes no lock, so it
+    never makes a process that tries to lock at that moment back off). False when the file does not exist; None
+    where the test is not available (not Linux, or a file system without POSIX locks)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        # struct flock on Linux: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid
+        query = struct.pack("@hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        answer = fcntl.fcntl(descriptor, fcntl.F_GETLK, query)
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+    return struct.unpack("@hhqqi", answer)[0] != fcntl.F_UNLCK
+
+
+def mount_of(path: str | Path, mounts: str) -> tuple[str, str, set[str]] | None:
+    """(mount point, file system type, options) of the mount holding `path` among `mounts` (/proc/mounts lines:
+    device, mount point, type, options, ...): the longest mount point that is a prefix of the resolved path."""
+    resolved = Path(os.path.realpath(path))
+    best = None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        point = Path(fields[1].replace("\\040", " "))
+        if (resolved == point or point in resolved.parents) and (best is None or len(str(point)) > len(str(best[0]))):
+            best = (str(point), fields[2], set(fields[3].split(",")))
+    return best
+
+
+def shared_lock_problem(path: str | Path, mounts: str | None = None) -> str | None:
+    """Why the POSIX locks of RunLock would not keep several nodes apart in `path` (a folder, existing or to be
+    created), or None when the file system shares them or is not known
+    to be a problem. `mounts`: /proc/mounts' text (read when None; None is returned where it does not exist)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text(encoding="utf-8")
+        except OSError:
+            return None
+    found = mount_of(Path(path).absolute(), mounts)
+    if found is None:
+        return None
+    point, kind, options = found
+    where = f"{point} ({kind}, mounted with {','.join(sorted(options))})"
+    if kind == "lustre" and "localflock" in options:
+        return (f"{where}: Lustre's localflock keeps file locks on each node, so two nodes could train one run; "
+                "ask for a `flock` mount or put the grid on a file system that shares locks")
+    if kind == "lustre" and "flock" not in options:
+        return f"{where}: Lustre without the `flock` mount option refuses file locks; ask for a `flock` mount"
+    if kind.startswith("nfs") and ("nolock" in options or options & {"local_lock=posix", "local_lock=all"}):
+        return (f"{where}: this NFS mount keeps file locks on each client (nolock / local_lock), so two nodes could "
+                "train one run; use a mount with server-side locks (the NFS default)")
+    return None
 
 
 def holder() -> dict[str, object]:

@@ -191,3 +191,38 @@ def test_the_real_nih_samples_random_val_split_is_warned():
     assert warned["val_prevalence_shift"]["classes"] == shifted and "Pneumothorax" in shifted
     few = [name for name in bundle.classes if 0 < (val[name] == 1).sum() < 5]
     assert warned["few_val_positives"]["classes"] == few
+
+
+# ------------------------------------------------------------------------------------- CheXpert official test set
+def test_chexpert_official_split_with_the_test_set_is_train_valid_test(tmp_path):
+    """test_labels.csv (one row per study) beside train.csv: data.split=official takes train.csv as train, valid.csv
+    as val and the test studies' images, each with its study's labels, as test."""
+    from tests.cxr_files import write_chexpert_test
+
+    root = write_chexpert(tmp_path / "chexpert")
+    labels = write_chexpert_test(root).set_index("Study")
+    config = load_config([], ["data.dataset=chexpert", f"data.root={root}", "data.split=official",
+                              "data.views=[frontal]"]).data
+    table, split = read_split(config)
+    frame = table.frame.assign(split=split)
+    train, valid = (pd.read_csv(root / name) for name in ("train.csv", "valid.csv"))
+    for name, file in (("train", train), ("val", valid)):  # as the files give them, frontal views only
+        frontal = file.loc[file["Frontal/Lateral"] == "Frontal", "Path"].str.split("/", n=1).str[1]
+        assert sorted(frame.loc[frame["split"] == name, "path"]) == sorted(str(root / p) for p in frontal)
+    test = frame[frame["split"] == "test"]
+    on_disk = sorted(str(p) for p in (root / "test").rglob("*_frontal.jpg"))
+    assert sorted(test["path"]) == on_disk and len(on_disk) >= len(labels)  # every frontal image of every study
+    for path, row in zip(test["path"], test[list(table.classes)].to_numpy()):
+        study = "CheXpert-v1.0/" + str(Path(path).parent.relative_to(root))
+        np.testing.assert_array_equal(row, labels.loc[study, list(table.classes)].to_numpy(dtype=float))
+    assert set(test["study_id"]) == {s.split("/", 2)[2] for s in labels.index}  # patientNNNNN/studyN
+    for extra in (root / "test" / "patient64741" / "study1").iterdir():
+        extra.unlink()
+    with pytest.raises(DataError, match=r"test_labels.csv: data row 1 .*column 'Study': no image file"):
+        read_split(config)
+    (root / "test_labels.csv").unlink()  # without the test set: valid.csv is the test split, val comes from train
+    table, split = read_split(config)
+    assert sorted(table.frame["path"][split == "test"]) == sorted(
+        str(root / p.split("/", 1)[1]) for p in valid.loc[valid["Frontal/Lateral"] == "Frontal", "Path"])
+    assert (split == "val").any() and set(table.frame["path"][split == "val"]) <= {
+        str(root / p.split("/", 1)[1]) for p in train["Path"]}

@@ -1,7 +1,9 @@
-"""CheXpert(-v1.0-small): train.csv / valid.csv with 1/0/-1/blank observations, paths under the root."""
+"""CheXpert(-v1.0-small): train.csv / valid.csv with 1/0/-1/blank observations, paths under the root; the official
+test set's test_labels.csv (one row per study: Study + the observations) joined to the study folders' images."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +20,10 @@ CLASSES = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opa
 COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 PREFIX = r"^CheXpert-v1\.0(?:-small)?/"
 ORIENTATIONS = {"frontal": "Frontal", "lateral": "Lateral"}  # data.views entries for Frontal/Lateral
+# The 500-study test set whose labels are public: one row per study (Study = test/patientNNNNN/studyN, optionally
+# prefixed CheXpert-v1.0/), its images in that folder under the root (view1_frontal.jpg, view2_lateral.jpg, ...).
+TEST_FILES = ("test_labels.csv", "test_labels.csv.gz")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def view_filter(frame: pd.DataFrame, views: tuple[str, ...], file: str) -> np.ndarray:
@@ -37,8 +43,16 @@ def view_filter(frame: pd.DataFrame, views: tuple[str, ...], file: str) -> np.nd
 
 def read_file(file: str, root: str, classes: Sequence[str], views: Sequence[str], allow_outside_root: bool,
               split: str | None) -> tuple[LabelTable, np.ndarray]:
-    """One CheXpert CSV -> (unfiltered LabelTable, view filter); arguments as read_chexpert's."""
+    """One CheXpert CSV (train.csv / valid.csv layout) -> (unfiltered LabelTable, view filter); arguments as
+    read_chexpert's."""
     frame, digest = read_csv(file, COLUMNS)
+    return read_frame(frame, digest, file, root, classes, views, allow_outside_root, split)
+
+
+def read_frame(frame: pd.DataFrame, digest: str, file: str, root: str, classes: Sequence[str], views: Sequence[str],
+               allow_outside_root: bool, split: str | None) -> tuple[LabelTable, np.ndarray]:
+    """The rows of a CheXpert label file (COLUMNS + observations, as strings) -> (unfiltered LabelTable, view
+    filter); `split` fills the table's official split column."""
     classes = select_classes(classes, [c for c in frame.columns if c not in COLUMNS], CLASSES)
     relative = frame["Path"].str.strip().str.replace(PREFIX, "", regex=True)
     paths = resolve_image_paths(frame["Path"].str.strip(), root, file, "Path", allow_outside_root, relative)
@@ -62,11 +76,40 @@ def read_file(file: str, root: str, classes: Sequence[str], views: Sequence[str]
         frame, tuple(views), file)
 
 
+def study_images(file: str, root: str) -> tuple[pd.DataFrame, str]:
+    """The official test file (`Study` + the observations, one row per study) joined to its images: one row per
+    image file (IMAGE_SUFFIXES) in <root>/<Study>/ (the CheXpert-v1.0 prefix removed), in the train.csv layout
+    (Path; Frontal/Lateral from the file name, "lateral" in it or else Frontal; AP/PA, Sex, Age unknown) with the
+    study's labels. A study without an image file is a DataError naming its row.
+
+    Returns:
+        (frame of strings, sha256 of the test file's bytes).
+    """
+    frame, digest = read_csv(file, ("Study",))
+    rows, paths, orientations = [], [], []
+    for row, study in enumerate(frame["Study"].str.strip()):
+        relative = re.sub(PREFIX, "", study).strip("/")
+        folder = os.path.join(root, relative)
+        names = sorted(name for name in os.listdir(folder) if name.lower().endswith(IMAGE_SUFFIXES)) \
+            if os.path.isdir(folder) else []
+        if not names:
+            raise row_error(file, row + 1, "Study", f"no image file ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+        for name in names:
+            rows.append(row)
+            paths.append(f"{relative}/{name}")
+            orientations.append("Lateral" if "lateral" in name.lower() else "Frontal")
+    images = frame.drop(columns="Study").iloc[rows].reset_index(drop=True)
+    meta = pd.DataFrame({"Path": paths, "Sex": "", "Age": "", "Frontal/Lateral": orientations, "AP/PA": ""})
+    return pd.concat([meta, images], axis=1), digest
+
+
 @READERS.register("chexpert")
 def read_chexpert(root: str = "", labels: str = "", views: Sequence[str] = (), classes: Sequence[str] = (),
                   official_split: bool = False, allow_outside_root: bool = False) -> LabelTable:
-    """CheXpert train.csv -> LabelTable (1/0/-1/blank); with `official_split` valid.csv (beside it) is added as
-    the test split (the official validation set; data.split=official then carves val from train).
+    """CheXpert train.csv -> LabelTable (1/0/-1/blank). With `official_split` the files beside it give the split:
+    with the official test set's test_labels.csv (TEST_FILES; study_images) train.csv is train, valid.csv val and
+    the test set test; without it valid.csv is the test split (data.split=official then carves val from the
+    train patients).
 
     Args:
         root: the folder the CSV's paths are relative to (after the CheXpert-v1.0(-small)/ prefix); "" = the
@@ -74,7 +117,7 @@ def read_chexpert(root: str = "", labels: str = "", views: Sequence[str] = (), c
         labels: train.csv(.gz); "" = root/train.csv.
         views: "frontal"/"lateral" filter Frontal/Lateral, others (AP, PA, ...) filter AP/PA; empty keeps all.
         classes: the findings to read, in this order; empty = CLASSES.
-        official_split: add valid.csv as the test split and write the official_split column.
+        official_split: read the split files beside `labels` and write the official_split column.
         allow_outside_root: accept image paths that resolve outside `root`.
 
     Returns:
@@ -89,8 +132,16 @@ def read_chexpert(root: str = "", labels: str = "", views: Sequence[str] = (), c
     folder = os.path.dirname(os.path.abspath(file))
     valid_file = first_existing([os.path.join(folder, n) for n in ("valid.csv", "valid.csv.gz")],
                                 "CheXpert valid.csv (the official split's test set)", "data.split")
-    train, train_keep = read_file(file, root, classes, views, allow_outside_root, "train")
-    test, test_keep = read_file(valid_file, root, classes, views, allow_outside_root, "test")
-    frame = pd.concat([train.frame[train_keep], test.frame[test_keep]], ignore_index=True)
-    check_paths(frame["path"], f"{file} + {valid_file}", "Path")
+    test_file = next((path for path in (os.path.join(folder, n) for n in TEST_FILES) if os.path.isfile(path)), None)
+    args = (root, classes, views, allow_outside_root)
+    parts = [read_file(file, *args, "train"), read_file(valid_file, *args, "val" if test_file else "test")]
+    if test_file:
+        parts.append(read_frame(*study_images(test_file, root), test_file, *args, "test"))
+    train = parts[0][0]
+    for table, _ in parts[1:]:
+        if table.classes != train.classes:
+            raise DataError(f"{table.source} has the classes {list(table.classes)}, {train.source} has "
+                            f"{list(train.classes)}: the split files must name the same observations")
+    frame = pd.concat([table.frame[keep] for table, keep in parts], ignore_index=True)
+    check_paths(frame["path"], " + ".join(table.source for table, _ in parts), "Path")
     return LabelTable(frame, train.classes, train.source, train.source_hash)
