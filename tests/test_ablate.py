@@ -204,7 +204,7 @@ def test_debug_launcher_job_is_checkpointed_requeued_and_resumes(tmp_path):
 
 def test_dry_run_lists_jobs_with_gpu_hours_and_the_sbatch_script(tmp_path):
     from spml.config import load_config
-    from spml.data.build import read_split
+    from spml.factories.data import read_split
 
     grid = write_grid(tmp_path, "  - {name: full, overrides: [mode=supervised]}\n"
                                 "  - {name: MPC, overrides: []}\n", reference="{}",

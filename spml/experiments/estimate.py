@@ -56,7 +56,7 @@ def read_throughput(path: str | Path | None) -> Throughput:
 
 def split_sizes(config, cache: dict[str, tuple[int, int, int]]) -> tuple[int, int, int]:
     """(train, val, test) images of `config`'s data as training splits it (read once per distinct data config)."""
-    from spml.data.build import read_split
+    from spml.factories.data import read_split
 
     key = repr(config.data)
     if key not in cache:
