@@ -45,7 +45,8 @@ def test_timm_pretrained_path_loads_the_file_with_timms_first_conv_adaptation(tm
 def test_names_resolve_to_sources_and_normalisation():
     assert parse_weights("resnet10t", "") is None and parse_weights("resnet10t", False) is None
     yaml_true = load_config([], ["model.pretrained=true"]).model.pretrained  # YAML's boolean
-    assert parse_weights("resnet10t", yaml_true).tag == parse_weights("resnet10t", "imagenet").tag == "resnet10t.c3_in1k"
+    assert parse_weights("resnet10t", yaml_true).tag == parse_weights("resnet10t", "imagenet").tag
+    assert parse_weights("resnet10t", "imagenet").tag == "resnet10t.c3_in1k"
     assert parse_weights("densenet121", "imagenet").tag == "densenet121.ra_in1k"  # timm's default tag
     spec = parse_weights("densenet121", "densenet121.tv_in1k")
     assert (spec.source, spec.tag) == ("timm", "densenet121.tv_in1k")
