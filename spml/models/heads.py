@@ -196,7 +196,8 @@ def read_prototypes(path: str, num_classes: int, embedding_dim: int) -> Tensor:
     """
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"prototype file {file} does not exist")
+        raise FileNotFoundError(f"prototype file {file} does not exist (write it with tools/make_prototypes.py, e.g. "
+                                "--encoder dmis-lab/biobert-v1.1, or set model.prototypes= for a random start)")
     if file.suffix == ".npy":
         prototypes = torch.from_numpy(np.load(file, allow_pickle=False).astype(np.float32))
     elif file.suffix in (".pt", ".pth"):

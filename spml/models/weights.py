@@ -180,7 +180,7 @@ def unavailable(spec: WeightsSpec, looked_in: Path, why: str) -> WeightsUnavaila
     return WeightsUnavailable(
         f"model.pretrained={spec.name}: {why}; looked in {looked_in}. On a machine with internet run "
         f"`{FETCH_HINT} {spec.name if spec.source != 'timm' or spec.name not in IMAGENET else spec.tag}` (or "
-        f"`{FETCH_HINT} <your config.yaml>`) with the same HF_HOME / TORCH_HOME, then set what it prints here")
+        f"`{FETCH_HINT} <your config.yaml>`) with the same HF_HOME / TORCH_HOME, then set what it prints here.")
 
 
 def hub_file(spec: WeightsSpec, repo: str, filenames: tuple[str, ...], download: bool) -> Path:
