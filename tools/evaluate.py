@@ -3,9 +3,9 @@ r"""Evaluate a run: `python tools/evaluate.py runs/<name> [--tta] [--checkpoint 
 Writes metrics.json, per_class.csv, roc.png and pr.png into runs/<name>/eval[-tta][-val][-study-max|-image][-Nclasses]/.
 Runs under `accelerate launch` too (each sample is scored exactly once across processes).
 
-Operating points and calibration (docs/explainability.md): per-class thresholds and temperatures are fitted
+Operating points and calibration (docs/explainability.md): per-class calibration maps and thresholds are fitted
 on the val split's predictions of the evaluated weights (eval.threshold_rule, eval.target_sensitivity,
-eval.temperature; override them as eval.threshold_rule=f1 ...) into <out>/thresholds.json (predict.py
+eval.calibration; override them as eval.threshold_rule=f1 ...) into <out>/thresholds.json (predict.py
 --thresholds reads it); <out> gets operating_points.csv (sensitivity, specificity, PPV, F1 with bootstrap
 intervals), calibration.csv, reliability.csv and reliability.png. --heatmaps N adds N test images per class
 with their heatmaps (<out>/heatmaps/); --pointing-game (synthetic set) scores every known-positive test entry.
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         from spml.engine.trainer import build_accelerator
         from spml.factories import check_eval_config, load_model
         from spml.factories.artifact import run_config
+        from spml.factories.priors import class_priors
         from spml.factories.training import split_explainer
         from spml.utils.lock import RunLock
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 tta = list(model.tta_views) if args.tta else []
                 record = fit_operating_points(val_predictions, list(bundle.classes), settings,
                                               out / "thresholds.json", model.metadata["source"]["checkpoint_dir"],
-                                              tta=tta)
+                                              tta=tta, priors=class_priors(config, bundle))  # issue 24
                 model.tta = False  # heatmaps explain the plain model
                 explainer = split_explainer(model, dataset, frame, config.data, bundle.classes)
                 diagnosis = diagnose(out, predictions, list(bundle.classes),

@@ -33,6 +33,7 @@ from spml.engine.logger import RunLogger
 from spml.engine.trainer import Trainer, build_accelerator
 from spml.factories.artifact import model_spec
 from spml.factories.components import build_objective, build_optimizer, build_scheduler, config_key
+from spml.factories.priors import class_priors
 from spml.factories.stats import data_stats
 from spml.utils.io import write_json_atomic, write_text_atomic
 from spml.models import InferenceModel, build_ema
@@ -60,6 +61,20 @@ def check_train_config(config: Config) -> None:
                           "images; keep model.in_chans=1 (pretrained RGB stems are adapted to one channel)")
     if config.eval.tta and not config.augment.tta:
         raise ConfigError("eval.tta=true needs at least one view in augment.tta")
+    best_metric(config)
+
+
+def best_metric(config: Config) -> str:
+    """The validation metric that chooses the best checkpoint: train.best_metric, where auto is val/mAP with a
+    fully labelled val split and val/observed_auroc under data.mask_val (issue 24: a single-positive val split
+    supports the ranking of its observed positives, not a mAP that counts hidden positives as negatives)."""
+    metric = config.train.best_metric
+    if metric == "val/observed_auroc" and not config.data.mask_val:
+        raise ConfigError("train.best_metric=val/observed_auroc needs a single-positive val split (data.mask_val=true);"
+                          " with full val labels use val/mAP or val/mean_auroc (or auto)")
+    if metric == "auto":
+        return "val/observed_auroc" if config.data.mask_val else "val/mAP"
+    return metric
 
 
 def check_eval_config(config: EvalConfig, classes: tuple[str, ...] | list[str], frame: pd.DataFrame | None = None) -> None:
@@ -159,7 +174,8 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
         callbacks.append(ema)
         evaluated = ema.average.module
     scored = inference_model(evaluated, model_spec(config, bundle.classes))  # what evaluation and export score
-    validation = Validation(scored, val_loader, bundle.classes, train.eval_every, train.best_metric)
+    validation = Validation(scored, val_loader, bundle.classes, train.eval_every, best_metric(config),
+                            single_positive=data.mask_val)
     callbacks.append(validation)
     if train.patience:
         callbacks.append(EarlyStopping(validation, train.patience))
@@ -199,11 +215,13 @@ def final_diagnosis(model: InferenceModel, bundle: DataBundle, config: Config, s
     def diagnose_run(val: dict, test: dict, eval_classes: list) -> dict:
         classes = list(bundle.classes)
         checkpoint = ckpt.read_pointer(run_dir / "checkpoints", "latest").name
-        record = fit_operating_points(val, classes, settings, thresholds_path(run_dir), checkpoint)
+        record = fit_operating_points(val, classes, settings, thresholds_path(run_dir), checkpoint,
+                                      priors=class_priors(config, bundle))  # issue 24: prior-based under mask_val
         explainer = split_explainer(model, bundle.test, bundle.frames["test"], config.data, classes)
         with evaluating(model):  # the classifier is shared with the objective, which trained in train mode
             summary = diagnose(run_dir / "eval", test, classes, eval_classes, record, settings, explainer,
                                config.train.seed)
+        summary["best_metric"] = best_metric(config)  # what chose the `best` checkpoint
         print(diagnosis_line(summary, record, thresholds_path(run_dir)))
         return summary
 
