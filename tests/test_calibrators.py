@@ -3,6 +3,7 @@
 ordinary Platt, the PU rates of fully observed labels are the ROC), generating parameters, monotonicity, and the
 hidden-label shuffle test of the prior-based procedures."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,3 +179,27 @@ def test_best_metric_auto_follows_the_val_labels():
     assert best_metric(load_config([], ["data.mask_val=true"])) == "val/observed_auroc"
     with pytest.raises(ConfigError, match="data.mask_val"):
         best_metric(load_config([], ["train.best_metric=val/observed_auroc"]))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_mask_val_run_calibrates_and_thresholds_from_priors(tiny_config):
+    """data.mask_val=true end to end: the best checkpoint by val/observed_auroc, calibration and thresholds from the
+    observed val positives and the priors (one given, the others estimated), all named in the run's records."""
+    from spml.factories import build_trainer
+
+    config = tiny_config("spml", "data.mask_val=true", "spml.objective=loss", "loss.name=em", "train.epochs=1",
+                         "data.mask_no_positive=keep", "data.class_priors={Effusion: 0.2}")
+    trainer = build_trainer(config)
+    try:
+        trainer.fit()
+    finally:
+        trainer.accelerator.end_training()
+    out = Path(config.train.out)
+    record = json.loads((out / "thresholds.json").read_text())
+    assert record["calibration"]["fitted_on"].startswith("val split's observed positives and class priors")
+    assert record["priors"]["source"]["Effusion"] == "given" and record["priors"]["values"]["Effusion"] == 0.2
+    assert record["priors"]["source"]["Mass"] == "estimated" and "k x the class's share" in record["priors"]["how"]
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["best_metric"] == "val/observed_auroc" and metrics["class_priors"] == record["priors"]
+    assert "positive-unlabelled" in metrics["probabilities"] and np.isfinite(metrics["ece_calibrated"])
+    assert "val/observed_auroc" in (out / "log.csv").read_text()

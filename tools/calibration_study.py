@@ -2,7 +2,7 @@
 
     python tools/calibration_study.py --out runs/calibration_study --seeds 0 1 2 \
         --scheme single_positive --scheme frequent_first
-    python tools/results_doc.py --collect-table calibration_protocols=runs/calibration_study
+    python tools/results_doc.py --collect calibration_protocols=runs/calibration_study
 
 Per seed and masking scheme, one training of configs/quickstart.yaml with the EM loss alone (seed = train.seed,
 data.split_seed and data.synthetic.seed, as in the ablation grids) records every epoch's val and test
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scheme", action="append", default=[], help="masking scheme(s) (default single_positive)")
     parser.add_argument("--train-only", action="store_true", help="record the trainings, do not evaluate")
+    parser.add_argument("--machine", default="", help="the machine, in words, for results.json")
     parser.add_argument("overrides", nargs="*", help="dotted overrides for every training")
     args = parser.parse_intermixed_args(argv)
 
@@ -60,9 +61,17 @@ def main(argv: list[str] | None = None) -> int:
 
         frame = evaluate_study(out, schemes, args.seeds)
         frame.to_csv(out / "results.csv", index=False)
+        metrics = ["test_mAP", "ece_raw", "ece_calibrated", "sensitivity", "specificity", "epoch"]
+        views = [{"title": f"{scheme} masking, eval.calibration=platt", "where": {"scheme": scheme,
+                                                                                "calibration": "platt"},
+                  "rows": ["protocol"], "metrics": metrics} for scheme in schemes]
+        views += [{"title": f"{scheme} masking: test ECE after each eval.calibration", "where": {"scheme": scheme},
+                   "rows": ["protocol", "calibration"], "metrics": ["ece_calibrated", "brier_calibrated",
+                                                                    "sensitivity", "specificity"]}
+                  for scheme in schemes]
         meta = {"command": "python tools/calibration_study.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                "seeds": args.seeds, "schemes": schemes, "configs": configs,
-                "overrides": [*STUDY_OVERRIDES, *args.overrides]}
+                "seeds": args.seeds, "schemes": schemes, "configs": configs, "machine": args.machine,
+                "overrides": [*STUDY_OVERRIDES, *args.overrides], "views": views}
         (out / "results.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         print(frame.to_string(index=False))
         print(f"wrote {out / 'results.csv'}")

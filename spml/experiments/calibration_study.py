@@ -27,6 +27,10 @@ import pandas as pd
 from spml.config import Config
 from spml.engine.callbacks import Callback, Validation
 from spml.engine.loader import make_eval_loader
+from spml.evaluation.calibration import choose_thresholds, operating_points, reliability
+from spml.evaluation.calibrators import brier, fit_calibrator
+from spml.evaluation.metrics import evaluate_predictions
+from spml.evaluation.positive_unlabeled import choose_pu_thresholds, estimate_priors, fit_pu_calibrator
 from spml.evaluation.scoring import predict_split
 
 RECORD = "epochs.npz"
@@ -87,5 +91,78 @@ def read_record(path: str | Path) -> dict[str, Any]:
         return {key: data[key] for key in data.files}
 
 
-def study_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+PROTOCOLS = ("oracle", "single positive + priors", "single positive + audited priors", "assume negative")
+
+
+def _choose_epoch(val_probs: np.ndarray, targets: np.ndarray, known: np.ndarray, classes: list[str],
+                  metric: str) -> int:
+    """The epoch (0-based) a protocol's best checkpoint would be: the first with the highest `metric` (mAP or
+    mean_auroc) of its val predictions against `targets` / `known`."""
+    values = [evaluate_predictions(probs, targets, known, classes).summary[metric] for probs in val_probs]
+    return int(np.nanargmax(values))
+
+
+def replay(record: dict[str, Any], protocol: str, method: str, rule: str = "youden",
+           min_positives: int = 10) -> dict[str, Any]:
+    """One protocol on one recorded training: its checkpoint (epoch), calibration (`method`) and thresholds
+    (`rule`) from the val split as the protocol sees it, then the test split's numbers at that epoch: mAP and mean
+    AUROC, macro ECE and Brier score of the raw and the calibrated probabilities, macro sensitivity and
+    specificity at the thresholds.
+
+    Protocols: "oracle" (full val labels: checkpoint by val mAP); "single positive + priors" (data.mask_val with
+    this change: checkpoint by val/observed_auroc, prior-based calibration and thresholds with estimated priors);
+    "single positive + audited priors" (the same with the priors given: the val split's true prevalences, as a
+    small audit would give them); "assume negative" (the single-positive val split with every unobserved entry a
+    negative, as data.mask_val did before: checkpoint by that val mAP, calibration and thresholds on those labels).
+    """
+    classes = [str(c) for c in record["classes"]]
+    val_probs, observed = record["val_probs"], record["val_observed"]
+    everything = np.ones_like(observed)
+    if protocol == "oracle":
+        epoch = _choose_epoch(val_probs, record["val_targets"], record["val_known"], classes, "mAP")
+        calibrator = fit_calibrator(val_probs[epoch], record["val_targets"], record["val_known"], classes, method,
+                                    min_positives)
+        thresholds = choose_thresholds(calibrator.apply(val_probs[epoch]), record["val_targets"], record["val_known"],
+                                       rule)
+    elif protocol.startswith("single positive"):
+        epoch = _choose_epoch(val_probs, observed, everything, classes, "mean_auroc")  # val/observed_auroc
+        if protocol == "single positive + priors":
+            train = record["train_observed"]
+            priors = estimate_priors(train.sum(0), int(train.any(1).sum()), float(record["expected_positives"]))
+        else:
+            full = (record["val_targets"] > 0.5) & record["val_known"]
+            priors = np.clip(full.sum(0) / record["val_known"].sum(0), 1e-4, 1 - 1e-4)
+        calibrator = fit_pu_calibrator(val_probs[epoch], observed, priors, classes, method, min_positives)
+        thresholds = choose_pu_thresholds(calibrator.apply(val_probs[epoch]), observed, priors, rule)
+    elif protocol == "assume negative":
+        epoch = _choose_epoch(val_probs, observed, everything, classes, "mAP")
+        calibrator = fit_calibrator(val_probs[epoch], observed, everything, classes, method, min_positives)
+        thresholds = choose_thresholds(calibrator.apply(val_probs[epoch]), observed, everything, rule)
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {list(PROTOCOLS)}")
+    test, targets, known = record["test_probs"][epoch], record["test_targets"], record["test_known"]
+    calibrated = calibrator.apply(test)
+    scored = evaluate_predictions(test, targets, known, classes).summary
+    points = operating_points(calibrated, targets, known, thresholds, classes)
+    return {"protocol": protocol, "calibration": method, "epoch": epoch + 1, "test_mAP": scored["mAP"],
+            "test_mean_auroc": scored["mean_auroc"],
+            "ece_raw": float(reliability(test, targets, known, classes)[1]["ece"].mean()),
+            "ece_calibrated": float(reliability(calibrated, targets, known, classes)[1]["ece"].mean()),
+            "brier_raw": float(np.nanmean(brier(test, targets, known))),
+            "brier_calibrated": float(np.nanmean(brier(calibrated, targets, known))),
+            "sensitivity": float(points["sensitivity"].mean()), "specificity": float(points["specificity"].mean()),
+            "fallback_classes": len(calibrator.fallback)}
+
+
+def evaluate_study(out: str | Path, schemes: list[str], seeds: list[int],
+                   methods: tuple[str, ...] = ("none", "temperature", "platt", "isotonic")) -> pd.DataFrame:
+    """Every protocol x calibration method on every recorded training <out>/<scheme>/seed<N>/epochs.npz: one row
+    each (replay's numbers plus scheme and seed)."""
+    rows = []
+    for scheme in schemes:
+        for seed in seeds:
+            record = read_record(Path(out) / scheme / f"seed{seed}" / RECORD)
+            for protocol in PROTOCOLS:
+                for method in methods:
+                    rows.append({"scheme": scheme, "seed": seed, **replay(record, protocol, method)})
     return pd.DataFrame(rows)

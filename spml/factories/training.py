@@ -22,7 +22,7 @@ from spml.data.dataset import record_left_out
 from spml.data.table import DataError
 from spml.data.synthetic import lesion_masks
 from spml.evaluation.diagnostics import (DiagnosticSettings, Explainer, diagnose, diagnosis_line, fit_operating_points,
-                              settings_from, thresholds_path)
+                              settings_from, thresholds_path, update_metrics)
 from spml.engine import checkpoint as ckpt
 from spml.engine.banner import run_banner
 from spml.engine.callbacks import (EMA, BadImageReport, Callback, Checkpoint, EarlyStopping, FinalEvaluation,
@@ -221,7 +221,8 @@ def final_diagnosis(model: InferenceModel, bundle: DataBundle, config: Config, s
         with evaluating(model):  # the classifier is shared with the objective, which trained in train mode
             summary = diagnose(run_dir / "eval", test, classes, eval_classes, record, settings, explainer,
                                config.train.seed)
-        summary["best_metric"] = best_metric(config)  # what chose the `best` checkpoint
+        summary["best_metric"] = best_metric(config)  # what chose the `best` checkpoint (issue 24)
+        update_metrics(run_dir / "eval", {"best_metric": summary["best_metric"]})
         print(diagnosis_line(summary, record, thresholds_path(run_dir)))
         return summary
 
