@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -61,15 +62,15 @@ def main(argv: list[str] | None = None) -> int:
 
         frame = evaluate_study(out, schemes, args.seeds)
         frame.to_csv(out / "results.csv", index=False)
-        metrics = ["test_mAP", "ece_raw", "ece_calibrated", "sensitivity", "specificity", "epoch"]
+        metrics = ["test_mAP", "ece_raw", "ece_calibrated", "prevalence_gap", "sensitivity", "specificity", "epoch"]
         views = [{"title": f"{scheme} masking, eval.calibration=platt", "where": {"scheme": scheme,
                                                                                 "calibration": "platt"},
                   "rows": ["protocol"], "metrics": metrics} for scheme in schemes]
         views += [{"title": f"{scheme} masking: test ECE after each eval.calibration", "where": {"scheme": scheme},
                    "rows": ["protocol", "calibration"], "metrics": ["ece_calibrated", "brier_calibrated",
-                                                                    "sensitivity", "specificity"]}
+                                                                    "prevalence_gap", "sensitivity", "specificity"]}
                   for scheme in schemes]
-        meta = {"command": "python tools/calibration_study.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        meta = {"command": "python tools/calibration_study.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
                 "seeds": args.seeds, "schemes": schemes, "configs": configs, "machine": args.machine,
                 "overrides": [*STUDY_OVERRIDES, *args.overrides], "views": views}
         (out / "results.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")

@@ -106,8 +106,9 @@ def replay(record: dict[str, Any], protocol: str, method: str, rule: str = "youd
            min_positives: int = 10) -> dict[str, Any]:
     """One protocol on one recorded training: its checkpoint (epoch), calibration (`method`) and thresholds
     (`rule`) from the val split as the protocol sees it, then the test split's numbers at that epoch: mAP and mean
-    AUROC, macro ECE and Brier score of the raw and the calibrated probabilities, macro sensitivity and
-    specificity at the thresholds.
+    AUROC, macro ECE and Brier score of the raw and the calibrated probabilities, the mean over classes of
+    |mean calibrated probability - prevalence| (prevalence_gap), macro sensitivity and specificity at the
+    thresholds.
 
     Protocols: "oracle" (full val labels: checkpoint by val mAP); "single positive + priors" (data.mask_val with
     this change: checkpoint by val/observed_auroc, prior-based calibration and thresholds with estimated priors);
@@ -144,12 +145,14 @@ def replay(record: dict[str, Any], protocol: str, method: str, rule: str = "youd
     calibrated = calibrator.apply(test)
     scored = evaluate_predictions(test, targets, known, classes).summary
     points = operating_points(calibrated, targets, known, thresholds, classes)
+    prevalence = ((targets > 0.5) & known).sum(0) / known.sum(0)
     return {"protocol": protocol, "calibration": method, "epoch": epoch + 1, "test_mAP": scored["mAP"],
             "test_mean_auroc": scored["mean_auroc"],
             "ece_raw": float(reliability(test, targets, known, classes)[1]["ece"].mean()),
             "ece_calibrated": float(reliability(calibrated, targets, known, classes)[1]["ece"].mean()),
             "brier_raw": float(np.nanmean(brier(test, targets, known))),
             "brier_calibrated": float(np.nanmean(brier(calibrated, targets, known))),
+            "prevalence_gap": float(np.mean(np.abs(np.where(known, calibrated, 0).sum(0) / known.sum(0) - prevalence))),
             "sensitivity": float(points["sensitivity"].mean()), "specificity": float(points["specificity"].mean()),
             "fallback_classes": len(calibrator.fallback)}
 
