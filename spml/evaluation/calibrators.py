@@ -22,7 +22,8 @@ isotonic maps are non-decreasing and can tie scores, which can change them sligh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -67,7 +68,7 @@ class ClassMap:
                                       for k, v in self.params.items()}}
 
     @classmethod
-    def from_json(cls, record: dict[str, Any]) -> "ClassMap":
+    def from_json(cls, record: dict[str, Any]) -> ClassMap:
         record = dict(record)
         kind = record.pop("kind")
         return cls(kind, {k: (np.asarray(v, dtype=np.float64) if isinstance(v, list) else float(v))
@@ -99,7 +100,7 @@ class Calibrator:
                 "fallback": dict(self.fallback), "maps": [m.to_json() for m in self.maps]}
 
     @classmethod
-    def from_json(cls, record: dict[str, Any]) -> "Calibrator":
+    def from_json(cls, record: dict[str, Any]) -> Calibrator:
         if record.get("format") != CALIBRATOR_FORMAT:
             raise ValueError(f"not a calibrator record (format {record.get('format')!r}, {CALIBRATOR_FORMAT!r} "
                              "expected)")
@@ -107,7 +108,7 @@ class Calibrator:
                    dict(record.get("fallback", {})))
 
     @classmethod
-    def identity(cls, num_classes: int, fitted_on: str = "") -> "Calibrator":
+    def identity(cls, num_classes: int, fitted_on: str = "") -> Calibrator:
         return cls("none", (IDENTITY,) * num_classes, fitted_on)
 
     @property
