@@ -7,6 +7,7 @@ from sklearn.metrics import confusion_matrix, f1_score, roc_curve
 
 from spml.evaluation.calibration import (apply_temperature, choose_thresholds, fit_temperature, operating_points,
                               read_thresholds, reliability, save_thresholds)
+from spml.evaluation.calibrators import IDENTITY, Calibrator, ClassMap
 
 
 def sampled(n=20000, temperature=1.0, seed=0):
@@ -107,10 +108,13 @@ def test_operating_points_match_sklearn_and_bracket_with_bootstrap():
 
 
 def test_thresholds_file_round_trip_and_mismatches(tmp_path):
-    path = save_thresholds(tmp_path / "thresholds.json", ["a", "b"], np.array([0.3, np.nan]), np.array([1.5, 1.0]),
-                           "youden", 0.9, "per_class", "step-0000010", "val")
+    calibrator = Calibrator("temperature", (ClassMap("temperature", {"temperature": 1.5}), IDENTITY))
+    path = save_thresholds(tmp_path / "thresholds.json", ["a", "b"], np.array([0.3, np.nan]), calibrator.to_json(),
+                           "youden", 0.9, "step-0000010", "val")
     record = read_thresholds(path, ["a", "b"], checkpoint="step-0000010", tta=[])
     assert record["threshold"][0] == 0.3 and np.isnan(record["threshold"][1])
+    p = np.array([[0.2, 0.7], [0.9, 0.1]])
+    assert np.allclose(record["calibrator"].apply(p), np.stack([apply_temperature(p[:, :1], [1.5])[:, 0], p[:, 1]], 1))
     assert json.loads(path.read_text())["threshold"][1] is None
     with pytest.raises(ValueError, match="classes"):
         read_thresholds(path, ["a", "c"])
@@ -124,3 +128,15 @@ def test_roc_curve_candidates_include_every_distinct_score():
     # choose_thresholds relies on roc_curve(drop_intermediate=False) listing every distinct score
     y, p = np.array([0, 1, 0, 1, 1]), np.array([0.1, 0.4, 0.4, 0.8, 0.9])
     assert set(roc_curve(y, p, drop_intermediate=False)[2][1:]) == set(np.unique(p))
+
+
+def test_a_thresholds_file_of_the_first_format_reads_as_temperature_calibration(tmp_path):
+    path = tmp_path / "thresholds.json"  # as spml wrote it before eval.calibration (format 1)
+    path.write_text(json.dumps({"format": "spml-thresholds-1", "classes": ["a", "b"], "rule": "youden",
+                                "target_sensitivity": None, "temperature_mode": "per_class",
+                                "checkpoint": "step-0000010", "tta": [], "fitted_on": "val",
+                                "threshold": [0.4, None], "temperature": [2.0, 1.0]}))
+    record = read_thresholds(path, ["a", "b"])
+    assert record["calibrator"].method == "temperature" and record["priors"] is None
+    p = np.array([[0.2, 0.7]])
+    assert np.allclose(record["calibrator"].apply(p), apply_temperature(p, [2.0, 1.0]))

@@ -9,7 +9,8 @@ import pytest
 from spml.config import Config, ConfigError, load_config
 from spml.config.legacy import REMOVED
 from spml.objectives import BASE_TERMS, CONSISTENCY, TARGETS, THRESHOLDS
-from spml.evaluation.calibration import RULES, TEMPERATURES
+from spml.evaluation.calibration import RULES
+from spml.evaluation.calibrators import METHODS
 from spml.data.splits import SPLIT_SCHEMES
 from spml.evaluation.heatmaps import HEATMAP_METHODS
 from tests.conftest import REPO
@@ -73,7 +74,7 @@ def test_mpc_choices_are_exactly_the_registered_strategies():
     choices = {key: set(values) for key, values, _ in LITERALS}
     assert choices["data.split"] == set(SPLIT_SCHEMES.names())
     assert choices["eval.heatmap_method"] == set(HEATMAP_METHODS.names())
-    assert choices["eval.threshold_rule"] == set(RULES) and choices["eval.temperature"] == set(TEMPERATURES)
+    assert choices["eval.threshold_rule"] == set(RULES) and choices["eval.calibration"] == set(METHODS)
     assert mpc["spml.mpc.base_after_warmup"] == set(BASE_TERMS.names())
 
 
@@ -108,7 +109,9 @@ def test_a_run_folder_saved_by_an_earlier_spml_loads_as_the_same_run(tmp_path):
         load_config([run / "config.yaml"])  # as a plain config file its old keys are errors ...
     config = load_config(run_dir=run)  # ... as a run folder's record it is upgraded
     # the quick start then and now: the same run (today's also scores the test split with TTA at the end)
-    today = load_config([REPO / "configs" / "quickstart.yaml"], ["train.out=/tmp/qs_baseline", "eval.tta=false"])
+    # (train.best_metric: the old record says val/mAP, what today's auto is without data.mask_val)
+    today = load_config([REPO / "configs" / "quickstart.yaml"], ["train.out=/tmp/qs_baseline", "eval.tta=false",
+                                                                  "train.best_metric=val/mAP"])
     assert config == today
     assert (config.spml.objective, config.loss.name, config.spml.mpc.red) == ("mpc", "em", True)
 

@@ -103,6 +103,31 @@ def test_predict_reads_an_exported_model_like_its_run(trained, tmp_path):
     assert pd.read_csv(tmp_path / "a.csv").equals(pd.read_csv(tmp_path / "b.csv"))
 
 
+def test_calibrated_probabilities_round_trip_through_export_and_load_model(trained, tmp_path):
+    """load_model(calibrated=True) gives the run's calibrated probabilities from the run folder and from the export
+    alike: sigmoid of the logits through the calibrator that thresholds.json records as JSON numbers."""
+    run, _, _ = trained
+    tool("export")([str(run), "--out", str(tmp_path / "model")])
+    record = json.loads((tmp_path / "model" / "thresholds.json").read_text())  # plain JSON, no pickle
+    assert record["calibration"]["format"] == "spml-calibrator-1" and len(record["calibration"]["maps"]) == 10
+    images = torch.randint(0, 256, (6, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    exported, from_run = load_model(tmp_path / "model", calibrated=True), load_model(run, calibrated=True)
+    from spml.evaluation.calibrators import Calibrator
+
+    calibrator = Calibrator.from_json(record["calibration"])
+    with torch.no_grad():
+        expected = calibrator.apply(torch.sigmoid(load_model(run)(images)).numpy())
+        assert np.allclose(exported(images).numpy(), expected, atol=1e-6)
+        assert torch.equal(exported(images), from_run(images))
+    assert exported.classes == from_run.classes and np.array_equal(exported.thresholds, from_run.thresholds,
+                                                                   equal_nan=True)
+    with pytest.raises(ValueError, match="TTA views"):  # the calibration belongs to the predictions it was fitted on
+        load_model(run, tta=True, calibrated=True)
+    (tmp_path / "model" / "thresholds.json").unlink()
+    with pytest.raises(FileNotFoundError, match="calibrated=True"):
+        load_model(tmp_path / "model", calibrated=True)
+
+
 def test_a_damaged_or_missing_model_is_refused(trained, tmp_path, capsys):
     run, _, _ = trained
     tool("export")([str(run), "--out", str(tmp_path / "model")])

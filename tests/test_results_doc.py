@@ -51,6 +51,22 @@ def test_placeholders_are_filled_from_the_csv(tmp_path):
     assert (tmp_path / "results" / "core_paired.png").stat().st_size > 1000
 
 
+def test_a_study_table_gives_mean_and_std_over_seeds_per_view(tmp_path):
+    frame = pd.DataFrame([{"scheme": scheme, "protocol": protocol, "seed": seed, "ece": ece + seed / 100}
+                          for scheme in ("uniform", "biased") for protocol, ece in (("oracle", 0.02), ("AN", 0.3))
+                          for seed in range(3)])
+    frame.to_csv(tmp_path / "study.csv", index=False)
+    (tmp_path / "study.json").write_text(json.dumps({
+        "command": "python tools/calibration_study.py", "seeds": [0, 1, 2], "machine": "2 cores",
+        "views": [{"title": "uniform masking", "where": {"scheme": "uniform"}, "rows": ["protocol"],
+                   "metrics": ["ece"]}]}))
+    text = render("{{table:study}}", tmp_path).text
+    assert "Command: `python tools/calibration_study.py`. Seeds: 0-2. Machine: 2 cores." in text
+    assert "| protocol | ece | seeds |" in text and "**uniform masking**" in text
+    assert f"| oracle | 0.030 ± {np.std([0.02, 0.03, 0.04], ddof=1):.3f} | 3 |" in text
+    assert "| AN | 0.310 ± 0.010 | 3 |" in text and text.count("| oracle |") == 1  # only the view's rows
+
+
 def test_unknown_variant_or_grid_is_a_clear_error(tmp_path):
     write_grid(tmp_path)
     with pytest.raises(ValueError, match="has no variant 'ROLE'"):

@@ -10,9 +10,11 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
-from spml.evaluation.calibration import apply_temperature, choose_thresholds
+from spml.evaluation.calibration import choose_thresholds
+from spml.evaluation.calibrators import fit_calibrator
 from spml.config import load_config
 from spml.factories.data import build_data, synthetic_spec
 from spml.data.synthetic import Phantoms, lesion_masks
@@ -27,7 +29,7 @@ from tests.conftest import REPO, TINY
 
 pytestmark = pytest.mark.filterwarnings("ignore:class\\(es\\).*no known positive:UserWarning")
 SECTIONS = ("summary", "data", "training", "results", "plots", "heatmaps", "config")
-SHARED = [*TINY, "data.size=64", "eval.bootstrap=50", "eval.heatmaps=2", "eval.temperature=per_class",
+SHARED = [*TINY, "data.size=64", "eval.bootstrap=50", "eval.heatmaps=2", "eval.calibration=platt",
           "eval.pointing_game=true", "eval.report=true"]
 
 
@@ -64,13 +66,17 @@ def test_operating_points_are_fitted_on_the_val_split_and_stored_with_the_run(ru
     out, _ = run
     record = json.loads((out / "thresholds.json").read_text())
     assert record["checkpoint"] == ckpt.read_pointer(out / "checkpoints", "latest").name
-    assert record["rule"] == "youden" and record["temperature_mode"] == "per_class" and record["tta"] == []
-    # refit from the val split's predictions of the final weights: the stored thresholds, not the test split's
+    assert record["rule"] == "youden" and record["calibration"]["method"] == "platt" and record["tta"] == []
+    # refit from the val split's predictions of the final weights: the stored calibration and thresholds, not the
+    # test split's
     config = run_config(out)
     bundle = build_data(config)
     predictions = predict_split(load_model(out), make_eval_loader(bundle.val, config.data.eval_batch_size),
                                 build_accelerator())
-    scaled = apply_temperature(predictions["probs"], record["temperature"])
+    calibrator = fit_calibrator(predictions["probs"], predictions["targets"], predictions["known"],
+                                list(bundle.classes), "platt")
+    assert json.loads(json.dumps(calibrator.to_json())) == record["calibration"]
+    scaled = calibrator.apply(predictions["probs"])
     expected = choose_thresholds(scaled, predictions["targets"], predictions["known"], "youden")
     stored = np.array([np.nan if t is None else t for t in record["threshold"]])
     assert np.allclose(stored, expected, equal_nan=True)
@@ -81,9 +87,41 @@ def test_operating_points_are_fitted_on_the_val_split_and_stored_with_the_run(ru
     assert len(scored) and (scored["sensitivity_ci_low"] <= scored["sensitivity"]).all()
     assert (scored["sensitivity"] <= scored["sensitivity_ci_high"]).all()
     calibration = pd.read_csv(out / "eval" / "calibration.csv")
-    assert {"ece_raw", "ece_scaled", "temperature"} <= set(calibration.columns)
+    assert {"ece_raw", "ece_calibrated", "brier_raw", "brier_calibrated", "map", "fallback"} <= set(calibration.columns)
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["ece"] == pytest.approx(calibration["ece_raw"].mean())
+    assert metrics["ece_calibrated"] == pytest.approx(calibration["ece_calibrated"].mean())
+    assert metrics["calibration"] == "platt" and "known labels" in metrics["probabilities"]
+    fell_back = calibration.loc[calibration["fallback"].notna(), "class"].tolist()
+    assert sorted(metrics["calibration_fallback"]) == sorted(fell_back)  # listed in both places
+    assert metrics["best_metric"] == "val/mAP"
+
+
+def test_calibrated_test_probabilities_agree_with_the_prevalence(run):
+    """The SPML loss leaves the raw probabilities far above the findings' frequencies; the calibrated ones that
+    load_model(calibrated=True) (and so predict.py) gives have, per class, a mean on the test split within the
+    sampling error of the two prevalences of that tiny run (the calibration is fitted on val, tens of images):
+    |mean calibrated probability - test prevalence| <= 3 sqrt(p (1 - p) (1 / n_val + 1 / n_test)), p the pooled
+    prevalence. The raw probabilities miss that bound for most classes."""
+    out, _ = run
+    config = run_config(out)
+    bundle = build_data(config)
+    model = load_model(out, calibrated=True)
+    loader = make_eval_loader(bundle.test, config.data.eval_batch_size)
+    test = predict_split(model.model, loader, build_accelerator())
+    probs = model.calibrator.apply(test["probs"])
+    images = next(iter(loader))["image"]
+    assert np.allclose(model(images).numpy(), probs[:len(images)], atol=1e-6)  # the model's output is that map
+    known, positive = test["known"], test["targets"] > 0.5
+    val_known, val_positive = bundle.val.known.numpy(), bundle.val.targets.numpy() > 0.5
+    n_test, n_val = known.sum(0), val_known.sum(0)
+    prevalence = (positive & known).sum(0) / n_test
+    pooled = ((positive & known).sum(0) + (val_positive & val_known).sum(0)) / (n_test + n_val)
+    tolerance = 3 * np.sqrt(pooled * (1 - pooled) * (1 / n_val + 1 / n_test))
+    gap = np.abs(np.where(known, probs, 0).sum(0) / n_test - prevalence)
+    raw_gap = np.abs(np.where(known, test["probs"], 0).sum(0) / n_test - prevalence)
+    assert (gap <= tolerance).all(), (gap, tolerance)
+    assert (raw_gap > tolerance).mean() > 0.5, (raw_gap, tolerance)
 
 
 def test_heatmap_gallery_and_pointing_game_against_the_finding_masks(run):
@@ -159,8 +197,16 @@ def test_predict_writes_decisions_beside_probabilities_and_overlays(run, tmp_pat
                 tmp_path / "maps", "--heatmap-top", "2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "img/s" in proc.stderr and "decisions at the youden thresholds" in proc.stdout
+    assert "probabilities: platt calibration per class" in proc.stdout
     frame = pd.read_csv(tmp_path / "p.csv")
     record = json.loads((out / "thresholds.json").read_text())
+    from spml.data.images import Intensity, load_gray
+
+    model = load_model(out, calibrated=True)  # predict.py's probabilities are the calibrated model's
+    batch = torch.from_numpy(np.stack([load_gray(p, model.image_size, Intensity.from_settings(
+        model.metadata["data"])) for p in sorted(tmp_path.glob("*.png"))]))[:, None]
+    with torch.no_grad():
+        assert np.allclose(frame[list(model.classes)].to_numpy(), model(batch).numpy(), atol=2e-6)
     for name, threshold in zip(record["classes"], record["threshold"]):
         column = list(frame.columns).index(name)
         assert frame.columns[column + 1] == f"{name}_decision"  # beside its probability
@@ -186,7 +232,8 @@ def test_report_tool_writes_a_page_and_refuses_other_folders(run, tmp_path):
 
 @pytest.mark.parametrize("override, named", [("eval.heatmap_method=lime", "integrated_gradients"),
                                              ("eval.threshold_rule=accuracy", "youden"),
-                                             ("eval.temperature=platt", "per_class")])
+                                             ("eval.calibration=beta", "isotonic"),
+                                             ("eval.temperature=per_class", "eval.calibration")])
 def test_bad_eval_choices_stop_before_anything_is_written(tmp_path, override, named):
     proc = tool("train.py", override, f"train.out={tmp_path / 'run'}")
     assert proc.returncode == 2 and override.split("=")[0] in proc.stderr and named in proc.stderr

@@ -10,8 +10,9 @@ Writes a CSV (path + one probability column per finding, each followed by its de
 not scored, <out stem>_not_scored.csv (path, reason). Decisions use the run's operating points
 (<run>/thresholds.json, fitted on the val split at the end of training; docs/explainability.md) or --thresholds
 FILE (e.g. <run>/eval-tta/thresholds.json from tools/evaluate.py RUN --tta); the file must have been fitted for
-the checkpoint and TTA views used here. With temperature scaling in that file the probabilities written are the
-scaled ones. A run without thresholds.json gets probabilities only (said on the console).
+the checkpoint and TTA views used here. The probabilities written are calibrated by that file's calibrator
+(eval.calibration, fitted on the val split; the console says how); a run without thresholds.json gets the raw
+model probabilities and no decisions (said on the console).
 --heatmaps DIR writes, per image, DIR/<number>_<name>.png: the image and the heatmaps of its --heatmap-top most
 probable findings (column `heatmap` of the CSV names the file).
 """
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
         from tqdm.auto import tqdm
 
-        from spml.evaluation.calibration import apply_temperature, read_thresholds
+        from spml.evaluation.calibration import read_thresholds
+        from spml.evaluation.calibrators import describe
         from spml.data.images import ImageError, Intensity, check_image, load_gray
         from spml.data.table import DataError
         from spml.factories import load_model
@@ -171,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             batch = torch.from_numpy(np.stack(images))[:, None]
             with torch.no_grad():
                 batch_probs = torch.sigmoid(model(batch)).numpy()
-            if record is not None:
-                batch_probs = apply_temperature(batch_probs, record["temperature"])
+            if record is not None:  # the run's calibration (issue 24): the probabilities written are calibrated
+                batch_probs = record["calibrator"].apply(batch_probs)
             if args.heatmaps:
                 first = len(scored) - len(images)
                 overlays.extend(write_overlays(model, batch, batch_probs, scored[first:], first, list(model.classes),
@@ -204,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.heatmaps:
             frame["heatmap"] = [str(p) for p in overlays]
         frame.to_csv(args.out, index=False, float_format="%.6f")
-        decided = f", decisions at the {record['rule']} thresholds of {thresholds_file}" if record else ""
+        decided = (f"; probabilities: {describe(record['calibrator'])}; decisions at the {record['rule']} thresholds "
+                   f"of {thresholds_file}" if record else "; raw (uncalibrated) probabilities")
         print(f"wrote {len(frame)} rows x {len(model.classes)} findings to {args.out}{decided}"
               + (f"; heatmaps in {args.heatmaps}" if args.heatmaps else ""))
         return 0

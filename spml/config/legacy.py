@@ -16,7 +16,11 @@ REMOVED = {
     "spml.params": "replaced by loss.params (the parameters of loss.name, MPC's base loss included)",
     "spml.mpc.base_loss": "replaced by loss.name (in spml mode it names MPC's base loss)",
     "spml.mpc.base_params": "replaced by loss.params",
+    "eval.temperature": "replaced by eval.calibration (none | temperature | global_temperature | platt | isotonic): "
+                        "eval.temperature=per_class -> eval.calibration=temperature, global -> global_temperature, "
+                        "none -> none",
 }
+TEMPERATURE_TO_CALIBRATION = {"none": "none", "per_class": "temperature", "global": "global_temperature"}
 
 
 def removed_key_message(dotted: str) -> str | None:
@@ -39,11 +43,15 @@ def upgrade_saved_config(data: dict[str, Any]) -> dict[str, Any]:
     spml.method=mpc with spml.mpc.base_loss/base_params becomes spml.objective=mpc with loss.name/params;
     any other spml.method becomes spml.objective=loss with loss.name=<method> and loss.params=spml.params
     (in spml mode; a supervised run keeps its loss); augment.elastic.enabled=false becomes spml.mpc.red=false;
-    name and eval.split are dropped. A config without those keys comes back unchanged.
+    eval.temperature becomes eval.calibration (per_class -> temperature, global -> global_temperature, none -> none:
+    the run's probabilities as it wrote them); name and eval.split are dropped. A config without those keys comes back unchanged.
     """
     data = copy.deepcopy(data)
     data.pop("name", None)
     section(data, "eval").pop("split", None)
+    if "temperature" in section(data, "eval"):
+        temperature = section(data, "eval").pop("temperature")
+        section(data, "eval")["calibration"] = TEMPERATURE_TO_CALIBRATION.get(temperature, temperature)
     spml, mpc = section(data, "spml"), section(data, "spml", "mpc")
     if section(data, "augment", "elastic").pop("enabled", True) is False:
         mpc["red"] = False

@@ -68,6 +68,9 @@ class DataConfig:
     mask_no_positive: Literal["drop", "keep"] = "drop"  # train rows with no certain positive under in-memory masking
     mask_params: dict[str, Any] = field(default_factory=dict)  # keyword arguments of mask_scheme (k, fraction)
     mask_val: bool = False  # also mask the val split (model selection on masked labels); test keeps full labels
+    # under mask_val: per-class prevalences {class: p} for the prior-based calibration and thresholds; classes not
+    # given are estimated (spml/evaluation/positive_unlabeled.py estimate_priors)
+    class_priors: dict[str, float] = field(default_factory=dict)
     missing: Literal["error", "drop"] = "error"  # image files that do not exist
     bad_images: Literal["error", "skip"] = "error"  # unreadable images: headers checked before training, the rest at decode
     bad_image_budget: int = 10  # max images skipped under bad_images=skip before the run fails
@@ -227,7 +230,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between "latest" checkpoints; 0 = end of each epoch only
     eval_every: int = 1  # epochs between validations
     log_every: int = 20  # steps between log lines (the only host syncs in the loop)
-    best_metric: Literal["val/mAP", "val/mean_auroc"] = "val/mAP"
+    # auto: val/mAP, or under data.mask_val val/observed_auroc (macro AUROC of the observed positives against the
+    # unobserved entries: a single-positive val split supports it, see docs/explainability.md)
+    best_metric: Literal["auto", "val/mAP", "val/mean_auroc", "val/observed_auroc"] = "auto"
     patience: int = 0  # stop after this many validations without a better best_metric; 0 = never stop early
     nonfinite: Literal["stop", "skip"] = "stop"  # non-finite loss/gradient: stop the run, or skip that step
 
@@ -241,7 +246,10 @@ class EvalConfig:
     # Operating points, calibration, heatmaps (spml/evaluation/diagnostics.py, docs/explainability.md); per image.
     threshold_rule: Literal["youden", "sensitivity", "f1"] = "youden"  # how each class's threshold is chosen on val
     target_sensitivity: float = 0.9  # threshold_rule=sensitivity: the sensitivity each threshold reaches on val
-    temperature: Literal["none", "per_class", "global"] = "none"  # temperature scaling fitted on the val split (NLL)
+    # post-hoc calibration per class fitted on the val split (spml/evaluation/calibrators.py): its known labels, or
+    # under data.mask_val its observed positives and data.class_priors (spml/evaluation/positive_unlabeled.py)
+    calibration: Literal["none", "temperature", "global_temperature", "platt", "isotonic"] = "platt"
+    calibration_min_positives: int = 10  # fewer val (observed) positives or negatives: the class's fit is pooled
     calibration_bins: int = 10  # equal-width probability bins of the reliability diagrams and the ECE
     heatmaps: int = 4  # test images per class in the final evaluation's heatmap gallery; 0 = none
     heatmap_method: Literal["gradcam", "guided_gradcam", "integrated_gradients"] = "gradcam"  # spml.evaluation.heatmaps (captum)

@@ -19,10 +19,11 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from spml.evaluation.metrics import resample_chunks
 
 RULES = ("youden", "sensitivity", "f1")  # eval.threshold_rule
-TEMPERATURES = ("none", "per_class", "global")  # eval.temperature
+TEMPERATURES = ("none", "per_class", "global")  # fit_temperature modes
 PROB_EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] before they become logits
 TEMPERATURE_RANGE = (0.05, 20.0)  # a fitted temperature stays inside this range
 THRESHOLDS_FILE = "thresholds.json"
+THRESHOLDS_FORMAT = "spml-thresholds-2"
 
 
 def _arrays(probs: Any, targets: Any, known: Any | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,7 +88,7 @@ def fit_temperature(probs: Any, targets: Any, known: Any | None, mode: str = "pe
     and a known negative keeps T = 1 (its NLL has no finite minimum).
     """
     if mode not in TEMPERATURES:
-        raise ValueError(f"eval.temperature={mode!r}; choose from {list(TEMPERATURES)}")
+        raise ValueError(f"temperature mode {mode!r}; choose from {list(TEMPERATURES)}")
     probs, positive, known = _arrays(probs, targets, known)
     logits = to_logits(probs)
     temperatures = np.ones(probs.shape[1])
@@ -206,33 +207,41 @@ def operating_points(probs: Any, targets: Any, known: Any | None, thresholds: An
     return table
 
 
-def save_thresholds(path: str | Path, classes: list[str], thresholds: np.ndarray, temperatures: np.ndarray,
-                    rule: str, target_sensitivity: float, temperature_mode: str, checkpoint: str,
-                    fitted_on: str, tta: tuple[str, ...] | list[str] = ()) -> Path:
-    """Write the operating points of a run (see read_thresholds for the format)."""
-    record = {"format": "spml-thresholds-1", "classes": list(classes), "rule": rule,
+def save_thresholds(path: str | Path, classes: list[str], thresholds: np.ndarray, calibration: dict[str, Any],
+                    rule: str, target_sensitivity: float, checkpoint: str, fitted_on: str,
+                    tta: tuple[str, ...] | list[str] = (), priors: dict[str, Any] | None = None) -> Path:
+    """Write the operating points of a run (see read_thresholds for the format). calibration: the calibrator's
+    JSON record (spml.evaluation.calibrators.Calibrator.to_json); priors: {values: {class: prior}, source: {class:
+    given | estimated}, how: text} when they were fitted from a single-positive split and class priors."""
+    record = {"format": THRESHOLDS_FORMAT, "classes": list(classes), "rule": rule,
               "target_sensitivity": target_sensitivity if rule == "sensitivity" else None,
-              "temperature_mode": temperature_mode, "checkpoint": checkpoint, "tta": list(tta),
-              "fitted_on": fitted_on,
+              "checkpoint": checkpoint, "tta": list(tta), "fitted_on": fitted_on,
               "threshold": [None if math.isnan(t) else float(t) for t in thresholds],
-              "temperature": [float(t) for t in temperatures]}
+              "calibration": calibration, "priors": priors}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2), encoding="utf-8")
     return path
 
 
+LEGACY_TEMPERATURE = {"none": "none", "per_class": "temperature", "global": "global_temperature"}
+
+
 def read_thresholds(path: str | Path, classes: list[str] | tuple[str, ...], checkpoint: str | None = None,
                     tta: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
-    """A thresholds.json: format, classes, rule, target_sensitivity, temperature_mode, checkpoint (the
-    checkpoint folder whose weights it was fitted for), tta (the test-time augmentation views of those
-    predictions, [] for none), fitted_on (split), threshold (C,) on the temperature-scaled probability
-    (null: no threshold), temperature (C,). Returned with numpy arrays (NaN for null). Classes that differ
-    from the model's, and (when given) another checkpoint or other TTA views than the predictions they are
-    to be applied to, are errors naming both: thresholds belong to the weights they were fitted for."""
+    """A thresholds.json: format, classes, rule, target_sensitivity, checkpoint (the checkpoint folder whose weights
+    it was fitted for), tta (the test-time augmentation views of those predictions, [] for none), fitted_on
+    (split), threshold (C,) on the calibrated probability (null: no threshold), calibration (the calibrator's
+    JSON record), priors (null unless fitted from class priors). Returned with `threshold` as a numpy array (NaN
+    for null) and `calibrator` (spml.evaluation.calibrators.Calibrator). A file of the first format
+    (spml-thresholds-1: per-class temperatures) reads as temperature calibration. Classes that differ from the
+    model's, and (when given) another checkpoint or other TTA views than the predictions they are to be applied
+    to, are errors naming both: thresholds belong to the weights they were fitted for."""
+    from spml.evaluation.calibrators import Calibrator, ClassMap
+
     path = Path(path)
     record = json.loads(path.read_text(encoding="utf-8"))
-    if record.get("format") != "spml-thresholds-1":
+    if record.get("format") not in (THRESHOLDS_FORMAT, "spml-thresholds-1"):
         raise ValueError(f"{path}: not a thresholds file (format {record.get('format')!r})")
     if tuple(record["classes"]) != tuple(classes):
         raise ValueError(f"{path}: thresholds for classes {record['classes']}, the model has {list(classes)}")
@@ -244,6 +253,11 @@ def read_thresholds(path: str | Path, classes: list[str] | tuple[str, ...], chec
         raise ValueError(f"{path} was fitted on predictions with TTA views {record['tta'] or 'none'}, these use "
                          f"{list(tta) or 'none'}: fit them with tools/evaluate.py RUN{' --tta' if tta else ''} and "
                          "pass that evaluation's thresholds.json")
+    if record["format"] == "spml-thresholds-1":  # temperatures of the first format: temperature calibration
+        method = LEGACY_TEMPERATURE[record.pop("temperature_mode")]
+        maps = tuple(ClassMap("temperature", {"temperature": float(t)}) for t in record.pop("temperature"))
+        record["calibration"] = Calibrator(method, maps, f"{record['fitted_on']} split's known labels").to_json()
+        record["priors"] = None
     record["threshold"] = np.array([math.nan if t is None else t for t in record["threshold"]], dtype=np.float64)
-    record["temperature"] = np.asarray(record["temperature"], dtype=np.float64)
+    record["calibrator"] = Calibrator.from_json(record["calibration"])
     return record

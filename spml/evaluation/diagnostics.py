@@ -2,8 +2,10 @@
 run), calibration on the test split, the heatmap gallery and, where the images come with finding masks (the
 synthetic set), the pointing game. Called by the end of training and by tools/evaluate.py.
 
-Everything here is per image and on the probabilities `tools/predict.py` writes: thresholds and temperatures
-are fitted on the validation split's image predictions for every class; calibration and operating points are
+Everything here is per image and on the probabilities `tools/predict.py` writes: the calibration
+(eval.calibration, spml.evaluation.calibrators) and then the thresholds are fitted on the validation split's image
+predictions for every class, on its known labels or, when the split holds single positives (data.mask_val), on its
+observed positives and the class priors (spml.evaluation.positive_unlabeled); calibration and operating points are
 reported for the evaluated classes (eval.classes), per image even when AUROC/AP are scored per study.
 """
 from __future__ import annotations
@@ -19,9 +21,10 @@ import pandas as pd
 from torch import nn
 from tqdm.auto import tqdm
 
-from spml.evaluation.calibration import (RULES, TEMPERATURE_RANGE, TEMPERATURES, THRESHOLDS_FILE, apply_temperature,
-                              choose_thresholds, fit_temperature, operating_points, read_thresholds, reliability,
-                              save_thresholds)
+from spml.evaluation.calibration import (RULES, TEMPERATURE_RANGE, THRESHOLDS_FILE, choose_thresholds,
+                                         operating_points, read_thresholds, reliability, save_thresholds)
+from spml.evaluation.calibrators import METHODS, brier, describe, fit_calibrator
+from spml.evaluation.positive_unlabeled import ClassPriors, choose_pu_thresholds, fit_pu_calibrator
 from spml.evaluation.heatmaps import HEATMAP_METHODS, gallery_figure, heatmaps
 from spml.utils.io import write_json_atomic
 from spml.evaluation.localization import pointing_game, pointing_table
@@ -48,7 +51,8 @@ class DiagnosticSettings:
 
     threshold_rule: str = "youden"
     target_sensitivity: float = 0.9
-    temperature: str = "none"
+    calibration: str = "platt"
+    calibration_min_positives: int = 10
     calibration_bins: int = 10
     bootstrap: int = 0
     heatmaps: int = 0
@@ -60,13 +64,14 @@ class DiagnosticSettings:
         """Fail on values no evaluation could use, naming the config key and the valid values (the choices are
         also checked by the config loader; these settings may come from plain code)."""
         for key, value, choices in (("threshold_rule", self.threshold_rule, RULES),
-                                    ("temperature", self.temperature, TEMPERATURES),
+                                    ("calibration", self.calibration, METHODS),
                                     ("heatmap_method", self.heatmap_method, HEATMAP_METHODS.names())):
             if value not in choices:
                 raise ValueError(f"eval.{key}={value!r}; choose from {list(choices)}")
         if not 0 < self.target_sensitivity <= 1:
             raise ValueError(f"eval.target_sensitivity={self.target_sensitivity}: must lie in (0, 1]")
         for key, value, least in (("calibration_bins", self.calibration_bins, 2), ("heatmaps", self.heatmaps, 0),
+                                  ("calibration_min_positives", self.calibration_min_positives, 1),
                                   ("pointing_tolerance", self.pointing_tolerance, 0), ("bootstrap", self.bootstrap, 0)):
             if value < least:
                 raise ValueError(f"eval.{key}={value}: must be at least {least}")
@@ -80,53 +85,76 @@ def settings_from(eval_config, **overrides) -> DiagnosticSettings:
 
 
 def fit_operating_points(val: dict[str, np.ndarray], classes: list[str], settings: DiagnosticSettings,
-                         path: str | Path, checkpoint: str, tta: tuple[str, ...] = (), split: str = "val") -> dict:
-    """Fit temperatures (settings.temperature) and then thresholds (settings.threshold_rule) on a split's
-    predictions {probs, targets, known (N, C)} for all `classes`, made by the weights of `checkpoint` (a
-    checkpoint folder name) with the TTA views `tta`; write them to `path` (thresholds.json). Returns the
-    record as read_thresholds gives it."""
-    temperatures = fit_temperature(val["probs"], val["targets"], val["known"], settings.temperature)
-    scaled = apply_temperature(val["probs"], temperatures)
-    thresholds = choose_thresholds(scaled, val["targets"], val["known"], settings.threshold_rule,
-                                   settings.target_sensitivity)
-    save_thresholds(path, classes, thresholds, temperatures, settings.threshold_rule, settings.target_sensitivity,
-                    settings.temperature, checkpoint, split, tta)
+                         path: str | Path, checkpoint: str, tta: tuple[str, ...] = (), split: str = "val",
+                         priors: ClassPriors | None = None) -> dict:
+    """Fit the calibration (settings.calibration) and then the thresholds (settings.threshold_rule, on the
+    calibrated probabilities) on a split's predictions {probs, targets, known (N, C)} for all `classes`, made by
+    the weights of `checkpoint` (a checkpoint folder name) with the TTA views `tta`; write them to `path`
+    (thresholds.json). With `priors` the split holds single positives (data.mask_val: its targets are the observed
+    positives, nothing else is a label): both are fitted from the observed positives and the priors
+    (spml.evaluation.positive_unlabeled) instead of reading unobserved entries as negatives. Returns the record as
+    read_thresholds gives it."""
+    if priors is None:
+        calibrator = fit_calibrator(val["probs"], val["targets"], val["known"], classes, settings.calibration,
+                                    settings.calibration_min_positives)
+        calibrated = calibrator.apply(val["probs"])
+        thresholds = choose_thresholds(calibrated, val["targets"], val["known"], settings.threshold_rule,
+                                       settings.target_sensitivity)
+    else:
+        observed = (val["targets"] > 0.5) & val["known"]
+        calibrator = fit_pu_calibrator(val["probs"], observed, priors.values, classes, settings.calibration,
+                                       settings.calibration_min_positives)
+        thresholds = choose_pu_thresholds(calibrator.apply(val["probs"]), observed, priors.values,
+                                          settings.threshold_rule, settings.target_sensitivity)
+    save_thresholds(path, classes, thresholds, calibrator.to_json(), settings.threshold_rule,
+                    settings.target_sensitivity, checkpoint, split, tta,
+                    None if priors is None else priors.to_json(classes))
     return read_thresholds(path, classes)
 
 
 def write_calibration(test: dict[str, np.ndarray], classes: list[str], eval_classes: list[str], record: dict,
                       settings: DiagnosticSettings, out_dir: str | Path, seed: int = 0) -> dict:
     """Calibration and operating points of a split's image predictions {probs, targets, known (N, C)} for
-    `eval_classes` (a subset of `classes`, the columns) into out_dir: calibration.csv (ECE per class, raw and
-    temperature-scaled), reliability.csv (the bins), reliability.png, operating_points.csv (sensitivity,
-    specificity, PPV, F1 at the stored thresholds with bootstrap intervals; settings.bootstrap resamples).
-    Returns summary numbers for metrics.json (macro ECE, the rule, the number of classes with a threshold)."""
+    `eval_classes` (a subset of `classes`, the columns) into out_dir: calibration.csv (ECE and Brier score per
+    class of the raw and the calibrated probabilities, the map, the fallback), reliability.csv (the bins of both),
+    reliability.png (both diagrams), operating_points.csv (sensitivity, specificity, PPV, F1 at the stored
+    thresholds, on the calibrated probabilities, with bootstrap intervals; settings.bootstrap resamples).
+    Returns summary numbers for metrics.json (macro ECE and Brier before and after, what the probabilities are,
+    the rule, the number of classes with a threshold)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = [classes.index(name) for name in eval_classes]
     probs, targets, known = (test[key][:, columns] for key in ("probs", "targets", "known"))
-    temperatures, thresholds = record["temperature"][columns], record["threshold"][columns]
-    scaled = apply_temperature(probs, temperatures)
+    calibrator, thresholds = record["calibrator"], record["threshold"][columns]
+    calibrated = calibrator.apply(test["probs"])[:, columns]
     bins, ece = reliability(probs, targets, known, eval_classes, settings.calibration_bins)
+    calibrated_bins, calibrated_ece = reliability(calibrated, targets, known, eval_classes, settings.calibration_bins)
     table = ece.rename(columns={"ece": "ece_raw"})
-    all_bins = bins.assign(probabilities="raw")
-    scaled_tables = None
-    if settings.temperature != "none":
-        scaled_tables = reliability(scaled, targets, known, eval_classes, settings.calibration_bins)
-        table["ece_scaled"] = scaled_tables[1]["ece"]
-        all_bins = pd.concat([all_bins, scaled_tables[0].assign(probabilities="scaled")])
-    table["temperature"] = temperatures
+    table["ece_calibrated"] = calibrated_ece["ece"]
+    table["brier_raw"], table["brier_calibrated"] = brier(probs, targets, known), brier(calibrated, targets, known)
+    table["map"] = [calibrator.maps[c].kind for c in columns]
+    table["fallback"] = [calibrator.fallback.get(name, "") for name in eval_classes]
     table.to_csv(out_dir / "calibration.csv", index=False)
-    all_bins.to_csv(out_dir / "reliability.csv", index=False)
-    plot_reliability(bins, ece, out_dir / "reliability.png", scaled_tables)
-    points = operating_points(scaled, targets, known, thresholds, eval_classes, settings.bootstrap, seed)
+    pd.concat([bins.assign(probabilities="raw"), calibrated_bins.assign(probabilities="calibrated")]).to_csv(
+        out_dir / "reliability.csv", index=False)
+    plot_reliability(bins, ece, out_dir / "reliability.png", (calibrated_bins, calibrated_ece),
+                     scaled_label=f"calibrated ({calibrator.method})")
+    points = operating_points(calibrated, targets, known, thresholds, eval_classes, settings.bootstrap, seed)
     points.to_csv(out_dir / "operating_points.csv", index=False)
-    summary = {"ece": float(np.nanmean(table["ece_raw"])) if table["ece_raw"].notna().any() else math.nan,
-               "threshold_rule": record["rule"], "temperature": record["temperature_mode"],
+
+    def macro(column: str) -> float:
+        return float(np.nanmean(table[column])) if table[column].notna().any() else math.nan
+
+    summary = {"ece": macro("ece_raw"), "ece_calibrated": macro("ece_calibrated"), "brier": macro("brier_raw"),
+               "brier_calibrated": macro("brier_calibrated"), "calibration": calibrator.method,
+               "calibration_fitted_on": calibrator.fitted_on, "calibration_fallback": sorted(calibrator.fallback),
+               "probabilities": describe(calibrator), "threshold_rule": record["rule"],
                "classes_with_threshold": int(np.isfinite(thresholds).sum())}
-    if scaled_tables:
-        summary["ece_scaled"] = float(np.nanmean(table["ece_scaled"]))
+    if record.get("priors"):
+        summary["class_priors"] = record["priors"]
+    if calibrator.method in ("temperature", "global_temperature"):
         # a temperature at the end of its range: no temperature fits (e.g. every probability on one side of 0.5)
+        temperatures = calibrator.temperatures[columns]
         summary["temperatures_at_bound"] = int(np.isclose(temperatures[:, None], TEMPERATURE_RANGE, rtol=1e-3)
                                                .any(1).sum())
     return summary
@@ -145,7 +173,7 @@ def write_heatmap_gallery(model: nn.Module, layer: nn.Module, images: ImagesFn, 
                           thresholds: np.ndarray | None = None) -> list[Path]:
     """For each evaluated class, its first `per_class` known-positive images of the split (in split order, not
     chosen by score) with their heatmaps: out_dir/<class>.png. Titles give the row, the probability and the
-    decision at the stored threshold; with `masks`, the finding's region is outlined and the pointing
+    decision at the stored threshold (predictions: calibrated probabilities); with `masks`, the finding's region is outlined and the pointing
     location marked. predictions: predict_split output (index = split rows)."""
     out_dir = Path(out_dir)
     paths = []
@@ -225,7 +253,8 @@ def diagnose(out_dir: str | Path, predictions: dict[str, np.ndarray], classes: l
     returns it."""
     summary = write_calibration(predictions, classes, eval_classes, record, settings, out_dir, seed)
     if explainer is not None and settings.heatmaps:
-        write_heatmap_gallery(explainer.model, explainer.layer, explainer.images, predictions, classes, eval_classes,
+        calibrated = {**predictions, "probs": record["calibrator"].apply(predictions["probs"])}
+        write_heatmap_gallery(explainer.model, explainer.layer, explainer.images, calibrated, classes, eval_classes,
                               Path(out_dir) / "heatmaps", settings.heatmaps, settings.heatmap_method,
                               explainer.masks, record["threshold"])
     if explainer is not None and explainer.masks is not None and settings.pointing_game:
@@ -242,12 +271,11 @@ def diagnosis_line(summary: dict, record: dict, path: str | Path) -> str:
     """One console line: thresholds, ECE and the pointing game of a diagnose() summary."""
     fitted = int(np.isfinite(record["threshold"]).sum())
     line = (f"operating points: {record['rule']} thresholds for {fitted} of {len(record['classes'])} classes, fitted "
-            f"on {record['fitted_on']} -> {path}; ECE {summary['ece']:.4f}")
-    if "ece_scaled" in summary:
-        line += f" ({summary['ece_scaled']:.4f} after {record['temperature_mode']} temperature scaling)"
+            f"on {record['fitted_on']} -> {path}; ECE {summary['ece']:.4f} raw, {summary['ece_calibrated']:.4f} "
+            f"calibrated ({summary['probabilities']})")
     if summary.get("temperatures_at_bound"):
         line += (f"; {summary['temperatures_at_bound']} temperatures at the end of their range: those probabilities "
-                 "have a bias that temperature scaling cannot remove, decide by the thresholds")
+                 "have a bias that temperature scaling cannot remove (eval.calibration=platt can)")
     if "pointing_game" in summary:
         line += (f"; pointing game {summary['pointing_game']:.3f} against {summary['pointing_baseline']:.3f} for a "
                  "random point (mean over classes)")

@@ -15,7 +15,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from spml.data.table import DataError
-from spml.evaluation.diagnostics import DiagnosticSettings, Explainer, diagnose, fit_operating_points
+from spml.evaluation.diagnostics import DiagnosticSettings, Explainer, diagnose, fit_operating_points, update_metrics
 from spml.evaluation.metrics import EvalResult
 from spml.evaluation.scoring import evaluate_split, evaluating, predict_split, write_report
 from spml.models.inference import InferenceModel
@@ -32,6 +32,10 @@ class Diagnosis:
         val_loader: the val split, predicted with the same model and TTA to fit the operating points; None fits
             them on the evaluated split's own predictions (when that split is val).
         explainer: heatmap inputs of the evaluated split (None: no heatmaps, no pointing game).
+        priors: class priors of a single-positive val split (data.mask_val): calibration and thresholds are then
+            fitted from its observed positives and the priors (spml.evaluation.positive_unlabeled).
+        recorded: facts of the run written into metrics.json beside the diagnosis (e.g. the metric that chose
+            the best checkpoint).
     """
 
     settings: DiagnosticSettings
@@ -39,6 +43,8 @@ class Diagnosis:
     checkpoint: str = ""
     val_loader: DataLoader | None = None
     explainer: Explainer | None = None
+    priors: ClassPriors | None = None
+    recorded: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,9 +102,12 @@ def evaluate(model: InferenceModel, loader: DataLoader, frame: pd.DataFrame, cla
     classes = list(classes)
     views = list(model.tta_views) if tta else []
     record = fit_operating_points(val, classes, diagnosis.settings, diagnosis.thresholds, diagnosis.checkpoint,
-                                  tta=views)
+                                  tta=views, priors=diagnosis.priors)
     with evaluating(model):  # heatmaps explain the model without TTA; its classifier may be shared with training
         summary = diagnose(out_dir, predictions, classes, list(eval_classes or classes), record, diagnosis.settings,
                            diagnosis.explainer, seed)
+    if diagnosis.recorded:
+        summary.update(diagnosis.recorded)
+        update_metrics(out_dir, dict(diagnosis.recorded))
     result.summary.update(summary)
     return Evaluation(result, predictions, summary, record)

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from spml.evaluation.calibration import THRESHOLDS_FILE
+from spml.evaluation.calibration import THRESHOLDS_FILE, read_thresholds
+from spml.evaluation.calibrators import CalibratedModel
 from spml.config import Config, load_config
 from spml.engine import checkpoint as ckpt
 from spml.engine.callbacks import EMA
@@ -104,7 +105,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
 
 
 def load_model(path: str | Path, checkpoint: str = "latest", tta: bool = False,
-               device: str | torch.device | None = None) -> InferenceModel:
+               device: str | torch.device | None = None, calibrated: bool = False) -> InferenceModel | CalibratedModel:
     """A trained classifier ready for inference, in eval mode.
 
     Args:
@@ -112,10 +113,14 @@ def load_model(path: str | Path, checkpoint: str = "latest", tta: bool = False,
             folder (its `checkpoint`: latest | best; the evaluation EMA's weights when the run kept one).
         tta: average over the model's test-time augmentation views (`model.with_tta(...)` gives the other one).
         device: where to put it (default: the CPU).
+        calibrated: return calibrated probabilities instead of logits: the calibrator of the folder's
+            thresholds.json (fitted at the end of training for these weights and TTA views; an error otherwise).
 
     Returns:
         spml.models.InferenceModel: uint8 (B, in_chans, S, S) or float images in [0, 1] -> logits (B, C), with
-        `classes`, `image_size`, `tta_views`, `tta_average` and `metadata` (the model.json).
+        `classes`, `image_size`, `tta_views`, `tta_average` and `metadata` (the model.json); with `calibrated`
+        a spml.evaluation.calibrators.CalibratedModel around it: the same images -> calibrated probabilities
+        (B, C), with `calibrator` and `thresholds` besides those attributes.
     """
     path = Path(path)
     if (path / SPEC).is_file():
@@ -124,4 +129,11 @@ def load_model(path: str | Path, checkpoint: str = "latest", tta: bool = False,
         model = load_run_model(path, checkpoint)[0].with_tta(tta)
     else:
         raise FileNotFoundError(f"{path}: neither an exported model ({SPEC}) nor a run folder (config.yaml)")
+    if calibrated:  # issue 24: the run's calibration travels in thresholds.json (JSON numbers, no pickle)
+        if not (path / THRESHOLDS_FILE).is_file():
+            raise FileNotFoundError(f"{path / THRESHOLDS_FILE} not found: calibrated=True needs the operating points "
+                                    "fitted for these weights (written at the end of training, copied by the export)")
+        record = read_thresholds(path / THRESHOLDS_FILE, model.classes, model.metadata["source"]["checkpoint_dir"],
+                                 list(model.tta_views) if tta else [])
+        model = CalibratedModel(model, record["calibrator"], record["threshold"]).eval()
     return model.to(device) if device is not None else model

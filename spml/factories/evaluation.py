@@ -26,6 +26,7 @@ from spml.evaluation.diagnostics import Explainer, diagnosis_line, settings_from
 from spml.evaluation.evaluate import Diagnosis, Evaluation, evaluate
 from spml.evaluation.external import ExternalResult, evaluate_external
 from spml.factories.artifact import load_model, run_config
+from spml.factories.priors import class_priors
 from spml.factories.data import (build_data, image_intensity, image_settings, label_policy, read_checked, read_split,
                                  synthetic_spec)
 from spml.models.inference import InferenceModel
@@ -109,7 +110,8 @@ def evaluate_run(request: EvaluationRequest, out: Path) -> Evaluation:
                                                  make_eval_loader(bundle.val, data.eval_batch_size, data.num_workers))
         diagnosis = Diagnosis(settings, out / "thresholds.json", model.metadata["source"]["checkpoint_dir"],
                               None if request.split == "val" else val_loader,
-                              split_explainer(model, dataset, frame, data, bundle.classes))
+                              split_explainer(model, dataset, frame, data, bundle.classes),
+                              priors=class_priors(config, bundle))  # prior-based under data.mask_val
         evaluation = evaluate(model, loader, frame, bundle.classes, out, accelerator, tta=request.tta,
                               eval_classes=config.eval.classes, level=config.eval.study_level,
                               bootstrap=settings.bootstrap, seed=config.train.seed, diagnosis=diagnosis,

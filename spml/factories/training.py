@@ -27,6 +27,7 @@ from spml.engine.trainer import Trainer, build_accelerator
 from spml.factories.artifact import model_spec
 from spml.factories.components import build_objective, build_optimizer, build_scheduler, config_key
 from spml.factories.evaluation import check_eval_config, split_explainer
+from spml.factories.priors import class_priors
 from spml.factories.stats import data_stats
 from spml.factories.weights import prepare_weights, without_pretrained
 from spml.utils.io import write_json_atomic, write_text_atomic
@@ -58,6 +59,20 @@ def check_train_config(config: Config) -> None:
                           "images; keep model.in_chans=1 (pretrained RGB stems are adapted to one channel)")
     if config.eval.tta and not config.augment.tta:
         raise ConfigError("eval.tta=true needs at least one view in augment.tta")
+    best_metric(config)
+
+
+def best_metric(config: Config) -> str:
+    """The validation metric that chooses the best checkpoint: train.best_metric, where auto is val/mAP with a
+    fully labelled val split and val/observed_auroc under data.mask_val (issue 24: a single-positive val split
+    supports the ranking of its observed positives, not a mAP that counts hidden positives as negatives)."""
+    metric = config.train.best_metric
+    if metric == "val/observed_auroc" and not config.data.mask_val:
+        raise ConfigError("train.best_metric=val/observed_auroc needs a single-positive val split (data.mask_val=true);"
+                          " with full val labels use val/mAP or val/mean_auroc (or auto)")
+    if metric == "auto":
+        return "val/observed_auroc" if config.data.mask_val else "val/mAP"
+    return metric
 
 
 def claim_run_dir(run_dir: str | Path, overwrite: bool = False, main_process: bool = True) -> None:
@@ -153,7 +168,8 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
         callbacks.append(ema)
         evaluated = ema.average.module
     scored = inference_model(evaluated, model_spec(config, bundle.classes))  # what evaluation and export score
-    validation = Validation(scored, val_loader, bundle.classes, train.eval_every, train.best_metric)
+    validation = Validation(scored, val_loader, bundle.classes, train.eval_every, best_metric(config),
+                            single_positive=data.mask_val)
     callbacks.append(validation)
     if train.patience:
         callbacks.append(EarlyStopping(validation, train.patience))
@@ -163,7 +179,9 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
                         config.eval.classes, config.eval.study_level, config.eval.bootstrap, train.seed,
                         diagnosis=Diagnosis(diagnostics, thresholds_path(run_dir), val_loader=val_loader,
                                             explainer=split_explainer(scored, bundle.test, bundle.frames["test"],
-                                                                      data, bundle.classes)),
+                                                                      data, bundle.classes),
+                                            priors=class_priors(config, bundle),  # prior-based under mask_val
+                                            recorded={"best_metric": best_metric(config)}),
                         checkpoints=run_dir / "checkpoints"),
         BadImageReport(run_dir / SKIP_LOG),
         RunReport(to_dict(config), (lambda: write_run_report(run_dir)) if config.eval.report else None),

@@ -147,16 +147,17 @@ def set_title(ax, title: str, fontsize: float) -> None:
 
 
 def plot_reliability(bins: pd.DataFrame, ece: pd.DataFrame, out_path: str | Path,
-                     scaled: tuple[pd.DataFrame, pd.DataFrame] | None = None, title: str = "") -> Path:
+                     scaled: tuple[pd.DataFrame, pd.DataFrame] | None = None, title: str = "",
+                     scaled_label: str = "calibrated") -> Path:
     """Per-class reliability diagrams (spml.evaluation.calibration.reliability tables): observed positive rate against
     mean probability per bin (marker area ~ entries in the bin), the diagonal of perfect calibration, the
-    class's ECE in its title; with `scaled`, the temperature-scaled probabilities beside the raw ones."""
+    class's ECE in its title; with `scaled`, the calibrated probabilities (`scaled_label`) beside the raw ones."""
     classes = ece["class"].tolist()
     columns = min(5, max(len(classes), 1))
     rows = -(-len(classes) // columns)
     fig = Figure(figsize=(2.6 * columns, 2.6 * rows + 0.8))
     axes = fig.subplots(rows, columns, squeeze=False)
-    series = [("raw", "tab:blue", bins, ece)] + ([("temperature-scaled", "tab:orange", *scaled)] if scaled else [])
+    series = [("raw", "tab:blue", bins, ece)] + ([(scaled_label, "tab:orange", *scaled)] if scaled else [])
     for k, ax in enumerate(axes.flat):
         if k >= len(classes):
             ax.set_axis_off()

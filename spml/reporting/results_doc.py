@@ -9,6 +9,9 @@ split, seeds, budget, machine, training minutes). The template is Markdown with 
   (`NAME_paired.png`, the forest plot of the paired differences, or `NAME.png`, mean bars, without `compare`).
 * `{{mean:NAME|VARIANT}}`, `{{recovery:NAME|VARIANT}}`: one number of the mean table, for the prose.
 * `{{diff:NAME|VARIANT}}`: the compared variant minus VARIANT, "+0.0123 [-0.0040, +0.0286]" (mean, 95% t interval).
+* `{{table:NAME}}`: a study that is not a grid of runs (e.g. tools/calibration_study.py): `<results>/NAME.csv` (one
+  row per seed and setting) and `NAME.json` (command, seeds, machine, and `views`: [{title, where {column: value},
+  rows [columns], metrics [columns]}]): per view, the mean ± std over seeds of each metric per row key.
 
 So every number and table of the document comes from the CSVs, and one command rebuilds it.
 """
@@ -32,7 +35,7 @@ from spml.experiments.grid import (
     report_sections,
 )
 
-PLACEHOLDER = re.compile(r"\{\{(grid|mean|recovery|diff):([^}|]+)(?:\|([^}]+))?\}\}")
+PLACEHOLDER = re.compile(r"\{\{(grid|mean|recovery|diff|table):([^}|]+)(?:\|([^}]+))?\}\}")
 
 
 @dataclass
@@ -106,6 +109,35 @@ def grid_block(grid: GridResults, folder: Path, link_prefix: str) -> Rendered:
     return Rendered(header + text + f"\n![{png.stem}]({link_prefix}{png.name})\n", [plot])
 
 
+def table_block(name: str, folder: Path, link_prefix: str) -> str:
+    """The Markdown of `{{table:NAME}}` (see the module docstring)."""
+    csv, meta_path = folder / f"{name}.csv", folder / f"{name}.json"
+    for path in (csv, meta_path):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no results for table {name!r} (collect them with tools/results_doc.py "
+                                    f"--collect {name}=<study folder>)")
+    frame, meta = pd.read_csv(csv), json.loads(meta_path.read_text(encoding="utf-8"))
+    parts = [f"Command: `{meta.get('command', '')}`. Seeds: {seed_list(meta.get('seeds', []))}. Machine: "
+             f"{meta.get('machine', '')}. Data: [{name}.csv]({link_prefix}{name}.csv)."]
+    for view in meta.get("views", []):
+        rows = frame
+        for column, value in view.get("where", {}).items():
+            rows = rows[rows[column] == value]
+        keys, metrics = list(view["rows"]), list(view["metrics"])
+        grouped = rows.groupby(keys, sort=False)[metrics]
+        mean, std, count = grouped.mean(), grouped.std(), grouped.size()
+        lines = [f"**{view['title']}**", "", "| " + " | ".join(keys + metrics + ["seeds"]) + " |",
+                 "|" + "---|" * len(keys) + "---:|" * (len(metrics) + 1)]
+        for key in mean.index:
+            values = key if isinstance(key, tuple) else (key,)
+            cells = [str(v) for v in values]
+            cells += [f"{mean.loc[key, m]:.3f}" + ("" if pd.isna(std.loc[key, m]) else f" ± {std.loc[key, m]:.3f}")
+                      for m in metrics]
+            lines.append("| " + " | ".join(cells + [str(int(count.loc[key]))]) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
 def render(template: str, folder: Path, link_prefix: str = "results/") -> Rendered:
     """Fill every placeholder of `template` from the grids in `folder` (see the module docstring)."""
     grids: dict[str, GridResults] = {}
@@ -118,6 +150,8 @@ def render(template: str, folder: Path, link_prefix: str = "results/") -> Render
 
     def replace(match: re.Match) -> str:
         kind, name, variant = match.group(1), match.group(2).strip(), (match.group(3) or "").strip()
+        if kind == "table":
+            return table_block(name, folder, link_prefix)
         results = grid(name)
         if kind == "grid":
             block = grid_block(results, folder, link_prefix)
@@ -140,7 +174,7 @@ def render(template: str, folder: Path, link_prefix: str = "results/") -> Render
     unknown = re.search(r"\{\{[^}]*\}\}", text)
     if unknown:
         raise ValueError(f"{unknown.group(0)}: not a placeholder (grid:NAME, mean:NAME|VARIANT, recovery:NAME|VARIANT, "
-                         f"diff:NAME|VARIANT)")
+                         f"diff:NAME|VARIANT, table:NAME)")
     return Rendered(text, plots)
 
 

@@ -109,9 +109,9 @@ def summary_section(run: Path, folder: Path, metrics: dict | None, config: str) 
     cards = [("test mAP", metrics.get("mAP"), metrics.get("mAP_ci_low"), metrics.get("mAP_ci_high")),
              ("mean AUROC", metrics.get("mean_auroc"), metrics.get("mean_auroc_ci_low"),
               metrics.get("mean_auroc_ci_high")),
-             ("ECE, mean over classes", metrics.get("ece"), None, None)]
-    if "ece_scaled" in metrics:
-        cards.append((f"mean ECE after {metrics.get('temperature')} temperature", metrics["ece_scaled"], None, None))
+             ("ECE raw, mean over classes", metrics.get("ece"), None, None)]
+    if "ece_calibrated" in metrics:
+        cards.append((f"ECE calibrated ({metrics.get('calibration')})", metrics["ece_calibrated"], None, None))
     if metrics.get("pointing_game") is not None:
         cards.append(("pointing game, mean over findings", metrics["pointing_game"], None, None))
     html_cards = []
@@ -128,16 +128,45 @@ def summary_section(run: Path, folder: Path, metrics: dict | None, config: str) 
     if skipped:
         lines.append(note("left out of the macro means: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
                           "warn"))
+    lines += probabilities_lines(metrics)
     if metrics.get("temperatures_at_bound"):
         lines.append(note(f"{metrics['temperatures_at_bound']} fitted temperatures reached the end of their range: "
                           "those probabilities carry a bias temperature scaling cannot remove (e.g. all above 0.5); "
-                          "decide by the operating thresholds, not by 0.5", "warn"))
+                          "eval.calibration=platt removes it", "warn"))
     if metrics.get("threshold_rule"):
         stored = folder / "thresholds.json" if (folder / "thresholds.json").exists() else run / "thresholds.json"
         lines.append(f"<p>Operating points: rule <b>{esc(metrics['threshold_rule'])}</b>, fitted on the validation "
                      f"split for {metrics.get('classes_with_threshold')} classes; stored in "
                      f"<code>{esc(stored)}</code>.</p>")
     return "".join(lines) + f"<p class='muted'>{esc(config)}</p>"
+
+
+def probabilities_lines(metrics: dict) -> list[str]:
+    """What the probabilities of the run's outputs are (issue 24): calibrated how, on which labels, with the
+    classes that fell back and the class priors of a single-positive val split."""
+    if "probabilities" not in metrics:
+        return []
+    lines = [f"<p>Probabilities (predict.py, thresholds, the calibrated reliability curves): "
+             f"<b>{esc(metrics['probabilities'])}</b>. Test ECE {number(metrics.get('ece'))} raw, "
+             f"{number(metrics.get('ece_calibrated'))} calibrated; Brier score {number(metrics.get('brier'))} raw, "
+             f"{number(metrics.get('brier_calibrated'))} calibrated (means over classes). AUROC and AP are those of "
+             "the model's raw scores.</p>"]
+    if metrics.get("calibration") == "none":
+        lines.append(note("eval.calibration=none: the probabilities are the model's raw outputs; a single-positive "
+                          "loss leaves them far from the findings' frequencies (read the reliability diagram)", "warn"))
+    if metrics.get("calibration_fallback"):
+        lines.append(note(f"classes without enough val positives for their own calibration (pooled fit or raw "
+                          f"probabilities, see calibration.csv): {', '.join(metrics['calibration_fallback'])}", "warn"))
+    priors = metrics.get("class_priors")
+    if priors:
+        values = ", ".join(f"{name} {value:.3f}" for name, value in priors["values"].items())
+        lines.append(note(f"single-positive val split (data.mask_val): calibration and thresholds from the observed "
+                          f"positives and class priors ({priors['how']}): {values}. Assumes the observed positives are "
+                          "a random sample of each class's positives (uniform masking)"))
+    if metrics.get("best_metric"):
+        lines.append(f"<p class='muted'>best checkpoint chosen by {esc(metrics['best_metric'])} (the final weights "
+                     "are the ones evaluated here).</p>")
+    return lines
 
 
 def data_section(run: Path) -> str:
@@ -191,7 +220,7 @@ def results_section(folder: Path) -> str:
     pointing = read_csv(folder / "pointing_game.csv")
     headers = ["class", "positives", "negatives", "AUROC", "AP"]
     if calibration is not None:
-        headers += ["ECE"]
+        headers += ["ECE raw", "ECE calibrated"]
     if points is not None:
         headers += ["threshold", "sensitivity", "specificity", "PPV", "F1"]
     if pointing is not None:
@@ -205,7 +234,8 @@ def results_section(folder: Path) -> str:
                  with_interval(row, "ap")]
         if calibration is not None:
             c = calibration[calibration["class"] == name]
-            cells.append(number(c["ece_raw"].iloc[0]) if len(c) else "—")
+            cells += ([number(c["ece_raw"].iloc[0]), number(c["ece_calibrated"].iloc[0])
+                       if "ece_calibrated" in c else "—"] if len(c) else ["—", "—"])
         if points is not None:
             p = points[points["class"] == name]
             p = p.iloc[0] if len(p) else {}
@@ -219,7 +249,7 @@ def results_section(folder: Path) -> str:
     text = table(headers, rows)
     if points is not None:
         text += ("<p class='muted'>Sensitivity, specificity, PPV and F1 at each class's threshold (calling a finding "
-                 "present when its probability reaches it), with 95% bootstrap intervals.</p>")
+                 "present when its calibrated probability reaches it), with 95% bootstrap intervals.</p>")
     return text
 
 
