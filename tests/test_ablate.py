@@ -166,7 +166,8 @@ def test_two_launchers_on_one_folder_train_every_run_once(tmp_path):
     # 4 jobs for 2 runs: each run trained by one of them; its twin found it taken (or, started late, finished)
     assert len(outcomes) == 4 and outcomes.count("done") == 2 and set(outcomes) <= {"done", "busy", "finished"}
     assert all(p.stdout.count("2 runs: 2 finished") == 1 for p in procs)
-    jobs = json.loads((out / "jobs" / "jobs.json").read_text())
+    jobs = {job: run for path in (out / "jobs").glob("submitted-*.json")  # one file per launcher
+            for job, run in json.loads(path.read_text()).items()}
     assert len(jobs) == 4 and sorted(set(jobs.values())) == [str(run) for run in runs]
     for run in runs:  # the job that trained the run says so in the run folder, its log is where it points
         record = json.loads((run / "job.json").read_text())
@@ -242,10 +243,10 @@ def test_a_submitit_launcher_waits_for_a_run_another_launcher_holds(tmp_path):
     it, and the launcher waits until the holder lets go before it collects the results."""
     grid = write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n", reference="{}")
     run_dir = tmp_path / "grid" / "an" / "seed0"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; from spml.utils.lock import RunLock\n"
-                               f"with RunLock({str(run_dir)!r}, lock_file={GRID_LOCK_FILE!r}):\n"
-                               "    print('held', flush=True); time.sleep(5)"],
-                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    script = ("import time; from spml.utils.lock import RunLock\n"
+              f"with RunLock({str(run_dir)!r}, lock_file={GRID_LOCK_FILE!r}):\n"
+              "    print('held', flush=True); time.sleep(5)")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline() == "held\n"
         proc = ablate(grid, tmp_path / "grid", "--launcher", "submitit-debug")

@@ -4,8 +4,8 @@ trying a cluster setup on a workstation).
 
 Every launcher trains a run through the same function, spml.experiments.grid.run_one (skip when finished, the grid
 lock, resume when interrupted), so a job on a node does exactly what a local grid does for that run. A submitit
-launcher submits the unfinished runs as one job array (`executor.batch()`), writes `<grid>/jobs/jobs.json` (job id
--> run folder), and (unless told not to wait) waits for the jobs, then collects the results from the run folders.
+launcher submits the unfinished runs as one job array (`executor.batch()`), writes `<grid>/jobs/submitted-*.json`
+(job id -> run folder, one file per launch), and (unless told not to wait) waits for the jobs, then collects the results from the run folders.
 A job writes `<run>/job.json` (its id, node and submitit log files) when it starts the training; the training's
 own output is `<run>/train_output.txt`. On preemption or time-out (Slurm's `--signal=USR2@N` warning, which
 submitit catches) the job stops its training with SIGTERM (a checkpoint of the current step) and is requeued; the
@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from spml.utils.lock import GRID_LOCK_FILE, LOCK_FILE, held, shared_lock_problem
 
 LAUNCHERS = ("local", "slurm", "submitit-local", "submitit-debug")
 SUBMITIT_CLUSTERS = {"slurm": "slurm", "submitit-local": "local", "submitit-debug": "debug"}
-JOBS_FOLDER = "jobs"  # <grid>/jobs/: submitit's <job id>_* pickles and logs; jobs.json: job id -> run folder
+JOBS_FOLDER = "jobs"  # <grid>/jobs/: submitit's <job id>_* pickles and logs; submitted-*.json: job id -> run folder
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,8 @@ class RunJob:
 def submit_runs(runs: list[PlannedRun], train_script: str | Path, extra_overrides: list[str] | tuple[str, ...],
                 launcher: str, settings: ClusterSettings, grid_out: Path, name: str) -> list[tuple[PlannedRun, Any]]:
     """Submit one job per unfinished run of `runs` as one array; finished runs are skipped here already ([skip]).
-    Returns (run, submitit job) pairs and writes `<grid_out>/jobs/jobs.json`."""
+    Returns (run, submitit job) pairs and writes `<grid_out>/jobs/submitted-<time>-<host>-<pid>.json` (job id -> run
+    folder)."""
     problem = shared_lock_problem(grid_out) if launcher == "slurm" else None
     if problem:
         raise ConfigError(f"{grid_out}: {problem}")
@@ -263,11 +265,10 @@ def submit_runs(runs: list[PlannedRun], train_script: str | Path, extra_override
     with executor.batch():
         jobs = [executor.submit(RunJob(run, [*run.train_args(), *extra_overrides], str(train_script),
                                        max(1, settings.gpus), grace)) for run in pending]
-    record = folder / "jobs.json"
+    # one file per launch: launchers started at once on one grid (several login nodes) never rewrite each other's
+    record = folder / f"submitted-{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{os.getpid()}.json"
     folder.mkdir(parents=True, exist_ok=True)
-    known = json.loads(record.read_text(encoding="utf-8")) if record.exists() else {}
-    known.update({job.job_id: str(run.run_dir) for run, job in zip(pending, jobs)})
-    write_text_atomic(record, json.dumps(known, indent=1))
+    write_text_atomic(record, json.dumps({job.job_id: str(run.run_dir) for run, job in zip(pending, jobs)}, indent=1))
     for run, job in zip(pending, jobs):
         print(f"[job ] {job.job_id} {run.variant} seed {run.seed} -> {run.run_dir}")
     return list(zip(pending, jobs))
