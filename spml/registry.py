@@ -8,7 +8,7 @@ from typing import Any, Callable
 class ParameterError(TypeError, ValueError):
     """Parameters a factory does not accept: a config mistake (a ValueError, so the tools report it in one line).
 
-    Also a TypeError, as a wrong call would raise.
+    Also a TypeError, what a call with wrong parameters raises.
     """
 
 

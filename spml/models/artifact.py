@@ -30,7 +30,7 @@ def classifier_from_spec(spec: dict[str, Any]) -> Classifier:
         spec: a model.json mapping (backbone arguments, head name and arguments, classes, normalize).
 
     Returns:
-        The Classifier, randomly initialised unless the backbone arguments name pretrained weights.
+        The Classifier, its weights still to be loaded (read_model does).
     """
     backbone = Backbone(**spec["backbone"])
     head = build_head(spec["head"]["name"], backbone.num_features, len(spec["classes"]), **spec["head"]["args"])
@@ -79,8 +79,8 @@ def read_model(folder: str | Path, tta: bool = False) -> InferenceModel:
     """The model of an exported folder, in eval mode on the CPU.
 
     Args:
-        folder: holds model.json and model.safetensors (write_model); a ValueError names the file when either is
-            not spml's.
+        folder: holds model.json and model.safetensors (write_model); a ValueError names the file when model.json
+            is not spml's or the weights are not a readable safetensors file.
         tta: test-time augmentation on.
 
     Returns:

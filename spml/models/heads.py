@@ -52,7 +52,7 @@ class Head(nn.Module):
         """Logits of embeddings (subclasses implement it).
 
         Args:
-            embedding: `embed`'s output (possibly mixed or perturbed by an objective).
+            embedding: `embed`'s output (MPC's batch-level stream mixes it across the batch first).
 
         Returns:
             Logits.

@@ -227,7 +227,8 @@ def cache_folder(spec: WeightsSpec) -> Path:
         spec: the weights.
 
     Returns:
-        torchxrayvision's folder, the file's own folder (lite, file), the Hugging Face cache or torch.hub's.
+        torchxrayvision's folder (xrv), Path(tag).parent (lite, file), the Hugging Face cache (hub-hosted) or
+        torch.hub's (timm weights fetched by URL).
     """
     if spec.source == "xrv":
         return xrv_cache_dir()
