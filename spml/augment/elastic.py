@@ -20,7 +20,13 @@ def gaussian_band_matrix(size: int, kernel_size: int, sigma: float, like: Tensor
     """Banded matrix M with (M @ v) = Gaussian-filtered v under zero padding.
 
     Args:
-        size: length of v. kernel_size, sigma: the truncated, normalised Gaussian. like: device/dtype source.
+        size: length of v.
+        kernel_size: length of the truncated, normalised Gaussian.
+        sigma: its standard deviation.
+        like: device/dtype source.
+
+    Returns:
+        M.
 
     Shape:
         -> (size, size).
@@ -44,6 +50,20 @@ class RandomElasticTransform(K.RandomElasticTransform):
 
     def apply_transform(self, input: Tensor, params: dict[str, Tensor], flags: dict[str, Any],
                         transform: Tensor | None = None) -> Tensor:
+        """kornia's hook: displace `input` by the smoothed noise in `params` (band-matrix smoothing, then grid_sample).
+
+        Args:
+            input: the images.
+            params: kornia's drawn parameters; "noise" is (B, 2, H, W), channels (x, y).
+            flags: kornia's flags (kernel_size, sigma, alpha, align_corners, resample, padding_mode).
+            transform: unused (kornia's signature).
+
+        Returns:
+            The deformed images, in `input`'s dtype (sampled in fp32 on the CPU, where half grid_sample is broken).
+
+        Shape:
+            float (B, C, H, W) -> (B, C, H, W).
+        """
         (kernel_y, kernel_x), (sigma_y, sigma_x), (alpha_x, alpha_y) = (flags["kernel_size"], flags["sigma"],
                                                                         flags["alpha"])
         height, width = input.shape[-2:]

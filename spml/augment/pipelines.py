@@ -32,11 +32,32 @@ class AugmentPipeline(nn.Module):
         self.ops = nn.Sequential(*ops)
 
     def forward(self, images: Tensor) -> Tensor:
+        """Apply the ops in order and clamp to [0, 1].
+
+        Args:
+            images: float images in [0, 1].
+
+        Returns:
+            The augmented images, each with its own drawn parameters.
+
+        Shape:
+            (B, 1, H, W) -> (B, 1, H, W).
+        """
         return self.ops(images).clamp(0.0, 1.0)
 
 
 def geometric_ops(flip_p: float, degrees: float, translate: float, scale: tuple[float, float]) -> list[nn.Module]:
-    """Horizontal flip and one affine (rotation up to `degrees`, translate, scale)."""
+    """Horizontal flip and one affine (rotation up to `degrees`, translate, scale); ops of strength 0 are left out.
+
+    Args:
+        flip_p: horizontal flip probability.
+        degrees: rotation up to +-degrees.
+        translate: shift up to this fraction of each side.
+        scale: (min, max) zoom factor; (1, 1) = none.
+
+    Returns:
+        kornia modules, possibly empty.
+    """
     ops: list[nn.Module] = []
     if flip_p > 0:
         ops.append(K.RandomHorizontalFlip(p=flip_p))
@@ -48,7 +69,17 @@ def geometric_ops(flip_p: float, degrees: float, translate: float, scale: tuple[
 
 
 def elastic_op(p: float, kernel_size: int, sigma: float, alpha: float) -> nn.Module:
-    """RED: kornia's RandomElasticTransform (fast smoothing, spml.augment.elastic)."""
+    """RED: kornia's RandomElasticTransform (fast smoothing, spml.augment.elastic).
+
+    Args:
+        p: probability per image.
+        kernel_size: odd Gaussian kernel size >= 3 of the displacement smoothing (a ValueError otherwise).
+        sigma: smoothing sigma.
+        alpha: displacement scale.
+
+    Returns:
+        The module.
+    """
     if kernel_size < 3 or kernel_size % 2 == 0:
         raise ValueError(f"elastic kernel_size must be odd and >= 3, got {kernel_size}")
     return RandomElasticTransform(kernel_size=(kernel_size,) * 2, sigma=(sigma,) * 2, alpha=(alpha,) * 2, p=p)
@@ -56,7 +87,19 @@ def elastic_op(p: float, kernel_size: int, sigma: float, alpha: float) -> nn.Mod
 
 def intensity_ops(brightness: float, contrast: float, gamma: tuple[float, float], blur_p: float, noise_std: float,
                   erasing_p: float) -> list[nn.Module]:
-    """Brightness (additive), contrast, gamma, blur, Gaussian noise, erasing."""
+    """Brightness (additive), contrast, gamma, blur, Gaussian noise, erasing; ops of strength 0 are left out.
+
+    Args:
+        brightness: factor drawn from 1 -+ the value (0 = off).
+        contrast: factor drawn from 1 -+ the value (0 = off).
+        gamma: (min, max); (1, 1) = off.
+        blur_p: probability of a mild Gaussian blur (BLUR_KERNEL, BLUR_SIGMA).
+        noise_std: additive Gaussian noise std (applied with probability NOISE_P).
+        erasing_p: probability of erasing a patch (area share ERASING_SCALE).
+
+    Returns:
+        kornia modules in this order, possibly empty.
+    """
     ops: list[nn.Module] = []
     if brightness > 0:
         ops.append(K.RandomBrightness(brightness=(1 - brightness, 1 + brightness), p=1.0))

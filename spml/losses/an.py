@@ -15,6 +15,7 @@ from spml.losses.common import (SPML_LOSSES, Reduction, SinglePositiveLoss, as_f
 def assume_negative(logits: Tensor, observed: Tensor, eps: float = 1e-5, label_smoothing: float = 0.0,
                     unobserved_weight: float = 1.0, reduction: Reduction = "mean") -> Tensor:
     """Binary cross-entropy with every unobserved label taken as negative, optionally smoothed and weighted.
+
     With ls = label_smoothing, observed: (1-ls)(-log p) + ls(-log(1-p)); unobserved:
     unobserved_weight * [(1-ls)(-log(1-p)) + ls(-log p)].
 
@@ -26,8 +27,24 @@ def assume_negative(logits: Tensor, observed: Tensor, eps: float = 1e-5, label_s
         unobserved_weight: weight of the assumed negatives.
         reduction: "none", "mean" or "sum".
 
+    Returns:
+        The loss under `reduction`.
+
     Shape:
         "none": (B, C) per entry; "mean": mean over all B*C entries; "sum": scalar.
+
+    Example:
+        REFERENCE.md's check values: AN 0.3216623 (exact BCE) / 0.3216479 (eps), AN-LS 0.4484580:
+
+        >>> import torch
+        >>> p = torch.tensor([[0.9, 0.2, 0.6], [0.3, 0.8, 0.1]], dtype=torch.float64)
+        >>> observed = torch.tensor([[True, False, False], [False, True, False]])
+        >>> print(f"{assume_negative(torch.logit(p), observed, eps=0).item():.7f}")
+        0.3216623
+        >>> print(f"{assume_negative(torch.logit(p), observed).item():.7f}")
+        0.3216479
+        >>> print(f"{assume_negative(torch.logit(p), observed, label_smoothing=0.1).item():.7f}")
+        0.4484580
     """
     nl_pos, nl_neg = neg_log_probs(as_float(logits), eps)
     ls = label_smoothing
@@ -58,6 +75,9 @@ def observed_only(logits: Tensor, observed: Tensor, eps: float = 1e-5, reduction
         eps: added inside the log (0: exact).
         reduction: "none", "mean" or "sum".
 
+    Returns:
+        The loss under `reduction`.
+
     Shape:
         "none": (B, C) per entry; "mean": mean over all B*C entries; "sum": scalar.
     """
@@ -79,6 +99,19 @@ class AssumeNegative(SinglePositiveLoss):
         self.eps = eps
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
+        """AN loss of a batch.
+
+        Args:
+            logits: (B, C) raw scores.
+            observed: (B, C) bool, True at the observed positives.
+            index: (B,) dataset rows of the images (unused).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B, C) with reduction="none".
+        """
         return assume_negative(logits, observed, self.eps, reduction=self.reduction)
 
 
@@ -108,6 +141,19 @@ class AssumeNegativeSmoothed(SinglePositiveLoss):
         self.ls, self.eps = ls, eps
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
+        """AN-LS loss of a batch.
+
+        Args:
+            logits: (B, C) raw scores.
+            observed: (B, C) bool, True at the observed positives.
+            index: (B,) dataset rows of the images (unused).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B, C) with reduction="none".
+        """
         return assume_negative(logits, observed, self.eps, label_smoothing=self.ls, reduction=self.reduction)
 
 
@@ -125,6 +171,19 @@ class WeakAssumeNegative(SinglePositiveLoss):
         self.eps = eps
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
+        """WAN loss of a batch: assumed negatives weighted by 1 / max(C - 1, 1).
+
+        Args:
+            logits: (B, C) raw scores.
+            observed: (B, C) bool, True at the observed positives.
+            index: (B,) dataset rows of the images (unused).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B, C) with reduction="none".
+        """
         weight = 1.0 / max(logits.shape[1] - 1, 1)
         return assume_negative(logits, observed, self.eps, unobserved_weight=weight, reduction=self.reduction)
 
@@ -146,6 +205,19 @@ class ExpectedPositiveRegularized(SinglePositiveLoss):
         self.expected_positives, self.eps = float(expected_positives), eps
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
+        """EPR loss of a batch: observed-positive terms plus the batch penalty.
+
+        Args:
+            logits: (B, C) raw scores.
+            observed: (B, C) bool, True at the observed positives.
+            index: (B,) dataset rows of the images (unused).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B, C) with reduction="none".
+        """
         probs = torch.sigmoid(as_float(logits))
         penalty = expected_positive_penalty(probs, self.expected_positives)
         return with_batch_term(observed_only(logits, observed, self.eps, "none"), penalty, self.reduction)

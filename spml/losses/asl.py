@@ -18,16 +18,19 @@ def _power(base: Tensor, exponent: float) -> Tensor:
 
 def asl(logits: Tensor, targets: Tensor, known: Tensor | None = None, gamma_pos: float = 0.0,
         gamma_neg: float = 4.0, clip: float = 0.05, reduction: Reduction = "mean") -> Tensor:
-    """Asymmetric loss. Positives: -(1-p)^gamma_pos log p; negatives: -p_m^gamma_neg log(1-p_m) with
-    p_m = max(p - clip, 0).
+    """Asymmetric loss. Positives: -(1-p)^gamma_pos log p; negatives: -p_m^gamma_neg log(1-p_m), p_m = max(p - clip, 0).
 
     Args:
         logits: (B, C) raw scores.
         targets: (B, C) in {0, 1}.
         known: (B, C) bool, the entries whose label is known (None: all).
-        gamma_pos, gamma_neg: focusing exponents of positives and negatives.
+        gamma_pos: focusing exponent of positives.
+        gamma_neg: focusing exponent of negatives.
         clip: probability margin subtracted on negatives (0: none).
         reduction: "none", "mean" or "sum".
+
+    Returns:
+        The loss under `reduction`.
 
     Shape:
         "none": (B, C) per entry, 0 at unknown entries; "mean": mean over the known entries (the paper
@@ -50,7 +53,14 @@ def asl(logits: Tensor, targets: Tensor, known: Tensor | None = None, gamma_pos:
 
 @LOSSES.register("asl")
 class AsymmetricLoss(FullLabelLoss):
-    """ASL (see `asl`) with the paper's recipe as defaults (gamma_neg 4, gamma_pos 0, clip 0.05)."""
+    """ASL (see `asl`) with the paper's recipe as defaults (gamma_neg 4, gamma_pos 0, clip 0.05).
+
+    Args:
+        gamma_pos: focusing exponent of positives.
+        gamma_neg: focusing exponent of negatives.
+        clip: probability margin subtracted on negatives (0: none).
+        reduction: "none" ((B, C)), "mean" (over the known entries) or "sum".
+    """
 
     def __init__(self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05,
                  reduction: Reduction = "mean"):
@@ -58,4 +68,17 @@ class AsymmetricLoss(FullLabelLoss):
         self.gamma_pos, self.gamma_neg, self.clip = gamma_pos, gamma_neg, clip
 
     def forward(self, logits: Tensor, targets: Tensor, known: Tensor | None = None) -> Tensor:
+        """ASL of a batch.
+
+        Args:
+            logits: (B, C) raw scores.
+            targets: (B, C) in {0, 1}.
+            known: (B, C) bool, the entries whose label is known (None: all).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B, C) with reduction="none".
+        """
         return asl(logits, targets, known, self.gamma_pos, self.gamma_neg, self.clip, self.reduction)

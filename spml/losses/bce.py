@@ -19,6 +19,9 @@ def bce(logits: Tensor, targets: Tensor, known: Tensor | None = None, pos_weight
         pos_weight: (C,) weight of the positive term per class (None: 1).
         reduction: "none", "mean" or "sum".
 
+    Returns:
+        The loss under `reduction`.
+
     Shape:
         "none": (B, C) per entry, 0 at unknown entries; "mean": mean over the known entries; "sum": scalar.
     """
@@ -30,15 +33,19 @@ def bce(logits: Tensor, targets: Tensor, known: Tensor | None = None, pos_weight
 
 def batch_balanced_bce(logits: Tensor, targets: Tensor, known: Tensor | None = None,
                        reduction: Reduction = "mean") -> Tensor:
-    """Wang et al. (2017): positives weighted by (|P|+|N|)/|P|, negatives by (|P|+|N|)/|N|, with |P|, |N|
-    counted over the known entries of the batch; the mean over known entries is then the mean positive
-    loss + the mean negative loss.
+    """Wang et al. (2017): positives weighted by (|P|+|N|)/|P|, negatives by (|P|+|N|)/|N|.
+
+    |P|, |N| are counted over the known entries of the batch; the mean over known entries is then the mean
+    positive loss + the mean negative loss.
 
     Args:
         logits: (B, C) raw scores.
         targets: (B, C) in {0, 1}.
         known: (B, C) bool, the entries whose label is known (None: all).
         reduction: "none", "mean" or "sum".
+
+    Returns:
+        The loss under `reduction`.
 
     Shape:
         "none": (B, C) weighted entry losses, 0 at unknown entries; "mean": mean over the known entries;
@@ -56,19 +63,38 @@ def batch_balanced_bce(logits: Tensor, targets: Tensor, known: Tensor | None = N
 
 @LOSSES.register("bce")
 class BCE(FullLabelLoss):
-    """Binary cross-entropy over the known entries (see `bce`)."""
+    """Binary cross-entropy over the known entries (see `bce`).
+
+    Args:
+        reduction: "none" ((B, C)), "mean" (over the known entries) or "sum".
+    """
 
     def forward(self, logits: Tensor, targets: Tensor, known: Tensor | None = None) -> Tensor:
+        """BCE of a batch.
+
+        Args:
+            logits: (B, C) raw scores.
+            targets: (B, C) in {0, 1}.
+            known: (B, C) bool, the entries whose label is known (None: all).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B, C) with reduction="none".
+        """
         return bce(logits, targets, known, reduction=self.reduction)
 
 
 @LOSSES.register("weighted_bce")
 class WeightedBCE(FullLabelLoss):
-    """Class-balanced BCE. weighting="batch": Wang et al. per-batch beta_P/beta_N; weighting="class":
-    pos_weight_c = N_c / P_c from the training counts (N_c = num_samples - P_c, P_c at least 1).
+    """Class-balanced BCE.
+
+    weighting="batch": Wang et al. per-batch beta_P/beta_N; weighting="class": pos_weight_c = N_c / P_c from
+    the training counts (N_c = num_samples - P_c, P_c at least 1).
 
     Args:
-        weighting: "batch" or "class".
+        weighting: "batch" or "class" (a ValueError otherwise).
         pos_counts: (C,) training positives per class (needed by "class").
         num_samples: training images (needed by "class").
         reduction: "none", "mean" or "sum".
@@ -89,6 +115,19 @@ class WeightedBCE(FullLabelLoss):
         self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, logits: Tensor, targets: Tensor, known: Tensor | None = None) -> Tensor:
+        """Class-balanced BCE of a batch.
+
+        Args:
+            logits: (B, C) raw scores.
+            targets: (B, C) in {0, 1}.
+            known: (B, C) bool, the entries whose label is known (None: all).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B, C) with reduction="none".
+        """
         if self.weighting == "batch":
             return batch_balanced_bce(logits, targets, known, self.reduction)
         return bce(logits, targets, known, self.pos_weight, self.reduction)

@@ -31,15 +31,29 @@ REDUCTIONS = ("none", "mean", "sum")
 
 
 def as_float(logits: Tensor) -> Tensor:
-    """Half/bfloat16 -> float32 (losses are computed in fp32 even under autocast); float64 stays."""
+    """Half/bfloat16 -> float32 (losses are computed in fp32 even under autocast); float64 stays.
+
+    Args:
+        logits: raw scores of any shape and float dtype.
+
+    Returns:
+        `logits`, cast to float32 when it was half or bfloat16.
+    """
     return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 def neg_log_probs(logits: Tensor, eps: float = 0.0) -> tuple[Tensor, Tensor]:
-    """(-log(p + eps), -log(1 - p + eps)) with p = sigmoid(logits), each of the logits' shape.
+    """(-log(p + eps), -log(1 - p + eps)) with p = sigmoid(logits).
 
     eps = 0 gives the exact binary cross-entropy terms (-logsigmoid(+-s)); eps > 0 reproduces the
     original implementations' `-log(x + eps)` as -logaddexp(logsigmoid(+-s), log eps), finite for any s.
+
+    Args:
+        logits: raw scores, any shape.
+        eps: added inside the logs (0: exact).
+
+    Returns:
+        The positive and the negative term, each of the logits' shape.
     """
     if eps == 0:
         return -F.logsigmoid(logits), -F.logsigmoid(-logits)
@@ -48,7 +62,14 @@ def neg_log_probs(logits: Tensor, eps: float = 0.0) -> tuple[Tensor, Tensor]:
 
 
 def check_reduction(reduction: str) -> str:
-    """`reduction` itself, or a ValueError naming the valid choices."""
+    """Validate a reduction name.
+
+    Args:
+        reduction: "none", "mean" or "sum".
+
+    Returns:
+        `reduction` itself, or a ValueError naming the valid choices.
+    """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
     return reduction
@@ -93,13 +114,25 @@ def with_batch_term(values: Tensor, term: Tensor, reduction: Reduction = "mean")
 
 
 def known_or_all(known: Tensor | None, like: Tensor) -> Tensor:
-    """The `known` mask, or all True when it is None."""
+    """The `known` mask, or all True when it is None.
+
+    Args:
+        known: bool (or 0/1) mask, or None.
+        like: tensor whose shape and device the all-True mask takes.
+
+    Returns:
+        A bool tensor.
+    """
     return torch.ones_like(like, dtype=torch.bool) if known is None else known.bool()
 
 
 class FullLabelLoss(nn.Module):
     """Base of the full-label losses: `forward(logits (B,C), targets (B,C), known (B,C) bool | None) -> scalar`
-    (the per-element tensor with reduction="none")."""
+    (the per-element tensor with reduction="none").
+
+    Args:
+        reduction: "none", "mean" or "sum" (a ValueError otherwise).
+    """
 
     def __init__(self, reduction: Reduction = "mean") -> None:
         super().__init__()
@@ -107,10 +140,15 @@ class FullLabelLoss(nn.Module):
 
 
 class SinglePositiveLoss(nn.Module):
-    """Base of the single-positive losses: `forward(logits (B,C), observed (B,C) bool, index (B,) long)
-    -> scalar` (the per-element tensor with reduction="none") and `set_epoch(epoch)` (0-based, called at
-    each epoch start). Stateful losses keep their tables in buffers/parameters so `state_dict()`
-    checkpoints them, and update them in training mode only."""
+    """Base of the single-positive losses: `forward(logits (B,C), observed (B,C) bool, index (B,) long) -> scalar`
+    (the per-element tensor with reduction="none") and `set_epoch(epoch)`.
+
+    Stateful losses keep their tables in buffers/parameters so `state_dict()` checkpoints them, and update them
+    in training mode only.
+
+    Args:
+        reduction: "none", "mean" or "sum" (a ValueError otherwise).
+    """
 
     def __init__(self, reduction: Reduction = "mean") -> None:
         super().__init__()
@@ -118,13 +156,29 @@ class SinglePositiveLoss(nn.Module):
         self.reduction = check_reduction(reduction)
 
     def set_epoch(self, epoch: int) -> None:
+        """Record the current epoch; called at each epoch start.
+
+        Args:
+            epoch: 0-based epoch index.
+        """
         self.epoch = int(epoch)
 
 
 def gather_across_ranks(tensor: Tensor) -> Tensor:
-    """Rows of `tensor` from every process of an initialised torch.distributed group, concatenated
-    in rank order; the tensor itself in a single process. Keeps per-image loss tables identical on all
-    ranks (DDP broadcasts buffers from rank 0). Bool tensors travel as uint8 (gloo has no bool)."""
+    """Rows of `tensor` from every process of an initialised torch.distributed group, concatenated in rank order.
+
+    Keeps per-image loss tables identical on all ranks (DDP broadcasts buffers from rank 0). Bool tensors travel
+    as uint8 (gloo has no bool).
+
+    Args:
+        tensor: (N, ...) this process's rows; N may differ between ranks.
+
+    Returns:
+        The tensor itself in a single process, else every rank's rows.
+
+    Shape:
+        (N, ...) -> (sum of N over ranks, ...), same dtype.
+    """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
     world = dist.get_world_size()

@@ -13,8 +13,10 @@ from spml.losses.common import (SPML_LOSSES, Reduction, SinglePositiveLoss, as_f
 
 def entropy_maximisation(logits: Tensor, observed: Tensor, alpha: float = 0.1, eps: float = 1e-5,
                          soft_target: Tensor | None = None, beta: float = 0.2, reduction: Reduction = "mean") -> Tensor:
-    """EM (+ APL's soft negatives). Observed: -log p; soft negatives (finite `soft_target` q, not observed):
-    beta [q(-log p) + (1-q)(-log(1-p))]; other unobserved: -alpha H(p).
+    """EM (+ APL's soft negatives): observed -log p, unobserved -alpha H(p), soft negatives a weighted BCE.
+
+    Soft negatives (finite `soft_target` q, not observed): beta [q(-log p) + (1-q)(-log(1-p))]; other unobserved:
+    -alpha H(p).
 
     Args:
         logits: (B, C) raw scores.
@@ -24,6 +26,9 @@ def entropy_maximisation(logits: Tensor, observed: Tensor, alpha: float = 0.1, e
         soft_target: (B, C) stored targets of APL's soft negatives, NaN where none (None: no soft negatives).
         beta: weight of the soft negatives' BCE.
         reduction: "none", "mean" or "sum".
+
+    Returns:
+        The loss under `reduction`.
 
     Shape:
         "none": (B, C) per entry; "mean": mean over all B*C entries; "sum": scalar.
@@ -55,15 +60,29 @@ class EntropyMaximisation(SinglePositiveLoss):
         self.alpha, self.eps = alpha, eps
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
+        """EM loss of a batch.
+
+        Args:
+            logits: (B, C) raw scores.
+            observed: (B, C) bool, True at the observed positives.
+            index: (B,) dataset rows of the images (unused).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B, C) with reduction="none".
+        """
         return entropy_maximisation(logits, observed, self.alpha, self.eps, reduction=self.reduction)
 
 
 @SPML_LOSSES.register("em_apl")
 class EntropyMaximisationAPL(SinglePositiveLoss):
-    """EM + APL. Forward (training mode) records p and the observed mask of each image in buffers.
-    At set_epoch(e) with e >= warmup_epochs (once per epoch, also across resumes), for each class the
-    `fraction` (one number, or one per class) of its recorded unobserved entries with the lowest recorded p,
-    among those not yet marked,
+    """EM + APL: EM whose lowest-p unobserved entries become soft negatives after a warm-up.
+
+    Forward (training mode) records p and the observed mask of each image in buffers. At set_epoch(e) with
+    e >= warmup_epochs (once per epoch, also across resumes), for each class the `fraction` (one number, or one
+    per class) of its recorded unobserved entries with the lowest recorded p, among those not yet marked,
     become soft negatives whose target is that stored p (kept from then on; buffer `soft_target`, NaN = none).
     Soft negatives get beta * BCE to their target instead of the entropy term.
 
@@ -71,7 +90,8 @@ class EntropyMaximisationAPL(SinglePositiveLoss):
         num_classes, num_images: size of the tables.
         alpha: weight of the entropy term.
         beta: weight of the soft negatives' BCE.
-        fraction: share of each class's recorded unobserved entries marked per epoch (one value or C).
+        fraction: share of each class's recorded unobserved entries marked per epoch (one value or C, each in
+            [0, 1]; a ValueError otherwise).
         warmup_epochs: epochs before the first marking.
         eps: added inside the logs.
         reduction: "none" ((B, C)), "mean" (over all B*C entries) or "sum".
@@ -94,6 +114,19 @@ class EntropyMaximisationAPL(SinglePositiveLoss):
         self.register_buffer("marked_epoch", torch.tensor(-1))
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
+        """EM + APL loss of a batch; in training mode also records p and the observed mask of its images.
+
+        Args:
+            logits: (B, C) raw scores.
+            observed: (B, C) bool, True at the observed positives.
+            index: (B,) long, dataset rows of the images (rows of the tables; gathered across ranks).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B, C) with reduction="none".
+        """
         if self.training:
             with torch.no_grad():
                 rows = gather_across_ranks(index)
@@ -104,6 +137,11 @@ class EntropyMaximisationAPL(SinglePositiveLoss):
                                     self.reduction)
 
     def set_epoch(self, epoch: int) -> None:
+        """Record the epoch; from `warmup_epochs` on, mark soft negatives once per epoch.
+
+        Args:
+            epoch: 0-based epoch index.
+        """
         super().set_epoch(epoch)
         if epoch >= self.warmup_epochs and epoch > int(self.marked_epoch):
             self.mark_soft_negatives()

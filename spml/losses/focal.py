@@ -20,6 +20,9 @@ def focal(logits: Tensor, targets: Tensor, known: Tensor | None = None, gamma: f
         alpha: weight of positives (negatives get 1 - alpha); None: no class weighting.
         reduction: "none", "mean" or "sum".
 
+    Returns:
+        The loss under `reduction`.
+
     Shape:
         "none": (B, C) per entry, 0 at unknown entries; "mean": mean over the known entries; "sum": scalar.
     """
@@ -36,11 +39,30 @@ def focal(logits: Tensor, targets: Tensor, known: Tensor | None = None, gamma: f
 
 @LOSSES.register("focal")
 class FocalLoss(FullLabelLoss):
-    """Focal loss (see `focal`); gamma = 0 with alpha None is BCE."""
+    """Focal loss (see `focal`); gamma = 0 with alpha None is BCE.
+
+    Args:
+        gamma: focusing exponent.
+        alpha: weight of positives (negatives get 1 - alpha); None: no class weighting.
+        reduction: "none" ((B, C)), "mean" (over the known entries) or "sum".
+    """
 
     def __init__(self, gamma: float = 2.0, alpha: float | None = None, reduction: Reduction = "mean"):
         super().__init__(reduction)
         self.gamma, self.alpha = gamma, alpha
 
     def forward(self, logits: Tensor, targets: Tensor, known: Tensor | None = None) -> Tensor:
+        """Focal loss of a batch.
+
+        Args:
+            logits: (B, C) raw scores.
+            targets: (B, C) in {0, 1}.
+            known: (B, C) bool, the entries whose label is known (None: all).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B, C) with reduction="none".
+        """
         return focal(logits, targets, known, self.gamma, self.alpha, self.reduction)

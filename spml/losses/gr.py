@@ -56,6 +56,9 @@ def gr_soft_label(probs: Tensor, w: float, b: float) -> Tensor:
         probs: (B, C) predicted probabilities (detached by the caller).
         w, b: slope and offset.
 
+    Returns:
+        k per entry.
+
     Shape:
         (B, C).
     """
@@ -68,6 +71,9 @@ def gr_weight(probs: Tensor, mu: float, sigma: float) -> Tensor:
     Args:
         probs: (B, C) predicted probabilities (detached by the caller).
         mu, sigma: centre and width (> 0).
+
+    Returns:
+        v per entry.
 
     Shape:
         (B, C).
@@ -88,6 +94,9 @@ def generalized_robust(logits: Tensor, observed: Tensor, soft_label: Tensor, wei
         q3: exponent of L3, the robust loss towards negative (1: p; 0: -log(1 - p)).
         eps: added inside the observed positives' log, -log(p + eps).
         reduction: "none", "mean" or "sum".
+
+    Returns:
+        The loss under `reduction`.
 
     Shape:
         "none": (B, C) per entry; "mean": mean over all B*C entries; "sum": scalar.
@@ -110,16 +119,20 @@ def _pair(name: str, value: Sequence[float]) -> tuple[float, float]:
 
 @SPML_LOSSES.register("gr")
 class GeneralizedRobustLoss(SinglePositiveLoss):
-    """GR Loss with its schedule (module docstring): k and v from the detached predictions with parameters
-    at the current epoch (`set_epoch`). Stateless: nothing to checkpoint beyond the epoch.
+    """GR Loss with its schedule (module docstring).
+
+    k and v come from the detached predictions with parameters at the current epoch (`set_epoch`). Stateless:
+    nothing to checkpoint beyond the epoch.
 
     Args:
-        num_epochs: length of the schedule, = the number of training epochs.
+        num_epochs: length of the schedule, = the number of training epochs (>= 1).
         w, b: [start, end] of k's slope and offset.
         mu, sigma: [start, end] of v's centre and width (sigma > 0).
         q2, q3: exponents of the robust losses towards positive and negative (>= 0).
         eps: added inside the observed positives' log.
         reduction: "none" ((B, C)), "mean" (over all B*C entries) or "sum".
+
+    A bad value raises a ValueError naming it.
     """
 
     def __init__(self, num_epochs: int = 8, w: Sequence[float] = (0.0, 2.0), b: Sequence[float] = (-2.0, -2.0),
@@ -136,7 +149,12 @@ class GeneralizedRobustLoss(SinglePositiveLoss):
         self.num_epochs, self.q2, self.q3, self.eps = int(num_epochs), float(q2), float(q3), eps
 
     def schedule(self) -> dict[str, float]:
-        """w, b, mu, sigma at the current epoch."""
+        """w, b, mu, sigma at the current epoch.
+
+        Returns:
+            {"w", "b", "mu", "sigma"} -> value; k's parameters at fraction epoch / num_epochs, v's at
+            (epoch + 1) / num_epochs, held at the end values past 1.
+        """
         def at(pair: tuple[float, float], fraction: float) -> float:
             return pair[0] + (pair[1] - pair[0]) * min(fraction, 1.0)
 
@@ -145,6 +163,19 @@ class GeneralizedRobustLoss(SinglePositiveLoss):
                 "mu": at(self.mu, v_fraction), "sigma": at(self.sigma, v_fraction)}
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
+        """GR loss of a batch at the current epoch's schedule.
+
+        Args:
+            logits: (B, C) raw scores.
+            observed: (B, C) bool, True at the observed positives.
+            index: (B,) dataset rows of the images (unused).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B, C) with reduction="none".
+        """
         now = self.schedule()
         probs = torch.sigmoid(as_float(logits).detach())
         soft_label = gr_soft_label(probs, now["w"], now["b"])

@@ -121,6 +121,19 @@ class LargeLossCorrectPermanent(_LargeLoss):
         self.register_buffer("flipped", torch.zeros(num_images, num_classes, dtype=torch.bool))
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
+        """LL-Cp loss of a batch; in training mode also stores the newly corrected entries in `flipped`.
+
+        Args:
+            logits: (B, C) raw scores.
+            observed: (B, C) bool, True at the observed positives (the stored flips are added).
+            index: (B,) long, dataset rows of the images (rows of `flipped`; gathered across ranks).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B, C) with reduction="none".
+        """
         observed = observed.bool() | self.flipped[index]
         loss, selected = large_loss(logits, observed, self.num_selected(logits.numel()), self.correct,
                                     self.reduction)

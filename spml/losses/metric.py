@@ -33,6 +33,9 @@ def dual_weighted_metric(logits: Tensor, targets: Tensor, known: Tensor | None =
         hardness: exponent of the image weight (0: all ones).
         reduction: "none", "mean" or "sum".
 
+    Returns:
+        The loss under `reduction`.
+
     Shape:
         "none": (B,) per image, image weight included; "mean": mean over all B images; "sum": scalar.
     """
@@ -70,5 +73,18 @@ class DualWeightedMetricLoss(FullLabelLoss):
         self.register_buffer("class_weight", weight)
 
     def forward(self, logits: Tensor, targets: Tensor, known: Tensor | None = None) -> Tensor:
+        """Dual-weighted metric loss of a batch.
+
+        Args:
+            logits: (B, C) = -distance to each class prototype.
+            targets: (B, C) in {0, 1}.
+            known: (B, C) bool, the entries whose label is known (None: all).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B,) with reduction="none".
+        """
         return dual_weighted_metric(logits, targets, known, self.margin, self.class_weight, self.hardness,
                                     self.reduction)

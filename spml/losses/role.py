@@ -12,8 +12,9 @@ from spml.losses.common import SPML_LOSSES, Reduction, SinglePositiveLoss, as_fl
 
 def role_loss(logits: Tensor, table_logits: Tensor, observed: Tensor, expected_positives: float,
               eps: float = 1e-5, reduction: Reduction = "mean") -> Tensor:
-    """ROLE: 0.5 [obs terms on p and g] + 0.5 [BCE(p, sg(g)) + BCE(g, sg(p))] per entry, plus the batch
-    penalty 0.5 [EPR(p) + EPR(g)]; p = sigmoid(logits), g = sigmoid(table_logits), sg = stop-gradient.
+    """ROLE: 0.5 [obs terms on p and g] + 0.5 [BCE(p, sg(g)) + BCE(g, sg(p))] per entry, plus 0.5 [EPR(p) + EPR(g)].
+
+    p = sigmoid(logits), g = sigmoid(table_logits), sg = stop-gradient; the EPR terms are a batch penalty.
 
     Args:
         logits: (B, C) raw scores of the classifier.
@@ -22,6 +23,9 @@ def role_loss(logits: Tensor, table_logits: Tensor, observed: Tensor, expected_p
         expected_positives: k of the EPR penalty.
         eps: added inside the logs.
         reduction: "none", "mean" or "sum".
+
+    Returns:
+        The loss under `reduction`.
 
     Shape:
         "none": (B, C) per entry with the batch penalty added to every entry; "mean": mean over all B*C
@@ -67,4 +71,17 @@ class ROLE(SinglePositiveLoss):
         self.table.lr_multiplier = lr_multiplier
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
+        """ROLE loss of a batch against the table rows of its images.
+
+        Args:
+            logits: (B, C) raw scores.
+            observed: (B, C) bool, True at the observed positives.
+            index: (B,) long, dataset rows of the images (rows of `table`).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B, C) with reduction="none".
+        """
         return role_loss(logits, self.table[index], observed, self.expected_positives, self.eps, self.reduction)

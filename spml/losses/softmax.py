@@ -10,9 +10,10 @@ from spml.losses.common import LOSSES, FullLabelLoss, Reduction, as_float, known
 
 def msml(logits: Tensor, targets: Tensor, known: Tensor | None = None, bce_weight: float = 1.0,
          reduction: Reduction = "mean") -> Tensor:
-    """MSML per row. A row with a known positive: mean over its positives p of
-    softplus(LSE_{known negatives n} s_n - s_p) (0 when it has no known negative). A row without one:
-    bce_weight * mean BCE over its known entries.
+    """MSML per row, with BCE for rows without a known positive.
+
+    A row with a known positive: mean over its positives p of softplus(LSE_{known negatives n} s_n - s_p)
+    (0 when it has no known negative). A row without one: bce_weight * mean BCE over its known entries.
 
     Args:
         logits: (B, C) raw scores.
@@ -20,6 +21,9 @@ def msml(logits: Tensor, targets: Tensor, known: Tensor | None = None, bce_weigh
         known: (B, C) bool, the entries whose label is known (None: all).
         bce_weight: weight of the BCE of rows without a known positive.
         reduction: "none", "mean" or "sum".
+
+    Returns:
+        The loss under `reduction`.
 
     Shape:
         "none": (B,) per row, 0 for rows with nothing known; "mean": mean over the rows with at least one
@@ -56,4 +60,17 @@ class MultiLabelSoftmax(FullLabelLoss):
         self.bce_weight = bce_weight
 
     def forward(self, logits: Tensor, targets: Tensor, known: Tensor | None = None) -> Tensor:
+        """MSML of a batch.
+
+        Args:
+            logits: (B, C) raw scores.
+            targets: (B, C) in {0, 1}.
+            known: (B, C) bool, the entries whose label is known (None: all).
+
+        Returns:
+            The loss under `reduction`.
+
+        Shape:
+            scalar; (B,) with reduction="none".
+        """
         return msml(logits, targets, known, self.bce_weight, self.reduction)

@@ -28,6 +28,9 @@ def classifier_from_spec(spec: dict[str, Any]) -> Classifier:
 
     Args:
         spec: a model.json mapping (backbone arguments, head name and arguments, classes, normalize).
+
+    Returns:
+        The Classifier, its weights still to be loaded (read_model does).
     """
     backbone = Backbone(**spec["backbone"])
     head = build_head(spec["head"]["name"], backbone.num_features, len(spec["classes"]), **spec["head"]["args"])
@@ -35,7 +38,16 @@ def classifier_from_spec(spec: dict[str, Any]) -> Classifier:
 
 
 def inference_model(classifier: Classifier, spec: dict[str, Any], tta: bool = False) -> InferenceModel:
-    """`classifier` with the classes, input size and TTA settings of `spec` (model.json); modes unchanged."""
+    """`classifier` with the classes, input size and TTA settings of `spec` (model.json); modes unchanged.
+
+    Args:
+        classifier: the trained Classifier.
+        spec: the model.json mapping; it becomes the result's `metadata`.
+        tta: test-time augmentation on.
+
+    Returns:
+        The InferenceModel.
+    """
     return InferenceModel(classifier, spec["classes"], spec["image_size"], spec["tta"]["views"],
                           spec["tta"]["average"], tta, metadata=spec)
 
@@ -44,8 +56,10 @@ def write_model(folder: str | Path, classifier: Classifier, spec: dict[str, Any]
     """Write `classifier`'s weights (model.safetensors) and `spec` (model.json) into `folder`, each atomically.
 
     Args:
-        folder: created if needed. classifier: the trained Classifier. spec: what classifier_from_spec rebuilds
-            it from (spml.factories.model_spec makes it for a run).
+        folder: created if needed.
+        classifier: the trained Classifier.
+        spec: what classifier_from_spec rebuilds it from (spml.factories.model_spec makes it for a run); written
+            with its "format".
 
     Returns:
         The folder.
@@ -65,7 +79,9 @@ def read_model(folder: str | Path, tta: bool = False) -> InferenceModel:
     """The model of an exported folder, in eval mode on the CPU.
 
     Args:
-        folder: holds model.json and model.safetensors (write_model). tta: test-time augmentation on.
+        folder: holds model.json and model.safetensors (write_model); a ValueError names the file when model.json
+            is not spml's or the weights are not a readable safetensors file.
+        tta: test-time augmentation on.
 
     Returns:
         InferenceModel: uint8 or float [0, 1] (B, in_chans, S, S) -> logits (B, C); `metadata` is the model.json.
@@ -89,7 +105,12 @@ def write_torchscript(model: InferenceModel, path: str | Path, batch: int = 2) -
     """Trace `model` (without TTA) into a TorchScript file.
 
     Args:
-        model: an InferenceModel. path: the file (written atomically). batch: batch size of the tracing example.
+        model: an InferenceModel.
+        path: the file (written atomically).
+        batch: batch size of the tracing example.
+
+    Returns:
+        The path.
 
     Shape:
         the traced module: uint8 (B, in_chans, S, S), any B -> float32 logits (B, C), like the eager model.

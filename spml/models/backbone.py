@@ -13,14 +13,19 @@ from spml.models.xrv import XRV_ARCHITECTURES, XRVFeatures
 
 
 def create_timm(name: str, spec: WeightsSpec | None = None, pretrained_file: str = "", **kwargs) -> nn.Module:
-    """timm.create_model(name) from random init, or with timm's own pretrained path for `spec` (a timm tag or an
-    hf-hub name), pointed at `pretrained_file` when given (pretrained_cfg_overlay file=..., or a hub snapshot folder
-    as `local-dir:`), so nothing is fetched again.
+    """timm.create_model(name) from random init, or with timm's own pretrained path for `spec`.
+
+    `spec` is a timm tag or an hf-hub name; it is pointed at `pretrained_file` when given (pretrained_cfg_overlay
+    file=..., or a hub snapshot folder as `local-dir:`), so nothing is fetched again.
 
     Args:
-        name: the timm architecture. spec: timm or hf-hub weights (spml.models.weights.parse_weights), or None.
+        name: the timm architecture.
+        spec: timm or hf-hub weights (spml.models.weights.parse_weights), or None.
         pretrained_file: the cached file (folder for hf-hub) of the weights; "" lets timm fetch them itself.
-        kwargs: timm.create_model's model arguments (num_classes, global_pool, in_chans, drop_path_rate).
+        **kwargs: timm.create_model's model arguments (num_classes, global_pool, in_chans, drop_path_rate).
+
+    Returns:
+        The timm model; a ValueError when `name` is not a timm model or the weights hold another architecture.
     """
     model_name, extra = name, {}
     if spec is not None and spec.source == "hf-hub":
@@ -92,12 +97,34 @@ class Backbone(nn.Module):
             self.compile()
 
     def forward(self, x: Tensor) -> Tensor:
+        """Feature map of a batch.
+
+        Args:
+            x: input images (normalised).
+
+        Returns:
+            The backbone's features, NCHW.
+
+        Shape:
+            (B, in_chans, H, W) -> (B, num_features, h, w).
+        """
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.to_nchw(self.model.forward_features(x))
 
     def to_nchw(self, features: Tensor) -> Tensor:
-        """Bring timm's NCHW, NHWC or (B, tokens, F) feature outputs to (B, F, h, w)."""
+        """Bring timm's NCHW, NHWC or (B, tokens, F) feature outputs to (B, F, h, w).
+
+        Args:
+            features: `forward_features`' output; token outputs drop their prefix tokens and must form a square grid
+                (a ValueError otherwise).
+
+        Returns:
+            The features, NCHW.
+
+        Shape:
+            (B, F, h, w), (B, h, w, F) or (B, tokens, F) -> (B, F, h, w).
+        """
         if features.ndim == 3:
             tokens = features[:, getattr(self.model, "num_prefix_tokens", 0):]
             side = math.isqrt(tokens.shape[1])

@@ -11,7 +11,15 @@ def attention_heads(width: int, heads: int) -> int:
     """The largest head count <= `heads` that divides `width` (nn.MultiheadAttention needs a divisor).
 
     Args:
-        width: attention width. heads: the most heads wanted (>= 1 is used).
+        width: attention width.
+        heads: the most heads wanted (>= 1 is used).
+
+    Returns:
+        The head count.
+
+    Example:
+        >>> attention_heads(96, 5), attention_heads(7, 4)
+        (4, 1)
     """
     return max(h for h in range(1, max(heads, 1) + 1) if width % h == 0)
 
@@ -26,7 +34,10 @@ class BatchTransformer(nn.Module):
 
     Args:
         dim: D, the embedding width (a head's `embed_dim`).
-        depth: encoder layers. heads: attention heads (at most). dim_feedforward: MLP width. dropout: encoder dropout.
+        depth: encoder layers.
+        heads: attention heads (at most).
+        dim_feedforward: MLP width.
+        dropout: encoder dropout.
         width: attention width (default min(dim, 1024)).
 
     Shape:
@@ -44,5 +55,16 @@ class BatchTransformer(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
 
     def forward(self, embeddings: Tensor) -> Tensor:
+        """Mix the batch's embeddings by attention across the batch.
+
+        Args:
+            embeddings: one row per image.
+
+        Returns:
+            The mixed embeddings.
+
+        Shape:
+            (B, D) -> (B, D).
+        """
         sequence = rearrange(self.project_in(embeddings), "b d -> 1 b d")
         return self.project_out(rearrange(self.encoder(sequence), "1 b d -> b d"))

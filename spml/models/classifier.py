@@ -44,10 +44,43 @@ class Classifier(nn.Module):
         self.normalize = Normalize(mean, std)
 
     def features(self, x: Tensor) -> Tensor:
+        """Backbone feature maps of normalised images.
+
+        Args:
+            x: float images in [0, 1].
+
+        Returns:
+            The feature maps.
+
+        Shape:
+            (B, in_chans, H, W) -> (B, F, h, w).
+        """
         return self.backbone(self.normalize(x))
 
     def logits_from_features(self, features: Tensor) -> Tensor:
+        """The head on given feature maps.
+
+        Args:
+            features: backbone feature maps.
+
+        Returns:
+            Logits.
+
+        Shape:
+            (B, F, h, w) -> (B, C).
+        """
         return self.head(features)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits of a batch: normalise, backbone, head.
+
+        Args:
+            x: float images in [0, 1].
+
+        Returns:
+            Logits.
+
+        Shape:
+            (B, in_chans, H, W) -> (B, C).
+        """
         return self.head(self.features(x))

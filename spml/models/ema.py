@@ -19,6 +19,14 @@ class ModelEma(ModelEmaV3):
         self.module.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "ModelEma":
+        """Stay in eval mode whatever `mode` asks.
+
+        Args:
+            mode: ignored.
+
+        Returns:
+            self.
+        """
         return super().train(False)
 
 
@@ -26,7 +34,11 @@ def build_ema(model: nn.Module, decay: float) -> ModelEma:
     """EMA copy of `model`; call `.update(model)` after each optimizer step.
 
     Args:
-        model: the module to average. decay: in (0, 1); ValueError otherwise.
+        model: the module to average.
+        decay: in (0, 1); ValueError otherwise.
+
+    Returns:
+        The ModelEma.
     """
     if not 0.0 < decay < 1.0:
         raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")

@@ -35,16 +35,54 @@ class Head(nn.Module):
     pools_last = True  # forward == classify(embed(.)); False: the head pools after its class maps (BoostLU)
 
     def embed(self, features: Tensor) -> Tensor:
+        """Pooled embedding of feature maps (subclasses implement it).
+
+        Args:
+            features: backbone feature maps.
+
+        Returns:
+            The embedding.
+
+        Shape:
+            (B, F, h, w) -> (B, embed_dim).
+        """
         raise NotImplementedError
 
     def classify(self, embedding: Tensor) -> Tensor:
+        """Logits of embeddings (subclasses implement it).
+
+        Args:
+            embedding: `embed`'s output (MPC's batch-level stream mixes it across the batch first).
+
+        Returns:
+            Logits.
+
+        Shape:
+            (B, embed_dim) -> (B, C).
+        """
         raise NotImplementedError
 
     def forward(self, features: Tensor) -> Tensor:
+        """classify(embed(features)).
+
+        Args:
+            features: backbone feature maps.
+
+        Returns:
+            Logits.
+
+        Shape:
+            (B, F, h, w) -> (B, C).
+        """
         return self.classify(self.embed(features))
 
 
 def global_pool() -> nn.Module:
+    """timm's global average pool, flattened.
+
+    Returns:
+        A module (B, F, h, w) -> (B, F).
+    """
     return SelectAdaptivePool2d(pool_type="avg", flatten=True)
 
 
@@ -68,9 +106,31 @@ class LinearHead(Head):
         self.fc = nn.Linear(num_features, num_classes)
 
     def embed(self, features: Tensor) -> Tensor:
+        """Global average pool.
+
+        Args:
+            features: backbone feature maps.
+
+        Returns:
+            The pooled features.
+
+        Shape:
+            (B, F, h, w) -> (B, F).
+        """
         return self.pool(features)
 
     def classify(self, embedding: Tensor) -> Tensor:
+        """Dropout, then the linear classifier.
+
+        Args:
+            embedding: pooled features.
+
+        Returns:
+            Logits.
+
+        Shape:
+            (B, F) -> (B, C).
+        """
         return self.fc(self.dropout(embedding))
 
 
@@ -95,9 +155,31 @@ class MLPHead(Head):
         self.fc = nn.Linear(hidden, num_classes)
 
     def embed(self, features: Tensor) -> Tensor:
+        """Pool, then Linear(hidden) -> BatchNorm1d -> ReLU.
+
+        Args:
+            features: backbone feature maps.
+
+        Returns:
+            The hidden embedding.
+
+        Shape:
+            (B, F, h, w) -> (B, hidden).
+        """
         return self.hidden(self.pool(features))
 
     def classify(self, embedding: Tensor) -> Tensor:
+        """Dropout, then the linear classifier.
+
+        Args:
+            embedding: the hidden embedding.
+
+        Returns:
+            Logits.
+
+        Shape:
+            (B, hidden) -> (B, C).
+        """
         return self.fc(self.dropout(embedding))
 
 
@@ -125,6 +207,17 @@ class BilinearHead(Head):
         self.fc = nn.Linear(self.embed_dim, num_classes)
 
     def embed(self, features: Tensor) -> Tensor:
+        """Bilinear pooling of the projected maps (fp32), signed square root, L2 normalisation.
+
+        Args:
+            features: backbone feature maps.
+
+        Returns:
+            The unit-norm embedding, float32.
+
+        Shape:
+            (B, F, h, w) -> (B, k * k).
+        """
         z = self.project(features).flatten(2).float()  # (B, k, hw)
         gram = torch.bmm(z, z.transpose(1, 2)) / z.shape[2]  # (B, k, k)
         v = gram.flatten(1)
@@ -132,6 +225,17 @@ class BilinearHead(Head):
         return F.normalize(v, dim=1)
 
     def classify(self, embedding: Tensor) -> Tensor:
+        """Dropout, then the linear classifier.
+
+        Args:
+            embedding: the bilinear embedding.
+
+        Returns:
+            Logits.
+
+        Shape:
+            (B, k * k) -> (B, C).
+        """
         return self.fc(self.dropout(embedding))
 
 
@@ -141,6 +245,9 @@ def boost_positive(class_maps: Tensor, boost: float) -> Tensor:
     Args:
         class_maps: (B, C, h, w) class activation maps (the linear classifier at every position).
         boost: the factor on positive values (the paper's alpha); 1 is the identity.
+
+    Returns:
+        The boosted maps.
 
     Shape:
         (B, C, h, w) -> (B, C, h, w).
@@ -175,12 +282,39 @@ class BoostLUHead(Head):
         self.fc = nn.Linear(num_features, num_classes)
 
     def class_maps(self, features: Tensor) -> Tensor:
+        """The linear classifier at every position (a 1x1 convolution with `fc`'s weights).
+
+        Args:
+            features: backbone feature maps.
+
+        Returns:
+            Class activation maps; their spatial mean is the linear head's logits.
+
+        Shape:
+            (B, F, h, w) -> (B, C, h, w).
+        """
         return F.conv2d(features, self.fc.weight[:, :, None, None], self.fc.bias)
 
     def forward(self, features: Tensor) -> Tensor:
+        """Class maps -> BoostLU -> average pool.
+
+        Args:
+            features: backbone feature maps.
+
+        Returns:
+            Logits.
+
+        Shape:
+            (B, F, h, w) -> (B, C).
+        """
         return boost_positive(self.class_maps(features), self.boost).mean((2, 3))
 
     def embed(self, features: Tensor) -> Tensor:
+        """Not available: this head pools after its class maps; raises TypeError (MPC's streams need a pooled head).
+
+        Args:
+            features: unused.
+        """
         raise TypeError("the boostlu head pools after its class maps and has no pooled embedding; objectives that "
                         "split the head (MPC's streams) need a pooled head such as linear")
 
@@ -189,7 +323,12 @@ def read_prototypes(path: str, num_classes: int, embedding_dim: int) -> Tensor:
     """Class prototypes from a .npy (allow_pickle=False) or .pt (weights_only=True) file, shape-checked.
 
     Args:
-        path: the file. num_classes: C. embedding_dim: D.
+        path: the file (FileNotFoundError if missing; ValueError for another suffix, a non-tensor or a wrong shape).
+        num_classes: C.
+        embedding_dim: D.
+
+    Returns:
+        The prototypes.
 
     Shape:
         -> float32 (C, D).
@@ -214,16 +353,26 @@ def read_prototypes(path: str, num_classes: int, embedding_dim: int) -> Tensor:
 
 
 def prototype_manifest(path: str | Path) -> Path:
-    """Where tools/make_prototypes.py describes a prototype file: <file>.manifest.json (classes, encoder, ...)."""
+    """Where tools/make_prototypes.py describes a prototype file: <file>.manifest.json (classes, encoder, ...).
+
+    Args:
+        path: the prototype file.
+
+    Returns:
+        The manifest's path (it may not exist).
+    """
     return Path(f"{path}.manifest.json")
 
 
 def check_prototype_classes(path: str, classes: Sequence[str]) -> None:
-    """A prototype file with a manifest must list the data's classes in the same order (row c = class c);
-    without a manifest only its shape is checked (read_prototypes).
+    """A prototype file with a manifest must list the data's classes in the same order (row c = class c).
+
+    Without a manifest only its shape is checked (read_prototypes). A mismatch raises a ValueError naming the
+    manifest and both class lists.
 
     Args:
-        path: the prototype file ("" checks nothing). classes: the data's C class names, in logit order.
+        path: the prototype file ("" checks nothing).
+        classes: the data's C class names, in logit order.
     """
     manifest = prototype_manifest(path)
     if not path or not manifest.is_file():
@@ -262,17 +411,44 @@ class PrototypeHead(Head):
         self.prototypes = nn.Parameter(initial)
 
     def embed(self, features: Tensor) -> Tensor:
+        """Pool, dropout, then the projection to D.
+
+        Args:
+            features: backbone feature maps.
+
+        Returns:
+            The embedding.
+
+        Shape:
+            (B, F, h, w) -> (B, D).
+        """
         return self.project(self.dropout(self.pool(features)))
 
     def classify(self, embedding: Tensor) -> Tensor:
+        """Minus the Euclidean distance (fp32) of each embedding to each class prototype.
+
+        Args:
+            embedding: projected embeddings.
+
+        Returns:
+            Logits, all <= 0.
+
+        Shape:
+            (B, D) -> (B, C).
+        """
         return -torch.cdist(embedding.float(), self.prototypes.float())
 
 
 def build_head(name: str, num_features: int, num_classes: int, **kwargs) -> Head:
-    """The head registered as `name` (linear | mlp | bilinear | prototype).
+    """The head registered as `name` (linear | mlp | bilinear | prototype | boostlu).
 
     Args:
-        name: HEADS name. num_features: F of the backbone's map. num_classes: C.
+        name: HEADS name.
+        num_features: F of the backbone's map.
+        num_classes: C.
         **kwargs: that head's own arguments (e.g. hidden=512 for mlp, channels=256 for bilinear).
+
+    Returns:
+        The head.
     """
     return HEADS.build(name, num_features=num_features, num_classes=num_classes, **kwargs)

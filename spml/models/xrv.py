@@ -25,6 +25,11 @@ UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
 
 def import_xrv():
+    """The torchxrayvision module.
+
+    Returns:
+        torchxrayvision; ImportError naming the optional extra when it is not installed.
+    """
     try:
         import torchxrayvision as xrv
     except ImportError:
@@ -33,7 +38,11 @@ def import_xrv():
 
 
 def allowed_classes() -> list[type]:
-    """What a torchxrayvision weights file may construct: its model classes, torch.nn's modules, OrderedDict, set."""
+    """What a torchxrayvision weights file may construct: its model classes, torch.nn's modules, OrderedDict, set.
+
+    Returns:
+        The classes, for torch.serialization.safe_globals.
+    """
     xrv = import_xrv()
     modules = [obj for obj in vars(nn).values() if isinstance(obj, type) and issubclass(obj, nn.Module)]
     own = [obj for obj in vars(xrv.models).values() if isinstance(obj, type) and issubclass(obj, nn.Module)]
@@ -41,8 +50,15 @@ def allowed_classes() -> list[type]:
 
 
 def read_xrv_weights(path: str | Path) -> dict[str, Tensor]:
-    """The state dict in a torchxrayvision weights file (a pickled model, or a state dict), read without running
-    code: `torch.load(weights_only=True)` with allowed_classes() only.
+    """The state dict in a torchxrayvision weights file (a pickled model, or a state dict), read without running code.
+
+    `torch.load(weights_only=True)` with allowed_classes() only.
+
+    Args:
+        path: the weights file.
+
+    Returns:
+        {key: tensor}; non-tensor entries are dropped.
 
     Raises:
         ValueError naming the file and the first class it would construct that is not allowed.
@@ -109,6 +125,17 @@ class XRVFeatures(nn.Module):
             self.net.model.fc = nn.Identity()
 
     def forward_features(self, x: Tensor) -> Tensor:
+        """Feature maps before pooling (DenseNet: its features with the final ReLU; ResNet: layer4's output).
+
+        Args:
+            x: images scaled to [-1024, 1024].
+
+        Returns:
+            The feature maps.
+
+        Shape:
+            (B, 1, H, W) -> (B, num_features, h, w).
+        """
         if isinstance(getattr(self.net, "features", None), nn.Sequential):
             return F.relu(self.net.features(x))  # torchxrayvision's features2 without its pooling
         model = self.net.model

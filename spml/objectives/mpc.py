@@ -69,6 +69,12 @@ class MPCObjective(Objective):
         self.warmup_epochs, self.rampup_epochs = warmup_epochs, rampup_epochs
 
     def set_progress(self, step: int, steps_per_epoch: int) -> None:
+        """Record the training progress and pass the epoch on to the base loss (`set_epoch`).
+
+        Args:
+            step: batches trained including this one (1 for the first).
+            steps_per_epoch: batches per epoch.
+        """
         super().set_progress(step, steps_per_epoch)
         self.base.set_epoch(self.epoch)
 
@@ -80,12 +86,29 @@ class MPCObjective(Objective):
         return bool(self.epochs_done() >= np.float32(self.warmup_epochs))
 
     def ramp(self, weight: float) -> float:
-        """weight * clamp((t - warmup) / rampup, 0, 1), t = progress in epochs (spml.objectives.base.ramp)."""
+        """weight * clamp((t - warmup) / rampup, 0, 1), t = progress in epochs (spml.objectives.base.ramp).
+
+        Args:
+            weight: the weight after the ramp.
+
+        Returns:
+            The weight now.
+        """
         return ramp(weight, self.epochs_done(), self.warmup_epochs, self.rampup_epochs)
 
     @torch.no_grad()
     def pseudo_labels(self, logits: Tensor, x_weak: Tensor, observed: Tensor) -> PseudoLabels:
-        """The weak view's pseudo-labels (see the class docstring); the thresholds record this batch first."""
+        """The weak view's pseudo-labels (see the class docstring); the thresholds record this batch first.
+
+        Args:
+            logits: (B, C) the classifier's weak-view logits (used when there is no EMA teacher).
+            x_weak: (B, 1, H, W) the weak view (the EMA teacher's input).
+            observed: (B, C) bool, True at the observed positives.
+
+        Returns:
+            PseudoLabels: positive, target and mask (B, C), and whether the warm-up is over (before it no unobserved
+            entry is marked). No gradient.
+        """
         if self.teacher is not None:
             probs = torch.sigmoid(self.teacher.module(x_weak).float())
         else:
@@ -101,6 +124,15 @@ class MPCObjective(Objective):
         return PseudoLabels(positive, target, mask, active)
 
     def forward(self, batch: dict[str, Tensor]) -> dict:
+        """One training step's loss: the base term on the weak view plus each enabled stream's ramped consistency term.
+
+        Args:
+            batch: image (B, 1, H, W) uint8 or float, observed (B, C) bool, index (B,) long; nothing else is read.
+
+        Returns:
+            loss (scalar), logits (B, C) of the weak view, components (detached: base, ipc/fpc/btc when on,
+            pseudo_pos_rate, confident_rate) and pseudo_positive (B, C) bool.
+        """
         head = self.classifier.head
         observed, index = batch["observed"], batch["index"]
         x = self.to_input(batch["image"])
@@ -131,8 +163,18 @@ class MPCObjective(Objective):
 
     @staticmethod
     def report(batch: dict[str, Tensor], out: dict) -> dict[str, Tensor]:
-        """Device counts for pseudo-positive precision/recall against the hidden truth: analysis only, read after
-        the step from the batch's targets (never fed back into training). Summed over a log window."""
+        """Device counts for pseudo-positive precision/recall against the hidden truth.
+
+        Analysis only, read after the step from the batch's targets (never fed back into training). Summed over a
+        log window.
+
+        Args:
+            batch: the training batch (its targets (B, C) and observed (B, C)).
+            out: `forward`'s result (its pseudo_positive).
+
+        Returns:
+            true_positive, predicted and hidden counts as float scalar tensors.
+        """
         hidden_positive = (batch["targets"] > 0.5) & ~batch["observed"]
         pseudo_positive = out["pseudo_positive"]
         return {"true_positive": (pseudo_positive & hidden_positive).sum().float(),
@@ -140,6 +182,13 @@ class MPCObjective(Objective):
 
     @staticmethod
     def summarize(sums: dict[str, float]) -> dict[str, float]:
-        """The logged values of summed `report` counts."""
+        """The logged values of summed `report` counts.
+
+        Args:
+            sums: true_positive, predicted and hidden, summed over a log window.
+
+        Returns:
+            pseudo/precision and pseudo/recall (0 when nothing was predicted / hidden).
+        """
         return {"pseudo/precision": sums["true_positive"] / max(sums["predicted"], 1.0),
                 "pseudo/recall": sums["true_positive"] / max(sums["hidden"], 1.0)}

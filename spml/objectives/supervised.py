@@ -21,6 +21,14 @@ class SupervisedObjective(Objective):
         self.loss = loss
 
     def forward(self, batch: dict[str, Tensor]) -> dict:
+        """One training step's loss on the weak view over the known labels.
+
+        Args:
+            batch: image (B, 1, H, W) uint8 or float, targets (B, C), known (B, C) bool.
+
+        Returns:
+            loss (scalar), logits (B, C) and components {"sup": the detached loss}.
+        """
         x = self.weak(self.to_input(batch["image"]))
         logits = self.classifier(x)
         loss = self.loss(logits, batch["targets"], batch["known"])
@@ -51,6 +59,14 @@ class SupervisedConsistencyObjective(SupervisedObjective):
         self.warmup_epochs, self.rampup_epochs = warmup_epochs, rampup_epochs
 
     def forward(self, batch: dict[str, Tensor]) -> dict:
+        """One training step's loss: the weak view's loss plus the ramped loss of the strong view towards the labels.
+
+        Args:
+            batch: image (B, 1, H, W) uint8 or float, targets (B, C), known (B, C) bool.
+
+        Returns:
+            loss (scalar), logits (B, C) of the weak view and components {"sup", "strong"} (detached).
+        """
         out = super().forward(batch)
         with frozen_norm_statistics(self.classifier):
             strong_logits = self.classifier(self.strong(self.to_input(batch["image"])))
@@ -78,10 +94,24 @@ class SinglePositiveObjective(Objective):
         self.loss = loss
 
     def set_progress(self, step: int, steps_per_epoch: int) -> None:
+        """Record the training progress and pass the epoch on to the loss (`set_epoch`).
+
+        Args:
+            step: batches trained including this one (1 for the first).
+            steps_per_epoch: batches per epoch.
+        """
         super().set_progress(step, steps_per_epoch)
         self.loss.set_epoch(self.epoch)
 
     def forward(self, batch: dict[str, Tensor]) -> dict:
+        """One training step's single-positive loss on the weak view.
+
+        Args:
+            batch: image (B, 1, H, W) uint8 or float, observed (B, C) bool, index (B,) long; nothing else is read.
+
+        Returns:
+            loss (scalar), logits (B, C) and components {"base": the detached loss}.
+        """
         x = self.weak(self.to_input(batch["image"]))
         logits = self.classifier(x)
         loss = self.loss(logits, batch["observed"], batch["index"])

@@ -16,9 +16,17 @@ from spml.evaluation.metrics import evaluate_predictions
 
 def plot_curves(scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...],
                 out_dir: str | Path) -> list[Path]:
-    """Write roc.png and pr.png (curve_figures) into out_dir.
+    """Write roc.png and pr.png (curve_figures) into `out_dir`, creating it.
 
-    scores (N, C), targets (N, C) {0, 1}, known (N, C) bool or None -> [roc.png, pr.png] paths.
+    Args:
+        scores: (N, C) scores.
+        targets: (N, C) in {0, 1}.
+        known: (N, C) bool, the entries whose label is known (None: all).
+        classes: the C class names.
+        out_dir: the folder written.
+
+    Returns:
+        [roc.png, pr.png] paths.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -30,9 +38,20 @@ def plot_curves(scores: Any, targets: Any, known: Any | None, classes: list[str]
 
 def curve_figures(scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...]
                   ) -> tuple[Figure, Figure]:
-    """ROC and precision-recall figures: one curve per scorable class over its known entries, the legend
-    (outside the axes) giving each class's AUROC / AP, the title the macro mean and how many classes it
-    covers, the classes left out (no positive or no negative) named under the axes."""
+    """ROC and precision-recall figures, one curve per scorable class over its known entries.
+
+    The legend (outside the axes) gives each class's AUROC / AP, the title the macro mean and how many classes it
+    covers; the classes left out (no positive or no negative) are named under the axes.
+
+    Args:
+        scores: (N, C) scores.
+        targets: (N, C) in {0, 1}.
+        known: (N, C) bool, the entries whose label is known (None: all).
+        classes: the C class names.
+
+    Returns:
+        (ROC figure, precision-recall figure).
+    """
     result = evaluate_predictions(scores, targets, known, classes)
     scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets) > 0.5
     known = np.ones(scores.shape, bool) if known is None else np.asarray(known, dtype=bool)
@@ -59,8 +78,21 @@ def curve_figures(scores: Any, targets: Any, known: Any | None, classes: list[st
 
 def plot_bars(df: pd.DataFrame, x: str, y: str, yerr: str | None, out_path: str | Path,
               title: str = "") -> Path:
-    """Bar chart of df[y] per df[x] (bars from zero, values printed on top) with optional error bars
-    df[yerr] (a missing error, e.g. the std of a single seed, is drawn as none) -> out_path."""
+    """Bar chart of df[y] per df[x] (bars from zero, values printed on top) with optional error bars df[yerr].
+
+    A missing error (e.g. the std of a single seed) is drawn as none.
+
+    Args:
+        df: the table.
+        x: column of the bar labels.
+        y: column of the bar heights.
+        yerr: column of the error bars (None: none).
+        out_path: the PNG written.
+        title: figure title.
+
+    Returns:
+        `out_path`; a KeyError naming the columns when x, y or yerr is not one.
+    """
     for column in (x, y) + ((yerr,) if yerr else ()):
         if column not in df:
             raise KeyError(f"plot_bars: column {column!r} not in the table; columns are {list(df.columns)}")
@@ -84,9 +116,20 @@ def plot_bars(df: pd.DataFrame, x: str, y: str, yerr: str | None, out_path: str 
 
 
 def plot_intervals(table: pd.DataFrame, out_path: str | Path, title: str = "", metric: str = "test mAP") -> Path:
-    """Forest plot of paired differences (spml.reporting.stats.paired_differences rows) in `metric`: each variant's per-seed
-    differences as dots, their mean as a bar with its t interval, a zero line; significant rows (Holm) in
-    colour -> out_path."""
+    """Forest plot of paired differences in `metric`, one row per variant.
+
+    Each variant's per-seed differences are dots, their mean a marker with its t interval as a bar, and a zero line
+    is drawn; significant rows (Holm) are in colour (green better, red worse).
+
+    Args:
+        table: spml.reporting.stats.paired_differences rows.
+        out_path: the PNG written.
+        title: figure title.
+        metric: the metric's name for the axis label.
+
+    Returns:
+        `out_path`.
+    """
     fig = Figure(figsize=(7.5, max(2.5, 0.45 * len(table) + 1.5)))
     ax = fig.subplots()
     rows = np.arange(len(table))[::-1]
@@ -106,7 +149,15 @@ def plot_intervals(table: pd.DataFrame, out_path: str | Path, title: str = "", m
 
 
 def save_figure(fig: Figure, out_path: str | Path) -> Path:
-    """Lay out `fig` (nothing clipped) and write it as a 120 dpi PNG, creating the folder."""
+    """Lay out `fig` (nothing clipped) and write it as a 120 dpi PNG, creating the folder.
+
+    Args:
+        fig: the figure.
+        out_path: the PNG written.
+
+    Returns:
+        `out_path` as a Path.
+    """
     fig.tight_layout()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,8 +191,15 @@ def _wrap(text: str, width: int) -> str:
 
 
 def set_title(ax, title: str, fontsize: float) -> None:
-    """A title wrapped to the figure's width (about 0.6 em per character), so tight_layout can keep all of it
-    inside the figure instead of clipping a long grid or class name."""
+    """A title wrapped to the figure's width (about 0.6 em per character).
+
+    So tight_layout can keep all of it inside the figure instead of clipping a long grid or class name.
+
+    Args:
+        ax: matplotlib axes.
+        title: the text.
+        fontsize: in points.
+    """
     chars = int(ax.figure.get_figwidth() * 72 / (0.6 * fontsize))
     ax.set_title(_wrap(title, chars), fontsize=fontsize)
 
@@ -149,9 +207,23 @@ def set_title(ax, title: str, fontsize: float) -> None:
 def plot_reliability(bins: pd.DataFrame, ece: pd.DataFrame, out_path: str | Path,
                      scaled: tuple[pd.DataFrame, pd.DataFrame] | None = None, title: str = "",
                      scaled_label: str = "calibrated") -> Path:
-    """Per-class reliability diagrams (spml.evaluation.calibration.reliability tables): observed positive rate against
-    mean probability per bin (marker area ~ entries in the bin), the diagonal of perfect calibration, the
-    class's ECE in its title; with `scaled`, the calibrated probabilities (`scaled_label`) beside the raw ones."""
+    """Per-class reliability diagrams (spml.evaluation.calibration.reliability tables).
+
+    Observed positive rate against mean probability per bin (marker area ~ entries in the bin), the diagonal of
+    perfect calibration, the class's ECE in its title; with `scaled`, the calibrated probabilities beside the raw
+    ones.
+
+    Args:
+        bins: per class and bin: class, confidence, frequency, count.
+        ece: per class: class, ece.
+        out_path: the PNG written (100 dpi).
+        scaled: (bins, ece) of the calibrated probabilities (None: raw only).
+        title: figure title ("": a default heading).
+        scaled_label: the legend name of the `scaled` probabilities.
+
+    Returns:
+        `out_path` as a Path.
+    """
     classes = ece["class"].tolist()
     columns = min(5, max(len(classes), 1))
     rows = -(-len(classes) // columns)
@@ -193,7 +265,18 @@ NOT_LOSSES = {"train/lr", "train/images_per_s", "train/epoch"}
 
 
 def training_panels(names: set[str]) -> list[tuple[str, list[str]]]:
-    """(title, log names) of the training-curve panels that have values among `names`."""
+    """(title, log names) of the training-curve panels that have values among `names`.
+
+    Args:
+        names: the log names a run wrote (train/..., val/..., pseudo/...).
+
+    Returns:
+        The panels in drawing order (losses, validation, MPC pseudo-labels, learning rate), empty ones left out.
+
+    Example:
+        >>> training_panels({"train/loss", "train/lr", "val/mAP", "train/epoch"})
+        [('training loss and components', ['train/loss']), ('validation', ['val/mAP']), ('learning rate', ['train/lr'])]
+    """
     rates = sorted(n for n in names if n.startswith("train/") and n.endswith("_rate"))  # MPC's pseudo-label shares
     losses = sorted(n for n in names if n.startswith("train/") and n not in NOT_LOSSES and n not in rates)
     panels = [("training loss and components", losses),
@@ -205,9 +288,19 @@ def training_panels(names: set[str]) -> list[tuple[str, list[str]]]:
 
 
 def plot_training(log: pd.DataFrame, out_path: str | Path, title: str = "") -> Path | None:
-    """Training curves from a run's log.csv (step, name, value): losses, validation metrics, pseudo-label
-    precision/recall (MPC) and the learning rate, one panel each where logged -> out_path (None if empty).
-    A step logged twice (a resumed run repeats the steps after its checkpoint) keeps its last value."""
+    """Training curves from a run's log.csv: one panel each for what was logged.
+
+    Panels: losses, validation metrics, pseudo-label precision/recall (MPC) and the learning rate. A step logged
+    twice (a resumed run repeats the steps after its checkpoint) keeps its last value.
+
+    Args:
+        log: the log table, columns step, name, value.
+        out_path: the PNG written (100 dpi).
+        title: figure title.
+
+    Returns:
+        `out_path`, or None when no panel has values (nothing is written).
+    """
     log = log.drop_duplicates(["step", "name"], keep="last")
     panels = training_panels(set(log["name"]))
     if not panels:

@@ -45,9 +45,17 @@ class RunFolderLocked(RuntimeError):
 
 
 class RunLock:
-    """Context manager: lock `run_dir` (created if missing) exclusively, or `shared`, through its `lock_file`;
+    """Context manager: lock `run_dir` exclusively, or `shared`, through its `lock_file`.
+
     RunFolderLocked when another process holds it in a conflicting way. On a file system without POSIX locks it
-    warns and goes on."""
+    warns and goes on.
+
+    Args:
+        run_dir: the run folder (created if missing).
+        shared: take a shared lock (evaluations) instead of an exclusive one (a training, which also writes its
+            holder text into the file).
+        lock_file: the lock file's name inside `run_dir` (LOCK_FILE; GRID_LOCK_FILE for a grid).
+    """
 
     def __init__(self, run_dir: str | Path, shared: bool = False, lock_file: str = LOCK_FILE):
         self.run_dir, self.shared = Path(run_dir), shared
@@ -85,7 +93,11 @@ class RunLock:
         self.descriptor = None
 
     def refusal(self) -> str:
-        """Who holds the lock, from the holder's text (a training) or its absence (evaluations)."""
+        """Who holds the lock, from the holder's text (a training) or its absence (evaluations).
+
+        Returns:
+            The refusal message, with advice on what to do.
+        """
         try:
             info = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -101,8 +113,14 @@ class RunLock:
 
 
 def in_use(run_dir: str | Path) -> str | None:
-    """RunLock's refusal when another process holds `run_dir` now, else None (the lock is taken and let go at once;
-    `run_dir` is created if missing)."""
+    """Whether another process holds `run_dir` now (the lock is taken and let go at once).
+
+    Args:
+        run_dir: the run folder (created if missing).
+
+    Returns:
+        RunLock's refusal message when it is held, else None.
+    """
     try:
         with RunLock(run_dir):
             return None
@@ -111,9 +129,17 @@ def in_use(run_dir: str | Path) -> str | None:
 
 
 def held(path: str | Path) -> bool | None:
-    """Whether another process holds a lock on the lock file `path` now (F_GETLK: a test that takes no lock, so it
-    never makes a process that tries to lock at that moment back off). False when the file does not exist; None
-    where the test is not available (not Linux, or a file system without POSIX locks)."""
+    """Whether another process holds a lock on the lock file `path` now.
+
+    F_GETLK is a test that takes no lock, so it never makes a process that tries to lock at that moment back off.
+
+    Args:
+        path: the lock file.
+
+    Returns:
+        True or False (False when the file does not exist); None where the test is not available (not Linux,
+        or a file system without POSIX locks).
+    """
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -132,8 +158,15 @@ def held(path: str | Path) -> bool | None:
 
 
 def mount_of(path: str | Path, mounts: str) -> tuple[str, str, set[str]] | None:
-    """(mount point, file system type, options) of the mount holding `path` among `mounts` (/proc/mounts lines:
-    device, mount point, type, options, ...): the longest mount point that is a prefix of the resolved path."""
+    """The mount holding `path` among `mounts`: the longest mount point that is a prefix of the resolved path.
+
+    Args:
+        path: a file or folder (resolved through symlinks).
+        mounts: /proc/mounts lines (device, mount point, type, options, ...).
+
+    Returns:
+        (mount point, file system type, options), or None when no mount matches.
+    """
     resolved = Path(os.path.realpath(path))
     best = None
     for line in mounts.splitlines():
@@ -147,9 +180,23 @@ def mount_of(path: str | Path, mounts: str) -> tuple[str, str, set[str]] | None:
 
 
 def shared_lock_problem(path: str | Path, mounts: str | None = None) -> str | None:
-    """Why the POSIX locks of RunLock would not keep several nodes apart in `path` (a folder, existing or to be
-    created), or None when the file system shares them or is not known
-    to be a problem. `mounts`: /proc/mounts' text (read when None; None is returned where it does not exist)."""
+    """Why the POSIX locks of RunLock would not keep several nodes apart in `path`.
+
+    Args:
+        path: a folder, existing or to be created.
+        mounts: /proc/mounts' text (read when None; None is returned where it does not exist).
+
+    Returns:
+        The reason, naming the mount and what to ask for; None when the file system shares the locks or is not
+        known to be a problem.
+
+    Example:
+        >>> mounts = "server:/grids /mnt/grids nfs4 rw,nolock 0 0\\n/dev/sda1 / ext4 rw 0 0"
+        >>> print(shared_lock_problem("/mnt/grids/nih", mounts))
+        /mnt/grids (nfs4, mounted with nolock,rw): this NFS mount keeps file locks on each client (nolock / ...
+        >>> print(shared_lock_problem("/home/me/grid", mounts))
+        None
+    """
     if mounts is None:
         try:
             mounts = Path("/proc/mounts").read_text(encoding="utf-8")
@@ -172,6 +219,10 @@ def shared_lock_problem(path: str | Path, mounts: str | None = None) -> str | No
 
 
 def holder() -> dict[str, object]:
-    """What the lock file says about this process."""
+    """What the lock file says about this process.
+
+    Returns:
+        {"pid", "host", "started" (local time, ISO 8601), "command"}.
+    """
     return {"pid": os.getpid(), "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)}
