@@ -6,7 +6,6 @@ import os
 import platform
 import re
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -273,14 +272,19 @@ def finished(run: PlannedRun, train_args: list[str]) -> bool:
 
 def train_run(run: PlannedRun, train_args: list[str], train_script: str | Path) -> None:
     """Train `run` into its folder (`python <train_script> <train_args> --overwrite`): train_args.json first,
-    then train_output.txt, and seconds.txt or FAILED (the end of its stderr)."""
+    then train_output.txt, and seconds.txt or FAILED (the end of its stderr). A stop signal is passed on to the
+    training, which stops (spml.engine.signals.run_child); the grid then stops too (Interrupted)."""
     tqdm.write(f"[run ] {run.variant} seed {run.seed} -> {run.run_dir}")
     (run.run_dir / "FAILED").unlink(missing_ok=True)
     write_text_atomic(run.run_dir / "train_args.json", json.dumps(train_args))
+    from spml.engine.signals import Interrupted, run_child  # (torch: only where a grid runs)
+
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(train_script), *train_args, "--overwrite"],
-                          capture_output=True, text=True)
+    proc, stopped_by = run_child([sys.executable, str(train_script), *train_args, "--overwrite"])
     (run.run_dir / "train_output.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    if stopped_by:  # passed on to the training, which has stopped: the grid stops too
+        write_text_atomic(run.run_dir / "FAILED", proc.stderr[-4000:] or f"exit {proc.returncode}")
+        raise Interrupted(stopped_by)
     if proc.returncode != 0:
         write_text_atomic(run.run_dir / "FAILED", proc.stderr[-4000:] or f"exit {proc.returncode}")
         tqdm.write(f"[fail] {run.variant} seed {run.seed}: exit {proc.returncode}, see {run.run_dir}/FAILED")
@@ -309,14 +313,17 @@ def grid_rows(runs: list[PlannedRun]) -> pd.DataFrame:
 def score_with_tta(runs: list[PlannedRun], evaluate_script: str | Path) -> pd.DataFrame:
     """Score each finished run with test-time augmentation (`python <evaluate_script> RUN --tta` -> eval-tta/,
     skipped when it exists; output in tta_output.txt). Returns rows like run_grid's, variant "<name> + TTA"."""
+    from spml.engine.signals import Interrupted, run_child
+
     rows = []
     for run in tqdm(runs, desc="TTA scoring", unit="run", dynamic_ncols=True):
         finished = (run.run_dir / "eval" / "metrics.json").exists()
         if finished and not (run.run_dir / "eval-tta" / "metrics.json").exists():
             tqdm.write(f"[tta ] {run.variant} seed {run.seed}")
-            proc = subprocess.run([sys.executable, str(evaluate_script), str(run.run_dir), "--tta"],
-                                  capture_output=True, text=True)
+            proc, stopped_by = run_child([sys.executable, str(evaluate_script), str(run.run_dir), "--tta"])
             (run.run_dir / "tta_output.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+            if stopped_by:
+                raise Interrupted(stopped_by)
         row = read_run(run.run_dir, "eval-tta")
         if finished and row["status"] == "missing":
             row.update(status="failed", error=f"TTA evaluation failed, see {run.run_dir}/tta_output.txt")

@@ -5,7 +5,7 @@ mimic, synthetic), whole or one of its splits, with the run's classes paired to 
 Plain objects in: a model callable (uint8 images (B, 1, S, S) -> logits (B, C)) with its C class names, the run's
 data config and the external set's data config. The external config says how to read the set (reader, files,
 uncertainty policy, data.split, data.missing, data.bad_images); images are decoded and loaded as the run decodes
-them (RUN_KEYS: data.size, every data.intensity* key, the eval batch size and the workers).
+them (RUN_KEYS: data.size, every data.intensity* key, the eval batch size and the workers, and how they start).
 """
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ from spml.data.class_mapping import ClassMapping, map_classes, read_mapping_file
 from spml.data.splits import SPLITS
 from spml.data.table import DataError, LabelTable
 from spml.engine.evaluation import evaluate_split, write_report
-from spml.engine.loader import make_eval_loader
+from spml.engine.loader import make_eval_loader, one_pass
 from spml.experiments import slug
 from spml.metrics import EvalResult
 
-RUN_KEYS = ("size", "eval_batch_size", "num_workers")  # + every data.intensity* key: taken from the run's config
+# + every data.intensity* key: taken from the run's config
+RUN_KEYS = ("size", "eval_batch_size", "num_workers", "worker_start")
 SPLIT_CHOICES = ("all", *SPLITS)  # an external set is scored whole by default
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -109,16 +110,17 @@ def predict(model: Callable[[Tensor], Tensor], loader: DataLoader, num_classes: 
     """probs (N, num_classes) float32 and the loader's targets, known (N, P) and index (N,), in loader order;
     images left out under data.bad_images=skip have no row."""
     parts: dict[str, list[Tensor]] = {"probs": [], "targets": [], "known": [], "index": []}
-    for batch in loader:
-        if not len(batch["index"]):  # every image of the batch was bad (skipped)
-            continue
-        logits = model(batch["image"])
-        if logits.shape != (len(batch["index"]), num_classes):
-            raise ValueError(f"the model gave logits of shape {tuple(logits.shape)} for {len(batch['index'])} "
-                             f"images and {num_classes} classes")
-        parts["probs"].append(torch.sigmoid(logits.float()).cpu())
-        for key in ("targets", "known", "index"):
-            parts[key].append(batch[key])
+    with one_pass(loader, keep_workers=False) as batches:
+        for batch in batches:
+            if not len(batch["index"]):  # every image of the batch was bad (skipped)
+                continue
+            logits = model(batch["image"])
+            if logits.shape != (len(batch["index"]), num_classes):
+                raise ValueError(f"the model gave logits of shape {tuple(logits.shape)} for {len(batch['index'])} "
+                                 f"images and {num_classes} classes")
+            parts["probs"].append(torch.sigmoid(logits.float()).cpu())
+            for key in ("targets", "known", "index"):
+                parts[key].append(batch[key])
     if not parts["index"]:
         raise DataError("no image of the external set could be decoded")
     return {key: torch.cat(values).numpy() for key, values in parts.items()}
@@ -162,7 +164,8 @@ def evaluate_external(model: Callable[[Tensor], Tensor], classes: Sequence[str],
     dataset = make_dataset(decoding, table, labels)
     if out is not None and decoding.bad_images == "skip":
         dataset.log_skips_to(Path(out) / "skipped_images.csv", "external")
-    predictions = predict(model, make_eval_loader(dataset, decoding.eval_batch_size, decoding.num_workers), len(classes))
+    predictions = predict(model, make_eval_loader(dataset, decoding.eval_batch_size, decoding.num_workers,
+                                                   decoding.worker_start), len(classes))
     predictions["probs"] = predictions["probs"][:, [list(classes).index(name) for name in run_names]]
     result, scored, scored_classes = evaluate_split(predictions, table.frame, run_names, eval_config.classes,
                                                     eval_config.study_level, bootstrap, seed)

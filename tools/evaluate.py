@@ -104,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
                                      heatmap_method=args.heatmap_method or config.eval.heatmap_method,
                                      bootstrap=config.eval.bootstrap if args.bootstrap is None else args.bootstrap)
             model = model.to(accelerator.device)  # inference only: no DDP wrapper, the loader shards the split
+            data = config.data
             loader, val_loader = accelerator.prepare(
-                make_eval_loader(dataset, config.data.eval_batch_size, config.data.num_workers),
-                make_eval_loader(bundle.val, config.data.eval_batch_size, config.data.num_workers))
+                make_eval_loader(dataset, data.eval_batch_size, data.num_workers, data.worker_start),
+                make_eval_loader(bundle.val, data.eval_batch_size, data.num_workers, data.worker_start))
             result, predictions = evaluate_model(model, loader, accelerator, frame, bundle.classes, out,
                                                  config.eval.classes, config.eval.study_level, settings.bootstrap,
                                                  config.train.seed, desc=args.split + (" TTA" if args.tta else ""))

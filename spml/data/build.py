@@ -100,10 +100,30 @@ def read_table(config: DataConfig) -> LabelTable:
 
 
 def read_checked(config: DataConfig) -> LabelTable:
-    """The table after the image-existence check (data.missing; skipped with a data.cache, whose own check
-    covers the files)."""
+    """The table after the image-existence check (data.missing): of the files, or with a data.cache of the
+    cache's entries (a cache built from part of a dataset serves that part under data.missing=drop), whose
+    source files must not have changed since they were decoded (`check_cache_sources`)."""
     table = read_table(config)
-    return table if config.cache else check_images(table, config.missing)
+    if not config.cache:
+        return check_images(table, config.missing)
+    cache = ImageCache(config.cache, config.size, image_intensity(config))
+    table = check_images(table, config.missing, cache.holds, cache.dir)
+    check_cache_sources(cache, table.frame["path"].tolist())
+    return table
+
+
+def check_cache_sources(cache: ImageCache, paths: list[str]) -> None:
+    """DataError naming the source files re-exported (size or modification time) since the cache decoded them;
+    a warning when the cache predates the recorded stamps."""
+    changed = cache.changed(paths)
+    if changed is None:
+        warnings.warn(f"image cache {cache.dir} was built before spml recorded its source files' sizes and times: "
+                      "images changed since are not noticed; rebuild it with tools/prepare_data.py", stacklevel=3)
+    elif len(changed):
+        first = changed.iloc[0]
+        raise DataError(f"image cache {cache.dir}: {len(changed)} of {len(paths)} source images changed since the "
+                        f"cache decoded them, e.g. {first['path']} ({first['then']} then, {first['now']} now); "
+                        f"{changed['path'].tolist()[:5]}; rebuild the cache with tools/prepare_data.py")
 
 
 def read_split(config: DataConfig) -> tuple[LabelTable, np.ndarray]:
@@ -317,7 +337,10 @@ def header_problems(config: DataConfig, paths: list[str]) -> np.ndarray:
         cache = ImageCache(config.cache, config.size, image_intensity(config))
         return cache.index["error"].to_numpy(dtype=object)[cache.rows(paths)]
     with ThreadPoolExecutor(HEADER_THREADS) as pool:
-        return np.array(list(pool.map(header_problem, paths, chunksize=64)), dtype=object)
+        try:
+            return np.array(list(pool.map(header_problem, paths, chunksize=64)), dtype=object)
+        finally:  # Ctrl-C: the queued header reads are dropped, not waited for
+            pool.shutdown(cancel_futures=True)
 
 
 def header_problem(path: str) -> str:

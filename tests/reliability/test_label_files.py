@@ -2,6 +2,7 @@
 calls them: finding names on real NIH rows, image paths that name one file twice or leave the root, symlink
 loops, empty label columns and classes without positives (data_stats.json), and supervised training on a
 single-positive file."""
+import gzip
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import pytest
 
 from spml.config import load_config
 from spml.data.build import build_data
+from tests.conftest import SHARED_DATA
 from tests.reliability.conftest import CSV_RUN, SMALL_RUN, csv_run_args, error_line, load_tool
 
 # ------------------------------------------------------------------------------------ finding names
@@ -246,3 +248,30 @@ def test_the_cache_and_training_agree_on_normalised_paths(cli, dataset_dir, tmp_
     out = tmp_path / "run"
     code, _, err = cli("train", *csv_run_args(dataset_dir, out, f"data.cache={cache}"))
     assert code == 0, err
+
+
+CHEXPERT_TRAIN = SHARED_DATA / "chexpert" / "train.csv.gz"
+
+
+@pytest.mark.parametrize("cut", ["after AP/PA", "inside the last row"])
+def test_a_chexpert_row_cut_short_is_an_error_naming_its_line(cli, tmp_path, cut):
+    """Found before: a row of the real train.csv cut after `AP/PA` (its 14 label fields missing), or a partial
+    copy that ends inside its last row, was read as all blank, so all negative under data.blank=zero, by training
+    and by tools/mask_labels.py. Also: the same file with CR-only line ends reads as with LF."""
+    if not CHEXPERT_TRAIN.exists():
+        pytest.skip("the real CheXpert train.csv is not available")
+    with gzip.open(CHEXPERT_TRAIN, "rt", encoding="utf-8") as handle:
+        lines = [next(handle).rstrip("\n") for _ in range(41)]
+    victim = 17 if cut == "after AP/PA" else 40  # 0-based: line victim + 1 of the file
+    fields = lines[victim].split(",")
+    lines[victim] = ",".join(fields[:5] if cut == "after AP/PA" else fields[:8])
+    root = tmp_path / "chexpert"
+    root.mkdir()
+    (root / "train.csv").write_text("\r".join(lines) + ("\r" if cut == "after AP/PA" else ""))  # CR-only ends
+    expected = f"{root / 'train.csv'}: line {victim + 1} has "
+    code, _, err = cli("train", "--mode", "supervised", "data.dataset=chexpert", f"data.root={root}",
+                       f"train.out={tmp_path / 'run'}")
+    assert code == 2 and expected in error_line(err) and "cut short" in error_line(err)
+    code, _, err = cli("mask_labels", "--dataset", "chexpert", "--root", str(root), "--out", str(tmp_path / "m.csv"))
+    assert code == 2 and expected in error_line(err)
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "m.csv").exists()
