@@ -1,9 +1,11 @@
 """`build_data(config) -> DataBundle`: the one data entry point of the engine.
 
 Label table (READERS) -> image-existence check (data.missing; skipped with a data.cache, whose own
-check covers the files) -> patient-wise split -> uncertainty policy -> training labels -> header check:
-every image of every split is opened and its header read before the first step (no decoding; with a
-data.cache, the failures the cache recorded when it decoded the files). data.bad_images=error stops
+check covers the files) -> patient-wise split -> uncertainty policy -> training labels -> image check:
+every image of every split is opened and its header read before the first step, and the val and test images
+(small next to train) are decoded fully, so damage only decoding finds cannot stop a run after its epochs (with
+a data.cache, the failures the cache recorded when it decoded the files); images far below data.size
+(placeholders) are warned about with a count. data.bad_images=error stops
 naming the files and reasons; skip leaves them out of their split (the split assignment does not
 change), counts them against data.bad_image_budget and lists them in `DataBundle.left_out` (the Trainer
 writes them to <run>/skipped_images.csv).
@@ -47,12 +49,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from spml.config import Config, DataConfig
 from spml.data import synthetic  # noqa: F401  (registers the "synthetic" reader)
 from spml.data.cache import ImageCache
 from spml.data.dataset import CacheSource, CXRDataset, FileSource
-from spml.data.images import ImageError, Intensity, check_image
+from spml.data.images import ImageError, Intensity, check_image, load_gray
 from spml.data.labels import apply_uncertainty
 from spml.data.masking import align_masked, load_masked_rows, mask_splits, read_manifest
 from spml.data.readers import READERS
@@ -328,40 +331,69 @@ def image_intensity(config: DataConfig) -> Intensity:
     return Intensity(config.intensity, tuple(config.intensity_percentiles))
 
 
-def header_problems(config: DataConfig, paths: list[str]) -> np.ndarray:
-    """(N,) object array: why each image cannot be used ("" when it can), from opening each file and reading
-    its header (no decoding); with data.cache, the reasons the cache recorded when it decoded the files."""
+def image_problems(config: DataConfig, paths: list[str], decode: np.ndarray) -> np.ndarray:
+    """(N,) object array: why each image cannot be used ("" when it can), from opening each file and reading its
+    header, and where `decode` (N,) bool says so from decoding it fully (the val and test splits: damage only
+    decoding finds would otherwise stop the run after its epochs); with data.cache, the reasons the cache
+    recorded when it decoded the files. Images far smaller than data.size (placeholders) are warned, counted."""
     if config.dataset == "synthetic":
         return np.full(len(paths), "", dtype=object)
     if config.cache:
         cache = ImageCache(config.cache, config.size, image_intensity(config))
         return cache.index["error"].to_numpy(dtype=object)[cache.rows(paths)]
-    with ThreadPoolExecutor(HEADER_THREADS) as pool:
+    intensity = image_intensity(config)
+    jobs = [(path, config.size if full else 0, intensity) for path, full in zip(paths, decode)]
+    bar = tqdm(total=len(paths), desc=f"checking images (decoding {int(decode.sum())})", unit="img",
+               dynamic_ncols=True, mininterval=1.0, disable=len(paths) < 1000)
+    with ThreadPoolExecutor(HEADER_THREADS) as pool, bar:
         try:
-            return np.array(list(pool.map(header_problem, paths, chunksize=64)), dtype=object)
-        finally:  # Ctrl-C: the queued header reads are dropped, not waited for
+            results = []
+            for result in pool.map(image_problem, *zip(*jobs), chunksize=16):
+                results.append(result)
+                bar.update()
+        finally:  # Ctrl-C: the queued reads are dropped, not waited for
             pool.shutdown(cancel_futures=True)
+    reasons = np.array([reason for reason, _ in results], dtype=object)
+    sides = np.array([side for _, side in results])
+    warn_placeholders(np.asarray(paths, dtype=object)[(sides >= 0) & (sides < config.size / PLACEHOLDER_FACTOR)],
+                      len(paths), config.size)
+    return reasons
 
 
-def header_problem(path: str) -> str:
-    """Why the image at `path` cannot be used, from its header ("" when it can)."""
+PLACEHOLDER_FACTOR = 8  # an image whose shorter side is under data.size / 8 is warned about (a placeholder?)
+
+
+def image_problem(path: str, size: int, intensity: Intensity) -> tuple[str, int]:
+    """(why the image at `path` cannot be used, "" when it can; its shorter side, -1 when unknown), from its
+    header, and with `size` > 0 from decoding it at that size."""
     try:
-        check_image(path)
+        side = min(check_image(path))
+        if size:
+            load_gray(path, size, intensity)
     except ImageError as err:
-        return err.reason
-    return ""
+        return err.reason, -1
+    return "", side
+
+
+def warn_placeholders(paths: np.ndarray, total: int, size: int) -> None:
+    if len(paths):
+        message = (f"{len(paths)} of {total} images are smaller than data.size={size} / {PLACEHOLDER_FACTOR} on "
+                   f"a side (placeholders or thumbnails?), e.g. {paths[:3].tolist()}; they train as flat images")
+        log.warning(message)
+        warnings.warn(message, stacklevel=4)
 
 
 def leave_out_bad_images(config: DataConfig, table: LabelTable, rows: dict[str, np.ndarray]
                          ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """The header check of every split's images under data.bad_images (see the module docstring)
+    """The image check of every split (headers; val and test images decoded) under data.bad_images (see the
+    module docstring)
     -> (rows of each split without the bad images, left-out images: split, path, reason)."""
     names = list(rows)
     positions = np.concatenate([rows[name] for name in names])
     paths = table.frame["path"].to_numpy(dtype=object)[positions]
-    reasons = header_problems(config, paths.tolist())
-    bad = reasons != ""
     splits = np.repeat(names, [len(rows[name]) for name in names])
+    reasons = image_problems(config, paths.tolist(), splits != "train")
+    bad = reasons != ""
     left_out = pd.DataFrame({"split": splits[bad], "path": paths[bad], "reason": reasons[bad]},
                             columns=LEFT_OUT_COLUMNS)
     if left_out.empty:
@@ -370,11 +402,12 @@ def leave_out_bad_images(config: DataConfig, table: LabelTable, rows: dict[str, 
     counts = ", ".join(f"{name} {int((left_out['split'] == name).sum())}" for name in names)
     found = f"{len(left_out)} of {len(paths)} images cannot be used ({counts}), e.g. {examples}"
     if config.bad_images == "error":
-        raise DataError(f"{found}. Found before training by reading every image header; fix or remove the files, "
-                        "or set data.bad_images=skip to leave them out")
+        raise DataError(f"{found}. Found before training by reading every image header (and decoding the val and "
+                        "test images); fix or remove the files, or set data.bad_images=skip to leave them out")
     if len(left_out) > config.bad_image_budget:
         raise DataError(f"{found}: over data.bad_image_budget={config.bad_image_budget} (found before training by "
-                        "reading every image header); fix or remove the files, or raise data.bad_image_budget")
+                        "reading every image header and decoding the val and test images); fix or remove the files, "
+                        "or raise data.bad_image_budget")
     message = f"data.bad_images=skip: {found}; they leave their splits before training"
     log.warning(message)
     warnings.warn(message, stacklevel=3)

@@ -430,9 +430,10 @@ def named_errors(path: str) -> Iterator[None]:
         raise image_error(path, f"truncated or corrupt image data ({err or type(err).__name__})") from None
 
 
-def check_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> None:
+def check_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """Open `path` and read its header only (no pixel decoding): the refusals load_gray can make before
-    decoding (missing, empty, not an image, over `max_pixels`, unusable DICOM). Raises ImageError."""
+    decoding (missing, empty, not an image, over `max_pixels`, unusable DICOM). Returns (width, height) of the
+    film; raises ImageError."""
     import pydicom
 
     path = os.fspath(path)
@@ -441,10 +442,11 @@ def check_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> None:
             with pydicom_errors(path):
                 ds = pydicom.dcmread(path, stop_before_pixels=True)
             check_dicom(ds, path, max_pixels)
-        else:
-            with Image.open(path) as image:
-                film_page(image, path)
-                check_pixels(path, image.size, max_pixels)
+            return int(ds.Columns), int(ds.Rows)
+        with Image.open(path) as image:
+            film_page(image, path)
+            check_pixels(path, image.size, max_pixels)
+            return image.size
 
 
 def film_page(image: Image.Image, path: str) -> None:

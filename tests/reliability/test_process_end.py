@@ -105,10 +105,8 @@ def test_a_finished_run_and_its_evaluation_end_with_their_workers(dataset_dir, t
     run = tmp_path / "run"
     ending = run_to_end(launch(csv_run_args(dataset_dir, run, *WORKERS["2 fork workers"])))
     assert ending.code == 0 and not ending.left, (ending.err[-3000:], ending.left)
-    for path in split_paths(csv_run_args(dataset_dir, run))["test"][:1]:
-        truncate(Path(path))  # met while scoring: an error from a worker of the evaluation loader
-    ending = run_to_end(launch([str(run), "--out", str(tmp_path / "eval")], EVALUATE))
-    assert_ends(ending, 2, "evaluate.py: error: ")
+    ending = run_to_end(launch([str(run), "--out", str(tmp_path / "eval")], EVALUATE))  # the run's 2 workers
+    assert ending.code == 0 and not ending.left, (ending.err[-3000:], ending.left)
 
 
 @pytest.mark.parametrize("failure, code, message", [
