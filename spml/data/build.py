@@ -308,6 +308,11 @@ def label_warnings(table: LabelTable, labels: dict[str, SplitLabels], empty: np.
     {"warning", "split", "classes", "message"}."""
     classes = np.asarray(table.classes, dtype=object)
     found = []
+    conflicts = table.frame.attrs.get("no_finding_conflicts", 0)
+    if conflicts:
+        found.append({"warning": "no_finding_with_pathology", "split": "all", "classes": ["No Finding"],
+                      "count": conflicts, "message": f"{conflicts} rows of {table.source} have No Finding = 1 and "
+                                                     "a pathology = 1; their labels are used as written"})
     if empty.any():
         found.append({"warning": "empty_label_column", "split": "all", "classes": classes[empty].tolist(),
                       "message": f"label column(s) {classes[empty].tolist()} of {table.source} are empty in every "

@@ -357,10 +357,11 @@ def check_images(table: LabelTable, missing: str, held: Callable[[np.ndarray], n
 
 
 def view_mask(views: pd.Series, wanted: Sequence[str], file: str, column: str) -> np.ndarray:
-    """(N,) bool: rows whose `column` value is in data.views (all rows when data.views is empty)."""
+    """(N,) bool: rows whose `column` value is in data.views (all rows when data.views is empty); letter case and
+    surrounding spaces do not matter (a file that writes `pa` keeps those rows under data.views=[PA])."""
     if not wanted:
         return np.ones(len(views), bool)
-    keep = views.isin(list(wanted)).to_numpy()
+    keep = views.str.strip().str.upper().isin([view.upper() for view in wanted]).to_numpy()
     if not keep.any():
         raise DataError(f"data.views={list(wanted)} keeps no row of {file}; column {column!r} has "
                         f"{sorted(views.unique().tolist())}")

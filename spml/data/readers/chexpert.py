@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -23,13 +24,13 @@ ORIENTATIONS = {"frontal": "Frontal", "lateral": "Lateral"}  # data.views entrie
 
 def view_filter(frame: pd.DataFrame, views: tuple[str, ...], file: str) -> np.ndarray:
     """(N,) bool. "frontal"/"lateral" entries filter Frontal/Lateral, the others (AP, PA, ...) filter AP/PA;
-    a row is kept when it passes both kinds that are given."""
+    a row is kept when it passes both kinds that are given; letter case does not matter (`pa` is PA)."""
     keep = np.ones(len(frame), bool)
     orientation = [ORIENTATIONS[v.lower()] for v in views if v.lower() in ORIENTATIONS]
     projection = [v for v in views if v.lower() not in ORIENTATIONS]
     for column, wanted in (("Frontal/Lateral", orientation), ("AP/PA", projection)):
         if wanted:
-            keep &= frame[column].str.strip().isin(wanted).to_numpy()
+            keep &= frame[column].str.strip().str.upper().isin([w.upper() for w in wanted]).to_numpy()
     if not keep.any():
         raise DataError(f"data.views={list(views)} keeps no row of {file}; Frontal/Lateral has "
                         f"{sorted(frame['Frontal/Lateral'].unique())}, AP/PA has {sorted(frame['AP/PA'].unique())}")
@@ -58,8 +59,28 @@ def read_file(file: str, root: str, config: DataConfig, split: str | None) -> tu
     }
     values = parse_label_values(frame, classes, file)
     splits = None if split is None else np.full(len(frame), split, dtype=object)
-    return make_table(meta, values, classes, os.path.abspath(file), digest, splits), view_filter(
-        frame, config.views, file)
+    table = make_table(meta, values, classes, os.path.abspath(file), digest, splits)
+    table.frame.attrs[NO_FINDING_CONFLICTS] = no_finding_conflicts(frame, file)
+    return table, view_filter(frame, config.views, file)
+
+
+NO_FINDING_CONFLICTS = "no_finding_conflicts"
+NOT_PATHOLOGY = ("No Finding", "Support Devices")  # CheXpert's No Finding means no pathology; devices may be present
+
+
+def no_finding_conflicts(frame: pd.DataFrame, file: str) -> int:
+    """Rows with No Finding = 1 and a pathology = 1 (the contradiction the NIH reader refuses; the real train.csv
+    has none: its 8,808 rows with No Finding = 1 and a finding = 1 all name Support Devices, which is no
+    pathology). Warned with the count and the first line; build_data records the count in data_stats.json."""
+    pathologies = [c for c in CLASSES if c not in NOT_PATHOLOGY and c in frame.columns]
+    values = parse_label_values(frame, ["No Finding", *pathologies], file)
+    conflicts = np.flatnonzero((values[:, 0] == 1) & (values[:, 1:] == 1).any(axis=1))
+    if conflicts.size:
+        row = int(conflicts[0])
+        named = [c for c, v in zip(pathologies, values[row, 1:]) if v == 1]
+        warnings.warn(f"{file}: {conflicts.size} rows have No Finding = 1 and a pathology = 1, e.g. line {row + 2} "
+                      f"({named}); their labels are used as written", stacklevel=3)
+    return int(conflicts.size)
 
 
 @READERS.register("chexpert")
@@ -78,5 +99,6 @@ def read_chexpert(config: DataConfig) -> LabelTable:
     train, train_keep = read_file(file, root, config, "train")
     test, test_keep = read_file(valid_file, root, config, "test")
     frame = pd.concat([train.frame[train_keep], test.frame[test_keep]], ignore_index=True)
+    frame.attrs[NO_FINDING_CONFLICTS] = sum(t.frame.attrs[NO_FINDING_CONFLICTS] for t in (train, test))
     check_paths(frame["path"], f"{file} + {valid_file}", "Path")
     return LabelTable(frame, train.classes, train.source, train.source_hash)
