@@ -24,7 +24,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def run_cli(body: Callable[[], int], parser: argparse.ArgumentParser) -> int:
     """Run `body`; a user error prints `prog: error: message` and returns 2 instead of a traceback; a stop signal
     that ended the tool outside a training loop (spml.engine.signals.Interrupted: a grid that passed it on to its
-    training) prints `prog: stopped by SIGNAL` and returns 128 + the signal."""
+    training; Ctrl-C before the tool's handlers are installed) prints `prog: stopped by SIGNAL` and returns 128 +
+    the signal; a file-system error (OSError) prints the file, the reason and what to do."""
     try:
         return body()
     except user_errors() as err:
@@ -34,6 +35,9 @@ def run_cli(body: Callable[[], int], parser: argparse.ArgumentParser) -> int:
     except OSError as err:  # the file system refused (read-only, full, not a folder): the file, why, what to do
         print(f"{parser.prog}: error: {file_system_message(err, parser)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before a tool installs its handlers (while importing torch)
+        print(f"{parser.prog}: stopped by SIGINT", file=sys.stderr)
+        return 130
     except BaseException as err:
         from spml.engine.signals import Interrupted
 
