@@ -136,12 +136,13 @@ def wide_to_gray(values: np.ndarray, container_bits: int, declared_bits: int | N
     """(H, W) samples of an image wider than 8 bits (integers, or the luma of 16-bit channels) -> float32 (H, W)
     in [0, 255]. container_bits: bits per sample of the file (16 for PNG); declared_bits: its sBIT or None."""
     low, high = percentile_range(values, intensity)
-    if intensity.policy == "auto" and declared_bits is not None and not declaration_holds(values, declared_bits,
+    if intensity.policy == "auto" and declared_bits is not None and not declaration_holds(values, high, declared_bits,
                                                                                            container_bits):
-        warn_once(f"sBIT {declared_bits} of {container_bits}", f"data.intensity=auto: a {container_bits}-bit PNG's sBIT chunk declares {declared_bits} "
-                  f"significant bits, but its values reach {int(values.max())}, neither within {declared_bits} bits "
-                  "nor scaled to the container: the declaration is not trusted, the film gets the robust window "
-                  "(said once per run and kind of file)")
+        warn_once(f"sBIT {declared_bits} of {container_bits}",
+                  f"data.intensity=auto: a {container_bits}-bit PNG's sBIT chunk declares {declared_bits} significant "
+                  f"bits, but its film reaches {high:.0f}, neither within {declared_bits} bits nor scaled to the "
+                  "container: the declaration is not trusted, the film gets the robust window (said once per "
+                  "process and kind of file)")
         declared_bits = None
     if intensity.policy == "window" or (intensity.policy == "auto" and declared_bits is None):
         return scale_to_gray(values, low, high)
@@ -150,12 +151,13 @@ def wide_to_gray(values: np.ndarray, container_bits: int, declared_bits: int | N
     return scale_to_gray(values, 0, 2 ** (bits if unscaled else container_bits) - 1)
 
 
-def declaration_holds(values: np.ndarray, bits: int, container_bits: int) -> bool:
-    """Whether integer samples fit an sBIT of `bits`: every value within `bits` bits (written unscaled), or
-    every value scaled to the container in one of the ways the PNG specification names (a left shift, with or
-    without the high bits replicated into the low ones, or a multiplication by (2**container - 1) / (2**bits - 1)).
-    Other samples (colour luma) are taken as declared."""
-    if values.dtype.kind not in "ui" or values.max() <= 2 ** bits - 1:
+def declaration_holds(values: np.ndarray, high: float, bits: int, container_bits: int) -> bool:
+    """Whether integer samples fit an sBIT of `bits`: the film (its high percentile `high`) within `bits` bits
+    (written unscaled), or 99 % of the values scaled to the container in one of the ways the PNG specification
+    names (a left shift, with or without the high bits replicated into the low ones, or a multiplication by
+    (2**container - 1) / (2**bits - 1)); a few burned-in marker pixels do not count. Other samples (colour luma)
+    are taken as declared."""
+    if values.dtype.kind not in "ui" or high <= 2 ** bits - 1:
         return True
     values = values.astype(np.int64)
     shift = container_bits - bits
@@ -163,7 +165,7 @@ def declaration_holds(values: np.ndarray, bits: int, container_bits: int) -> boo
     replicated = shifted | (shifted >> bits) if shift <= bits else shifted
     factor = (2 ** container_bits - 1) / (2 ** bits - 1)
     multiplied = np.rint(np.rint(values / factor) * factor).astype(np.int64)
-    return any(np.array_equal(values, scaled) for scaled in (shifted, replicated, multiplied))
+    return any(np.mean(values == scaled) >= 0.99 for scaled in (shifted, replicated, multiplied))
 
 
 _WARNED: set[str] = set()
