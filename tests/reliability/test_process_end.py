@@ -11,8 +11,10 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import pytest
@@ -39,6 +41,17 @@ def session_processes(session: int) -> list[str]:
         except (ProcessLookupError, PermissionError):
             pass
     return found
+
+
+@contextmanager
+def killed_on_failure(process: subprocess.Popen) -> Iterator[None]:
+    """Kill the session of a launched process when the block fails (a wait that timed out), and only then."""
+    try:
+        yield
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
 
 
 @dataclass
@@ -126,7 +139,8 @@ def test_a_stop_signal_to_the_main_process_alone_ends_it_with_its_workers(tmp_pa
     out, progress = tmp_path / "run", tmp_path / "progress"
     process = launch(["--step-delay", "0.3", "--progress", str(progress),
                       *tiny_run_args(out, *WORKERS["2 spawn workers"])], STALLING_TRAIN)
-    wait_for(lambda: progress_of(Path(f"{progress}-0"))["step"] >= 2, process)
+    with killed_on_failure(process):
+        wait_for(lambda: progress_of(Path(f"{progress}-0"))["step"] >= 2, process)
     process.send_signal(signum)
     assert_ends(run_to_end(process), 128 + signum, f"stopped by {signum.name} at step")
 
@@ -136,7 +150,8 @@ def test_workers_of_a_killed_main_process_end_on_their_own(tmp_path):
     out, progress = tmp_path / "run", tmp_path / "progress"
     process = launch(["--step-delay", "0.3", "--progress", str(progress),
                       *tiny_run_args(out, *WORKERS["2 fork workers"])], STALLING_TRAIN)
-    wait_for(lambda: progress_of(Path(f"{progress}-0"))["step"] >= 2, process)
+    with killed_on_failure(process):
+        wait_for(lambda: progress_of(Path(f"{progress}-0"))["step"] >= 2, process)
     process.send_signal(signal.SIGKILL)
     process.wait(30)
     deadline = time.monotonic() + 20
@@ -167,7 +182,8 @@ def test_a_stop_signal_to_a_grid_stops_its_training_and_the_grid(tmp_path):
                                 "data.num_workers=2]}\n", reference="{}")
     run = tmp_path / "grid" / "an" / "seed0"
     process = launch([grid, "--out", str(tmp_path / "grid")], REPO / "tools" / "ablate.py")
-    wait_for(lambda: (run / "log.csv").exists(), process)
+    with killed_on_failure(process):
+        wait_for(lambda: (run / "log.csv").exists(), process)
     process.send_signal(signal.SIGTERM)
     ending = run_to_end(process)
     assert_ends(ending, 128 + signal.SIGTERM, "ablate.py: stopped by SIGTERM")
