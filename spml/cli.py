@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import shutil
 import sys
+from pathlib import Path
 from typing import Callable
 
 from spml.config import ConfigError
@@ -24,14 +27,19 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def run_cli(body: Callable[[], int], parser: argparse.ArgumentParser) -> int:
-    """Run `body`; a user error prints `prog: error: message` to stderr and returns 2 instead of a traceback.
+    """Run `body`, turning the ways a tool ends on bad input into one line on stderr and an exit code.
+
+    A user error prints `prog: error: message` and returns 2 instead of a traceback; a stop signal that ended the
+    tool outside a training loop (spml.engine.signals.Interrupted: a grid that passed it on to its training; Ctrl-C
+    before the tool's handlers are installed) prints `prog: stopped by SIGNAL` and returns 128 + the signal; a
+    file-system error (OSError) prints the file, the reason and what to do.
 
     Args:
         body: the tool's work, returning its exit code.
         parser: the tool's argument parser (its `prog` starts the message).
 
     Returns:
-        `body`'s exit code, or 2 after a user error (see `user_errors`).
+        `body`'s exit code, 2 after a user error or a file-system error, 128 + the signal after a stop.
     """
     try:
         return body()
@@ -39,6 +47,19 @@ def run_cli(body: Callable[[], int], parser: argparse.ArgumentParser) -> int:
         message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
         print(f"{parser.prog}: error: {worker_message(message)}", file=sys.stderr)
         return 2
+    except OSError as err:  # the file system refused (read-only, full, not a folder): the file, why, what to do
+        print(f"{parser.prog}: error: {file_system_message(err, parser)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before a tool installs its handlers (while importing torch)
+        print(f"{parser.prog}: stopped by SIGINT", file=sys.stderr)
+        return 130
+    except BaseException as err:
+        from spml.engine.signals import Interrupted
+
+        if not isinstance(err, Interrupted):
+            raise
+        print(f"{parser.prog}: stopped by {err}", file=sys.stderr)
+        return 128 + err.signum
 
 
 def worker_message(message: str) -> str:
@@ -63,3 +84,22 @@ def worker_message(message: str) -> str:
     worker = message.split(".", 1)[0].removeprefix("Caught ")
     last = message.rstrip().splitlines()[-1]
     return f"{last.split(': ', 1)[-1]} ({worker})"
+
+
+def file_system_message(err: OSError, parser: argparse.ArgumentParser) -> str:
+    """One line for a file-system error: the file, the reason, and for a folder that cannot be written the flag
+    that writes elsewhere (where the tool has --out)."""
+    where = f"{err.filename}: " if err.filename else ""
+    message = f"{where}{err.strerror or worker_message(str(err))}"
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        writes_elsewhere = any("--out" in action.option_strings for action in parser._actions)
+        message += (": the folder is read-only for this user" +
+                    ("; write the outputs elsewhere with --out DIR" if writes_elsewhere else ""))
+    elif err.errno == errno.ENOTDIR:
+        message += ": a part of that path is a file, not a folder; choose another path"
+    elif err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename and "free in" not in message:
+        folder = Path(err.filename).parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        message += f" ({shutil.disk_usage(folder).free / 2**20:.1f} MiB free in {folder})"
+    return message

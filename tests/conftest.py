@@ -1,9 +1,12 @@
 """Shared fixtures: tiny configs on the synthetic set, so end-to-end tests take seconds; 2-process CPU runs."""
+import gc
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from spml.config import load_config
@@ -21,6 +24,45 @@ TINY = [
     # trains with them on, the other tests without
     "eval.heatmaps=0", "eval.pointing_game=false", "eval.report=false",
 ]
+
+
+HELPERS = ("resource_tracker", "forkserver")  # multiprocessing's own helper processes live as long as pytest
+
+
+def children() -> dict[int, str]:
+    """{pid: command line} of this process's live descendants, multiprocessing's helpers left out."""
+    found = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())[:300]
+            if child.status() != psutil.STATUS_ZOMBIE and not any(name in command for name in HELPERS):
+                found[child.pid] = command
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind():
+    """A test may not leave a process behind (a DataLoader worker, a training it launched): what is still alive
+    10 s after the test (and a garbage collection, which ends the workers of dropped loaders) is killed, and the
+    test fails naming it."""
+    before = children()
+    yield
+    left = {pid: command for pid, command in children().items() if pid not in before}
+    if not left:
+        return
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = {pid: command for pid, command in children().items() if pid in left}
+    for pid in left:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.NoSuchProcess:
+            pass
+    assert not left, f"the test left these processes behind (now killed): {left}"
 
 
 @pytest.fixture

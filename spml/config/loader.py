@@ -88,7 +88,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except DuplicateKeyError as err:
         raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid (safe) YAML: {err}") from None
+        where = " ".join(str(err).replace('"<unicode string>"', str(path)).split())
+        hint = "; YAML indents with spaces, not tabs" if "\t" in text and "found character '\\t'" in where else ""
+        raise ConfigError(f"{path}: not valid (safe) YAML: {where}{hint}") from None
     check_size(data, str(path))
     if data is None:
         return {}
@@ -115,20 +117,33 @@ def read_config_file(path: str | Path, chain: tuple[Path, ...] = ()) -> dict[str
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """'data.size=128' -> (['data', 'size'], 128); the value is parsed as YAML (load_yaml), so numbers read
-    as in config files."""
+    """'data.size=128' -> (['data', 'size'], 128); the value is parsed as YAML (load_yaml), so numbers, lists and
+    {flow: mappings} read as in config files, unless YAML would drop or reinterpret what was typed (`yaml_would_cut`):
+    then, and where it is no valid YAML, the value is the text as typed (train.out='runs/exp #2' is that folder)."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part.isidentifier() for part in key.split(".")):
-        raise ConfigError(f"override {text!r} is not of the form key.sub=value")
+        raise ConfigError(f"override {key or text!r} is not of the form key.sub=value")
     try:
-        value = load_yaml(raw) if raw.strip() else ""
+        value = raw.strip() if yaml_would_cut(raw) else load_yaml(raw) if raw.strip() else ""
     except DuplicateKeyError as err:
         raise ConfigError(f"override {key}: {err}") from None
     except yaml.YAMLError:
         value = raw
     check_size(value, f"override {key}")
     return key.split("."), value
+
+
+def yaml_would_cut(raw: str) -> bool:
+    """Whether YAML reads a command-line value otherwise than typed: a `#` comment drops the rest (`runs/exp #2`),
+    `key: value` outside braces becomes a mapping, a leading `&anchor` / `*alias` is no text. Raises
+    yaml.YAMLError where the value is no valid YAML."""
+    tokens = [token for token in yaml.scan(raw)
+              if not isinstance(token, (yaml.StreamStartToken, yaml.StreamEndToken))]
+    if not tokens:
+        return bool(raw.strip())  # nothing but a comment
+    return (tokens[-1].end_mark.index < len(raw.rstrip())
+            or isinstance(tokens[0], (yaml.BlockMappingStartToken, yaml.AnchorToken, yaml.AliasToken)))
 
 
 def check_size(data: Any, where: str, limit: int = MAX_VALUES) -> None:

@@ -16,6 +16,7 @@ RESUME_KEYS = {
     "train.checkpoint_every": "how often `latest` is saved; saving draws no random number",
     "data.num_workers": "loader processes; loading draws no random number (the order comes from the seeded "
                         "sampler, augmentation runs in the objective)",
+    "data.worker_start": "how loader processes start; they compute what they computed",
     "data.eval_batch_size": "evaluation batch size; the evaluated model is batch-independent",
     "eval.bootstrap": "resamples of the final evaluation's confidence intervals",
     "eval.tta": "whether the final evaluation also writes eval-tta/",

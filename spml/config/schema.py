@@ -77,6 +77,7 @@ class DataConfig:
     batch_size: int = 32
     eval_batch_size: int = 64
     num_workers: int = 2
+    worker_start: Literal["default", "fork", "spawn", "forkserver"] = "default"  # how loader workers start
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     csv: CSVFormatConfig = field(default_factory=CSVFormatConfig)
     mimic_format: Literal["jpg", "dcm"] = "jpg"  # jpg: MIMIC-CXR-JPG | dcm: the MIMIC-CXR DICOM release (same layout)

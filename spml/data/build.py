@@ -3,9 +3,11 @@ train/val/test datasets. spml.factories.data.build_data(config) reads the table 
 files exist (data.missing; skipped with a data.cache, whose own check covers the files), splits it
 (spml.data.splits.assign_splits) and calls it with the data.* settings.
 
-Uncertainty policy -> training labels -> header check:
-every image of every split is opened and its header read before the first step (no decoding; with a
-data.cache, the failures the cache recorded when it decoded the files). data.bad_images=error stops
+Uncertainty policy -> training labels -> image check:
+every image of every split is opened and its header read before the first step, and the val and test images
+(small next to train) are decoded fully, so damage only decoding finds cannot stop a run after its epochs (with
+a data.cache, the failures the cache recorded when it decoded the files); images far below data.size
+(placeholders) are warned about with a count. data.bad_images=error stops
 naming the files and reasons; skip leaves them out of their split (the split assignment does not
 change), counts them against data.bad_image_budget and lists them in `DataBundle.left_out` (the Trainer
 writes them to <run>/skipped_images.csv).
@@ -49,11 +51,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from spml.data import synthetic  # noqa: F401  (registers the "synthetic" reader)
 from spml.data.cache import ImageCache
 from spml.data.dataset import CacheSource, CXRDataset, FileSource
-from spml.data.images import ImageError, Intensity, check_image
+from spml.data.images import ImageError, Intensity, check_image, load_gray
 from spml.data.labels import apply_uncertainty
 from spml.data.masking import align_masked, load_masked_rows, mask_splits, read_manifest
 from spml.data.splits import SPLITS, patient_overlap_message, shared_patients
@@ -316,6 +319,11 @@ def label_warnings(table: LabelTable, labels: dict[str, SplitLabels], empty: np.
     {"warning", "split", "classes", "message"}."""
     classes = np.asarray(table.classes, dtype=object)
     found = []
+    conflicts = table.frame.attrs.get("no_finding_conflicts", 0)
+    if conflicts:
+        found.append({"warning": "no_finding_with_pathology", "split": "all", "classes": ["No Finding"],
+                      "count": conflicts, "message": f"{conflicts} rows of {table.source} have No Finding = 1 and "
+                                                     "a pathology = 1; their labels are used as written"})
     if empty.any():
         found.append({"warning": "empty_label_column", "split": "all", "classes": classes[empty].tolist(),
                       "message": f"label column(s) {classes[empty].tolist()} of {table.source} are empty in every "
@@ -334,37 +342,108 @@ def label_warnings(table: LabelTable, labels: dict[str, SplitLabels], empty: np.
 
 
 # ------------------------------------------------------------------------------------ images
-def header_problems(images: ImageSettings, paths: list[str]) -> np.ndarray:
-    """(N,) object array: why each image cannot be used ("" when it can), from opening each file and reading
-    its header (no decoding); with data.cache, the reasons the cache recorded when it decoded the files."""
+def check_cache_sources(cache: ImageCache, paths: list[str]) -> None:
+    """Refuse a cache whose source files were re-exported since it decoded them.
+
+    Args:
+        cache: the uint8 image cache.
+        paths: the table's image paths.
+
+    Raises:
+        DataError naming the source files whose size or modification time changed; a warning when the cache
+        predates the recorded stamps.
+    """
+    changed = cache.changed(paths)
+    if changed is None:
+        warnings.warn(f"image cache {cache.dir} was built before spml recorded its source files' sizes and times: "
+                      "images changed since are not noticed; rebuild it with tools/prepare_data.py", stacklevel=3)
+    elif len(changed):
+        first = changed.iloc[0]
+        raise DataError(f"image cache {cache.dir}: {len(changed)} of {len(paths)} source images changed since the "
+                        f"cache decoded them, e.g. {first['path']} ({first['then']} then, {first['now']} now); "
+                        f"{changed['path'].tolist()[:5]}; rebuild the cache with tools/prepare_data.py")
+
+
+def image_problems(images: ImageSettings, paths: list[str], decode: np.ndarray) -> np.ndarray:
+    """Why each image cannot be used.
+
+    Opens each file and reads its header, and where `decode` says so decodes it fully (the val and test splits:
+    damage only decoding finds would otherwise stop the run after its epochs); with data.cache, the reasons the
+    cache recorded when it decoded the files. Images far smaller than data.size (placeholders) are warned, counted.
+
+    Args:
+        images: the ImageSettings.
+        paths: the N image paths.
+        decode: (N,) bool, decode the image fully.
+
+    Returns:
+        (N,) object array of reasons ("" when the image can be used).
+    """
     if images.synthetic is not None:
         return np.full(len(paths), "", dtype=object)
     if images.cache:
         cache = ImageCache(images.cache, images.size, images.intensity)
         return cache.index["error"].to_numpy(dtype=object)[cache.rows(paths)]
-    with ThreadPoolExecutor(HEADER_THREADS) as pool:
-        return np.array(list(pool.map(header_problem, paths, chunksize=64)), dtype=object)
+    jobs = [(path, images.size if full else 0, images.intensity) for path, full in zip(paths, decode)]
+    bar = tqdm(total=len(paths), desc=f"checking images (decoding {int(decode.sum())})", unit="img",
+               dynamic_ncols=True, mininterval=1.0, disable=len(paths) < 1000)
+    results = []
+    with ThreadPoolExecutor(HEADER_THREADS) as pool, bar:
+        try:
+            for result in pool.map(image_problem, *zip(*jobs), chunksize=16):
+                results.append(result)
+                bar.update()
+        finally:  # Ctrl-C: the queued reads are dropped, not waited for
+            pool.shutdown(cancel_futures=True)
+    reasons = np.array([reason for reason, _ in results], dtype=object)
+    sides = np.array([side for _, side in results])
+    warn_placeholders(np.asarray(paths, dtype=object)[(sides >= 0) & (sides < images.size / PLACEHOLDER_FACTOR)],
+                      len(paths), images.size)
+    return reasons
 
 
-def header_problem(path: str) -> str:
-    """Why the image at `path` cannot be used, from its header ("" when it can)."""
+PLACEHOLDER_FACTOR = 8  # an image whose shorter side is under data.size / 8 is warned about (a placeholder?)
+
+
+def image_problem(path: str, size: int, intensity: Intensity) -> tuple[str, int]:
+    """Whether the image at `path` can be used.
+
+    Args:
+        path: the image file.
+        size: > 0 also decodes it at this size; 0 reads the header only.
+        intensity: the intensity policy of the decode.
+
+    Returns:
+        (why the image cannot be used, "" when it can; its shorter side, -1 when unknown).
+    """
     try:
-        check_image(path)
+        side = min(check_image(path))
+        if size:
+            load_gray(path, size, intensity)
     except ImageError as err:
-        return err.reason
-    return ""
+        return err.reason, -1
+    return "", side
+
+
+def warn_placeholders(paths: np.ndarray, total: int, size: int) -> None:
+    """Warn (log and warnings) about images far below data.size: `paths` of them among `total` images."""
+    if len(paths):
+        message = (f"{len(paths)} of {total} images are smaller than data.size={size} / {PLACEHOLDER_FACTOR} on "
+                   f"a side (placeholders or thumbnails?), e.g. {paths[:3].tolist()}; they train as flat images")
+        log.warning(message)
+        warnings.warn(message, stacklevel=4)
 
 
 def leave_out_bad_images(images: ImageSettings, table: LabelTable, rows: dict[str, np.ndarray]
                          ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """The header check of every split's images under data.bad_images (see the module docstring)
-    -> (rows of each split without the bad images, left-out images: split, path, reason)."""
+    """The image check of every split (headers; val and test images decoded) under data.bad_images (see the
+    module docstring) -> (rows of each split without the bad images, left-out images: split, path, reason)."""
     names = list(rows)
     positions = np.concatenate([rows[name] for name in names])
     paths = table.frame["path"].to_numpy(dtype=object)[positions]
-    reasons = header_problems(images, paths.tolist())
-    bad = reasons != ""
     splits = np.repeat(names, [len(rows[name]) for name in names])
+    reasons = image_problems(images, paths.tolist(), splits != "train")
+    bad = reasons != ""
     left_out = pd.DataFrame({"split": splits[bad], "path": paths[bad], "reason": reasons[bad]},
                             columns=LEFT_OUT_COLUMNS)
     if left_out.empty:
@@ -373,11 +452,12 @@ def leave_out_bad_images(images: ImageSettings, table: LabelTable, rows: dict[st
     counts = ", ".join(f"{name} {int((left_out['split'] == name).sum())}" for name in names)
     found = f"{len(left_out)} of {len(paths)} images cannot be used ({counts}), e.g. {examples}"
     if images.bad_images == "error":
-        raise DataError(f"{found}. Found before training by reading every image header; fix or remove the files, "
-                        "or set data.bad_images=skip to leave them out")
+        raise DataError(f"{found}. Found before training by reading every image header (and decoding the val and "
+                        "test images); fix or remove the files, or set data.bad_images=skip to leave them out")
     if len(left_out) > images.bad_image_budget:
         raise DataError(f"{found}: over data.bad_image_budget={images.bad_image_budget} (found before training by "
-                        "reading every image header); fix or remove the files, or raise data.bad_image_budget")
+                        "reading every image header and decoding the val and test images); fix or remove the files, "
+                        "or raise data.bad_image_budget")
     message = f"data.bad_images=skip: {found}; they leave their splits before training"
     log.warning(message)
     warnings.warn(message, stacklevel=3)

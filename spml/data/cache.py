@@ -1,7 +1,9 @@
 """The decode-once uint8 image cache: images.u8 (N, S, S) memmap + index.csv + meta.json in one folder.
 
 images.u8 is C-contiguous uint8, one image per row, so reading an image is one contiguous read.
-index.csv has columns path, row, ok, error (bad images keep a zero row, ok=False and the reason).
+index.csv has columns path, row, ok, error (bad images keep a zero row, ok=False and the reason), bytes and
+mtime_ns (each source file's size and modification time when it was decoded: `ImageCache.changed` finds files
+re-exported since; -1 for a file that did not exist).
 meta.json holds size, count, failed, created, source_hash (sha256 of the newline-joined path list) and
 intensity (the data.intensity policy the images were decoded under; a cache is refused under another one).
 The three files are written under temporary names and renamed at the end, meta.json last: a build
@@ -30,6 +32,15 @@ IMAGES, INDEX, META = "images.u8", "index.csv", "meta.json"
 def paths_hash(paths: Sequence[str]) -> str:
     """sha256 of the newline-joined path list (identifies what a cache was built from)."""
     return hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()
+
+
+def file_stamp(path: str) -> tuple[int, int]:
+    """(size in bytes, modification time in ns) of a file; (-1, -1) when it cannot be read."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return -1, -1
+    return info.st_size, info.st_mtime_ns
 
 
 def decode_or_reason(path: str, size: int, intensity: Intensity) -> tuple[np.ndarray | None, str]:
@@ -66,11 +77,14 @@ def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2,
         with bar:
             if workers > 1:
                 with ProcessPoolExecutor(workers) as pool:
-                    results = pool.map(decode_or_reason, paths, [size] * len(paths), [intensity] * len(paths),
-                                       chunksize=chunksize)
-                    for row, (image, reason) in enumerate(results):
-                        images[row], errors[row] = (0 if image is None else image), reason
-                        bar.update()
+                    try:
+                        results = pool.map(decode_or_reason, paths, [size] * len(paths), [intensity] * len(paths),
+                                           chunksize=chunksize)
+                        for row, (image, reason) in enumerate(results):
+                            images[row], errors[row] = (0 if image is None else image), reason
+                            bar.update()
+                    finally:  # an error or Ctrl-C: the queued decodes are dropped, not waited for
+                        pool.shutdown(cancel_futures=True)
             else:
                 for row, path in enumerate(paths):
                     image, errors[row] = decode_or_reason(path, size, intensity)
@@ -79,7 +93,8 @@ def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2,
         images.flush()
         del images
         ok = [not reason for reason in errors]
-        index = pd.DataFrame({"path": paths, "row": range(len(paths)), "ok": ok, "error": errors})
+        index = pd.DataFrame({"path": paths, "row": range(len(paths)), "ok": ok, "error": errors,
+                              **dict(zip(("bytes", "mtime_ns"), np.array([file_stamp(p) for p in paths]).T))})
         index.to_csv(index_path, index=False)
         meta = {"size": size, "count": len(paths), "failed": len(paths) - sum(ok), "dtype": "uint8",
                 "layout": "images.u8 is (count, size, size) C-order", "source_hash": paths_hash(paths),
@@ -166,6 +181,24 @@ class ImageCache:
             raise DataError(f"cache {self.dir} has no entry for {absent.size} of {len(paths)} images, e.g. "
                             f"{examples}; rebuild it with tools/prepare_data.py for this dataset")
         return rows.astype(np.int64)
+
+    def holds(self, paths: Sequence[str]) -> np.ndarray:
+        """(N,) bool: the cache has an entry for each path."""
+        return self._lookup.get_indexer(pd.Index([str(p) for p in paths])) >= 0
+
+    def changed(self, paths: Sequence[str]) -> pd.DataFrame | None:
+        """Rows (path, then, now) of the cached `paths` whose source file now differs in size or modification time
+        from when it was decoded (one stat per file; files that are gone are not changed: the cache may travel
+        without them). None when the cache predates the recorded stamps."""
+        if "mtime_ns" not in self.index:
+            return None
+        recorded = self.index.iloc[self.rows(paths)]
+        now = np.array([file_stamp(p) for p in recorded["path"]]).reshape(-1, 2)
+        then = recorded[["bytes", "mtime_ns"]].to_numpy(dtype=np.int64)
+        differs = (now[:, 0] >= 0) & (then[:, 0] >= 0) & (now != then).any(axis=1)
+        return pd.DataFrame({"path": recorded["path"].to_numpy()[differs],
+                             "then": [f"{b} bytes, modified {t}" for b, t in then[differs]],
+                             "now": [f"{b} bytes, modified {t}" for b, t in now[differs]]})
 
     def load(self, row: int) -> np.ndarray:
         """uint8 (size, size) copy of cache row `row`; ImageError with the recorded reason for a bad image."""

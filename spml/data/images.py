@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import png
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 MAX_PIXELS = 100_000_000  # refuse larger images (a 10k x 10k film) before decoding them
 POLICIES = ("auto", "bits", "window")
@@ -134,11 +136,61 @@ def wide_to_gray(values: np.ndarray, container_bits: int, declared_bits: int | N
     """(H, W) samples of an image wider than 8 bits (integers, or the luma of 16-bit channels) -> float32 (H, W)
     in [0, 255]. container_bits: bits per sample of the file (16 for PNG); declared_bits: its sBIT or None."""
     low, high = percentile_range(values, intensity)
+    if intensity.policy == "auto" and declared_bits is not None and not declaration_holds(values, high, declared_bits,
+                                                                                           container_bits):
+        warn_once(f"sBIT {declared_bits} of {container_bits}",
+                  f"data.intensity=auto: a {container_bits}-bit PNG's sBIT chunk declares {declared_bits} significant "
+                  f"bits, but its film reaches {high:.0f}, neither within {declared_bits} bits nor scaled to the "
+                  "container: the declaration is not trusted, the film gets the robust window (said once per "
+                  "process and kind of file)")
+        declared_bits = None
     if intensity.policy == "window" or (intensity.policy == "auto" and declared_bits is None):
         return scale_to_gray(values, low, high)
     bits = declared_bits or container_bits
     unscaled = high <= 2 ** bits - 1
     return scale_to_gray(values, 0, 2 ** (bits if unscaled else container_bits) - 1)
+
+
+def declaration_holds(values: np.ndarray, high: float, bits: int, container_bits: int) -> bool:
+    """Whether integer samples fit an sBIT of `bits`: the film (its high percentile `high`) within `bits` bits
+    (written unscaled), or 99 % of the values scaled to the container in one of the ways the PNG specification
+    names (a left shift, with or without the high bits replicated into the low ones, or a multiplication by
+    (2**container - 1) / (2**bits - 1)); a few burned-in marker pixels do not count. Other samples (colour luma)
+    are taken as declared."""
+    if values.dtype.kind not in "ui" or high <= 2 ** bits - 1:
+        return True
+    values = values.astype(np.int64)
+    shift = container_bits - bits
+    shifted = (values >> shift) << shift
+    replicated = shifted | (shifted >> bits) if shift <= bits else shifted
+    factor = (2 ** container_bits - 1) / (2 ** bits - 1)
+    multiplied = np.rint(np.rint(values / factor) * factor).astype(np.int64)
+    return any(np.mean(values == scaled) >= 0.99 for scaled in (shifted, replicated, multiplied))
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(kind: str, message: str) -> None:
+    """A UserWarning the first time this process meets a `kind` of file (not for each image of that kind)."""
+    if kind not in _WARNED:
+        _WARNED.add(kind)
+        warnings.warn(message, stacklevel=3)
+
+
+def float_to_gray(values: np.ndarray, path: str, intensity: Intensity) -> np.ndarray:
+    """Floating-point samples (a float TIFF) -> float32 (H, W) in [0, 255]. A float image declares no range: under
+    auto and window the robust window of the finite pixels (as for 16-bit data without a declaration), so an
+    interpolation overshoot (1.02 in [0, 1] data) or detector counts (0..4080) window like any film; under bits
+    the range [0, 1]. Non-finite pixels are masked: they take no part in the window, NaN and -inf become black,
+    +inf white. An image without a finite pixel is refused."""
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise image_error(path, "a floating-point image without a finite pixel")
+    black, white = (0.0, 1.0) if intensity.policy == "bits" else percentile_range(values[finite], intensity)
+    gray = scale_to_gray(np.where(finite, values, np.float32(black)), black, white)
+    gray[values == np.inf] = 255
+    return gray
 
 
 # ----------------------------------------------------------------------------------------- Pillow / PNG
@@ -180,10 +232,8 @@ def to_gray(image: Image.Image, path: str = "", intensity: Intensity = Intensity
     if image.mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N, I (32-bit)
         container = 16 if image.mode.startswith("I;16") else 32
         return Image.fromarray(wide_to_gray(np.asarray(image), container, declared_bits, intensity), mode="F")
-    if image.mode == "F":  # float TIFF: [0, 1] data is stretched to [0, 255], anything else clipped
-        values = np.nan_to_num(np.asarray(image, dtype=np.float32))
-        scale = 255.0 if values.max() <= 1.0 else 1.0
-        return Image.fromarray(np.clip(values * np.float32(scale), 0, 255), mode="F")
+    if image.mode == "F":
+        return Image.fromarray(float_to_gray(np.asarray(image, dtype=np.float32), path, intensity), mode="F")
     if image.mode in _COLOUR_MODES:
         return image.convert("L")
     raise image_error(path, f"unsupported pixel mode {image.mode!r}")
@@ -258,7 +308,12 @@ def has_voi_lut(ds) -> bool:
 
 
 def has_window(ds) -> bool:
-    return all(ds.get(key) not in (None, "") for key in ("WindowCenter", "WindowWidth"))
+    """A usable first WindowCenter/WindowWidth; a width below 1 (0: what some writers put when there is no
+    window) declares none."""
+    if any(ds.get(key) in (None, "") for key in ("WindowCenter", "WindowWidth")):
+        return False
+    width = ds.WindowWidth
+    return float(width[0] if isinstance(width, Sequence) and not isinstance(width, str) else width) >= 1
 
 
 def voi_to_gray(values: np.ndarray, ds) -> np.ndarray:
@@ -290,6 +345,7 @@ def dicom_gray(path: str, intensity: Intensity, max_pixels: int) -> np.ndarray:
     with pydicom_errors(path):
         stored = ds.pixel_array
         values = apply_modality_lut(stored, ds)
+        padding = padding_mask(stored, ds)
         if intensity.policy == "auto" and (has_voi_lut(ds) or has_window(ds)):
             gray = voi_to_gray(values, ds)
         elif intensity.policy == "bits" or int(ds.BitsStored) <= 8:
@@ -298,10 +354,23 @@ def dicom_gray(path: str, intensity: Intensity, max_pixels: int) -> np.ndarray:
             black, white = np.sort(apply_modality_lut(ends, ds).astype(np.float64))
             gray = scale_to_gray(values, black, white)
         else:
-            gray = scale_to_gray(values, *percentile_range(values, intensity))
+            gray = scale_to_gray(values, *percentile_range(values[~padding], intensity))
     if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":  # 0 is white
         gray = np.float32(255) - gray
+    gray[padding] = 0  # outside the film: black, under either interpretation
     return gray
+
+
+def padding_mask(stored: np.ndarray, ds) -> np.ndarray:
+    """(H, W) bool: the pixels the header declares as padding (PixelPaddingValue, up to PixelPaddingRangeLimit:
+    the collimation border many CR/DX writers fill), which take no part in the window. All False without one, or
+    when the whole image would be padding."""
+    value, limit = ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit")
+    if value is None:
+        return np.zeros(stored.shape, bool)
+    low, high = sorted((int(value), int(value if limit is None else limit)))
+    mask = (stored >= low) & (stored <= high)
+    return mask if not mask.all() else np.zeros(stored.shape, bool)
 
 
 @contextlib.contextmanager
@@ -363,9 +432,10 @@ def named_errors(path: str) -> Iterator[None]:
         raise image_error(path, f"truncated or corrupt image data ({err or type(err).__name__})") from None
 
 
-def check_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> None:
+def check_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """Open `path` and read its header only (no pixel decoding): the refusals load_gray can make before
-    decoding (missing, empty, not an image, over `max_pixels`, unusable DICOM). Raises ImageError."""
+    decoding (missing, empty, not an image, over `max_pixels`, unusable DICOM). Returns (width, height) of the
+    film; raises ImageError."""
     import pydicom
 
     path = os.fspath(path)
@@ -374,9 +444,27 @@ def check_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> None:
             with pydicom_errors(path):
                 ds = pydicom.dcmread(path, stop_before_pixels=True)
             check_dicom(ds, path, max_pixels)
-        else:
-            with Image.open(path) as image:
-                check_pixels(path, image.size, max_pixels)
+            return int(ds.Columns), int(ds.Rows)
+        with Image.open(path) as image:
+            film_page(image, path)
+            check_pixels(path, image.size, max_pixels)
+            return image.size
+
+
+def film_page(image: Image.Image, path: str) -> None:
+    """Seek a multi-page image (a TIFF with a thumbnail page before the film, as some PACS exports write) to its
+    largest page; several pages of that size (several films in one file) are refused by name, as multi-frame
+    DICOMs are. Reads the page headers only."""
+    if getattr(image, "n_frames", 1) == 1:
+        return
+    sizes = [page.size for page in ImageSequence.Iterator(image)]
+    areas = [width * height for width, height in sizes]
+    largest = max(areas)
+    if areas.count(largest) > 1:
+        width, height = sizes[areas.index(largest)]
+        raise image_error(path, f"{len(sizes)} pages, {areas.count(largest)} of them {width} x {height} films; spml "
+                                "reads one film per file")
+    image.seek(areas.index(largest))
 
 
 def load_gray(path: str | os.PathLike, size: int, intensity: Intensity = Intensity(),
@@ -390,6 +478,7 @@ def load_gray(path: str | os.PathLike, size: int, intensity: Intensity = Intensi
             gray = Image.fromarray(dicom_gray(path, intensity, max_pixels), mode="F")
         else:
             with Image.open(path) as image:
+                film_page(image, path)
                 check_pixels(path, image.size, max_pixels)
                 gray = pillow_gray(image, path, size, intensity)
         gray = resize_square(gray, size)

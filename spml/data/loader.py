@@ -1,11 +1,23 @@
-"""Training/evaluation DataLoaders with a per-epoch seeded order (exact resume, same order on every rank)."""
+"""Training/evaluation DataLoaders with a per-epoch seeded order (exact resume, same order on every rank), and
+worker processes that never outlive the process that started them.
+
+Loader workers end on every way a process ends: `one_pass` ends a pass's workers at once when an error leaves it
+(persistent workers are otherwise kept by the loader, and Python's multiprocessing exit handler would wait for them
+forever), `end_workers` ends them when a loader is done, and a worker ends on a SIGTERM from its own main process
+(multiprocessing's exit handler, torch's shutdown) while it ignores one from anyone else. A worker whose main
+process died ends at its next look at the parent (torch's watchdog, within seconds).
+"""
 from __future__ import annotations
 
+import os
 import signal
-from typing import Iterator
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Literal
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
 from spml.data.dataset import collate_skip_none
 
@@ -27,33 +39,80 @@ class EpochSampler(Sampler[int]):
         return self.size
 
 
+WorkerStart = Literal["default", "fork", "spawn", "forkserver"]
+
+
 def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
-    """DataLoader worker_init_fn: workers ignore SIGINT/SIGTERM. Ctrl-C reaches every process of the terminal's
-    process group and schedulers signal every process of a job; a worker that ended on it would break the main
-    process's clean stop (spml.engine.signals). Workers end with the main process."""
+    """DataLoader worker_init_fn: the main process decides how a run stops. Ctrl-C reaches every process of the
+    terminal's process group and schedulers signal every process of a job; a worker that ended on it would break
+    the main process's clean stop (spml.engine.signals). So a worker ignores SIGINT, and SIGTERM unless its own
+    main process sent it: that one (multiprocessing's exit handler, torch's shutdown of a worker that did not
+    answer) ends the worker at once. Only a signal taken with sigwaitinfo tells its sender, so SIGTERM is blocked
+    in every thread and one thread waits for it."""
+    main_process = os.getppid()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later inherit the mask
+    threading.Thread(target=_end_on_sigterm_from, args=(main_process,), name="spml-sigterm", daemon=True).start()
 
 
-def _loader(dataset: Dataset, batch_size: int, num_workers: int, **kwargs) -> DataLoader:
+def _end_on_sigterm_from(main_process: int) -> None:
+    while signal.sigwaitinfo({signal.SIGTERM}).si_pid != main_process:
+        pass
+    os._exit(0)  # exit code 0: the main process's SIGCHLD check (torch) takes it as an orderly end
+
+
+def end_workers(loader: DataLoader) -> None:
+    """End the worker processes of `loader` (a DataLoader or accelerate's wrapper of one) now; a later pass starts
+    new ones. Persistent workers live in the loader's current iterator (torch's `_iterator`)."""
+    base = getattr(loader, "base_dataloader", loader)
+    iterator = getattr(base, "_iterator", None)
+    if isinstance(iterator, _MultiProcessingDataLoaderIter):
+        iterator._shutdown_workers()
+    base._iterator = None
+
+
+@contextmanager
+def one_pass(loader: DataLoader, keep_workers: bool = True) -> Iterator[Iterator]:
+    """`with one_pass(loader) as batches: for batch in batches: ...`: one pass over `loader` whose workers end
+    at once when an error (or a stop signal's exception) leaves the block, and on any way out with
+    `keep_workers=False` (a loader used once)."""
+    batches = iter(loader)
+    keep = False
+    try:
+        yield batches
+        keep = keep_workers
+    finally:
+        if hasattr(batches, "close"):  # accelerate's loaders iterate in a generator
+            batches.close()
+        if not keep:
+            end_workers(loader)
+
+
+def _loader(dataset: Dataset, batch_size: int, num_workers: int, worker_start: WorkerStart = "default",
+            **kwargs) -> DataLoader:
     """A private generator keeps each new iterator's worker-seed draw off the global RNG, which the
-    augmentation uses: otherwise resuming mid-epoch would shift every later random draw."""
+    augmentation uses: otherwise resuming mid-epoch would shift every later random draw. `worker_start`: how
+    worker processes start (multiprocessing's start methods; default: the platform's)."""
     if batch_size < 1 or num_workers < 0:
         raise ValueError(f"batch_size={batch_size}, num_workers={num_workers}: the batch size must be at least 1, "
                          "the workers at least 0")
+    context = worker_start if num_workers and worker_start != "default" else None
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_none,
                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
-                      generator=torch.Generator().manual_seed(0),
+                      generator=torch.Generator().manual_seed(0), multiprocessing_context=context,
                       worker_init_fn=leave_stop_signals_to_the_main_process, **kwargs)
 
 
-def make_train_loader(dataset: Dataset, sampler: EpochSampler, batch_size: int, num_workers: int = 0) -> DataLoader:
+def make_train_loader(dataset: Dataset, sampler: EpochSampler, batch_size: int, num_workers: int = 0,
+                      worker_start: WorkerStart = "default") -> DataLoader:
     """Batches of `batch_size` in the sampler's per-epoch order, the last incomplete batch dropped."""
     if len(dataset) < batch_size:
         raise ValueError(f"batch_size={batch_size} exceeds the {len(dataset)} training images")
-    return _loader(dataset, batch_size, num_workers, sampler=sampler, drop_last=True)
+    return _loader(dataset, batch_size, num_workers, worker_start, sampler=sampler, drop_last=True)
 
 
-def make_eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+def make_eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0,
+                     worker_start: WorkerStart = "default") -> DataLoader:
     """Every sample once, in dataset order."""
-    return _loader(dataset, batch_size, num_workers, shuffle=False)
+    return _loader(dataset, batch_size, num_workers, worker_start, shuffle=False)

@@ -87,7 +87,8 @@ def file_sha256(path: str) -> str:
 
 
 def read_text(path: str) -> tuple[str, str]:
-    """(UTF-8 text, sha256 of the file's bytes); .gz is decompressed; non-UTF-8 bytes are a DataError."""
+    """(UTF-8 text with "\\n" line ends, whatever the file used; sha256 of the file's bytes); .gz is decompressed;
+    non-UTF-8 bytes are a DataError."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
@@ -97,7 +98,7 @@ def read_text(path: str) -> tuple[str, str]:
         raise DataError(f"cannot read label file {path}: {err.strerror}") from None
     data = gzip.decompress(raw) if path.endswith(".gz") else raw
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")  # CR-only files: lines too
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise DataError(f"{path}: not UTF-8 text: byte 0x{data[err.start]:02x} at byte offset {err.start} "
@@ -135,8 +136,16 @@ def read_csv(path: str, required: Sequence[str] = ()) -> tuple[pd.DataFrame, str
 
 def check_header(text: str, path: str) -> None:
     """A column name given twice in the header (spaces around names ignored) is a DataError naming it and both
-    positions: pandas would read the second as "<name>.1", which spml would never look at."""
-    header = next((row for row in csv.reader(io.StringIO(text)) if row), [])
+    positions: pandas would read the second as "<name>.1", which spml would never look at. A row with fewer
+    fields than the header (a row cut short, a partial copy that ends inside its last row) is a DataError naming
+    its line: pandas would read the missing fields as blank, which a label file means as "not mentioned"."""
+    rows = csv.reader(io.StringIO(text))
+    header = next((row for row in rows if row), [])
+    for row in rows:
+        if row and len(row) < len(header):
+            raise DataError(f"{path}: line {rows.line_num} has {len(row)} of the header's {len(header)} fields "
+                            f"(it ends after {row[-1]!r}; the missing {header[len(row)]!r}... would read as blank): "
+                            "the row was cut short; restore the file from its source")
     seen: dict[str, int] = {}
     for position, name in enumerate(header, 1):
         name = name.strip()
@@ -314,8 +323,10 @@ def existing_files(paths: Sequence[str]) -> np.ndarray:
     return np.fromiter((os.path.basename(p) in listing[d] for p, d in zip(paths, folders)), bool, len(paths))
 
 
-def check_images(table: LabelTable, missing: str) -> LabelTable:
-    """Apply data.missing to image files that do not exist (in-memory rows, path "", are skipped).
+def check_images(table: LabelTable, missing: str, held: Callable[[np.ndarray], np.ndarray] | None = None,
+                 source: str = "") -> LabelTable:
+    """Apply data.missing to image files that do not exist (in-memory rows, path "", are skipped), or with
+    `held` (paths -> (N,) bool) to the images an image cache (named `source`) has no entry for.
 
     error: DataError naming the count and the first 5 missing paths. drop: those rows are removed,
     the count is logged, warned and stored in `frame.attrs["missing_dropped"]`.
@@ -325,15 +336,18 @@ def check_images(table: LabelTable, missing: str) -> LabelTable:
     paths = table.frame["path"].to_numpy(dtype=object)
     on_disk = paths != ""
     absent = np.zeros(len(paths), bool)
-    absent[on_disk] = ~existing_files(paths[on_disk])
+    absent[on_disk] = ~(held or existing_files)(paths[on_disk])
     count = int(absent.sum())
+    what = f"have no entry in the image cache {source}" if held else "do not exist"
     if count and missing == "error":
-        raise DataError(f"{count} of {len(paths)} image files listed in {table.source} do not exist, e.g. "
-                        f"{paths[absent][:5].tolist()}; fix data.root or set data.missing=drop to drop them")
+        fix = "rebuild the cache for this dataset" if held else "fix data.root"
+        raise DataError(f"{count} of {len(paths)} image files listed in {table.source} {what}, e.g. "
+                        f"{paths[absent][:5].tolist()}; {fix} or set data.missing=drop to drop them")
     out = table.subset(~absent) if count else table
     out.frame.attrs["missing_dropped"] = count
     if count:
-        message = f"data.missing=drop: dropped {count} of {len(paths)} rows of {table.source} whose image is missing"
+        message = (f"data.missing=drop: dropped {count} of {len(paths)} rows of {table.source} whose image "
+                   f"{'has no entry in the image cache ' + source if held else 'is missing'}")
         log.warning(message)
         warnings.warn(message, stacklevel=2)
     if out.frame.empty:
@@ -342,10 +356,11 @@ def check_images(table: LabelTable, missing: str) -> LabelTable:
 
 
 def view_mask(views: pd.Series, wanted: Sequence[str], file: str, column: str) -> np.ndarray:
-    """(N,) bool: rows whose `column` value is in data.views (all rows when data.views is empty)."""
+    """(N,) bool: rows whose `column` value is in data.views (all rows when data.views is empty); letter case and
+    surrounding spaces do not matter (a file that writes `pa` keeps those rows under data.views=[PA])."""
     if not wanted:
         return np.ones(len(views), bool)
-    keep = views.isin(list(wanted)).to_numpy()
+    keep = views.str.strip().str.upper().isin([view.upper() for view in wanted]).to_numpy()
     if not keep.any():
         raise DataError(f"data.views={list(wanted)} keeps no row of {file}; column {column!r} has "
                         f"{sorted(views.unique().tolist())}")

@@ -9,16 +9,18 @@ with `torch.load(weights_only=True)` only.
 """
 from __future__ import annotations
 
+import errno
 import json
 import random
+import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import torch
 
-from spml.utils.io import TEMP_GLOB, write_atomic, write_json_atomic
+from spml.utils.io import TEMP_GLOB, write_atomic
 
 FORMAT = "spml-checkpoint-2"  # objective, optimizer, scheduler, progress and the callbacks' states
 READABLE = (FORMAT, "spml-checkpoint-1")  # 1: before the trainer callbacks (EMA inside the objective); weights only
@@ -47,8 +49,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["state"].tolist()), None))
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint file could not be written (a full disk, a quota, an I/O error); the previous checkpoint, which
+    the pointers still name, is intact."""
+
+
 def save_torch_atomic(obj: Any, path: Path) -> None:
-    write_atomic(path, lambda handle: torch.save(obj, handle))
+    write_checkpoint_file(path, lambda handle: torch.save(obj, handle))
+
+
+def write_checkpoint_file(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """`write(handle)` into `path` atomically (spml.io.write_atomic); a failed write (torch's writer says
+    RuntimeError where the disk was full) is a CheckpointWriteError naming the file, the reason and the space left
+    in its folder."""
+    try:
+        write_atomic(path, write)
+    except (OSError, RuntimeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        code = err.errno if isinstance(err, OSError) else errno.EIO
+        raise CheckpointWriteError(code, f"cannot write the checkpoint ({reason}); "
+                                         f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free in "
+                                         f"{path.parent}. The previous checkpoint is intact: free space, then "
+                                         f"continue with --resume", str(path)) from None
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:
@@ -79,7 +101,8 @@ def commit(root: Path, step: int, state: dict[str, Any], pointers: tuple[str, ..
     try:
         save_torch_atomic({"format": FORMAT, **state}, folder / "state.pt")
         for name in pointers:
-            write_json_atomic(root / f"{name}.json", {"dir": folder.name, "step": step})
+            pointer = json.dumps({"dir": folder.name, "step": step}, indent=2).encode("utf-8")
+            write_checkpoint_file(root / f"{name}.json", lambda handle: handle.write(pointer))
     except BaseException:
         discard_unreferenced(root, folder)
         raise
@@ -100,8 +123,21 @@ def discard_unreferenced(root: Path, folder: Path) -> None:
 
 
 def read_pointer(root: Path, name: str = "latest") -> Path:
-    data = json.loads((root / f"{name}.json").read_text(encoding="utf-8"))
-    return root / data["dir"]
+    """The step folder `<root>/<name>.json` names. A pointer names a step folder inside `root` (`step-NNNNNNN`),
+    never a path: one edited to lead elsewhere (an absolute path, `../..` into another run) or that is not the
+    JSON spml writes is a ValueError naming the file."""
+    path = root / f"{name}.json"
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    folder = data.get("dir") if isinstance(data, dict) else None
+    if not isinstance(folder, str) or not re.fullmatch(r"step-\d+", folder):
+        shown = repr(text[:80]) if text.strip() else "empty"
+        raise ValueError(f"{path}: not a checkpoint pointer ({shown}); it must hold {{\"dir\": \"step-NNNNNNN\", "
+                         f"\"step\": N}} naming a step folder inside {root}")
+    return root / folder
 
 
 def find_checkpoint(path: str | Path) -> Path:

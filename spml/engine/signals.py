@@ -4,10 +4,13 @@ with SIGTERM; Ctrl-C sends SIGINT."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import signal
+import subprocess
 import threading
+import time
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 
@@ -17,6 +20,9 @@ if TYPE_CHECKING:
     from spml.engine.trainer import Trainer
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# a second signal this soon after the first is the same stop: `accelerate launch` answers Ctrl-C (SIGINT to the
+# whole process group) by sending SIGTERM to the training process as well, and a grid passes its stop on
+SAME_STOP_S = 2.0
 
 
 class Interrupted(BaseException):
@@ -38,7 +44,7 @@ class StopOnSignal(Callback):
     one flag, and all stop after the first such step that follows the signal; at the end of the loop they agree
     once more, so a signal during the last epoch's end skips the final evaluation on every process. Outside the
     loop a signal raises Interrupted, unless the run already stopped on one. A second signal ends the process at
-    once (the signal's default action).
+    once (the signal's default action), unless it comes within SAME_STOP_S of the first (a launcher forwarding it).
 
     `stopped_by`: the signal the run stopped on (agreed by all processes; 0 if none).
     """
@@ -46,6 +52,7 @@ class StopOnSignal(Callback):
     def __init__(self, every: int = 1):
         self.every = every
         self.received = 0  # the first signal this process got
+        self.received_at = 0.0  # when (time.monotonic)
         self.stopped_by = 0
         self.in_loop = False
         self.previous: dict[int, Any] = {}
@@ -62,10 +69,12 @@ class StopOnSignal(Callback):
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received:
+            if time.monotonic() - self.received_at < SAME_STOP_S:  # a launcher passing the stop on: the same stop
+                return
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        self.received = signum
+        self.received, self.received_at = signum, time.monotonic()
         if not self.in_loop and not self.stopped_by:  # (after a stop, e.g. torchrun ending the other processes)
             raise Interrupted(signum)
 
@@ -99,3 +108,49 @@ class StopOnSignal(Callback):
             if signum:
                 self.stop(trainer, signum)
         self.in_loop = False
+
+
+@contextmanager
+def passing_stop_signals(child: subprocess.Popen) -> Iterator[list[int]]:
+    """Pass the stop signals this process gets on to `child` while the block runs (the block waits for it).
+
+    The child stops as it stops (a training finishes its step and writes a checkpoint) and is waited for: no child
+    outlives its parent's stop. The caller then stops too (raise Interrupted). Handlers are installed from the main
+    thread only and restored afterwards.
+
+    Args:
+        child: the started subprocess.
+
+    Returns:
+        A context manager yielding the list of the stop signals received meanwhile (empty when none).
+    """
+    received: list[int] = []
+
+    def pass_on(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signum: signal.signal(signum, pass_on) for signum in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run_child(command: Sequence[str]) -> tuple[subprocess.CompletedProcess, int]:
+    """Run `command` to its end with its output captured, passing stop signals on (passing_stop_signals).
+
+    Args:
+        command: the program and its arguments.
+
+    Returns:
+        (the finished process with its stdout and stderr as text, the stop signal this process got meanwhile or 0).
+    """
+    with subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+        with passing_stop_signals(child) as received:
+            out, err = child.communicate()
+    return subprocess.CompletedProcess(child.args, child.returncode, out, err), (received[0] if received else 0)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from spml.data.table import DataError
 from spml.engine import checkpoint as ckpt
 from spml.engine.callbacks import Callback
+from spml.data.loader import end_workers, one_pass
 from spml.engine.logger import RunLogger
 
 
@@ -164,6 +165,19 @@ class Trainer:
     # ----------------------------------------------------------------------------------- loop
     def fit(self) -> dict:
         """Train to the end (or a stop request); returns `summary` (the final test evaluation's)."""
+        try:
+            self.train_epochs()
+        finally:  # the training workers are done, on every way out (spml.data.loader)
+            end_workers(self.train_loader)
+        try:
+            self.emit("on_fit_end")
+        finally:  # also when a stop signal ends the final evaluation (spml.engine.signals.Interrupted)
+            if self.logger is not None:
+                self.logger.close()
+        return self.summary
+
+    def train_epochs(self) -> None:
+        """The epochs of `fit`, from the current progress to the end or a stop request."""
         progress = self.progress
         self.emit("on_fit_start")
         while progress.epoch < self.epochs and not self.stop_reason:
@@ -173,25 +187,20 @@ class Trainer:
             if progress.batch_in_epoch:
                 loader = self.accelerator.skip_first_batches(self.train_loader, progress.batch_in_epoch)
             loader.set_epoch(progress.epoch)  # accelerate's loaders pass it to the EpochSampler (and count from it)
-            for batch in loader:
-                out = self.train_step(batch)
-                self.emit("on_step_end", batch, out)
-                if self.max_steps and progress.global_step >= self.max_steps:
-                    self.request_stop(f"reached max_steps={self.max_steps}")
-                if self.stop_reason:
-                    break
+            with one_pass(loader, keep_workers=loader is self.train_loader) as batches:  # a skipping loader: once
+                for batch in batches:
+                    out = self.train_step(batch)
+                    self.emit("on_step_end", batch, out)
+                    if self.max_steps and progress.global_step >= self.max_steps:
+                        self.request_stop(f"reached max_steps={self.max_steps}")
+                    if self.stop_reason:
+                        break
             self.check_finite()
             completed = progress.batch_in_epoch >= self.steps_per_epoch and not self.interrupted
             if completed:
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
             self.emit("on_epoch_end", completed)
-        try:
-            self.emit("on_fit_end")
-        finally:  # also when a stop signal ends the final evaluation (spml.engine.signals.Interrupted)
-            if self.logger is not None:
-                self.logger.close()
-        return self.summary
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict | None:
         """One batch: forward, backward, (at accumulation boundaries) clip and optimizer step.

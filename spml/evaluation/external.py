@@ -40,7 +40,7 @@ def evaluate_external(model: InferenceModel, table: LabelTable, out: Path, accel
                       images: ImageSettings, labels: LabelPolicy = LabelPolicy(),
                       mapping: str | Path | Mapping[str, str | None] | None = None, tta: bool = False,
                       eval_classes: tuple[str, ...] = (), level: str = "", bootstrap: int = 0, seed: int = 0,
-                      batch_size: int = 64, num_workers: int = 0, info: Mapping[str, Any] | None = None,
+                      batch_size: int = 64, num_workers: int = 0, worker_start: str = "default", info: Mapping[str, Any] | None = None,
                       described: Mapping[str, Any] | None = None) -> ExternalResult:
     """Score `model` on the rows of `table` and write the report into `out`.
 
@@ -58,7 +58,7 @@ def evaluate_external(model: InferenceModel, table: LabelTable, out: Path, accel
         tta: average over the model's TTA views.
         eval_classes: run class names to score, among those paired (empty: every paired class).
         level, bootstrap, seed: as a run's evaluation (study level, intervals).
-        batch_size, num_workers: the loader's.
+        batch_size, num_workers, worker_start: the loader's (spml.data.loader.make_eval_loader).
         info: run, checkpoint, TTA, ... for external.json and report.md.
         described: the set's settings for external.json (its data config) and report.md (dataset, labels, root).
 
@@ -89,7 +89,7 @@ def evaluate_external(model: InferenceModel, table: LabelTable, out: Path, accel
     pair_of = {pair.run: pair for pair in pairing.pairs}
     per_class = {"external_class": {run: pair.external for run, pair in pair_of.items()},
                  "match": {run: pair.match for run, pair in pair_of.items()}}
-    evaluation = evaluate(model, make_eval_loader(dataset, batch_size, num_workers), table.frame, classes, Path(out),
+    evaluation = evaluate(model, make_eval_loader(dataset, batch_size, num_workers, worker_start), table.frame, classes, Path(out),
                           accelerator, tta=tta, eval_classes=eval_classes or tuple(run_names), level=level,
                           bootstrap=bootstrap, seed=seed, per_class=per_class, desc="external")
     outcome = ExternalResult(name, evaluation.result, pairing, len(evaluation.predictions["index"]), Path(out))

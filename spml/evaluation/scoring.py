@@ -16,9 +16,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from spml.utils.io import atomic_path, write_json_atomic
+from spml.data.loader import one_pass
 from spml.evaluation.metrics import EvalResult, evaluate_predictions, study_level
 from spml.reporting.plots import plot_curves
+from spml.utils.io import atomic_path, write_json_atomic
 
 
 @contextmanager
@@ -51,8 +52,8 @@ def predict_split(model: nn.Module, loader: DataLoader, accelerator: Accelerator
     parts: dict[str, list[torch.Tensor]] = {"probs": [], "targets": [], "known": [], "index": []}
     bar = tqdm(total=len(loader.dataset), desc=desc, unit="img", leave=False, dynamic_ncols=True,
                disable=not accelerator.is_main_process)
-    with evaluating(model):
-        for batch in loader:
+    with evaluating(model), one_pass(loader) as batches:
+        for batch in batches:
             if len(batch["index"]):
                 with accelerator.autocast():
                     probs = torch.sigmoid(model(batch["image"]).float())

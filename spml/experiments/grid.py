@@ -336,7 +336,10 @@ def train_run(run: PlannedRun, train_args: list[str], train_script: str | Path, 
     (resumable), else `train.py <train_args> --overwrite` after writing train_args.json. Its output (stdout and
     stderr) goes to train_output.txt as it runs (appended, one header line per attempt); then seconds.txt (the
     attempts' sum), FAILED (the output's end) or, after a stop signal (interrupted_exit), nothing: the next grid
-    resumes it. Returns "done", "failed" or "interrupted"."""
+    resumes it. A stop signal the grid gets is passed on to the training, which stops; the grid then stops too
+    (spml.engine.signals.Interrupted). Returns "done", "failed" or "interrupted"."""
+    from spml.engine.signals import Interrupted, passing_stop_signals  # (torch: only where a grid runs)
+
     resume = resumable(run, train_args)
     tqdm.write(f"[{'resu' if resume else 'run '}] {run.variant} seed {run.seed} -> {run.run_dir}")
     (run.run_dir / "FAILED").unlink(missing_ok=True)
@@ -358,10 +361,13 @@ def train_run(run: PlannedRun, train_args: list[str], train_script: str | Path, 
                                 preexec_fn=ignore_time_warning)  # noqa: PLW1509 (one signal call, no locks)
         if started is not None:
             started(proc)
-        code = proc.wait()
+        with passing_stop_signals(proc) as received:  # a stop of the grid stops the training, which checkpoints
+            code = proc.wait()
     write_text_atomic(seconds_file, f"{earlier + time.perf_counter() - start:.1f}\n")
     if code == 0:
         return "done"
+    if received:  # passed on to the training, which has stopped (resumable): the grid stops too
+        raise Interrupted(received[0])
     if interrupted_exit(code):
         tqdm.write(f"[stop] {run.variant} seed {run.seed}: stopped (exit {code}); the next start resumes it")
         return "interrupted"
@@ -417,14 +423,17 @@ def grid_rows(runs: list[PlannedRun]) -> pd.DataFrame:
 def score_with_tta(runs: list[PlannedRun], evaluate_script: str | Path) -> pd.DataFrame:
     """Score each finished run with test-time augmentation (`python <evaluate_script> RUN --tta` -> eval-tta/,
     skipped when it exists; output in tta_output.txt). Returns rows like run_grid's, variant "<name> + TTA"."""
+    from spml.engine.signals import Interrupted, run_child
+
     rows = []
     for run in tqdm(runs, desc="TTA scoring", unit="run", dynamic_ncols=True):
         finished = (run.run_dir / "eval" / "metrics.json").exists()
         if finished and not (run.run_dir / "eval-tta" / "metrics.json").exists():
             tqdm.write(f"[tta ] {run.variant} seed {run.seed}")
-            proc = subprocess.run([sys.executable, str(evaluate_script), str(run.run_dir), "--tta"],
-                                  capture_output=True, text=True)
+            proc, stopped_by = run_child([sys.executable, str(evaluate_script), str(run.run_dir), "--tta"])
             (run.run_dir / "tta_output.txt").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+            if stopped_by:
+                raise Interrupted(stopped_by)
         row = read_run(run.run_dir, "eval-tta")
         if finished and row["status"] == "missing":
             row.update(status="failed", error=f"TTA evaluation failed, see {run.run_dir}/tta_output.txt")

@@ -15,9 +15,9 @@ from spml.engine import checkpoint as ckpt
 from spml.engine.callbacks import EMA
 from spml.factories.components import backbone_arguments, head_arguments
 from spml.factories.stats import DataStats
+from spml.models.artifact import (SPEC, TORCHSCRIPT, classifier_from_spec, inference_model, load_weights,
+                                  read_model, write_model, write_torchscript)
 from spml.utils.io import write_bytes_atomic
-from spml.models.artifact import (SPEC, TORCHSCRIPT, classifier_from_spec, inference_model, read_model,
-                                  write_model, write_torchscript)
 from spml.models.inference import InferenceModel
 
 EMA_STATE = EMA.__name__  # state_key of the EMA callback in a checkpoint's callbacks
@@ -81,7 +81,7 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "latest") -> tuple[Inf
     state, _ = ckpt.load_state(folder)
     weights, kind = classifier_weights(state)
     classifier = classifier_from_spec(spec)
-    classifier.load_state_dict(weights)
+    load_weights(classifier, weights, spec["classes"], folder / "state.pt", run_dir / "data_stats.json")
     spec["source"] = {"run": str(run_dir.resolve()), "checkpoint": checkpoint, "checkpoint_dir": folder.name,
                       "step": int(state["progress"]["global_step"]), "weights": kind}
     return inference_model(classifier, spec).eval(), spec

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from spml.config import Config, DataConfig
-from spml.data.build import DataBundle, ImageSettings, LabelPolicy, Masking
+from spml.data.build import DataBundle, ImageSettings, LabelPolicy, Masking, check_cache_sources
 from spml.data.build import build_data as build_bundle
+from spml.data.cache import ImageCache
 from spml.data.images import Intensity
 from spml.data.readers import READERS
 from spml.data.readers.csv import CSVLayout
@@ -33,10 +34,16 @@ def read_table(data: DataConfig) -> LabelTable:
 
 
 def read_checked(data: DataConfig) -> LabelTable:
-    """The table after the image-existence check (data.missing; skipped with a data.cache, whose own check
-    covers the files)."""
+    """The table after the image-existence check (data.missing): of the files, or with a data.cache of the
+    cache's entries (a cache built from part of a dataset serves that part under data.missing=drop), whose
+    source files must not have changed since they were decoded (spml.data.build.check_cache_sources)."""
     table = read_table(data)
-    return table if data.cache else check_images(table, data.missing)
+    if not data.cache:
+        return check_images(table, data.missing)
+    cache = ImageCache(data.cache, data.size, image_intensity(data))
+    table = check_images(table, data.missing, cache.holds, cache.dir)
+    check_cache_sources(cache, table.frame["path"].tolist())
+    return table
 
 
 def split_table(table: LabelTable, data: DataConfig) -> np.ndarray:

@@ -106,8 +106,9 @@ def evaluate_run(request: EvaluationRequest, out: Path) -> Evaluation:
                                  bootstrap=config.eval.bootstrap if request.bootstrap is None else request.bootstrap)
         model = model.to(accelerator.device)  # inference only: no DDP wrapper, the loader shards the split
         data = config.data
-        loader, val_loader = accelerator.prepare(make_eval_loader(dataset, data.eval_batch_size, data.num_workers),
-                                                 make_eval_loader(bundle.val, data.eval_batch_size, data.num_workers))
+        loader, val_loader = accelerator.prepare(make_eval_loader(dataset, data.eval_batch_size, data.num_workers, data.worker_start),
+                                                 make_eval_loader(bundle.val, data.eval_batch_size, data.num_workers,
+                                                                  data.worker_start))
         diagnosis = Diagnosis(settings, out / "thresholds.json", model.metadata["source"]["checkpoint_dir"],
                               None if request.split == "val" else val_loader,
                               split_explainer(model, dataset, frame, data, bundle.classes),
@@ -200,5 +201,6 @@ def evaluate_run_externally(request: EvaluationRequest, items: Sequence[str], ou
                              mapping=mapping, tta=request.tta, eval_classes=tuple(config.eval.classes),
                              level=config.eval.study_level, seed=config.train.seed,
                              bootstrap=config.eval.bootstrap if request.bootstrap is None else request.bootstrap,
-                             batch_size=run_data.eval_batch_size, num_workers=run_data.num_workers, info=info,
+                             batch_size=run_data.eval_batch_size, num_workers=run_data.num_workers,
+                             worker_start=run_data.worker_start, info=info,
                              described=to_dict(external))

@@ -147,10 +147,10 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
     optimizer = build_optimizer(objective, config.optim)
     with config_key("data.batch_size, data.num_workers"):
         train_loader = make_train_loader(bundle.train, EpochSampler(len(bundle.train), train.seed), data.batch_size,
-                                         data.num_workers)
+                                         data.num_workers, data.worker_start)
     with config_key("data.eval_batch_size, data.num_workers"):
-        val_loader = make_eval_loader(bundle.val, data.eval_batch_size, data.num_workers)
-        test_loader = make_eval_loader(bundle.test, data.eval_batch_size, data.num_workers)
+        val_loader = make_eval_loader(bundle.val, data.eval_batch_size, data.num_workers, data.worker_start)
+        test_loader = make_eval_loader(bundle.test, data.eval_batch_size, data.num_workers, data.worker_start)
     objective, optimizer, train_loader, val_loader = accelerator.prepare(objective, optimizer, train_loader, val_loader)
     steps_per_epoch = len(train_loader)
     scheduler = build_scheduler(optimizer, config.optim, train.epochs, math.ceil(steps_per_epoch / config.optim.accumulate))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from spml.utils.io import atomic_path, write_json_atomic
 from spml.models.backbone import Backbone
@@ -97,8 +98,24 @@ def read_model(folder: str | Path, tta: bool = False) -> InferenceModel:
         state = load_file(str(folder / WEIGHTS), device="cpu")
     except Exception as err:  # safetensors: missing, truncated or foreign file
         raise ValueError(f"refusing {folder / WEIGHTS}: not a readable safetensors file ({err})") from None
-    classifier.load_state_dict(state)
+    load_weights(classifier, state, spec["classes"], folder / WEIGHTS, folder / SPEC)
     return inference_model(classifier, spec, tta).eval()
+
+
+def load_weights(classifier: nn.Module, state: dict[str, torch.Tensor], classes: list[str], weights_file: Path,
+                 classes_file: Path) -> None:
+    """`classifier.load_state_dict(state)`; weights of another number of classes than `classes` (listed in
+    `classes_file`) are a ValueError naming both files, both counts and the class list (torch would say `size
+    mismatch`)."""
+    own = classifier.state_dict()
+    counts = {tuple(state[key].shape)[0] for key, value in own.items()
+              if key in state and value.ndim and value.shape[0] == len(classes) and state[key].ndim
+              and state[key].shape[0] != len(classes) and state[key].shape[1:] == value.shape[1:]}
+    if counts:
+        raise ValueError(f"{weights_file} holds a classifier of {sorted(counts)[0]} classes, but {classes_file} lists "
+                         f"{len(classes)}: {list(classes)}; the two files belong to different models (export the run "
+                         "again, or use the model.json written with these weights)")
+    classifier.load_state_dict(state)
 
 
 def write_torchscript(model: InferenceModel, path: str | Path, batch: int = 2) -> Path:

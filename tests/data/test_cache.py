@@ -58,7 +58,9 @@ def test_files_layout_and_meta(images, tmp_path):
     raw = np.fromfile(out / "images.u8", np.uint8).reshape(len(images), 8, 8)  # plain row-major (N, S, S)
     assert np.array_equal(raw[5], load_gray(images[5], 8))
     index = (out / "index.csv").read_text().splitlines()
-    assert index[0] == "path,row,ok,error" and index[4].startswith(f"{images[3]},3,False,truncated")
+    assert index[0] == "path,row,ok,error,bytes,mtime_ns" and index[4].startswith(f"{images[3]},3,False,truncated")
+    stat = os.stat(images[5])  # each source's size and modification time, to notice a re-exported file
+    assert index[6] == f"{images[5]},5,True,,{stat.st_size},{stat.st_mtime_ns}"
 
 
 def test_process_pool_gives_the_same_cache(images, tmp_path):

@@ -147,7 +147,8 @@ def test_header_check_counts_against_the_budget(cli, dataset_dir, tmp_path):
     code, _, err = cli("train", *args)
     assert code == 2, err
     assert "3 of 40 images cannot be used (train 0, val 3, test 0)" in error_line(err)
-    assert "over data.bad_image_budget=2 (found before training by reading every image header)" in error_line(err)
+    assert ("over data.bad_image_budget=2 (found before training by reading every image header and decoding the val "
+            "and test images)") in error_line(err)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -226,3 +227,32 @@ def test_all_bad_batch_at_the_dataset_level_is_empty_and_counts_against_the_budg
         dataset.__getitems__([0, 1, 2])  # 0 and 1 again: 3 distinct, within the budget
     with pytest.warns(UserWarning), pytest.raises(DataError, match="4 distinct bad images"):
         dataset.__getitems__([3])
+
+
+@pytest.mark.parametrize("split, writer", [("val", "truncated PNG"), ("test", "truncated JPEG")])
+def test_damage_only_decoding_finds_in_val_or_test_stops_the_run_before_step_1(cli, dataset_dir, tmp_path, split,
+                                                                               writer):
+    """Found before: pixel data cut inside a val or test image passed the header check and stopped the run after
+    all its epochs, with no metrics. The val and test images are decoded fully before the first step."""
+    args = csv_run_args(dataset_dir, tmp_path / "run")
+    victim = Path(split_paths(args)[split][0])
+    BAD[writer][0](victim)
+    code, _, err = cli("train", *args)
+    line = error_line(err)
+    assert code == 2 and f"{victim}: truncated" in line and "decoding the val and test images" in line, line
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    with pytest.warns(UserWarning, match=rf"1 of 40 images cannot be used \(.*{split} 1"):
+        code, _, err = cli("train", *args, "data.bad_images=skip", f"train.out={tmp_path / 'skip'}")
+    assert code == 0, err
+    report = pd.read_csv(tmp_path / "skip" / "skipped_images.csv")
+    assert report["path"].tolist() == [str(victim)] and report["split"].tolist() == [split]
+
+
+def test_placeholder_images_far_below_the_training_size_are_warned_with_a_count(cli, dataset_dir, tmp_path):
+    """Found before: five 1 x 1 placeholder PNGs trained as flat images without a word."""
+    placeholders = [dataset_dir / f"img{i:02d}.png" for i in (1, 9, 17, 25, 33)]
+    for path in placeholders:
+        Image.new("L", (1, 1), 0).save(path)
+    with pytest.warns(UserWarning, match=r"5 of 40 images are smaller than data.size=32 / 8 on a side"):
+        code, _, err = cli("train", *csv_run_args(dataset_dir, tmp_path / "run"))
+    assert code == 0, err

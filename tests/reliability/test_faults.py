@@ -7,6 +7,7 @@ import math
 import os
 import random
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import torch
 from spml.engine import checkpoint as ckpt
 from spml.engine.trainer import NonFiniteLossError, Trainer
 from spml.factories import build_trainer
-from tests.reliability.conftest import (KILL_RUN, STALLING_TRAIN, assert_same_log, final_results, kill, latest_step,
-                                        launch, tiny_run_args, wait_for)
+from tests.reliability.conftest import (KILL_RUN, STALLING_TRAIN, assert_same_log, error_line, final_results, kill,
+                                        latest_step, launch, load_tool, tiny_run_args, wait_for)
 
 
 def poison_step(trainer: Trainer, step: int) -> None:
@@ -115,9 +116,11 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(cli, reference_
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         enospc_on(patch, pattern, 6, how)  # the 6th save fails: steps 1-5 were saved
-        with pytest.raises(OSError, match="No space left on device"):
-            cli("train", *tiny_run_args(out, *KILL_RUN))
+        code, _, err = cli("train", *tiny_run_args(out, *KILL_RUN))
     root = out / "checkpoints"
+    line = error_line(err)  # a message, not a traceback: the file, the reason, the folder's free space
+    assert code == 2 and f"{root}/" in line and pattern.split(".")[0] in line and "No space left on device" in line
+    assert re.search(r"\d+\.\d MiB free in " + re.escape(str(root)), line), line
     state, rng = ckpt.load_state(ckpt.read_pointer(root), 0)
     assert state["progress"]["global_step"] == 5 and rng is not None
     checkpoint_files_are_clean(root)
@@ -159,3 +162,59 @@ def test_kill_9_while_a_checkpoint_is_written_then_resume_reaches_the_same_metri
     assert code == 0, err
     assert final_results(out) == final_results(reference_run)
     checkpoint_files_are_clean(root)  # the resumed run cleared the killed write's temporary file
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """read_only(folder): writes under `folder` fail as on a read-only mount (EROFS), whoever runs the tests (root
+    ignores permission bits): open for writing, os.open with a write flag, mkdir, rename and unlink."""
+    import builtins
+
+    def guard(folder: Path):
+        inside = lambda path: Path(os.path.abspath(path)).is_relative_to(folder)  # noqa: E731
+
+        def refuse(path):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+        real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
+        real_rename, real_replace, real_unlink = os.rename, os.replace, os.unlink
+
+        def open_(file, mode="r", *args, **kwargs):
+            if isinstance(file, (str, os.PathLike)) and any(c in mode for c in "wax+") and inside(file):
+                refuse(file)
+            return real_open(file, mode, *args, **kwargs)
+
+        def os_open(path, flags, *args, **kwargs):
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(path):
+                refuse(path)
+            return real_os_open(path, flags, *args, **kwargs)
+
+        def refusing(real):
+            def call(path, *args, **kwargs):
+                if inside(path):
+                    refuse(path)
+                return real(path, *args, **kwargs)
+            return call
+
+        monkeypatch.setattr(builtins, "open", open_)
+        monkeypatch.setattr(os, "open", os_open)
+        for name, real in (("mkdir", real_mkdir), ("rename", real_rename), ("replace", real_replace),
+                           ("unlink", real_unlink)):
+            monkeypatch.setattr(os, name, refusing(real))
+
+    return guard
+
+
+@pytest.mark.parametrize("tool, args", [("evaluate", []), ("report", []), ("export", []), ("train", ["--resume"])])
+def test_a_read_only_run_folder_is_a_message_naming_the_flag_that_writes_elsewhere(
+        cli, tools, reference_run, tmp_path, read_only, tool, args):
+    """Found before: OSError tracebacks (the lock file, training.png, export/)."""
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    if not hasattr(tools, tool):
+        setattr(tools, tool, load_tool(tool))
+    read_only(run)
+    code, _, err = cli(tool, *args, str(run))
+    line = error_line(err)
+    assert code == 2 and f"{run}/" in line and "Read-only file system: the folder is read-only" in line, line
+    assert ("write the outputs elsewhere with --out DIR" in line) == (tool != "train")

@@ -4,6 +4,7 @@ predict.py on a folder mixing PNG, DICOM, a broken image and files that are not 
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -152,3 +153,41 @@ def test_a_burned_in_marker_does_not_change_predictions(cli, reference_run, tmp_
     frame = pd.read_csv(tmp_path / "p.csv")
     probs = frame[[c for c in frame.columns[1:] if not c.endswith("_decision")]].to_numpy()
     assert np.abs(probs[0] - probs[1]).max() < 0.005, probs
+
+
+def prepare_cache(cli, dataset_dir: Path, cache: Path, *extra: str) -> None:
+    code, _, err = cli("prepare_data", "--dataset", "csv", "--size", "32", f"data.labels={dataset_dir / 'labels.csv'}",
+                       "data.csv.label_columns=[A,B]", "--out", str(cache), "--workers", "0", *extra)
+    assert code == 0, err
+
+
+def test_a_cache_notices_films_re_exported_under_the_same_names(cli, dataset_dir, tmp_path):
+    """Found before: 20 films re-exported after the cache was built trained on their old pixels, without a word."""
+    cache = tmp_path / "cache"
+    prepare_cache(cli, dataset_dir, cache)
+    for name in ("img03.png", "img17.png"):  # re-exported by another tool (OpenCV), brighter
+        path = dataset_dir / name
+        cv2.imwrite(str(path), np.clip(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(int) + 70, 0, 255
+                                       ).astype(np.uint8))
+    code, _, err = cli("train", *csv_run_args(dataset_dir, tmp_path / "run", f"data.cache={cache}"))
+    line = error_line(err)
+    assert code == 2 and f"image cache {cache}: 2 of 40 source images changed since the cache decoded them" in line
+    assert str(dataset_dir / "img03.png") in line and "rebuild the cache" in line
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_cache_of_a_partial_download_serves_that_part_under_missing_drop(cli, dataset_dir, tmp_path):
+    """Found before: data.cache with data.missing=drop on a partial download was refused ("no entry for ...")."""
+    for name in ("img05.png", "img06.png", "img30.png"):
+        (dataset_dir / name).unlink()
+    cache = tmp_path / "cache"
+    prepare_cache(cli, dataset_dir, cache, "data.missing=drop")
+    args = csv_run_args(dataset_dir, tmp_path / "run", f"data.cache={cache}")
+    code, _, err = cli("train", *args)
+    line = error_line(err)
+    assert code == 2 and f"3 of 40 image files listed in {dataset_dir / 'labels.csv'} have no entry in the image " \
+                         f"cache {cache}" in line and "data.missing=drop" in line
+    with pytest.warns(UserWarning, match="data.missing=drop: dropped 3 of 40 rows .* no entry in the image cache"):
+        code, _, err = cli("train", *args, "data.missing=drop")
+    assert code == 0, err
+    assert (tmp_path / "run" / "eval" / "metrics.json").exists()

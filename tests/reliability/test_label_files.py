@@ -2,6 +2,7 @@
 calls them: finding names on real NIH rows, image paths that name one file twice or leave the root, symlink
 loops, empty label columns and classes without positives (data_stats.json), and supervised training on a
 single-positive file."""
+import gzip
 import json
 import os
 import shutil
@@ -11,7 +12,9 @@ import pandas as pd
 import pytest
 
 from spml.config import load_config
-from spml.factories.data import build_data
+from spml.factories.data import build_data, read_table
+from tests.conftest import SHARED_DATA
+from tests.cxr_files import write_chexpert
 from tests.reliability.conftest import CSV_RUN, SMALL_RUN, csv_run_args, error_line, load_tool
 
 # ------------------------------------------------------------------------------------ finding names
@@ -246,3 +249,64 @@ def test_the_cache_and_training_agree_on_normalised_paths(cli, dataset_dir, tmp_
     out = tmp_path / "run"
     code, _, err = cli("train", *csv_run_args(dataset_dir, out, f"data.cache={cache}"))
     assert code == 0, err
+
+
+CHEXPERT_TRAIN = SHARED_DATA / "chexpert" / "train.csv.gz"
+
+
+@pytest.mark.parametrize("cut", ["after AP/PA", "inside the last row"])
+def test_a_chexpert_row_cut_short_is_an_error_naming_its_line(cli, tmp_path, cut):
+    """Found before: a row of the real train.csv cut after `AP/PA` (its 14 label fields missing), or a partial
+    copy that ends inside its last row, was read as all blank, so all negative under data.blank=zero, by training
+    and by tools/mask_labels.py. Also: the same file with CR-only line ends reads as with LF."""
+    if not CHEXPERT_TRAIN.exists():
+        pytest.skip("the real CheXpert train.csv is not available")
+    with gzip.open(CHEXPERT_TRAIN, "rt", encoding="utf-8") as handle:
+        lines = [next(handle).rstrip("\n") for _ in range(41)]
+    victim = 17 if cut == "after AP/PA" else 40  # 0-based: line victim + 1 of the file
+    fields = lines[victim].split(",")
+    lines[victim] = ",".join(fields[:5] if cut == "after AP/PA" else fields[:8])
+    root = tmp_path / "chexpert"
+    root.mkdir()
+    (root / "train.csv").write_text("\r".join(lines) + ("\r" if cut == "after AP/PA" else ""))  # CR-only ends
+    expected = f"{root / 'train.csv'}: line {victim + 1} has "
+    code, _, err = cli("train", "--mode", "supervised", "data.dataset=chexpert", f"data.root={root}",
+                       f"train.out={tmp_path / 'run'}")
+    assert code == 2 and expected in error_line(err) and "cut short" in error_line(err)
+    code, _, err = cli("mask_labels", "--dataset", "chexpert", "--root", str(root), "--out", str(tmp_path / "m.csv"))
+    assert code == 2 and expected in error_line(err)
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "m.csv").exists()
+
+
+def test_chexpert_no_finding_with_a_pathology_is_warned_and_counted(tmp_path):
+    """Found before: accepted without a word, while the NIH reader refuses the same contradiction. The real
+    train.csv has 8,808 rows with No Finding = 1 and a finding = 1, every one Support Devices (no pathology)."""
+    root = write_chexpert(tmp_path / "chexpert")
+    frame = pd.read_csv(root / "train.csv", dtype=str, keep_default_na=False)
+    frame["No Finding"] = ""  # (the synthetic writer draws it at random)
+    frame.loc[[2, 5], list(frame.columns[6:])] = "0.0"
+    frame.loc[2, ["No Finding", "Edema", "Support Devices"]] = ["1.0", "1.0", "1.0"]
+    frame.loc[5, ["No Finding", "Support Devices"]] = ["1.0", "1.0"]  # devices: not a contradiction
+    frame.to_csv(root / "train.csv", index=False)
+    config = load_config([], ["data.dataset=chexpert", f"data.root={root}", "data.val_fraction=0.2"],
+                         mode="supervised")
+    with pytest.warns(UserWarning, match=r"train.csv: 1 rows have No Finding = 1 and a pathology = 1, e.g. line 4 "
+                                         r"\(\['Edema'\]\)"):
+        bundle = build_data(config)
+    assert [w["count"] for w in bundle.warnings if w["warning"] == "no_finding_with_pathology"] == [1]
+    if CHEXPERT_TRAIN.exists():  # the real file: no contradiction
+        real = load_config([], ["data.dataset=chexpert", f"data.root={tmp_path}", f"data.labels={CHEXPERT_TRAIN}"])
+        assert read_table(real.data).frame.attrs["no_finding_conflicts"] == 0
+
+
+def test_nih_view_positions_in_lower_case_pass_the_view_filter(nih_sample, tmp_path):
+    """Found before: `pa` / `ap` rows were dropped silently by data.views=[PA, AP] (letter case)."""
+    root, lines = nih_sample
+    header, rows = lines[0], lines[1:]
+    position = header.split(",").index("View Position")
+    lowered = [",".join(v.lower() if i == position else v for i, v in enumerate(row.split(","))) if n % 3 == 0
+               else row for n, row in enumerate(rows)]
+    path = tmp_path / "Data_Entry_2017_v2020.csv"
+    path.write_text("\n".join([header, *lowered]) + "\n")
+    config = load_config([], ["data.dataset=nih", f"data.root={root}", f"data.labels={path}", "data.views=[PA, AP]"])
+    assert len(read_table(config.data).frame) == len(rows)

@@ -7,8 +7,11 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from spml.config import RESUME_KEYS
-from spml.utils.lock import RunLock
+from spml.engine import checkpoint as ckpt
+from spml.utils.lock import LOCK_FILE, RunLock
 from tests.reliability.conftest import (STALLING_TRAIN, csv_run_args, error_line, final_results, latest_step, launch,
                                         log_values, progress_of, reaped, tiny_run_args, wait_for)
 
@@ -178,3 +181,47 @@ def test_a_resume_refuses_a_label_file_or_image_set_that_changed_since_the_run_s
     code, _, err = cli("train", "--resume", str(out), "train.max_steps=0")
     assert code == 0, err
     assert (out / "eval" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("name", ["exp #2", "exp: 2", "&exp", "*exp", "#exp", "exp &2", "{exp", "{exp}"])
+def test_an_override_value_is_the_text_typed_and_overwrites_no_other_run(cli, tmp_path, monkeypatch, name):
+    """Found before: `train.out='runs/exp #2' --overwrite` read `#2` as a YAML comment and overwrote runs/exp.
+    A value YAML reads as a {flow: mapping} is refused for a text key, naming the key."""
+    monkeypatch.chdir(tmp_path)
+    finished = tmp_path / "exp"
+    for output in ("checkpoints/latest.json", "eval/metrics.json", "log.csv"):
+        (finished / output).parent.mkdir(parents=True, exist_ok=True)
+        (finished / output).write_text("{}")
+    before = snapshot(finished)
+    # the missing label file stops the run after its folder was claimed (where --overwrite deletes)
+    code, _, err = cli("train", "--mode", "supervised", "data.dataset=csv", f"data.labels={tmp_path / 'none.csv'}",
+                       f"train.out={name}", "--overwrite")
+    assert code == 2 and snapshot(finished) == before
+    if name == "{exp}":
+        assert "train.out: expected a string" in error_line(err)
+    else:
+        assert "none.csv" in error_line(err) and (tmp_path / name).is_dir()
+
+
+@pytest.mark.parametrize("pointer", ["absolute", "../..", "empty"])
+def test_a_checkpoint_pointer_stays_inside_its_run(cli, reference_run, tmp_path, pointer):
+    """Found before: latest.json edited to lead into another run was followed: --resume trained on from the other
+    run's checkpoint and deleted this run's own latest step folder; evaluate reported the other run's weights. An
+    empty latest.json gave `Expecting value: line 1 column 1 (char 0)`."""
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    other = ckpt.read_pointer(reference_run / "checkpoints")
+    latest = run / "checkpoints" / "latest.json"
+    latest.write_text({"absolute": json.dumps({"dir": str(other), "step": 1}),
+                       "../..": json.dumps({"dir": f"../../{other.relative_to(reference_run.parent)}", "step": 1}),
+                       "empty": ""}[pointer])
+    (run / LOCK_FILE).unlink(missing_ok=True)
+    before = snapshot(run)
+    for tool, args in (("train", ["--resume", str(run)]), ("evaluate", [str(run), "--out", str(tmp_path / "eval")])):
+        code, _, err = cli(tool, *args)
+        line = error_line(err)
+        assert code == 2 and f"{latest}: not a checkpoint pointer" in line, line
+        assert ("empty" in line) == (pointer == "empty")
+    after = snapshot(run)
+    after.pop(LOCK_FILE, None)  # the tools' lock (taken before the pointer is read; holds no run data)
+    assert after == before

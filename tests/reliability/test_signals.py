@@ -6,12 +6,15 @@ import random
 import re
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from spml.data.loader import make_eval_loader
+from spml.engine.signals import SAME_STOP_S
 
 from tests.conftest import GLOO_ABORT, REPO, TWO_PROCESS_RUN, torchrun, torchrun_command, torchrun_env
 from tests.reliability.conftest import (STALLING_TRAIN, assert_same_log, final_results, latest_step, launch,
@@ -62,7 +65,9 @@ def test_a_second_signal_ends_the_process_at_once(tmp_path):
                         *tiny_run_args(out)], STALLING_TRAIN)) as process:
         wait_for(lambda: progress_of(Path(f"{progress}-0"))["step"] >= 2, process)
         process.send_signal(signal.SIGTERM)
+        first = time.monotonic()
         wait_for(marker.exists, process)
+        time.sleep(max(0.0, first + SAME_STOP_S + 0.5 - time.monotonic()))  # sooner: the same stop (a launcher's)
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)  # instead of the stalled write's 600 s
     assert process.returncode == -signal.SIGTERM  # ended by the signal itself: exit status 143 in a shell
@@ -131,3 +136,22 @@ def test_dataloader_workers_leave_stop_signals_to_the_main_process(context):
     loader = make_eval_loader(SignalHandlers(), batch_size=1, num_workers=1)
     loader.multiprocessing_context = context
     assert [bool(batch["ignored"]) for batch in loader] == [True, True]
+
+
+def test_ctrl_c_under_accelerate_launch_checkpoints_the_step(tmp_path):
+    """`accelerate launch` (the README's first command) answers Ctrl-C by sending SIGTERM to the training as well,
+    a moment after the terminal's SIGINT (and kills the process tree 5 s later): one stop, not an abort.
+    Found before: the SIGTERM counted as the second signal, the run aborted without a checkpoint."""
+    out, progress = tmp_path / "run", tmp_path / "progress"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(STALLING_TRAIN)]
+    process = subprocess.Popen([*launcher, "--step-delay", "0.3", "--progress", str(progress),
+                                *tiny_run_args(out, "data.num_workers=2")], cwd=REPO, env=torchrun_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    with reaped(process):
+        wait_for(lambda: progress_of(Path(f"{progress}-0"))["step"] >= 2, process)
+        os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C: the launcher, the training and its loader workers
+        _, err = process.communicate(timeout=120)
+    name, step, run = stop_line(err.decode())
+    assert process.returncode == 130 and name == "SIGINT" and Path(run) == out, err.decode()[-3000:]
+    assert latest_step(out / "checkpoints") == step and progress_of(Path(f"{progress}-0"))["exit"] == 130

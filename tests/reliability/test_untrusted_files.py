@@ -1,14 +1,17 @@
 """Untrusted files: checkpoints and pretrained weights whose pickle would run code are refused without running
 it (torch.load weights_only=True), as are truncated or foreign ones; YAML python tags are refused (safe_load)."""
+import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from spml.config import load_config
 from spml.engine import checkpoint as ckpt
-from tests.reliability.conftest import error_line, tiny_run_args
+from tests.reliability.conftest import error_line, load_tool, tiny_run_args
 
 
 class Payload:
@@ -130,3 +133,29 @@ def test_yaml_alias_bomb_in_an_override_is_refused_quickly(cli, tmp_path):
         nested = f"[{nested}, &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]]"
     code, _, err = cli("train", *tiny_run_args(tmp_path / "run"), f"data.mask_params={{bomb: {nested}}}")
     assert code == 2 and "YAML aliases" in error_line(err)
+
+
+@pytest.mark.parametrize("edited", ["model.json", "data_stats.json"])
+def test_weights_of_another_class_count_are_a_message_naming_both_files(cli, tools, reference_run, tmp_path, edited):
+    """Found before: a `size mismatch` traceback from load_state_dict (an exported model.json edited to another
+    number of classes; a run folder whose checkpoint was trained on other classes)."""
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    if edited == "model.json":
+        tools.export = getattr(tools, "export", None) or load_tool("export")
+        code, _, err = cli("export", str(run), "--out", str(tmp_path / "export"))
+        assert code == 0, err
+        folder, weights, listed = tmp_path / "export", tmp_path / "export" / "model.safetensors", \
+            tmp_path / "export" / "model.json"
+    else:
+        folder, listed = run, run / "data_stats.json"
+        weights = ckpt.read_pointer(run / "checkpoints") / "state.pt"
+    spec = json.loads(listed.read_text())
+    spec["classes"] = spec["classes"][:-1]
+    listed.write_text(json.dumps(spec))
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((32, 32), 100, np.uint8)).save(image)
+    code, _, err = cli("predict", str(folder), str(image), "--out", str(tmp_path / "p.csv"))
+    line = error_line(err)
+    assert code == 2 and f"{weights} holds a classifier of {len(spec['classes']) + 1} classes, but {listed} " \
+                         f"lists {len(spec['classes'])}: {spec['classes']}" in line, line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,13 +29,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 def view_filter(frame: pd.DataFrame, views: tuple[str, ...], file: str) -> np.ndarray:
     """(N,) bool. "frontal"/"lateral" entries filter Frontal/Lateral, the others (AP, PA, ...) filter AP/PA;
-    a row is kept when it passes both kinds that are given."""
+    a row is kept when it passes both kinds that are given; letter case does not matter (`pa` is PA)."""
     keep = np.ones(len(frame), bool)
     orientation = [ORIENTATIONS[v.lower()] for v in views if v.lower() in ORIENTATIONS]
     projection = [v for v in views if v.lower() not in ORIENTATIONS]
     for column, wanted in (("Frontal/Lateral", orientation), ("AP/PA", projection)):
         if wanted:
-            keep &= frame[column].str.strip().isin(wanted).to_numpy()
+            keep &= frame[column].str.strip().str.upper().isin([w.upper() for w in wanted]).to_numpy()
     if not keep.any():
         raise DataError(f"data.views={list(views)} keeps no row of {file}; Frontal/Lateral has "
                         f"{sorted(frame['Frontal/Lateral'].unique())}, AP/PA has {sorted(frame['AP/PA'].unique())}")
@@ -72,8 +73,9 @@ def read_frame(frame: pd.DataFrame, digest: str, file: str, root: str, classes: 
     }
     values = parse_label_values(frame, classes, file)
     splits = None if split is None else np.full(len(frame), split, dtype=object)
-    return make_table(meta, values, classes, os.path.abspath(file), digest, splits), view_filter(
-        frame, tuple(views), file)
+    table = make_table(meta, values, classes, os.path.abspath(file), digest, splits)
+    table.frame.attrs[NO_FINDING_CONFLICTS] = no_finding_conflicts(frame, file)
+    return table, view_filter(frame, tuple(views), file)
 
 
 def study_images(file: str, root: str) -> tuple[pd.DataFrame, str]:
@@ -101,6 +103,25 @@ def study_images(file: str, root: str) -> tuple[pd.DataFrame, str]:
     images = frame.drop(columns="Study").iloc[rows].reset_index(drop=True)
     meta = pd.DataFrame({"Path": paths, "Sex": "", "Age": "", "Frontal/Lateral": orientations, "AP/PA": ""})
     return pd.concat([meta, images], axis=1), digest
+
+
+NO_FINDING_CONFLICTS = "no_finding_conflicts"
+NOT_PATHOLOGY = ("No Finding", "Support Devices")  # CheXpert's No Finding means no pathology; devices may be present
+
+
+def no_finding_conflicts(frame: pd.DataFrame, file: str) -> int:
+    """Rows with No Finding = 1 and a pathology = 1 (the contradiction the NIH reader refuses; the real train.csv
+    has none: its 8,808 rows with No Finding = 1 and a finding = 1 all name Support Devices, which is no
+    pathology). Warned with the count and the first line; build_data records the count in data_stats.json."""
+    pathologies = [c for c in CLASSES if c not in NOT_PATHOLOGY and c in frame.columns]
+    values = parse_label_values(frame, ["No Finding", *pathologies], file)
+    conflicts = np.flatnonzero((values[:, 0] == 1) & (values[:, 1:] == 1).any(axis=1))
+    if conflicts.size:
+        row = int(conflicts[0])
+        named = [c for c, v in zip(pathologies, values[row, 1:]) if v == 1]
+        warnings.warn(f"{file}: {conflicts.size} rows have No Finding = 1 and a pathology = 1, e.g. line {row + 2} "
+                      f"({named}); their labels are used as written", stacklevel=3)
+    return int(conflicts.size)
 
 
 @READERS.register("chexpert")
@@ -143,5 +164,6 @@ def read_chexpert(root: str = "", labels: str = "", views: Sequence[str] = (), c
             raise DataError(f"{table.source} has the classes {list(table.classes)}, {train.source} has "
                             f"{list(train.classes)}: the split files must name the same observations")
     frame = pd.concat([table.frame[keep] for table, keep in parts], ignore_index=True)
+    frame.attrs[NO_FINDING_CONFLICTS] = sum(table.frame.attrs[NO_FINDING_CONFLICTS] for table, _ in parts)
     check_paths(frame["path"], " + ".join(table.source for table, _ in parts), "Path")
     return LabelTable(frame, train.classes, train.source, train.source_hash)
