@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import signal
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler

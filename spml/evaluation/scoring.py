@@ -4,9 +4,9 @@ score, write metrics.json / per_class.csv / curves. The model is any module from
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,9 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from spml.utils.io import atomic_path, write_json_atomic
 from spml.evaluation.metrics import EvalResult, evaluate_predictions, study_level
 from spml.reporting.plots import plot_curves
+from spml.utils.io import atomic_path, write_json_atomic
 
 
 @contextmanager
@@ -112,4 +112,4 @@ def write_report(result: EvalResult, predictions: dict[str, np.ndarray], classes
     write_json_atomic(out_dir / "metrics.json", json.loads(result.to_json())["summary"])
     with atomic_path(out_dir / "per_class.csv") as temporary:
         result.per_class.to_csv(temporary, index=False)
-    plot_curves(predictions["probs"], predictions["targets"], predictions["known"], classes, out_dir)
+    plot_curves(predictions["probs"], predictions["targets"], predictions["known"], classes, out_dir, result)

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
 from spml.config import ConfigError, DataConfig, load_config, to_dict
+from spml.config.loader import read_config_file, read_yaml
 from spml.config.schema import EvalConfig
-from spml.config.loader import read_config_file
 from spml.data.loader import make_eval_loader
 from spml.data.splits import SPLITS
 from spml.data.synthetic import lesion_masks
@@ -26,8 +27,15 @@ from spml.evaluation.diagnostics import Explainer, diagnosis_line, settings_from
 from spml.evaluation.evaluate import Diagnosis, Evaluation, evaluate
 from spml.evaluation.external import ExternalResult, evaluate_external
 from spml.factories.artifact import load_model, run_config
-from spml.factories.data import (build_data, image_intensity, image_settings, label_policy, read_checked, read_split,
-                                 synthetic_spec)
+from spml.factories.data import (
+    build_data,
+    image_intensity,
+    image_settings,
+    label_policy,
+    read_checked,
+    read_split,
+    synthetic_spec,
+)
 from spml.models.inference import InferenceModel
 from spml.utils.lock import RunLock
 from spml.utils.text import slug
@@ -36,7 +44,8 @@ SPLIT_CHOICES = ("all", *SPLITS)  # an external set is scored whole by default
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def check_eval_config(config: EvalConfig, classes: tuple[str, ...] | list[str], frame: pd.DataFrame | None = None) -> None:
+def check_eval_config(config: EvalConfig, classes: tuple[str, ...] | list[str], frame: pd.DataFrame | None = None
+                      ) -> None:
     """Fail before training on eval.classes that are not the data's, and with the evaluated split's `frame`
     on images without a study id under eval.study_level."""
     unknown = [name for name in config.classes if name not in classes]
@@ -125,6 +134,24 @@ def evaluate_run(request: EvaluationRequest, out: Path) -> Evaluation:
 
 
 # ------------------------------------------------------------------------------------ external sets
+def read_mapping_file(path: str | Path) -> dict[str, str | None]:
+    """A YAML mapping `run class: external class` (null: leave the run class out) -> dict; one-to-many
+    (a list) and anything but names are a DataError naming the file and the entry."""
+    try:
+        data = read_yaml(path)
+    except ConfigError as err:
+        raise DataError(f"class mapping {err}") from None
+    mapping: dict[str, str | None] = {}
+    for key, value in data.items():
+        if isinstance(value, list):
+            raise DataError(f"{path}: {key!r} maps to {value}: one run class can be scored against one external "
+                            "class only (combining several has no single right rule); map it to one, or to null")
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"{path}: {key!r}: expected an external class name or null, got {value!r}")
+        mapping[str(key)] = value
+    return mapping
+
+
 def external_data_config(items: Sequence[str]) -> DataConfig:
     """The external set's data config from `items`: YAML files with a `data:` section (configs/datasets/*.yaml)
     and `data.key=value` overrides, which win over the files; schema defaults below them (not the run's)."""
@@ -195,7 +222,9 @@ def evaluate_run_externally(request: EvaluationRequest, items: Sequence[str], ou
     info: dict[str, Any] = {"run": str(Path(request.run).resolve()), "checkpoint": request.checkpoint,
                             "tta": list(model.tta_views) if request.tta else [], "split": request.split}
     return evaluate_external(model, table, out, accelerator, name=name, images=images, labels=label_policy(external),
-                             mapping=mapping, tta=request.tta, eval_classes=tuple(config.eval.classes),
+                             mapping=read_mapping_file(mapping) if mapping else None,
+                             mapping_source=str(mapping or ""), tta=request.tta,
+                             eval_classes=tuple(config.eval.classes),
                              level=config.eval.study_level, seed=config.train.seed,
                              bootstrap=config.eval.bootstrap if request.bootstrap is None else request.bootstrap,
                              batch_size=run_data.eval_batch_size, num_workers=run_data.num_workers, info=info,
