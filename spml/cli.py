@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from spml.config import ConfigError
 
@@ -11,9 +11,10 @@ from spml.config import ConfigError
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input (config, data files, checkpoints), a diverged run or a run folder in use,
     not a bug."""
-    from spml.data.table import DataError
-    from spml.engine.trainer import NonFiniteLossError
-    from spml.utils.lock import RunFolderLocked
+    # here, not at the top: a tool's --help and argument errors need no torch (the engine imports it)
+    from spml.data.table import DataError  # noqa: PLC0415
+    from spml.engine.trainer import NonFiniteLossError  # noqa: PLC0415
+    from spml.utils.lock import RunFolderLocked  # noqa: PLC0415
 
     return ConfigError, DataError, FileNotFoundError, KeyError, ValueError, NonFiniteLossError, RunFolderLocked
 

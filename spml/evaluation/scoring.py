@@ -74,6 +74,14 @@ def predict_split(model: nn.Module, loader: DataLoader, accelerator: Accelerator
 
 
 def score(predictions: dict[str, np.ndarray], classes: Sequence[str], bootstrap: int = 0, seed: int = 0) -> EvalResult:
+    """spml.evaluation.metrics.evaluate_predictions on predict_split's output.
+
+    Args:
+        predictions: {probs, targets, known (N, C)}. classes: the C names. bootstrap, seed: the intervals.
+
+    Returns:
+        The EvalResult.
+    """
     return evaluate_predictions(predictions["probs"], predictions["targets"], predictions["known"], list(classes),
                                 bootstrap=bootstrap, seed=seed)
 
@@ -107,7 +115,12 @@ def evaluate_split(predictions: dict[str, np.ndarray], frame: pd.DataFrame, clas
 
 
 def write_report(result: EvalResult, predictions: dict[str, np.ndarray], classes: list[str], out_dir: Path) -> None:
-    """metrics.json and per_class.csv (each written atomically), roc.png and pr.png into `out_dir`."""
+    """metrics.json and per_class.csv (each written atomically), roc.png and pr.png into `out_dir`.
+
+    Args:
+        result: the scored EvalResult. predictions: the scored view {probs, targets, known (S, C')}.
+        classes: its C' names. out_dir: the evaluation folder (created).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "metrics.json", json.loads(result.to_json())["summary"])
     with atomic_path(out_dir / "per_class.csv") as temporary:

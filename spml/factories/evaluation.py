@@ -93,7 +93,15 @@ class EvaluationRequest:
 def evaluate_run(request: EvaluationRequest, out: Path) -> Evaluation:
     """Score a run's weights on its own val or test split into `out` with the diagnosis (operating points fitted
     on the val split's predictions of the same weights and TTA). Holds the run folder's lock shared while it
-    writes inside it (a training holds it exclusively)."""
+    writes inside it (a training holds it exclusively).
+
+    Args:
+        request: the run, checkpoint, TTA, split and settings (EvaluationRequest).
+        out: the evaluation folder.
+
+    Returns:
+        The Evaluation (result and diagnosis on the main process).
+    """
     run = Path(request.run)
     inside = out.resolve().is_relative_to(run.resolve())
     with RunLock(run, shared=True) if inside and run.is_dir() else nullcontext():
@@ -205,8 +213,18 @@ def read_external(data: DataConfig, split: str = "all") -> LabelTable:
 def evaluate_run_externally(request: EvaluationRequest, items: Sequence[str], out: Path | None = None,
                             name: str | None = None, mapping: str | None = None, suffix: str = "") -> ExternalResult:
     """Score a run's weights on the external set of `items` (external_data_config), whole (request.split "all")
-    or one of its splits, in this one process, into `out` (default <run>/external-<name><suffix>). Images are
-    decoded as the run decodes them (its data.size and data.intensity*), with its eval batch size and workers."""
+    or one of its splits, in this one process. Images are decoded as the run decodes them (its data.size and
+    data.intensity*), with its eval batch size and workers.
+
+    Args:
+        request: the run, checkpoint, TTA, split ("all" or one of the set's splits) and settings.
+        items: YAML files with a data: section and data.* overrides (tools/evaluate.py --data).
+        out: the folder (default <run>/external-<name><suffix>). name: the set's name (default external_name).
+        mapping: a class mapping YAML file (read_mapping_file). suffix: of the default folder.
+
+    Returns:
+        The ExternalResult.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--data scores in one process; run tools/evaluate.py with python, not a multi-process "
                           "launcher")
