@@ -5,7 +5,7 @@ The parts a researcher composes, importable from here (loaded on first use, so `
 * models: Backbone, heads (HEADS, build_head), Classifier, BatchTransformer, FeaturePerturbation, ModelEma,
   InferenceModel, load_model (an exported folder or a run folder -> a model ready for inference)
 * augmentation: WeakAugment, StrongAugment, TTA_VIEWS, tta_predict
-* losses: LOSSES, SPML_LOSSES, build_loss, build_spml_loss
+* losses: LOSSES, SPML_LOSSES, build_loss (mode="supervised" | "spml")
 * objectives: SupervisedObjective, SinglePositiveObjective, MPCObjective and MPC's strategies
   (GlobalThresholds, ClassPriorThresholds, THRESHOLDS, TARGETS, CONSISTENCY, BASE_TERMS)
 * training: Trainer and its callbacks, make_train_loader, make_eval_loader, EpochSampler, predict_split
@@ -24,7 +24,7 @@ _EXPORTS = {
     "spml.models": ["Backbone", "BatchTransformer", "Classifier", "FeaturePerturbation", "HEADS", "InferenceModel",
                     "ModelEma", "build_head"],
     "spml.augment": ["StrongAugment", "TTA_VIEWS", "WeakAugment", "tta_predict"],
-    "spml.losses": ["LOSSES", "SPML_LOSSES", "build_loss", "build_spml_loss"],
+    "spml.losses": ["LOSSES", "SPML_LOSSES", "build_loss"],
     "spml.objectives": ["BASE_TERMS", "CONSISTENCY", "ClassPriorThresholds", "GlobalThresholds", "MPCObjective",
                         "SinglePositiveObjective", "SupervisedObjective", "TARGETS", "THRESHOLDS"],
     "spml.engine.trainer": ["Trainer"],

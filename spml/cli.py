@@ -5,8 +5,8 @@ import argparse
 import errno
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from spml.config import ConfigError
 
@@ -19,9 +19,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     Returns:
         The exception classes `run_cli` turns into one-line messages.
     """
-    from spml.data.table import DataError
-    from spml.engine.trainer import NonFiniteLossError
-    from spml.utils.lock import RunFolderLocked
+    # here, not at the top: a tool's --help and argument errors need no torch (the engine imports it)
+    from spml.data.table import DataError  # noqa: PLC0415
+    from spml.engine.trainer import NonFiniteLossError  # noqa: PLC0415
+    from spml.utils.lock import RunFolderLocked  # noqa: PLC0415
 
     return ConfigError, DataError, FileNotFoundError, KeyError, ValueError, NonFiniteLossError, RunFolderLocked
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class ParameterError(TypeError, ValueError):
@@ -16,24 +17,17 @@ class Registry:
     """Name -> factory for one open family; duplicates and unknown names fail loudly.
 
     Args:
-        kind: what the family holds, as error messages name it ("loss", "objective", ...).
+        kind: what the family's members are, for the messages ("loss", "dataset reader", ...).
 
-    Example:
-        >>> from spml.registry import Registry
-        >>> colours = Registry("colour")
-        >>> @colours.register("red")
-        ... def red(shade: int = 1):
-        ...     return ("red", shade)
-        >>> colours.build("red", shade=2)
-        ('red', 2)
-        >>> colours.build("blue")
-        Traceback (most recent call last):
-        ...
-        KeyError: "unknown colour 'blue'; choose from ['red']"
-        >>> colours.build("red", hue=3)
-        Traceback (most recent call last):
-        ...
-        spml.registry.ParameterError: colour 'red': bad parameters ['hue']: ...
+    >>> SCALES = Registry("scale")
+    >>> @SCALES.register("double")
+    ... def double(value: float, factor: float = 2.0) -> float:
+    ...     return value * factor
+    >>> SCALES.build("double", value=3.0), SCALES.build_in_context("double", {"value": 1.0}, {"factor": 5.0, "x": 0})
+    (6.0, 5.0)
+    >>> SCALES.get("triple")
+    Traceback (most recent call last):
+    KeyError: "unknown scale 'triple'; choose from ['double']"
     """
 
     def __init__(self, kind: str):

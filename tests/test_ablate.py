@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from spml.experiments.grid import aggregate, load_grid, markdown
+from spml.experiments.grid import load_grid
+from spml.reporting.grid_results import aggregate, markdown
 from spml.utils.lock import GRID_LOCK_FILE, LOCK_FILE
 from tests.browser import image_states, rendered_dom
 from tests.conftest import REPO, TINY

@@ -8,11 +8,15 @@ import pytest
 
 from spml.config import Config, ConfigError, load_config
 from spml.config.legacy import REMOVED
-from spml.objectives import BASE_TERMS, CONSISTENCY, TARGETS, THRESHOLDS
+from spml.data.readers import READERS
 from spml.evaluation.calibration import RULES
 from spml.evaluation.calibrators import METHODS
 from spml.data.splits import SPLIT_SCHEMES
+from spml.evaluation.calibration import RULES, TEMPERATURES
 from spml.evaluation.heatmaps import HEATMAP_METHODS
+from spml.factories import check_choices
+from spml.models import HEADS
+from spml.objectives import BASE_TERMS, CONSISTENCY, OBJECTIVES, TARGETS, THRESHOLDS
 from tests.conftest import REPO
 
 OLD_RUN_CONFIG = REPO / "tests" / "fixtures" / "run_config_before_issue14.yaml"
@@ -38,9 +42,8 @@ LITERALS = literal_fields()
 
 def test_the_choice_fields_are_literals():
     keys = {key for key, _, _ in LITERALS}
-    assert {"mode", "data.uncertainty", "data.blank", "data.split", "data.mask_no_positive", "data.missing",
-            "data.bad_images", "augment.tta", "augment.tta_average", "spml.objective", "spml.mpc.base_after_warmup",
-            "spml.mpc.targets", "spml.mpc.consistency", "spml.mpc.threshold", "spml.mpc.teacher", "train.precision",
+    assert {"mode", "data.uncertainty", "data.blank", "data.mask_no_positive", "data.missing",
+            "data.bad_images", "augment.tta", "augment.tta_average", "spml.mpc.teacher", "train.precision",
             "train.best_metric", "train.nonfinite", "eval.study_level"} <= keys
 
 
@@ -66,16 +69,29 @@ def test_yaml_booleans_are_not_mistaken_for_choices():
     assert load_config([], ["train.precision='no'"]).train.precision == "no"
 
 
-def test_mpc_choices_are_exactly_the_registered_strategies():
-    mpc = {key: set(choices) for key, choices, _ in LITERALS if key.startswith("spml.mpc.")}
-    assert mpc["spml.mpc.threshold"] == set(THRESHOLDS.names())
-    assert mpc["spml.mpc.targets"] == set(TARGETS.names())
-    assert mpc["spml.mpc.consistency"] == set(CONSISTENCY.names())
+REGISTRY_CHOICES = [("spml.objective", OBJECTIVES["spml"], "spml"), ("supervised.objective", OBJECTIVES["supervised"],
+                                                                      "supervised"),
+                    ("spml.mpc.threshold", THRESHOLDS, "spml"), ("spml.mpc.targets", TARGETS, "spml"),
+                    ("spml.mpc.consistency", CONSISTENCY, "spml"), ("spml.mpc.base_after_warmup", BASE_TERMS, "spml"),
+                    ("data.split", SPLIT_SCHEMES, "spml"), ("model.head", HEADS, "spml"),
+                    ("data.dataset", READERS, "supervised")]
+
+
+@pytest.mark.parametrize("key, registry, mode", REGISTRY_CHOICES, ids=[key for key, _, _ in REGISTRY_CHOICES])
+def test_registry_choices_are_checked_by_their_registry_alone_naming_key_and_names(key, registry, mode):
+    assert key not in {name for name, _, _ in LITERALS}  # never listed twice
+    for name in registry.names():
+        check_choices(load_config([], [f"{key}={name}"], mode=mode))
+    config = load_config([], [f"{key}=nope"], mode=mode)  # the loader takes any string ...
+    with pytest.raises(KeyError) as info:  # ... the registry refuses it, before anything is built or read
+        check_choices(config)
+    assert str(info.value.args[0]).startswith(f"{key}: unknown ") and str(registry.names()) in str(info.value)
+
+
+def test_fixed_choices_without_a_registry_stay_literals():
     choices = {key: set(values) for key, values, _ in LITERALS}
-    assert choices["data.split"] == set(SPLIT_SCHEMES.names())
-    assert choices["eval.heatmap_method"] == set(HEATMAP_METHODS.names())
     assert choices["eval.threshold_rule"] == set(RULES) and choices["eval.calibration"] == set(METHODS)
-    assert mpc["spml.mpc.base_after_warmup"] == set(BASE_TERMS.names())
+    assert "eval.heatmap_method" not in choices and set(HEATMAP_METHODS.names()) >= {"gradcam"}
 
 
 @pytest.mark.parametrize("override, replacement", [

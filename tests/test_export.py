@@ -11,9 +11,9 @@ from PIL import Image
 
 from spml.augment import tta_predict
 from spml.config import load_config
+from spml.data.loader import make_eval_loader
 from spml.engine.callbacks import FinalEvaluation
 from spml.evaluation.scoring import predict_split
-from spml.data.loader import make_eval_loader
 from spml.factories import build_classifier, build_trainer, load_model
 from spml.utils.io import write_json_atomic
 from tests.conftest import REPO

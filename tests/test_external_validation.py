@@ -17,11 +17,11 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 import spml
 from spml.config import load_config
-from spml.factories.data import read_table, synthetic_spec
 from spml.data.images import load_gray
 from spml.data.readers.chexpert import CLASSES as CHEXPERT_CLASSES
 from spml.data.readers.nih import CLASSES as NIH_CLASSES
 from spml.data.synthetic import synthetic_source
+from spml.factories.data import read_table, synthetic_spec
 from tests.conftest import REPO
 from tests.cxr_files import write_chexpert, write_nih
 from tests.reliability.conftest import cli, error_line, load_tool, tools  # noqa: F401  (fixtures)

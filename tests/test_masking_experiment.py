@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from spml.config import load_config
-from spml.factories.data import build_data, read_split
 from spml.data.masking import read_masked, row_keys
 from spml.data.table import DataError, dataset_root
 from spml.experiments.masking import write_masked_splits
+from spml.factories.data import build_data, read_split
 from tests.conftest import REPO, SHARED_DATA, TINY
 
 RUN = [*TINY, "train.epochs=1"]

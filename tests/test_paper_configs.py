@@ -12,8 +12,8 @@ import pytest
 import timm
 
 from spml.config import load_config
-from spml.factories.data import build_data
 from spml.factories import build_trainer
+from spml.factories.data import build_data
 from tests.conftest import REPO
 from tests.cxr_files import COMPETITION, WRITERS
 

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from spml.evaluation.metrics import evaluate_predictions
 from spml.reporting.plots import curve_figures, plot_bars, plot_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -20,7 +21,9 @@ def test_plot_curves_writes_roc_and_pr(tmp_path):
     targets[:, 3] = 0  # not scorable: drawn without a curve, not an error
     scores = rng.random((200, 4)) + targets
     known = rng.random((200, 4)) < 0.9
-    paths = plot_curves(scores, targets, known, ["a", "b", "c", "none"], tmp_path / "eval")
+    classes = ["a", "b", "c", "none"]
+    paths = plot_curves(scores, targets, known, classes, tmp_path / "eval",
+                        evaluate_predictions(scores, targets, known, classes))
     assert [p.name for p in paths] == ["roc.png", "pr.png"]
     for path in paths:
         assert_png(path)
@@ -43,7 +46,7 @@ def test_curve_figures_keep_titles_and_legends_clear_and_name_left_out_classes()
     targets[:, [3, 9]] = 0
     scores = rng.random((300, 14)) + targets
     classes = [f"a long class name {i}" for i in range(14)]
-    for fig in curve_figures(scores, targets, None, classes):
+    for fig in curve_figures(scores, targets, None, classes, evaluate_predictions(scores, targets, None, classes)):
         canvas = FigureCanvasAgg(fig)
         canvas.draw()
         renderer = canvas.get_renderer()

@@ -16,14 +16,15 @@ from PIL import Image
 from spml.evaluation.calibration import choose_thresholds
 from spml.evaluation.calibrators import fit_calibrator
 from spml.config import load_config
-from spml.factories.data import build_data, synthetic_spec
+from spml.data.loader import make_eval_loader
 from spml.data.synthetic import Phantoms, lesion_masks
 from spml.engine import checkpoint as ckpt
-from spml.evaluation.scoring import predict_split
-from spml.data.loader import make_eval_loader
 from spml.engine.trainer import build_accelerator
+from spml.evaluation.calibration import apply_temperature, choose_thresholds
+from spml.evaluation.scoring import predict_split
 from spml.factories import load_model
 from spml.factories.artifact import run_config
+from spml.factories.data import build_data, synthetic_spec
 from tests.browser import image_states, rendered_dom, screenshot
 from tests.conftest import REPO, TINY
 

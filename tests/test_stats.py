@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from spml.experiments.grid import aggregate, last_validation, write_results
+from spml.reporting.grid_results import aggregate, last_validation, write_results
 from spml.reporting.stats import holm, paired_differences, paired_markdown
 
 

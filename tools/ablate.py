@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         import pandas as pd
 
         from spml.config import ConfigError
-        from spml.experiments.grid import grid_rows, load_grid, run_counts, score_with_tta, write_results
+        from spml.experiments.grid import grid_rows, load_grid, run_budget, run_grid, score_with_tta
         from spml.experiments.launch import dry_run, launch, settings_from_arguments
+        from spml.reporting.grid_results import run_counts, write_results
 
         grid = load_grid(args.grid, args.out)
         unknown = sorted(set(args.only) - {r.variant for r in grid.runs})
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             rank = with_tta["variant"].str.removesuffix(" + TTA").map(order)
             frame = with_tta.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
         print(write_results(frame, grid.out, grid.name, grid.reference, grid.compare, grid.split,
-                            command=f"python tools/ablate.py {args.grid}"))
+                            command=f"python tools/ablate.py {args.grid}", budget=run_budget(frame)))
         print(f"{counts} -> {grid.out}/results.csv, results.md, results.png, report.html")
         return 0
 

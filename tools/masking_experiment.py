@@ -81,10 +81,18 @@ def main(argv: list[str] | None = None) -> int:
 
     def experiment() -> int:
         from spml.data.masking import masking_summary
-        from spml.experiments.grid import grid_rows, run_counts, write_results
+        from spml.experiments.grid import grid_rows, run_budget, run_grid
         from spml.experiments.launch import dry_run, launch, settings_from_arguments
-        from spml.experiments.masking import (compared_method, no_positive_default, parse_methods, parse_seeds,
-                                             plan_runs, reference, write_masked_splits)
+        from spml.experiments.masking import (
+            compared_method,
+            no_positive_default,
+            parse_methods,
+            parse_seeds,
+            plan_runs,
+            reference,
+            write_masked_splits,
+        )
+        from spml.reporting.grid_results import run_counts, write_results
 
         methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
         dataset_yaml = REPO / "configs" / "datasets" / f"{args.dataset}.yaml"
@@ -118,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         name = (f"masking {args.dataset}: {data.mask_scheme} seed {data.mask_seed}, {val} val, clean test, rows "
                 f"without a positive: {data.mask_no_positive}")
         command = "python tools/masking_experiment.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-        print(write_results(frame, out, name, reference(methods), compared_method(methods), command=command))
+        print(write_results(frame, out, name, reference(methods), compared_method(methods), command=command,
+                            budget=run_budget(frame)))
         print(f"{counts} -> {out}/results.csv, results.md, results.png, report.html")
         return 0
 

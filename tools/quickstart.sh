@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-command setup + run.   bash tools/quickstart.sh train   # MPC on the synthetic set; ends with the report's path
 #                            bash tools/quickstart.sh test    # the test suite (pytest)
+#                            bash tools/quickstart.sh lint    # ruff check (pyproject.toml [tool.ruff])
 # Creates .venv (or uses $SPML_PYTHON / an active virtualenv) and installs spml with its test extras
 # (dev, pretrained, and dicom: the tests decode and encode compressed DICOMs).
 set -euo pipefail
@@ -42,8 +43,12 @@ case "${1:-}" in
     shift
     "$PY" -m pytest tests "$@"
     ;;
+  lint)
+    shift
+    "$PY" -m ruff check . "$@"
+    ;;
   *)
-    echo "usage: bash tools/quickstart.sh train|test [extra args]" >&2
+    echo "usage: bash tools/quickstart.sh train|test|lint [extra args]" >&2
     exit 2
     ;;
 esac

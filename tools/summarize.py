@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         import pandas as pd
 
         from spml.config import load_config
-        from spml.experiments.grid import read_run
+        from spml.reporting.grid_results import read_run
 
         folders = sorted({p.parent for root in map(Path, args.runs) for p in root.rglob("config.yaml")})
         if not folders:

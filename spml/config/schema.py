@@ -1,10 +1,10 @@
 """Typed, frozen run configuration. Every knob a run can turn lives here, with its default.
 
 A field whose value is one of a fixed set is typed `Literal[...]`: the loader (spml/config/loader.py) checks
-every such choice in one place, naming the dotted key. Open families backed by a registry (datasets, heads,
-losses, masking schemes, timm backbones/optimizers/schedulers) stay strings, checked by their registry when
-spml.factories turns the config into objects, before training. spml.factories is the only reader of this schema
-besides spml.data.
+every such choice in one place, naming the dotted key. Choices backed by a registry (datasets, splits, heads,
+losses, objectives, MPC's strategies, heatmap methods, masking schemes, timm backbones/optimizers/schedulers)
+stay strings, checked by their registry alone (spml.factories.check_choices and the builders), before training;
+a name is never listed twice. spml.factories is the only reader of this schema.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class CSVFormatConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "synthetic"  # synthetic | nih | chexpert | mimic | csv
+    dataset: str = "synthetic"  # a READERS name: synthetic | nih | chexpert | mimic | csv | vindr
     root: str = ""  # dataset root folder (images live under it)
     allow_outside_root: bool = False  # image paths that lie outside root (as written and resolved) are an error
     labels: str = ""  # label file; empty = the dataset's default file under root
@@ -57,7 +57,7 @@ class DataConfig:
     blank: Literal["zero", "unknown"] = "zero"  # CheXpert/MIMIC blank ("not mentioned") entries
     # spml.data.splits.SPLIT_SCHEMES: official carves val from train when the files have none; given takes
     # train/val/test as the file writes them
-    split: Literal["random", "stratified", "official", "given"] = "random"
+    split: str = "random"  # random | stratified | official | given
     allow_patient_overlap: bool = False  # a patient in two splits of an official/given split is an error unless true
     val_fraction: float = 0.1
     test_fraction: float = 0.2
@@ -72,7 +72,8 @@ class DataConfig:
     # given are estimated (spml/evaluation/positive_unlabeled.py estimate_priors)
     class_priors: dict[str, float] = field(default_factory=dict)
     missing: Literal["error", "drop"] = "error"  # image files that do not exist
-    bad_images: Literal["error", "skip"] = "error"  # unreadable images: headers checked before training, the rest at decode
+    # unreadable images: headers checked before training, the rest at decode
+    bad_images: Literal["error", "skip"] = "error"
     bad_image_budget: int = 10  # max images skipped under bad_images=skip before the run fails
     batch_size: int = 32
     eval_batch_size: int = 64
@@ -159,9 +160,9 @@ class MPCConfig:
     # values (chosen on the validation mAP of seeds 100-101). The AN base the MPC issue named as default was
     # measured worse (loss.name=an). The paper's full MPC: configs/presets/mpc_paper.yaml. Choices:
     # spml.objectives.pseudo_labels.
-    base_after_warmup: Literal["loss", "positives", "confident"] = "loss"  # base term after warm-up (BASE_TERMS)
-    targets: Literal["hard", "soft"] = "hard"  # consistency targets: pseudo-labels or the teacher probabilities
-    consistency: Literal["base", "bce"] = "base"  # base: base loss with pseudo-positives as observed | bce: masked BCE
+    base_after_warmup: str = "loss"  # base term after warm-up (BASE_TERMS): loss | positives | confident
+    targets: str = "hard"  # consistency targets (TARGETS): hard pseudo-labels | soft teacher probabilities
+    consistency: str = "base"  # CONSISTENCY: base loss with pseudo-positives as observed | bce: masked BCE
     ipc_weight: float = 0.2  # 0 turns image-level consistency off
     fpc_weight: float = 0.1  # 0 turns feature-level consistency off
     btc_weight: float = 0.1  # 0 turns batch-level consistency off
@@ -171,7 +172,7 @@ class MPCConfig:
     # FPC drops single feature values (chosen on validation, docs/results.md) | true: whole channels (Dropout2d, as
     # UniMatch and configs/presets/mpc_paper.yaml)
     fp_channelwise: bool = False
-    threshold: Literal["global", "class_prior"] = "class_prior"  # class_prior: per-class quantiles matched to the prior
+    threshold: str = "class_prior"  # THRESHOLDS: global | class_prior (per-class quantiles matched to the prior)
     tau_pos: float = 0.9  # global thresholds
     tau_neg: float = 0.1
     prior_fraction: float = 0.5  # class_prior: share of the estimated hidden positives marked positive
@@ -195,14 +196,14 @@ class SupervisedConfig:
     # loss: loss.name on the weak view | consistency: plus loss.name on MPC's strong view (RED included) towards the
     # labels, with MPC's image-level settings (spml.mpc.ipc_weight, red, warmup_epochs, rampup_epochs): the
     # full-label reference with MPC's extra augmentation (docs/results.md)
-    objective: Literal["loss", "consistency"] = "loss"
+    objective: str = "loss"  # OBJECTIVES["supervised"]: loss | consistency
 
 
 @dataclass(frozen=True)
 class SPMLConfig:
     # mpc: the MPC objective with loss.name as its base loss | loss: loss.name alone on one weak view (the
     # published baselines: an, an_ls, wan, epr, role, em, em_apl, ll_r, ll_ct, ll_cp)
-    objective: Literal["mpc", "loss"] = "mpc"
+    objective: str = "mpc"  # OBJECTIVES["spml"]: mpc | loss
     mpc: MPCConfig = field(default_factory=MPCConfig)
 
 
@@ -253,7 +254,7 @@ class EvalConfig:
     calibration_min_positives: int = 10  # fewer val (observed) positives or negatives: the class's fit is pooled
     calibration_bins: int = 10  # equal-width probability bins of the reliability diagrams and the ECE
     heatmaps: int = 4  # test images per class in the final evaluation's heatmap gallery; 0 = none
-    heatmap_method: Literal["gradcam", "guided_gradcam", "integrated_gradients"] = "gradcam"  # spml.evaluation.heatmaps (captum)
+    heatmap_method: str = "gradcam"  # HEATMAP_METHODS (spml.evaluation.heatmaps): gradcam | guided_gradcam | ...
     pointing_game: bool = True  # synthetic set: pointing-game hit rate per class against a random point
     pointing_tolerance: int = 0  # pixels outside a finding's region a heatmap maximum may lie and still hit
     report: bool = True  # the training run ends by writing <run>/report.html (tools/report.py)

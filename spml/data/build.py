@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from spml.data import synthetic  # noqa: F401  (registers the "synthetic" reader)
+from spml.data import synthetic
 from spml.data.cache import ImageCache
 from spml.data.dataset import CacheSource, CXRDataset, FileSource
 from spml.data.images import ImageError, Intensity, check_image, load_gray
@@ -148,6 +148,11 @@ def full_labels(table: LabelTable, policy: LabelPolicy = LabelPolicy()) -> tuple
     Returns:
         (targets (N, C) float32, known (N, C) bool, empty (C,) bool): a label column with no value in any row
         (`empty`) is unknown, whatever data.blank says about single blanks.
+
+    >>> from spml.data.synthetic import read_synthetic
+    >>> targets, known, empty = full_labels(read_synthetic(num_images=30, classes=["Edema"]))
+    >>> targets.shape, bool(known.all()), empty.tolist()
+    ((30, 1), True, [False])
     """
     targets, known = apply_uncertainty(table.values(), table.classes, policy.uncertainty, policy.uncertain_ones,
                                        policy.blank)
@@ -512,7 +517,7 @@ def overlap_warnings(table: LabelTable, split: np.ndarray) -> list[dict[str, Any
     shared = shared_patients(table, split)
     if not len(shared):
         return []
-    return [{"warning": "patient_overlap", "split": "all", "classes": [], "patients": int(len(shared)),
+    return [{"warning": "patient_overlap", "split": "all", "classes": [], "patients": len(shared),
              "message": f"data.allow_patient_overlap=true: {patient_overlap_message(table, split, shared)}"}]
 
 

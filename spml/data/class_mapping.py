@@ -8,9 +8,8 @@ One-to-many and many-to-one pairings are refused (no rule says how to combine la
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Mapping, Sequence
 
 import pandas as pd
 
@@ -62,26 +61,6 @@ class ClassMapping:
                     by_reason.setdefault(why, []).append(name)
                 lines += [f"{side} classes left out ({why}): {', '.join(names)}" for why, names in by_reason.items()]
         return lines
-
-
-def read_mapping_file(path: str | Path) -> dict[str, str | None]:
-    """A YAML mapping `run class: external class` (null: leave the run class out) -> dict; one-to-many
-    (a list) and anything but names are a DataError naming the file and the entry."""
-    from spml.config import ConfigError, read_yaml
-
-    try:
-        data = read_yaml(path)
-    except ConfigError as err:
-        raise DataError(f"class mapping {err}") from None
-    mapping: dict[str, str | None] = {}
-    for key, value in data.items():
-        if isinstance(value, list):
-            raise DataError(f"{path}: {key!r} maps to {value}: one run class can be scored against one external "
-                            "class only (combining several has no single right rule); map it to one, or to null")
-        if value is not None and not isinstance(value, str):
-            raise DataError(f"{path}: {key!r}: expected an external class name or null, got {value!r}")
-        mapping[str(key)] = value
-    return mapping
 
 
 def synonym_of(name: str) -> set[str]:

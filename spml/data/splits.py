@@ -10,7 +10,7 @@ written. A patient in two splits of a file's split is an error unless data.allow
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

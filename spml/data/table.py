@@ -14,12 +14,11 @@ import logging
 import os
 import stat
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-
 
 log = logging.getLogger(__name__)
 

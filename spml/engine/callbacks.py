@@ -8,9 +8,10 @@ state returns it from `state_dict()`; checkpoints store it under the callback's 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -18,8 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from spml.engine import checkpoint as ckpt
 from spml.data.dataset import distinct_skips, read_skips
+from spml.engine import checkpoint as ckpt
 from spml.evaluation.diagnostics import diagnosis_line
 from spml.evaluation.evaluate import Diagnosis, evaluate
 from spml.evaluation.scoring import predict_split, score

@@ -7,9 +7,10 @@ assembles a Trainer from a Config; the Trainer itself receives objects only.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration

@@ -5,9 +5,10 @@ training (spml.engine.callbacks.FinalEvaluation), tools/evaluate.py and external
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

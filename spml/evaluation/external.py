@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from accelerate import Accelerator
 
 from spml.data.build import ImageSettings, LabelPolicy, SplitLabels, full_labels, make_dataset
-from spml.data.class_mapping import ClassMapping, map_classes, read_mapping_file
+from spml.data.class_mapping import ClassMapping, map_classes
 from spml.data.loader import make_eval_loader
 from spml.data.table import DataError, LabelTable
 from spml.evaluation.evaluate import evaluate
@@ -38,7 +39,7 @@ class ExternalResult:
 
 def evaluate_external(model: InferenceModel, table: LabelTable, out: Path, accelerator: Accelerator, *, name: str,
                       images: ImageSettings, labels: LabelPolicy = LabelPolicy(),
-                      mapping: str | Path | Mapping[str, str | None] | None = None, tta: bool = False,
+                      mapping: Mapping[str, str | None] | None = None, mapping_source: str = "", tta: bool = False,
                       eval_classes: tuple[str, ...] = (), level: str = "", bootstrap: int = 0, seed: int = 0,
                       batch_size: int = 64, num_workers: int = 0, worker_start: str = "default", info: Mapping[str, Any] | None = None,
                       described: Mapping[str, Any] | None = None) -> ExternalResult:
@@ -53,8 +54,8 @@ def evaluate_external(model: InferenceModel, table: LabelTable, out: Path, accel
         name: the set's name (report title).
         images: how its images are decoded (the run's size and intensity policy).
         labels: its uncertainty policy.
-        mapping: a class mapping YAML file or dict (run class -> external class or None); None: names and
-            synonyms only (spml.data.class_mapping).
+        mapping: the user's class mapping (run class -> external class or None); None: names and synonyms only
+            (spml.data.class_mapping). mapping_source: where it came from (its file), for the messages.
         tta: average over the model's TTA views.
         eval_classes: run class names to score, among those paired (empty: every paired class).
         level, bootstrap, seed: as a run's evaluation (study level, intervals).
@@ -66,9 +67,7 @@ def evaluate_external(model: InferenceModel, table: LabelTable, out: Path, accel
         The ExternalResult.
     """
     classes = list(model.classes)
-    source = str(mapping) if isinstance(mapping, (str, Path)) else "the class mapping"
-    user = read_mapping_file(mapping) if isinstance(mapping, (str, Path)) else mapping
-    pairing = map_classes(classes, table.classes, user, source)
+    pairing = map_classes(classes, table.classes, mapping, mapping_source or "the class mapping")
     run_names = [pair.run for pair in pairing.pairs]
     unpaired = [name for name in eval_classes if name not in run_names]
     if unpaired:
@@ -125,11 +124,13 @@ def report_markdown(outcome: ExternalResult, described: dict[str, Any], info: di
              or f"seed {described.get('synthetic', {}).get('seed', '')}")
     lines = [f"# External validation: {outcome.name}", ""]
     lines += [f"* {key}: {value}" for key, value in info.items()]
-    lines += [f"* external set: data.dataset={described.get('dataset', '')} ({where}), split {info.get('split', 'all')}, {outcome.images} images "
+    lines += [f"* external set: data.dataset={described.get('dataset', '')} ({where}), split "
+              f"{info.get('split', 'all')}, {outcome.images} images "
               f"scored at {summary['level']} level ({summary['n_images']} rows)",
               f"* mAP {number(summary['mAP'])}, mean AUROC {number(summary['mean_auroc'])} over "
               f"{len(summary['classes_used'])} classes", "",
-              "| run class | external class | match | n_pos | n_neg | AUROC | AP |", "|---|---|---|---:|---:|---:|---:|"]
+              "| run class | external class | match | n_pos | n_neg | AUROC | AP |",
+              "|---|---|---|---:|---:|---:|---:|"]
     lines += [f"| {row['class']} | {row['external_class']} | {row['match']} | {row['n_pos']} | {row['n_neg']} | "
               f"{number(row['auroc'])} | {number(row['ap'])} |" for row in per_class.to_dict("records")]
     lines += ["", "Left out (not scored, not counted as negatives):", ""]

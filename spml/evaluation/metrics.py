@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -47,9 +48,22 @@ def evaluate_predictions(scores: Any, targets: Any, known: Any | None, classes: 
                          bootstrap: int = 0, seed: int = 0, ci: float = 0.95) -> EvalResult:
     """Per-class AUROC/AP, macro mAP and mean AUROC, and (bootstrap > 0) percentile confidence intervals.
 
-    scores (N, C) float (probabilities or logits), targets (N, C) in {0, 1}, known (N, C) bool or None (all
-    known). Each class is scored over its known entries only. A class without both a positive and a
-    negative known label is listed in `summary["skipped"]` with the reason and left out of the macro means.
+    Args:
+        scores: (N, C) float (probabilities or logits).
+        targets: (N, C) in {0, 1}.
+        known: (N, C) bool or None (all known). Each class is scored over its known entries only.
+        classes: the C names.
+        bootstrap, seed, ci: resamples of the intervals, their seed and the interval's coverage.
+
+    Returns:
+        EvalResult: `per_class` (class, auroc, ap, n_pos, n_neg, skipped, intervals) and `summary` (mAP,
+        mean_auroc, classes_used, skipped, ...). A class without both a positive and a negative known label is
+        listed in `summary["skipped"]` with the reason and left out of the macro means.
+
+    >>> result = evaluate_predictions([[0.9, 0.2], [0.1, 0.8], [0.7, 0.3]], [[1, 0], [0, 1], [1, 0]], None,
+    ...                               ["Edema", "Mass"])
+    >>> result.summary["mAP"], result.summary["mean_auroc"]
+    (1.0, 1.0)
 
     Bootstrap: `bootstrap` resamples of the N images with replacement (numpy Generator seeded by `seed`),
     shared by all classes. A resample in which a class lacks a positive or a negative is skipped for that

@@ -4,9 +4,9 @@ score, write metrics.json / per_class.csv / curves. The model is any module from
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -75,6 +75,14 @@ def predict_split(model: nn.Module, loader: DataLoader, accelerator: Accelerator
 
 
 def score(predictions: dict[str, np.ndarray], classes: Sequence[str], bootstrap: int = 0, seed: int = 0) -> EvalResult:
+    """spml.evaluation.metrics.evaluate_predictions on predict_split's output.
+
+    Args:
+        predictions: {probs, targets, known (N, C)}. classes: the C names. bootstrap, seed: the intervals.
+
+    Returns:
+        The EvalResult.
+    """
     return evaluate_predictions(predictions["probs"], predictions["targets"], predictions["known"], list(classes),
                                 bootstrap=bootstrap, seed=seed)
 
@@ -108,9 +116,14 @@ def evaluate_split(predictions: dict[str, np.ndarray], frame: pd.DataFrame, clas
 
 
 def write_report(result: EvalResult, predictions: dict[str, np.ndarray], classes: list[str], out_dir: Path) -> None:
-    """metrics.json and per_class.csv (each written atomically), roc.png and pr.png into `out_dir`."""
+    """metrics.json and per_class.csv (each written atomically), roc.png and pr.png into `out_dir`.
+
+    Args:
+        result: the scored EvalResult. predictions: the scored view {probs, targets, known (S, C')}.
+        classes: its C' names. out_dir: the evaluation folder (created).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "metrics.json", json.loads(result.to_json())["summary"])
     with atomic_path(out_dir / "per_class.csv") as temporary:
         result.per_class.to_csv(temporary, index=False)
-    plot_curves(predictions["probs"], predictions["targets"], predictions["known"], classes, out_dir)
+    plot_curves(predictions["probs"], predictions["targets"], predictions["known"], classes, out_dir, result)

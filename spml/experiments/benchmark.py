@@ -30,10 +30,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import kornia.augmentation as K
 import numpy as np
@@ -45,11 +45,11 @@ from PIL import Image
 from spml.augment.elastic import RandomElasticTransform
 from spml.config import Config, load_config
 from spml.data.cache import build_cache
+from spml.data.loader import EpochSampler, make_train_loader
 from spml.data.synthetic import CLASSES, Phantoms
 from spml.engine.callbacks import Validation
-from spml.evaluation.scoring import predict_split
-from spml.data.loader import EpochSampler, make_train_loader
 from spml.engine.trainer import Trainer
+from spml.evaluation.scoring import predict_split
 from spml.factories import build_strong, build_trainer, build_weak
 from spml.factories.data import build_data
 
@@ -311,7 +311,8 @@ class Benchmark:
         for name, pipeline in pipelines.items():
             pipeline = pipeline.to(self.device)
             with torch.autocast(self.device.type, torch.bfloat16, enabled=a.bf16):
-                out[name] = images_per_second(lambda: pipeline(images), a.batch, a.iters, self.device)
+                out[name] = images_per_second(lambda pipeline=pipeline: pipeline(images), a.batch, a.iters,
+                                              self.device)
         self.results["augment"] = out
 
     def steps(self) -> None:
@@ -374,7 +375,8 @@ class Benchmark:
         rows = {}
         for batch in sorted({16, 64, self.args.bt_batch}):
             embedding = torch.randn(batch, width, device=self.device, requires_grad=True)
-            rows[batch] = images_per_second(lambda: transformer(embedding).sum().backward(), 1, 5, self.device)["ms"]
+            rows[batch] = images_per_second(lambda embedding=embedding: transformer(embedding).sum().backward(), 1, 5,
+                                            self.device)["ms"]
         return {"batch": self.args.bt_batch, "size": min(self.args.growth_sizes), "step_ms": step_ms,
                 "bt_ms": rows, "btc_share": rows[self.args.bt_batch] / step_ms}
 

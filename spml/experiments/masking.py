@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from spml.config import Config, ConfigError
+from spml.config.loader import read_config_file
+from spml.data.masking import mask_splits, masked_csv_bytes, read_manifest, write_masked
+from spml.data.table import DataError, dataset_root, file_sha256
 from spml.experiments.grid import PlannedRun
+from spml.factories.data import read_split
+from spml.losses import SPML_LOSSES
 from spml.utils.text import slug
 
 FULL = "full"  # mode=supervised on the clean labels with the default weak augmentation
@@ -28,8 +33,6 @@ AN = "an"  # assume negative: the lower reference
 def method_names() -> list[str]:
     """The full-label variants, MPC, the paper's MPC preset, BoostLU and every registered single-positive loss
     (spml.losses.SPML_LOSSES)."""
-    from spml.losses import SPML_LOSSES
-
     return [*FULL_METHODS, *COMPOSITE_METHODS, *SPML_LOSSES.names()]
 
 
@@ -62,8 +65,6 @@ NO_POSITIVE_DEFAULT = "keep"  # as the quick start: every method, `full` include
 def no_positive_default(config_files: list[str], overrides: list[str]) -> str | None:
     """NO_POSITIVE_DEFAULT, or None when a --config file or an override sets data.mask_no_positive itself
     (the dataset presets do not count: they describe the data, not the experiment)."""
-    from spml.config.loader import read_config_file
-
     if any(item.startswith("data.mask_no_positive=") for item in overrides):
         return None
     if any("mask_no_positive" in (read_config_file(path).get("data") or {}) for path in config_files):
@@ -83,10 +84,6 @@ def write_masked_splits(config: Config, path: Path) -> tuple[dict[str, Any], boo
     Returns (manifest, written): an identical file already at `path` is kept (written False); a different
     one is an error, since the runs beside it were trained on it.
     """
-    from spml.data.masking import mask_splits, masked_csv_bytes, read_manifest, write_masked
-    from spml.data.table import DataError, dataset_root, file_sha256
-    from spml.factories.data import read_split
-
     data = config.data
     table, split = read_split(data)
     frame, manifest = mask_splits(table, split, masked_splits(config), data.mask_scheme, data.mask_seed,

@@ -13,12 +13,14 @@ from spml.evaluation.calibrators import CalibratedModel
 from spml.config import Config, load_config
 from spml.engine import checkpoint as ckpt
 from spml.engine.callbacks import EMA
+from spml.evaluation.calibration import THRESHOLDS_FILE
 from spml.factories.components import backbone_arguments, head_arguments
 from spml.factories.stats import DataStats
 from spml.models.artifact import (SPEC, TORCHSCRIPT, classifier_from_spec, inference_model, load_weights,
                                   read_model, write_model, write_torchscript)
 from spml.utils.io import write_bytes_atomic
 from spml.models.inference import InferenceModel
+from spml.utils.io import write_bytes_atomic
 
 EMA_STATE = EMA.__name__  # state_key of the EMA callback in a checkpoint's callbacks
 

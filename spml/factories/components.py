@@ -5,26 +5,26 @@ error a component raises about a value is re-raised naming the config key (`conf
 """
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from torch import nn
 
 from spml.augment import StrongAugment, WeakAugment
-from spml.config import Config, ConfigError
+from spml.config import Config
 from spml.config.schema import AugmentConfig, ModelConfig, OptimConfig
+from spml.data.readers import READERS
+from spml.data.splits import SPLIT_SCHEMES
 from spml.engine.optim import build_optimizer as optimizer_by_name
 from spml.engine.optim import build_scheduler as scheduler_by_name
 from spml.factories.stats import DataStats
-from spml.losses import LOSSES, SPML_LOSSES
-from spml.models import HEADS, Backbone, BatchTransformer, Classifier, FeaturePerturbation
-from spml.objectives import (BASE_TERMS, CONSISTENCY, TARGETS, THRESHOLDS, MPCObjective, Objective,
-                             SinglePositiveObjective, SupervisedConsistencyObjective, SupervisedObjective)
-from spml.registry import Registry
+from spml.losses import build_loss, loss_family
+from spml.models import HEADS, Backbone, Classifier
+from spml.objectives import BASE_TERMS, CONSISTENCY, OBJECTIVES, TARGETS, THRESHOLDS, Objective
 
-LOSS_REGISTRIES = {"supervised": LOSSES, "spml": SPML_LOSSES}  # loss.name is looked up by mode
-MAX_BT_INPUT = 16384  # widest head embedding the batch transformer projects (bilinear 128x128)
 NAMES_A_KEY = re.compile(r"^[a-z_]+(\.[a-z_]+)+[:= ]")  # a message that already starts with a dotted config key
 
 
@@ -87,108 +87,56 @@ def build_strong(augment: AugmentConfig, red: bool) -> StrongAugment:
 
 
 # ---------------------------------------------------------------------------------------------------- losses
-def loss_registry(mode: str, name: str) -> Registry:
-    """The registry loss.name is looked up in for `mode`; a name of the other mode's family is an error
-    saying so."""
-    registry = LOSS_REGISTRIES[mode]
-    if name not in registry:
-        other = next((m for m, r in LOSS_REGISTRIES.items() if m != mode and name in r), None)
-        if other is not None:
-            raise ConfigError(f"loss.name={name!r} is a {LOSS_REGISTRIES[other].kind} ({other} mode); in {mode} "
-                              f"mode choose a {registry.kind} from {registry.names()}")
-    return registry
-
-
-def build_loss(config: Config, stats: DataStats) -> nn.Module:
-    """loss.name with loss.params, from the mode's registry, given the dataset facts its constructor accepts."""
+def objective_loss(config: Config, stats: DataStats) -> nn.Module:
+    """loss.name with loss.params from the mode's family (spml.losses.build_loss), given the dataset facts its
+    constructor accepts."""
     loss = config.loss
-    registry = loss_registry(config.mode, loss.name)
     context = {"pos_counts": stats.pos_counts, "num_samples": stats.num_images, "num_classes": stats.num_classes,
                "num_images": stats.num_images, "expected_positives": stats.expected_positives,
                "num_epochs": config.train.epochs}  # schedules over the run (GR Loss)
     with config_key("loss.name"):
-        registry.get(loss.name)
+        loss_family(config.mode, loss.name).get(loss.name)
     with config_key(f"loss.name={loss.name}"):
-        return registry.build_in_context(loss.name, loss.params, context)
+        return build_loss(loss.name, loss.params, mode=config.mode, **context)
 
 
 # ---------------------------------------------------------------------------------------------------- objectives
-OBJECTIVES = Registry("objective")  # name -> builder(config, stats, classifier, weak, loss)
+STRATEGIES = {"threshold": THRESHOLDS, "targets": TARGETS, "consistency": CONSISTENCY, "base_after_warmup": BASE_TERMS}
 
 
-@OBJECTIVES.register("supervised")
-def supervised_objective(config: Config, stats: DataStats, classifier: Classifier, weak: nn.Module,
-                         loss: nn.Module) -> Objective:
-    return SupervisedObjective(classifier, loss, weak)
-
-
-@OBJECTIVES.register("supervised_consistency")
-def supervised_consistency_objective(config: Config, stats: DataStats, classifier: Classifier, weak: nn.Module,
-                                     loss: nn.Module) -> Objective:
-    """loss.name on the weak view plus on MPC's strong view, with MPC's image-level settings (spml.mpc.ipc_weight,
-    red, warmup_epochs, rampup_epochs)."""
-    mpc = config.spml.mpc
-    return SupervisedConsistencyObjective(classifier, loss, weak, build_strong(config.augment, mpc.red),
-                                          mpc.ipc_weight, mpc.warmup_epochs, mpc.rampup_epochs)
-
-
-@OBJECTIVES.register("loss")
-def single_positive_objective(config: Config, stats: DataStats, classifier: Classifier, weak: nn.Module,
-                              loss: nn.Module) -> Objective:
-    return SinglePositiveObjective(classifier, loss, weak)
-
-
-@OBJECTIVES.register("mpc")
-def mpc_objective(config: Config, stats: DataStats, classifier: Classifier, weak: nn.Module,
-                  loss: nn.Module) -> Objective:
-    """MPCObjective with loss.name as its base loss and the spml.mpc.* streams and strategies."""
-    mpc = config.spml.mpc
-    if not classifier.head.pools_last:
-        raise ConfigError(f"spml.objective=mpc with model.head={config.model.head!r}: MPC's consistency streams need "
-                          f"a head that pools before classifying (linear, mlp, bilinear, prototype); train "
-                          f"model.head={config.model.head} with spml.objective=loss")
-    strong = build_strong(config.augment, mpc.red) if mpc.ipc_weight > 0 else None
-    perturb = (FeaturePerturbation(mpc.fp_dropout, mpc.fp_noise_std, mpc.fp_channelwise) if mpc.fpc_weight > 0
-               else None)
-    embed_dim = classifier.head.embed_dim
-    if mpc.btc_weight > 0 and embed_dim > MAX_BT_INPUT:
-        raise ConfigError(f"spml.mpc.btc_weight>0 with a {embed_dim}-wide head embedding (model.head="
-                          f"{config.model.head!r}): the batch transformer's projection would not fit; use "
-                          f"model.head_hidden<=128 with the bilinear head or spml.mpc.btc_weight=0")
-    batch_transformer = (BatchTransformer(embed_dim, mpc.bt_depth, mpc.bt_heads, mpc.bt_dim_feedforward,
-                                          mpc.bt_dropout) if mpc.btc_weight > 0 else None)
-    batch_head = nn.Linear(embed_dim, stats.num_classes) if mpc.btc_weight > 0 and mpc.bt_head == "own" else None
-    context = {"tau_pos": mpc.tau_pos, "tau_neg": mpc.tau_neg, "class_prior": stats.class_prior,
-               "observed_rate": stats.pos_counts.float() / max(stats.num_images, 1),
-               "prior_fraction": mpc.prior_fraction, "negative_fraction": mpc.negative_fraction,
-               "memory_size": mpc.memory_size}
-    with config_key(f"spml.mpc.threshold={mpc.threshold}"):
-        thresholds = THRESHOLDS.build_in_context(mpc.threshold, context=context)
-    with config_key("spml.mpc.teacher_decay"):
-        return MPCObjective(classifier, loss, weak, strong, perturb, batch_transformer, thresholds, batch_head,
-                            targets=TARGETS.build(mpc.targets), consistency=CONSISTENCY.build(mpc.consistency),
-                            base_term=BASE_TERMS.build(mpc.base_after_warmup), ipc_weight=mpc.ipc_weight,
-                            fpc_weight=mpc.fpc_weight, btc_weight=mpc.btc_weight,
-                            teacher_decay=mpc.teacher_decay if mpc.teacher == "ema" else None,
-                            warmup_epochs=mpc.warmup_epochs, rampup_epochs=mpc.rampup_epochs)
-
-
-def objective_name(config: Config) -> str:
-    """supervised mode -> "supervised" (supervised.objective=loss) or "supervised_consistency"; spml mode ->
-    spml.objective (mpc | loss)."""
-    if config.mode == "supervised":
-        return "supervised" if config.supervised.objective == "loss" else "supervised_consistency"
-    return config.spml.objective
+def check_choices(config: Config) -> None:
+    """Registry-backed choices that are not Literals of the schema, looked up in their registries before anything
+    is built or read (an unknown name is an error naming the key and the registered names): the objective of the
+    mode (supervised.objective | spml.objective), MPC's strategies (spml.mpc.*), loss.name, model.head,
+    data.dataset and data.split."""
+    section = config.supervised if config.mode == "supervised" else config.spml
+    lookups = [(f"{config.mode}.objective", OBJECTIVES[config.mode], section.objective),
+               *((f"spml.mpc.{key}", registry, getattr(config.spml.mpc, key)) for key, registry in STRATEGIES.items()),
+               ("model.head", HEADS, config.model.head), ("data.dataset", READERS, config.data.dataset),
+               ("data.split", SPLIT_SCHEMES, config.data.split)]
+    for key, registry, name in lookups:
+        with config_key(key):
+            registry.get(name)
+    with config_key("loss.name"):
+        loss_family(config.mode, config.loss.name).get(config.loss.name)
 
 
 def build_objective(config: Config, stats: DataStats) -> Objective:
-    """The objective of `config` with its classifier, weak view and loss (built in this order: the global RNG
-    draws of the initial weights follow it)."""
+    """The objective of the mode (supervised.objective or spml.objective, an OBJECTIVES name) with its classifier,
+    weak view and loss (built in this order: the global RNG draws of the initial weights follow it), offered the
+    strong view (augment.*, spml.mpc.red), every spml.mpc.* value and the dataset facts."""
+    check_choices(config)
     classifier = build_classifier(config, stats.num_classes)
     weak = build_weak(config.augment)
-    loss = build_loss(config, stats)
-    return OBJECTIVES.build(objective_name(config), config=config, stats=stats, classifier=classifier, weak=weak,
-                            loss=loss)
+    loss = objective_loss(config, stats)
+    mpc = config.spml.mpc
+    name = (config.supervised if config.mode == "supervised" else config.spml).objective
+    context = {"classifier": classifier, "loss": loss, "weak": weak, "strong": build_strong(config.augment, mpc.red),
+               "num_classes": stats.num_classes, "class_prior": stats.class_prior,
+               "observed_rate": stats.pos_counts.float() / max(stats.num_images, 1),
+               **{field.name: getattr(mpc, field.name) for field in dataclasses.fields(mpc)}}
+    with config_key(f"{config.mode}.objective={name}, model.head={config.model.head!r}"):
+        return OBJECTIVES[config.mode].build_in_context(name, context=context)
 
 
 # ---------------------------------------------------------------------------------------------------- optimisation

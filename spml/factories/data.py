@@ -20,7 +20,15 @@ from spml.data.table import LabelTable, check_images, dataset_root
 
 
 def reader_arguments(data: DataConfig) -> dict[str, Any]:
-    """Every argument a reader may take, from data.*; each reader is offered the ones it names."""
+    """Every argument a reader may take, from data.*; each reader is offered the ones it names.
+
+    Args:
+        data: the data section.
+
+    Returns:
+        {root, labels, views, classes, official_split (data.split is official|given), allow_outside_root,
+        image_format (data.mimic_format), layout (data.csv as a CSVLayout), num_images, images_per_patient, seed}.
+    """
     return {"root": data.root, "labels": data.labels, "views": tuple(data.views), "classes": tuple(data.classes),
             "official_split": data.split in FILE_SPLITS, "allow_outside_root": data.allow_outside_root,
             "image_format": data.mimic_format, "layout": CSVLayout(**dataclasses.asdict(data.csv)),
@@ -28,7 +36,14 @@ def reader_arguments(data: DataConfig) -> dict[str, Any]:
 
 
 def read_table(data: DataConfig) -> LabelTable:
-    """The reader of data.dataset (a READERS name), without the image-existence check."""
+    """The reader of data.dataset (a READERS name), without the image-existence check.
+
+    Args:
+        data: the data section.
+
+    Returns:
+        The reader's LabelTable.
+    """
     reader = READERS.get(data.dataset)
     return reader(**READERS.accepted(data.dataset, reader_arguments(data)))
 
@@ -47,8 +62,16 @@ def read_checked(data: DataConfig) -> LabelTable:
 
 
 def split_table(table: LabelTable, data: DataConfig) -> np.ndarray:
-    """(N,) split names of the table's rows under data.split, data.val_fraction, data.test_fraction,
-    data.split_seed and data.allow_patient_overlap."""
+    """spml.data.splits.assign_splits with data.split, data.val_fraction, data.test_fraction, data.split_seed and
+    data.allow_patient_overlap.
+
+    Args:
+        table: a reader's LabelTable.
+        data: the data section.
+
+    Returns:
+        (N,) "train" | "val" | "test" per row.
+    """
     return assign_splits(table, data.split, data.val_fraction, data.test_fraction, data.split_seed,
                          data.allow_patient_overlap)
 
@@ -88,7 +111,14 @@ def masking(data: DataConfig) -> Masking:
 
 def build_data(config: Config) -> DataBundle:
     """Read, check, split and label the data of `config` (spml.data.build's module docstring): data.intensity*
-    are checked before anything is read."""
+    are checked before anything is read.
+
+    Args:
+        config: the run's config (mode and data section).
+
+    Returns:
+        The DataBundle (train, val, test datasets, classes, the table, the masking manifest, pos_counts, ...).
+    """
     images = image_settings(config.data)
     table, split = read_split(config.data)
     return build_bundle(table, split, config.mode, images, masking(config.data), label_policy(config.data))

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
 from spml.config import ConfigError, DataConfig, load_config, to_dict
+from spml.config.loader import read_config_file, read_yaml
 from spml.config.schema import EvalConfig
-from spml.config.loader import read_config_file
 from spml.data.loader import make_eval_loader
 from spml.data.splits import SPLITS
 from spml.data.synthetic import lesion_masks
@@ -37,7 +38,8 @@ SPLIT_CHOICES = ("all", *SPLITS)  # an external set is scored whole by default
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def check_eval_config(config: EvalConfig, classes: tuple[str, ...] | list[str], frame: pd.DataFrame | None = None) -> None:
+def check_eval_config(config: EvalConfig, classes: tuple[str, ...] | list[str], frame: pd.DataFrame | None = None
+                      ) -> None:
     """Fail before training on eval.classes that are not the data's, and with the evaluated split's `frame`
     on images without a study id under eval.study_level."""
     unknown = [name for name in config.classes if name not in classes]
@@ -85,7 +87,15 @@ class EvaluationRequest:
 def evaluate_run(request: EvaluationRequest, out: Path) -> Evaluation:
     """Score a run's weights on its own val or test split into `out` with the diagnosis (operating points fitted
     on the val split's predictions of the same weights and TTA). Holds the run folder's lock shared while it
-    writes inside it (a training holds it exclusively)."""
+    writes inside it (a training holds it exclusively).
+
+    Args:
+        request: the run, checkpoint, TTA, split and settings (EvaluationRequest).
+        out: the evaluation folder.
+
+    Returns:
+        The Evaluation (result and diagnosis on the main process).
+    """
     run = Path(request.run)
     inside = out.resolve().is_relative_to(run.resolve())
     with RunLock(run, shared=True) if inside and run.is_dir() else nullcontext():
@@ -128,6 +138,24 @@ def evaluate_run(request: EvaluationRequest, out: Path) -> Evaluation:
 
 
 # ------------------------------------------------------------------------------------ external sets
+def read_mapping_file(path: str | Path) -> dict[str, str | None]:
+    """A YAML mapping `run class: external class` (null: leave the run class out) -> dict; one-to-many
+    (a list) and anything but names are a DataError naming the file and the entry."""
+    try:
+        data = read_yaml(path)
+    except ConfigError as err:
+        raise DataError(f"class mapping {err}") from None
+    mapping: dict[str, str | None] = {}
+    for key, value in data.items():
+        if isinstance(value, list):
+            raise DataError(f"{path}: {key!r} maps to {value}: one run class can be scored against one external "
+                            "class only (combining several has no single right rule); map it to one, or to null")
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"{path}: {key!r}: expected an external class name or null, got {value!r}")
+        mapping[str(key)] = value
+    return mapping
+
+
 def external_data_config(items: Sequence[str]) -> DataConfig:
     """The external set's data config from `items`: YAML files with a `data:` section (configs/datasets/*.yaml)
     and `data.key=value` overrides, which win over the files; schema defaults below them (not the run's)."""
@@ -181,8 +209,18 @@ def read_external(data: DataConfig, split: str = "all") -> LabelTable:
 def evaluate_run_externally(request: EvaluationRequest, items: Sequence[str], out: Path | None = None,
                             name: str | None = None, mapping: str | None = None, suffix: str = "") -> ExternalResult:
     """Score a run's weights on the external set of `items` (external_data_config), whole (request.split "all")
-    or one of its splits, in this one process, into `out` (default <run>/external-<name><suffix>). Images are
-    decoded as the run decodes them (its data.size and data.intensity*), with its eval batch size and workers."""
+    or one of its splits, in this one process. Images are decoded as the run decodes them (its data.size and
+    data.intensity*), with its eval batch size and workers.
+
+    Args:
+        request: the run, checkpoint, TTA, split ("all" or one of the set's splits) and settings.
+        items: YAML files with a data: section and data.* overrides (tools/evaluate.py --data).
+        out: the folder (default <run>/external-<name><suffix>). name: the set's name (default external_name).
+        mapping: a class mapping YAML file (read_mapping_file). suffix: of the default folder.
+
+    Returns:
+        The ExternalResult.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--data scores in one process; run tools/evaluate.py with python, not a multi-process "
                           "launcher")
@@ -198,7 +236,9 @@ def evaluate_run_externally(request: EvaluationRequest, items: Sequence[str], ou
     info: dict[str, Any] = {"run": str(Path(request.run).resolve()), "checkpoint": request.checkpoint,
                             "tta": list(model.tta_views) if request.tta else [], "split": request.split}
     return evaluate_external(model, table, out, accelerator, name=name, images=images, labels=label_policy(external),
-                             mapping=mapping, tta=request.tta, eval_classes=tuple(config.eval.classes),
+                             mapping=read_mapping_file(mapping) if mapping else None,
+                             mapping_source=str(mapping or ""), tta=request.tta,
+                             eval_classes=tuple(config.eval.classes),
                              level=config.eval.study_level, seed=config.train.seed,
                              bootstrap=config.eval.bootstrap if request.bootstrap is None else request.bootstrap,
                              batch_size=run_data.eval_batch_size, num_workers=run_data.num_workers,

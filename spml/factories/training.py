@@ -6,36 +6,48 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from spml.config import Config, ConfigError, DataConfig, save_config, to_dict
 from spml.data.dataset import record_left_out
-from spml.data.table import DataError
-from spml.factories.data import build_data
-from spml.evaluation.diagnostics import settings_from, thresholds_path
-from spml.evaluation.evaluate import Diagnosis
-from spml.engine.banner import run_banner
-from spml.engine.callbacks import (EMA, BadImageReport, Callback, Checkpoint, EarlyStopping, FinalEvaluation,
-                                   FreezeBackbone, ObjectiveReport, RunReport, TrainLog, Validation)
 from spml.data.loader import EpochSampler, make_eval_loader, make_train_loader
+from spml.data.table import DataError
+from spml.engine.banner import run_banner
+from spml.engine.callbacks import (
+    EMA,
+    BadImageReport,
+    Callback,
+    Checkpoint,
+    EarlyStopping,
+    FinalEvaluation,
+    FreezeBackbone,
+    ObjectiveReport,
+    RunReport,
+    TrainLog,
+    Validation,
+)
 from spml.engine.logger import RunLogger
 from spml.engine.trainer import Trainer, build_accelerator
+from spml.evaluation.diagnostics import settings_from, thresholds_path
+from spml.evaluation.evaluate import Diagnosis
 from spml.factories.artifact import model_spec
-from spml.factories.components import build_objective, build_optimizer, build_scheduler, config_key
+from spml.factories.components import build_objective, build_optimizer, build_scheduler, check_choices, config_key
+from spml.factories.data import build_data
 from spml.factories.evaluation import check_eval_config, split_explainer
 from spml.factories.priors import class_priors
 from spml.factories.stats import data_stats
 from spml.factories.weights import prepare_weights, without_pretrained
-from spml.utils.io import write_json_atomic, write_text_atomic
 from spml.models import build_ema
 from spml.models.artifact import inference_model
 from spml.models.heads import check_prototype_classes
 from spml.models.weights import describe
 from spml.reporting.run_report import write_run_report
+from spml.utils.io import write_json_atomic, write_text_atomic
 
 RUN_OUTPUTS = ("checkpoints", "log.csv", "tensorboard", "skipped_images.csv", "masking_manifest.json",
                "thresholds.json", "training.png", "report.html", "resumes.jsonl")
@@ -108,6 +120,7 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
     the pretrained weights are not read again (the checkpoint holds every weight).
     """
     check_train_config(config)
+    check_choices(config)  # registry-backed names, before the data is read
     diagnostics = settings_from(config.eval)  # eval.* values for the end of the run, checked before any write
     train, data = config.train, config.data
     accelerator = accelerator or build_accelerator(train.precision, config.optim.accumulate)
@@ -153,7 +166,8 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
         test_loader = make_eval_loader(bundle.test, data.eval_batch_size, data.num_workers, data.worker_start)
     objective, optimizer, train_loader, val_loader = accelerator.prepare(objective, optimizer, train_loader, val_loader)
     steps_per_epoch = len(train_loader)
-    scheduler = build_scheduler(optimizer, config.optim, train.epochs, math.ceil(steps_per_epoch / config.optim.accumulate))
+    updates_per_epoch = math.ceil(steps_per_epoch / config.optim.accumulate)
+    scheduler = build_scheduler(optimizer, config.optim, train.epochs, updates_per_epoch)
     model = accelerator.unwrap_model(objective)
 
     callbacks = [*callbacks, TrainLog(train.log_every)]

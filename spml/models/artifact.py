@@ -13,12 +13,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from safetensors.torch import load_file, save_file
 
-from spml.utils.io import atomic_path, write_json_atomic
 from spml.models.backbone import Backbone
 from spml.models.classifier import Classifier
 from spml.models.heads import build_head
 from spml.models.inference import InferenceModel
+from spml.utils.io import atomic_path, write_json_atomic
 
 FORMAT = "spml-model-1"
 WEIGHTS, SPEC, TORCHSCRIPT = "model.safetensors", "model.json", "model.torchscript.pt"
@@ -65,8 +66,6 @@ def write_model(folder: str | Path, classifier: Classifier, spec: dict[str, Any]
     Returns:
         The folder.
     """
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu().contiguous() for key, value in classifier.state_dict().items()}
@@ -87,8 +86,6 @@ def read_model(folder: str | Path, tta: bool = False) -> InferenceModel:
     Returns:
         InferenceModel: uint8 or float [0, 1] (B, in_chans, S, S) -> logits (B, C); `metadata` is the model.json.
     """
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     spec = json.loads((folder / SPEC).read_text(encoding="utf-8"))
     if spec.get("format") != FORMAT:

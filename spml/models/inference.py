@@ -1,7 +1,7 @@
 """A trained classifier packaged for inference: raw images in, logits out, with its classes and input size."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,9 @@ def to_unit_range(images: Tensor) -> Tensor:
 
     Shape:
         (B, C, H, W) -> float32 (B, C, H, W) in [0, 1].
+
+    >>> to_unit_range(torch.tensor([[[[0, 255]]]], dtype=torch.uint8)).tolist()
+    [[[[0.0, 1.0]]]]
     """
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
 

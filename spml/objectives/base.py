@@ -1,13 +1,18 @@
 """What every objective shares: the classifier, the weak view, uint8 -> float, the training progress."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 from torch import Tensor, nn
 
 from spml.models.inference import to_unit_range
+from spml.registry import Registry
+
+# training mode -> objective name -> builder(classifier, loss, weak, **the arguments it names); spml.factories offers
+# the strong view, every spml.mpc.* value and the dataset facts (num_classes, class_prior, observed_rate)
+OBJECTIVES = {"supervised": Registry("supervised objective"), "spml": Registry("single-positive objective")}
 
 
 class Objective(nn.Module):

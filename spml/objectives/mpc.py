@@ -2,8 +2,8 @@
 
 Reconstructed from Xiao et al. (IEEE TMI 2024) as laid out in DESIGN.md section 3, with one
 measured change: the weak and strong views take two backbone passes (same work as one pass over
-both), the strong one without updating batch-norm running statistics; pseudo-labels from the weak view (the student itself or an
-EMA teacher) supervise three levels: the strong view with random elastic deformation (IPC, image
+both), the strong one without updating batch-norm running statistics; pseudo-labels from the weak view (the student
+itself or an EMA teacher) supervise three levels: the strong view with random elastic deformation (IPC, image
 level), a perturbed feature stream (FPC, feature level) and a batch-transformer stream (BTC, batch
 level). Every component can be switched off from the config.
 """
@@ -13,10 +13,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from spml.models import BatchTransformer, FeaturePerturbation
 from spml.models.ema import build_ema
-from spml.objectives.base import Objective, frozen_norm_statistics, ramp
-from spml.objectives.pseudo_labels import (BaseLoss, BaseLossConsistency, GlobalThresholds, HardTargets,
-                                           PseudoLabels)
+from spml.objectives.base import OBJECTIVES, Objective, frozen_norm_statistics, ramp
+from spml.objectives.pseudo_labels import (
+    BASE_TERMS,
+    CONSISTENCY,
+    TARGETS,
+    THRESHOLDS,
+    BaseLoss,
+    BaseLossConsistency,
+    GlobalThresholds,
+    HardTargets,
+    PseudoLabels,
+)
+
+MAX_BT_INPUT = 16384  # widest head embedding the batch transformer projects (bilinear 128x128)
 
 
 class MPCObjective(Objective):
@@ -53,7 +65,8 @@ class MPCObjective(Objective):
 
     def __init__(self, classifier: nn.Module, base_loss: nn.Module, weak: nn.Module, strong: nn.Module | None = None,
                  perturb: nn.Module | None = None, batch_transformer: nn.Module | None = None,
-                 thresholds: nn.Module | None = None, batch_head: nn.Module | None = None, targets=None, consistency=None, base_term=None,
+                 thresholds: nn.Module | None = None, batch_head: nn.Module | None = None, targets=None,
+                 consistency=None, base_term=None,
                  ipc_weight: float = 0.2, fpc_weight: float = 0.1, btc_weight: float = 0.1,
                  teacher_decay: float | None = None, warmup_epochs: float = 1.0, rampup_epochs: float = 2.0):
         super().__init__(classifier, weak)
@@ -192,3 +205,49 @@ class MPCObjective(Objective):
         """
         return {"pseudo/precision": sums["true_positive"] / max(sums["predicted"], 1.0),
                 "pseudo/recall": sums["true_positive"] / max(sums["hidden"], 1.0)}
+
+
+@OBJECTIVES["spml"].register("mpc")
+def build_mpc(classifier: nn.Module, loss: nn.Module, weak: nn.Module, strong: nn.Module | None, *,
+              num_classes: int, class_prior: Tensor | None, observed_rate: Tensor, ipc_weight: float,
+              fpc_weight: float, btc_weight: float, fp_dropout: float, fp_noise_std: float, fp_channelwise: bool,
+              bt_depth: int, bt_heads: int, bt_dim_feedforward: int, bt_dropout: float, bt_head: str, threshold: str,
+              tau_pos: float, tau_neg: float, prior_fraction: float, negative_fraction: float, memory_size: int,
+              targets: str, consistency: str, base_after_warmup: str, teacher: str, teacher_decay: float,
+              warmup_epochs: float, rampup_epochs: float) -> MPCObjective:
+    """MPCObjective from plain settings (the spml.mpc.* keys of the same names): a stream whose weight is 0 is
+    left out; the strategies are looked up in their registries (THRESHOLDS, TARGETS, CONSISTENCY, BASE_TERMS).
+
+    Args:
+        classifier: a spml.models.Classifier whose head pools before classifying (`head.pools_last`).
+        loss: the base single-positive loss. weak, strong: the views (strong: with or without RED).
+        num_classes: C. class_prior: (C,) estimated prevalence (class_prior thresholds). observed_rate: (C,)
+            observed positives per image of the train split.
+        The rest: as spml/config/schema.py MPCConfig documents them.
+
+    Returns:
+        The MPCObjective.
+    """
+    if not classifier.head.pools_last:
+        raise ValueError(f"MPC's consistency streams need a head that pools before classifying (linear, mlp, "
+                         f"bilinear, prototype), not {type(classifier.head).__name__}; train this head with "
+                         "spml.objective=loss")
+    if teacher == "ema" and not 0 < teacher_decay < 1:  # named here: the EMA would only name its own argument
+        raise ValueError(f"spml.mpc.teacher_decay: EMA decay must lie in (0, 1), got {teacher_decay}")
+    embed_dim = classifier.head.embed_dim
+    if btc_weight > 0 and embed_dim > MAX_BT_INPUT:
+        raise ValueError(f"spml.mpc.btc_weight>0 with a {embed_dim}-wide head embedding: the batch transformer's "
+                         "projection would not fit; use model.head_hidden<=128 with the bilinear head or "
+                         "spml.mpc.btc_weight=0")
+    perturb = FeaturePerturbation(fp_dropout, fp_noise_std, fp_channelwise) if fpc_weight > 0 else None
+    batch_transformer = (BatchTransformer(embed_dim, bt_depth, bt_heads, bt_dim_feedforward, bt_dropout)
+                         if btc_weight > 0 else None)
+    batch_head = nn.Linear(embed_dim, num_classes) if btc_weight > 0 and bt_head == "own" else None
+    context = {"tau_pos": tau_pos, "tau_neg": tau_neg, "class_prior": class_prior, "observed_rate": observed_rate,
+               "prior_fraction": prior_fraction, "negative_fraction": negative_fraction, "memory_size": memory_size}
+    return MPCObjective(classifier, loss, weak, strong if ipc_weight > 0 else None, perturb, batch_transformer,
+                        THRESHOLDS.build_in_context(threshold, context=context), batch_head,
+                        targets=TARGETS.build(targets), consistency=CONSISTENCY.build(consistency),
+                        base_term=BASE_TERMS.build(base_after_warmup), ipc_weight=ipc_weight, fpc_weight=fpc_weight,
+                        btc_weight=btc_weight, teacher_decay=teacher_decay if teacher == "ema" else None,
+                        warmup_epochs=warmup_epochs, rampup_epochs=rampup_epochs)

@@ -8,13 +8,14 @@
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spml.losses.bce import bce
 from spml.registry import Registry
 
 THRESHOLDS = Registry("MPC threshold")
@@ -34,19 +35,6 @@ class PseudoLabels(NamedTuple):
     target: Tensor
     mask: Tensor
     active: bool
-
-
-def masked_bce(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
-    """sum(mask * BCE(logits, targets)) / max(sum(mask), 1) in fp32.
-
-    Args:
-        logits: (B, C). targets: (B, C) float in [0, 1]. mask: (B, C) bool.
-
-    Shape:
-        -> scalar.
-    """
-    per_entry = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
-    return torch.where(mask, per_entry, 0.0).sum() / mask.sum().clamp(min=1)
 
 
 @contextmanager
@@ -172,7 +160,7 @@ class MaskedBCEConsistency:
 
     def __call__(self, logits: Tensor, labels: PseudoLabels, base: nn.Module, observed: Tensor,
                  index: Tensor) -> Tensor:
-        return masked_bce(logits, labels.target, labels.mask)
+        return bce(logits, labels.target, labels.mask)  # masked BCE: mean over the mask
 
 
 # ------------------------------------------------------------------------------------------------ base terms
@@ -202,4 +190,4 @@ class ConfidentBCE:
     def __call__(self, logits: Tensor, labels: PseudoLabels, base: nn.Module, observed: Tensor,
                  index: Tensor) -> Tensor:
         loss = base(logits, observed, index)
-        return masked_bce(logits, labels.target, labels.mask) if labels.active else loss
+        return bce(logits, labels.target, labels.mask) if labels.active else loss  # masked: mean over the mask

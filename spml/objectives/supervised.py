@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from spml.objectives.base import Objective, frozen_norm_statistics, ramp
+from spml.objectives.base import OBJECTIVES, Objective, frozen_norm_statistics, ramp
 
 
+@OBJECTIVES["supervised"].register("loss")
 class SupervisedObjective(Objective):
     """One weak view, any full-label loss, the `known` mask respected.
 
@@ -77,6 +78,16 @@ class SupervisedConsistencyObjective(SupervisedObjective):
         return out
 
 
+@OBJECTIVES["supervised"].register("consistency")
+def supervised_consistency(classifier: nn.Module, loss: nn.Module, weak: nn.Module, strong: nn.Module,
+                           ipc_weight: float, warmup_epochs: float, rampup_epochs: float
+                           ) -> SupervisedConsistencyObjective:
+    """SupervisedConsistencyObjective with MPC's image-level settings (spml.mpc.ipc_weight, warmup_epochs,
+    rampup_epochs): the full-label reference with MPC's extra augmentation."""
+    return SupervisedConsistencyObjective(classifier, loss, weak, strong, ipc_weight, warmup_epochs, rampup_epochs)
+
+
+@OBJECTIVES["spml"].register("loss")
 class SinglePositiveObjective(Objective):
     """A published single-positive loss (AN, AN-LS, WAN, EPR, ROLE, EM, EM+APL, LL-*) alone on one weak view.
 

@@ -11,19 +11,15 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from spml.evaluation.metrics import evaluate_predictions
-
 
 def plot_curves(scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...],
-                out_dir: str | Path) -> list[Path]:
-    """Write roc.png and pr.png (curve_figures) into `out_dir`, creating it.
+                out_dir: str | Path, result: Any) -> list[Path]:
+    """Write roc.png and pr.png (curve_figures) into out_dir.
 
     Args:
-        scores: (N, C) scores.
-        targets: (N, C) in {0, 1}.
-        known: (N, C) bool, the entries whose label is known (None: all).
-        classes: the C class names.
-        out_dir: the folder written.
+        scores: (N, C) probabilities. targets: (N, C) {0, 1}. known: (N, C) bool or None (all known).
+        classes: the C names. out_dir: the folder.
+        result: their spml.evaluation.metrics.EvalResult (per-class AUROC/AP for the legends and titles).
 
     Returns:
         [roc.png, pr.png] paths.
@@ -31,28 +27,17 @@ def plot_curves(scores: Any, targets: Any, known: Any | None, classes: list[str]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "roc.png", out_dir / "pr.png"]
-    for fig, path in zip(curve_figures(scores, targets, known, classes), paths):
+    for fig, path in zip(curve_figures(scores, targets, known, classes, result), paths):
         fig.savefig(path, dpi=120)
     return paths
 
 
-def curve_figures(scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...]
+def curve_figures(scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...], result: Any
                   ) -> tuple[Figure, Figure]:
-    """ROC and precision-recall figures, one curve per scorable class over its known entries.
-
-    The legend (outside the axes) gives each class's AUROC / AP, the title the macro mean and how many classes it
-    covers; the classes left out (no positive or no negative) are named under the axes.
-
-    Args:
-        scores: (N, C) scores.
-        targets: (N, C) in {0, 1}.
-        known: (N, C) bool, the entries whose label is known (None: all).
-        classes: the C class names.
-
-    Returns:
-        (ROC figure, precision-recall figure).
-    """
-    result = evaluate_predictions(scores, targets, known, classes)
+    """ROC and precision-recall figures: one curve per scorable class over its known entries, the legend
+    (outside the axes) giving each class's AUROC / AP, the title the macro mean and how many classes it
+    covers, the classes left out (no positive or no negative) named under the axes. `result`: the
+    EvalResult of these predictions (spml.evaluation.metrics.evaluate_predictions)."""
     scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets) > 0.5
     known = np.ones(scores.shape, bool) if known is None else np.asarray(known, dtype=bool)
     roc_fig, pr_fig = Figure(figsize=(9, 6)), Figure(figsize=(9, 6))

@@ -19,21 +19,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
-from spml.experiments.grid import (
-    SPLIT_METRICS,
-    aggregate,
-    competitors,
-    gather_results,
-    metric_label,
-    report_sections,
-)
+from spml.reporting.grid_results import SPLIT_METRICS, aggregate, competitors, gather_results, report_sections
+from spml.reporting.plots import plot_bars, plot_intervals
+from spml.reporting.run_report import metric_label
+from spml.reporting.stats import paired_differences
 
 PLACEHOLDER = re.compile(r"\{\{(grid|mean|recovery|diff|table):([^}|]+)(?:\|([^}]+))?\}\}")
 
@@ -47,7 +43,7 @@ class GridResults:
     meta: dict
 
     @classmethod
-    def read(cls, folder: Path, name: str) -> "GridResults":
+    def read(cls, folder: Path, name: str) -> GridResults:
         csv, meta = folder / f"{name}.csv", folder / f"{name}.json"
         for path in (csv, meta):
             if not path.exists():
@@ -63,8 +59,6 @@ class GridResults:
         return aggregate(self.frame, self.meta.get("reference"), self.split).set_index("variant")
 
     def paired(self) -> pd.DataFrame:
-        from spml.reporting.stats import paired_differences
-
         compare = self.meta.get("compare", "")
         if not compare:
             raise ValueError(f"grid {self.name!r} compares no variant (its results.json has no 'compare')")
@@ -87,8 +81,6 @@ def seed_list(seeds: list[int]) -> str:
 
 def grid_block(grid: GridResults, folder: Path, link_prefix: str) -> Rendered:
     """The Markdown block of `{{grid:NAME}}` and the plot it links (written when the Rendered plots are called)."""
-    from spml.reporting.plots import plot_bars, plot_intervals
-
     meta = grid.meta
     text, table, paired = report_sections(grid.frame, meta.get("reference"), meta.get("compare", ""), grid.split)
     done = int((grid.frame["status"] == "done").sum())

@@ -11,17 +11,17 @@ import html
 import json
 import math
 import os
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 import yaml
 
-from spml.experiments.grid import metric_label
 from spml.models.weights import describe as describe_weights
-from spml.utils.io import write_text_atomic
 from spml.reporting.plots import plot_training
+from spml.utils.io import write_text_atomic
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1300px;
@@ -41,6 +41,11 @@ font-size:.8em;max-height:520px}.gallery img{max-width:49%}td .muted{white-space
 SECTIONS = (("summary", "Summary"), ("data", "Data and masking"), ("training", "Training curves"),
             ("results", "Per-class results"), ("plots", "ROC, precision-recall and calibration"),
             ("heatmaps", "Heatmaps"), ("config", "Resolved configuration"))
+
+
+def metric_label(split: str, metric: str = "mAP") -> str:
+    """How tables name a metric of `split`: "mAP" for the test split (the default), "val mAP" for the others."""
+    return metric if split == "test" else f"{split} {metric}"
 
 
 def esc(value: Any) -> str:
@@ -325,7 +330,7 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None, eval_na
 # ----------------------------------------------------------------------------------------------- grid report
 def write_grid_report(out: str | Path, name: str, runs: pd.DataFrame, table_rows: pd.DataFrame,
                       paired: pd.DataFrame | None = None) -> Path:
-    """<out>/report.html for an experiment grid: the mean ± std table (spml.experiments.grid.aggregate), the paired
+    """<out>/report.html for an experiment grid: the mean ± std table (spml.reporting.grid_results.aggregate), the paired
     differences (spml.reporting.stats) when present, results.png / paired.png from `out`, and one row per run with a
     link to its own report."""
     out = Path(out)

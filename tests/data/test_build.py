@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from spml.factories.data import build_data
 from spml.data.masking import manifest_path, read_masked
 from spml.data.table import DataError
+from spml.factories.data import build_data
 
 
 def run_mask_tool(kit, *args):

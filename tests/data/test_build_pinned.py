@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from spml.config import load_config
-from spml.factories.data import build_data, read_split, read_table
 from spml.data.masking import mask_splits, mask_table, row_keys, write_masked
 from spml.data.table import dataset_root
+from spml.factories.data import build_data, read_split, read_table
 from tests.conftest import TINY
 from tests.cxr_files import WRITERS
 

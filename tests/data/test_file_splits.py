@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 
 from spml.config import load_config
-from spml.factories.data import read_split, read_table, split_table
 from spml.data.table import DataError
+from spml.factories.data import read_split, read_table, split_table
 from tests.conftest import REPO, SHARED_DATA
 from tests.cxr_files import save_image, write_chexpert, write_mimic, write_nih
 from tests.reliability.conftest import SMALL_RUN, cli, error_line, tools  # noqa: F401  (fixtures)
 
 CSV_PRESET = str(REPO / "configs/datasets/csv.yaml")
 # patient -> split as the file writes it (several accepted spellings): 12 train, 3 val, 3 test patients
-SPELLING = {**{p: "train" for p in range(12)}, 12: "Validation", 13: "valid", 14: "VAL", 15: "test", 16: "Test",
+SPELLING = {**dict.fromkeys(range(12), "train"), 12: "Validation", 13: "valid", 14: "VAL", 15: "test", 16: "Test",
             17: "testing"}
 
 

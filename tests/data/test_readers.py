@@ -10,8 +10,8 @@ import pytest
 
 from spml.config import ConfigError
 from spml.data.labels import apply_uncertainty
-from spml.factories.data import read_table
 from spml.data.table import META_COLUMNS, OFFICIAL_SPLIT, DataError, check_images
+from spml.factories.data import read_table
 
 # REFERENCE.md section 3 (NIH v2020)
 NIH_COUNTS = {"Infiltration": 19894, "Effusion": 13317, "Atelectasis": 11559, "Nodule": 6331, "Mass": 5782,
@@ -24,7 +24,7 @@ def read(kit, *overrides):
     return read_table(config)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def raw_rows(path):
     """Independent reference: the file through the standard csv module."""
     with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:

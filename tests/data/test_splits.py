@@ -5,8 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spml.data.splits import (SPLIT_SCHEMES, assign_splits, iterative_stratification, official_split, random_split,
-                              split_prevalence, stratified_split)
+from spml.data.splits import (
+    SPLIT_SCHEMES,
+    assign_splits,
+    iterative_stratification,
+    official_split,
+    random_split,
+    split_prevalence,
+    stratified_split,
+)
 from spml.data.table import OFFICIAL_SPLIT, DataError
 
 

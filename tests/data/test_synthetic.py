@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 
 from spml.data.readers import READERS
-from spml.data.synthetic import (CLASSES, MASK_MIN_CHANGE, Phantoms, SyntheticSpec, lesion_masks, lung_fields,
-                                 read_synthetic, render_chunk, synthetic_source)
+from spml.data.synthetic import (
+    CLASSES,
+    MASK_MIN_CHANGE,
+    Phantoms,
+    SyntheticSpec,
+    lesion_masks,
+    lung_fields,
+    read_synthetic,
+    render_chunk,
+    synthetic_source,
+)
 from spml.data.table import META_COLUMNS, DataError
 
 

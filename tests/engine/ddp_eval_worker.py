@@ -6,12 +6,12 @@ import numpy as np
 import torch
 
 from spml.config import load_config
-from spml.factories.data import build_data
-from spml.evaluation.scoring import predict_split
 from spml.data.loader import make_eval_loader
 from spml.engine.trainer import build_accelerator
+from spml.evaluation.scoring import predict_split
 from spml.factories import build_classifier
 from spml.factories.artifact import model_spec
+from spml.factories.data import build_data
 from spml.models.artifact import inference_model
 from tests.conftest import TINY
 

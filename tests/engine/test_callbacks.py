@@ -8,9 +8,9 @@ from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 
+from spml.data.loader import EpochSampler
 from spml.engine import checkpoint as ckpt
 from spml.engine.callbacks import Callback, Checkpoint, EarlyStopping, Validation
-from spml.data.loader import EpochSampler
 from spml.engine.optim import build_scheduler
 from spml.engine.trainer import Trainer
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from spml.factories.data import build_data
 from spml.factories import build_objective, data_stats
 from spml.factories.artifact import model_spec
+from spml.factories.data import build_data
 from spml.models.artifact import inference_model
 
 MPC_VARIANTS = {

@@ -3,7 +3,7 @@
 Imported by name (not a conftest, which would clash with tests/conftest.py)."""
 import torch
 
-from spml.losses import build_loss, build_spml_loss
+from spml.losses import build_loss
 
 CHECK_P = [[0.9, 0.2, 0.6], [0.3, 0.8, 0.1]]
 CHECK_Y = [[1, 0, 1], [0, 1, 0]]
@@ -37,7 +37,7 @@ def make_full(key: str, num_classes: int = 4, **overrides):
 
 
 def make_spml(name: str, num_classes: int = 4, num_images: int = 8, **params):
-    return build_spml_loss(name, params, num_classes=num_classes, num_images=num_images, expected_positives=1.5)
+    return build_loss(name, params, mode="spml", num_classes=num_classes, num_images=num_images, expected_positives=1.5)
 
 
 def active_spml(name: str, **params):

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from spml.losses import build_spml_loss
+from spml.losses import build_loss
 
 
 def free_port() -> int:
@@ -22,8 +22,8 @@ def worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.set_num_threads(1)
     context = {"num_classes": 3, "num_images": 6, "expected_positives": 1.0}
-    ll_cp = build_spml_loss("ll_cp", {"delta": 0.2}, **context).train()
-    apl = build_spml_loss("em_apl", {"fraction": 0.5}, **context).train()
+    ll_cp = build_loss("ll_cp", {"delta": 0.2}, mode="spml", **context).train()
+    apl = build_loss("em_apl", {"fraction": 0.5}, mode="spml", **context).train()
     ll_cp.set_epoch(1)
     rows = torch.arange(3) + 3 * rank  # rank 0 sees images 0-2, rank 1 images 3-5; rank 1 one image fewer
     rows = rows[: 3 - rank]

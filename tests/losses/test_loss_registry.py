@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from spml.losses import LOSSES, SPML_LOSSES, build_loss, build_spml_loss
+from spml.losses import LOSSES, SPML_LOSSES, build_loss
 
 CONTEXT = {"num_classes": 3, "num_images": 5, "expected_positives": 1.2}
 
@@ -24,14 +24,14 @@ def test_unknown_name_lists_the_options():
         build_loss("zlrp", {})
     assert "'zlrp'" in str(err.value)
     with pytest.raises(KeyError, match="ll_cp"):
-        build_spml_loss("ll", {}, **CONTEXT)
+        build_loss("ll", {}, mode="spml", **CONTEXT)
 
 
 def test_bad_parameter_names_the_loss_and_the_parameter():
     with pytest.raises(TypeError, match=r"'focal'.*gama.*accepted: \['alpha', 'gamma', 'reduction'\]"):
         build_loss("focal", {"gama": 2.0})
     with pytest.raises(TypeError, match=r"'epr'.*'k'"):
-        build_spml_loss("epr", {"k": 1.5}, **CONTEXT)
+        build_loss("epr", {"k": 1.5}, mode="spml", **CONTEXT)
     with pytest.raises(ValueError, match="weighted_bce.*pos_counts"):
         build_loss("weighted_bce", {"weighting": "class"})
     with pytest.raises(ValueError, match="weighting"):
@@ -39,10 +39,10 @@ def test_bad_parameter_names_the_loss_and_the_parameter():
 
 
 def test_context_arguments_reach_only_the_losses_that_take_them():
-    assert build_spml_loss("epr", {}, **CONTEXT).expected_positives == 1.2
-    assert build_spml_loss("epr", {"expected_positives": 2.0}, **CONTEXT).expected_positives == 2.0  # params win
-    assert build_spml_loss("role", {}, **CONTEXT).table.shape == (5, 3)
-    assert build_spml_loss("ll_cp", {}, **CONTEXT).flipped.shape == (5, 3)
+    assert build_loss("epr", {}, mode="spml", **CONTEXT).expected_positives == 1.2
+    assert build_loss("epr", {"expected_positives": 2.0}, mode="spml", **CONTEXT).expected_positives == 2.0  # params win
+    assert build_loss("role", {}, mode="spml", **CONTEXT).table.shape == (5, 3)
+    assert build_loss("ll_cp", {}, mode="spml", **CONTEXT).flipped.shape == (5, 3)
     loss = build_loss("weighted_bce", {"weighting": "class"}, pos_counts=[1, 4], num_samples=5)
     assert torch.allclose(loss.pos_weight, torch.tensor([4.0, 0.25]))
     assert build_loss("bce", {}, pos_counts=torch.ones(2), num_samples=3) is not None

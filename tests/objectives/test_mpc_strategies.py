@@ -7,10 +7,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from spml.augment import WeakAugment
-from spml.losses import build_spml_loss
+from spml.losses import build_loss
+from spml.losses.bce import bce
 from spml.models import Backbone, Classifier, build_head
-from spml.objectives import (BASE_TERMS, CONSISTENCY, TARGETS, ClassPriorThresholds, GlobalThresholds, MPCObjective,
-                             PseudoLabels, masked_bce)
+from spml.objectives import (
+    BASE_TERMS,
+    CONSISTENCY,
+    TARGETS,
+    ClassPriorThresholds,
+    GlobalThresholds,
+    MPCObjective,
+    PseudoLabels,
+)
 
 B, C = 6, 3
 
@@ -98,9 +106,9 @@ def test_consistency_strategies():
     (seen, training), = base.calls
     assert loss == (OBSERVED | labels.positive).sum() and torch.equal(seen, OBSERVED | labels.positive)
     assert not training and base.training  # the stream reads the loss's tables, does not record into them
-    bce = CONSISTENCY.build("bce")(logits, labels, base, OBSERVED, torch.arange(2))
+    stream = CONSISTENCY.build("bce")(logits, labels, base, OBSERVED, torch.arange(2))
     expected = F.binary_cross_entropy_with_logits(logits[labels.mask], labels.target[labels.mask])
-    assert torch.allclose(bce, expected) and torch.allclose(masked_bce(logits, labels.target, labels.mask), expected)
+    assert torch.allclose(stream, expected) and torch.allclose(bce(logits, labels.target, labels.mask), expected)
 
 
 def test_base_terms():
@@ -110,7 +118,7 @@ def test_base_terms():
     assert BASE_TERMS.build("loss")(logits, labels, base, OBSERVED, index) == OBSERVED.sum()
     assert BASE_TERMS.build("positives")(logits, labels, base, OBSERVED, index) == (OBSERVED | labels.positive).sum()
     confident = BASE_TERMS.build("confident")
-    assert torch.allclose(confident(logits, labels, base, OBSERVED, index), masked_bce(logits, labels.target, labels.mask))
+    assert torch.allclose(confident(logits, labels, base, OBSERVED, index), bce(logits, labels.target, labels.mask))
     inactive = labels._replace(active=False)
     assert confident(logits, inactive, base, OBSERVED, index) == OBSERVED.sum()
     assert all(training for _, training in base.calls)  # the base loss always ran in training mode (records)
@@ -150,7 +158,7 @@ def test_mpc_from_plain_parts_follows_warm_up_and_ramp_from_the_progress_it_is_t
 def test_mpc_streams_and_an_ema_teacher():
     torch.manual_seed(0)
     classifier = tiny_classifier()
-    base = build_spml_loss("an", num_classes=C, num_images=8, expected_positives=1.0)
+    base = build_loss("an", mode="spml", num_classes=C, num_images=8, expected_positives=1.0)
     objective = MPCObjective(classifier, base, WeakAugment(), strong=WeakAugment(degrees=20),
                              perturb=nn.Dropout2d(0.5), batch_transformer=nn.Identity(), teacher_decay=0.5)
     objective.set_progress(100, 4)

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from spml.augment import StrongAugment, WeakAugment
-from spml.factories.data import build_data
 from spml.factories import build_objective, data_stats
+from spml.factories.data import build_data
 from spml.losses import build_loss
 from spml.models import Backbone, Classifier, build_head
 from spml.objectives import SupervisedConsistencyObjective, SupervisedObjective

@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 
 from spml.config import load_config
-from spml.factories.data import build_data
 from spml.data.dataset import CXRDataset, FileSource
 from spml.data.table import DataError
 from spml.engine.trainer import Trainer
 from spml.factories import build_trainer
+from spml.factories.data import build_data
 from tests.reliability.conftest import csv_run_args, error_line
 
 

@@ -17,8 +17,17 @@ from spml.data.loader import make_eval_loader
 from spml.engine.signals import SAME_STOP_S
 
 from tests.conftest import GLOO_ABORT, REPO, TWO_PROCESS_RUN, torchrun, torchrun_command, torchrun_env
-from tests.reliability.conftest import (STALLING_TRAIN, assert_same_log, final_results, latest_step, launch,
-                                        progress_of, reaped, tiny_run_args, wait_for)
+from tests.reliability.conftest import (
+    STALLING_TRAIN,
+    assert_same_log,
+    final_results,
+    latest_step,
+    launch,
+    progress_of,
+    reaped,
+    tiny_run_args,
+    wait_for,
+)
 
 STOP_LINE = re.compile(r"stopped by (SIG\w+) at step (\d+) \(checkpoint written, test evaluation skipped\); "
                        r"resume with: (python|<the same launcher>) tools/train.py --resume (\S+)")

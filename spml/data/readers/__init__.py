@@ -1,6 +1,6 @@
 """Dataset readers from plain arguments -> LabelTable: read_nih, read_chexpert, read_mimic, read_generic_csv,
-read_synthetic, registered in READERS (nih, chexpert, mimic, csv, synthetic) for spml.factories.data, which
-turns data.* into their arguments (a reader is offered the arguments it names: root, labels, views, classes,
+read_synthetic, read_vindr, registered in READERS (nih, chexpert, mimic, csv, synthetic, vindr) for
+spml.factories.data, which turns data.* into their arguments (a reader is offered the arguments it names: root, labels, views, classes,
 official_split, allow_outside_root, ...).
 
     table = read_nih("/data/nih", views=["PA"])
@@ -13,4 +13,4 @@ from spml.registry import Registry
 
 READERS = Registry("dataset reader")
 
-from spml.data.readers import chexpert, csv, mimic, nih  # noqa: E402,F401  (register on import)
+from spml.data.readers import chexpert, csv, mimic, nih, vindr  # noqa: E402,F401  (register on import)

@@ -132,4 +132,5 @@ def read_generic_csv(labels: str, root: str = "", layout: CSVLayout = CSVLayout(
     meta = {"path": paths, "patient_id": patients.to_numpy()}
     if layout.study_column:
         meta["study_id"] = frame[layout.study_column].str.strip().to_numpy()
-    return make_table(meta, values, classes, os.path.abspath(file), digest, split_column(frame, layout.split_column, official_split, file))
+    split = split_column(frame, layout.split_column, official_split, file)
+    return make_table(meta, values, classes, os.path.abspath(file), digest, split)
