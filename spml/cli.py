@@ -55,7 +55,7 @@ def run_cli(body: Callable[[], int], parser: argparse.ArgumentParser) -> int:
         print(f"{parser.prog}: stopped by SIGINT", file=sys.stderr)
         return 130
     except BaseException as err:
-        from spml.engine.signals import Interrupted
+        from spml.engine.signals import Interrupted  # noqa: PLC0415 (as user_errors: no torch for --help)
 
         if not isinstance(err, Interrupted):
             raise

@@ -5,8 +5,8 @@ without an sBIT chunk; 48-bit RGB and 16-bit grey+alpha PNGs; JPEGs with an EXIF
 with pydicom as modalities write them), never through spml's own code."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

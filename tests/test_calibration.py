@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, f1_score, roc_curve
 
-from spml.evaluation.calibration import (apply_temperature, choose_thresholds, fit_temperature, operating_points,
-                              read_thresholds, reliability, save_thresholds)
+from spml.evaluation.calibration import (
+    apply_temperature,
+    choose_thresholds,
+    fit_temperature,
+    operating_points,
+    read_thresholds,
+    reliability,
+    save_thresholds,
+)
 from spml.evaluation.calibrators import IDENTITY, Calibrator, ClassMap
 
 

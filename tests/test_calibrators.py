@@ -18,8 +18,15 @@ from spml.data.masking import MASKING
 from spml.evaluation.calibration import to_logits
 from spml.evaluation.calibrators import IDENTITY, Calibrator, brier, fit_calibrator
 from spml.evaluation.diagnostics import DiagnosticSettings, fit_operating_points
-from spml.evaluation.positive_unlabeled import (ClassPriors, choose_pu_thresholds, estimate_priors, fit_pu_calibrator,
-                                                fit_pu_logistic, label_frequency, pu_rates)
+from spml.evaluation.positive_unlabeled import (
+    ClassPriors,
+    choose_pu_thresholds,
+    estimate_priors,
+    fit_pu_calibrator,
+    fit_pu_logistic,
+    label_frequency,
+    pu_rates,
+)
 
 
 def drawn(n=4000, classes=3, seed=0, slope=0.6, shift=-2.0):

@@ -9,10 +9,9 @@ import pytest
 from spml.config import Config, ConfigError, load_config
 from spml.config.legacy import REMOVED
 from spml.data.readers import READERS
+from spml.data.splits import SPLIT_SCHEMES
 from spml.evaluation.calibration import RULES
 from spml.evaluation.calibrators import METHODS
-from spml.data.splits import SPLIT_SCHEMES
-from spml.evaluation.calibration import RULES, TEMPERATURES
 from spml.evaluation.heatmaps import HEATMAP_METHODS
 from spml.factories import check_choices
 from spml.models import HEADS

@@ -8,8 +8,14 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from spml.evaluation.metrics import (_resample_counts, _tie_group_starts, evaluate_predictions, pseudo_label_quality,
-                          study_level, weighted_auroc_ap)
+from spml.evaluation.metrics import (
+    _resample_counts,
+    _tie_group_starts,
+    evaluate_predictions,
+    pseudo_label_quality,
+    study_level,
+    weighted_auroc_ap,
+)
 
 
 def random_problem(n=400, c=5, seed=0, rounding=None):

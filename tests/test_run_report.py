@@ -13,14 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from spml.evaluation.calibration import choose_thresholds
-from spml.evaluation.calibrators import fit_calibrator
 from spml.config import load_config
 from spml.data.loader import make_eval_loader
 from spml.data.synthetic import Phantoms, lesion_masks
 from spml.engine import checkpoint as ckpt
 from spml.engine.trainer import build_accelerator
-from spml.evaluation.calibration import apply_temperature, choose_thresholds
+from spml.evaluation.calibration import choose_thresholds
+from spml.evaluation.calibrators import fit_calibrator
 from spml.evaluation.scoring import predict_split
 from spml.factories import load_model
 from spml.factories.artifact import run_config

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         import pandas as pd
 
         from spml.config import ConfigError
-        from spml.experiments.grid import grid_rows, load_grid, run_budget, run_grid, score_with_tta
+        from spml.experiments.grid import grid_rows, load_grid, run_budget, score_with_tta
         from spml.experiments.launch import dry_run, launch, settings_from_arguments
         from spml.reporting.grid_results import run_counts, write_results
 

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def experiment() -> int:
         from spml.data.masking import masking_summary
-        from spml.experiments.grid import grid_rows, run_budget, run_grid
+        from spml.experiments.grid import grid_rows, run_budget
         from spml.experiments.launch import dry_run, launch, settings_from_arguments
         from spml.experiments.masking import (
             compared_method,

@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def build() -> int:
         from spml.config import ConfigError
-        from spml.utils.io import write_text_atomic
         from spml.reporting.results_doc import collect, render
+        from spml.utils.io import write_text_atomic
 
         results, out = Path(args.results), Path(args.out)
         for item in args.collect:

@@ -2,4 +2,4 @@
 from spml.augment.pipelines import AugmentPipeline, StrongAugment, WeakAugment
 from spml.augment.tta import TTA_VIEWS, tta_predict
 
-__all__ = ["AugmentPipeline", "StrongAugment", "TTA_VIEWS", "WeakAugment", "tta_predict"]
+__all__ = ["TTA_VIEWS", "AugmentPipeline", "StrongAugment", "WeakAugment", "tta_predict"]

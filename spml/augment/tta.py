@@ -1,7 +1,7 @@
 """Test-time augmentation: deterministic views by name, averaged predictions returned as logits."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from kornia.geometry.transform import hflip, scale, translate

@@ -15,7 +15,22 @@ from spml.config.schema import (
 )
 
 __all__ = [
-    "AugmentConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "LossConfig", "MPCConfig",
-    "ModelConfig", "OptimConfig", "RESUME_KEYS", "SPMLConfig", "TrainConfig", "load_config", "parse_override",
-    "read_yaml", "resume_config", "save_config", "to_dict",
+    "RESUME_KEYS",
+    "AugmentConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "LossConfig",
+    "MPCConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "SPMLConfig",
+    "TrainConfig",
+    "load_config",
+    "parse_override",
+    "read_yaml",
+    "resume_config",
+    "save_config",
+    "to_dict",
 ]

@@ -5,15 +5,15 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
 from spml.config.legacy import removed_key_message, upgrade_saved_config
 from spml.config.schema import DEFAULT_LOSS, Config
 from spml.utils.io import write_text_atomic
-
 
 MAX_VALUES = 100_000  # YAML aliases can make a small file expand to billions of values (every copy walks them)
 

@@ -3,8 +3,9 @@ cannot change what the run computes (RESUME_KEYS), and it writes into the folder
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from spml.config.loader import ConfigError, load_config, to_dict
 from spml.config.schema import Config

@@ -15,8 +15,8 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

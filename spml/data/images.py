@@ -40,9 +40,8 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import png
@@ -96,7 +95,7 @@ class Intensity:
         return {"policy": self.policy, "percentiles": list(self.percentiles)}
 
     @classmethod
-    def from_settings(cls, settings: dict) -> "Intensity":
+    def from_settings(cls, settings: dict) -> Intensity:
         """The policy of a run's data settings (`intensity`, `intensity_percentiles` keys, as in data.* or an
         exported model.json's `data`); absent keys (a model exported before the policy existed) take the defaults."""
         return cls(settings.get("intensity", cls.policy), tuple(settings.get("intensity_percentiles", cls.percentiles)))

@@ -26,8 +26,8 @@ import pandas as pd
 
 from spml.data.labels import parse_label_values
 from spml.data.table import DataError, LabelTable, file_sha256, read_csv, row_error
-from spml.utils.io import write_bytes_atomic
 from spml.registry import Registry
+from spml.utils.io import write_bytes_atomic
 
 MASKING = Registry("masking scheme")
 NO_POSITIVE = ("drop", "keep")

@@ -2,7 +2,7 @@
 the launcher asked for more processes than the run has."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from accelerate import Accelerator

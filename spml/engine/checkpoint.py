@@ -14,8 +14,9 @@ import json
 import random
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ READABLE = (FORMAT, "spml-checkpoint-1")  # 1: before the trainer callbacks (EMA
 
 def rng_state() -> dict[str, Any]:
     """This process's torch/CUDA/numpy/python RNG states as tensors (weights_only-loadable)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    _kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, python_state, _ = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -102,7 +103,7 @@ def commit(root: Path, step: int, state: dict[str, Any], pointers: tuple[str, ..
         save_torch_atomic({"format": FORMAT, **state}, folder / "state.pt")
         for name in pointers:
             pointer = json.dumps({"dir": folder.name, "step": step}, indent=2).encode("utf-8")
-            write_checkpoint_file(root / f"{name}.json", lambda handle: handle.write(pointer))
+            write_checkpoint_file(root / f"{name}.json", lambda handle, data=pointer: handle.write(data))
     except BaseException:
         discard_unreferenced(root, folder)
         raise

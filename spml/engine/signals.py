@@ -4,13 +4,14 @@ with SIGTERM; Ctrl-C sends SIGINT."""
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 

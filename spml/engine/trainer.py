@@ -18,10 +18,10 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from spml.data.loader import end_workers, one_pass
 from spml.data.table import DataError
 from spml.engine import checkpoint as ckpt
 from spml.engine.callbacks import Callback
-from spml.data.loader import end_workers, one_pass
 from spml.engine.logger import RunLogger
 
 

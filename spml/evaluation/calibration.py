@@ -70,7 +70,7 @@ def reliability(probs: Any, targets: Any, known: Any | None, classes: list[str],
                 ece += count / len(p) * abs(frequency - confidence)
             rows.append({"class": name, "bin": b, "low": edges[b], "high": edges[b + 1], "count": count,
                          "confidence": confidence, "frequency": frequency})
-        per_class.append({"class": name, "ece": ece if len(p) else math.nan, "n": int(len(p))})
+        per_class.append({"class": name, "ece": ece if len(p) else math.nan, "n": len(p)})
     return pd.DataFrame(rows), pd.DataFrame(per_class)
 
 
@@ -237,7 +237,7 @@ def read_thresholds(path: str | Path, classes: list[str] | tuple[str, ...], chec
     (spml-thresholds-1: per-class temperatures) reads as temperature calibration. Classes that differ from the
     model's, and (when given) another checkpoint or other TTA views than the predictions they are to be applied
     to, are errors naming both: thresholds belong to the weights they were fitted for."""
-    from spml.evaluation.calibrators import Calibrator, ClassMap
+    from spml.evaluation.calibrators import Calibrator, ClassMap  # noqa: PLC0415 (calibrators imports this module)
 
     path = Path(path)
     record = json.loads(path.read_text(encoding="utf-8"))

@@ -21,12 +21,14 @@ isotonic maps are non-decreasing and can tie scores, which can change them sligh
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Callable
 
 import numpy as np
 import torch
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from spml.evaluation.calibration import fit_temperature, to_logits
@@ -124,7 +126,6 @@ def fit_platt(probs: np.ndarray, positive: np.ndarray) -> ClassMap:
     Args:
         probs: (n,) raw probabilities. positive: (n,) bool labels (both values present).
     """
-    from sklearn.linear_model import LogisticRegression
 
     model = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000)
     model.fit(to_logits(probs)[:, None], positive.astype(int))
@@ -137,7 +138,6 @@ def fit_isotonic(probs: np.ndarray, positive: np.ndarray) -> ClassMap:
     Args:
         probs: (n,) raw probabilities. positive: (n,) labels, bool or in [0, 1].
     """
-    from sklearn.isotonic import IsotonicRegression
 
     model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
     model.fit(np.asarray(probs, np.float64), np.asarray(positive, np.float64))

@@ -12,23 +12,31 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 from torch import nn
 from tqdm.auto import tqdm
 
-from spml.evaluation.calibration import (RULES, TEMPERATURE_RANGE, THRESHOLDS_FILE, choose_thresholds,
-                                         operating_points, read_thresholds, reliability, save_thresholds)
+from spml.evaluation.calibration import (
+    RULES,
+    TEMPERATURE_RANGE,
+    THRESHOLDS_FILE,
+    choose_thresholds,
+    operating_points,
+    read_thresholds,
+    reliability,
+    save_thresholds,
+)
 from spml.evaluation.calibrators import METHODS, brier, describe, fit_calibrator
-from spml.evaluation.positive_unlabeled import ClassPriors, choose_pu_thresholds, fit_pu_calibrator
 from spml.evaluation.heatmaps import HEATMAP_METHODS, gallery_figure, heatmaps
-from spml.utils.io import write_json_atomic
 from spml.evaluation.localization import pointing_game, pointing_table
+from spml.evaluation.positive_unlabeled import ClassPriors, choose_pu_thresholds, fit_pu_calibrator
 from spml.reporting.plots import plot_reliability
+from spml.utils.io import write_json_atomic
 
 ImagesFn = Callable[[np.ndarray], np.ndarray]  # split rows (k,) -> uint8 images (k, 1, S, S)
 MasksFn = Callable[[np.ndarray], np.ndarray]  # split rows (k,) -> bool finding masks (k, C, S, S), C = all classes
@@ -60,7 +68,7 @@ class DiagnosticSettings:
     pointing_game: bool = False
     pointing_tolerance: int = 0
 
-    def check(self) -> "DiagnosticSettings":
+    def check(self) -> DiagnosticSettings:
         """Fail on values no evaluation could use, naming the config key and the valid values (the choices are
         also checked by the config loader; these settings may come from plain code)."""
         for key, value, choices in (("threshold_rule", self.threshold_rule, RULES),

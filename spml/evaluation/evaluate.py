@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from spml.data.table import DataError
 from spml.evaluation.diagnostics import DiagnosticSettings, Explainer, diagnose, fit_operating_points, update_metrics
 from spml.evaluation.metrics import EvalResult
+from spml.evaluation.positive_unlabeled import ClassPriors
 from spml.evaluation.scoring import evaluate_split, evaluating, predict_split, write_report
 from spml.models.inference import InferenceModel
 

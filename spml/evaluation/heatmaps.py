@@ -8,8 +8,8 @@ class (Grad-CAM's ReLU; the positive part of the pixel attributions of the other
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

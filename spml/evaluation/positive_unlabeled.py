@@ -28,9 +28,9 @@ hidden labels of the split are not an argument of any function.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import minimize

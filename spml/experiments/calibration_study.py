@@ -25,13 +25,15 @@ import numpy as np
 import pandas as pd
 
 from spml.config import Config
-from spml.engine.callbacks import Callback, Validation
 from spml.data.loader import make_eval_loader
+from spml.engine.callbacks import Callback, Validation
 from spml.evaluation.calibration import choose_thresholds, operating_points, reliability
 from spml.evaluation.calibrators import brier, fit_calibrator
 from spml.evaluation.metrics import evaluate_predictions
 from spml.evaluation.positive_unlabeled import choose_pu_thresholds, estimate_priors, fit_pu_calibrator
 from spml.evaluation.scoring import predict_split
+from spml.factories import build_trainer
+from spml.factories.data import build_data
 
 RECORD = "epochs.npz"
 
@@ -59,8 +61,6 @@ def record_training(config: Config, out: str | Path) -> Path:
     val_probs (E, N, C), test_probs (E, M, C), val_targets / val_known (full labels), val_observed (the
     single positives data.mask_val=true gives the same rows), test_targets / test_known, train_observed (the train
     split's observed positives, (T, C)), expected_positives (the run's k) and classes."""
-    from spml.factories.data import build_data
-    from spml.factories import build_trainer
 
     if config.data.mask_val:
         raise ValueError("record_training trains with the full val labels (data.mask_val=false); the masked val "

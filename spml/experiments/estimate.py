@@ -15,6 +15,7 @@ import pandas as pd
 
 from spml.config import ConfigError, load_config
 from spml.experiments.grid import PlannedRun
+from spml.factories.data import read_split
 
 # Stated, not measured: the project's throughput targets for DenseNet-121 at 224 px, bf16, on one H100
 # (docs/performance.md: supervised >= 2500, MPC >= 1100 images/s), scaled by pixels to 320 px (x 224^2 / 320^2),
@@ -56,8 +57,6 @@ def read_throughput(path: str | Path | None) -> Throughput:
 
 def split_sizes(config, cache: dict[str, tuple[int, int, int]]) -> tuple[int, int, int]:
     """(train, val, test) images of `config`'s data as training splits it (read once per distinct data config)."""
-    from spml.factories.data import read_split
-
     key = repr(config.data)
     if key not in cache:
         _, split = read_split(config.data)

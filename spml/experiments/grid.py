@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import shlex
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from spml.config import ConfigError, load_config, read_yaml
+from spml.config import ConfigError, load_config
 from spml.config.loader import read_config_file
 from spml.reporting.grid_results import RUN_RESULT, SPLIT_METRICS, read_run
 from spml.utils.io import atomic_path, write_text_atomic
@@ -215,7 +216,7 @@ def train_run(run: PlannedRun, train_args: list[str], train_script: str | Path, 
     attempts' sum), FAILED (the output's end) or, after a stop signal (interrupted_exit), nothing: the next grid
     resumes it. A stop signal the grid gets is passed on to the training, which stops; the grid then stops too
     (spml.engine.signals.Interrupted). Returns "done", "failed" or "interrupted"."""
-    from spml.engine.signals import Interrupted, passing_stop_signals  # (torch: only where a grid runs)
+    from spml.engine.signals import Interrupted, passing_stop_signals  # noqa: PLC0415 (torch: only where a grid trains)
 
     resume = resumable(run, train_args)
     tqdm.write(f"[{'resu' if resume else 'run '}] {run.variant} seed {run.seed} -> {run.run_dir}")
@@ -269,7 +270,7 @@ def grid_rows(runs: list[PlannedRun]) -> pd.DataFrame:
 def score_with_tta(runs: list[PlannedRun], evaluate_script: str | Path) -> pd.DataFrame:
     """Score each finished run with test-time augmentation (`python <evaluate_script> RUN --tta` -> eval-tta/,
     skipped when it exists; output in tta_output.txt). Returns rows like run_grid's, variant "<name> + TTA"."""
-    from spml.engine.signals import Interrupted, run_child
+    from spml.engine.signals import Interrupted, run_child  # noqa: PLC0415 (torch: only where a grid scores)
 
     rows = []
     for run in tqdm(runs, desc="TTA scoring", unit="run", dynamic_ncols=True):

@@ -8,17 +8,23 @@ from typing import Any
 
 import torch
 
-from spml.evaluation.calibration import THRESHOLDS_FILE, read_thresholds
-from spml.evaluation.calibrators import CalibratedModel
 from spml.config import Config, load_config
 from spml.engine import checkpoint as ckpt
 from spml.engine.callbacks import EMA
-from spml.evaluation.calibration import THRESHOLDS_FILE
+from spml.evaluation.calibration import THRESHOLDS_FILE, read_thresholds
+from spml.evaluation.calibrators import CalibratedModel
 from spml.factories.components import backbone_arguments, head_arguments
 from spml.factories.stats import DataStats
-from spml.models.artifact import (SPEC, TORCHSCRIPT, classifier_from_spec, inference_model, load_weights,
-                                  read_model, write_model, write_torchscript)
-from spml.utils.io import write_bytes_atomic
+from spml.models.artifact import (
+    SPEC,
+    TORCHSCRIPT,
+    classifier_from_spec,
+    inference_model,
+    load_weights,
+    read_model,
+    write_model,
+    write_torchscript,
+)
 from spml.models.inference import InferenceModel
 from spml.utils.io import write_bytes_atomic
 

@@ -27,9 +27,16 @@ from spml.evaluation.diagnostics import Explainer, diagnosis_line, settings_from
 from spml.evaluation.evaluate import Diagnosis, Evaluation, evaluate
 from spml.evaluation.external import ExternalResult, evaluate_external
 from spml.factories.artifact import load_model, run_config
+from spml.factories.data import (
+    build_data,
+    image_intensity,
+    image_settings,
+    label_policy,
+    read_checked,
+    read_split,
+    synthetic_spec,
+)
 from spml.factories.priors import class_priors
-from spml.factories.data import (build_data, image_intensity, image_settings, label_policy, read_checked, read_split,
-                                 synthetic_spec)
 from spml.models.inference import InferenceModel
 from spml.utils.lock import RunLock
 from spml.utils.text import slug

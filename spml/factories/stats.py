@@ -30,7 +30,7 @@ class DataStats:
                 "expected_positives": self.expected_positives}
 
     @classmethod
-    def from_json(cls, data: dict) -> "DataStats":
+    def from_json(cls, data: dict) -> DataStats:
         return cls(classes=tuple(data["classes"]), num_images=int(data["num_images"]),
                    pos_counts=torch.tensor(data["pos_counts"]), class_prior=torch.tensor(data["class_prior"]),
                    expected_positives=float(data["expected_positives"]))

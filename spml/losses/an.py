@@ -8,8 +8,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from spml.losses.common import (SPML_LOSSES, Reduction, SinglePositiveLoss, as_float, neg_log_probs, reduce,
-                                with_batch_term)
+from spml.losses.common import (
+    SPML_LOSSES,
+    Reduction,
+    SinglePositiveLoss,
+    as_float,
+    neg_log_probs,
+    reduce,
+    with_batch_term,
+)
 
 
 def assume_negative(logits: Tensor, observed: Tensor, eps: float = 1e-5, label_smoothing: float = 0.0,

@@ -7,8 +7,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from spml.losses.common import (SPML_LOSSES, Reduction, SinglePositiveLoss, as_float, gather_across_ranks,
-                                neg_log_probs, reduce)
+from spml.losses.common import (
+    SPML_LOSSES,
+    Reduction,
+    SinglePositiveLoss,
+    as_float,
+    gather_across_ranks,
+    neg_log_probs,
+    reduce,
+)
 
 
 def entropy_maximisation(logits: Tensor, observed: Tensor, alpha: float = 0.1, eps: float = 1e-5,

@@ -9,6 +9,22 @@ from spml.models.inference import InferenceModel
 from spml.models.perturb import FeaturePerturbation
 from spml.models.pretrained import LITE_MODELS, load_pretrained
 
-__all__ = ["Backbone", "BatchTransformer", "BilinearHead", "Classifier", "FeaturePerturbation", "HEADS", "Head",
-           "InferenceModel", "LITE_MODELS", "LinearHead", "MLPHead", "ModelEma", "Normalize", "PrototypeHead",
-           "build_ema", "build_head", "load_pretrained"]
+__all__ = [
+           "HEADS",
+           "LITE_MODELS",
+           "Backbone",
+           "BatchTransformer",
+           "BilinearHead",
+           "Classifier",
+           "FeaturePerturbation",
+           "Head",
+           "InferenceModel",
+           "LinearHead",
+           "MLPHead",
+           "ModelEma",
+           "Normalize",
+           "PrototypeHead",
+           "build_ema",
+           "build_head",
+           "load_pretrained",
+]

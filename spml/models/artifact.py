@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from spml.models.backbone import Backbone
 from spml.models.classifier import Classifier
@@ -105,7 +105,7 @@ def load_weights(classifier: nn.Module, state: dict[str, torch.Tensor], classes:
     `classes_file`) are a ValueError naming both files, both counts and the class list (torch would say `size
     mismatch`)."""
     own = classifier.state_dict()
-    counts = {tuple(state[key].shape)[0] for key, value in own.items()
+    counts = {next(iter(state[key].shape)) for key, value in own.items()
               if key in state and value.ndim and value.shape[0] == len(classes) and state[key].ndim
               and state[key].shape[0] != len(classes) and state[key].shape[1:] == value.shape[1:]}
     if counts:

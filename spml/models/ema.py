@@ -18,7 +18,7 @@ class ModelEma(ModelEmaV3):
         super().__init__(model, decay=decay)
         self.module.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "ModelEma":
+    def train(self, mode: bool = True) -> ModelEma:
         """Stay in eval mode whatever `mode` asks.
 
         Args:

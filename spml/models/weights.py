@@ -199,9 +199,7 @@ def offline_environment() -> list[str]:
     lines = [f"export HF_HOME={hf_home}"]
     if os.environ.get("HF_HUB_CACHE"):
         lines.append(f"export HF_HUB_CACHE={os.environ['HF_HUB_CACHE']}")
-    return lines + [f"export TORCH_HOME={Path(torch.hub.get_dir()).parent}", "export HF_HUB_OFFLINE=1",
-                    (f"# torchxrayvision weights: {xrv_cache_dir()} (under $HOME: copy the folder if the nodes' "
-                     f"HOME differs)")]
+    return [*lines, f"export TORCH_HOME={Path(torch.hub.get_dir()).parent}", "export HF_HUB_OFFLINE=1", f"# torchxrayvision weights: {xrv_cache_dir()} (under $HOME: copy the folder if the nodes' " f"HOME differs)"]
 
 
 def timm_location(spec: WeightsSpec) -> tuple[str, Any]:

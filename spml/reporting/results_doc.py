@@ -125,7 +125,7 @@ def table_block(name: str, folder: Path, link_prefix: str) -> str:
             cells = [str(v) for v in values]
             cells += [f"{mean.loc[key, m]:.3f}" + ("" if pd.isna(std.loc[key, m]) else f" ± {std.loc[key, m]:.3f}")
                       for m in metrics]
-            lines.append("| " + " | ".join(cells + [str(int(count.loc[key]))]) + " |")
+            lines.append("| " + " | ".join([*cells, str(int(count.loc[key]))]) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 

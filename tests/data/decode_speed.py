@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     nih = sorted(str(p) for p in NIH_IMAGES.glob("*.png"))
     check = getattr(images, "check_image", None)
-    print(f"| kind | images/s |\n|---|---:|")
+    print("| kind | images/s |\n|---|---:|")
     print(f"| {len(nih)} NIH sample PNGs, header check | {rate(check, nih, 5) if check else 'n/a'} |")
     print(f"| {len(nih)} NIH sample PNGs, decode 64 px | {rate(lambda p: images.load_gray(p, 64), nih, 5)} |")
     with tempfile.TemporaryDirectory() as folder:

@@ -6,8 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from spml.data.masking import (MASKING, load_masked, manifest_path, mask_table, read_masked, row_keys,
-                               write_masked)
+from spml.data.masking import MASKING, load_masked, manifest_path, mask_table, read_masked, row_keys, write_masked
 from spml.data.table import DataError, make_table
 
 CLASSES = ("A", "B", "C", "D")

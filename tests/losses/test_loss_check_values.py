@@ -1,10 +1,10 @@
 """Every check value of REFERENCE.md section 1 (computed independently of this code) to 1e-6."""
 import pytest
 import torch
-
 from loss_cases import check_example, make_spml
-from spml.losses.zlpr import zlpr
+
 from spml.losses import build_loss
+from spml.losses.zlpr import zlpr
 
 TOL = 1e-6
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from loss_cases import FULL, make_full
+
 from spml.losses import build_loss
 from spml.losses.bce import batch_balanced_bce, bce
 from spml.losses.metric import dual_weighted_metric

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from loss_cases import CHECK_OBSERVED, CHECK_P, check_example, make_spml, single_positive
+
 from spml.losses.an import assume_negative
 from spml.losses.gr import generalized_robust, gr_soft_label, gr_weight
 

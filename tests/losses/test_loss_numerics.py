@@ -1,9 +1,8 @@
 """Numerics of every registered loss: float64 gradcheck, extreme logits, bf16 autocast (fp32 output)."""
 import pytest
 import torch
-from torch import nn
-
 from loss_cases import FULL, SPML, active_spml, make_full, single_positive
+from torch import nn
 
 
 def full_inputs(dtype=torch.float64, batch=3, num_classes=4, key=""):

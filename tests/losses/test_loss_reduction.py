@@ -5,8 +5,8 @@ import inspect
 
 import pytest
 import torch
-
 from loss_cases import FULL, SPML, active_spml, check_example, make_full, make_spml, single_positive
+
 from spml.losses.an import assume_negative, observed_only
 from spml.losses.asl import asl
 from spml.losses.bce import batch_balanced_bce, bce

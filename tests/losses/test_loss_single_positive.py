@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from loss_cases import SPML, check_example, make_spml, single_positive
+
 from spml.engine.optim import parameter_groups
 from spml.losses.large_loss import large_loss
 

@@ -7,7 +7,6 @@ from spml.config import load_config
 from spml.factories import build_classifier
 from spml.models import HEADS, Backbone, Classifier, build_head
 
-
 HEAD_ARGS = {"linear": lambda k: {}, "mlp": lambda k: {"hidden": k}, "bilinear": lambda k: {"channels": k},
              "prototype": lambda k: {"embedding_dim": k}}  # each head's own width argument
 

@@ -10,10 +10,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 import pytest
 import torch
@@ -21,7 +21,6 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from spml.engine import checkpoint as ckpt
-
 from tests.conftest import REPO, SHARED_DATA, TINY
 
 NIH_IMAGES = SHARED_DATA / "nih1000" / "images"

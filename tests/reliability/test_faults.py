@@ -17,8 +17,19 @@ import torch
 from spml.engine import checkpoint as ckpt
 from spml.engine.trainer import NonFiniteLossError, Trainer
 from spml.factories import build_trainer
-from tests.reliability.conftest import (KILL_RUN, STALLING_TRAIN, assert_same_log, error_line, final_results, kill,
-                                        latest_step, launch, load_tool, tiny_run_args, wait_for)
+from tests.reliability.conftest import (
+    KILL_RUN,
+    STALLING_TRAIN,
+    assert_same_log,
+    error_line,
+    final_results,
+    kill,
+    latest_step,
+    launch,
+    load_tool,
+    tiny_run_args,
+    wait_for,
+)
 
 
 def poison_step(trainer: Trainer, step: int) -> None:

@@ -65,7 +65,7 @@ def test_prepare_data_caches_dicoms_and_training_reads_the_cache(cli, mixed_dir,
 
     args = csv_run_args(mixed_dir, tmp_path / "run", *FAST, f"data.cache={cache}")
     code, _, err = cli("train", *args)  # data.bad_images=error: the cache's record stops the run before training
-    assert code == 2 and f"img05.dcm: a DICOM without image pixels" in error_line(err)
+    assert code == 2 and "img05.dcm: a DICOM without image pixels" in error_line(err)
     assert "Found before training" in error_line(err) and not (tmp_path / "run" / "checkpoints").exists()
     code, _, err = cli("train", *args, "data.bad_images=skip")
     assert code == 0, err

@@ -11,17 +11,16 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
 
 from tests.conftest import REPO, torchrun_command, torchrun_env
-from tests.reliability.conftest import (STALLING_TRAIN, csv_run_args, launch, progress_of, tiny_run_args,
-                                        wait_for)
+from tests.reliability.conftest import STALLING_TRAIN, csv_run_args, launch, progress_of, tiny_run_args, wait_for
 from tests.reliability.test_bad_images import split_paths, truncate
 
 TRAIN, EVALUATE = REPO / "tools" / "train.py", REPO / "tools" / "evaluate.py"

@@ -12,8 +12,19 @@ import pytest
 from spml.config import RESUME_KEYS
 from spml.engine import checkpoint as ckpt
 from spml.utils.lock import LOCK_FILE, RunLock
-from tests.reliability.conftest import (STALLING_TRAIN, csv_run_args, error_line, final_results, latest_step, launch,
-                                        log_values, progress_of, reaped, tiny_run_args, wait_for)
+from tests.reliability.conftest import (
+    STALLING_TRAIN,
+    csv_run_args,
+    error_line,
+    final_results,
+    latest_step,
+    launch,
+    log_values,
+    progress_of,
+    reaped,
+    tiny_run_args,
+    wait_for,
+)
 
 STOPPED_AT = 7  # the short first attempt: train.max_steps=7 of the 18 steps
 

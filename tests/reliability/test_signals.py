@@ -15,7 +15,6 @@ import torch
 
 from spml.data.loader import make_eval_loader
 from spml.engine.signals import SAME_STOP_S
-
 from tests.conftest import GLOO_ABORT, REPO, TWO_PROCESS_RUN, torchrun, torchrun_command, torchrun_env
 from tests.reliability.conftest import (
     STALLING_TRAIN,

@@ -12,8 +12,17 @@ import pandas as pd
 
 from spml.data.labels import parse_label_values, select_classes
 from spml.data.readers import READERS
-from spml.data.table import DataError, LabelTable, check_paths, dataset_root, first_existing, make_table, read_csv, \
-    resolve_image_paths, row_error
+from spml.data.table import (
+    DataError,
+    LabelTable,
+    check_paths,
+    dataset_root,
+    first_existing,
+    make_table,
+    read_csv,
+    resolve_image_paths,
+    row_error,
+)
 
 CLASSES = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
            "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",

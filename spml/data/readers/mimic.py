@@ -13,8 +13,18 @@ import pandas as pd
 from spml.data.labels import parse_label_values, select_classes
 from spml.data.readers import READERS
 from spml.data.readers.chexpert import CLASSES
-from spml.data.table import DataError, LabelTable, check_paths, dataset_root, first_existing, make_table, read_csv, \
-    resolve_image_paths, row_error, view_mask
+from spml.data.table import (
+    DataError,
+    LabelTable,
+    check_paths,
+    dataset_root,
+    first_existing,
+    make_table,
+    read_csv,
+    resolve_image_paths,
+    row_error,
+    view_mask,
+)
 
 PREFIX = "mimic-cxr-2.0.0-"
 KEYS = ["subject_id", "study_id"]

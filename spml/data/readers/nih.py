@@ -9,8 +9,17 @@ import pandas as pd
 
 from spml.data.labels import parse_findings, select_classes
 from spml.data.readers import READERS
-from spml.data.table import DataError, LabelTable, dataset_root, first_existing, make_table, read_csv, \
-    resolve_image_paths, row_error, view_mask
+from spml.data.table import (
+    DataError,
+    LabelTable,
+    dataset_root,
+    first_existing,
+    make_table,
+    read_csv,
+    resolve_image_paths,
+    row_error,
+    view_mask,
+)
 
 CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
            "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax")

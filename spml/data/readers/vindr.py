@@ -16,8 +16,16 @@ import pandas as pd
 
 from spml.data.labels import parse_label_values, select_classes
 from spml.data.readers import READERS
-from spml.data.table import DataError, LabelTable, check_paths, dataset_root, first_existing, make_table, read_csv, \
-    resolve_image_paths
+from spml.data.table import (
+    DataError,
+    LabelTable,
+    check_paths,
+    dataset_root,
+    first_existing,
+    make_table,
+    read_csv,
+    resolve_image_paths,
+)
 
 KEYS = ("image_id", "rad_id")
 RENAMED = {"Other disease": "Other diseases"}  # the test file's name -> the training file's
