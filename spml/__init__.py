@@ -13,6 +13,7 @@ The parts a researcher composes, importable from here (loaded on first use, so `
   assign_splits, ImageSettings, Masking, LabelPolicy (spml.data.build.build_data: a split table -> DataBundle)
 * from a config: load_config, build_data (spml.factories.data), build_objective, build_trainer, export_run
 """
+
 from __future__ import annotations
 
 import importlib
@@ -21,15 +22,39 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "spml.models": ["Backbone", "BatchTransformer", "Classifier", "FeaturePerturbation", "HEADS", "InferenceModel",
-                    "ModelEma", "build_head"],
+    "spml.models": [
+        "Backbone",
+        "BatchTransformer",
+        "Classifier",
+        "FeaturePerturbation",
+        "HEADS",
+        "InferenceModel",
+        "ModelEma",
+        "build_head",
+    ],
     "spml.augment": ["StrongAugment", "TTA_VIEWS", "WeakAugment", "tta_predict"],
     "spml.losses": ["LOSSES", "SPML_LOSSES", "build_loss"],
-    "spml.objectives": ["BASE_TERMS", "CONSISTENCY", "ClassPriorThresholds", "GlobalThresholds", "MPCObjective",
-                        "SinglePositiveObjective", "SupervisedObjective", "TARGETS", "THRESHOLDS"],
+    "spml.objectives": [
+        "BASE_TERMS",
+        "CONSISTENCY",
+        "ClassPriorThresholds",
+        "GlobalThresholds",
+        "MPCObjective",
+        "SinglePositiveObjective",
+        "SupervisedObjective",
+        "TARGETS",
+        "THRESHOLDS",
+    ],
     "spml.engine.trainer": ["Trainer"],
-    "spml.engine.callbacks": ["Callback", "Checkpoint", "EarlyStopping", "EMA", "FinalEvaluation", "TrainLog",
-                              "Validation"],
+    "spml.engine.callbacks": [
+        "Callback",
+        "Checkpoint",
+        "EarlyStopping",
+        "EMA",
+        "FinalEvaluation",
+        "TrainLog",
+        "Validation",
+    ],
     "spml.data.loader": ["EpochSampler", "make_eval_loader", "make_train_loader"],
     "spml.evaluation.scoring": ["predict_split"],
     "spml.config": ["load_config"],

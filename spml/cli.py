@@ -1,4 +1,5 @@
 """Shared command-line error handling: user errors become one-line messages and exit code 2."""
+
 from __future__ import annotations
 
 import argparse
@@ -94,8 +95,9 @@ def file_system_message(err: OSError, parser: argparse.ArgumentParser) -> str:
     message = f"{where}{err.strerror or worker_message(str(err))}"
     if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         writes_elsewhere = any("--out" in action.option_strings for action in parser._actions)
-        message += (": the folder is read-only for this user" +
-                    ("; write the outputs elsewhere with --out DIR" if writes_elsewhere else ""))
+        message += ": the folder is read-only for this user" + (
+            "; write the outputs elsewhere with --out DIR" if writes_elsewhere else ""
+        )
     elif err.errno == errno.ENOTDIR:
         message += ": a part of that path is a file, not a folder; choose another path"
     elif err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename and "free in" not in message:

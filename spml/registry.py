@@ -1,4 +1,5 @@
 """Name -> factory registries for the open families (losses, objectives, masking schemes, readers)."""
+
 from __future__ import annotations
 
 import inspect
@@ -43,6 +44,7 @@ class Registry:
         Returns:
             A decorator that stores the factory and returns it unchanged.
         """
+
         def add(factory: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._items:
                 raise KeyError(f"{self.kind} {name!r} registered twice")
@@ -82,8 +84,9 @@ class Registry:
         except TypeError as err:
             raise ParameterError(f"{self.kind} {name!r}: bad parameters {sorted(kwargs)}: {err}") from None
 
-    def build_in_context(self, name: str, params: dict[str, Any] | None = None,
-                         context: dict[str, Any] | None = None) -> Any:
+    def build_in_context(
+        self, name: str, params: dict[str, Any] | None = None, context: dict[str, Any] | None = None
+    ) -> Any:
         """Construct `name` with `params` plus the `context` arguments its constructor accepts.
 
         A param of the same name wins over the context. The context (dataset facts, config values every member may

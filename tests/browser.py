@@ -3,6 +3,7 @@
 Without a `chromium` binary the browser tests skip with the reason, except where SPML_REQUIRE_BROWSER=1
 (set by .ci/run, which installs the package): there a missing browser fails the test.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,15 @@ from pathlib import Path
 
 import pytest
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # Marks each image after the load event: loaded (a decoded picture with a width) or broken.
 PROBE = """<script>window.addEventListener("load", () => {
   for (const img of document.images)
@@ -38,8 +46,9 @@ def chromium() -> str:
 def run_chromium(*args: str) -> subprocess.CompletedProcess:
     """Chromium with the test flags and a fresh profile folder."""
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [chromium(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+        )
 
 
 def rendered_dom(html_file: Path, workdir: Path) -> str:
@@ -60,7 +69,8 @@ def image_states(dom: str) -> list[str]:
 
 
 def screenshot(html_file: Path, png: Path, width: int = 1200, height: int = 1500) -> Path:
-    proc = run_chromium("--hide-scrollbars", f"--window-size={width},{height}", f"--screenshot={png}",
-                        html_file.resolve().as_uri())
+    proc = run_chromium(
+        "--hide-scrollbars", f"--window-size={width},{height}", f"--screenshot={png}", html_file.resolve().as_uri()
+    )
     assert png.exists(), proc.stderr[-2000:]
     return png

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny configs on the synthetic set, so end-to-end tests take seconds; 2-process CPU runs."""
+
 import gc
 import os
 import subprocess
@@ -15,14 +16,27 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 TINY = [
-    "data.dataset=synthetic", "data.size=32", "data.synthetic.num_images=400", "data.batch_size=16",
-    "data.eval_batch_size=32", "data.num_workers=0", "model.backbone=test_efficientnet", "train.epochs=2",
-    "train.log_every=5", "eval.bootstrap=0", "optim.warmup_epochs=0",
-    "spml.mpc.warmup_epochs=0.5", "spml.mpc.rampup_epochs=0.5", "spml.mpc.memory_size=64",
-    "augment.elastic.kernel_size=7", "spml.mpc.bt_dim_feedforward=64",
+    "data.dataset=synthetic",
+    "data.size=32",
+    "data.synthetic.num_images=400",
+    "data.batch_size=16",
+    "data.eval_batch_size=32",
+    "data.num_workers=0",
+    "model.backbone=test_efficientnet",
+    "train.epochs=2",
+    "train.log_every=5",
+    "eval.bootstrap=0",
+    "optim.warmup_epochs=0",
+    "spml.mpc.warmup_epochs=0.5",
+    "spml.mpc.rampup_epochs=0.5",
+    "spml.mpc.memory_size=64",
+    "augment.elastic.kernel_size=7",
+    "spml.mpc.bt_dim_feedforward=64",
     # the end-of-run heatmaps, pointing game and HTML report cost seconds per run: tests/test_run_report.py
     # trains with them on, the other tests without
-    "eval.heatmaps=0", "eval.pointing_game=false", "eval.report=false",
+    "eval.heatmaps=0",
+    "eval.pointing_game=false",
+    "eval.report=false",
 ]
 
 
@@ -81,8 +95,16 @@ GLOO_ABORT = "terminate called without an active exception"
 
 def torchrun_command(script: Path, *args: str, processes: int = 2, launcher: tuple[str, ...] = ()) -> list[str]:
     """torchrun (`launcher`: more of its options) running `script args` in `processes` processes."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *launcher,
-            str(script), *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        *launcher,
+        str(script),
+        *args,
+    ]
 
 
 def torchrun_env() -> dict[str, str]:
@@ -92,8 +114,14 @@ def torchrun_env() -> dict[str, str]:
 def torchrun(script: Path, *args: str, processes: int = 2, cwd: Path = REPO) -> subprocess.CompletedProcess:
     """`torchrun --nproc_per_node processes script args`, tried again (up to 3 times) on the known gloo abort."""
     for _ in range(3):
-        proc = subprocess.run(torchrun_command(script, *args, processes=processes), cwd=cwd, env=torchrun_env(),
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            torchrun_command(script, *args, processes=processes),
+            cwd=cwd,
+            env=torchrun_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if GLOO_ABORT not in proc.stderr:
             break
     return proc

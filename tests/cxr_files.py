@@ -3,6 +3,7 @@ official split files, 32 px images), written into a folder, for end-to-end runs 
 files written the way imaging sites' tools write them (16-bit PNGs by Pillow, OpenCV and pypng, with and
 without an sBIT chunk; 48-bit RGB and 16-bit grey+alpha PNGs; JPEGs with an EXIF Orientation; DICOMs built
 with pydicom as modalities write them), never through spml's own code."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -29,8 +30,11 @@ def save_image(path: Path, seed: int) -> None:
 
 def random_labels(rng: np.random.Generator, rows: int, classes: int, uncertain: bool) -> np.ndarray:
     """(rows, classes) 1 / 0 / -1 / NaN values, each row with at least one certain positive."""
-    values = rng.choice([1.0, 0.0, -1.0, np.nan] if uncertain else [1.0, 0.0], size=(rows, classes),
-                        p=[0.25, 0.35, 0.1, 0.3] if uncertain else [0.3, 0.7])
+    values = rng.choice(
+        [1.0, 0.0, -1.0, np.nan] if uncertain else [1.0, 0.0],
+        size=(rows, classes),
+        p=[0.25, 0.35, 0.1, 0.3] if uncertain else [0.3, 0.7],
+    )
     values[np.arange(rows), rng.integers(0, classes, rows)] = 1.0
     return values
 
@@ -44,12 +48,16 @@ def write_nih(root: Path, patients: int = 24, seed: int = 0) -> Path:
         for followup in range(int(rng.integers(1, 3))):
             name = f"{patient:08d}_{followup:03d}.png"
             findings = [c for c in NIH_CLASSES if rng.random() < 0.2]
-            rows.append(f"{name},{'|'.join(findings) or 'No Finding'},{followup},{patient},50,M,"
-                        f"{'PA' if followup % 2 == 0 else 'AP'},1024,1024,0.14,0.14\n")
+            rows.append(
+                f"{name},{'|'.join(findings) or 'No Finding'},{followup},{patient},50,M,"
+                f"{'PA' if followup % 2 == 0 else 'AP'},1024,1024,0.14,0.14\n"
+            )
             save_image(root / "images" / name, patient * 10 + followup)
             (test if patient % 4 == 0 else []).append(name)
-    header = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Sex,View Position,"
-              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n")
+    header = (
+        "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Sex,View Position,"
+        "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n"
+    )
     (root / "Data_Entry_2017_v2020.csv").write_text(header + "".join(rows))
     names = [row.split(",")[0] for row in rows]
     (root / "test_list.txt").write_text("\n".join(test) + "\n")
@@ -64,9 +72,16 @@ def chexpert_frame(rng: np.random.Generator, folder: str, patients: range, uncer
         for study in range(1, int(rng.integers(1, 3)) + 1):
             for view in range(1, int(rng.integers(1, 4)) + 1):
                 frontal = view < 3
-                rows.append({"Path": f"CheXpert-v1.0-small/{folder}/patient{patient:05d}/study{study}/view{view}_"
-                                     f"{'frontal' if frontal else 'lateral'}.jpg", "Sex": "Female", "Age": 60,
-                             "Frontal/Lateral": "Frontal" if frontal else "Lateral", "AP/PA": "AP" if frontal else ""})
+                rows.append(
+                    {
+                        "Path": f"CheXpert-v1.0-small/{folder}/patient{patient:05d}/study{study}/view{view}_"
+                        f"{'frontal' if frontal else 'lateral'}.jpg",
+                        "Sex": "Female",
+                        "Age": 60,
+                        "Frontal/Lateral": "Frontal" if frontal else "Lateral",
+                        "AP/PA": "AP" if frontal else "",
+                    }
+                )
     frame = pd.DataFrame(rows)
     values = random_labels(rng, len(frame), len(CHEXPERT_CLASSES), uncertain)
     study = frame["Path"].str.rsplit("/", n=1).str[0]
@@ -101,9 +116,15 @@ def write_chexpert_test(root: Path, studies: int = 6, seed: int = 0) -> pd.DataF
     rows = []
     for s in range(studies):
         study = f"test/patient{64741 + s // 2:05d}/study{s % 2 + 1}"
-        rows.append({"Study": f"CheXpert-v1.0/{study}",
-                     **{name: float((s + c) % 2) if name in COMPETITION else float(rng.random() < 0.3)
-                        for c, name in enumerate(CHEXPERT_CLASSES)}})
+        rows.append(
+            {
+                "Study": f"CheXpert-v1.0/{study}",
+                **{
+                    name: float((s + c) % 2) if name in COMPETITION else float(rng.random() < 0.3)
+                    for c, name in enumerate(CHEXPERT_CLASSES)
+                },
+            }
+        )
         for view in range(1, int(rng.integers(1, 4)) + 1):
             save_image(root / study / f"view{view}_{'frontal' if view < 3 else 'lateral'}.jpg", 1000 + 10 * s + view)
     frame = pd.DataFrame(rows)
@@ -125,9 +146,15 @@ def write_mimic(root: Path, subjects: int = 16, seed: int = 0, image_format: str
             for v in range(int(rng.integers(1, 3))):
                 dicom = f"d{s:03d}{k}{v}"
                 split = "test" if s % 4 == 0 else "validate" if s % 4 == 1 else "train"
-                images.append({"dicom_id": dicom, "subject_id": subject, "study_id": study,
-                               "ViewPosition": ["PA", "AP", "LATERAL"][v % 3] if v < 2 else "LATERAL",
-                               "split": split})
+                images.append(
+                    {
+                        "dicom_id": dicom,
+                        "subject_id": subject,
+                        "study_id": study,
+                        "ViewPosition": ["PA", "AP", "LATERAL"][v % 3] if v < 2 else "LATERAL",
+                        "split": split,
+                    }
+                )
                 path = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.{image_format}"
                 if image_format == "dcm":
                     path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +185,7 @@ def film16(bits: int = 12, size: int = 64, seed: int = 0) -> np.ndarray:
     lungs = np.exp(-(((np.abs(x - 0.5) - 0.18) / 0.11) ** 2 + ((y - 0.45) / 0.22) ** 2))
     heart = np.exp(-(((x - 0.38) / 0.12) ** 2 + ((y - 0.62) / 0.1) ** 2))
     unit = 0.08 + 0.6 * body - 0.35 * lungs + 0.3 * heart + rng.normal(0, 0.02, (size, size))
-    return np.rint(np.clip(unit, 0.0, 0.85) * (2 ** bits - 1)).astype(np.uint16)
+    return np.rint(np.clip(unit, 0.0, 0.85) * (2**bits - 1)).astype(np.uint16)
 
 
 def write_png16(path: Path, values: np.ndarray, writer: str = "pillow", sbit: int | None = None) -> Path:
@@ -191,7 +218,8 @@ def write_png16_colour(path: Path, channels: np.ndarray, writer: str = "pypng", 
         return path
     with open(path, "wb") as handle:
         png.Writer(width, height, greyscale=planes <= 2, alpha=planes in (2, 4), bitdepth=sbit or 16).write(
-            handle, channels.reshape(height, width * planes))
+            handle, channels.reshape(height, width * planes)
+        )
     return path
 
 
@@ -222,10 +250,19 @@ def dicom_file(sop_class: UID) -> FileDataset:
     return ds
 
 
-def write_dicom(path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored: int = 12,
-                signed: bool = False, rescale: tuple[float, float] | None = None,
-                window: tuple | None = None, voi_lut: tuple[Sequence[int], np.ndarray] | None = None,
-                syntax: UID | None = None, high_bits: np.ndarray | None = None) -> Path:
+def write_dicom(
+    path: Path,
+    stored: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int = 12,
+    signed: bool = False,
+    rescale: tuple[float, float] | None = None,
+    window: tuple | None = None,
+    voi_lut: tuple[Sequence[int], np.ndarray] | None = None,
+    syntax: UID | None = None,
+    high_bits: np.ndarray | None = None,
+) -> Path:
     """A single- or multi-frame (stored (F, H, W)) greyscale DX image. rescale: (slope, intercept); window:
     (center, width), each a number or a list (several windows); voi_lut: (LUTDescriptor, LUTData); syntax: a
     compressed transfer syntax pydicom or its plugins encode (RLE Lossless, JPEG-LS, JPEG 2000); high_bits: values
@@ -262,8 +299,12 @@ def write_dicom(path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROM
 def write_sr(path: Path) -> Path:
     """A Basic Text SR document (a report, no pixels), as a reporting system stores it next to the images."""
     ds = dicom_file(BASIC_TEXT_SR)
-    ds.ValueType, ds.ContinuityOfContent, ds.CompletionFlag, ds.VerificationFlag = \
-        "CONTAINER", "SEPARATE", "COMPLETE", "UNVERIFIED"
+    ds.ValueType, ds.ContinuityOfContent, ds.CompletionFlag, ds.VerificationFlag = (
+        "CONTAINER",
+        "SEPARATE",
+        "COMPLETE",
+        "UNVERIFIED",
+    )
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -280,18 +321,28 @@ def write_every_kind(folder: Path) -> list[Path]:
     rgb = np.repeat(film[..., None], 3, 2)
     alpha = np.full((64, 64, 1), 65535, np.uint16)
     lut = np.rint(4095 * (np.arange(4096) / 4095) ** 0.6)
-    paths = [write_png16(folder / f"{writer}{'_sbit' if sbit else ''}.png", film, writer, sbit)
-             for writer, sbit in (("pillow", None), ("pillow", 12), ("opencv", None), ("pypng", None), ("pypng", 12))]
-    paths += [write_png16(folder / "marker.png", marked, "opencv"),
-              write_png16_colour(folder / "rgb48.png", rgb, "opencv"),
-              write_png16_colour(folder / "rgba64.png", np.concatenate([rgb, alpha], 2), "pypng"),
-              write_png16_colour(folder / "la16.png", np.concatenate([film[..., None], alpha], 2), "pypng"),
-              write_rotated_jpeg(folder / "rotated.jpg", (film // 16).astype(np.uint8), 6)]
-    dicoms = {"window": {"window": (1500, 2000)}, "windows": {"window": ([1500, 800], [2000, 600])},
-              "voi_lut": {"voi_lut": ([4096, 0, 12], lut)}, "rescale": {"rescale": (2.0, -1024.0)},
-              "mono1": {"photometric": "MONOCHROME1"}, "overlay": {"high_bits": np.full(film.shape, 1 << 14)},
-              "rle": {"syntax": RLELossless}, "jpegls": {"syntax": JPEGLSLossless},
-              "j2k": {"syntax": JPEG2000Lossless, "window": (1500, 2000)}}
+    paths = [
+        write_png16(folder / f"{writer}{'_sbit' if sbit else ''}.png", film, writer, sbit)
+        for writer, sbit in (("pillow", None), ("pillow", 12), ("opencv", None), ("pypng", None), ("pypng", 12))
+    ]
+    paths += [
+        write_png16(folder / "marker.png", marked, "opencv"),
+        write_png16_colour(folder / "rgb48.png", rgb, "opencv"),
+        write_png16_colour(folder / "rgba64.png", np.concatenate([rgb, alpha], 2), "pypng"),
+        write_png16_colour(folder / "la16.png", np.concatenate([film[..., None], alpha], 2), "pypng"),
+        write_rotated_jpeg(folder / "rotated.jpg", (film // 16).astype(np.uint8), 6),
+    ]
+    dicoms = {
+        "window": {"window": (1500, 2000)},
+        "windows": {"window": ([1500, 800], [2000, 600])},
+        "voi_lut": {"voi_lut": ([4096, 0, 12], lut)},
+        "rescale": {"rescale": (2.0, -1024.0)},
+        "mono1": {"photometric": "MONOCHROME1"},
+        "overlay": {"high_bits": np.full(film.shape, 1 << 14)},
+        "rle": {"syntax": RLELossless},
+        "jpegls": {"syntax": JPEGLSLossless},
+        "j2k": {"syntax": JPEG2000Lossless, "window": (1500, 2000)},
+    }
     paths += [write_dicom(folder / f"{name}.dcm", film, **options) for name, options in dicoms.items()]
     paths.append(write_dicom(folder / "signed.dcm", film.astype(np.int16) - 2048, signed=True))
     return paths

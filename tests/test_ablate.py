@@ -1,4 +1,5 @@
 """tools/ablate.py end to end on a tiny grid, resume skipping, failure recording; tools/summarize.py."""
+
 import json
 import subprocess
 import sys
@@ -16,24 +17,33 @@ from tests.browser import image_states, rendered_dom
 from tests.conftest import REPO, TINY
 
 
-def write_grid(tmp_path, variants: str, reference: str = "{full: full, an: AN}", extra: str = "", seeds: str = "[0]"
-               ) -> str:
+def write_grid(
+    tmp_path, variants: str, reference: str = "{full: full, an: AN}", extra: str = "", seeds: str = "[0]"
+) -> str:
     grid = tmp_path / "grid.yaml"
     overrides = ", ".join(f'"{o}"' for o in [*TINY, "train.epochs=1"])
-    grid.write_text(f"name: tiny\noverrides: [{overrides}]\nseeds: {seeds}\nreference: {reference}\n{extra}"
-                    f"variants:\n{variants}")
+    grid.write_text(
+        f"name: tiny\noverrides: [{overrides}]\nseeds: {seeds}\nreference: {reference}\n{extra}variants:\n{variants}"
+    )
     return str(grid)
 
 
 def ablate(grid: str, out, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "tools/ablate.py"), grid, "--out", str(out), *extra],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools/ablate.py"), grid, "--out", str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_tiny_grid_writes_tables_plot_and_resumes(tmp_path):
-    grid = write_grid(tmp_path, "  - {name: full, overrides: [mode=supervised]}\n"
-                                "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n"
-                                "  - {name: broken, overrides: [loss.name=nonexistent, mode=supervised]}\n")
+    grid = write_grid(
+        tmp_path,
+        "  - {name: full, overrides: [mode=supervised]}\n"
+        "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n"
+        "  - {name: broken, overrides: [loss.name=nonexistent, mode=supervised]}\n",
+    )
     out = tmp_path / "grid"
     first = ablate(grid, out)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -47,7 +57,7 @@ def test_tiny_grid_writes_tables_plot_and_resumes(tmp_path):
     report = out / "report.html"
     dom = rendered_dom(report, tmp_path)  # one page: the table, the plot, a row per run
     assert 'id="summary"' in dom and 'id="runs"' in dom and "broken" in dom and "failed" in dom
-    assert image_states(dom) == ["loaded"] and "src=\"data:image/png;base64," in report.read_text()
+    assert image_states(dom) == ["loaded"] and 'src="data:image/png;base64,' in report.read_text()
     second = ablate(grid, out)
     assert second.stdout.count("[skip]") == 2 and "[run ] broken" in second.stdout  # finished runs are skipped
     changed = ablate(grid, out, "train.max_steps=1")
@@ -58,8 +68,9 @@ def test_tiny_grid_writes_tables_plot_and_resumes(tmp_path):
     none = ablate(grid, tmp_path / "elsewhere", "--report-only")
     assert none.returncode == 2 and "none of the 3 selected runs has finished" in none.stderr
     assert not (tmp_path / "elsewhere").exists()
-    summary = subprocess.run([sys.executable, str(REPO / "tools/summarize.py"), str(out)], capture_output=True,
-                             text=True)
+    summary = subprocess.run(
+        [sys.executable, str(REPO / "tools/summarize.py"), str(out)], capture_output=True, text=True
+    )
     assert summary.returncode == 0 and summary.stdout.count("done") == 2
 
 
@@ -76,13 +87,18 @@ def test_dry_run_prints_accelerate_commands(tmp_path):
 
 def test_grids_naming_one_runs_folder_share_identical_variants(tmp_path):
     for name in ("a", "b"):
-        (tmp_path / f"{name}.yaml").write_text(f"name: {name}\nout: {tmp_path}/{name}\nruns: {tmp_path}/shared\n"
-                                               f"seeds: [0, 1]\nvariants:\n  - {{name: AN, overrides: [loss.name=an]}}\n"
-                                               f"  - {{name: only {name}}}\n")
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}\nout: {tmp_path}/{name}\nruns: {tmp_path}/shared\n"
+            f"seeds: [0, 1]\nvariants:\n  - {{name: AN, overrides: [loss.name=an]}}\n"
+            f"  - {{name: only {name}}}\n"
+        )
     a, b = load_grid(tmp_path / "a.yaml"), load_grid(tmp_path / "b.yaml")
     assert a.out != b.out
-    assert [r.run_dir for r in a.runs[:2]] == [r.run_dir for r in b.runs[:2]] == [
-        tmp_path / "shared/an/seed0", tmp_path / "shared/an/seed1"]
+    assert (
+        [r.run_dir for r in a.runs[:2]]
+        == [r.run_dir for r in b.runs[:2]]
+        == [tmp_path / "shared/an/seed0", tmp_path / "shared/an/seed1"]
+    )
     assert a.runs[0].train_args() == b.runs[0].train_args()
     assert load_grid(tmp_path / "a.yaml", out=tmp_path / "x").runs[0].run_dir == tmp_path / "x/an/seed0"
 
@@ -98,8 +114,14 @@ def test_tta_grid_adds_scored_tta_rows(tmp_path):
 
 
 def test_markdown_shows_std_only_over_several_seeds():
-    frame = pd.DataFrame({"variant": ["one seed", "two seeds", "two seeds"], "status": "done",
-                          "mAP": [0.5, 0.6, 0.8], "mean_auroc": [0.7, 0.8, 0.9]})
+    frame = pd.DataFrame(
+        {
+            "variant": ["one seed", "two seeds", "two seeds"],
+            "status": "done",
+            "mAP": [0.5, 0.6, 0.8],
+            "mean_auroc": [0.7, 0.8, 0.9],
+        }
+    )
     lines = markdown(aggregate(frame)).splitlines()
     assert lines[2] == "| one seed | 0.5000 | 0.7000 | 1 |"
     assert lines[3] == "| two seeds | 0.7000 ± 0.1414 | 0.8500 ± 0.0707 | 2 |"
@@ -123,10 +145,18 @@ def test_a_run_another_process_holds_is_left_alone(tmp_path, held):
     # train the run, its training has not yet taken the folder's own lock
     grid = write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n", reference="{}")
     run_dir = tmp_path / "grid" / "an" / "seed0"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from spml.utils.lock import RunLock\n"
-                               f"with RunLock({str(run_dir)!r}, lock_file={held!r}):\n"
-                               "    print('held', flush=True); time.sleep(120)"],
-                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from spml.utils.lock import RunLock\n"
+            f"with RunLock({str(run_dir)!r}, lock_file={held!r}):\n"
+            "    print('held', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
         assert holder.stdout.readline() == "held\n"
         proc = ablate(grid, tmp_path / "grid")
@@ -147,16 +177,18 @@ def concurrent_ablate(grid: str, out, *extra: str) -> list[subprocess.CompletedP
 
 def attempts(run_dir) -> list[str]:
     """The attempt headers of a run's train_output.txt: "start" (a training from scratch) or "resume"."""
-    return [line.split()[1] for line in (run_dir / "train_output.txt").read_text().splitlines()
-            if line.startswith("=== ")]
+    return [
+        line.split()[1] for line in (run_dir / "train_output.txt").read_text().splitlines() if line.startswith("=== ")
+    ]
 
 
 def test_two_launchers_on_one_folder_train_every_run_once(tmp_path):
     """Two grids started together on one folder (two nodes sharing it; submitit's local executor runs each job as a
     process of its own): each run is one job per launcher and trains once, the launcher whose job found a run busy
     waits for it, and both write every run's results. (Two local grids: test_a_run_another_process_holds_...)"""
-    grid = write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n", reference="{}",
-                      seeds="[0, 1]")
+    grid = write_grid(
+        tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n", reference="{}", seeds="[0, 1]"
+    )
     out = tmp_path / "grid"
     procs = concurrent_ablate(grid, out, "--launcher", "submitit-local")
     runs = [out / "an" / f"seed{seed}" for seed in (0, 1)]
@@ -167,8 +199,11 @@ def test_two_launchers_on_one_folder_train_every_run_once(tmp_path):
     # 4 jobs for 2 runs: each run trained by one of them; its twin found it taken (or, started late, finished)
     assert len(outcomes) == 4 and outcomes.count("done") == 2 and set(outcomes) <= {"done", "busy", "finished"}
     assert all(p.stdout.count("2 runs: 2 finished") == 1 for p in procs)
-    jobs = {job: run for path in (out / "jobs").glob("submitted-*.json")  # one file per launcher
-            for job, run in json.loads(path.read_text()).items()}
+    jobs = {
+        job: run
+        for path in (out / "jobs").glob("submitted-*.json")  # one file per launcher
+        for job, run in json.loads(path.read_text()).items()
+    }
     assert len(jobs) == 4 and sorted(set(jobs.values())) == [str(run) for run in runs]
     for run in runs:  # the job that trained the run says so in the run folder, its log is where it points
         record = json.loads((run / "job.json").read_text())
@@ -184,8 +219,10 @@ def test_debug_launcher_job_is_checkpointed_requeued_and_resumes(tmp_path):
     from spml.experiments.grid import grid_rows
     from spml.experiments.launch import RunJob
 
-    grid = load_grid(write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n",
-                                reference="{}"), tmp_path / "grid")
+    grid = load_grid(
+        write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n", reference="{}"),
+        tmp_path / "grid",
+    )
     (run,) = grid.runs
     args = [*run.train_args(), "train.epochs=4", "train.checkpoint_every=1"]
     executor = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="debug")
@@ -208,15 +245,36 @@ def test_dry_run_lists_jobs_with_gpu_hours_and_the_sbatch_script(tmp_path):
     from spml.config import load_config
     from spml.factories.data import read_split
 
-    grid = write_grid(tmp_path, "  - {name: full, overrides: [mode=supervised]}\n"
-                                "  - {name: MPC, overrides: []}\n", reference="{}",
-                      extra="cluster: {partition: short, gpus: 2, cpus: 6, mem_gb: 40, time_min: 90, account: lab,\n"
-                            "          sbatch: {qos: low}, setup: [module load cuda]}\n")
+    grid = write_grid(
+        tmp_path,
+        "  - {name: full, overrides: [mode=supervised]}\n  - {name: MPC, overrides: []}\n",
+        reference="{}",
+        extra="cluster: {partition: short, gpus: 2, cpus: 6, mem_gb: 40, time_min: 90, account: lab,\n"
+        "          sbatch: {qos: low}, setup: [module load cuda]}\n",
+    )
     bench = tmp_path / "bench.json"  # the shape of tools/benchmark.py --json
-    bench.write_text(json.dumps({"setup": {"backbone": "resnet50"}, "step": {"supervised": {"images_per_s": 100.0},
-                                 "mpc": {"images_per_s": 40.0}}, "eval": {"images_per_s": 1000.0}}))
-    proc = ablate(grid, tmp_path / "grid", "--dry-run", "--launcher", "slurm", "--partition", "long",
-                  "--sbatch", "qos=high", "--throughput", str(bench))
+    bench.write_text(
+        json.dumps(
+            {
+                "setup": {"backbone": "resnet50"},
+                "step": {"supervised": {"images_per_s": 100.0}, "mpc": {"images_per_s": 40.0}},
+                "eval": {"images_per_s": 1000.0},
+            }
+        )
+    )
+    proc = ablate(
+        grid,
+        tmp_path / "grid",
+        "--dry-run",
+        "--launcher",
+        "slurm",
+        "--partition",
+        "long",
+        "--sbatch",
+        "qos=high",
+        "--throughput",
+        str(bench),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not (tmp_path / "grid").exists()  # nothing submitted, nothing written
     config = load_config([], [*TINY, "train.epochs=1"])
@@ -224,15 +282,27 @@ def test_dry_run_lists_jobs_with_gpu_hours_and_the_sbatch_script(tmp_path):
     train, val, test = ((split == name).sum() for name in ("train", "val", "test"))
     hours = {rate: (train / rate + (val + test) / 1000.0) / 3600 for rate in (100.0, 40.0)}
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("full ", "MPC "))]
-    assert [(row[0], float(row[-1])) for row in rows] == [("full", round(hours[100.0], 2)),
-                                                          ("MPC", round(hours[40.0], 2))]
+    assert [(row[0], float(row[-1])) for row in rows] == [
+        ("full", round(hours[100.0], 2)),
+        ("MPC", round(hours[40.0], 2)),
+    ]
     assert f"2 jobs, {hours[100.0] + hours[40.0]:.1f} GPU-hours in all" in proc.stdout
     assert f"measured: {bench} (backbone resnet50)" in proc.stdout
     script = proc.stdout.split("sbatch script of the job array")[1]
-    for line in ("#SBATCH --partition=long", "#SBATCH --gpus-per-node=2", "#SBATCH --cpus-per-task=6",
-                 "#SBATCH --mem=40GB", "#SBATCH --time=90", "#SBATCH --account=lab", "#SBATCH --qos=high",
-                 "#SBATCH --array=0-1%2", "#SBATCH --signal=USR2@120", "#SBATCH --nodes=1", "\nmodule load cuda\n",
-                 f"#SBATCH --output={tmp_path / 'grid' / 'jobs'}/%A_%a_0_log.out"):
+    for line in (
+        "#SBATCH --partition=long",
+        "#SBATCH --gpus-per-node=2",
+        "#SBATCH --cpus-per-task=6",
+        "#SBATCH --mem=40GB",
+        "#SBATCH --time=90",
+        "#SBATCH --account=lab",
+        "#SBATCH --qos=high",
+        "#SBATCH --array=0-1%2",
+        "#SBATCH --signal=USR2@120",
+        "#SBATCH --nodes=1",
+        "\nmodule load cuda\n",
+        f"#SBATCH --output={tmp_path / 'grid' / 'jobs'}/%A_%a_0_log.out",
+    ):
         assert line in script, line
     assert "--partition=short" not in script and "--qos=low" not in script  # the command line wins
     bad = ablate(grid, tmp_path / "grid", "--dry-run", "--launcher", "slurm", "--sbatch", "qos")
@@ -244,9 +314,11 @@ def test_a_submitit_launcher_waits_for_a_run_another_launcher_holds(tmp_path):
     it, and the launcher waits until the holder lets go before it collects the results."""
     grid = write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an]}\n", reference="{}")
     run_dir = tmp_path / "grid" / "an" / "seed0"
-    script = ("import time; from spml.utils.lock import RunLock\n"
-              f"with RunLock({str(run_dir)!r}, lock_file={GRID_LOCK_FILE!r}):\n"
-              "    print('held', flush=True); time.sleep(5)")
+    script = (
+        "import time; from spml.utils.lock import RunLock\n"
+        f"with RunLock({str(run_dir)!r}, lock_file={GRID_LOCK_FILE!r}):\n"
+        "    print('held', flush=True); time.sleep(5)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline() == "held\n"

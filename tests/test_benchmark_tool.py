@@ -1,4 +1,5 @@
 """tools/benchmark.py runs every section on tiny settings and reports its ratios (no timing asserted)."""
+
 import importlib.util
 import json
 
@@ -10,10 +11,42 @@ def test_benchmark_reports_every_section(tmp_path, capsys):
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
     out = tmp_path / "bench.json"
-    assert benchmark.main(["--backbone", "test_efficientnet", "--size", "32", "--batch", "8", "--workers", "0",
-                           "--images", "48", "--source-size", "48", "--steps", "1", "--warmup", "0", "--iters", "1",
-                           "--growth-batches", "8", "--growth-sizes", "32", "--growth-steps", "1", "--bt-batch", "8",
-                           "--json", str(out), "augment.elastic.kernel_size=7"]) == 0
+    assert (
+        benchmark.main(
+            [
+                "--backbone",
+                "test_efficientnet",
+                "--size",
+                "32",
+                "--batch",
+                "8",
+                "--workers",
+                "0",
+                "--images",
+                "48",
+                "--source-size",
+                "48",
+                "--steps",
+                "1",
+                "--warmup",
+                "0",
+                "--iters",
+                "1",
+                "--growth-batches",
+                "8",
+                "--growth-sizes",
+                "32",
+                "--growth-steps",
+                "1",
+                "--bt-batch",
+                "8",
+                "--json",
+                str(out),
+                "augment.elastic.kernel_size=7",
+            ]
+        )
+        == 0
+    )
     results = json.loads(out.read_text())
     assert set(results) == {"setup", "data", "loader", "augment", "step", "eval", "growth"}
     assert results["loader"]["cache / PNG"] > 0 and results["loader"]["cache / JPEG"] > 0

@@ -1,4 +1,5 @@
 """Calibration and operating points against brute force, scikit-learn and known generating parameters."""
+
 import json
 
 import numpy as np
@@ -116,8 +117,16 @@ def test_operating_points_match_sklearn_and_bracket_with_bootstrap():
 
 def test_thresholds_file_round_trip_and_mismatches(tmp_path):
     calibrator = Calibrator("temperature", (ClassMap("temperature", {"temperature": 1.5}), IDENTITY))
-    path = save_thresholds(tmp_path / "thresholds.json", ["a", "b"], np.array([0.3, np.nan]), calibrator.to_json(),
-                           "youden", 0.9, "step-0000010", "val")
+    path = save_thresholds(
+        tmp_path / "thresholds.json",
+        ["a", "b"],
+        np.array([0.3, np.nan]),
+        calibrator.to_json(),
+        "youden",
+        0.9,
+        "step-0000010",
+        "val",
+    )
     record = read_thresholds(path, ["a", "b"], checkpoint="step-0000010", tta=[])
     assert record["threshold"][0] == 0.3 and np.isnan(record["threshold"][1])
     p = np.array([[0.2, 0.7], [0.9, 0.1]])
@@ -139,10 +148,22 @@ def test_roc_curve_candidates_include_every_distinct_score():
 
 def test_a_thresholds_file_of_the_first_format_reads_as_temperature_calibration(tmp_path):
     path = tmp_path / "thresholds.json"  # as spml wrote it before eval.calibration (format 1)
-    path.write_text(json.dumps({"format": "spml-thresholds-1", "classes": ["a", "b"], "rule": "youden",
-                                "target_sensitivity": None, "temperature_mode": "per_class",
-                                "checkpoint": "step-0000010", "tta": [], "fitted_on": "val",
-                                "threshold": [0.4, None], "temperature": [2.0, 1.0]}))
+    path.write_text(
+        json.dumps(
+            {
+                "format": "spml-thresholds-1",
+                "classes": ["a", "b"],
+                "rule": "youden",
+                "target_sensitivity": None,
+                "temperature_mode": "per_class",
+                "checkpoint": "step-0000010",
+                "tta": [],
+                "fitted_on": "val",
+                "threshold": [0.4, None],
+                "temperature": [2.0, 1.0],
+            }
+        )
+    )
     record = read_thresholds(path, ["a", "b"])
     assert record["calibrator"].method == "temperature" and record["priors"] is None
     p = np.array([[0.2, 0.7]])

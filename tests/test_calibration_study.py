@@ -1,5 +1,6 @@
 """tools/calibration_study.py: one tiny training records every epoch's val and test probabilities, and the
 validation protocols replayed on them choose their epoch, calibration and thresholds from what each may see."""
+
 import importlib.util
 
 import numpy as np
@@ -30,12 +31,15 @@ def test_one_training_serves_every_protocol(tmp_path):
     assert len(frame) == len(PROTOCOLS) * 4 and set(frame["protocol"]) == set(PROTOCOLS)
     # the oracle's checkpoint is the epoch with the best full-label val mAP, scored on test at that epoch
     classes = [str(c) for c in record["classes"]]
-    val_map = [evaluate_predictions(p, record["val_targets"], record["val_known"], classes).summary["mAP"]
-               for p in record["val_probs"]]
+    val_map = [
+        evaluate_predictions(p, record["val_targets"], record["val_known"], classes).summary["mAP"]
+        for p in record["val_probs"]
+    ]
     oracle = replay(record, "oracle", "platt")
     assert oracle["epoch"] == int(np.argmax(val_map)) + 1
-    test = evaluate_predictions(record["test_probs"][oracle["epoch"] - 1], record["test_targets"],
-                                record["test_known"], classes)
+    test = evaluate_predictions(
+        record["test_probs"][oracle["epoch"] - 1], record["test_targets"], record["test_known"], classes
+    )
     assert oracle["test_mAP"] == test.summary["mAP"]
     none = frame[frame["calibration"] == "none"]
     assert np.allclose(none["ece_raw"], none["ece_calibrated"])  # the identity map changes nothing

@@ -2,6 +2,7 @@
 (spml.evaluation.positive_unlabeled): against scikit-learn, an independent float64 Newton fit, identities (c = 1 is
 ordinary Platt, the PU rates of fully observed labels are the ROC), generating parameters, monotonicity, and the
 hidden-label shuffle test of the prior-based procedures."""
+
 import json
 from pathlib import Path
 
@@ -61,8 +62,9 @@ def test_platt_matches_scikit_learn_and_newton_on_fixed_arrays():
 
 def test_isotonic_matches_scikit_learn_after_a_json_round_trip():
     probs, labels = drawn(n=1500, seed=1)
-    calibrator = Calibrator.from_json(json.loads(json.dumps(
-        fit_calibrator(probs, labels, None, ["a", "b", "c"], "isotonic").to_json())))
+    calibrator = Calibrator.from_json(
+        json.loads(json.dumps(fit_calibrator(probs, labels, None, ["a", "b", "c"], "isotonic").to_json()))
+    )
     fresh = np.random.default_rng(2).random((500, 3)) * 1.1 - 0.05  # inside and outside the fitted range
     for c in range(3):
         reference = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(probs[:, c], labels[:, c])
@@ -73,9 +75,16 @@ def test_isotonic_matches_scikit_learn_after_a_json_round_trip():
 def test_monotone_calibration_never_changes_a_class_auroc(method):
     probs, labels = drawn(seed=3)
     known = np.random.default_rng(4).random(probs.shape) < 0.9
-    for calibrator in (fit_calibrator(probs, labels, known, ["a", "b", "c"], method),
-                       fit_pu_calibrator(probs, labels & (np.random.default_rng(5).random(probs.shape) < 0.5),
-                                         labels.mean(0), ["a", "b", "c"], method)):
+    for calibrator in (
+        fit_calibrator(probs, labels, known, ["a", "b", "c"], method),
+        fit_pu_calibrator(
+            probs,
+            labels & (np.random.default_rng(5).random(probs.shape) < 0.5),
+            labels.mean(0),
+            ["a", "b", "c"],
+            method,
+        ),
+    ):
         calibrated = calibrator.apply(probs)
         for c in range(3):
             k = known[:, c]
@@ -130,8 +139,9 @@ def test_pu_rates_of_fully_observed_labels_are_the_roc_curve():
     from spml.evaluation.calibration import choose_thresholds
 
     for rule in ("youden", "sensitivity", "f1"):
-        assert np.allclose(choose_pu_thresholds(probs, labels, labels.mean(0), rule),
-                           choose_thresholds(probs, labels, None, rule))
+        assert np.allclose(
+            choose_pu_thresholds(probs, labels, labels.mean(0), rule), choose_thresholds(probs, labels, None, rule)
+        )
 
 
 def test_priors_from_single_positives_times_k():
@@ -164,11 +174,19 @@ def test_hidden_val_labels_never_reach_the_prior_based_procedures(tmp_path):
         val = masked_targets(split, masked)
         priors = estimate_priors(observed.sum(0), int(observed.any(1).sum()), mean_positives(split))
         predictions = {"probs": probs, "targets": val.targets.astype(np.float32), "known": val.known}
-        fit_operating_points(predictions, list("abcd"), settings, tmp_path / f"{k}.json", "step-1",
-                             priors=ClassPriors(priors, {}, "estimated"))
+        fit_operating_points(
+            predictions,
+            list("abcd"),
+            settings,
+            tmp_path / f"{k}.json",
+            "step-1",
+            priors=ClassPriors(priors, {}, "estimated"),
+        )
         written.append((tmp_path / f"{k}.json").read_bytes())
     assert written[0] == written[1]
-    assert json.loads(written[0])["calibration"]["fitted_on"].startswith("val split's observed positives and class priors")
+    assert json.loads(written[0])["calibration"]["fitted_on"].startswith(
+        "val split's observed positives and class priors"
+    )
 
 
 def test_eval_temperature_names_its_successor_and_saved_runs_keep_their_meaning():
@@ -194,8 +212,15 @@ def test_a_mask_val_run_calibrates_and_thresholds_from_priors(tiny_config):
     observed val positives and the priors (one given, the others estimated), all named in the run's records."""
     from spml.factories import build_trainer
 
-    config = tiny_config("spml", "data.mask_val=true", "spml.objective=loss", "loss.name=em", "train.epochs=1",
-                         "data.mask_no_positive=keep", "data.class_priors={Effusion: 0.2}")
+    config = tiny_config(
+        "spml",
+        "data.mask_val=true",
+        "spml.objective=loss",
+        "loss.name=em",
+        "train.epochs=1",
+        "data.mask_no_positive=keep",
+        "data.class_priors={Effusion: 0.2}",
+    )
     trainer = build_trainer(config)
     try:
         trainer.fit()

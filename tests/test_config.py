@@ -1,4 +1,5 @@
 """Config: precedence, type checking, unknown keys, safe YAML, saved config round trip."""
+
 import pytest
 
 from spml.config import ConfigError, load_config, parse_override, save_config
@@ -21,14 +22,17 @@ def test_defaults_then_files_in_order_then_overrides(tmp_path):
     assert config.model.backbone == "resnet10t"  # untouched default
 
 
-@pytest.mark.parametrize("override, key", [
-    ("data.sise=3", "data.sise"),
-    ("data.size=big", "data.size"),
-    ("train.epochs=1.5", "train.epochs"),
-    ("model.channels_last=maybe", "model.channels_last"),
-    ("spml.mpc.tau_pos=[1]", "spml.mpc.tau_pos"),
-    ("nothing.here=1", "nothing"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("data.sise=3", "data.sise"),
+        ("data.size=big", "data.size"),
+        ("train.epochs=1.5", "train.epochs"),
+        ("model.channels_last=maybe", "model.channels_last"),
+        ("spml.mpc.tau_pos=[1]", "spml.mpc.tau_pos"),
+        ("nothing.here=1", "nothing"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config([], [override])
@@ -75,13 +79,16 @@ def test_registry_fails_loudly():
         reg.build("a", x=1)
 
 
-@pytest.mark.parametrize("text, key, lines", [
-    ("data:\n  size: 32\ntrain:\n  epochs: 2\ndata:\n  batch_size: 4\n", "data", (1, 5)),
-    ("data:\n  size: 32\n  batch_size: 4\n  size: 64\n", "data.size", (2, 4)),
-    ("spml:\n  mpc:\n    tau_pos: 0.9\n    tau_neg: 0.1\n    tau_pos: 0.8\n", "spml.mpc.tau_pos", (3, 5)),
-    ("data:\n  mask_params: {k: 2, k: 3}\n", "data.mask_params.k", (2, 2)),
-    ("ablation:\n  variants:\n    - {name: a, name: b}\n", "ablation.variants[0].name", (3, 3)),
-])
+@pytest.mark.parametrize(
+    "text, key, lines",
+    [
+        ("data:\n  size: 32\ntrain:\n  epochs: 2\ndata:\n  batch_size: 4\n", "data", (1, 5)),
+        ("data:\n  size: 32\n  batch_size: 4\n  size: 64\n", "data.size", (2, 4)),
+        ("spml:\n  mpc:\n    tau_pos: 0.9\n    tau_neg: 0.1\n    tau_pos: 0.8\n", "spml.mpc.tau_pos", (3, 5)),
+        ("data:\n  mask_params: {k: 2, k: 3}\n", "data.mask_params.k", (2, 2)),
+        ("ablation:\n  variants:\n    - {name: a, name: b}\n", "ablation.variants[0].name", (3, 3)),
+    ],
+)
 def test_a_key_given_twice_in_a_yaml_file_names_file_key_and_lines(tmp_path, text, key, lines):
     path = write(tmp_path, "twice.yaml", text)
     with pytest.raises(ConfigError) as caught:
@@ -100,8 +107,9 @@ def test_a_key_given_twice_in_an_override_value_is_an_error():
         load_config([], ["loss.params={gamma: 1, gamma: 2}"])
 
 
-@pytest.mark.parametrize("text, number", [("1e-3", 1e-3), ("5E4", 5e4), ("-2e+3", -2e3), ("1.0e3", 1e3),
-                                          (".5e-2", 0.005), ("+3e0", 3.0)])
+@pytest.mark.parametrize(
+    "text, number", [("1e-3", 1e-3), ("5E4", 5e4), ("-2e+3", -2e3), ("1.0e3", 1e3), (".5e-2", 0.005), ("+3e0", 3.0)]
+)
 def test_exponent_numbers_read_as_numbers_in_files_as_in_overrides(tmp_path, text, number):
     from_file = load_config([write(tmp_path, "lr.yaml", f"optim:\n  lr: {text}\n")])
     assert from_file.optim.lr == number == load_config([], [f"optim.lr={text}"]).optim.lr

@@ -1,5 +1,6 @@
 """Every fixed-choice config field is a Literal the loader checks in one place; keys of earlier versions fail
 naming their replacement, and a run folder's config written by an earlier spml loads as the same run."""
+
 import dataclasses
 import shutil
 import typing
@@ -41,9 +42,21 @@ LITERALS = literal_fields()
 
 def test_the_choice_fields_are_literals():
     keys = {key for key, _, _ in LITERALS}
-    assert {"mode", "data.uncertainty", "data.blank", "data.mask_no_positive", "data.missing",
-            "data.bad_images", "augment.tta", "augment.tta_average", "spml.mpc.teacher", "train.precision",
-            "train.best_metric", "train.nonfinite", "eval.study_level"} <= keys
+    assert {
+        "mode",
+        "data.uncertainty",
+        "data.blank",
+        "data.mask_no_positive",
+        "data.missing",
+        "data.bad_images",
+        "augment.tta",
+        "augment.tta_average",
+        "spml.mpc.teacher",
+        "train.precision",
+        "train.best_metric",
+        "train.nonfinite",
+        "eval.study_level",
+    } <= keys
 
 
 @pytest.mark.parametrize("key, choices, many", LITERALS, ids=[key for key, _, _ in LITERALS])
@@ -68,12 +81,17 @@ def test_yaml_booleans_are_not_mistaken_for_choices():
     assert load_config([], ["train.precision='no'"]).train.precision == "no"
 
 
-REGISTRY_CHOICES = [("spml.objective", OBJECTIVES["spml"], "spml"), ("supervised.objective", OBJECTIVES["supervised"],
-                                                                      "supervised"),
-                    ("spml.mpc.threshold", THRESHOLDS, "spml"), ("spml.mpc.targets", TARGETS, "spml"),
-                    ("spml.mpc.consistency", CONSISTENCY, "spml"), ("spml.mpc.base_after_warmup", BASE_TERMS, "spml"),
-                    ("data.split", SPLIT_SCHEMES, "spml"), ("model.head", HEADS, "spml"),
-                    ("data.dataset", READERS, "supervised")]
+REGISTRY_CHOICES = [
+    ("spml.objective", OBJECTIVES["spml"], "spml"),
+    ("supervised.objective", OBJECTIVES["supervised"], "supervised"),
+    ("spml.mpc.threshold", THRESHOLDS, "spml"),
+    ("spml.mpc.targets", TARGETS, "spml"),
+    ("spml.mpc.consistency", CONSISTENCY, "spml"),
+    ("spml.mpc.base_after_warmup", BASE_TERMS, "spml"),
+    ("data.split", SPLIT_SCHEMES, "spml"),
+    ("model.head", HEADS, "spml"),
+    ("data.dataset", READERS, "supervised"),
+]
 
 
 @pytest.mark.parametrize("key, registry, mode", REGISTRY_CHOICES, ids=[key for key, _, _ in REGISTRY_CHOICES])
@@ -93,19 +111,28 @@ def test_fixed_choices_without_a_registry_stay_literals():
     assert "eval.heatmap_method" not in choices and set(HEATMAP_METHODS.names()) >= {"gradcam"}
 
 
-@pytest.mark.parametrize("override, replacement", [
-    ("spml.method=em", "spml.objective=loss loss.name=em"), ("spml.params={delta: 0.2}", "loss.params"),
-    ("spml.mpc.base_loss=an", "loss.name"), ("spml.mpc.base_params={}", "loss.params"),
-    ("augment.elastic.enabled=false", "spml.mpc.red=false"), ("name=x", "train.out"), ("eval.split=val", "--split"),
-])
+@pytest.mark.parametrize(
+    "override, replacement",
+    [
+        ("spml.method=em", "spml.objective=loss loss.name=em"),
+        ("spml.params={delta: 0.2}", "loss.params"),
+        ("spml.mpc.base_loss=an", "loss.name"),
+        ("spml.mpc.base_params={}", "loss.params"),
+        ("augment.elastic.enabled=false", "spml.mpc.red=false"),
+        ("name=x", "train.out"),
+        ("eval.split=val", "--split"),
+    ],
+)
 def test_removed_keys_fail_naming_their_replacement(override, replacement, tmp_path):
     key = override.split("=")[0]
     with pytest.raises(ConfigError) as info:
         load_config([], [override])
     assert str(info.value).startswith(f"{key}: ") and replacement in str(info.value) and key in REMOVED
     parts = key.split(".")  # the same key in a YAML file
-    (tmp_path / "old.yaml").write_text("".join(f"{'  ' * i}{part}:\n" for i, part in enumerate(parts[:-1]))
-                                       + f"{'  ' * (len(parts) - 1)}{parts[-1]}: x\n")
+    (tmp_path / "old.yaml").write_text(
+        "".join(f"{'  ' * i}{part}:\n" for i, part in enumerate(parts[:-1]))
+        + f"{'  ' * (len(parts) - 1)}{parts[-1]}: x\n"
+    )
     with pytest.raises(ConfigError, match=f"^{key}: "):
         load_config([tmp_path / "old.yaml"])
 
@@ -125,21 +152,32 @@ def test_a_run_folder_saved_by_an_earlier_spml_loads_as_the_same_run(tmp_path):
     config = load_config(run_dir=run)  # ... as a run folder's record it is upgraded
     # the quick start then and now: the same run (today's also scores the test split with TTA at the end)
     # (train.best_metric: the old record says val/mAP, what today's auto is without data.mask_val)
-    today = load_config([REPO / "configs" / "quickstart.yaml"], ["train.out=/tmp/qs_baseline", "eval.tta=false",
-                                                                  "train.best_metric=val/mAP"])
+    today = load_config(
+        [REPO / "configs" / "quickstart.yaml"],
+        ["train.out=/tmp/qs_baseline", "eval.tta=false", "train.best_metric=val/mAP"],
+    )
     assert config == today
     assert (config.spml.objective, config.loss.name, config.spml.mpc.red) == ("mpc", "em", True)
 
 
-@pytest.mark.parametrize("old, expected", [
-    ({"spml": {"method": "ll_r", "params": {"delta": 0.3}}}, {"spml.objective": "loss", "loss.name": "ll_r",
-                                                             "loss.params": {"delta": 0.3}}),
-    ({"spml": {"method": "mpc", "mpc": {"base_loss": "an", "base_params": {"a": 1}}}},
-     {"spml.objective": "mpc", "loss.name": "an", "loss.params": {"a": 1}}),
-    ({"mode": "supervised", "loss": {"name": "zlpr"}, "spml": {"method": "em"}},
-     {"spml.objective": "loss", "loss.name": "zlpr"}),
-    ({"augment": {"elastic": {"enabled": False}}, "spml": {"mpc": {"red": True}}}, {"spml.mpc.red": False}),
-])
+@pytest.mark.parametrize(
+    "old, expected",
+    [
+        (
+            {"spml": {"method": "ll_r", "params": {"delta": 0.3}}},
+            {"spml.objective": "loss", "loss.name": "ll_r", "loss.params": {"delta": 0.3}},
+        ),
+        (
+            {"spml": {"method": "mpc", "mpc": {"base_loss": "an", "base_params": {"a": 1}}}},
+            {"spml.objective": "mpc", "loss.name": "an", "loss.params": {"a": 1}},
+        ),
+        (
+            {"mode": "supervised", "loss": {"name": "zlpr"}, "spml": {"method": "em"}},
+            {"spml.objective": "loss", "loss.name": "zlpr"},
+        ),
+        ({"augment": {"elastic": {"enabled": False}}, "spml": {"mpc": {"red": True}}}, {"spml.mpc.red": False}),
+    ],
+)
 def test_saved_configs_upgrade_key_by_key(tmp_path, old, expected):
     import yaml
 

@@ -1,4 +1,5 @@
 """Config files can include others (`include:` paths relative to the file); the including file wins."""
+
 import pytest
 
 from spml.config import ConfigError, load_config

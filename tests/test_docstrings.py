@@ -6,6 +6,7 @@ included) and every public class of a covered package has a docstring with an `A
 argument (for a class: its __init__'s; a dataclass may call them `Attributes:`), and a `Returns:` (or `Yields:`)
 section where it returns a value. Shapes go in a `Shape:` section; that is left to review.
 """
+
 from __future__ import annotations
 
 import ast
@@ -87,8 +88,11 @@ def returns_value(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
         node = pending.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
             continue
-        if isinstance(node, ast.Return) and node.value is not None and not (
-                isinstance(node.value, ast.Constant) and node.value.value is None):
+        if (
+            isinstance(node, ast.Return)
+            and node.value is not None
+            and not (isinstance(node.value, ast.Constant) and node.value.value is None)
+        ):
             return True
         if isinstance(node, (ast.Yield, ast.YieldFrom)):
             return True
@@ -100,6 +104,7 @@ def is_dataclass(node: ast.ClassDef) -> bool:
     def name(decorator: ast.expr) -> str | None:
         target = decorator.func if isinstance(decorator, ast.Call) else decorator
         return getattr(target, "id", getattr(target, "attr", None))
+
     return any(name(d) == "dataclass" for d in node.decorator_list)
 
 
@@ -135,8 +140,9 @@ def undocumented(path: Path) -> tuple[int, list[str]]:
     def check(name: str, node: ast.AST, params: list[str], returns: bool, titles: tuple[str, ...] = ("Args",)):
         nonlocal checked
         checked += 1
-        failures.extend(f"{name} (line {node.lineno}): {problem}" for problem in problems_of(node, params, returns,
-                                                                                               titles))
+        failures.extend(
+            f"{name} (line {node.lineno}): {problem}" for problem in problems_of(node, params, returns, titles)
+        )
 
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
         definition = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
@@ -149,16 +155,19 @@ def undocumented(path: Path) -> tuple[int, list[str]]:
             if init is not None:
                 check(node.name, node, parameters(init, method=True), False)
             elif is_dataclass(node):
-                fields = [f.target.id for f in node.body if isinstance(f, ast.AnnAssign) and
-                          isinstance(f.target, ast.Name)]
+                fields = [
+                    f.target.id for f in node.body if isinstance(f, ast.AnnAssign) and isinstance(f.target, ast.Name)
+                ]
                 check(node.name, node, fields, False, ("Args", "Attributes"))
             else:
                 check(node.name, node, [], False)
             for member in node.body:
-                if (isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef)) and not member.name.startswith("_")
-                        and parameters(member, method=True)):
-                    check(f"{node.name}.{member.name}", member, parameters(member, method=True),
-                          returns_value(member))
+                if (
+                    isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    and not member.name.startswith("_")
+                    and parameters(member, method=True)
+                ):
+                    check(f"{node.name}.{member.name}", member, parameters(member, method=True), returns_value(member))
     return checked, failures
 
 
@@ -175,10 +184,12 @@ def test_the_docstring_rule_catches_what_it_should(tmp_path):
         '        **options: unused.\n\n    Returns:\n        The sum.\n    """\n    return a\n\n\n'
         'def no_returns(a):\n    """Double.\n\n    Args:\n        a: the value.\n    """\n    return 2 * a\n\n\n'
         'def unnamed(a, b):\n    """Pair.\n\n    Args:\n        a: first.\n\n    Returns:\n        (a, b).\n    """\n'
-        '    return a, b\n\n\n'
+        "    return a, b\n\n\n"
         'class Box:\n    """A box."""\n\n    def __init__(self, size):\n        self.size = size\n\n'
-        '    def grow(self, by):\n        self.size += by\n\n\n'
-        'def _private(a):\n    return a\n', encoding="utf-8")
+        "    def grow(self, by):\n        self.size += by\n\n\n"
+        "def _private(a):\n    return a\n",
+        encoding="utf-8",
+    )
     checked, failures = undocumented(module)
     assert checked == 5
     assert [failure.split(" (")[0] for failure in failures] == ["no_returns", "unnamed", "Box", "Box.grow"]

@@ -1,11 +1,20 @@
 """The examples in the docstrings run as written (doctest), so the documented calls stay true."""
+
 import doctest
 import importlib
 
 import pytest
 
-MODULES = ["spml.data.synthetic", "spml.data.splits", "spml.data.build", "spml.losses", "spml.utils.text",
-           "spml.models.inference", "spml.evaluation.metrics", "spml.registry"]
+MODULES = [
+    "spml.data.synthetic",
+    "spml.data.splits",
+    "spml.data.build",
+    "spml.losses",
+    "spml.utils.text",
+    "spml.models.inference",
+    "spml.evaluation.metrics",
+    "spml.registry",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,5 +1,6 @@
 """The model artefact: tools/export.py writes the trained classifier alone; spml.load_model rebuilds it (from the
 export or the run folder) with the logits the run's own evaluation scored; TorchScript equals eager."""
+
 import importlib.util
 import json
 
@@ -46,8 +47,11 @@ def test_export_and_load_give_the_logits_the_run_was_evaluated_with(trained, tmp
     assert tool("export")([str(run), "--out", str(tmp_path / "model"), "--torchscript"]) == 0
     spec = json.loads((tmp_path / "model" / "model.json").read_text())
     assert spec["source"]["weights"] == "ema" and spec["classes"] == list(evaluated.classes)
-    assert spec["backbone"]["name"] == "test_efficientnet" and spec["image_size"] == 32 and spec["data"] == {
-        "size": 32, "intensity": "auto", "intensity_percentiles": [0.5, 99.5]}
+    assert (
+        spec["backbone"]["name"] == "test_efficientnet"
+        and spec["image_size"] == 32
+        and spec["data"] == {"size": 32, "intensity": "auto", "intensity_percentiles": [0.5, 99.5]}
+    )
     exported, from_run = load_model(tmp_path / "model"), load_model(run)
     assert not exported.training and exported.classes == evaluated.classes and exported.image_size == 32
     images = next(iter(make_eval_loader(trainer.callback(FinalEvaluation).loader.dataset, 16)))["image"]
@@ -86,8 +90,9 @@ def test_tta_option(trained):
     model = load_model(run, tta=True)
     images = torch.randint(0, 256, (3, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        expected = tta_predict(lambda x: model.classifier(x).float(), images.float() / 255, model.tta_views,
-                               model.tta_average)
+        expected = tta_predict(
+            lambda x: model.classifier(x).float(), images.float() / 255, model.tta_views, model.tta_average
+        )
         assert torch.allclose(model(images), expected) and model.tta_views == ("identity", "hflip", "scale_up", "shift")
         model.tta = False
         assert not torch.allclose(model(images), expected)
@@ -119,8 +124,9 @@ def test_calibrated_probabilities_round_trip_through_export_and_load_model(train
         expected = calibrator.apply(torch.sigmoid(load_model(run)(images)).numpy())
         assert np.allclose(exported(images).numpy(), expected, atol=1e-6)
         assert torch.equal(exported(images), from_run(images))
-    assert exported.classes == from_run.classes and np.array_equal(exported.thresholds, from_run.thresholds,
-                                                                   equal_nan=True)
+    assert exported.classes == from_run.classes and np.array_equal(
+        exported.thresholds, from_run.thresholds, equal_nan=True
+    )
     with pytest.raises(ValueError, match="TTA views"):  # the calibration belongs to the predictions it was fitted on
         load_model(run, tta=True, calibrated=True)
     (tmp_path / "model" / "thresholds.json").unlink()
@@ -147,16 +153,40 @@ def test_a_run_folder_from_before_the_trainer_callbacks_is_exported_but_not_resu
     (run / "config.yaml").write_text((REPO / "tests/fixtures/run_config_before_issue14.yaml").read_text())
     config = load_config(run_dir=run, overrides=[f"train.out={run}"])
     classes = [f"c{i}" for i in range(10)]
-    write_json_atomic(run / "data_stats.json", {"classes": classes, "num_images": 10, "pos_counts": [1] * 10,
-                                                "class_prior": [0.1] * 10, "expected_positives": 1.0})
+    write_json_atomic(
+        run / "data_stats.json",
+        {
+            "classes": classes,
+            "num_images": 10,
+            "pos_counts": [1] * 10,
+            "class_prior": [0.1] * 10,
+            "expected_positives": 1.0,
+        },
+    )
     torch.manual_seed(0)
     model, average = build_classifier(config, 10), build_classifier(config, 10)
-    state = {**{f"classifier.{k}": v for k, v in model.state_dict().items()},
-             **{f"eval_ema.module.{k}": v for k, v in average.state_dict().items()},
-             "micro_step": torch.tensor(10)}
-    torch.save({"format": "spml-checkpoint-1", "objective": state, "optimizer": {}, "scheduler": {},
-                "progress": {"epoch": 0, "batch_in_epoch": 10, "global_step": 10, "updates": 10,
-                             "best_value": -1.0, "best_epoch": -1}}, run / "checkpoints/step-0000010/state.pt")
+    state = {
+        **{f"classifier.{k}": v for k, v in model.state_dict().items()},
+        **{f"eval_ema.module.{k}": v for k, v in average.state_dict().items()},
+        "micro_step": torch.tensor(10),
+    }
+    torch.save(
+        {
+            "format": "spml-checkpoint-1",
+            "objective": state,
+            "optimizer": {},
+            "scheduler": {},
+            "progress": {
+                "epoch": 0,
+                "batch_in_epoch": 10,
+                "global_step": 10,
+                "updates": 10,
+                "best_value": -1.0,
+                "best_epoch": -1,
+            },
+        },
+        run / "checkpoints/step-0000010/state.pt",
+    )
     write_json_atomic(run / "checkpoints" / "latest.json", {"dir": "step-0000010", "step": 10})
     loaded = load_model(run)
     assert loaded.metadata["source"]["weights"] == "ema"

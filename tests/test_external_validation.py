@@ -5,6 +5,7 @@ Two tiny runs are trained once per module (resnet10t, 32 px, one short epoch): o
 NIH-format fixture. The external sets are files other tools write: a second synthetic set exported with pandas and
 Pillow as PNGs + a CSV (another seed), and a CheXpert-format folder (train.csv with CheXpert paths, -1 and blanks).
 """
+
 import json
 from pathlib import Path
 
@@ -26,8 +27,19 @@ from tests.conftest import REPO
 from tests.cxr_files import write_chexpert, write_nih
 from tests.reliability.conftest import cli, error_line, load_tool, tools  # noqa: F401  (fixtures)
 
-SMALL = ["--mode", "supervised", "data.size=32", "data.batch_size=16", "data.eval_batch_size=32", "data.num_workers=0",
-         "model.backbone=resnet10t", "train.epochs=1", "train.log_every=2", "eval.bootstrap=0", "optim.warmup_epochs=0"]
+SMALL = [
+    "--mode",
+    "supervised",
+    "data.size=32",
+    "data.batch_size=16",
+    "data.eval_batch_size=32",
+    "data.num_workers=0",
+    "model.backbone=resnet10t",
+    "train.epochs=1",
+    "train.log_every=2",
+    "eval.bootstrap=0",
+    "optim.warmup_epochs=0",
+]
 CSV_PRESET = str(REPO / "configs/datasets/csv.yaml")
 CHEXPERT_PRESET = str(REPO / "configs/datasets/chexpert.yaml")
 SITE2_SPLITS = {0: "Test", 1: "valid"}  # patient number % 5 -> split as the file spells it (else "train")
@@ -36,8 +48,9 @@ SITE2_SPLITS = {0: "Test", 1: "valid"}  # patient number % 5 -> split as the fil
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic") / "run"
-    assert load_tool("train").main([*SMALL, "data.synthetic.num_images=300", "train.max_steps=6",
-                                    f"train.out={out}"]) == 0
+    assert (
+        load_tool("train").main([*SMALL, "data.synthetic.num_images=300", "train.max_steps=6", f"train.out={out}"]) == 0
+    )
     return out
 
 
@@ -54,8 +67,14 @@ def site2(tmp_path_factory) -> Path:
     for i, patient in enumerate(table.frame["patient_id"]):
         Image.fromarray(images.load(i)).save(folder / "png" / f"film{i:03d}.png")
         split = SITE2_SPLITS.get(int(patient.lstrip("P")) % 5, "train")
-        rows.append({"path": f"png/film{i:03d}.png", "patient_id": patient, "split": split,
-                     **{name: int(table.frame[name][i]) for name in reversed(table.classes) if name != "Mass"}})
+        rows.append(
+            {
+                "path": f"png/film{i:03d}.png",
+                "patient_id": patient,
+                "split": split,
+                **{name: int(table.frame[name][i]) for name in reversed(table.classes) if name != "Mass"},
+            }
+        )
     pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
     return folder
 
@@ -64,9 +83,21 @@ def site2(tmp_path_factory) -> Path:
 def nih_run(tmp_path_factory) -> Path:
     root = write_nih(tmp_path_factory.mktemp("nih") / "nih", patients=40)
     out = root.parent / "run"
-    assert load_tool("train").main([*SMALL, "--config", str(REPO / "configs/datasets/nih.yaml"), f"data.root={root}",
-                                    "data.split=random", "data.views=[]", "data.batch_size=8",
-                                    f"train.out={out}"]) == 0
+    assert (
+        load_tool("train").main(
+            [
+                *SMALL,
+                "--config",
+                str(REPO / "configs/datasets/nih.yaml"),
+                f"data.root={root}",
+                "data.split=random",
+                "data.views=[]",
+                "data.batch_size=8",
+                f"train.out={out}",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -84,12 +115,27 @@ def reference_probs(run: Path, paths: list[Path]) -> np.ndarray:
 
 
 def test_synthetic_run_scored_on_another_synthetic_set_exported_as_csv(cli, synthetic_run, site2):
-    code, out, err = cli("evaluate", str(synthetic_run), "--data", CSV_PRESET, "--data", f"data.root={site2}",
-                         "--data", f"data.labels={site2 / 'labels.csv'}")
+    code, out, err = cli(
+        "evaluate",
+        str(synthetic_run),
+        "--data",
+        CSV_PRESET,
+        "--data",
+        f"data.root={site2}",
+        "--data",
+        f"data.labels={site2 / 'labels.csv'}",
+    )
     assert code == 0, err
     folder = synthetic_run / "external-csv_site2"
-    for name in ("metrics.json", "per_class.csv", "roc.png", "pr.png", "class_mapping.csv", "report.md",
-                 "external.json"):
+    for name in (
+        "metrics.json",
+        "per_class.csv",
+        "roc.png",
+        "pr.png",
+        "class_mapping.csv",
+        "report.md",
+        "external.json",
+    ):
         assert (folder / name).exists(), name
     labels = pd.read_csv(site2 / "labels.csv")
     mapping = pd.read_csv(folder / "class_mapping.csv", keep_default_na=False)
@@ -113,9 +159,23 @@ def test_synthetic_run_scored_on_another_synthetic_set_exported_as_csv(cli, synt
 
 
 def test_one_split_of_the_external_set_with_tta(cli, synthetic_run, site2):
-    code, out, err = cli("evaluate", str(synthetic_run), "--data", CSV_PRESET, "--data", f"data.root={site2}",
-                         "--data", f"data.labels={site2 / 'labels.csv'}", "--data", "data.split=given",
-                         "--split", "test", "--name", "site2", "--tta")
+    code, out, err = cli(
+        "evaluate",
+        str(synthetic_run),
+        "--data",
+        CSV_PRESET,
+        "--data",
+        f"data.root={site2}",
+        "--data",
+        f"data.labels={site2 / 'labels.csv'}",
+        "--data",
+        "data.split=given",
+        "--split",
+        "test",
+        "--name",
+        "site2",
+        "--tta",
+    )
     assert code == 0, err
     folder = synthetic_run / "external-site2-tta-test"
     labels = pd.read_csv(site2 / "labels.csv")
@@ -142,13 +202,16 @@ def test_nih_run_scored_on_chexpert_files_with_the_synonym_table(cli, nih_run, c
     nih_only = [name for name in NIH_CLASSES if name not in (*exact, "Effusion")]
     chexpert_only = [name for name in CHEXPERT_CLASSES if name not in (*exact, "Pleural Effusion")]
     assert f"run classes left out (no external class of that name, spelling or synonym): {', '.join(nih_only)}" in out
-    assert f"external classes left out (no run class of that name, spelling or synonym): " \
-           f"{', '.join(chexpert_only)}" in out
+    assert (
+        f"external classes left out (no run class of that name, spelling or synonym): {', '.join(chexpert_only)}" in out
+    )
     assert "Effusion = Pleural Effusion (synonym)" in out
     mapping = pd.read_csv(folder / "class_mapping.csv", keep_default_na=False)
     scored = mapping[mapping["scored"]]
     assert dict(zip(scored["run_class"], scored["external_class"])) == {
-        **{name: name for name in exact}, "Effusion": "Pleural Effusion"}
+        **{name: name for name in exact},
+        "Effusion": "Pleural Effusion",
+    }
     assert sorted(mapping.loc[~mapping["scored"] & (mapping["run_class"] != ""), "run_class"]) == sorted(nih_only)
     assert sorted(mapping.loc[mapping["run_class"] == "", "external_class"]) == sorted(chexpert_only)
     report = (folder / "report.md").read_text()
@@ -168,8 +231,20 @@ def test_nih_run_scored_on_chexpert_files_with_the_synonym_table(cli, nih_run, c
 def test_a_mapping_file_pairs_and_leaves_out_classes_scored_per_study(cli, nih_run, chexpert, tmp_path):
     mapping_file = tmp_path / "nih_to_chexpert.yaml"
     mapping_file.write_text("Pleural_Thickening: Pleural Other\nEffusion: null\n")
-    code, out, err = cli("evaluate", str(nih_run), "--data", CHEXPERT_PRESET, "--data", f"data.root={chexpert}",
-                         "--mapping", str(mapping_file), "--study-level", "max", "--name", "site3")
+    code, out, err = cli(
+        "evaluate",
+        str(nih_run),
+        "--data",
+        CHEXPERT_PRESET,
+        "--data",
+        f"data.root={chexpert}",
+        "--mapping",
+        str(mapping_file),
+        "--study-level",
+        "max",
+        "--name",
+        "site3",
+    )
     assert code == 0, err
     folder = nih_run / "external-site3-study-max"
     per_class = pd.read_csv(folder / "per_class.csv").set_index("class")
@@ -181,21 +256,26 @@ def test_a_mapping_file_pairs_and_leaves_out_classes_scored_per_study(cli, nih_r
     frontal = chexpert_frontal(chexpert)
     studies = frontal["Path"].str.rsplit("/", n=1).str[0]
     assert studies.nunique() < len(frontal)  # some studies have two frontal views
-    assert record["level"] == "study:max" and json.loads((folder / "metrics.json").read_text())["n_images"] == \
-        studies.nunique()
+    assert (
+        record["level"] == "study:max"
+        and json.loads((folder / "metrics.json").read_text())["n_images"] == studies.nunique()
+    )
 
 
-@pytest.mark.parametrize("mapping, flags, message", [
-    ("Efusion: Pleural Effusion", (), "'Efusion' is not a class of the run"),
-    ("Effusion: Effusion", (), "'Effusion' maps to 'Effusion', which is not a class of the external set"),
-    ("Mass: [Lung Lesion, Lung Opacity]", (), "one run class can be scored against one external class only"),
-    ("Pleural_Thickening: Pleural Effusion", (), "both pair with external class 'Pleural Effusion'; many-to-one"),
-    ("", ("--classes", "Mass,Edema"), "['Mass'] are not scored on the external set"),
-    ("", ("--data", "data.masked_labels=masked.csv"), "scored on its full labels"),
-    ("", ("--data", "root=/elsewhere"), "start with 'data.'"),
-    ("", ("--data", "data.dataset=synthetic"), "data.root are set but data.dataset is synthetic"),
-    ("", ("--name", "../up"), "--name '../up'"),
-])
+@pytest.mark.parametrize(
+    "mapping, flags, message",
+    [
+        ("Efusion: Pleural Effusion", (), "'Efusion' is not a class of the run"),
+        ("Effusion: Effusion", (), "'Effusion' maps to 'Effusion', which is not a class of the external set"),
+        ("Mass: [Lung Lesion, Lung Opacity]", (), "one run class can be scored against one external class only"),
+        ("Pleural_Thickening: Pleural Effusion", (), "both pair with external class 'Pleural Effusion'; many-to-one"),
+        ("", ("--classes", "Mass,Edema"), "['Mass'] are not scored on the external set"),
+        ("", ("--data", "data.masked_labels=masked.csv"), "scored on its full labels"),
+        ("", ("--data", "root=/elsewhere"), "start with 'data.'"),
+        ("", ("--data", "data.dataset=synthetic"), "data.root are set but data.dataset is synthetic"),
+        ("", ("--name", "../up"), "--name '../up'"),
+    ],
+)
 def test_bad_external_settings_are_one_line_errors(cli, nih_run, chexpert, tmp_path, mapping, flags, message):
     args = ["--data", CHEXPERT_PRESET, "--data", f"data.root={chexpert}", *flags]
     if mapping:
@@ -208,8 +288,16 @@ def test_bad_external_settings_are_one_line_errors(cli, nih_run, chexpert, tmp_p
 def test_sets_without_a_common_class_and_flags_without_data_are_refused(cli, nih_run, site2, tmp_path):
     other = tmp_path / "other.csv"
     other.write_text("path,X,Y\n" + "".join(f"{site2}/png/film{i:03d}.png,{i % 2},0\n" for i in range(6)))
-    code, _, err = cli("evaluate", str(nih_run), "--data", "data.dataset=csv", "--data", f"data.labels={other}",
-                       "--data", "data.allow_outside_root=true")
+    code, _, err = cli(
+        "evaluate",
+        str(nih_run),
+        "--data",
+        "data.dataset=csv",
+        "--data",
+        f"data.labels={other}",
+        "--data",
+        "data.allow_outside_root=true",
+    )
     assert code == 2 and "has a counterpart among the external classes ['X', 'Y']" in error_line(err)
     config = tmp_path / "train.yaml"
     config.write_text("data:\n  dataset: csv\nmodel:\n  backbone: resnet18\n")

@@ -1,5 +1,6 @@
 """tools/fetch_weights.py and tools/make_prototypes.py --encoder <hub name>, with no network: what a pre-filled
 cache gives, what an empty one says offline, and the environment printed for compute nodes."""
+
 import importlib.util
 
 import numpy as np
@@ -22,8 +23,7 @@ def tool(name: str):
     return module.main
 
 
-def test_fetch_reports_cached_weights_of_configs_and_names_and_the_offline_environment(tmp_path, monkeypatch,
-                                                                                         capsys):
+def test_fetch_reports_cached_weights_of_configs_and_names_and_the_offline_environment(tmp_path, monkeypatch, capsys):
     hf_home = isolate_caches(monkeypatch, tmp_path, offline=False)
     attempts = block_network(monkeypatch)
     snapshot = fill_hf_cache(hf_home, "timm/resnet10t.c3_in1k", {"model.safetensors": random_pretrained("resnet10t")})
@@ -52,8 +52,9 @@ def tiny_bert(folder):
     folder.mkdir()
     (folder / "vocab.txt").write_text("\n".join(words) + "\n")
     transformers.BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
-    config = transformers.BertConfig(vocab_size=len(words), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=16)
+    config = transformers.BertConfig(
+        vocab_size=len(words), hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+    )
     transformers.BertModel(config).save_pretrained(folder)
     return folder
 
@@ -66,8 +67,21 @@ def test_make_prototypes_reads_a_hub_encoder_from_the_cache_offline(tmp_path, mo
     attempts = block_network(monkeypatch)
     fill_hf_cache(hf_home, "lab/tiny-bert", {path.name: path for path in local.iterdir()})
     out = tmp_path / "p.npy"
-    assert tool("make_prototypes")(["--out", str(out), "--classes", "Edema,Mass", "--encoder", "lab/tiny-bert",
-                                    "--template", "chest x-ray showing {}"]) == 0
+    assert (
+        tool("make_prototypes")(
+            [
+                "--out",
+                str(out),
+                "--classes",
+                "Edema,Mass",
+                "--encoder",
+                "lab/tiny-bert",
+                "--template",
+                "chest x-ray showing {}",
+            ]
+        )
+        == 0
+    )
     expected = encode_texts(class_texts(["Edema", "Mass"], "chest x-ray showing {}"), local)
     np.testing.assert_array_equal(np.load(out), expected)
     assert attempts == []

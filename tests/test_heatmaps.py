@@ -1,5 +1,6 @@
 """Heatmaps through captum: Grad-CAM equals the class activation map of a linear head (CAM identity),
 each method finds the pixels a known model looks at, the pointing game scores them, overlays are drawn."""
+
 import numpy as np
 import pytest
 import torch
@@ -83,11 +84,19 @@ def test_unknown_method_and_bad_shapes_are_errors():
 def test_overlay_and_gallery_pictures(tmp_path):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (32, 32), dtype=np.uint8)
-    overlay = overlay_figure(image, [("Nodule p=0.9", rng.random((32, 32))), ("Mass p=0.2", np.zeros((32, 32)))],
-                             tmp_path / "one.png")
+    overlay = overlay_figure(
+        image, [("Nodule p=0.9", rng.random((32, 32))), ("Mass p=0.2", np.zeros((32, 32)))], tmp_path / "one.png"
+    )
     assert_png(overlay)
     masks = np.zeros((3, 32, 32), bool)
     masks[:, 5:9, 5:9] = True
-    gallery = gallery_figure(np.stack([image] * 3), rng.random((3, 32, 32)), ["a", "b", "c"], tmp_path / "g.png",
-                             "Nodule", masks, np.array([[6, 6], [20, 20], [-1, -1]]))
+    gallery = gallery_figure(
+        np.stack([image] * 3),
+        rng.random((3, 32, 32)),
+        ["a", "b", "c"],
+        tmp_path / "g.png",
+        "Nodule",
+        masks,
+        np.array([[6, 6], [20, 20], [-1, -1]]),
+    )
     assert_png(gallery)

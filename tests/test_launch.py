@@ -1,6 +1,7 @@
 """spml.experiments.launch's cluster settings, and the lock checks a grid shared by several nodes relies on
 (spml.utils.lock: the mount options that make POSIX locks node-local, the lock test that takes no lock). The
 launchers themselves run end to end in tests/test_ablate.py."""
+
 import subprocess
 import sys
 
@@ -21,8 +22,9 @@ from tests.conftest import REPO
 def test_cluster_settings_come_from_the_yaml_then_the_command_line():
     section = {"partition": "gpu", "gpus": 4, "time_min": 600, "sbatch": {"qos": "high"}, "setup": "module load x"}
     settings = cluster_settings(section, "grid.yaml", {"partition": "long", "cpus": None, "mem_gb": 64})
-    assert settings == ClusterSettings(partition="long", gpus=4, time_min=600, mem_gb=64.0, sbatch={"qos": "high"},
-                                       setup=("module load x",))
+    assert settings == ClusterSettings(
+        partition="long", gpus=4, time_min=600, mem_gb=64.0, sbatch={"qos": "high"}, setup=("module load x",)
+    )
     with pytest.raises(ConfigError, match=r"grid.yaml: unknown key cluster.gpu; valid: \['account'"):
         cluster_settings({"gpu": 1}, "grid.yaml")
     with pytest.raises(ConfigError, match=r"cluster.gpus=1.5 must be int"):
@@ -44,10 +46,18 @@ nas:/proj /proj nfs4 rw,vers=4.1,local_lock=posix 0 0
 """
 
 
-@pytest.mark.parametrize("folder, problem", [
-    ("/scratch/me/grid", None), ("/home/me/runs/not/yet/made", None), ("/tmp/grid", None),
-    ("/work/me/grid", "localflock keeps file locks on each node"), ("/old/grid", "refuses file locks"),
-    ("/data/grid", "keeps file locks on each client"), ("/proj/x", "keeps file locks on each client")])
+@pytest.mark.parametrize(
+    "folder, problem",
+    [
+        ("/scratch/me/grid", None),
+        ("/home/me/runs/not/yet/made", None),
+        ("/tmp/grid", None),
+        ("/work/me/grid", "localflock keeps file locks on each node"),
+        ("/old/grid", "refuses file locks"),
+        ("/data/grid", "keeps file locks on each client"),
+        ("/proj/x", "keeps file locks on each client"),
+    ],
+)
 def test_file_systems_whose_locks_do_not_reach_other_nodes_are_named(folder, problem):
     found = shared_lock_problem(folder, MOUNTS)
     assert found is None if problem is None else problem in found
@@ -56,11 +66,12 @@ def test_file_systems_whose_locks_do_not_reach_other_nodes_are_named(folder, pro
 def test_held_tells_whether_another_process_holds_a_lock_without_taking_it(tmp_path):
     lock = tmp_path / GRID_LOCK_FILE
     assert held(lock) is False  # no file: nobody holds it
-    script = ("import time; from spml.utils.lock import RunLock\n"
-              f"with RunLock({str(tmp_path)!r}, lock_file={GRID_LOCK_FILE!r}):\n"
-              "    print('held', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", script],
-                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    script = (
+        "import time; from spml.utils.lock import RunLock\n"
+        f"with RunLock({str(tmp_path)!r}, lock_file={GRID_LOCK_FILE!r}):\n"
+        "    print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline() == "held\n"
         assert held(lock) is True

@@ -1,5 +1,6 @@
 """The import directions of docs/architecture.md hold for every package and root module of spml, and no module
 imports itself back through others (no import cycles, imports inside functions included)."""
+
 import ast
 from pathlib import Path
 
@@ -61,8 +62,9 @@ def imports(path: Path) -> set[str]:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("spml"):
             for alias in node.names:
                 child = f"{node.module}.{alias.name}"
-                is_module = (REPO / Path(*child.split("."))).with_suffix(".py").exists() or \
-                    (REPO / Path(*child.split(".")) / "__init__.py").exists()
+                is_module = (REPO / Path(*child.split("."))).with_suffix(".py").exists() or (
+                    REPO / Path(*child.split(".")) / "__init__.py"
+                ).exists()
                 names.add(child if is_module else node.module)
         elif isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names if alias.name.startswith("spml")}
@@ -80,8 +82,9 @@ def test_every_package_and_root_module_has_a_layer():
 def test_imports_follow_the_layers(path):
     own = layer(path)
     used = {name.split(".")[1] for name in imports(path) if name.count(".")} - {own}
-    assert used <= ALLOWED[own], f"{path.relative_to(REPO)} imports {sorted(used - ALLOWED[own])} ({own} may " \
-                                 f"import {sorted(ALLOWED[own])})"
+    assert used <= ALLOWED[own], (
+        f"{path.relative_to(REPO)} imports {sorted(used - ALLOWED[own])} ({own} may import {sorted(ALLOWED[own])})"
+    )
 
 
 def test_the_layers_themselves_have_no_cycle():
@@ -104,14 +107,15 @@ def test_no_module_imports_itself_back():
     graph = {}
     for path in FILES:
         name = module_name(path)
-        graph[name] = {target for target in imports(path)
-                       if not (path.name == "__init__.py" and target.startswith(name + "."))}
+        graph[name] = {
+            target for target in imports(path) if not (path.name == "__init__.py" and target.startswith(name + "."))
+        }
     state: dict[str, int] = {}
 
     def visit(name: str, trail: list[str]) -> None:
         if state.get(name) == 2 or name not in graph:
             return
-        assert state.get(name) != 1, f"import cycle: {' -> '.join(trail[trail.index(name):] + [name])}"
+        assert state.get(name) != 1, f"import cycle: {' -> '.join(trail[trail.index(name) :] + [name])}"
         state[name] = 1
         for target in sorted(graph[name]):
             visit(target, [*trail, name])

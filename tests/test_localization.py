@@ -1,4 +1,5 @@
 """The pointing game: pointing locations, hits, tolerance, the exact random-point baseline, Wilson intervals."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,5 +1,6 @@
 """tools/masking_experiment.py: masking of the train (and val) split only, the grid of methods, clean test
 evaluation, resume; data.mask_val in build_data; the real NIH files end to end."""
+
 import importlib.util
 import json
 
@@ -17,8 +18,17 @@ from tests.conftest import REPO, SHARED_DATA, TINY
 RUN = [*TINY, "train.epochs=1"]
 NIH_LABELS = SHARED_DATA / "nih" / "Data_Entry_2017_v2020.csv.gz"
 NIH_ROOT = SHARED_DATA / "nih1000"
-NIH = ["--dataset", "nih", "--root", str(NIH_ROOT), "--labels", str(NIH_LABELS), "data.split=random",
-       "data.missing=drop", *[o for o in RUN if not o.startswith("data.dataset=")]]
+NIH = [
+    "--dataset",
+    "nih",
+    "--root",
+    str(NIH_ROOT),
+    "--labels",
+    str(NIH_LABELS),
+    "data.split=random",
+    "data.missing=drop",
+    *[o for o in RUN if not o.startswith("data.dataset=")],
+]
 
 
 @pytest.fixture
@@ -40,7 +50,9 @@ def experiment(capsys):
 def split_of_keys(config) -> dict[str, str]:
     """Masked-file key -> split name, for every row of the data of `config`, split as training splits it."""
     table, split = read_split(config.data)
-    return dict(zip(row_keys(table.frame["path"].to_numpy(), dataset_root(config.data.root, config.data.labels)), split))
+    return dict(
+        zip(row_keys(table.frame["path"].to_numpy(), dataset_root(config.data.root, config.data.labels)), split)
+    )
 
 
 def clean_test_positives(config) -> list[int]:
@@ -101,7 +113,13 @@ def test_rows_without_a_positive_are_kept_unless_a_config_or_flag_says_drop(expe
 def test_unknown_method_is_a_one_line_error(experiment, tmp_path):
     code, _, error = experiment(tmp_path / "exp", "--methods", "full,an,nope", "--dry-run")
     error = error.strip()
-    assert code == 2 and len(error.splitlines()) == 1 and "'nope'" in error and "full, full_flips, full_consistency, mpc, mpc_paper, boostlu, an," in error and "ll_r" in error
+    assert (
+        code == 2
+        and len(error.splitlines()) == 1
+        and "'nope'" in error
+        and "full, full_flips, full_consistency, mpc, mpc_paper, boostlu, an," in error
+        and "ll_r" in error
+    )
 
 
 def test_mask_val_masks_val_rows_only_and_keeps_train_and_test(tiny_config, tmp_path):
@@ -142,8 +160,10 @@ def test_real_nih_files_masked_trained_and_scored_on_clean_test(experiment, tmp_
     out = tmp_path / "nih"
     code, _, err = experiment(out, *NIH, "--methods", "an", "--mask-val")
     assert code == 0, err[-2000:]
-    config = load_config([REPO / "configs/datasets/nih.yaml"],
-                         ["data.dataset=nih", f"data.root={NIH_ROOT}", f"data.labels={NIH_LABELS}", *NIH[6:]])
+    config = load_config(
+        [REPO / "configs/datasets/nih.yaml"],
+        ["data.dataset=nih", f"data.root={NIH_ROOT}", f"data.labels={NIH_LABELS}", *NIH[6:]],
+    )
     table, split = read_split(config.data)
     assert len(table.frame) == 811
     keys = row_keys(table.frame["path"].to_numpy(), dataset_root(config.data.root, config.data.labels))
@@ -159,16 +179,19 @@ def test_real_nih_files_masked_trained_and_scored_on_clean_test(experiment, tmp_
     assert manifest["rows_in"] == int(np.isin(split, ["train", "val"]).sum())
     per_class = pd.read_csv(out / "an" / "seed0" / "eval" / "per_class.csv")
     assert per_class["n_pos"].tolist() == (table.values()[split == "test"] == 1).sum(0).tolist()
-    assert json.loads((out / "an" / "seed0" / "eval" / "metrics.json").read_text())["n_images"] == (
-        split == "test").sum()
+    assert (
+        json.loads((out / "an" / "seed0" / "eval" / "metrics.json").read_text())["n_images"] == (split == "test").sum()
+    )
 
 
 def test_full_label_variants_composite_methods_and_the_fair_reference(tmp_path):
     from spml.experiments.masking import compared_method, parse_methods, plan_runs, reference
 
     methods = parse_methods("full,full_flips,full_consistency,an,boostlu,mpc_paper,mpc")
-    runs = {run.variant: run for run in plan_runs(methods, [3], tmp_path, ("base.yaml",), ("x=1",),
-                                                      tmp_path / "masked.csv", False)}
+    runs = {
+        run.variant: run
+        for run in plan_runs(methods, [3], tmp_path, ("base.yaml",), ("x=1",), tmp_path / "masked.csv", False)
+    }
     flips, consistency = runs["full_flips"].overrides, runs["full_consistency"].overrides
     assert "mode=supervised" in flips and "augment.degrees=0" in flips and "augment.scale=[1.0, 1.0]" in flips
     assert "supervised.objective=consistency" in consistency and not any("masked_labels" in o for o in consistency)

@@ -1,4 +1,5 @@
 """Metrics against hand-computed values, scikit-learn, and invariants (masking, seeds, bootstrap)."""
+
 import json
 import time
 

@@ -4,6 +4,7 @@ The paper's backbone is swapped for a timm test model of the same family and ima
 else (dataset reader, official/stratified split, mode, head, loss, TTA, study-level and competition-label
 evaluation) runs as configured.
 """
+
 import json
 
 import numpy as np
@@ -20,9 +21,19 @@ from tests.cxr_files import COMPETITION, WRITERS
 PAPERS = sorted((REPO / "configs" / "papers").glob("*.yaml"))
 OVERLAYS = {"chexpert_competition_eval.yaml": ["configs/datasets/chexpert.yaml"]}  # not a run on its own
 TINY_BACKBONES = {"convnext": "test_convnext", "efficientnet": "test_efficientnet"}  # others: test_resnet
-TINY = ["data.size=32", "data.batch_size=8", "data.eval_batch_size=16", "data.num_workers=0", "train.epochs=1",
-        "train.max_steps=1", "train.log_every=1", "eval.bootstrap=0", "augment.elastic.kernel_size=7",
-        "spml.mpc.memory_size=64", "spml.mpc.bt_dim_feedforward=64"]
+TINY = [
+    "data.size=32",
+    "data.batch_size=8",
+    "data.eval_batch_size=16",
+    "data.num_workers=0",
+    "train.epochs=1",
+    "train.max_steps=1",
+    "train.log_every=1",
+    "eval.bootstrap=0",
+    "augment.elastic.kernel_size=7",
+    "spml.mpc.memory_size=64",
+    "spml.mpc.bt_dim_feedforward=64",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +43,28 @@ def dataset_roots(tmp_path_factory):
 
 def test_there_is_one_config_per_paper_setting():
     names = {path.stem for path in PAPERS}
-    assert {"chexpert_mpc", "mimic_mpc", "nih_densenet121_fzlpr_tta", "nih_convnext_metric", "nih_msml_bilinear",
-            "nih_efficientnet_mlp_bce", "chexpert_competition_eval"} <= names
+    assert {
+        "chexpert_mpc",
+        "mimic_mpc",
+        "nih_densenet121_fzlpr_tta",
+        "nih_convnext_metric",
+        "nih_msml_bilinear",
+        "nih_efficientnet_mlp_bce",
+        "chexpert_competition_eval",
+    } <= names
     for path in PAPERS:
         header = path.read_text().split("\n", 12)
         assert header[0].startswith("# ") and any("Reported" in line or "Reference" in line for line in header), path
 
 
-PAPER_WEIGHTS = {"chexpert_mpc": "resnet50.a1_in1k", "mimic_mpc": "resnet50.a1_in1k",  # an ImageNet CNN (MPC)
-                 "nih_densenet121_fzlpr_tta": "densenet121.tv_in1k", "nih_convnext_metric": "convnext_tiny.fb_in1k",
-                 "nih_efficientnet_mlp_bce": "efficientnet_b0.ra_in1k", "nih_msml_bilinear": "resnet50.tv_in1k"}
+PAPER_WEIGHTS = {
+    "chexpert_mpc": "resnet50.a1_in1k",
+    "mimic_mpc": "resnet50.a1_in1k",  # an ImageNet CNN (MPC)
+    "nih_densenet121_fzlpr_tta": "densenet121.tv_in1k",
+    "nih_convnext_metric": "convnext_tiny.fb_in1k",
+    "nih_efficientnet_mlp_bce": "efficientnet_b0.ra_in1k",
+    "nih_msml_bilinear": "resnet50.tv_in1k",
+}
 
 
 def test_every_paper_config_names_its_papers_imagenet_weights_and_their_normalisation():
@@ -67,8 +90,17 @@ def test_paper_config_trains_one_step(path, dataset_roots, tmp_path):
     assert timm.is_model(config.model.backbone), config.model.backbone
     tiny = next((tiny for family, tiny in TINY_BACKBONES.items() if family in config.model.backbone), "test_resnet")
     # the paper's weights (and prototype file) are not here: the test model trains from random init
-    config = load_config(files, [f"data.root={dataset_roots[config.data.dataset]}", f"model.backbone={tiny}", *TINY,
-                                 "model.pretrained=", "model.prototypes=", f"train.out={tmp_path / 'run'}"])
+    config = load_config(
+        files,
+        [
+            f"data.root={dataset_roots[config.data.dataset]}",
+            f"model.backbone={tiny}",
+            *TINY,
+            "model.pretrained=",
+            "model.prototypes=",
+            f"train.out={tmp_path / 'run'}",
+        ],
+    )
     trainer = build_trainer(config)
     try:
         trainer.fit()

@@ -1,4 +1,5 @@
 """Plots write real, non-empty PNG files without a display."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,18 +23,21 @@ def test_plot_curves_writes_roc_and_pr(tmp_path):
     scores = rng.random((200, 4)) + targets
     known = rng.random((200, 4)) < 0.9
     classes = ["a", "b", "c", "none"]
-    paths = plot_curves(scores, targets, known, classes, tmp_path / "eval",
-                        evaluate_predictions(scores, targets, known, classes))
+    paths = plot_curves(
+        scores, targets, known, classes, tmp_path / "eval", evaluate_predictions(scores, targets, known, classes)
+    )
     assert [p.name for p in paths] == ["roc.png", "pr.png"]
     for path in paths:
         assert_png(path)
 
 
 def test_plot_bars_writes_png_and_tolerates_missing_errors(tmp_path):
-    table = pd.DataFrame({"variant": ["full", "an", "mpc"], "mAP_mean": [0.95, 0.80, 0.86],
-                          "mAP_std": [0.01, np.nan, 0.02]})
-    path = plot_bars(table, x="variant", y="mAP_mean", yerr="mAP_std", out_path=tmp_path / "grid" / "results.png",
-                     title="test mAP")
+    table = pd.DataFrame(
+        {"variant": ["full", "an", "mpc"], "mAP_mean": [0.95, 0.80, 0.86], "mAP_std": [0.01, np.nan, 0.02]}
+    )
+    path = plot_bars(
+        table, x="variant", y="mAP_mean", yerr="mAP_std", out_path=tmp_path / "grid" / "results.png", title="test mAP"
+    )
     assert path == tmp_path / "grid" / "results.png"
     assert_png(path)
     with pytest.raises(KeyError, match="mAP_sd"):

@@ -1,6 +1,7 @@
 """The README's "Use spml as a library" blocks run as written (extracted from README.md, so they cannot drift): the
 MPC loop on the synthetic set, and the real-dataset variant on the NIH sample at ../shared/data (skipped only when
 the sample is absent); every name of spml's public API resolves."""
+
 import re
 
 import pytest

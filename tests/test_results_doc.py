@@ -1,4 +1,5 @@
 """tools/results_doc.py: docs/results.md rebuilt from a template and the committed grid CSVs, by one command."""
+
 import importlib.util
 import json
 
@@ -19,21 +20,36 @@ def tool():
 
 def write_grid(folder, name="core"):
     maps = {"full": [0.80, 0.82, 0.78], "AN": [0.50, 0.55, 0.47], "EM": [0.66, 0.69, 0.62], "MPC": [0.68, 0.70, 0.65]}
-    frame = pd.DataFrame([{"variant": v, "seed": s, "run_dir": f"runs/{v}/seed{s}", "status": "done", "mAP": m,
-                           "mean_auroc": 0.9} for v, values in maps.items() for s, m in enumerate(values)])
+    frame = pd.DataFrame(
+        [
+            {"variant": v, "seed": s, "run_dir": f"runs/{v}/seed{s}", "status": "done", "mAP": m, "mean_auroc": 0.9}
+            for v, values in maps.items()
+            for s, m in enumerate(values)
+        ]
+    )
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / f"{name}.csv", index=False)
-    meta = {"name": "core grid", "command": "python tools/ablate.py configs/ablations/core.yaml", "seeds": [0, 1, 2],
-            "reference": {"full": ["full"], "an": ["AN"]}, "compare": "MPC", "split": "test",
-            "budget": "resnet10t (random init), 64 px", "machine": "AMD EPYC, 2 cores", "train_minutes": 12.5}
+    meta = {
+        "name": "core grid",
+        "command": "python tools/ablate.py configs/ablations/core.yaml",
+        "seeds": [0, 1, 2],
+        "reference": {"full": ["full"], "an": ["AN"]},
+        "compare": "MPC",
+        "split": "test",
+        "budget": "resnet10t (random init), 64 px",
+        "machine": "AMD EPYC, 2 cores",
+        "train_minutes": 12.5,
+    }
     (folder / f"{name}.json").write_text(json.dumps(meta))
     return maps
 
 
 def test_placeholders_are_filled_from_the_csv(tmp_path):
     maps = write_grid(tmp_path / "results")
-    template = "# Results\n\n{{grid:core}}\n\nMPC: {{mean:core|MPC}}, recovery {{recovery:core|MPC}}, " \
-               "MPC − EM {{diff:core|EM}}.\n"
+    template = (
+        "# Results\n\n{{grid:core}}\n\nMPC: {{mean:core|MPC}}, recovery {{recovery:core|MPC}}, "
+        "MPC − EM {{diff:core|EM}}.\n"
+    )
     rendered = render(template, tmp_path / "results")
     text = rendered.text
     assert "Command: `python tools/ablate.py configs/ablations/core.yaml`. Seeds: 0-2 (12 finished runs)" in text
@@ -52,14 +68,32 @@ def test_placeholders_are_filled_from_the_csv(tmp_path):
 
 
 def test_a_study_table_gives_mean_and_std_over_seeds_per_view(tmp_path):
-    frame = pd.DataFrame([{"scheme": scheme, "protocol": protocol, "seed": seed, "ece": ece + seed / 100}
-                          for scheme in ("uniform", "biased") for protocol, ece in (("oracle", 0.02), ("AN", 0.3))
-                          for seed in range(3)])
+    frame = pd.DataFrame(
+        [
+            {"scheme": scheme, "protocol": protocol, "seed": seed, "ece": ece + seed / 100}
+            for scheme in ("uniform", "biased")
+            for protocol, ece in (("oracle", 0.02), ("AN", 0.3))
+            for seed in range(3)
+        ]
+    )
     frame.to_csv(tmp_path / "study.csv", index=False)
-    (tmp_path / "study.json").write_text(json.dumps({
-        "command": "python tools/calibration_study.py", "seeds": [0, 1, 2], "machine": "2 cores",
-        "views": [{"title": "uniform masking", "where": {"scheme": "uniform"}, "rows": ["protocol"],
-                   "metrics": ["ece"]}]}))
+    (tmp_path / "study.json").write_text(
+        json.dumps(
+            {
+                "command": "python tools/calibration_study.py",
+                "seeds": [0, 1, 2],
+                "machine": "2 cores",
+                "views": [
+                    {
+                        "title": "uniform masking",
+                        "where": {"scheme": "uniform"},
+                        "rows": ["protocol"],
+                        "metrics": ["ece"],
+                    }
+                ],
+            }
+        )
+    )
     text = render("{{table:study}}", tmp_path).text
     assert "Command: `python tools/calibration_study.py`. Seeds: 0-2. Machine: 2 cores." in text
     assert "| protocol | ece | seeds |" in text and "**uniform masking**" in text
@@ -86,8 +120,14 @@ def test_tool_collects_builds_and_checks(tmp_path, capsys):
     docs = tmp_path / "docs"
     (docs / "results").mkdir(parents=True)
     (docs / "results" / "template.md").write_text("{{grid:core}}\n")
-    argv = ["--template", str(docs / "results/template.md"), "--results", str(docs / "results"),
-            "--out", str(docs / "results.md")]
+    argv = [
+        "--template",
+        str(docs / "results/template.md"),
+        "--results",
+        str(docs / "results"),
+        "--out",
+        str(docs / "results.md"),
+    ]
     main = tool().main
     assert main([*argv, "--check"]) == 2  # nothing collected yet: a one-line error
     assert "no results for grid 'core'" in capsys.readouterr().err
@@ -100,7 +140,9 @@ def test_tool_collects_builds_and_checks(tmp_path, capsys):
 
 
 def test_the_committed_results_document_is_up_to_date():
-    assert tool().main(["--check"]) == 0, "docs/results.md differs from its template + CSVs: python tools/results_doc.py"
+    assert tool().main(["--check"]) == 0, (
+        "docs/results.md differs from its template + CSVs: python tools/results_doc.py"
+    )
 
 
 def test_collect_gathers_the_runs_of_many_nodes(tmp_path):
@@ -117,9 +159,19 @@ def test_collect_gathers_the_runs_of_many_nodes(tmp_path):
         (run.run_dir / "eval").mkdir(parents=True)
         (run.run_dir / "eval" / "metrics.json").write_text(json.dumps({"mAP": value, "mean_auroc": 0.9}))
         write_run_result(run)
-    written_by_b = pd.DataFrame([{"variant": "full", "seed": 1, "run_dir": str(grid / "full/seed1"), "status": "done",
-                                  "mAP": 0.82, "mean_auroc": 0.9},
-                                 {"variant": "AN", "seed": 1, "run_dir": str(grid / "an/seed1"), "status": "missing"}])
+    written_by_b = pd.DataFrame(
+        [
+            {
+                "variant": "full",
+                "seed": 1,
+                "run_dir": str(grid / "full/seed1"),
+                "status": "done",
+                "mAP": 0.82,
+                "mean_auroc": 0.9,
+            },
+            {"variant": "AN", "seed": 1, "run_dir": str(grid / "an/seed1"), "status": "missing"},
+        ]
+    )
     written_by_b.to_csv(grid / "results.csv", index=False)
     (grid / "results.json").write_text(json.dumps({"name": "g", "reference": {"full": ["full"], "an": ["AN"]}}))
     csv, _ = collect("g", grid, tmp_path / "docs")

@@ -2,6 +2,7 @@
 (the README quick start's config, made tiny, launched as `accelerate launch --cpu --num_processes 2`):
 the run's first lines, operating points fitted on val, calibration, heatmaps and the pointing game,
 TensorBoard, evaluate.py, predict.py, and the HTML report rendered in headless Chromium."""
+
 import json
 import re
 import subprocess
@@ -29,13 +30,25 @@ from tests.conftest import REPO, TINY
 
 pytestmark = pytest.mark.filterwarnings("ignore:class\\(es\\).*no known positive:UserWarning")
 SECTIONS = ("summary", "data", "training", "results", "plots", "heatmaps", "config")
-SHARED = [*TINY, "data.size=64", "eval.bootstrap=50", "eval.heatmaps=2", "eval.calibration=platt",
-          "eval.pointing_game=true", "eval.report=true"]
+SHARED = [
+    *TINY,
+    "data.size=64",
+    "eval.bootstrap=50",
+    "eval.heatmaps=2",
+    "eval.calibration=platt",
+    "eval.pointing_game=true",
+    "eval.report=true",
+]
 
 
 def tool(name: str, *args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "tools" / name), *map(str, args)], capture_output=True,
-                          text=True, timeout=600, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +56,25 @@ def run(tmp_path_factory):
     """(run folder, the training process) of the quick start's config, tiny, launched asking for 2 CPU processes
     without a multi-process launcher (accelerate then starts one)."""
     out = tmp_path_factory.mktemp("shared") / "run"
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                           str(REPO / "tools/train.py"), "--config", str(REPO / "configs/quickstart.yaml"), *SHARED,
-                           f"train.out={out}"], capture_output=True, text=True, timeout=600, cwd=out.parent)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            str(REPO / "tools/train.py"),
+            "--config",
+            str(REPO / "configs/quickstart.yaml"),
+            *SHARED,
+            f"train.out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=out.parent,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -53,8 +82,10 @@ def run(tmp_path_factory):
 def test_training_starts_with_its_setup_and_ends_with_the_report(run):
     out, proc = run
     lines = proc.stdout.strip().splitlines()
-    assert lines[0] == ("world size 1 (single process), device cpu, precision no, effective batch 16 = 16 per "
-                        "process x 1 processes x 1 accumulation steps")
+    assert lines[0] == (
+        "world size 1 (single process), device cpu, precision no, effective batch 16 = 16 per "
+        "process x 1 processes x 1 accumulation steps"
+    )
     assert lines[1].startswith("WARNING: the launcher asked for several processes but this run has 1")
     assert lines[-1] == f"report: {out / 'report.html'}"
     assert "test (image, 10 of 10 classes scored)" in proc.stdout  # the console says how many were scored
@@ -71,10 +102,12 @@ def test_operating_points_are_fitted_on_the_val_split_and_stored_with_the_run(ru
     # test split's
     config = run_config(out)
     bundle = build_data(config)
-    predictions = predict_split(load_model(out), make_eval_loader(bundle.val, config.data.eval_batch_size),
-                                build_accelerator())
-    calibrator = fit_calibrator(predictions["probs"], predictions["targets"], predictions["known"],
-                                list(bundle.classes), "platt")
+    predictions = predict_split(
+        load_model(out), make_eval_loader(bundle.val, config.data.eval_batch_size), build_accelerator()
+    )
+    calibrator = fit_calibrator(
+        predictions["probs"], predictions["targets"], predictions["known"], list(bundle.classes), "platt"
+    )
     assert json.loads(json.dumps(calibrator.to_json())) == record["calibration"]
     scaled = calibrator.apply(predictions["probs"])
     expected = choose_thresholds(scaled, predictions["targets"], predictions["known"], "youden")
@@ -111,7 +144,7 @@ def test_calibrated_test_probabilities_agree_with_the_prevalence(run):
     test = predict_split(model.model, loader, build_accelerator())
     probs = model.calibrator.apply(test["probs"])
     images = next(iter(loader))["image"]
-    assert np.allclose(model(images).numpy(), probs[:len(images)], atol=1e-6)  # the model's output is that map
+    assert np.allclose(model(images).numpy(), probs[: len(images)], atol=1e-6)  # the model's output is that map
     known, positive = test["known"], test["targets"] > 0.5
     val_known, val_positive = bundle.val.known.numpy(), bundle.val.targets.numpy() > 0.5
     n_test, n_val = known.sum(0), val_known.sum(0)
@@ -193,8 +226,17 @@ def test_predict_writes_decisions_beside_probabilities_and_overlays(run, tmp_pat
     images = Phantoms(4, 1.5, 9).render(80)  # files of another size than the run's, decoded as in training
     for i, pixels in enumerate(images):
         Image.fromarray(pixels).save(tmp_path / f"cxr{i}.png")
-    proc = tool("predict.py", out, *sorted(tmp_path.glob("*.png")), "--out", tmp_path / "p.csv", "--heatmaps",
-                tmp_path / "maps", "--heatmap-top", "2")
+    proc = tool(
+        "predict.py",
+        out,
+        *sorted(tmp_path.glob("*.png")),
+        "--out",
+        tmp_path / "p.csv",
+        "--heatmaps",
+        tmp_path / "maps",
+        "--heatmap-top",
+        "2",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "img/s" in proc.stderr and "decisions at the youden thresholds" in proc.stdout
     assert "probabilities: platt calibration per class" in proc.stdout
@@ -203,8 +245,14 @@ def test_predict_writes_decisions_beside_probabilities_and_overlays(run, tmp_pat
     from spml.data.images import Intensity, load_gray
 
     model = load_model(out, calibrated=True)  # predict.py's probabilities are the calibrated model's
-    batch = torch.from_numpy(np.stack([load_gray(p, model.image_size, Intensity.from_settings(
-        model.metadata["data"])) for p in sorted(tmp_path.glob("*.png"))]))[:, None]
+    batch = torch.from_numpy(
+        np.stack(
+            [
+                load_gray(p, model.image_size, Intensity.from_settings(model.metadata["data"]))
+                for p in sorted(tmp_path.glob("*.png"))
+            ]
+        )
+    )[:, None]
     with torch.no_grad():
         assert np.allclose(frame[list(model.classes)].to_numpy(), model(batch).numpy(), atol=2e-6)
     for name, threshold in zip(record["classes"], record["threshold"]):
@@ -215,8 +263,7 @@ def test_predict_writes_decisions_beside_probabilities_and_overlays(run, tmp_pat
         else:
             clear = (frame[name] - threshold).abs() > 1e-5  # the CSV rounds probabilities to 6 decimals
             assert ((frame[name] >= threshold) == (frame[f"{name}_decision"] == 1))[clear].all()
-    assert all(pd.notna(frame["heatmap"])) and all(map(lambda p: open(p, "rb").read(4) == b"\x89PNG",
-                                                      frame["heatmap"]))
+    assert all(pd.notna(frame["heatmap"])) and all(map(lambda p: open(p, "rb").read(4) == b"\x89PNG", frame["heatmap"]))
     tta = tool("predict.py", out, tmp_path / "cxr0.png", "--tta", "--out", tmp_path / "t.csv")
     assert tta.returncode == 2 and "TTA views none" in tta.stderr  # thresholds belong to their predictions
 
@@ -230,10 +277,15 @@ def test_report_tool_writes_a_page_and_refuses_other_folders(run, tmp_path):
     assert refused.returncode == 2 and "not a run folder" in refused.stderr
 
 
-@pytest.mark.parametrize("override, named", [("eval.heatmap_method=lime", "integrated_gradients"),
-                                             ("eval.threshold_rule=accuracy", "youden"),
-                                             ("eval.calibration=beta", "isotonic"),
-                                             ("eval.temperature=per_class", "eval.calibration")])
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("eval.heatmap_method=lime", "integrated_gradients"),
+        ("eval.threshold_rule=accuracy", "youden"),
+        ("eval.calibration=beta", "isotonic"),
+        ("eval.temperature=per_class", "eval.calibration"),
+    ],
+)
 def test_bad_eval_choices_stop_before_anything_is_written(tmp_path, override, named):
     proc = tool("train.py", override, f"train.out={tmp_path / 'run'}")
     assert proc.returncode == 2 and override.split("=")[0] in proc.stderr and named in proc.stderr

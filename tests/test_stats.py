@@ -1,5 +1,6 @@
 """Paired comparisons over seeds (spml.reporting.stats) and their use in grid results (best full-label reference, the
 validation split of selection grids)."""
+
 import json
 
 import numpy as np
@@ -18,8 +19,13 @@ def test_holm_matches_the_hand_computed_adjustment():
 
 
 def runs(values: dict[str, list[float]]) -> pd.DataFrame:
-    return pd.DataFrame([{"variant": name, "seed": seed, "status": "done" if np.isfinite(v) else "failed", "mAP": v}
-                         for name, seeds in values.items() for seed, v in enumerate(seeds)])
+    return pd.DataFrame(
+        [
+            {"variant": name, "seed": seed, "status": "done" if np.isfinite(v) else "failed", "mAP": v}
+            for name, seeds in values.items()
+            for seed, v in enumerate(seeds)
+        ]
+    )
 
 
 def test_paired_differences_pair_by_seed_and_match_scipy():
@@ -48,14 +54,16 @@ def test_single_seed_gives_no_interval_and_no_verdict():
 
 
 def test_recovery_uses_the_best_listed_full_label_reference(tmp_path):
-    frame = runs({"full (flips only)": [0.80, 0.82], "full (weak aug)": [0.70, 0.72], "AN": [0.50, 0.52],
-                  "MPC": [0.65, 0.67]})
+    frame = runs(
+        {"full (flips only)": [0.80, 0.82], "full (weak aug)": [0.70, 0.72], "AN": [0.50, 0.52], "MPC": [0.65, 0.67]}
+    )
     frame["mean_auroc"] = 0.9
     table = aggregate(frame, {"full": ["full (weak aug)", "full (flips only)"], "an": ["AN"]}).set_index("variant")
     assert table.attrs["full_reference"] == "full (flips only)"
     assert table.loc["MPC", "recovery"] == pytest.approx((0.66 - 0.51) / (0.81 - 0.51))
-    text = write_results(frame, tmp_path, "grid", {"full": ["full (weak aug)", "full (flips only)"], "an": ["AN"]},
-                         compare="MPC")
+    text = write_results(
+        frame, tmp_path, "grid", {"full": ["full (weak aug)", "full (flips only)"], "an": ["AN"]}, compare="MPC"
+    )
     assert "against the best full-label variant: full (flips only)" in text
     assert "Paired differences MPC − variant (mAP" in text and (tmp_path / "paired.png").stat().st_size > 1000
     assert pd.read_csv(tmp_path / "paired.csv")["variant"].tolist() == ["AN"]  # full-label references: no competitors
@@ -66,7 +74,9 @@ def test_val_split_tables_read_the_last_validation_and_name_the_split(tmp_path):
     frame["val_mAP"] = [0.50, 0.54, 0.40, 0.47]
     frame["mean_auroc"], frame["val_mean_auroc"] = 0.9, 0.8
     table = aggregate(frame, split="val").set_index("variant")
-    assert table.loc["EM+IPC", "mAP_mean"] == pytest.approx(0.52) and table.loc["MPC", "mAP_mean"] == pytest.approx(0.435)
+    assert table.loc["EM+IPC", "mAP_mean"] == pytest.approx(0.52) and table.loc["MPC", "mAP_mean"] == pytest.approx(
+        0.435
+    )
     text = write_results(frame, tmp_path, "selection", compare="MPC", split="val", command="python tools/ablate.py g")
     assert "| variant | val mAP | val mean AUROC | seeds |" in text and "| EM+IPC | 0.5000 | 0.5400 |" in text
     assert pd.read_csv(tmp_path / "paired.csv").loc[0, "diff_mean"] == pytest.approx(-0.085)
@@ -75,7 +85,9 @@ def test_val_split_tables_read_the_last_validation_and_name_the_split(tmp_path):
 
 
 def test_last_validation_is_read_from_the_long_format_log(tmp_path):
-    (tmp_path / "log.csv").write_text("step,name,value\n20,train/loss,0.5\n43,val/mAP,0.31\n43,val/mean_auroc,0.7\n"
-                                      "86,val/mAP,0.42\n86,val/mean_auroc,0.8\n86,train/loss,0.4\n")
+    (tmp_path / "log.csv").write_text(
+        "step,name,value\n20,train/loss,0.5\n43,val/mAP,0.31\n43,val/mean_auroc,0.7\n"
+        "86,val/mAP,0.42\n86,val/mean_auroc,0.8\n86,train/loss,0.4\n"
+    )
     assert last_validation(tmp_path / "log.csv") == {"val_mAP": 0.42, "val_mean_auroc": 0.8}
     assert last_validation(tmp_path / "missing.csv") == {}

@@ -1,5 +1,6 @@
 """Test helpers for pretrained weights without a network: random timm "pretrained" state dicts, a pre-filled Hugging
 Face cache folder, a socket that refuses to connect."""
+
 from __future__ import annotations
 
 import shutil

@@ -17,6 +17,7 @@ resumes interrupted ones from their checkpoints and leaves alone a run another g
 started again (or twice at once, on several nodes sharing the folder) and each run trains once. --dry-run lists the
 jobs with a GPU-hour estimate (--throughput: tools/benchmark.py --json output) and, for slurm, the sbatch script.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,13 +35,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("grid", help="ablation YAML (configs/ablations/*.yaml)")
     parser.add_argument("--out", help="grid folder (default: the YAML's `out` or runs/ablations/<name>)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the jobs (launch commands, GPU-hour estimate, sbatch script) and exit")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the jobs (launch commands, GPU-hour estimate, sbatch script) and exit",
+    )
     parser.add_argument("--only", action="append", default=[], help="run only these variants (repeatable)")
-    parser.add_argument("--seed", action="append", default=[], type=int,
-                        help="run only these seeds (repeatable); results cover the selected runs")
-    parser.add_argument("--report-only", action="store_true",
-                        help="train nothing; write the results of the runs finished so far")
+    parser.add_argument(
+        "--seed",
+        action="append",
+        default=[],
+        type=int,
+        help="run only these seeds (repeatable); results cover the selected runs",
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="train nothing; write the results of the runs finished so far"
+    )
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides applied to every run")
     add_launcher_arguments(parser)
     args = parser.parse_intermixed_args(argv)
@@ -56,19 +66,36 @@ def main(argv: list[str] | None = None) -> int:
         grid = load_grid(args.grid, args.out)
         unknown = sorted(set(args.only) - {r.variant for r in grid.runs})
         if unknown:
-            raise ConfigError(f"--only {unknown[0]!r}: no such variant in {args.grid}; variants: "
-                              f"{list(dict.fromkeys(r.variant for r in grid.runs))}")
-        runs = [r for r in grid.runs if (not args.only or r.variant in args.only)
-                and (not args.seed or r.seed in args.seed)]
+            raise ConfigError(
+                f"--only {unknown[0]!r}: no such variant in {args.grid}; variants: "
+                f"{list(dict.fromkeys(r.variant for r in grid.runs))}"
+            )
+        runs = [
+            r for r in grid.runs if (not args.only or r.variant in args.only) and (not args.seed or r.seed in args.seed)
+        ]
         if args.report_only and (args.dry_run or args.overrides):
             raise ConfigError("--report-only trains nothing: it takes no --dry-run and no overrides")
         settings = settings_from_arguments(args, grid.cluster, args.grid)
         if args.dry_run:
-            dry_run(runs, TRAIN, args.overrides, args.launcher, settings, grid.out, grid.name, args.throughput,
-                    args.train_images)
+            dry_run(
+                runs,
+                TRAIN,
+                args.overrides,
+                args.launcher,
+                settings,
+                grid.out,
+                grid.name,
+                args.throughput,
+                args.train_images,
+            )
             return 0
-        frame = grid_rows(runs) if args.report_only else launch(runs, TRAIN, args.overrides, args.launcher, settings,
-                                                                 grid.out, grid.name, wait=not args.no_wait)
+        frame = (
+            grid_rows(runs)
+            if args.report_only
+            else launch(
+                runs, TRAIN, args.overrides, args.launcher, settings, grid.out, grid.name, wait=not args.no_wait
+            )
+        )
         if frame is None:
             return 0
         counts = run_counts(frame)
@@ -77,8 +104,18 @@ def main(argv: list[str] | None = None) -> int:
             order = {variant: i for i, variant in enumerate(frame["variant"].drop_duplicates())}
             rank = with_tta["variant"].str.removesuffix(" + TTA").map(order)
             frame = with_tta.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
-        print(write_results(frame, grid.out, grid.name, grid.reference, grid.compare, grid.split,
-                            command=f"python tools/ablate.py {args.grid}", budget=run_budget(frame)))
+        print(
+            write_results(
+                frame,
+                grid.out,
+                grid.name,
+                grid.reference,
+                grid.compare,
+                grid.split,
+                command=f"python tools/ablate.py {args.grid}",
+                budget=run_budget(frame),
+            )
+        )
         print(f"{counts} -> {grid.out}/results.csv, results.md, results.png, report.html")
         return 0
 

@@ -1,5 +1,6 @@
 """Images/s and peak memory of the real training code paths: `python tools/benchmark.py --help`
 (spml.experiments.benchmark does the measuring)."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,9 @@ def integers(text: str) -> tuple[int, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=benchmark.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=benchmark.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backbone", default="resnet10t", help="timm model name (model.backbone)")
     parser.add_argument("--size", type=int, default=128, help="image size (data.size)")
     parser.add_argument("--batch", type=int, default=32, help="per-process batch (data.batch_size)")

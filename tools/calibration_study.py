@@ -11,6 +11,7 @@ protocols (spml.experiments.calibration_study) are replayed on every record and 
 scheme, seed and protocol) and results.json (command, seeds) are written. Extra dotted overrides go to every
 training.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,16 @@ from pathlib import Path
 
 from spml.cli import run_cli
 
-STUDY_OVERRIDES = ("spml.objective=loss", "loss.name=em", "data.mask_no_positive=keep", "eval.bootstrap=0",
-                   "eval.tta=false", "eval.heatmaps=0", "eval.pointing_game=false", "eval.report=false")
+STUDY_OVERRIDES = (
+    "spml.objective=loss",
+    "loss.name=em",
+    "data.mask_no_positive=keep",
+    "eval.bootstrap=0",
+    "eval.tta=false",
+    "eval.heatmaps=0",
+    "eval.pointing_game=false",
+    "eval.report=false",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,9 +59,19 @@ def main(argv: list[str] | None = None) -> int:
                 run = out / scheme / f"seed{seed}"
                 if (run / RECORD).exists():
                     continue
-                config = load_config(configs, (*STUDY_OVERRIDES, f"data.mask_scheme={scheme}", f"train.seed={seed}",
-                                               f"data.split_seed={seed}", f"data.synthetic.seed={seed}",
-                                               f"train.out={run}", *args.overrides), mode="spml")
+                config = load_config(
+                    configs,
+                    (
+                        *STUDY_OVERRIDES,
+                        f"data.mask_scheme={scheme}",
+                        f"train.seed={seed}",
+                        f"data.split_seed={seed}",
+                        f"data.synthetic.seed={seed}",
+                        f"train.out={run}",
+                        *args.overrides,
+                    ),
+                    mode="spml",
+                )
                 start = time.perf_counter()
                 print(f"recorded {record_training(config, run)}", flush=True)
                 minutes += (time.perf_counter() - start) / 60
@@ -63,16 +82,33 @@ def main(argv: list[str] | None = None) -> int:
         frame = evaluate_study(out, schemes, args.seeds)
         frame.to_csv(out / "results.csv", index=False)
         metrics = ["test_mAP", "ece_raw", "ece_calibrated", "prevalence_gap", "sensitivity", "specificity", "epoch"]
-        views = [{"title": f"{scheme} masking, eval.calibration=platt", "where": {"scheme": scheme,
-                                                                                "calibration": "platt"},
-                  "rows": ["protocol"], "metrics": metrics} for scheme in schemes]
-        views += [{"title": f"{scheme} masking: test ECE after each eval.calibration", "where": {"scheme": scheme},
-                   "rows": ["protocol", "calibration"], "metrics": ["ece_calibrated", "brier_calibrated",
-                                                                    "prevalence_gap", "sensitivity", "specificity"]}
-                  for scheme in schemes]
-        meta = {"command": "python tools/calibration_study.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
-                "seeds": args.seeds, "schemes": schemes, "configs": configs, "machine": args.machine,
-                "overrides": [*STUDY_OVERRIDES, *args.overrides], "views": views}
+        views = [
+            {
+                "title": f"{scheme} masking, eval.calibration=platt",
+                "where": {"scheme": scheme, "calibration": "platt"},
+                "rows": ["protocol"],
+                "metrics": metrics,
+            }
+            for scheme in schemes
+        ]
+        views += [
+            {
+                "title": f"{scheme} masking: test ECE after each eval.calibration",
+                "where": {"scheme": scheme},
+                "rows": ["protocol", "calibration"],
+                "metrics": ["ece_calibrated", "brier_calibrated", "prevalence_gap", "sensitivity", "specificity"],
+            }
+            for scheme in schemes
+        ]
+        meta = {
+            "command": "python tools/calibration_study.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+            "seeds": args.seeds,
+            "schemes": schemes,
+            "configs": configs,
+            "machine": args.machine,
+            "overrides": [*STUDY_OVERRIDES, *args.overrides],
+            "views": views,
+        }
         (out / "results.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         print(frame.to_string(index=False))
         print(f"wrote {out / 'results.csv'}")

@@ -21,6 +21,7 @@ section and/or data.* overrides), whole by default, into runs/<name>/external-<s
 Run classes are paired with the set's classes by name, spelling and a built-in synonym table (or --mapping
 FILE.yaml); classes without a counterpart are listed and left out. Images are decoded at the run's data.size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,28 +37,50 @@ from spml.factories.evaluation import EvaluationRequest, evaluate_run, evaluate_
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="run folder (holds config.yaml and checkpoints/)")
-    parser.add_argument("--tta", action="store_true", help="average over the test-time augmentation views (augment.tta)")
+    parser.add_argument(
+        "--tta", action="store_true", help="average over the test-time augmentation views (augment.tta)"
+    )
     parser.add_argument("--checkpoint", default="latest", choices=["latest", "best"])
-    parser.add_argument("--split", choices=["all", "train", "val", "test"],
-                        help="split to score: test (default) or val of the run's data; with --data: all (default) "
-                             "or a split of the external set's data.split")
+    parser.add_argument(
+        "--split",
+        choices=["all", "train", "val", "test"],
+        help="split to score: test (default) or val of the run's data; with --data: all (default) "
+        "or a split of the external set's data.split",
+    )
     parser.add_argument("--bootstrap", type=int, help="bootstrap resamples for CIs (default: eval.bootstrap)")
-    parser.add_argument("--study-level", choices=["max", "mean", "image"],
-                        help="aggregate each study's views by max or mean before the metrics, or score images "
-                             "(default: eval.study_level)")
+    parser.add_argument(
+        "--study-level",
+        choices=["max", "mean", "image"],
+        help="aggregate each study's views by max or mean before the metrics, or score images "
+        "(default: eval.study_level)",
+    )
     parser.add_argument("--classes", help="comma-separated class names to evaluate (default: eval.classes, or all)")
     parser.add_argument("--out", help="output folder (default: <run>/eval[-tta][-val]... or <run>/external-<name>...)")
-    parser.add_argument("--data", action="append", default=[], metavar="YAML|data.key=value",
-                        help="score on an external labelled set: its data config (repeatable; files, then overrides)")
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="YAML|data.key=value",
+        help="score on an external labelled set: its data config (repeatable; files, then overrides)",
+    )
     parser.add_argument("--name", help="external set name for the output folder (default: from --data)")
     parser.add_argument("--mapping", help="YAML file 'run class: external class' (null leaves a class out)")
-    parser.add_argument("--heatmaps", type=int, default=0, metavar="N",
-                        help="write N test images per class with their heatmaps into <out>/heatmaps/ (default 0)")
-    parser.add_argument("--heatmap-method", help="gradcam | guided_gradcam | integrated_gradients "
-                        "(default: eval.heatmap_method)")
-    parser.add_argument("--pointing-game", action="store_true",
-                        help="synthetic set: pointing-game hit rate per class against the random-point baseline "
-                             "(<out>/pointing_game.csv; eval.pointing_tolerance)")
+    parser.add_argument(
+        "--heatmaps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write N test images per class with their heatmaps into <out>/heatmaps/ (default 0)",
+    )
+    parser.add_argument(
+        "--heatmap-method", help="gradcam | guided_gradcam | integrated_gradients (default: eval.heatmap_method)"
+    )
+    parser.add_argument(
+        "--pointing-game",
+        action="store_true",
+        help="synthetic set: pointing-game hit rate per class against the random-point baseline "
+        "(<out>/pointing_game.csv; eval.pointing_tolerance)",
+    )
     parser.add_argument("overrides", nargs="*", help="dotted config overrides (e.g. data.root=/new/place)")
     return parser
 
@@ -85,17 +108,30 @@ def evaluate(args: argparse.Namespace) -> int:
         flags.append(f"eval.classes={json.dumps(classes_flag(args.classes))}")
     default_split = "all" if args.data else "test"
     split = args.split or default_split
-    request = EvaluationRequest(Path(args.run), args.checkpoint, args.tta, split, None, (*args.overrides, *flags),
-                                args.bootstrap, args.heatmaps, args.heatmap_method, args.pointing_game)
+    request = EvaluationRequest(
+        Path(args.run),
+        args.checkpoint,
+        args.tta,
+        split,
+        None,
+        (*args.overrides, *flags),
+        args.bootstrap,
+        args.heatmaps,
+        args.heatmap_method,
+        args.pointing_game,
+    )
     if args.data:
         out = Path(args.out) if args.out else None
-        outcome = evaluate_run_externally(request, args.data, out, args.name, args.mapping,
-                                          suffix(args, split, default_split))
+        outcome = evaluate_run_externally(
+            request, args.data, out, args.name, args.mapping, suffix(args, split, default_split)
+        )
         for line in outcome.mapping.summary_lines():
             print(line)
         s = outcome.result.summary
-        print(f"external {outcome.name} ({split}, {s['level']}, {len(s['classes_used'])} classes): mAP {s['mAP']:.4f}"
-              f"  mean AUROC {s['mean_auroc']:.4f}  ({s['n_images']} rows) -> {outcome.out}")
+        print(
+            f"external {outcome.name} ({split}, {s['level']}, {len(s['classes_used'])} classes): mAP {s['mAP']:.4f}"
+            f"  mean AUROC {s['mean_auroc']:.4f}  ({s['n_images']} rows) -> {outcome.out}"
+        )
         return 0
     if split in ("all", "train") or args.name or args.mapping:
         raise ConfigError("--split all|train, --name and --mapping go with --data (an external set)")

@@ -6,6 +6,7 @@ normalisation, TTA views, the image decoding settings). With --torchscript also 
 (B, 1, S, S) -> logits (B, C), no TTA). Load it with `spml.load_model(DIR)` (an nn.Module ready for inference)
 or `torch.jit.load`; tools/predict.py and tools/evaluate.py read run folders through the same loader.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         from spml.models.artifact import SPEC
 
         out = export_run(args.run, args.out, args.checkpoint, args.torchscript)
-        print(f"exported {args.run} ({args.checkpoint}) -> {out} ({SPEC}, model.safetensors"
-              f"{', model.torchscript.pt' if args.torchscript else ''})")
+        print(
+            f"exported {args.run} ({args.checkpoint}) -> {out} ({SPEC}, model.safetensors"
+            f"{', model.torchscript.pt' if args.torchscript else ''})"
+        )
         return 0
 
     return run_cli(export, parser)

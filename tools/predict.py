@@ -16,6 +16,7 @@ model probabilities and no decisions (said on the console).
 --heatmaps DIR writes, per image, DIR/<number>_<name>.png: the image and the heatmaps of its --heatmap-top most
 probable findings (column `heatmap` of the CSV names the file).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,22 +36,34 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default="latest", choices=["latest", "best"])
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--bad-images", default="skip", choices=["skip", "error"],
-                        help="an unreadable image: skip lists it as not scored (default), error stops naming it")
+    parser.add_argument(
+        "--bad-images",
+        default="skip",
+        choices=["skip", "error"],
+        help="an unreadable image: skip lists it as not scored (default), error stops naming it",
+    )
     parser.add_argument("--thresholds", help="operating points (default: <run>/thresholds.json if it exists)")
     parser.add_argument("--heatmaps", metavar="DIR", help="write an overlay PNG per image into DIR")
     parser.add_argument("--heatmap-top", type=int, default=3, help="findings shown per overlay (default 3)")
-    parser.add_argument("--heatmap-method", default="gradcam",
-                        help="gradcam (default) | guided_gradcam | integrated_gradients")
+    parser.add_argument(
+        "--heatmap-method", default="gradcam", help="gradcam (default) | guided_gradcam | integrated_gradients"
+    )
     return parser
 
 
 def predict(args: argparse.Namespace) -> int:
-    predict_files(load_model(args.run, args.checkpoint, tta=args.tta), args.images, Path(args.out),
-                  Path(args.thresholds or Path(args.run) / "thresholds.json"),
-                  thresholds_required=bool(args.thresholds), batch_size=args.batch_size, bad_images=args.bad_images,
-                  heatmaps_dir=Path(args.heatmaps) if args.heatmaps else None, heatmap_top=args.heatmap_top,
-                  heatmap_method=args.heatmap_method)
+    predict_files(
+        load_model(args.run, args.checkpoint, tta=args.tta),
+        args.images,
+        Path(args.out),
+        Path(args.thresholds or Path(args.run) / "thresholds.json"),
+        thresholds_required=bool(args.thresholds),
+        batch_size=args.batch_size,
+        bad_images=args.bad_images,
+        heatmaps_dir=Path(args.heatmaps) if args.heatmaps else None,
+        heatmap_top=args.heatmap_top,
+        heatmap_method=args.heatmap_method,
+    )
     return 0
 
 

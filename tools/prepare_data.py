@@ -8,6 +8,7 @@ Examples:
 Images wider than 8 bits (16-bit PNG, DICOM) are decoded under data.intensity (recorded in meta.json).
 Then train with data.cache=<out> (and the same data.size and data.intensity).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         from spml.factories.data import image_intensity, read_table
 
         flags = {"dataset": args.dataset, "root": args.root, "size": args.size}
-        config = load_config(args.config, [*(f"data.{k}={v}" for k, v in flags.items() if v is not None),
-                                           *args.overrides]).data
+        config = load_config(
+            args.config, [*(f"data.{k}={v}" for k, v in flags.items() if v is not None), *args.overrides]
+        ).data
         if config.dataset == "synthetic":
-            raise ValueError("the synthetic dataset is rendered in memory; there is nothing to cache "
-                             "(choose --dataset nih|chexpert|mimic|csv)")
+            raise ValueError(
+                "the synthetic dataset is rendered in memory; there is nothing to cache "
+                "(choose --dataset nih|chexpert|mimic|csv)"
+            )
         table = check_images(read_table(config), config.missing)  # data.missing=drop|error
         paths = table.frame["path"].tolist()
         out = args.out or f"cache/{config.dataset}_{config.size}"
@@ -54,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(failed)} images could not be decoded (all listed in {out}/index.csv, ok=False):")
             for path, error in failed[["path", "error"]].head(20).itertuples(index=False):
                 print(f"  {path}: {error}")
-        print(f"train with data.cache={out} data.size={config.size} data.intensity={intensity.policy} "
-              f"data.intensity_percentiles={list(intensity.percentiles)}")
+        print(
+            f"train with data.cache={out} data.size={config.size} data.intensity={intensity.policy} "
+            f"data.intensity_percentiles={list(intensity.percentiles)}"
+        )
         return 0
 
     return run_cli(prepare, parser)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command setup + run.   bash tools/quickstart.sh train   # MPC on the synthetic set; ends with the report's path
 #                            bash tools/quickstart.sh test    # the test suite (pytest)
-#                            bash tools/quickstart.sh lint    # ruff check (pyproject.toml [tool.ruff])
+#                            bash tools/quickstart.sh lint    # ruff check + ruff format --check (pyproject.toml [tool.ruff])
 # Creates .venv (or uses $SPML_PYTHON / an active virtualenv) and installs spml with its test extras
 # (dev, pretrained, and dicom: the tests decode and encode compressed DICOMs).
 set -euo pipefail
@@ -46,6 +46,7 @@ case "${1:-}" in
   lint)
     shift
     "$PY" -m ruff check . "$@"
+    "$PY" -m ruff format --check .
     ;;
   *)
     echo "usage: bash tools/quickstart.sh train|test|lint [extra args]" >&2

@@ -9,6 +9,7 @@ A screenshot for the docs (Debian: apt-get install chromium; docs/explainability
   chromium --headless --no-sandbox --disable-gpu --no-first-run --user-data-dir=$(mktemp -d) --hide-scrollbars \\
       --window-size=1280,1400 --screenshot=docs/images/report.png file://$PWD/runs/quickstart/report.html
 """
+
 from __future__ import annotations
 
 import argparse

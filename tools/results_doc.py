@@ -8,6 +8,7 @@ Examples:
   python tools/results_doc.py --collect core=runs/sci/core      # then rebuild
   python tools/results_doc.py --check                           # exit 1 when docs/results.md is out of date
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--template", default=str(REPO / "docs/results/template.md"))
     parser.add_argument("--results", default=str(REPO / "docs/results"), help="folder of <grid>.csv/.json and plots")
     parser.add_argument("--out", default=str(REPO / "docs/results.md"))
-    parser.add_argument("--collect", action="append", default=[], metavar="NAME=GRID_FOLDER",
-                        help="copy GRID_FOLDER/results.csv|json to <results>/NAME.csv|json first (repeatable)")
+    parser.add_argument(
+        "--collect",
+        action="append",
+        default=[],
+        metavar="NAME=GRID_FOLDER",
+        help="copy GRID_FOLDER/results.csv|json to <results>/NAME.csv|json first (repeatable)",
+    )
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if --out differs from the render")
     args = parser.parse_args(argv)
 

@@ -8,6 +8,7 @@ Rows: each class (share of images with a certain positive, value 1), then image 
 Only the label file is read unless --check-images applies data.missing to the image files as training
 does; rows that single-positive masking later drops from train (no certain positive) are still counted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         gap = prevalence.loc[classes, splits].sub(overall, axis=0).abs().div(overall.where(overall > 0), axis=0)
         for name in splits:
             if gap[name].notna().any():
-                print(f"{name}: largest relative deviation from the overall prevalence "
-                      f"{100 * gap[name].max():.1f}% ({gap[name].idxmax()})")
+                print(
+                    f"{name}: largest relative deviation from the overall prevalence "
+                    f"{100 * gap[name].max():.1f}% ({gap[name].idxmax()})"
+                )
         if args.out:
             prevalence.to_csv(args.out, index_label="row")
             print(f"-> {args.out}")

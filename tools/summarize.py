@@ -2,6 +2,7 @@
 
 A folder that holds runs (e.g. an ablation grid) is searched for run folders (those with config.yaml).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,23 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for folder in folders:
             config = load_config(run_dir=folder)
-            method = config.loss.name if config.mode == "supervised" or config.spml.objective == "loss" else \
-                f"mpc({config.loss.name})"
-            rows.append({"run": str(folder), "mode": config.mode, "method": method, "head": config.model.head,
-                         "backbone": config.model.backbone, "dataset": config.data.dataset,
-                         "seed": config.train.seed, **read_run(folder, args.eval)})
+            method = (
+                config.loss.name
+                if config.mode == "supervised" or config.spml.objective == "loss"
+                else f"mpc({config.loss.name})"
+            )
+            rows.append(
+                {
+                    "run": str(folder),
+                    "mode": config.mode,
+                    "method": method,
+                    "head": config.model.head,
+                    "backbone": config.model.backbone,
+                    "dataset": config.data.dataset,
+                    "seed": config.train.seed,
+                    **read_run(folder, args.eval),
+                }
+            )
         frame = pd.DataFrame(rows)
         columns = ["run", "mode", "method", "head", "backbone", "dataset", "seed", "status", "mAP", "mean_auroc"]
         print(frame[[c for c in columns if c in frame]].to_string(index=False, float_format="%.4f"))

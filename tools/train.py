@@ -6,6 +6,7 @@ Examples:
   python tools/train.py --config configs/papers/nih_densenet121_fzlpr_tta.yaml data.root=/data/nih loss.name=zlpr
   python tools/train.py --resume runs/my_run                          # continue an interrupted run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,10 @@ from pathlib import Path
 from spml.cli import run_cli
 from spml.config import RESUME_KEYS, load_config, resume_config
 
-RESUME_HELP = ("run folder to continue from its latest checkpoint, in that folder (it may have moved). Its config.yaml "
-               f"is kept; overrides may change only {', '.join(sorted(RESUME_KEYS))} (recorded in resumes.jsonl)")
+RESUME_HELP = (
+    "run folder to continue from its latest checkpoint, in that folder (it may have moved). Its config.yaml "
+    f"is kept; overrides may change only {', '.join(sorted(RESUME_KEYS))} (recorded in resumes.jsonl)"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["spml", "supervised"], help="training regime (default: from config)")
     parser.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order")
     parser.add_argument("--resume", help=RESUME_HELP)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="train.out may hold an earlier run: delete its checkpoints, logs and evaluations first")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train.out may hold an earlier run: delete its checkpoints, logs and evaluations first",
+    )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.size=128 train.epochs=10")
     args = parser.parse_intermixed_args(argv)
     if args.resume and args.overwrite:
@@ -58,19 +64,26 @@ def main(argv: list[str] | None = None) -> int:
                     if args.resume:
                         trainer.resume(run_dir)
                         if main_process:
-                            factories.record_resume(run_dir, trainer.progress.global_step, changes,
-                                                    trainer.accelerator.num_processes)
+                            factories.record_resume(
+                                run_dir, trainer.progress.global_step, changes, trainer.accelerator.num_processes
+                            )
                     trainer.fit()
                     if stop.stopped_by and main_process:
-                        print(f"stopped by {signal.Signals(stop.stopped_by).name} at step "
-                              f"{trainer.progress.global_step} (checkpoint written, test evaluation skipped); "
-                              f"{resume_advice(run_dir)}", file=sys.stderr, flush=True)
+                        print(
+                            f"stopped by {signal.Signals(stop.stopped_by).name} at step "
+                            f"{trainer.progress.global_step} (checkpoint written, test evaluation skipped); "
+                            f"{resume_advice(run_dir)}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                 finally:
                     trainer.accelerator.end_training()
         except Interrupted as interrupted:
             if main_process:
-                print(f"interrupted by {interrupted} outside the training steps; {resume_advice(run_dir)}",
-                      file=sys.stderr)
+                print(
+                    f"interrupted by {interrupted} outside the training steps; {resume_advice(run_dir)}",
+                    file=sys.stderr,
+                )
             return 128 + interrupted.signum
         return 128 + stop.stopped_by if stop.stopped_by else 0
 

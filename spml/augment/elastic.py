@@ -5,6 +5,7 @@ on the CPU a 63-tap convolution over 1-channel images costs about 10x more than 
 equivalent banded (Toeplitz) matrices, and on GPUs matrix products are the fastest kernels there are.
 The result equals kornia's (zero border, truncated normalised kernel) up to float rounding.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -48,8 +49,9 @@ class RandomElasticTransform(K.RandomElasticTransform):
         float (B, C, H, W) -> (B, C, H, W).
     """
 
-    def apply_transform(self, input: Tensor, params: dict[str, Tensor], flags: dict[str, Any],
-                        transform: Tensor | None = None) -> Tensor:
+    def apply_transform(
+        self, input: Tensor, params: dict[str, Tensor], flags: dict[str, Any], transform: Tensor | None = None
+    ) -> Tensor:
         """kornia's hook: displace `input` by the smoothed noise in `params` (band-matrix smoothing, then grid_sample).
 
         Args:
@@ -64,8 +66,11 @@ class RandomElasticTransform(K.RandomElasticTransform):
         Shape:
             float (B, C, H, W) -> (B, C, H, W).
         """
-        (kernel_y, kernel_x), (sigma_y, sigma_x), (alpha_x, alpha_y) = (flags["kernel_size"], flags["sigma"],
-                                                                        flags["alpha"])
+        (kernel_y, kernel_x), (sigma_y, sigma_x), (alpha_x, alpha_y) = (
+            flags["kernel_size"],
+            flags["sigma"],
+            flags["alpha"],
+        )
         height, width = input.shape[-2:]
         noise = params["noise"].to(device=input.device, dtype=torch.float32)  # (B, 2, H, W), channels (x, y)
         rows = gaussian_band_matrix(height, kernel_y, sigma_y, noise)
@@ -75,5 +80,10 @@ class RandomElasticTransform(K.RandomElasticTransform):
         grid = F.affine_grid(identity, [1, 1, height, width], align_corners=flags["align_corners"])
         grid = grid + displacement.permute(0, 2, 3, 1)
         sample_dtype = torch.float32 if input.device.type == "cpu" else input.dtype  # CPU half grid_sample is broken
-        return F.grid_sample(input.to(sample_dtype), grid.to(sample_dtype), mode=flags["resample"].name.lower(),
-                             padding_mode=flags["padding_mode"], align_corners=flags["align_corners"]).to(input.dtype)
+        return F.grid_sample(
+            input.to(sample_dtype),
+            grid.to(sample_dtype),
+            mode=flags["resample"].name.lower(),
+            padding_mode=flags["padding_mode"],
+            align_corners=flags["align_corners"],
+        ).to(input.dtype)

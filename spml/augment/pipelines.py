@@ -5,6 +5,7 @@ parameters per sample (kornia's same_on_batch=False) from the global torch RNG, 
 makes them reproducible. An op whose strength or probability is 0 is left out of the pipeline.
 Normalisation is part of the model (spml.models.Classifier), after augmentation.
 """
+
 from __future__ import annotations
 
 import kornia.augmentation as K
@@ -85,8 +86,9 @@ def elastic_op(p: float, kernel_size: int, sigma: float, alpha: float) -> nn.Mod
     return RandomElasticTransform(kernel_size=(kernel_size,) * 2, sigma=(sigma,) * 2, alpha=(alpha,) * 2, p=p)
 
 
-def intensity_ops(brightness: float, contrast: float, gamma: tuple[float, float], blur_p: float, noise_std: float,
-                  erasing_p: float) -> list[nn.Module]:
+def intensity_ops(
+    brightness: float, contrast: float, gamma: tuple[float, float], blur_p: float, noise_std: float, erasing_p: float
+) -> list[nn.Module]:
     """Brightness (additive), contrast, gamma, blur, Gaussian noise, erasing; ops of strength 0 are left out.
 
     Args:
@@ -128,8 +130,13 @@ class WeakAugment(AugmentPipeline):
         float (B, 1, H, W) in [0, 1] -> float (B, 1, H, W) in [0, 1].
     """
 
-    def __init__(self, flip_p: float = 0.5, degrees: float = 5.0, translate: float = 0.05,
-                 scale: tuple[float, float] = (0.95, 1.05)):
+    def __init__(
+        self,
+        flip_p: float = 0.5,
+        degrees: float = 5.0,
+        translate: float = 0.05,
+        scale: tuple[float, float] = (0.95, 1.05),
+    ):
         super().__init__(geometric_ops(flip_p, degrees, translate, scale))
 
 
@@ -149,11 +156,23 @@ class StrongAugment(AugmentPipeline):
         float (B, 1, H, W) in [0, 1] -> float (B, 1, H, W) in [0, 1].
     """
 
-    def __init__(self, flip_p: float = 0.5, degrees: float = 10.0, translate: float = 0.05,
-                 scale: tuple[float, float] = (0.95, 1.05), elastic_p: float = 0.5, elastic_kernel_size: int = 63,
-                 elastic_sigma: float = 32.0, elastic_alpha: float = 1.0, brightness: float = 0.2,
-                 contrast: float = 0.2, gamma: tuple[float, float] = (0.8, 1.2), noise_std: float = 0.03,
-                 blur_p: float = 0.2, erasing_p: float = 0.3):
+    def __init__(
+        self,
+        flip_p: float = 0.5,
+        degrees: float = 10.0,
+        translate: float = 0.05,
+        scale: tuple[float, float] = (0.95, 1.05),
+        elastic_p: float = 0.5,
+        elastic_kernel_size: int = 63,
+        elastic_sigma: float = 32.0,
+        elastic_alpha: float = 1.0,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        gamma: tuple[float, float] = (0.8, 1.2),
+        noise_std: float = 0.03,
+        blur_p: float = 0.2,
+        erasing_p: float = 0.3,
+    ):
         ops = geometric_ops(flip_p, degrees, translate, scale)
         if elastic_p > 0 and elastic_alpha != 0:
             ops.append(elastic_op(elastic_p, elastic_kernel_size, elastic_sigma, elastic_alpha))

@@ -1,4 +1,5 @@
 """Test-time augmentation: deterministic views by name, averaged predictions returned as logits."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -57,8 +58,9 @@ AVERAGES: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def tta_predict(logits_fn: Callable[[Tensor], Tensor], images: Tensor, names: tuple[str, ...] | list[str],
-                average: str = "prob") -> Tensor:
+def tta_predict(
+    logits_fn: Callable[[Tensor], Tensor], images: Tensor, names: tuple[str, ...] | list[str], average: str = "prob"
+) -> Tensor:
     """Average `logits_fn` over deterministic views of the images.
 
     Args:

@@ -1,4 +1,5 @@
 """Configuration: dataclass schema, YAML merging, dotted CLI overrides."""
+
 from spml.config.loader import ConfigError, load_config, parse_override, read_yaml, save_config, to_dict
 from spml.config.resume import RESUME_KEYS, resume_config
 from spml.config.schema import (

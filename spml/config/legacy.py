@@ -1,5 +1,6 @@
 """Keys earlier spml versions had: a clear message for config files and overrides that still use them, and
 the upgrade of a run folder's saved config.yaml (written with every key) to today's keys."""
+
 from __future__ import annotations
 
 import copy
@@ -10,15 +11,15 @@ REMOVED = {
     "name": "removed (it was never read); train.out names the run folder",
     "eval.split": "removed (it was never read); tools/evaluate.py RUN --split val|test chooses the evaluated split",
     "augment.elastic.enabled": "removed; spml.mpc.red=false switches random elastic deformation off "
-                               "(augment.elastic.p=0 leaves it out too)",
+    "(augment.elastic.p=0 leaves it out too)",
     "spml.method": "replaced: spml.objective chooses the objective (mpc | loss) and loss.name the loss, e.g. "
-                   "spml.method=em -> spml.objective=loss loss.name=em; spml.method=mpc -> spml.objective=mpc",
+    "spml.method=em -> spml.objective=loss loss.name=em; spml.method=mpc -> spml.objective=mpc",
     "spml.params": "replaced by loss.params (the parameters of loss.name, MPC's base loss included)",
     "spml.mpc.base_loss": "replaced by loss.name (in spml mode it names MPC's base loss)",
     "spml.mpc.base_params": "replaced by loss.params",
     "eval.temperature": "replaced by eval.calibration (none | temperature | global_temperature | platt | isotonic): "
-                        "eval.temperature=per_class -> eval.calibration=temperature, global -> global_temperature, "
-                        "none -> none",
+    "eval.temperature=per_class -> eval.calibration=temperature, global -> global_temperature, "
+    "none -> none",
 }
 TEMPERATURE_TO_CALIBRATION = {"none": "none", "per_class": "temperature", "global": "global_temperature"}
 
@@ -60,6 +61,7 @@ def upgrade_saved_config(data: dict[str, Any]) -> dict[str, Any]:
         base_loss, base_params = mpc.pop("base_loss", DEFAULT_BASE), mpc.pop("base_params", {})
         spml["objective"] = "mpc" if method == "mpc" else "loss"
         if data.get("mode", "spml") == "spml":
-            data["loss"] = ({"name": base_loss, "params": base_params} if method == "mpc"
-                            else {"name": method, "params": params})
+            data["loss"] = (
+                {"name": base_loss, "params": base_params} if method == "mpc" else {"name": method, "params": params}
+            )
     return data

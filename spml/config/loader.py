@@ -1,4 +1,5 @@
 """Build a Config: defaults < YAML files in order < dotted `key.sub=value` overrides."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,10 @@ class DuplicateKeyError(yaml.YAMLError):
     """A mapping gives one key twice; `key` is its dotted path, `lines` the 1-based lines of both."""
 
     def __init__(self, key: str, lines: tuple[int, int]):
-        super().__init__(f"key {key} appears twice (lines {lines[0]} and {lines[1]}); give each key once "
-                         "(plain YAML would silently keep only the second)")
+        super().__init__(
+            f"key {key} appears twice (lines {lines[0]} and {lines[1]}); give each key once "
+            "(plain YAML would silently keep only the second)"
+        )
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -68,8 +71,10 @@ class ConfigLoader(yaml.SafeLoader):
 
 
 ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
-    list("-+.0123456789"))
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
 
 
 def load_yaml(text: str) -> Any:
@@ -138,12 +143,12 @@ def yaml_would_cut(raw: str) -> bool:
     """Whether YAML reads a command-line value otherwise than typed: a `#` comment drops the rest (`runs/exp #2`),
     `key: value` outside braces becomes a mapping, a leading `&anchor` / `*alias` is no text. Raises
     yaml.YAMLError where the value is no valid YAML."""
-    tokens = [token for token in yaml.scan(raw)
-              if not isinstance(token, (yaml.StreamStartToken, yaml.StreamEndToken))]
+    tokens = [token for token in yaml.scan(raw) if not isinstance(token, (yaml.StreamStartToken, yaml.StreamEndToken))]
     if not tokens:
         return bool(raw.strip())  # nothing but a comment
-    return (tokens[-1].end_mark.index < len(raw.rstrip())
-            or isinstance(tokens[0], (yaml.BlockMappingStartToken, yaml.AnchorToken, yaml.AliasToken)))
+    return tokens[-1].end_mark.index < len(raw.rstrip()) or isinstance(
+        tokens[0], (yaml.BlockMappingStartToken, yaml.AnchorToken, yaml.AliasToken)
+    )
 
 
 def check_size(data: Any, where: str, limit: int = MAX_VALUES) -> None:
@@ -154,8 +159,10 @@ def check_size(data: Any, where: str, limit: int = MAX_VALUES) -> None:
         item = pending.pop()
         count += 1
         if count > limit:
-            raise ConfigError(f"{where}: more than {limit:,} values once YAML aliases are expanded; "
-                              "a config needs far fewer (an alias bomb?)")
+            raise ConfigError(
+                f"{where}: more than {limit:,} values once YAML aliases are expanded; "
+                "a config needs far fewer (an alias bomb?)"
+            )
         if isinstance(item, dict):
             pending.extend(item.keys())
             pending.extend(item.values())
@@ -248,8 +255,9 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def load_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = (), run_dir: str | Path | None = None,
-                **top: Any) -> Config:
+def load_config(
+    files: Iterable[str | Path] = (), overrides: Iterable[str] = (), run_dir: str | Path | None = None, **top: Any
+) -> Config:
     """Defaults < a run folder's saved config (`run_dir`) < each YAML file (after its `include:` files) in order
     < `top` keywords (e.g. mode=) < dotted overrides.
 

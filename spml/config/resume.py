@@ -1,5 +1,6 @@
 """The config of a resumed run: the run folder's config.yaml is the truth; a resume may change only the keys that
 cannot change what the run computes (RESUME_KEYS), and it writes into the folder it was given."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,7 @@ RESUME_KEYS = {
     "train.log_every": "how often log rows are written (and a multi-process run checks for a stop signal)",
     "train.checkpoint_every": "how often `latest` is saved; saving draws no random number",
     "data.num_workers": "loader processes; loading draws no random number (the order comes from the seeded "
-                        "sampler, augmentation runs in the objective)",
+    "sampler, augmentation runs in the objective)",
     "data.worker_start": "how loader processes start; they compute what they computed",
     "data.eval_batch_size": "evaluation batch size; the evaluated model is batch-independent",
     "eval.bootstrap": "resamples of the final evaluation's confidence intervals",
@@ -24,14 +25,15 @@ RESUME_KEYS = {
 }
 WHY_NOT = {  # keys users ask for most, with what to do instead
     "train.epochs": "the learning-rate schedule in the checkpoint was built for the recorded epochs, so extra epochs "
-                    "would train at its final rate; to stop earlier set train.max_steps, to train longer start a "
-                    "new run",
+    "would train at its final rate; to stop earlier set train.max_steps, to train longer start a "
+    "new run",
     "data.root": "the run's data is read from the recorded root; if the dataset moved, link it to the old path",
 }
 
 
-def resume_config(run_dir: str | Path, files: Iterable[str | Path] = (), overrides: Iterable[str] = (),
-                  mode: str | None = None) -> tuple[Config, dict[str, tuple[Any, Any]]]:
+def resume_config(
+    run_dir: str | Path, files: Iterable[str | Path] = (), overrides: Iterable[str] = (), mode: str | None = None
+) -> tuple[Config, dict[str, tuple[Any, Any]]]:
     """The config to continue `run_dir` with and what differs from its config.yaml, {dotted key: (recorded, now)}.
 
     `files`, `mode` and `overrides` apply on top of the recorded config (as in `load_config`) and may change only
@@ -43,15 +45,22 @@ def resume_config(run_dir: str | Path, files: Iterable[str | Path] = (), overrid
     recorded = load_config(run_dir=run_dir)
     config = load_config(files, overrides, run_dir=run_dir, mode=mode)
     if config.train.out != recorded.train.out:
-        raise ConfigError(f"train.out={config.train.out}: --resume {run_dir} writes into {run_dir}; do not set "
-                          "train.out when resuming")
+        raise ConfigError(
+            f"train.out={config.train.out}: --resume {run_dir} writes into {run_dir}; do not set "
+            "train.out when resuming"
+        )
     changes = differences(to_dict(recorded), to_dict(config))
     refused = [key for key in changes if key not in RESUME_KEYS]
     if refused:
-        details = "; ".join(f"{key}: {changes[key][0]!r} recorded, {changes[key][1]!r} asked"
-                            + (f" ({WHY_NOT[key]})" if key in WHY_NOT else "") for key in refused)
-        raise ConfigError(f"--resume {run_dir}: {details}. A resume keeps the run's config.yaml and may change only "
-                          f"{sorted(RESUME_KEYS)}; for other settings start a new run (another train.out)")
+        details = "; ".join(
+            f"{key}: {changes[key][0]!r} recorded, {changes[key][1]!r} asked"
+            + (f" ({WHY_NOT[key]})" if key in WHY_NOT else "")
+            for key in refused
+        )
+        raise ConfigError(
+            f"--resume {run_dir}: {details}. A resume keeps the run's config.yaml and may change only "
+            f"{sorted(RESUME_KEYS)}; for other settings start a new run (another train.out)"
+        )
     if str(run_dir) != recorded.train.out:
         changes["train.out"] = (recorded.train.out, str(run_dir))
     return dataclasses.replace(config, train=dataclasses.replace(config.train, out=str(run_dir))), changes

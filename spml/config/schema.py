@@ -6,6 +6,7 @@ losses, objectives, MPC's strategies, heatmap methods, masking schemes, timm bac
 stay strings, checked by their registry alone (spml.factories.check_choices and the builders), before training;
 a name is never listed twice. spml.factories is the only reader of this schema.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

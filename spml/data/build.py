@@ -40,6 +40,7 @@ in supervised mode, and of the fully labelled validation split in spml mode (als
 one scalar taken from clean labels, as the methods' papers assume k known), so hidden train labels
 never leak into training.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -92,8 +93,7 @@ class DataBundle:
             labels = hashlib.sha256()
             for array in (dataset.targets, dataset.known, dataset.observed):
                 labels.update(array.numpy().tobytes())
-            result[name] = {"images": hashlib.sha256(paths.encode("utf-8")).hexdigest(),
-                            "labels": labels.hexdigest()}
+            result[name] = {"images": hashlib.sha256(paths.encode("utf-8")).hexdigest(), "labels": labels.hexdigest()}
         return result
 
 
@@ -154,8 +154,9 @@ def full_labels(table: LabelTable, policy: LabelPolicy = LabelPolicy()) -> tuple
     >>> targets.shape, bool(known.all()), empty.tolist()
     ((30, 1), True, [False])
     """
-    targets, known = apply_uncertainty(table.values(), table.classes, policy.uncertainty, policy.uncertain_ones,
-                                       policy.blank)
+    targets, known = apply_uncertainty(
+        table.values(), table.classes, policy.uncertainty, policy.uncertain_ones, policy.blank
+    )
     empty = empty_columns(table)
     known[:, empty] = False
     return targets, known, empty
@@ -194,22 +195,26 @@ def masked_file(masking: Masking, table: LabelTable, split: np.ndarray, names: t
     allowed = list(manifest.get("splits", SPLITS))
     foreign = present & ~np.isin(split, allowed)
     if foreign.any():
-        raise DataError(f"{path} was masked for the splits {allowed} but holds {int(foreign.sum())} rows of this "
-                        f"run's {split[foreign][0]} split: it was made with other split settings (data.split, "
-                        "data.split_seed, data.val_fraction, data.test_fraction, data.views, data.missing)")
+        raise DataError(
+            f"{path} was masked for the splits {allowed} but holds {int(foreign.sum())} rows of this "
+            f"run's {split[foreign][0]} split: it was made with other split settings (data.split, "
+            "data.split_seed, data.val_fraction, data.test_fraction, data.views, data.missing)"
+        )
     missing = [name for name in names if name not in allowed]
     if missing:
-        raise DataError(f"{path} holds no {missing[0]} rows (masked for {allowed}); data.mask_val needs a file "
-                        "masked with the val split (tools/masking_experiment.py --mask-val)")
+        raise DataError(
+            f"{path} holds no {missing[0]} rows (masked for {allowed}); data.mask_val needs a file "
+            "masked with the val split (tools/masking_experiment.py --mask-val)"
+        )
     return MaskedLabels(values, present, manifest, names, path)
 
 
-def masked_in_memory(masking: Masking, table: LabelTable, split: np.ndarray, names: tuple[str, ...]
-                     ) -> MaskedLabels:
+def masked_in_memory(masking: Masking, table: LabelTable, split: np.ndarray, names: tuple[str, ...]) -> MaskedLabels:
     """Each split of `names` masked on its own with masking's scheme, seed, no_positive policy and params
     (spml.data.masking.mask_splits)."""
-    frame, manifest = mask_splits(table, split, names, masking.scheme, masking.seed, masking.no_positive,
-                                  masking.root, **masking.params)
+    frame, manifest = mask_splits(
+        table, split, names, masking.scheme, masking.seed, masking.no_positive, masking.root, **masking.params
+    )
     values, present = align_masked(frame, table, masking.root)
     return MaskedLabels(values, present, manifest, names)
 
@@ -234,8 +239,13 @@ def split_rows(split: np.ndarray, masked: MaskedLabels | None) -> dict[str, np.n
         if masked is not None and name in masked.splits:
             dropped = int((member & ~masked.present).sum())
             if dropped:
-                log.info("%d of %d %s rows have no masked labels and leave the %s split", dropped,
-                         int(member.sum()), name, name)
+                log.info(
+                    "%d of %d %s rows have no masked labels and leave the %s split",
+                    dropped,
+                    int(member.sum()),
+                    name,
+                    name,
+                )
             member = member & masked.present
         rows[name] = np.flatnonzero(member)
     return rows
@@ -252,11 +262,13 @@ def check_partial_labels(masked: MaskedLabels, train: np.ndarray) -> None:
     would make every known target 1, so it is refused with what to do instead."""
     if not (train == 0).any():
         scheme = masked.manifest.get("scheme")
-        raise DataError(f"{masked.path} observes only positive labels (masking scheme {scheme!r}: no 0 in its "
-                        "train rows); supervised training on it would take every known target as 1 and "
-                        "learn nothing. Train on it with --mode spml, or train supervised on the clean labels "
-                        "(without data.masked_labels); supervised mode takes masked files that also observe "
-                        "negatives (tools/mask_labels.py --scheme keep_fraction)")
+        raise DataError(
+            f"{masked.path} observes only positive labels (masking scheme {scheme!r}: no 0 in its "
+            "train rows); supervised training on it would take every known target as 1 and "
+            "learn nothing. Train on it with --mode spml, or train supervised on the clean labels "
+            "(without data.masked_labels); supervised mode takes masked files that also observe "
+            "negatives (tools/mask_labels.py --scheme keep_fraction)"
+        )
 
 
 def partial_targets(labels: SplitLabels, masked: np.ndarray) -> SplitLabels:
@@ -302,9 +314,12 @@ def mean_positives(labels: SplitLabels) -> float:
 def warn_rows_without_observed(train: SplitLabels, masked: MaskedLabels) -> None:
     unobserved_rows = int((~train.observed.any(1)).sum())
     if unobserved_rows:
-        log.warning("%d train rows have no observed positive (%s, no_positive=%s)", unobserved_rows,
-                    f"masked file {masked.path}" if masked.path else "masked in memory",
-                    masked.manifest.get("no_positive"))
+        log.warning(
+            "%d train rows have no observed positive (%s, no_positive=%s)",
+            unobserved_rows,
+            f"masked file {masked.path}" if masked.path else "masked in memory",
+            masked.manifest.get("no_positive"),
+        )
 
 
 # ------------------------------------------------------------------------------------ warnings
@@ -313,9 +328,11 @@ def empty_columns(table: LabelTable) -> np.ndarray:
     return np.isnan(table.values()).all(0)
 
 
-NO_POSITIVE_EFFECT = {"train": "they are trained without a positive example",
-                      "val": "they are left out of the val metrics that choose the best checkpoint",
-                      "test": "they get no test AUROC/AP"}
+NO_POSITIVE_EFFECT = {
+    "train": "they are trained without a positive example",
+    "val": "they are left out of the val metrics that choose the best checkpoint",
+    "test": "they get no test AUROC/AP",
+}
 
 
 def label_warnings(table: LabelTable, labels: dict[str, SplitLabels], empty: np.ndarray) -> list[dict[str, Any]]:
@@ -326,13 +343,26 @@ def label_warnings(table: LabelTable, labels: dict[str, SplitLabels], empty: np.
     found = []
     conflicts = table.frame.attrs.get("no_finding_conflicts", 0)
     if conflicts:
-        found.append({"warning": "no_finding_with_pathology", "split": "all", "classes": ["No Finding"],
-                      "count": conflicts, "message": f"{conflicts} rows of {table.source} have No Finding = 1 and "
-                                                     "a pathology = 1; their labels are used as written"})
+        found.append(
+            {
+                "warning": "no_finding_with_pathology",
+                "split": "all",
+                "classes": ["No Finding"],
+                "count": conflicts,
+                "message": f"{conflicts} rows of {table.source} have No Finding = 1 and "
+                "a pathology = 1; their labels are used as written",
+            }
+        )
     if empty.any():
-        found.append({"warning": "empty_label_column", "split": "all", "classes": classes[empty].tolist(),
-                      "message": f"label column(s) {classes[empty].tolist()} of {table.source} are empty in every "
-                                 "row: read as unknown (not as negative), so they are neither trained nor scored"})
+        found.append(
+            {
+                "warning": "empty_label_column",
+                "split": "all",
+                "classes": classes[empty].tolist(),
+                "message": f"label column(s) {classes[empty].tolist()} of {table.source} are empty in every "
+                "row: read as unknown (not as negative), so they are neither trained nor scored",
+            }
+        )
     for name in SPLITS:
         split = labels[name]
         observed = split.observed is not None
@@ -340,9 +370,15 @@ def label_warnings(table: LabelTable, labels: dict[str, SplitLabels], empty: np.
         absent = (positives.sum(0) == 0) & ~empty
         if absent.any():
             kind = "observed" if observed else "known"
-            found.append({"warning": f"no_{kind}_positive", "split": name, "classes": classes[absent].tolist(),
-                          "message": f"class(es) {classes[absent].tolist()} have no {kind} positive in the {name} "
-                                     f"split ({len(split.rows)} images): {NO_POSITIVE_EFFECT[name]}"})
+            found.append(
+                {
+                    "warning": f"no_{kind}_positive",
+                    "split": name,
+                    "classes": classes[absent].tolist(),
+                    "message": f"class(es) {classes[absent].tolist()} have no {kind} positive in the {name} "
+                    f"split ({len(split.rows)} images): {NO_POSITIVE_EFFECT[name]}",
+                }
+            )
     return found
 
 
@@ -360,13 +396,18 @@ def check_cache_sources(cache: ImageCache, paths: list[str]) -> None:
     """
     changed = cache.changed(paths)
     if changed is None:
-        warnings.warn(f"image cache {cache.dir} was built before spml recorded its source files' sizes and times: "
-                      "images changed since are not noticed; rebuild it with tools/prepare_data.py", stacklevel=3)
+        warnings.warn(
+            f"image cache {cache.dir} was built before spml recorded its source files' sizes and times: "
+            "images changed since are not noticed; rebuild it with tools/prepare_data.py",
+            stacklevel=3,
+        )
     elif len(changed):
         first = changed.iloc[0]
-        raise DataError(f"image cache {cache.dir}: {len(changed)} of {len(paths)} source images changed since the "
-                        f"cache decoded them, e.g. {first['path']} ({first['then']} then, {first['now']} now); "
-                        f"{changed['path'].tolist()[:5]}; rebuild the cache with tools/prepare_data.py")
+        raise DataError(
+            f"image cache {cache.dir}: {len(changed)} of {len(paths)} source images changed since the "
+            f"cache decoded them, e.g. {first['path']} ({first['then']} then, {first['now']} now); "
+            f"{changed['path'].tolist()[:5]}; rebuild the cache with tools/prepare_data.py"
+        )
 
 
 def image_problems(images: ImageSettings, paths: list[str], decode: np.ndarray) -> np.ndarray:
@@ -390,8 +431,14 @@ def image_problems(images: ImageSettings, paths: list[str], decode: np.ndarray) 
         cache = ImageCache(images.cache, images.size, images.intensity)
         return cache.index["error"].to_numpy(dtype=object)[cache.rows(paths)]
     jobs = [(path, images.size if full else 0, images.intensity) for path, full in zip(paths, decode)]
-    bar = tqdm(total=len(paths), desc=f"checking images (decoding {int(decode.sum())})", unit="img",
-               dynamic_ncols=True, mininterval=1.0, disable=len(paths) < 1000)
+    bar = tqdm(
+        total=len(paths),
+        desc=f"checking images (decoding {int(decode.sum())})",
+        unit="img",
+        dynamic_ncols=True,
+        mininterval=1.0,
+        disable=len(paths) < 1000,
+    )
     results = []
     with ThreadPoolExecutor(HEADER_THREADS) as pool, bar:
         try:
@@ -402,8 +449,11 @@ def image_problems(images: ImageSettings, paths: list[str], decode: np.ndarray) 
             pool.shutdown(cancel_futures=True)
     reasons = np.array([reason for reason, _ in results], dtype=object)
     sides = np.array([side for _, side in results])
-    warn_placeholders(np.asarray(paths, dtype=object)[(sides >= 0) & (sides < images.size / PLACEHOLDER_FACTOR)],
-                      len(paths), images.size)
+    warn_placeholders(
+        np.asarray(paths, dtype=object)[(sides >= 0) & (sides < images.size / PLACEHOLDER_FACTOR)],
+        len(paths),
+        images.size,
+    )
     return reasons
 
 
@@ -433,14 +483,17 @@ def image_problem(path: str, size: int, intensity: Intensity) -> tuple[str, int]
 def warn_placeholders(paths: np.ndarray, total: int, size: int) -> None:
     """Warn (log and warnings) about images far below data.size: `paths` of them among `total` images."""
     if len(paths):
-        message = (f"{len(paths)} of {total} images are smaller than data.size={size} / {PLACEHOLDER_FACTOR} on "
-                   f"a side (placeholders or thumbnails?), e.g. {paths[:3].tolist()}; they train as flat images")
+        message = (
+            f"{len(paths)} of {total} images are smaller than data.size={size} / {PLACEHOLDER_FACTOR} on "
+            f"a side (placeholders or thumbnails?), e.g. {paths[:3].tolist()}; they train as flat images"
+        )
         log.warning(message)
         warnings.warn(message, stacklevel=4)
 
 
-def leave_out_bad_images(images: ImageSettings, table: LabelTable, rows: dict[str, np.ndarray]
-                         ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+def leave_out_bad_images(
+    images: ImageSettings, table: LabelTable, rows: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """The image check of every split (headers; val and test images decoded) under data.bad_images (see the
     module docstring) -> (rows of each split without the bad images, left-out images: split, path, reason)."""
     names = list(rows)
@@ -449,20 +502,25 @@ def leave_out_bad_images(images: ImageSettings, table: LabelTable, rows: dict[st
     splits = np.repeat(names, [len(rows[name]) for name in names])
     reasons = image_problems(images, paths.tolist(), splits != "train")
     bad = reasons != ""
-    left_out = pd.DataFrame({"split": splits[bad], "path": paths[bad], "reason": reasons[bad]},
-                            columns=LEFT_OUT_COLUMNS)
+    left_out = pd.DataFrame(
+        {"split": splits[bad], "path": paths[bad], "reason": reasons[bad]}, columns=LEFT_OUT_COLUMNS
+    )
     if left_out.empty:
         return rows, left_out
     examples = "; ".join(f"{path}: {reason}" for path, reason in zip(left_out["path"][:3], left_out["reason"][:3]))
     counts = ", ".join(f"{name} {int((left_out['split'] == name).sum())}" for name in names)
     found = f"{len(left_out)} of {len(paths)} images cannot be used ({counts}), e.g. {examples}"
     if images.bad_images == "error":
-        raise DataError(f"{found}. Found before training by reading every image header (and decoding the val and "
-                        "test images); fix or remove the files, or set data.bad_images=skip to leave them out")
+        raise DataError(
+            f"{found}. Found before training by reading every image header (and decoding the val and "
+            "test images); fix or remove the files, or set data.bad_images=skip to leave them out"
+        )
     if len(left_out) > images.bad_image_budget:
-        raise DataError(f"{found}: over data.bad_image_budget={images.bad_image_budget} (found before training by "
-                        "reading every image header and decoding the val and test images); fix or remove the files, "
-                        "or raise data.bad_image_budget")
+        raise DataError(
+            f"{found}: over data.bad_image_budget={images.bad_image_budget} (found before training by "
+            "reading every image header and decoding the val and test images); fix or remove the files, "
+            "or raise data.bad_image_budget"
+        )
     message = f"data.bad_images=skip: {found}; they leave their splits before training"
     log.warning(message)
     warnings.warn(message, stacklevel=3)
@@ -490,25 +548,43 @@ def val_warnings(classes: tuple[str, ...], full: dict[str, SplitLabels], val: Sp
     train_share, val_share = prevalence(full["train"]), prevalence(full["val"])
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = val_share / train_share
-    shifted = [j for j in range(len(classes)) if train_share[j] > 0 and val_share[j] > 0
-               and not 1 / PREVALENCE_FACTOR <= ratio[j] <= PREVALENCE_FACTOR]
+    shifted = [
+        j
+        for j in range(len(classes))
+        if train_share[j] > 0 and val_share[j] > 0 and not 1 / PREVALENCE_FACTOR <= ratio[j] <= PREVALENCE_FACTOR
+    ]
     if shifted:
-        values = {classes[j]: {"train": round(float(train_share[j]), 4), "val": round(float(val_share[j]), 4)}
-                  for j in shifted}
+        values = {
+            classes[j]: {"train": round(float(train_share[j]), 4), "val": round(float(val_share[j]), 4)}
+            for j in shifted
+        }
         listed = ", ".join(f"{name} {v['val']:.1%} vs {v['train']:.1%}" for name, v in values.items())
-        found.append({"warning": "val_prevalence_shift", "split": "val", "classes": list(values),
-                      "prevalence": values,
-                      "message": f"class prevalence in the val split ({len(val.rows)} images) differs from train by "
-                                 f"more than {PREVALENCE_FACTOR:g}x: {listed} (val vs train); checkpoints chosen on "
-                                 "this split follow noise. Use a larger data.val_fraction or data.split=stratified"})
+        found.append(
+            {
+                "warning": "val_prevalence_shift",
+                "split": "val",
+                "classes": list(values),
+                "prevalence": values,
+                "message": f"class prevalence in the val split ({len(val.rows)} images) differs from train by "
+                f"more than {PREVALENCE_FACTOR:g}x: {listed} (val vs train); checkpoints chosen on "
+                "this split follow noise. Use a larger data.val_fraction or data.split=stratified",
+            }
+        )
     positives = ((val.targets > 0.5) & val.known).sum(0)
     few = np.flatnonzero((positives > 0) & (positives < FEW_POSITIVES))
     if few.size:
         counts = {classes[j]: int(positives[j]) for j in few}
-        found.append({"warning": "few_val_positives", "split": "val", "classes": list(counts), "positives": counts,
-                      "message": f"class(es) with fewer than {FEW_POSITIVES} known positives in the val split "
-                                 f"({len(val.rows)} images): {counts}; their val AP/AUROC, and the checkpoint "
-                                 "chosen on them, are noise"})
+        found.append(
+            {
+                "warning": "few_val_positives",
+                "split": "val",
+                "classes": list(counts),
+                "positives": counts,
+                "message": f"class(es) with fewer than {FEW_POSITIVES} known positives in the val split "
+                f"({len(val.rows)} images): {counts}; their val AP/AUROC, and the checkpoint "
+                "chosen on them, are noise",
+            }
+        )
     return found
 
 
@@ -517,8 +593,15 @@ def overlap_warnings(table: LabelTable, split: np.ndarray) -> list[dict[str, Any
     shared = shared_patients(table, split)
     if not len(shared):
         return []
-    return [{"warning": "patient_overlap", "split": "all", "classes": [], "patients": len(shared),
-             "message": f"data.allow_patient_overlap=true: {patient_overlap_message(table, split, shared)}"}]
+    return [
+        {
+            "warning": "patient_overlap",
+            "split": "all",
+            "classes": [],
+            "patients": len(shared),
+            "message": f"data.allow_patient_overlap=true: {patient_overlap_message(table, split, shared)}",
+        }
+    ]
 
 
 # ------------------------------------------------------------------------------------ datasets
@@ -540,12 +623,24 @@ def make_dataset(images: ImageSettings, table: LabelTable, labels: SplitLabels) 
         source = CacheSource(images.cache, paths, images.size)
     else:
         source = FileSource(paths, images.size, images.intensity)
-    return CXRDataset(source, labels.targets.astype(np.float32), labels.known.astype(bool), labels.observed,
-                      bad_images=images.bad_images, bad_image_budget=images.bad_image_budget)
+    return CXRDataset(
+        source,
+        labels.targets.astype(np.float32),
+        labels.known.astype(bool),
+        labels.observed,
+        bad_images=images.bad_images,
+        bad_image_budget=images.bad_image_budget,
+    )
 
 
-def build_data(table: LabelTable, split: np.ndarray, mode: str, images: ImageSettings,
-               masking: Masking = Masking(), labels: LabelPolicy = LabelPolicy()) -> DataBundle:
+def build_data(
+    table: LabelTable,
+    split: np.ndarray,
+    mode: str,
+    images: ImageSettings,
+    masking: Masking = Masking(),
+    labels: LabelPolicy = LabelPolicy(),
+) -> DataBundle:
     """Label, check and wrap the splits of a table (see the module docstring).
 
     Args:
@@ -562,15 +657,18 @@ def build_data(table: LabelTable, split: np.ndarray, mode: str, images: ImageSet
     if mode not in MODES:
         raise DataError(f"mode={mode!r}; choose from {list(MODES)}")
     if masking.mask_val and mode == "supervised" and not masking.file:
-        raise DataError("data.mask_val=true in supervised mode needs data.masked_labels (a file masked with the "
-                        "val split)")
+        raise DataError(
+            "data.mask_val=true in supervised mode needs data.masked_labels (a file masked with the val split)"
+        )
     targets, known, empty = full_labels(table, labels)
     masked = masked_labels(mode, masking, table, split)
     rows, left_out = leave_out_bad_images(images, table, split_rows(split, masked))
     for name in SPLITS:
         if not len(rows[name]):
-            raise DataError(f"the {name} split is empty ({len(table.frame)} images; see data.split, "
-                            "data.val_fraction, data.test_fraction)")
+            raise DataError(
+                f"the {name} split is empty ({len(table.frame)} images; see data.split, "
+                "data.val_fraction, data.test_fraction)"
+            )
     full = {name: SplitLabels(rows[name], targets[rows[name]], known[rows[name]]) for name in SPLITS}
     split_labels = training_labels(mode, full, masked)
     if mode == "spml":
@@ -579,12 +677,30 @@ def build_data(table: LabelTable, split: np.ndarray, mode: str, images: ImageSet
     expected_positives = mean_positives(full["val"] if mode == "spml" else split_labels["train"])
     subsets = {name: table.subset(rows[name]) for name in SPLITS}
     datasets = {name: make_dataset(images, subsets[name], split_labels[name]) for name in SPLITS}
-    log.info("data %s: %s images (train %d, val %d, test %d), %d classes", table.source, len(table.frame),
-             *(len(rows[name]) for name in SPLITS), len(table.classes))
-    found = [*overlap_warnings(table, split), *label_warnings(table, split_labels, empty),
-             *val_warnings(table.classes, full, split_labels["val"])]
+    log.info(
+        "data %s: %s images (train %d, val %d, test %d), %d classes",
+        table.source,
+        len(table.frame),
+        *(len(rows[name]) for name in SPLITS),
+        len(table.classes),
+    )
+    found = [
+        *overlap_warnings(table, split),
+        *label_warnings(table, split_labels, empty),
+        *val_warnings(table.classes, full, split_labels["val"]),
+    ]
     for item in found:  # a UserWarning each, printed once (not also logged, which would print it twice)
         warnings.warn(item["message"], stacklevel=2)
-    return DataBundle(datasets["train"], datasets["val"], datasets["test"], table.classes, table,
-                      masked.manifest if masked is not None else None, positive_counts(split_labels["train"]),
-                      expected_positives, {name: subsets[name].frame for name in SPLITS}, found, left_out)
+    return DataBundle(
+        datasets["train"],
+        datasets["val"],
+        datasets["test"],
+        table.classes,
+        table,
+        masked.manifest if masked is not None else None,
+        positive_counts(split_labels["train"]),
+        expected_positives,
+        {name: subsets[name].frame for name in SPLITS},
+        found,
+        left_out,
+    )

@@ -9,6 +9,7 @@ intensity (the data.intensity policy the images were decoded under; a cache is r
 The three files are written under temporary names and renamed at the end, meta.json last: a build
 that fails leaves no final files (and an older cache in the folder is invalidated, never half-replaced).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,8 +52,15 @@ def decode_or_reason(path: str, size: int, intensity: Intensity) -> tuple[np.nda
         return None, err.reason
 
 
-def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2, progress: bool = True,
-                chunksize: int = 16, intensity: Intensity = Intensity()) -> ImageCache:
+def build_cache(
+    paths: Sequence[str],
+    size: int,
+    out_dir: str,
+    workers: int = 2,
+    progress: bool = True,
+    chunksize: int = 16,
+    intensity: Intensity = Intensity(),
+) -> ImageCache:
     """Decode `paths` at size x size under `intensity` into `out_dir` (see the module docstring) and open it.
 
     workers: decoding processes (0 or 1 decodes in this process). Bad images are recorded in
@@ -69,8 +77,11 @@ def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2,
     os.makedirs(out_dir, exist_ok=True)
     final = {name: os.path.join(out_dir, name) for name in (IMAGES, INDEX, META)}
     # spml.utils.io.atomic_path renames each file when its block ends, innermost first: images, index, meta last
-    with atomic_path(final[META]) as meta_path, atomic_path(final[INDEX]) as index_path, \
-            atomic_path(final[IMAGES]) as images_path:
+    with (
+        atomic_path(final[META]) as meta_path,
+        atomic_path(final[INDEX]) as index_path,
+        atomic_path(final[IMAGES]) as images_path,
+    ):
         images = np.memmap(images_path, np.uint8, "w+", shape=(len(paths), size, size))
         errors = [""] * len(paths)
         bar = tqdm(total=len(paths), unit="img", desc=f"cache {size}px", disable=not progress, mininterval=1.0)
@@ -78,8 +89,9 @@ def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2,
             if workers > 1:
                 with ProcessPoolExecutor(workers) as pool:
                     try:
-                        results = pool.map(decode_or_reason, paths, [size] * len(paths), [intensity] * len(paths),
-                                           chunksize=chunksize)
+                        results = pool.map(
+                            decode_or_reason, paths, [size] * len(paths), [intensity] * len(paths), chunksize=chunksize
+                        )
                         for row, (image, reason) in enumerate(results):
                             images[row], errors[row] = (0 if image is None else image), reason
                             bar.update()
@@ -93,13 +105,26 @@ def build_cache(paths: Sequence[str], size: int, out_dir: str, workers: int = 2,
         images.flush()
         del images
         ok = [not reason for reason in errors]
-        index = pd.DataFrame({"path": paths, "row": range(len(paths)), "ok": ok, "error": errors,
-                              **dict(zip(("bytes", "mtime_ns"), np.array([file_stamp(p) for p in paths]).T))})
+        index = pd.DataFrame(
+            {
+                "path": paths,
+                "row": range(len(paths)),
+                "ok": ok,
+                "error": errors,
+                **dict(zip(("bytes", "mtime_ns"), np.array([file_stamp(p) for p in paths]).T)),
+            }
+        )
         index.to_csv(index_path, index=False)
-        meta = {"size": size, "count": len(paths), "failed": len(paths) - sum(ok), "dtype": "uint8",
-                "layout": "images.u8 is (count, size, size) C-order", "source_hash": paths_hash(paths),
-                "intensity": intensity.as_json(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        meta = {
+            "size": size,
+            "count": len(paths),
+            "failed": len(paths) - sum(ok),
+            "dtype": "uint8",
+            "layout": "images.u8 is (count, size, size) C-order",
+            "source_hash": paths_hash(paths),
+            "intensity": intensity.as_json(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         meta_path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
         if os.path.exists(final[META]):
             os.remove(final[META])  # the old cache is invalid from here on, before its images are replaced
@@ -114,11 +139,19 @@ def check_intensity(cache_dir: str, built: dict | None, wanted: Intensity) -> No
     """DataError naming both policies when a cache was decoded under another intensity policy than `wanted`."""
     if built == wanted.as_json():
         return
-    before = policy_text(built) if built else ("no recorded policy (built before data.intensity existed; 16-bit "
-                                               "images were then scaled by their own maximum)")
+    before = (
+        policy_text(built)
+        if built
+        else (
+            "no recorded policy (built before data.intensity existed; 16-bit "
+            "images were then scaled by their own maximum)"
+        )
+    )
     advice = f"or train with {policy_text(built)}" if built else "(8-bit images decode as before)"
-    raise DataError(f"cache {cache_dir} was decoded with {before}, this run asks for "
-                    f"{policy_text(wanted.as_json())}; rebuild it with tools/prepare_data.py {advice}")
+    raise DataError(
+        f"cache {cache_dir} was decoded with {before}, this run asks for "
+        f"{policy_text(wanted.as_json())}; rebuild it with tools/prepare_data.py {advice}"
+    )
 
 
 class ImageCache:
@@ -129,26 +162,35 @@ class ImageCache:
         self.dir = str(cache_dir)
         meta_path = os.path.join(self.dir, META)
         if not os.path.isfile(meta_path):
-            raise DataError(f"{self.dir} is not an image cache (no {META}); build one with "
-                            f"tools/prepare_data.py or clear data.cache")
+            raise DataError(
+                f"{self.dir} is not an image cache (no {META}); build one with "
+                f"tools/prepare_data.py or clear data.cache"
+            )
         with open(meta_path, encoding="utf-8") as handle:
             self.meta = json.load(handle)
         self.size, self.count = int(self.meta["size"]), int(self.meta["count"])
         if size is not None and size != self.size:
-            raise DataError(f"cache {self.dir} holds {self.size}px images but data.size={size}; rebuild it with "
-                            f"tools/prepare_data.py --size {size} or set data.size={self.size}")
+            raise DataError(
+                f"cache {self.dir} holds {self.size}px images but data.size={size}; rebuild it with "
+                f"tools/prepare_data.py --size {size} or set data.size={self.size}"
+            )
         if intensity is not None:
             check_intensity(self.dir, self.meta.get("intensity"), intensity)
         expected = self.count * self.size * self.size
         actual = os.path.getsize(os.path.join(self.dir, IMAGES))
         if actual != expected:
-            raise DataError(f"{os.path.join(self.dir, IMAGES)} has {actual} bytes, meta.json says "
-                            f"{self.count} x {self.size} x {self.size} = {expected}; rebuild the cache")
-        self.index = pd.read_csv(os.path.join(self.dir, INDEX), dtype={"path": str, "error": str},
-                                 keep_default_na=False)
+            raise DataError(
+                f"{os.path.join(self.dir, IMAGES)} has {actual} bytes, meta.json says "
+                f"{self.count} x {self.size} x {self.size} = {expected}; rebuild the cache"
+            )
+        self.index = pd.read_csv(
+            os.path.join(self.dir, INDEX), dtype={"path": str, "error": str}, keep_default_na=False
+        )
         if len(self.index) != self.count:
-            raise DataError(f"{os.path.join(self.dir, INDEX)} has {len(self.index)} rows, meta.json says "
-                            f"{self.count}; rebuild the cache")
+            raise DataError(
+                f"{os.path.join(self.dir, INDEX)} has {len(self.index)} rows, meta.json says "
+                f"{self.count}; rebuild the cache"
+            )
         self.ok = self.index["ok"].to_numpy(dtype=bool)
         self._lookup = pd.Index(self.index["path"])
         self._images: np.memmap | None = None
@@ -157,8 +199,9 @@ class ImageCache:
     def images(self) -> np.memmap:
         """uint8 (count, size, size) read-only memmap, opened lazily in each process."""
         if self._images is None:
-            self._images = np.memmap(os.path.join(self.dir, IMAGES), np.uint8, "r",
-                                     shape=(self.count, self.size, self.size))
+            self._images = np.memmap(
+                os.path.join(self.dir, IMAGES), np.uint8, "r", shape=(self.count, self.size, self.size)
+            )
         return self._images
 
     def __getstate__(self) -> dict:
@@ -178,8 +221,10 @@ class ImageCache:
         absent = np.flatnonzero(rows < 0)
         if absent.size:
             examples = [str(paths[i]) for i in absent[:5]]
-            raise DataError(f"cache {self.dir} has no entry for {absent.size} of {len(paths)} images, e.g. "
-                            f"{examples}; rebuild it with tools/prepare_data.py for this dataset")
+            raise DataError(
+                f"cache {self.dir} has no entry for {absent.size} of {len(paths)} images, e.g. "
+                f"{examples}; rebuild it with tools/prepare_data.py for this dataset"
+            )
         return rows.astype(np.int64)
 
     def holds(self, paths: Sequence[str]) -> np.ndarray:
@@ -196,9 +241,13 @@ class ImageCache:
         now = np.array([file_stamp(p) for p in recorded["path"]]).reshape(-1, 2)
         then = recorded[["bytes", "mtime_ns"]].to_numpy(dtype=np.int64)
         differs = (now[:, 0] >= 0) & (then[:, 0] >= 0) & (now != then).any(axis=1)
-        return pd.DataFrame({"path": recorded["path"].to_numpy()[differs],
-                             "then": [f"{b} bytes, modified {t}" for b, t in then[differs]],
-                             "now": [f"{b} bytes, modified {t}" for b, t in now[differs]]})
+        return pd.DataFrame(
+            {
+                "path": recorded["path"].to_numpy()[differs],
+                "then": [f"{b} bytes, modified {t}" for b, t in then[differs]],
+                "now": [f"{b} bytes, modified {t}" for b, t in now[differs]],
+            }
+        )
 
     def load(self, row: int) -> np.ndarray:
         """uint8 (size, size) copy of cache row `row`; ImageError with the recorded reason for a bad image."""

@@ -6,6 +6,7 @@ spaces, underscores and hyphens ("spelling"), and the built-in SYNONYMS of the C
 Classes without a counterpart are left out on both sides, with the reason: never scored as negatives.
 One-to-many and many-to-one pairings are refused (no rule says how to combine labels or outputs).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -42,12 +43,18 @@ class ClassMapping:
 
     def table(self) -> pd.DataFrame:
         """One row per class of either side: run_class, external_class, match, scored, reason."""
-        rows = [{"run_class": p.run, "external_class": p.external, "match": p.match, "scored": True, "reason": ""}
-                for p in self.pairs]
-        rows += [{"run_class": name, "external_class": "", "match": "", "scored": False, "reason": why}
-                 for name, why in self.run_left_out.items()]
-        rows += [{"run_class": "", "external_class": name, "match": "", "scored": False, "reason": why}
-                 for name, why in self.external_left_out.items()]
+        rows = [
+            {"run_class": p.run, "external_class": p.external, "match": p.match, "scored": True, "reason": ""}
+            for p in self.pairs
+        ]
+        rows += [
+            {"run_class": name, "external_class": "", "match": "", "scored": False, "reason": why}
+            for name, why in self.run_left_out.items()
+        ]
+        rows += [
+            {"run_class": "", "external_class": name, "match": "", "scored": False, "reason": why}
+            for name, why in self.external_left_out.items()
+        ]
         return pd.DataFrame(rows, columns=["run_class", "external_class", "match", "scored", "reason"])
 
     def summary_lines(self) -> list[str]:
@@ -73,18 +80,26 @@ def automatic_match(name: str, available: Sequence[str]) -> tuple[str, str] | No
     there is none. Two candidates at one level (two spellings) are a DataError: a mapping file must choose."""
     if name in available:
         return name, "exact"
-    for match, candidates in (("spelling", [c for c in available if spelling_key(c) == spelling_key(name)]),
-                              ("synonym", [c for c in available if c in synonym_of(name)])):
+    for match, candidates in (
+        ("spelling", [c for c in available if spelling_key(c) == spelling_key(name)]),
+        ("synonym", [c for c in available if c in synonym_of(name)]),
+    ):
         if len(candidates) > 1:
-            raise DataError(f"run class {name!r} matches external classes {candidates} ({match}); say which in a "
-                            "class mapping file (--mapping)")
+            raise DataError(
+                f"run class {name!r} matches external classes {candidates} ({match}); say which in a "
+                "class mapping file (--mapping)"
+            )
         if candidates:
             return candidates[0], match
     return None
 
 
-def map_classes(run_classes: Sequence[str], external_classes: Sequence[str],
-                user: Mapping[str, str | None] | None = None, source: str = "the class mapping") -> ClassMapping:
+def map_classes(
+    run_classes: Sequence[str],
+    external_classes: Sequence[str],
+    user: Mapping[str, str | None] | None = None,
+    source: str = "the class mapping",
+) -> ClassMapping:
     """Pair run classes with external classes (see the module docstring). `user` entries win; their keys must be
     run classes and their values external classes or None. Two run classes paired with one external class
     (many-to-one) and a mapping that pairs nothing are DataErrors."""
@@ -93,8 +108,10 @@ def map_classes(run_classes: Sequence[str], external_classes: Sequence[str],
         if key not in run_classes:
             raise DataError(f"{source}: {key!r} is not a class of the run; its classes are {list(run_classes)}")
         if value is not None and value not in external_classes:
-            raise DataError(f"{source}: {key!r} maps to {value!r}, which is not a class of the external set; its "
-                            f"classes are {list(external_classes)}")
+            raise DataError(
+                f"{source}: {key!r} maps to {value!r}, which is not a class of the external set; its "
+                f"classes are {list(external_classes)}"
+            )
     pairs, run_left_out, taken = [], {}, {}
     for name in run_classes:
         if name in user:
@@ -108,15 +125,22 @@ def map_classes(run_classes: Sequence[str], external_classes: Sequence[str],
             continue
         external, match = found
         if external in taken:
-            raise DataError(f"run classes {taken[external]!r} and {name!r} both pair with external class "
-                            f"{external!r}; many-to-one scoring is not supported: map one of them to null in a "
-                            "class mapping file (--mapping)")
+            raise DataError(
+                f"run classes {taken[external]!r} and {name!r} both pair with external class "
+                f"{external!r}; many-to-one scoring is not supported: map one of them to null in a "
+                "class mapping file (--mapping)"
+            )
         taken[external] = name
         pairs.append(ClassPair(name, external, match))
     if not pairs:
-        raise DataError(f"no class of the run {list(run_classes)} has a counterpart among the external classes "
-                        f"{list(external_classes)}; pair them in a class mapping file (--mapping)")
-    why = f"no run class paired with it by name, spelling, synonym or {source}" if user else \
-        "no run class of that name, spelling or synonym"
+        raise DataError(
+            f"no class of the run {list(run_classes)} has a counterpart among the external classes "
+            f"{list(external_classes)}; pair them in a class mapping file (--mapping)"
+        )
+    why = (
+        f"no run class paired with it by name, spelling, synonym or {source}"
+        if user
+        else "no run class of that name, spelling or synonym"
+    )
     external_left_out = {name: why for name in external_classes if name not in taken}
     return ClassMapping(pairs, run_left_out, external_left_out)

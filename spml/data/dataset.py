@@ -16,6 +16,7 @@ time: the DataLoader calls `CXRDataset.__getitems__`, which returns the collated
 and one tensor per key instead of B small dicts stacked by default_collate; about 4x fewer CPU cycles per
 image, docs/performance.md). A batch holding a bad image falls back to the per-item path.
 """
+
 from __future__ import annotations
 
 import csv
@@ -110,8 +111,15 @@ class CXRDataset(Dataset):
     bad_images: "error" raises the ImageError; "skip" reports it and returns None (see module docstring).
     """
 
-    def __init__(self, source: ImageSource, targets: np.ndarray, known: np.ndarray, observed: np.ndarray | None = None,
-                 bad_images: str = "error", bad_image_budget: int = 10):
+    def __init__(
+        self,
+        source: ImageSource,
+        targets: np.ndarray,
+        known: np.ndarray,
+        observed: np.ndarray | None = None,
+        bad_images: str = "error",
+        bad_image_budget: int = 10,
+    ):
         if bad_images not in ("error", "skip"):
             raise DataError(f"data.bad_images={bad_images!r}; choose from ['error', 'skip']")
         n = len(source)
@@ -149,9 +157,13 @@ class CXRDataset(Dataset):
             if self.bad_images == "error":
                 raise
             return self.skip(index, err)
-        return {"image": torch.from_numpy(np.array(image, np.uint8, copy=True))[None],
-                "targets": self.targets[index], "known": self.known[index], "observed": self.observed[index],
-                "index": torch.tensor(index, dtype=torch.int64)}
+        return {
+            "image": torch.from_numpy(np.array(image, np.uint8, copy=True))[None],
+            "targets": self.targets[index],
+            "known": self.known[index],
+            "observed": self.observed[index],
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor] | list:
         """The collated batch of `indices` from one `load_many` read, else the list of items
@@ -162,15 +174,24 @@ class CXRDataset(Dataset):
             items = [self[i] for i in indices]
             return items if any(item is not None for item in items) else self.empty_batch()
         index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        return {"image": torch.from_numpy(np.ascontiguousarray(images))[:, None],
-                "targets": self.targets[index], "known": self.known[index], "observed": self.observed[index],
-                "index": index}
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(images))[:, None],
+            "targets": self.targets[index],
+            "known": self.known[index],
+            "observed": self.observed[index],
+            "index": index,
+        }
 
     def empty_batch(self) -> dict[str, torch.Tensor]:
         """A batch with zero rows (every image of it was bad); its image has no pixels either."""
         none = torch.empty(0, dtype=torch.int64)
-        return {"image": torch.empty(0, 1, 0, 0, dtype=torch.uint8), "targets": self.targets[none],
-                "known": self.known[none], "observed": self.observed[none], "index": none}
+        return {
+            "image": torch.empty(0, 1, 0, 0, dtype=torch.uint8),
+            "targets": self.targets[none],
+            "known": self.known[none],
+            "observed": self.observed[none],
+            "index": none,
+        }
 
     def skip(self, index: int, err: ImageError) -> None:
         if all(seen != index for seen, _, _ in self.skipped):
@@ -184,9 +205,11 @@ class CXRDataset(Dataset):
         log.warning(message)
         warnings.warn(message, stacklevel=3)
         if count > self.bad_image_budget:
-            raise DataError(f"{count} distinct bad images skipped ({where}), over data.bad_image_budget="
-                            f"{self.bad_image_budget}; last: {err}. Fix or remove the files (or rebuild the "
-                            "cache), or raise data.bad_image_budget")
+            raise DataError(
+                f"{count} distinct bad images skipped ({where}), over data.bad_image_budget="
+                f"{self.bad_image_budget}; last: {err}. Fix or remove the files (or rebuild the "
+                "cache), or raise data.bad_image_budget"
+            )
         return None
 
 
@@ -225,6 +248,8 @@ def collate_skip_none(items: list[dict[str, torch.Tensor] | None] | dict[str, to
         return items
     kept = [item for item in items if item is not None]
     if not kept:
-        raise DataError(f"all {len(items)} images of a batch were bad (see the warnings above); "
-                        "fix the data or lower data.bad_image_budget so the run stops earlier")
+        raise DataError(
+            f"all {len(items)} images of a batch were bad (see the warnings above); "
+            "fix the data or lower data.bad_image_budget so the run stops earlier"
+        )
     return default_collate(kept)

@@ -35,6 +35,7 @@ their high byte (48/64-bit RGB(A), 16-bit grey+alpha; pypng decodes them too but
 reads a PNG's header chunks (bit depth, colour type, sBIT); pydicom (+ pylibjpeg/pyjpegls plugins for
 compressed transfer syntaxes) for DICOM.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -87,8 +88,10 @@ class Intensity:
             raise ValueError(f"data.intensity={self.policy!r}; choose from {list(POLICIES)}")
         values = tuple(float(p) for p in self.percentiles)
         if len(values) != 2 or not 0 <= values[0] < values[1] <= 100:
-            raise ValueError(f"data.intensity_percentiles={list(self.percentiles)}: give [low, high] with "
-                             "0 <= low < high <= 100, e.g. [0.5, 99.5]")
+            raise ValueError(
+                f"data.intensity_percentiles={list(self.percentiles)}: give [low, high] with "
+                "0 <= low < high <= 100, e.g. [0.5, 99.5]"
+            )
         object.__setattr__(self, "percentiles", values)
 
     def as_json(self) -> dict:
@@ -130,23 +133,29 @@ def sorted_samples(cumulative: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     return np.searchsorted(cumulative, np.minimum(ranks, cumulative[-1] - 1), side="right")
 
 
-def wide_to_gray(values: np.ndarray, container_bits: int, declared_bits: int | None,
-                 intensity: Intensity) -> np.ndarray:
+def wide_to_gray(
+    values: np.ndarray, container_bits: int, declared_bits: int | None, intensity: Intensity
+) -> np.ndarray:
     """(H, W) samples of an image wider than 8 bits (integers, or the luma of 16-bit channels) -> float32 (H, W)
     in [0, 255]. container_bits: bits per sample of the file (16 for PNG); declared_bits: its sBIT or None."""
     low, high = percentile_range(values, intensity)
-    if intensity.policy == "auto" and declared_bits is not None and not declaration_holds(values, high, declared_bits,
-                                                                                           container_bits):
-        warn_once(f"sBIT {declared_bits} of {container_bits}",
-                  f"data.intensity=auto: a {container_bits}-bit PNG's sBIT chunk declares {declared_bits} significant "
-                  f"bits, but its film reaches {high:.0f}, neither within {declared_bits} bits nor scaled to the "
-                  "container: the declaration is not trusted, the film gets the robust window (said once per "
-                  "process and kind of file)")
+    if (
+        intensity.policy == "auto"
+        and declared_bits is not None
+        and not declaration_holds(values, high, declared_bits, container_bits)
+    ):
+        warn_once(
+            f"sBIT {declared_bits} of {container_bits}",
+            f"data.intensity=auto: a {container_bits}-bit PNG's sBIT chunk declares {declared_bits} significant "
+            f"bits, but its film reaches {high:.0f}, neither within {declared_bits} bits nor scaled to the "
+            "container: the declaration is not trusted, the film gets the robust window (said once per "
+            "process and kind of file)",
+        )
         declared_bits = None
     if intensity.policy == "window" or (intensity.policy == "auto" and declared_bits is None):
         return scale_to_gray(values, low, high)
     bits = declared_bits or container_bits
-    unscaled = high <= 2 ** bits - 1
+    unscaled = high <= 2**bits - 1
     return scale_to_gray(values, 0, 2 ** (bits if unscaled else container_bits) - 1)
 
 
@@ -156,13 +165,13 @@ def declaration_holds(values: np.ndarray, high: float, bits: int, container_bits
     names (a left shift, with or without the high bits replicated into the low ones, or a multiplication by
     (2**container - 1) / (2**bits - 1)); a few burned-in marker pixels do not count. Other samples (colour luma)
     are taken as declared."""
-    if values.dtype.kind not in "ui" or high <= 2 ** bits - 1:
+    if values.dtype.kind not in "ui" or high <= 2**bits - 1:
         return True
     values = values.astype(np.int64)
     shift = container_bits - bits
     shifted = (values >> shift) << shift
     replicated = shifted | (shifted >> bits) if shift <= bits else shifted
-    factor = (2 ** container_bits - 1) / (2 ** bits - 1)
+    factor = (2**container_bits - 1) / (2**bits - 1)
     multiplied = np.rint(np.rint(values / factor) * factor).astype(np.int64)
     return any(np.mean(values == scaled) >= 0.99 for scaled in (shifted, replicated, multiplied))
 
@@ -219,8 +228,9 @@ def png16_gray(path: str, reader: png.Reader, intensity: Intensity) -> np.ndarra
     return wide_to_gray(values, 16, significant_bits(reader), intensity)
 
 
-def to_gray(image: Image.Image, path: str = "", intensity: Intensity = Intensity(),
-            declared_bits: int | None = None) -> Image.Image:
+def to_gray(
+    image: Image.Image, path: str = "", intensity: Intensity = Intensity(), declared_bits: int | None = None
+) -> Image.Image:
     """Any loaded Pillow image -> mode "L" (8-bit) or "F" (float in [0, 255], for > 8-bit and float images).
 
     declared_bits: the PNG sBIT of a 16-bit gray image (None: absent)."""
@@ -278,26 +288,33 @@ def check_dicom(ds, path: str, max_pixels: int) -> None:
     image_module = ("Rows", "Columns", "BitsAllocated", "BitsStored", "PhotometricInterpretation")
     if any(ds.get(key) in (None, "") for key in image_module):
         kind = UID(str(ds.get("SOPClassUID", ""))).name or "unknown SOP class"
-        raise image_error(path, f"a DICOM without image pixels ({kind}, modality {ds.get('Modality', '?')}): "
-                                "not an image")
+        raise image_error(
+            path, f"a DICOM without image pixels ({kind}, modality {ds.get('Modality', '?')}): not an image"
+        )
     frames = int(ds.get("NumberOfFrames") or 1)
     if frames > 1:
         raise image_error(path, f"a multi-frame DICOM ({frames} frames); spml reads single-frame images")
     photometric = str(ds.PhotometricInterpretation).strip()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise image_error(path, f"DICOM photometric interpretation {photometric!r} is not supported; spml reads "
-                                "greyscale MONOCHROME1/MONOCHROME2 images")
+        raise image_error(
+            path,
+            f"DICOM photometric interpretation {photometric!r} is not supported; spml reads "
+            "greyscale MONOCHROME1/MONOCHROME2 images",
+        )
     check_pixels(path, (int(ds.Columns), int(ds.Rows)), max_pixels)
     syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
     if syntax is not None and syntax.is_compressed:
         try:
             available = get_decoder(syntax).is_available
         except NotImplementedError:
-            raise image_error(path, f"DICOM transfer syntax {syntax.name} ({syntax}) has no decoder in pydicom") \
-                from None
+            raise image_error(
+                path, f"DICOM transfer syntax {syntax.name} ({syntax}) has no decoder in pydicom"
+            ) from None
         if not available:
-            raise MissingDecoderError(f"{path}: compressed DICOM ({syntax.name}) needs a pixel data decoder that "
-                                      f"is not installed: {DICOM_EXTRA}")
+            raise MissingDecoderError(
+                f"{path}: compressed DICOM ({syntax.name}) needs a pixel data decoder that "
+                f"is not installed: {DICOM_EXTRA}"
+            )
 
 
 def has_voi_lut(ds) -> bool:
@@ -321,7 +338,7 @@ def voi_to_gray(values: np.ndarray, ds) -> np.ndarray:
 
     if has_voi_lut(ds):
         entries, first, _ = ds.VOILUTSequence[0].LUTDescriptor
-        domain = np.arange(first, first + (entries or 2 ** 16))  # every input the LUT maps
+        domain = np.arange(first, first + (entries or 2**16))  # every input the LUT maps
         outputs = apply_voi(domain, ds)
         values = apply_voi(np.rint(values).astype(np.int64), ds)  # LUT inputs are integers
     else:
@@ -349,7 +366,7 @@ def dicom_gray(path: str, intensity: Intensity, max_pixels: int) -> np.ndarray:
             gray = voi_to_gray(values, ds)
         elif intensity.policy == "bits" or int(ds.BitsStored) <= 8:
             bits, signed = int(ds.BitsStored), int(ds.get("PixelRepresentation", 0)) == 1
-            ends = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2 ** bits - 1])
+            ends = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1])
             black, white = np.sort(apply_modality_lut(ends, ds).astype(np.float64))
             gray = scale_to_gray(values, black, white)
         else:
@@ -393,8 +410,11 @@ def pydicom_errors(path: str) -> Iterator[None]:
 def check_pixels(path: str, size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width * height > max_pixels:
-        raise image_error(path, f"image is {width} x {height} = {width * height:,} pixels, over the "
-                                f"limit of {max_pixels:,}; downscale it first")
+        raise image_error(
+            path,
+            f"image is {width} x {height} = {width * height:,} pixels, over the "
+            f"limit of {max_pixels:,}; downscale it first",
+        )
 
 
 def resize_square(image: Image.Image, size: int) -> Image.Image:
@@ -419,8 +439,9 @@ def named_errors(path: str) -> Iterator[None]:
     except IsADirectoryError:
         raise image_error(path, "is a directory, not an image file") from None
     except UnidentifiedImageError:
-        raise image_error(path, "not a recognised image file (unknown format; DICOM files need the 128-byte "
-                                "preamble and 'DICM')") from None
+        raise image_error(
+            path, "not a recognised image file (unknown format; DICOM files need the 128-byte preamble and 'DICM')"
+        ) from None
     except Image.DecompressionBombError as err:
         raise image_error(path, f"image too large: {err}") from None
     except OSError as err:
@@ -461,13 +482,17 @@ def film_page(image: Image.Image, path: str) -> None:
     largest = max(areas)
     if areas.count(largest) > 1:
         width, height = sizes[areas.index(largest)]
-        raise image_error(path, f"{len(sizes)} pages, {areas.count(largest)} of them {width} x {height} films; spml "
-                                "reads one film per file")
+        raise image_error(
+            path,
+            f"{len(sizes)} pages, {areas.count(largest)} of them {width} x {height} films; spml "
+            "reads one film per file",
+        )
     image.seek(areas.index(largest))
 
 
-def load_gray(path: str | os.PathLike, size: int, intensity: Intensity = Intensity(),
-              max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def load_gray(
+    path: str | os.PathLike, size: int, intensity: Intensity = Intensity(), max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
     """Decode `path` -> uint8 (size, size) grayscale (see the module docstring). Raises ImageError naming the
     file and the reason (missing, empty, not an image, truncated/corrupt, over `max_pixels`, unsupported
     mode, unusable DICOM), MissingDecoderError for a compressed DICOM without its decoder plugin."""

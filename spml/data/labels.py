@@ -1,4 +1,5 @@
 """Label values: parsing 1/0/-1/blank columns, choosing classes, and the uncertainty policies."""
+
 from __future__ import annotations
 
 import re
@@ -23,8 +24,12 @@ def parse_label_values(frame: pd.DataFrame, columns: Sequence[str], file: str) -
         allowed = np.isin(parsed, (1.0, 0.0, -1.0)) | (pd.Series(texts, dtype=object).str.strip() == "").to_numpy()
         if not allowed.all():
             bad = np.flatnonzero(~allowed[codes])
-            raise row_error(file, int(bad[0]) + 1, column, f"unknown label value {frame[column].iloc[bad[0]]!r} "
-                            f"({bad.size} such rows); allowed: {ALLOWED_VALUES}")
+            raise row_error(
+                file,
+                int(bad[0]) + 1,
+                column,
+                f"unknown label value {frame[column].iloc[bad[0]]!r} ({bad.size} such rows); allowed: {ALLOWED_VALUES}",
+            )
         values[:, j] = parsed[codes]
     return values
 
@@ -40,8 +45,9 @@ def select_classes(requested: Sequence[str], available: Sequence[str], default: 
     return classes
 
 
-def apply_uncertainty(values: np.ndarray, classes: Sequence[str], policy: str,
-                      uncertain_ones: Sequence[str] = (), blank: str = "zero") -> tuple[np.ndarray, np.ndarray]:
+def apply_uncertainty(
+    values: np.ndarray, classes: Sequence[str], policy: str, uncertain_ones: Sequence[str] = (), blank: str = "zero"
+) -> tuple[np.ndarray, np.ndarray]:
     """(N, C) values in {1, 0, -1, NaN} -> targets float32 {0, 1} (N, C) and known bool (N, C).
 
     -1: ignore -> unknown, zeros -> 0, ones -> 1, mixed -> 1 for `uncertain_ones` else 0.
@@ -103,18 +109,35 @@ def check_spellings(tokens: pd.Series, no_finding: str, file: str, column: str, 
         other = spelled.setdefault(spelling_key(name), name)
         if other != name:
             where = f"data row {first_row[other] + 1}" if other in first_row else "the no-finding value"
-            raise row_error(file, int(row) + 1, column, f"finding name {name!r} and {other!r} ({where}) differ only "
-                            "in case, spaces, underscores or hyphens; write one spelling per finding, or list the "
-                            "classes in data.classes")
+            raise row_error(
+                file,
+                int(row) + 1,
+                column,
+                f"finding name {name!r} and {other!r} ({where}) differ only "
+                "in case, spaces, underscores or hyphens; write one spelling per finding, or list the "
+                "classes in data.classes",
+            )
     for name, row in first_row.items():
         other = other_delimiter(name, [n for n in (no_finding, *first_row.index) if n != name], delimiter)
         if other:
-            raise row_error(file, int(row) + 1, column, f"finding name {name!r} joins other names found with "
-                            f"{other!r}; the delimiter here is {delimiter!r} (data.csv.label_delimiter)")
+            raise row_error(
+                file,
+                int(row) + 1,
+                column,
+                f"finding name {name!r} joins other names found with "
+                f"{other!r}; the delimiter here is {delimiter!r} (data.csv.label_delimiter)",
+            )
 
 
-def parse_findings(findings: pd.Series, names: Sequence[str] | None, no_finding: str, file: str, column: str,
-                   delimiter: str = "|", vocabulary: Sequence[str] = ()) -> tuple[np.ndarray, tuple[str, ...]]:
+def parse_findings(
+    findings: pd.Series,
+    names: Sequence[str] | None,
+    no_finding: str,
+    file: str,
+    column: str,
+    delimiter: str = "|",
+    vocabulary: Sequence[str] = (),
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """Delimited finding names per row -> ((N, C) float64 0/1, class names), exact name matching.
 
     Spaces around the delimiter are ignored ("Effusion| Mass" is "Effusion|Mass"). `names` None = every
@@ -126,15 +149,24 @@ def parse_findings(findings: pd.Series, names: Sequence[str] | None, no_finding:
     """
     empty = np.flatnonzero((findings == "").to_numpy())
     if empty.size:
-        raise row_error(file, int(empty[0]) + 1, column, f"no finding names ({empty.size} such rows); "
-                        f"write {no_finding!r} for an image without findings")
+        raise row_error(
+            file,
+            int(empty[0]) + 1,
+            column,
+            f"no finding names ({empty.size} such rows); write {no_finding!r} for an image without findings",
+        )
     findings = findings.reset_index(drop=True)
     tokens = findings.str.split(delimiter, regex=False).explode().str.strip()  # index: 0-based row
     blank = np.flatnonzero((tokens == "").to_numpy())
     if blank.size:
         row = int(tokens.index[blank[0]])
-        raise row_error(file, row + 1, column, f"empty finding name in {findings.iloc[row]!r} (a delimiter "
-                        f"{delimiter!r} at the start or end, or two in a row)")
+        raise row_error(
+            file,
+            row + 1,
+            column,
+            f"empty finding name in {findings.iloc[row]!r} (a delimiter "
+            f"{delimiter!r} at the start or end, or two in a row)",
+        )
     if names is None:
         check_spellings(tokens, no_finding, file, column, delimiter)
     found = [name for name in pd.unique(tokens.to_numpy()) if name != no_finding]
@@ -143,8 +175,13 @@ def parse_findings(findings: pd.Series, names: Sequence[str] | None, no_finding:
     unknown = ~tokens.isin(allowed).to_numpy()
     if unknown.any():
         token, row = tokens.iloc[int(np.argmax(unknown))], int(tokens.index[int(np.argmax(unknown))])
-        raise row_error(file, row + 1, column, f"unknown finding name {token!r} in {findings.iloc[row]!r}"
-                        f"{spelling_hint(token, sorted(allowed), delimiter)}; known names: {sorted(allowed)}")
+        raise row_error(
+            file,
+            row + 1,
+            column,
+            f"unknown finding name {token!r} in {findings.iloc[row]!r}"
+            f"{spelling_hint(token, sorted(allowed), delimiter)}; known names: {sorted(allowed)}",
+        )
     rows = tokens.index.to_numpy()
     is_finding = (tokens != no_finding).to_numpy()
     has_finding = np.bincount(rows[is_finding], minlength=len(findings)) > 0

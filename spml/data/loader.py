@@ -7,6 +7,7 @@ forever), `end_workers` ends them when a loader is done, and a worker ends on a 
 (multiprocessing's exit handler, torch's shutdown) while it ignores one from anyone else. A worker whose main
 process died ends at its next look at the parent (torch's watchdog, within seconds).
 """
+
 from __future__ import annotations
 
 import os
@@ -90,30 +91,47 @@ def one_pass(loader: DataLoader, keep_workers: bool = True) -> Iterator[Iterator
             end_workers(loader)
 
 
-def _loader(dataset: Dataset, batch_size: int, num_workers: int, worker_start: WorkerStart = "default",
-            **kwargs) -> DataLoader:
+def _loader(
+    dataset: Dataset, batch_size: int, num_workers: int, worker_start: WorkerStart = "default", **kwargs
+) -> DataLoader:
     """A private generator keeps each new iterator's worker-seed draw off the global RNG, which the
     augmentation uses: otherwise resuming mid-epoch would shift every later random draw. `worker_start`: how
     worker processes start (multiprocessing's start methods; default: the platform's)."""
     if batch_size < 1 or num_workers < 0:
-        raise ValueError(f"batch_size={batch_size}, num_workers={num_workers}: the batch size must be at least 1, "
-                         "the workers at least 0")
+        raise ValueError(
+            f"batch_size={batch_size}, num_workers={num_workers}: the batch size must be at least 1, "
+            "the workers at least 0"
+        )
     context = worker_start if num_workers and worker_start != "default" else None
-    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_none,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
-                      generator=torch.Generator().manual_seed(0), multiprocessing_context=context,
-                      worker_init_fn=leave_stop_signals_to_the_main_process, **kwargs)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_skip_none,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(0),
+        multiprocessing_context=context,
+        worker_init_fn=leave_stop_signals_to_the_main_process,
+        **kwargs,
+    )
 
 
-def make_train_loader(dataset: Dataset, sampler: EpochSampler, batch_size: int, num_workers: int = 0,
-                      worker_start: WorkerStart = "default") -> DataLoader:
+def make_train_loader(
+    dataset: Dataset,
+    sampler: EpochSampler,
+    batch_size: int,
+    num_workers: int = 0,
+    worker_start: WorkerStart = "default",
+) -> DataLoader:
     """Batches of `batch_size` in the sampler's per-epoch order, the last incomplete batch dropped."""
     if len(dataset) < batch_size:
         raise ValueError(f"batch_size={batch_size} exceeds the {len(dataset)} training images")
     return _loader(dataset, batch_size, num_workers, worker_start, sampler=sampler, drop_last=True)
 
 
-def make_eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0,
-                     worker_start: WorkerStart = "default") -> DataLoader:
+def make_eval_loader(
+    dataset: Dataset, batch_size: int, num_workers: int = 0, worker_start: WorkerStart = "default"
+) -> DataLoader:
     """Every sample once, in dataset order."""
     return _loader(dataset, batch_size, num_workers, worker_start, shuffle=False)

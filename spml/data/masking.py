@@ -13,6 +13,7 @@ the biased single positives `frequent_first`, `rare_first` (by class frequency a
 A masked CSV has `path` (the row key) + one column per class: 1 observed positive, 0 observed negative,
 blank unobserved; `<file>.manifest.json` beside it records source, hashes, scheme and counts.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -84,16 +85,22 @@ def rare_first(values: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
 
 
 @MASKING.register("priority")
-def priority(values: np.ndarray, rng: np.random.RandomState, classes: tuple[str, ...] = (),
-             order: tuple[str, ...] | list[str] = ()) -> np.ndarray:
+def priority(
+    values: np.ndarray,
+    rng: np.random.RandomState,
+    classes: tuple[str, ...] = (),
+    order: tuple[str, ...] | list[str] = (),
+) -> np.ndarray:
     """Biased single positive by a fixed mention order (e.g. the order a radiologist reports findings):
     the row's certain positive listed first in `order` is observed. Classes left out of `order` come
     after every listed one, uniformly at random among themselves (one draw per class from `rng`)."""
     order = list(order)
     unknown = [name for name in order if name not in classes]
     if not order or unknown or len(set(order)) != len(order):
-        raise DataError(f"masking scheme priority: order={order!r} must list distinct class names from "
-                        f"{list(classes)} (data.mask_params.order)")
+        raise DataError(
+            f"masking scheme priority: order={order!r} must list distinct class names from "
+            f"{list(classes)} (data.mask_params.order)"
+        )
     rank = len(classes) + rng.random_sample(len(classes))  # unlisted classes: after the listed ones, random
     rank[[classes.index(name) for name in order]] = np.arange(len(order))
     return first_by_rank(values, rank)
@@ -129,12 +136,24 @@ def row_keys(paths: np.ndarray, root: str) -> np.ndarray:
     paths = np.asarray(paths, dtype=object)
     prefix = root.rstrip(os.sep) + os.sep if root else None
     width = len(str(len(paths)))
-    return np.array([f"#{i:0{width}d}" if not p else p[len(prefix):] if prefix and p.startswith(prefix) else p
-                     for i, p in enumerate(paths)], dtype=object)
+    return np.array(
+        [
+            f"#{i:0{width}d}" if not p else p[len(prefix) :] if prefix and p.startswith(prefix) else p
+            for i, p in enumerate(paths)
+        ],
+        dtype=object,
+    )
 
 
-def mask_table(table: LabelTable, scheme: str = "single_positive", seed: int = 1200, no_positive: str = "drop",
-               root: str = "", keys: np.ndarray | None = None, **params: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+def mask_table(
+    table: LabelTable,
+    scheme: str = "single_positive",
+    seed: int = 1200,
+    no_positive: str = "drop",
+    root: str = "",
+    keys: np.ndarray | None = None,
+    **params: Any,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Mask a label table -> (masked frame: `path` key + class columns with 1/0/NaN, in key order;
     manifest dict). `keys`: the rows' keys when `table` is part of a larger table (default: row_keys of
     its own rows). `masked_sha256` is filled in by write_masked."""
@@ -152,10 +171,19 @@ def mask_table(table: LabelTable, scheme: str = "single_positive", seed: int = 1
     frame = pd.DataFrame(observed[kept], columns=list(table.classes))
     frame.insert(0, "path", keys[order][kept])
     manifest = {
-        "source": table.source, "source_hash": table.source_hash, "masked_sha256": None,
-        "classes": list(table.classes), "scheme": scheme, "scheme_params": dict(params), "seed": int(seed),
-        "no_positive": no_positive, "root": root, "row_order": "sorted by path relative to root",
-        "rows_in": len(values), "rows_kept": int(kept.sum()), "rows_dropped": int((~kept).sum()),
+        "source": table.source,
+        "source_hash": table.source_hash,
+        "masked_sha256": None,
+        "classes": list(table.classes),
+        "scheme": scheme,
+        "scheme_params": dict(params),
+        "seed": int(seed),
+        "no_positive": no_positive,
+        "root": root,
+        "row_order": "sorted by path relative to root",
+        "rows_in": len(values),
+        "rows_kept": int(kept.sum()),
+        "rows_dropped": int((~kept).sum()),
         "hidden_positives": dict(zip(table.classes, hidden_pos.tolist())),
         "observed_positives": dict(zip(table.classes, observed_pos.tolist())),
     }
@@ -166,9 +194,16 @@ COUNTS = ("rows_in", "rows_kept", "rows_dropped")
 PER_CLASS = ("hidden_positives", "observed_positives")
 
 
-def mask_splits(table: LabelTable, split: np.ndarray, names: tuple[str, ...], scheme: str = "single_positive",
-                seed: int = 1200, no_positive: str = "drop", root: str = "", **params: Any
-                ) -> tuple[pd.DataFrame, dict[str, Any]]:
+def mask_splits(
+    table: LabelTable,
+    split: np.ndarray,
+    names: tuple[str, ...],
+    scheme: str = "single_positive",
+    seed: int = 1200,
+    no_positive: str = "drop",
+    root: str = "",
+    **params: Any,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Mask only the rows of the splits `names` (split: (N,) split name per row of `table`), each split on
     its own with RandomState(seed), so a split's masked labels do not depend on which other splits are
     masked (the train split alone gives what mask_table gives for the train rows). Rows of other splits
@@ -183,8 +218,9 @@ def mask_splits(table: LabelTable, split: np.ndarray, names: tuple[str, ...], sc
         per_split[name] = {key: manifest[key] for key in (*COUNTS, *PER_CLASS)}
     frame = pd.concat(frames, ignore_index=True).sort_values("path", kind="stable", ignore_index=True)
     manifest.update({key: sum(part[key] for part in per_split.values()) for key in COUNTS})
-    manifest.update({key: {c: sum(part[key][c] for part in per_split.values()) for c in table.classes}
-                     for key in PER_CLASS})
+    manifest.update(
+        {key: {c: sum(part[key][c] for part in per_split.values()) for c in table.classes} for key in PER_CLASS}
+    )
     manifest["splits"] = per_split
     return frame, manifest
 
@@ -217,8 +253,10 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         with open(manifest_path(path), encoding="utf-8") as handle:
             return json.load(handle)
     except FileNotFoundError:
-        raise DataError(f"masked label file {os.fspath(path)} has no manifest {manifest_path(path)}; "
-                        "make masked files with tools/mask_labels.py") from None
+        raise DataError(
+            f"masked label file {os.fspath(path)} has no manifest {manifest_path(path)}; "
+            "make masked files with tools/mask_labels.py"
+        ) from None
     except json.JSONDecodeError as err:
         raise DataError(f"{manifest_path(path)}: not valid JSON: {err}") from None
 
@@ -230,8 +268,10 @@ def read_masked(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
     if not os.path.isfile(path):
         raise DataError(f"masked label file {path} does not exist (data.masked_labels)")
     if file_sha256(path) != manifest.get("masked_sha256"):
-        raise DataError(f"{path}: its bytes do not match masked_sha256 in {manifest_path(path)}: the file was "
-                        "edited after masking; re-create it with tools/mask_labels.py")
+        raise DataError(
+            f"{path}: its bytes do not match masked_sha256 in {manifest_path(path)}: the file was "
+            "edited after masking; re-create it with tools/mask_labels.py"
+        )
     frame, _ = read_csv(path, ["path", *manifest["classes"]])
     values = parse_label_values(frame, manifest["classes"], path)
     uncertain = np.argwhere(values == -1)
@@ -267,17 +307,22 @@ def load_masked_rows(path: str | os.PathLike, table: LabelTable, root: str = "")
     path = os.fspath(path)
     manifest = read_manifest(path)
     if manifest.get("source_hash") != table.source_hash:
-        raise DataError(f"{path} was masked from {manifest.get('source')} (sha256 {manifest.get('source_hash')}) "
-                        f"but the data's label file {table.source} has sha256 {table.source_hash}; "
-                        "re-run tools/mask_labels.py on this label file")
+        raise DataError(
+            f"{path} was masked from {manifest.get('source')} (sha256 {manifest.get('source_hash')}) "
+            f"but the data's label file {table.source} has sha256 {table.source_hash}; "
+            "re-run tools/mask_labels.py on this label file"
+        )
     if tuple(manifest.get("classes", ())) != tuple(table.classes):
-        raise DataError(f"{path} has classes {manifest.get('classes')} but the data has {list(table.classes)} "
-                        "(data.classes)")
+        raise DataError(
+            f"{path} has classes {manifest.get('classes')} but the data has {list(table.classes)} (data.classes)"
+        )
     frame, _ = read_masked(path)
     values, present = align_masked(frame, table, root)
     if not present.any():
-        raise DataError(f"no row of {path} matches an image of {table.source}; paths in the file are relative "
-                        f"to the root {manifest.get('root')!r}, this run's root is {root!r} (data.root)")
+        raise DataError(
+            f"no row of {path} matches an image of {table.source}; paths in the file are relative "
+            f"to the root {manifest.get('root')!r}, this run's root is {root!r} (data.root)"
+        )
     return values, present
 
 

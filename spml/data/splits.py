@@ -7,6 +7,7 @@ files give (the reader's OFFICIAL_SPLIT column: NIH lists, MIMIC split csv, CheX
 column), official carving val from the train patients when the files give no val rows, given exactly as
 written. A patient in two splits of a file's split is an error unless data.allow_patient_overlap.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -22,8 +23,16 @@ SPLITS = ("train", "val", "test")
 FILE_SPLITS = ("official", "given")  # data.split schemes that read the split from the dataset's files
 # Accepted spellings of a split name in a label file (compared in lower case, spaces stripped). "dev" is not
 # accepted: some datasets use it for validation, others for test.
-SPLIT_SPELLINGS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                   "validate": "val", "test": "test", "testing": "test"}
+SPLIT_SPELLINGS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "validate": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def parse_split_names(values: pd.Series, file: str, column: str) -> np.ndarray:
@@ -33,15 +42,22 @@ def parse_split_names(values: pd.Series, file: str, column: str) -> np.ndarray:
     bad = names.isna().to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise row_error(file, row + 1, column, f"unknown split {values.iloc[row]!r} ({int(bad.sum())} such rows); "
-                        f"write one of {sorted(SPLIT_SPELLINGS)} (any case)")
+        raise row_error(
+            file,
+            row + 1,
+            column,
+            f"unknown split {values.iloc[row]!r} ({int(bad.sum())} such rows); "
+            f"write one of {sorted(SPLIT_SPELLINGS)} (any case)",
+        )
     return names.to_numpy(dtype=object)
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise DataError(f"data.val_fraction={val_fraction}, data.test_fraction={test_fraction}: each must be in "
-                        "[0, 1) and their sum below 1")
+        raise DataError(
+            f"data.val_fraction={val_fraction}, data.test_fraction={test_fraction}: each must be in "
+            "[0, 1) and their sum below 1"
+        )
 
 
 def random_split(patient_ids: Sequence[str], val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
@@ -53,12 +69,13 @@ def random_split(patient_ids: Sequence[str], val_fraction: float, test_fraction:
     n_test, n_val = round(test_fraction * len(patients)), round(val_fraction * len(patients))
     patient_split = np.full(len(patients), "train", dtype=object)
     patient_split[order[:n_test]] = "test"
-    patient_split[order[n_test:n_test + n_val]] = "val"
+    patient_split[order[n_test : n_test + n_val]] = "val"
     return patient_split[inverse]
 
 
-def iterative_stratification(counts: np.ndarray, sizes: np.ndarray, fractions: Sequence[float],
-                             seed: int) -> np.ndarray:
+def iterative_stratification(
+    counts: np.ndarray, sizes: np.ndarray, fractions: Sequence[float], seed: int
+) -> np.ndarray:
     """Sechidis et al. (2011) iterative stratification of groups (here: patients) into folds.
 
     counts: (G, C) positive images per group and class; sizes: (G,) images per group; fractions: (K,)
@@ -99,8 +116,9 @@ def iterative_stratification(counts: np.ndarray, sizes: np.ndarray, fractions: S
     return fold
 
 
-def stratified_split(patient_ids: Sequence[str], positives: np.ndarray, val_fraction: float, test_fraction: float,
-                     seed: int) -> np.ndarray:
+def stratified_split(
+    patient_ids: Sequence[str], positives: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> np.ndarray:
     """(N,) split names from iterative stratification over patients; positives: (N, C) bool per image."""
     check_fractions(val_fraction, test_fraction)
     patients, inverse = np.unique(np.asarray(patient_ids, dtype=str), return_inverse=True)
@@ -115,9 +133,11 @@ def stratified_split(patient_ids: Sequence[str], positives: np.ndarray, val_frac
 def file_split(frame: pd.DataFrame, scheme: str) -> np.ndarray:
     """(N,) copy of the reader's OFFICIAL_SPLIT column; a DataError when the dataset's files give no split."""
     if OFFICIAL_SPLIT not in frame.columns:
-        raise DataError(f"data.split={scheme}: this dataset's files give no split (NIH lists, MIMIC split csv, "
-                        "CheXpert valid.csv, a CSV's split column: data.csv.split_column); use data.split=random "
-                        "or stratified")
+        raise DataError(
+            f"data.split={scheme}: this dataset's files give no split (NIH lists, MIMIC split csv, "
+            "CheXpert valid.csv, a CSV's split column: data.csv.split_column); use data.split=random "
+            "or stratified"
+        )
     return frame[OFFICIAL_SPLIT].to_numpy(dtype=object).copy()
 
 
@@ -158,8 +178,10 @@ def split_given(table: LabelTable, val_fraction: float, test_fraction: float, se
     for name in SPLITS:
         if not (split == name).any():
             carve = " (data.split=official carves val from the train patients)" if name == "val" else ""
-            raise DataError(f"data.split=given: {table.source} gives no {name} rows; the file's split must name "
-                            f"train, val and test rows{carve}")
+            raise DataError(
+                f"data.split=given: {table.source} gives no {name} rows; the file's split must name "
+                f"train, val and test rows{carve}"
+            )
     return split
 
 
@@ -176,12 +198,20 @@ def patient_overlap_message(table: LabelTable, split: np.ndarray, shared: pd.Ser
     patient, names = shared.index[0], shared.iloc[0]
     rows = table.frame["patient_id"].to_numpy() == patient
     examples = ", ".join(f"{name} ({table.frame['path'].to_numpy()[rows & (split == name)][0]!r})" for name in names)
-    return (f"patient {patient!r} of {table.source} has images in {examples}; {len(shared)} patient(s) are in more "
-            "than one split, so test images of a patient could have been trained on")
+    return (
+        f"patient {patient!r} of {table.source} has images in {examples}; {len(shared)} patient(s) are in more "
+        "than one split, so test images of a patient could have been trained on"
+    )
 
 
-def assign_splits(table: LabelTable, scheme: str = "random", val_fraction: float = 0.1, test_fraction: float = 0.2,
-                  seed: int = 0, allow_patient_overlap: bool = False) -> np.ndarray:
+def assign_splits(
+    table: LabelTable,
+    scheme: str = "random",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    allow_patient_overlap: bool = False,
+) -> np.ndarray:
     """Patient-wise split of the table's rows (data.split and the data.* keys of the same names).
 
     Args:
@@ -203,14 +233,19 @@ def assign_splits(table: LabelTable, scheme: str = "random", val_fraction: float
     if scheme not in SPLIT_SCHEMES:
         raise DataError(f"data.split={scheme!r}; choose from {SPLIT_SCHEMES.names()}")
     if scheme not in FILE_SPLITS and OFFICIAL_SPLIT in table.frame.columns:
-        warnings.warn(f"{table.source} gives its own split (a CSV's split column, data.csv.split_column), which "
-                      f"data.split={scheme} ignores; data.split=given uses it (data.csv.split_column= reads "
-                      "no split column)", stacklevel=2)
+        warnings.warn(
+            f"{table.source} gives its own split (a CSV's split column, data.csv.split_column), which "
+            f"data.split={scheme} ignores; data.split=given uses it (data.csv.split_column= reads "
+            "no split column)",
+            stacklevel=2,
+        )
     split = SPLIT_SCHEMES.get(scheme)(table, val_fraction, test_fraction, seed)
     shared = shared_patients(table, split)
     if len(shared) and not allow_patient_overlap:
-        raise DataError(f"data.split={scheme}: {patient_overlap_message(table, split, shared)}; fix the "
-                        "split, or set data.allow_patient_overlap=true to accept it")
+        raise DataError(
+            f"data.split={scheme}: {patient_overlap_message(table, split, shared)}; fix the "
+            "split, or set data.allow_patient_overlap=true to accept it"
+        )
     return split
 
 
@@ -223,6 +258,7 @@ def split_prevalence(table: LabelTable, split: np.ndarray) -> pd.DataFrame:
     for name, rows in [*((s, split == s) for s in names), ("all", np.ones(len(split), bool))]:
         frame = table.frame[rows]
         prevalence = (frame[list(table.classes)] == 1).mean()
-        columns[name] = pd.concat([prevalence, pd.Series({"images": len(frame),
-                                                          "patients": frame["patient_id"].nunique()})])
+        columns[name] = pd.concat(
+            [prevalence, pd.Series({"images": len(frame), "patients": frame["patient_id"].nunique()})]
+        )
     return pd.DataFrame(columns)

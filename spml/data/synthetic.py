@@ -24,6 +24,7 @@ Everything is drawn from the seed: labels and phantom parameters do not depend o
 Rows of the LabelTable have path "" (in memory) and study_id "<i>", the phantom's number, which
 `synthetic_source` uses to pick the images of any subset of the table.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,18 +39,35 @@ from spml.data.dataset import ArraySource
 from spml.data.readers import READERS
 from spml.data.table import DataError, LabelTable, make_table
 
-CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Mass", "Nodule",
-           "Pleural_Thickening", "Pneumothorax")
+CLASSES = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Mass",
+    "Nodule",
+    "Pleural_Thickening",
+    "Pneumothorax",
+)
 GENERATOR_VERSION = 1  # bump when the labels or the pictures change (it enters the source hash)
 NO_FINDING = 0.5  # share of images without a finding
 FINDING_COUNTS = (0.48, 0.30, 0.15, 0.07)  # P(1, 2, 3, 4 findings | at least one)
 # Sampling weights (tuned: prevalences come out near 15, 7, 10, 5, 22, 4, 7, 9, 6, 5 %) and pairwise
 # affinities that multiply a class's weight once its partner is present.
 BASE_WEIGHT = np.array([1.3, 0.55, 0.8, 0.34, 2.0, 0.36, 0.62, 0.9, 0.55, 0.55])
-AFFINITY = {("Cardiomegaly", "Edema"): 4.0, ("Cardiomegaly", "Effusion"): 3.0, ("Edema", "Effusion"): 4.0,
-            ("Atelectasis", "Consolidation"): 3.0, ("Atelectasis", "Effusion"): 3.0,
-            ("Consolidation", "Effusion"): 2.0, ("Mass", "Nodule"): 3.0, ("Emphysema", "Pneumothorax"): 4.0,
-            ("Effusion", "Pleural_Thickening"): 1.5}
+AFFINITY = {
+    ("Cardiomegaly", "Edema"): 4.0,
+    ("Cardiomegaly", "Effusion"): 3.0,
+    ("Edema", "Effusion"): 4.0,
+    ("Atelectasis", "Consolidation"): 3.0,
+    ("Atelectasis", "Effusion"): 3.0,
+    ("Consolidation", "Effusion"): 2.0,
+    ("Mass", "Nodule"): 3.0,
+    ("Emphysema", "Pneumothorax"): 4.0,
+    ("Effusion", "Pleural_Thickening"): 1.5,
+}
 PERSIST = 0.5  # chance that a follow-up image keeps the previous image's findings
 GRID = 16  # lung-marking texture: GRID x GRID random values per patient, interpolated to the image
 RENDER_CHUNK = 256  # images rendered per numpy batch (and per pixel-noise seed)
@@ -87,8 +105,9 @@ def sample_labels(rng: np.random.Generator, n: int) -> np.ndarray:
 def sample_patients(rng: np.random.Generator, n: int, images_per_patient: float) -> tuple[np.ndarray, np.ndarray]:
     """(patient number (n,), visit number (n,)): 1 + Binomial(2, (m - 1) / 2) images per patient (mean m)."""
     if not 1.0 <= images_per_patient <= 3.0:
-        raise DataError(f"data.synthetic.images_per_patient={images_per_patient}: must lie in [1, 3] "
-                        "(patients have 1-3 images)")
+        raise DataError(
+            f"data.synthetic.images_per_patient={images_per_patient}: must lie in [1, 3] (patients have 1-3 images)"
+        )
     sizes = 1 + rng.binomial(2, (images_per_patient - 1) / 2, n)
     patient = np.repeat(np.arange(n), sizes)[:n]
     start = np.r_[0, np.cumsum(sizes)][patient]
@@ -99,8 +118,9 @@ def uniform(rng: np.random.Generator, low: float, high: float, n: int) -> np.nda
     return rng.uniform(low, high, n).astype(np.float32)
 
 
-def sample_params(rng: np.random.Generator, labels: np.ndarray, patient: np.ndarray,
-                  visit: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def sample_params(
+    rng: np.random.Generator, labels: np.ndarray, patient: np.ndarray, visit: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Phantom parameters per image -> (labels after follow-up persistence, dict of (n, ...) arrays).
     Coordinates are normalised: x, y in [-1, 1], y = -1 at the top; lung index 0 is image-left."""
     n, num_patients = len(labels), int(patient.max()) + 1
@@ -139,26 +159,42 @@ def sample_params(rng: np.random.Generator, labels: np.ndarray, patient: np.ndar
     p["heart_jitter"] = rng.normal(0, 0.01, n).astype(np.float32)
     # findings, per image (drawn for every image, used where the label is set)
     finding = {
-        "atel_side": rng.integers(0, 2, n), "atel_shrink": uniform(rng, 0.78, 0.93, n),
-        "atel_line": uniform(rng, 0.15, 0.55, n), "atel_pos": uniform(rng, 0.35, 0.7, n),
+        "atel_side": rng.integers(0, 2, n),
+        "atel_shrink": uniform(rng, 0.78, 0.93, n),
+        "atel_line": uniform(rng, 0.15, 0.55, n),
+        "atel_pos": uniform(rng, 0.35, 0.7, n),
         "cardio_ratio": uniform(rng, 0.50, 0.62, n),
-        "cons_side": rng.integers(0, 2, n), "cons_lower": rng.random(n) < 0.6, "cons_level": uniform(rng, -0.2, 0.3, n),
-        "cons_slope": uniform(rng, -0.4, 0.4, n), "cons_fill": uniform(rng, 0.35, 0.8, n),
-        "edema_fill": uniform(rng, 0.2, 0.55, n), "edema_sx": uniform(rng, 0.12, 0.2, n),
+        "cons_side": rng.integers(0, 2, n),
+        "cons_lower": rng.random(n) < 0.6,
+        "cons_level": uniform(rng, -0.2, 0.3, n),
+        "cons_slope": uniform(rng, -0.4, 0.4, n),
+        "cons_fill": uniform(rng, 0.35, 0.8, n),
+        "edema_fill": uniform(rng, 0.2, 0.55, n),
+        "edema_sx": uniform(rng, 0.12, 0.2, n),
         "edema_sy": uniform(rng, 0.22, 0.32, n),
-        "eff_side": rng.choice(3, n, p=(0.4, 0.35, 0.25)), "eff_height": uniform(rng, 0.15, 0.6, n),
-        "eff_meniscus": uniform(rng, 0.05, 0.25, n), "eff_fill": uniform(rng, 0.4, 0.9, n),
-        "emph_inflate": uniform(rng, 1.05, 1.16, n), "emph_air": uniform(rng, 1.08, 1.3, n),
+        "eff_side": rng.choice(3, n, p=(0.4, 0.35, 0.25)),
+        "eff_height": uniform(rng, 0.15, 0.6, n),
+        "eff_meniscus": uniform(rng, 0.05, 0.25, n),
+        "eff_fill": uniform(rng, 0.4, 0.9, n),
+        "emph_inflate": uniform(rng, 1.05, 1.16, n),
+        "emph_air": uniform(rng, 1.08, 1.3, n),
         "emph_markings": uniform(rng, 0.3, 0.65, n),
-        "nod_side": rng.integers(0, 2, n), "nod_r": np.sqrt(uniform(rng, 0, 0.55, n)),
-        "nod_theta": uniform(rng, 0, 2 * np.pi, n), "nod_sigma": uniform(rng, 0.04, 0.065, n),
+        "nod_side": rng.integers(0, 2, n),
+        "nod_r": np.sqrt(uniform(rng, 0, 0.55, n)),
+        "nod_theta": uniform(rng, 0, 2 * np.pi, n),
+        "nod_sigma": uniform(rng, 0.04, 0.065, n),
         "nod_fill": uniform(rng, 0.6, 1.4, n),
-        "mass_side": rng.integers(0, 2, n), "mass_r": np.sqrt(uniform(rng, 0, 0.4, n)),
-        "mass_theta": uniform(rng, 0, 2 * np.pi, n), "mass_sigma": uniform(rng, 0.09, 0.15, n),
-        "mass_fill": uniform(rng, 0.7, 1.3, n), "mass_lobe": rng.normal(0, 0.06, (n, 2)).astype(np.float32),
-        "pt_side": rng.choice(3, n, p=(0.35, 0.35, 0.3)), "pt_width": uniform(rng, 0.25, 0.5, n),
+        "mass_side": rng.integers(0, 2, n),
+        "mass_r": np.sqrt(uniform(rng, 0, 0.4, n)),
+        "mass_theta": uniform(rng, 0, 2 * np.pi, n),
+        "mass_sigma": uniform(rng, 0.09, 0.15, n),
+        "mass_fill": uniform(rng, 0.7, 1.3, n),
+        "mass_lobe": rng.normal(0, 0.06, (n, 2)).astype(np.float32),
+        "pt_side": rng.choice(3, n, p=(0.35, 0.35, 0.3)),
+        "pt_width": uniform(rng, 0.25, 0.5, n),
         "pt_fill": uniform(rng, 0.4, 0.8, n),
-        "ptx_side": rng.integers(0, 2, n), "ptx_width": uniform(rng, 0.15, 0.45, n),
+        "ptx_side": rng.integers(0, 2, n),
+        "ptx_width": uniform(rng, 0.15, 0.45, n),
     }
     labels = labels.copy()
     for level in (1, 2):  # follow-ups keep the previous image's findings (and where they are) with prob PERSIST
@@ -185,9 +221,17 @@ def lung_fields(labels: np.ndarray, p: dict[str, np.ndarray]) -> dict[str, np.nd
     b *= shrink
     ratio = np.where(labels[:, column["Cardiomegaly"]], p["cardio_ratio"], p["heart_ratio"] + p["heart_jitter"])
     shift = np.where(atel, np.where(p["atel_side"] == 0, -0.05, 0.05), 0.0)
-    return {"cx": cx, "cy": cy, "a": a, "b": b, "heart_a": ratio * 0.75, "heart_cx": p["heart_cx"] + shift,
-            "medi_cx": shift, "air": p["air"] * np.where(emph, p["emph_air"], 1.0),
-            "markings": p["marking_amp"] * np.where(emph, p["emph_markings"], 1.0)}
+    return {
+        "cx": cx,
+        "cy": cy,
+        "a": a,
+        "b": b,
+        "heart_a": ratio * 0.75,
+        "heart_cx": p["heart_cx"] + shift,
+        "medi_cx": shift,
+        "air": p["air"] * np.where(emph, p["emph_air"], 1.0),
+        "markings": p["marking_amp"] * np.where(emph, p["emph_markings"], 1.0),
+    }
 
 
 def col(values: np.ndarray) -> np.ndarray:
@@ -233,8 +277,9 @@ def render_chunk(labels: np.ndarray, p: dict[str, np.ndarray], size: int, rng: n
     return image.astype(np.uint8)
 
 
-def finding_masks(labels: np.ndarray, p: dict[str, np.ndarray], size: int,
-                  min_change: float = MASK_MIN_CHANGE) -> np.ndarray:
+def finding_masks(
+    labels: np.ndarray, p: dict[str, np.ndarray], size: int, min_change: float = MASK_MIN_CHANGE
+) -> np.ndarray:
     """Where each finding changes the picture: bool (B, C, size, size), False for findings an image lacks.
 
     For each image with finding c, the noise-free picture (clipped to [0, 1]) is drawn again from the same
@@ -268,8 +313,9 @@ def draw(labels: np.ndarray, p: dict[str, np.ndarray], size: int) -> np.ndarray:
     _, heart = ellipse(u, v, g["heart_cx"], p["heart_cy"], g["heart_a"], p["heart_b"], 0.1)
     _, medi = ellipse(u, v, g["medi_cx"], -0.45, p["medi_a"], 0.65, 0.15)
     cover = np.maximum(heart, medi)
-    lung_r2, lung_mask = zip(*(ellipse(u, v, g["cx"][:, s], g["cy"][:, s], g["a"][:, s], g["b"][:, s], 0.12)
-                               for s in range(2)))
+    lung_r2, lung_mask = zip(
+        *(ellipse(u, v, g["cx"][:, s], g["cy"][:, s], g["a"][:, s], g["b"][:, s], 0.12) for s in range(2))
+    )
     lungs = (lung_mask[0] + lung_mask[1]) * (1 - cover)
     texture = interpolation(v, GRID) @ p["texture"] @ interpolation(u, GRID).transpose(0, 2, 1)
     markings = np.maximum(texture, 0) * col(g["markings"])[:, :, None]
@@ -291,8 +337,9 @@ def draw(labels: np.ndarray, p: dict[str, np.ndarray], size: int) -> np.ndarray:
     def effusion(rows):
         out = 0
         for s in range(2):
-            top = col(g["cy"][rows, s] + g["b"][rows, s] * (1 - p["eff_height"][rows])) \
-                - col(p["eff_meniscus"][rows]) * lateral(rows, s)
+            top = col(g["cy"][rows, s] + g["b"][rows, s] * (1 - p["eff_height"][rows])) - col(
+                p["eff_meniscus"][rows]
+            ) * lateral(rows, s)
             fluid = np.clip((v[rows][:, :, None] - top[:, None, :]) * 25, 0, 1)
             out = out + fluid * lung_mask[s][rows] * sided(p["eff_side"], rows, s)
         return out * col(p["eff_fill"][rows])[:, :, None]
@@ -328,8 +375,10 @@ def draw(labels: np.ndarray, p: dict[str, np.ndarray], size: int) -> np.ndarray:
     def atelectasis(rows):
         s = p["atel_side"][rows]
         cx, cy, a, b = (g[k][rows, s] for k in ("cx", "cy", "a", "b"))
-        return gaussian(u[rows], v[rows], cx, cy + b * p["atel_pos"][rows], a * 0.45, 0.018) \
+        return (
+            gaussian(u[rows], v[rows], cx, cy + b * p["atel_pos"][rows], a * 0.45, 0.018)
             * col(p["atel_line"][rows])[:, :, None]
+        )
 
     def pleural_thickening(rows):
         out = 0
@@ -401,9 +450,10 @@ class Phantoms:
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), len(CLASSES), size, size), bool)
         for start in range(0, len(rows), RENDER_CHUNK):
-            chunk = rows[start:start + RENDER_CHUNK]
-            out[start:start + len(chunk)] = finding_masks(
-                self.labels[chunk], {name: values[chunk] for name, values in self.params.items()}, size)
+            chunk = rows[start : start + RENDER_CHUNK]
+            out[start : start + len(chunk)] = finding_masks(
+                self.labels[chunk], {name: values[chunk] for name, values in self.params.items()}, size
+            )
         return out
 
 
@@ -418,8 +468,12 @@ class SyntheticSpec:
 
 def source_hash(spec: SyntheticSpec) -> str:
     """sha256 of the generator parameters that fix the labels (the image size does not)."""
-    fields = {"generator": GENERATOR_VERSION, "num_images": spec.num_images,
-              "images_per_patient": spec.images_per_patient, "seed": spec.seed}
+    fields = {
+        "generator": GENERATOR_VERSION,
+        "num_images": spec.num_images,
+        "images_per_patient": spec.images_per_patient,
+        "seed": spec.seed,
+    }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -436,8 +490,9 @@ def rendered(num_images: int, images_per_patient: float, seed: int, size: int) -
 
 
 @READERS.register("synthetic")
-def read_synthetic(num_images: int = 3000, images_per_patient: float = 1.5, seed: int = 0,
-                   classes: Sequence[str] = ()) -> LabelTable:
+def read_synthetic(
+    num_images: int = 3000, images_per_patient: float = 1.5, seed: int = 0, classes: Sequence[str] = ()
+) -> LabelTable:
     """The phantoms' LabelTable (values 0/1; path "", study_id = phantom number, view PA).
 
     Args:
@@ -460,9 +515,14 @@ def read_synthetic(num_images: int = 3000, images_per_patient: float = 1.5, seed
     if unknown:
         raise DataError(f"data.classes: unknown class(es) {unknown}; the synthetic dataset has {list(CLASSES)}")
     values = ph.labels[:, [CLASSES.index(name) for name in classes]].astype(np.float64)
-    meta = {"path": np.full(len(ph), "", dtype=object), "patient_id": [f"P{i:05d}" for i in ph.patient],
-            "study_id": [str(i) for i in range(len(ph))], "view": np.full(len(ph), "PA", dtype=object),
-            "sex": ph.sex, "age": ph.age.astype(np.float64)}
+    meta = {
+        "path": np.full(len(ph), "", dtype=object),
+        "patient_id": [f"P{i:05d}" for i in ph.patient],
+        "study_id": [str(i) for i in range(len(ph))],
+        "view": np.full(len(ph), "PA", dtype=object),
+        "sex": ph.sex,
+        "age": ph.age.astype(np.float64),
+    }
     return make_table(meta, values, classes, f"synthetic:{seed}:{num_images}", source_hash(spec))
 
 
@@ -483,7 +543,8 @@ def lesion_masks(spec: SyntheticSpec, frame, classes: Sequence[str], size: int) 
     if unknown:
         raise DataError(f"lesion masks: {unknown} are not findings of the synthetic set {list(CLASSES)}")
     masks = phantoms(spec.num_images, spec.images_per_patient, spec.seed).masks(
-        frame["study_id"].astype(int).to_numpy(), size)
+        frame["study_id"].astype(int).to_numpy(), size
+    )
     return masks[:, [CLASSES.index(name) for name in classes]]
 
 

@@ -3,6 +3,7 @@
 Errors about input files are `DataError`s naming the file, the row (1-based data row; its line number
 is one more, for the header, unless a quoted field spans lines) and the column.
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,8 +55,14 @@ class LabelTable:
         return LabelTable(frame.reset_index(drop=True), self.classes, self.source, self.source_hash)
 
 
-def make_table(meta: dict[str, Iterable], values: np.ndarray, classes: Sequence[str], source: str,
-               source_hash: str, official_split: Iterable[str] | None = None) -> LabelTable:
+def make_table(
+    meta: dict[str, Iterable],
+    values: np.ndarray,
+    classes: Sequence[str],
+    source: str,
+    source_hash: str,
+    official_split: Iterable[str] | None = None,
+) -> LabelTable:
     """Assemble a LabelTable; `meta` holds META_COLUMNS (missing ones get "" / NaN), values (N, C)."""
     n = len(values)
     columns: dict[str, object] = {}
@@ -100,8 +107,10 @@ def read_text(path: str) -> tuple[str, str]:
         text = data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")  # CR-only files: lines too
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}: not UTF-8 text: byte 0x{data[err.start]:02x} at byte offset {err.start} "
-                        f"(line {line}); save the file as UTF-8") from None
+        raise DataError(
+            f"{path}: not UTF-8 text: byte 0x{data[err.start]:02x} at byte offset {err.start} "
+            f"(line {line}); save the file as UTF-8"
+        ) from None
     return text, hashlib.sha256(raw).hexdigest()
 
 
@@ -122,8 +131,10 @@ def read_csv(path: str, required: Sequence[str] = ()) -> tuple[pd.DataFrame, str
         header = str(frame.columns[0])
         for sep, name in ((";", "semicolon"), ("\t", "tab")):
             if sep in header:
-                raise DataError(f"{path}: the header is one column containing {name}s ({header[:60]!r}...): "
-                                f"the file looks {name}-separated; spml reads comma-separated files")
+                raise DataError(
+                    f"{path}: the header is one column containing {name}s ({header[:60]!r}...): "
+                    f"the file looks {name}-separated; spml reads comma-separated files"
+                )
     check_header(text, path)
     if frame.empty:
         raise DataError(f"{path}: the header has no data rows below it")
@@ -142,15 +153,19 @@ def check_header(text: str, path: str) -> None:
     header = next((row for row in rows if row), [])
     for row in rows:
         if row and len(row) < len(header):
-            raise DataError(f"{path}: line {rows.line_num} has {len(row)} of the header's {len(header)} fields "
-                            f"(it ends after {row[-1]!r}; the missing {header[len(row)]!r}... would read as blank): "
-                            "the row was cut short; restore the file from its source")
+            raise DataError(
+                f"{path}: line {rows.line_num} has {len(row)} of the header's {len(header)} fields "
+                f"(it ends after {row[-1]!r}; the missing {header[len(row)]!r}... would read as blank): "
+                "the row was cut short; restore the file from its source"
+            )
     seen: dict[str, int] = {}
     for position, name in enumerate(header, 1):
         name = name.strip()
         if name in seen:
-            raise DataError(f"{path}: column {name!r} appears twice in the header (columns {seen[name]} and "
-                            f"{position}); rename or remove one")
+            raise DataError(
+                f"{path}: column {name!r} appears twice in the header (columns {seen[name]} and "
+                f"{position}); rename or remove one"
+            )
         if name:  # several unnamed columns (trailing commas) are harmless: no reader looks them up
             seen[name] = position
 
@@ -177,8 +192,9 @@ def check_empty_paths(paths: pd.Series, file: str, column: str) -> None:
     """Empty or missing-value paths are errors (rows are 1-based data rows of `file`)."""
     empty = np.flatnonzero(paths.str.strip().isin(MISSING_VALUES).to_numpy())
     if empty.size:
-        raise row_error(file, int(empty[0]) + 1, column, f"empty image path {paths.iloc[empty[0]]!r} "
-                                                         f"({empty.size} such rows)")
+        raise row_error(
+            file, int(empty[0]) + 1, column, f"empty image path {paths.iloc[empty[0]]!r} ({empty.size} such rows)"
+        )
 
 
 def check_duplicates(keys: Sequence[str], written: pd.Series, file: str, column: str) -> None:
@@ -195,8 +211,9 @@ def check_duplicates(keys: Sequence[str], written: pd.Series, file: str, column:
         where = f"{spellings[0]!r} at data rows {rows}"
     else:
         where = f"data rows {rows} ({', '.join(map(repr, spellings))}) are one image file {key}"
-    raise DataError(f"{file}: column {column!r}: duplicate image rows: {where} ({int(repeated.sum())} rows are "
-                    "duplicates)")
+    raise DataError(
+        f"{file}: column {column!r}: duplicate image rows: {where} ({int(repeated.sum())} rows are duplicates)"
+    )
 
 
 def check_paths(paths: pd.Series, file: str, column: str) -> None:
@@ -269,8 +286,14 @@ def real_paths(paths: np.ndarray, loop_error: Callable[[int, str], DataError]) -
     return out
 
 
-def resolve_image_paths(written: pd.Series, root: str, file: str, column: str, allow_outside_root: bool = False,
-                        joined: Sequence[str] | None = None) -> np.ndarray:
+def resolve_image_paths(
+    written: pd.Series,
+    root: str,
+    file: str,
+    column: str,
+    allow_outside_root: bool = False,
+    joined: Sequence[str] | None = None,
+) -> np.ndarray:
     """The image paths of a label file's rows as the table stores them: joined with the dataset root and
     normalised (os.path.normpath: "./x.png" and "a/../x.png" are "x.png"; symlinks are kept, so the cache key
     stays the path the user wrote). The file each names (symlinks resolved) must be unique: two rows naming
@@ -287,8 +310,13 @@ def resolve_image_paths(written: pd.Series, root: str, file: str, column: str, a
     paths = np.array([os.path.normpath(os.path.join(root, path)) for path in source], dtype=object)
 
     def loop_error(row: int, path: str) -> DataError:
-        return row_error(file, row + 1, column, f"{written.iloc[row]!r}: symlink loop at {path} (too many levels "
-                                                "of symbolic links); fix or remove the link")
+        return row_error(
+            file,
+            row + 1,
+            column,
+            f"{written.iloc[row]!r}: symlink loop at {path} (too many levels "
+            "of symbolic links); fix or remove the link",
+        )
 
     resolved = real_paths(paths, loop_error)
     if not allow_outside_root:
@@ -301,9 +329,14 @@ def resolve_image_paths(written: pd.Series, root: str, file: str, column: str, a
             inside = inside | pd.Series(resolved).str.startswith(real_root).to_numpy()
         if not inside.all():
             row = int(np.argmin(inside))
-            raise row_error(file, row + 1, column, f"image path {written.iloc[row]!r} is outside data.root {root} "
-                            f"(it names {resolved[row]}; {int((~inside).sum())} such rows); fix the path or "
-                            "data.root, or set data.allow_outside_root=true to allow it")
+            raise row_error(
+                file,
+                row + 1,
+                column,
+                f"image path {written.iloc[row]!r} is outside data.root {root} "
+                f"(it names {resolved[row]}; {int((~inside).sum())} such rows); fix the path or "
+                "data.root, or set data.allow_outside_root=true to allow it",
+            )
     check_duplicates(resolved, written, file, column)
     return paths
 
@@ -322,8 +355,9 @@ def existing_files(paths: Sequence[str]) -> np.ndarray:
     return np.fromiter((os.path.basename(p) in listing[d] for p, d in zip(paths, folders)), bool, len(paths))
 
 
-def check_images(table: LabelTable, missing: str, held: Callable[[np.ndarray], np.ndarray] | None = None,
-                 source: str = "") -> LabelTable:
+def check_images(
+    table: LabelTable, missing: str, held: Callable[[np.ndarray], np.ndarray] | None = None, source: str = ""
+) -> LabelTable:
     """Apply data.missing to image files that do not exist (in-memory rows, path "", are skipped), or with
     `held` (paths -> (N,) bool) to the images an image cache (named `source`) has no entry for.
 
@@ -340,13 +374,17 @@ def check_images(table: LabelTable, missing: str, held: Callable[[np.ndarray], n
     what = f"have no entry in the image cache {source}" if held else "do not exist"
     if count and missing == "error":
         fix = "rebuild the cache for this dataset" if held else "fix data.root"
-        raise DataError(f"{count} of {len(paths)} image files listed in {table.source} {what}, e.g. "
-                        f"{paths[absent][:5].tolist()}; {fix} or set data.missing=drop to drop them")
+        raise DataError(
+            f"{count} of {len(paths)} image files listed in {table.source} {what}, e.g. "
+            f"{paths[absent][:5].tolist()}; {fix} or set data.missing=drop to drop them"
+        )
     out = table.subset(~absent) if count else table
     out.frame.attrs["missing_dropped"] = count
     if count:
-        message = (f"data.missing=drop: dropped {count} of {len(paths)} rows of {table.source} whose image "
-                   f"{'has no entry in the image cache ' + source if held else 'is missing'}")
+        message = (
+            f"data.missing=drop: dropped {count} of {len(paths)} rows of {table.source} whose image "
+            f"{'has no entry in the image cache ' + source if held else 'is missing'}"
+        )
         log.warning(message)
         warnings.warn(message, stacklevel=2)
     if out.frame.empty:
@@ -361,6 +399,7 @@ def view_mask(views: pd.Series, wanted: Sequence[str], file: str, column: str) -
         return np.ones(len(views), bool)
     keep = views.str.strip().str.upper().isin([view.upper() for view in wanted]).to_numpy()
     if not keep.any():
-        raise DataError(f"data.views={list(wanted)} keeps no row of {file}; column {column!r} has "
-                        f"{sorted(views.unique().tolist())}")
+        raise DataError(
+            f"data.views={list(wanted)} keeps no row of {file}; column {column!r} has {sorted(views.unique().tolist())}"
+        )
     return keep

@@ -1,5 +1,6 @@
 """The first lines of a training run: world size, device, precision and effective batch, and a warning when
 the launcher asked for more processes than the run has."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -26,10 +27,12 @@ def launcher_warning(environ: Mapping[str, str], world_size: int) -> str | None:
     if requested is None or requested <= world_size:
         return None
     asked = f"{requested}" if environ.get("WORLD_SIZE", "").isdigit() else "several"
-    return (f"WARNING: the launcher asked for {asked} processes but this run has {world_size}: every process "
-            "trains alone on the whole data. `accelerate launch --num_processes N` without --multi_gpu starts one "
-            "process; use `accelerate launch --multi_gpu --num_processes N` on GPUs or "
-            "`torchrun --nproc_per_node N tools/train.py ...` on CPUs (README, Multi-GPU / multi-node).")
+    return (
+        f"WARNING: the launcher asked for {asked} processes but this run has {world_size}: every process "
+        "trains alone on the whole data. `accelerate launch --num_processes N` without --multi_gpu starts one "
+        "process; use `accelerate launch --multi_gpu --num_processes N` on GPUs or "
+        "`torchrun --nproc_per_node N tools/train.py ...` on CPUs (README, Multi-GPU / multi-node)."
+    )
 
 
 def run_banner(accelerator: Accelerator, batch_size: int, accumulate: int, environ: Mapping[str, str]) -> list[str]:
@@ -39,8 +42,10 @@ def run_banner(accelerator: Accelerator, batch_size: int, accumulate: int, envir
         device += f" ({torch.cuda.get_device_name(accelerator.device)})"
     world = accelerator.num_processes
     kind = "single process" if world == 1 else accelerator.distributed_type.value.lower().replace("_", "-")
-    lines = [f"world size {world} ({kind}), device {device}, "
-             f"precision {accelerator.mixed_precision}, effective batch {batch_size * world * accumulate} = "
-             f"{batch_size} per process x {world} processes x {accumulate} accumulation steps"]
+    lines = [
+        f"world size {world} ({kind}), device {device}, "
+        f"precision {accelerator.mixed_precision}, effective batch {batch_size * world * accumulate} = "
+        f"{batch_size} per process x {world} processes x {accumulate} accumulation steps"
+    ]
     warning = launcher_warning(environ, world)
     return lines + ([warning] if warning else [])

@@ -5,6 +5,7 @@ The Trainer calls each hook of each callback in list order; a callback reads wha
 (`progress`, `model`, `accelerator`, `logger`) and may ask it to stop (`trainer.request_stop`). A callback with
 state returns it from `state_dict()`; checkpoints store it under the callback's `state_key`.
 """
+
 from __future__ import annotations
 
 import time
@@ -93,8 +94,12 @@ class LogSums(Callback):
 
     def on_fit_start(self, trainer: Trainer) -> None:
         accelerator = trainer.accelerator
-        self.sums = {key: value.to(accelerator.device) if accelerator.is_main_process else
-                     torch.zeros_like(value, device=accelerator.device) for key, value in self.restored.items()}
+        self.sums = {
+            key: value.to(accelerator.device)
+            if accelerator.is_main_process
+            else torch.zeros_like(value, device=accelerator.device)
+            for key, value in self.restored.items()
+        }
 
     def on_checkpoint(self, trainer: Trainer) -> None:
         if trainer.accelerator.num_processes > 1 and self.sums:
@@ -121,8 +126,12 @@ class TrainLog(LogSums):
     def on_fit_start(self, trainer: Trainer) -> None:
         super().on_fit_start(trainer)
         self.images, self.tick = 0, time.perf_counter()
-        self.bar = tqdm(total=trainer.epochs * trainer.steps_per_epoch, initial=trainer.progress.global_step,
-                        disable=not trainer.accelerator.is_main_process, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=trainer.epochs * trainer.steps_per_epoch,
+            initial=trainer.progress.global_step,
+            disable=not trainer.accelerator.is_main_process,
+            dynamic_ncols=True,
+        )
 
     def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
         self.images += batch["image"].shape[0]
@@ -157,8 +166,12 @@ class ObjectiveReport(LogSums):
     truth, analysis only): `report(batch, out) -> {name: device scalar}` summed over `every` steps and
     processes, logged as `summarize(sums) -> {name: value}`."""
 
-    def __init__(self, report: Callable[[dict, dict], dict[str, torch.Tensor]],
-                 summarize: Callable[[dict[str, float]], dict[str, float]], every: int):
+    def __init__(
+        self,
+        report: Callable[[dict, dict], dict[str, torch.Tensor]],
+        summarize: Callable[[dict[str, float]], dict[str, float]],
+        every: int,
+    ):
         super().__init__()
         self.report, self.summarize, self.every = report, summarize, every
 
@@ -219,8 +232,15 @@ class Validation(Callback):
     positives, this AUROC is an increasing (affine) function of the true AUROC (e.g. Jain et al. 2017), so it
     orders checkpoints as the full labels would; val/mAP on such a split mixes in the hidden positives' share."""
 
-    def __init__(self, model: nn.Module, loader: DataLoader, classes: Sequence[str], every: int = 1,
-                 metric: str = "val/mAP", single_positive: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        loader: DataLoader,
+        classes: Sequence[str],
+        every: int = 1,
+        metric: str = "val/mAP",
+        single_positive: bool = False,
+    ):
         self.model, self.loader, self.classes = model, loader, list(classes)
         self.every, self.metric, self.single_positive = every, metric, single_positive
         self.best_value, self.best_epoch = -float("inf"), -1
@@ -233,8 +253,9 @@ class Validation(Callback):
             return
         values = self.evaluate(trainer)
         trainer.log(values)
-        trainer.accelerator.print(f"epoch {epoch}: val mAP {values['val/mAP']:.4f} "
-                                  f"mean AUROC {values['val/mean_auroc']:.4f}")
+        trainer.accelerator.print(
+            f"epoch {epoch}: val mAP {values['val/mAP']:.4f} mean AUROC {values['val/mean_auroc']:.4f}"
+        )
         self.validated = True
         if values[self.metric] > self.best_value:
             self.best_value, self.best_epoch, self.improved = values[self.metric], epoch, True
@@ -269,9 +290,11 @@ class EarlyStopping(Callback):
             return
         self.waited = 0 if self.validation.improved else self.waited + 1
         if self.waited >= self.patience:
-            trainer.request_stop(f"early stopping: {self.validation.metric} not better than "
-                                 f"{self.validation.best_value:.4f} (epoch {self.validation.best_epoch}) "
-                                 f"for {self.waited} validations")
+            trainer.request_stop(
+                f"early stopping: {self.validation.metric} not better than "
+                f"{self.validation.best_value:.4f} (epoch {self.validation.best_epoch}) "
+                f"for {self.waited} validations"
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"waited": self.waited}
@@ -292,8 +315,12 @@ class Checkpoint(Callback):
 
     def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
         progress = trainer.progress
-        if (self.every and progress.global_step % self.every == 0 and not trainer.stop_reason
-                and progress.batch_in_epoch < trainer.steps_per_epoch):
+        if (
+            self.every
+            and progress.global_step % self.every == 0
+            and not trainer.stop_reason
+            and progress.batch_in_epoch < trainer.steps_per_epoch
+        ):
             trainer.check_finite()
             self.save(trainer, ("latest",))
 
@@ -323,10 +350,21 @@ class FinalEvaluation(Callback):
     and the pointing game, on the main process.
     """
 
-    def __init__(self, model: nn.Module, loader: DataLoader, frame: pd.DataFrame, classes: Sequence[str],
-                 out_dir: Path, tta: bool = False, eval_classes: Sequence[str] = (), level: str = "",
-                 bootstrap: int = 0, seed: int = 0, diagnosis: Diagnosis | None = None,
-                 checkpoints: Path | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        loader: DataLoader,
+        frame: pd.DataFrame,
+        classes: Sequence[str],
+        out_dir: Path,
+        tta: bool = False,
+        eval_classes: Sequence[str] = (),
+        level: str = "",
+        bootstrap: int = 0,
+        seed: int = 0,
+        diagnosis: Diagnosis | None = None,
+        checkpoints: Path | None = None,
+    ):
         self.model, self.loader, self.frame, self.classes = model, loader, frame, list(classes)
         self.out_dir, self.tta = Path(out_dir), tta
         self.eval_classes, self.level, self.bootstrap, self.seed = tuple(eval_classes), level, bootstrap, seed
@@ -341,15 +379,29 @@ class FinalEvaluation(Callback):
             diagnosis = replace(diagnosis, checkpoint=ckpt.read_pointer(self.checkpoints, "latest").name)
         loader = accelerator.prepare(self.loader)
         for folder, tta in [("eval", False)] + ([("eval-tta", True)] if self.tta else []):
-            evaluation = evaluate(self.model, loader, self.frame, self.classes, self.out_dir / folder, accelerator,
-                                  tta=tta, eval_classes=self.eval_classes, level=self.level, bootstrap=self.bootstrap,
-                                  seed=self.seed, diagnosis=None if tta else diagnosis, desc="test")
+            evaluation = evaluate(
+                self.model,
+                loader,
+                self.frame,
+                self.classes,
+                self.out_dir / folder,
+                accelerator,
+                tta=tta,
+                eval_classes=self.eval_classes,
+                level=self.level,
+                bootstrap=self.bootstrap,
+                seed=self.seed,
+                diagnosis=None if tta else diagnosis,
+                desc="test",
+            )
             result = evaluation.result
             if result is None:
                 continue
             summary = result.summary
-            accelerator.print(f"test ({summary['level']}, {result.coverage()}{', TTA' if tta else ''}): mAP "
-                              f"{summary['mAP']:.4f} mean AUROC {summary['mean_auroc']:.4f} -> {self.out_dir / folder}")
+            accelerator.print(
+                f"test ({summary['level']}, {result.coverage()}{', TTA' if tta else ''}): mAP "
+                f"{summary['mAP']:.4f} mean AUROC {summary['mean_auroc']:.4f} -> {self.out_dir / folder}"
+            )
             if evaluation.record:
                 accelerator.print(diagnosis_line(evaluation.diagnosis, evaluation.record, diagnosis.thresholds))
             if folder == "eval":
@@ -391,5 +443,7 @@ class BadImageReport(Callback):
         if rows:
             distinct = distinct_skips(self.skip_log)
             splits = ", ".join(f"{name} {sum(s == name for s, _ in distinct)}" for name in ("train", "val", "test"))
-            trainer.accelerator.print(f"data.bad_images=skip: left out {len(distinct)} distinct bad images ({splits}; "
-                                      f"{len(rows)} skips in all) -> {self.skip_log}")
+            trainer.accelerator.print(
+                f"data.bad_images=skip: left out {len(distinct)} distinct bad images ({splits}; "
+                f"{len(rows)} skips in all) -> {self.skip_log}"
+            )

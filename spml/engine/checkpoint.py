@@ -7,6 +7,7 @@ intact; a failed write (a full disk) removes its temporary file and its unrefere
 temporary files a killed run left behind are removed by the next save into that folder. Files are loaded
 with `torch.load(weights_only=True)` only.
 """
+
 from __future__ import annotations
 
 import errno
@@ -34,8 +35,12 @@ def rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
-                  "cached": cached},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "cached": cached,
+        },
         "python": {"version": version, "state": torch.tensor(python_state, dtype=torch.int64)},
     }
 
@@ -68,10 +73,14 @@ def write_checkpoint_file(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     except (OSError, RuntimeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
         code = err.errno if isinstance(err, OSError) else errno.EIO
-        raise CheckpointWriteError(code, f"cannot write the checkpoint ({reason}); "
-                                         f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free in "
-                                         f"{path.parent}. The previous checkpoint is intact: free space, then "
-                                         f"continue with --resume", str(path)) from None
+        raise CheckpointWriteError(
+            code,
+            f"cannot write the checkpoint ({reason}); "
+            f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free in "
+            f"{path.parent}. The previous checkpoint is intact: free space, then "
+            f"continue with --resume",
+            str(path),
+        ) from None
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:
@@ -136,8 +145,10 @@ def read_pointer(root: Path, name: str = "latest") -> Path:
     folder = data.get("dir") if isinstance(data, dict) else None
     if not isinstance(folder, str) or not re.fullmatch(r"step-\d+", folder):
         shown = repr(text[:80]) if text.strip() else "empty"
-        raise ValueError(f"{path}: not a checkpoint pointer ({shown}); it must hold {{\"dir\": \"step-NNNNNNN\", "
-                         f"\"step\": N}} naming a step folder inside {root}")
+        raise ValueError(
+            f'{path}: not a checkpoint pointer ({shown}); it must hold {{"dir": "step-NNNNNNN", '
+            f'"step": N}} naming a step folder inside {root}'
+        )
     return root / folder
 
 
@@ -168,8 +179,10 @@ def check_resumable(state: dict[str, Any], folder: Path) -> None:
     """A checkpoint of an older format holds the trained weights (tools/evaluate.py, tools/export.py read them)
     but not the training state today's trainer resumes from."""
     if state["format"] != FORMAT:
-        raise ValueError(f"{folder / 'state.pt'} has format {state['format']!r}, written before the trainer's "
-                         f"callbacks ({FORMAT!r}); it can be evaluated and exported but not resumed: start a new run")
+        raise ValueError(
+            f"{folder / 'state.pt'} has format {state['format']!r}, written before the trainer's "
+            f"callbacks ({FORMAT!r}); it can be evaluated and exported but not resumed: start a new run"
+        )
 
 
 def load_plain(path: Path) -> Any:

@@ -1,4 +1,5 @@
 """Run logging: scalars to `<run>/log.csv` (long format: step,name,value) and TensorBoard, rank 0 only."""
+
 from __future__ import annotations
 
 import csv
@@ -63,8 +64,10 @@ class RunLogger:
         TensorBoard's HPARAMS tab; lists and dicts are written as JSON text."""
         if not self.enabled:
             return
-        flat = {key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
-                for key, value in _flatten(hparams).items()}
+        flat = {
+            key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+            for key, value in _flatten(hparams).items()
+        }
         finite = {key: float(value) for key, value in metrics.items() if value is not None and math.isfinite(value)}
         self.writer.add_hparams(flat, finite, run_name=".")
 
@@ -80,8 +83,15 @@ def _wait_to_sort_last(folder: Path) -> None:
     <host>.<pid>...`: a resumed attempt that opens its file in the same second as the attempt it follows would sort
     by pid, possibly first, and its purge of the earlier attempt's late events would be read before those events.
     """
-    seconds = [int(name.split(".")[3]) for name in os.listdir(folder) if name.startswith("events.out.tfevents.")
-               and name.split(".")[3].isdigit()] if folder.is_dir() else []
+    seconds = (
+        [
+            int(name.split(".")[3])
+            for name in os.listdir(folder)
+            if name.startswith("events.out.tfevents.") and name.split(".")[3].isdigit()
+        ]
+        if folder.is_dir()
+        else []
+    )
     if seconds and time.time() < max(seconds) + 1:
         time.sleep(max(seconds) + 1 - time.time())
 

@@ -1,4 +1,5 @@
 """Optimizer and scheduler from timm's factories, with per-parameter learning-rate multipliers."""
+
 from __future__ import annotations
 
 from timm.optim import create_optimizer_v2
@@ -7,8 +8,9 @@ from torch import nn
 from torch.optim import Optimizer
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, backbone: nn.Module | None = None,
-                     backbone_lr_scale: float = 1.0) -> list[dict]:
+def parameter_groups(
+    model: nn.Module, weight_decay: float, backbone: nn.Module | None = None, backbone_lr_scale: float = 1.0
+) -> list[dict]:
     """No weight decay on biases/norms (1-d tensors); parameters carrying `lr_multiplier`
     (e.g. ROLE's label table) get their own group with lr scaled by it (`lr_scale`, read by timm's schedulers).
 
@@ -34,13 +36,21 @@ def parameter_groups(model: nn.Module, weight_decay: float, backbone: nn.Module 
             decay.append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups += [{"params": params, "weight_decay": 0.0, "lr_scale": m} for m, params in scaled.items()]
-    groups += [{"params": params, "weight_decay": decay_value, "lr_scale": backbone_lr_scale, "backbone": True}
-               for params, decay_value in ((backbone_decay, weight_decay), (backbone_no_decay, 0.0))]
+    groups += [
+        {"params": params, "weight_decay": decay_value, "lr_scale": backbone_lr_scale, "backbone": True}
+        for params, decay_value in ((backbone_decay, weight_decay), (backbone_no_decay, 0.0))
+    ]
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, name: str = "adamw", lr: float = 1e-3, weight_decay: float = 1e-4,
-                    backbone: nn.Module | None = None, backbone_lr_scale: float = 1.0) -> Optimizer:
+def build_optimizer(
+    model: nn.Module,
+    name: str = "adamw",
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    backbone: nn.Module | None = None,
+    backbone_lr_scale: float = 1.0,
+) -> Optimizer:
     """timm optimizer by name (adamw, sgd, lamb, ...) over `parameter_groups` (`backbone` at `backbone_lr_scale`)."""
     if backbone_lr_scale < 0:
         raise ValueError(f"backbone_lr_scale={backbone_lr_scale}: must be >= 0")
@@ -48,21 +58,36 @@ def build_optimizer(model: nn.Module, name: str = "adamw", lr: float = 1e-3, wei
     try:
         optimizer = create_optimizer_v2(groups, opt=name, lr=lr, weight_decay=weight_decay)
     except (ValueError, KeyError, AssertionError) as err:  # timm/torch: unknown name, invalid lr or decay
-        raise ValueError(f"optimizer {name!r} (lr={lr}, weight_decay={weight_decay}): "
-                         f"{str(err).strip(chr(39))}") from None
+        raise ValueError(
+            f"optimizer {name!r} (lr={lr}, weight_decay={weight_decay}): {str(err).strip(chr(39))}"
+        ) from None
     for group in optimizer.param_groups:  # timm's schedulers scale their base value (initial_lr) by lr_scale from
-        if group.get("backbone"):        # their first update on; the steps before it use lr x lr_scale too
+        if group.get("backbone"):  # their first update on; the steps before it use lr x lr_scale too
             group["initial_lr"], group["lr"] = lr, lr * backbone_lr_scale
     return optimizer
 
 
-def build_scheduler(optimizer: Optimizer, name: str, epochs: int, updates_per_epoch: int, lr: float,
-                    warmup_epochs: float = 0.0, min_lr: float = 0.0):
+def build_scheduler(
+    optimizer: Optimizer,
+    name: str,
+    epochs: int,
+    updates_per_epoch: int,
+    lr: float,
+    warmup_epochs: float = 0.0,
+    min_lr: float = 0.0,
+):
     """timm scheduler by name, stepped per optimizer update: linear warm-up from lr / 100, then e.g. cosine."""
     try:
-        scheduler, _ = create_scheduler_v2(optimizer, sched=name, num_epochs=epochs, warmup_epochs=warmup_epochs,
-                                           warmup_lr=lr * 0.01, min_lr=min_lr, step_on_epochs=False,
-                                           updates_per_epoch=updates_per_epoch)
+        scheduler, _ = create_scheduler_v2(
+            optimizer,
+            sched=name,
+            num_epochs=epochs,
+            warmup_epochs=warmup_epochs,
+            warmup_lr=lr * 0.01,
+            min_lr=min_lr,
+            step_on_epochs=False,
+            updates_per_epoch=updates_per_epoch,
+        )
     except (ValueError, AssertionError) as err:  # timm: unknown scheduler name
         raise ValueError(f"scheduler {name!r}: {err}") from None
     return scheduler

@@ -1,6 +1,7 @@
 """SIGINT/SIGTERM end a run cleanly: the current step finishes, a resumable checkpoint is written, the tool exits
 with 128 + the signal number. A cluster scheduler (and torchrun, which forwards it to every process) stops a job
 with SIGTERM; Ctrl-C sends SIGINT."""
+
 from __future__ import annotations
 
 import os
@@ -88,16 +89,22 @@ class StopOnSignal(Callback):
 
     def stop(self, trainer: Trainer, signum: int) -> None:
         self.stopped_by = signum
-        trainer.request_stop(f"{signal.Signals(signum).name} received: writing a checkpoint at step "
-                             f"{trainer.progress.global_step} (a second signal aborts at once)", interrupt=True)
+        trainer.request_stop(
+            f"{signal.Signals(signum).name} received: writing a checkpoint at step "
+            f"{trainer.progress.global_step} (a second signal aborts at once)",
+            interrupt=True,
+        )
 
     def on_fit_start(self, trainer: Trainer) -> None:
         self.in_loop = True
 
     def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
         progress = trainer.progress
-        if (trainer.accelerator.num_processes > 1 and progress.global_step % self.every
-                and progress.batch_in_epoch < trainer.steps_per_epoch):
+        if (
+            trainer.accelerator.num_processes > 1
+            and progress.global_step % self.every
+            and progress.batch_in_epoch < trainer.steps_per_epoch
+        ):
             return
         signum = self.agreed(trainer)
         if signum:

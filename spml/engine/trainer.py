@@ -5,6 +5,7 @@ validation, checkpoints, the evaluation EMA, reports and early stopping are call
 (spml/engine/callbacks.py). It never branches on the mode or the objective. spml.factories.build_trainer
 assembles a Trainer from a Config; the Trainer itself receives objects only.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -31,8 +32,12 @@ def build_accelerator(precision: str = "no", accumulate: int = 1) -> Accelerator
     # non_blocking: batches from pinned memory (the loaders pin on CUDA) are copied while the step runs.
     # CUDA only: on the CPU it has nothing to overlap, and 2-process gloo runs then aborted at exit.
     cuda = torch.cuda.is_available()
-    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=accumulate, cpu=not cuda,
-                       dataloader_config=DataLoaderConfiguration(non_blocking=cuda))
+    return Accelerator(
+        mixed_precision=precision,
+        gradient_accumulation_steps=accumulate,
+        cpu=not cuda,
+        dataloader_config=DataLoaderConfiguration(non_blocking=cuda),
+    )
 
 
 class NonFiniteLossError(RuntimeError):
@@ -71,7 +76,8 @@ class NonFiniteGuard:
             named = ", ".join(f"{k}={float(v):.4g}" for k, v in self.components.items())
             raise NonFiniteLossError(
                 f"non-finite loss/gradient at step {step} (components: {named}); stopping before any checkpoint "
-                "is written, the last good checkpoint is intact. Set train.nonfinite=skip to skip such steps.")
+                "is written, the last good checkpoint is intact. Set train.nonfinite=skip to skip such steps."
+            )
 
 
 class Trainer:
@@ -95,9 +101,21 @@ class Trainer:
     the checkpoint then resumes into that epoch's end) and the final evaluation (`interrupted`).
     """
 
-    def __init__(self, objective: nn.Module, optimizer: Optimizer, scheduler: Any, train_loader: DataLoader,
-                 accelerator: Accelerator, *, epochs: int, max_steps: int = 0, grad_clip: float = 0.0,
-                 nonfinite: str = "stop", callbacks: Sequence[Callback] = (), logger: RunLogger | None = None):
+    def __init__(
+        self,
+        objective: nn.Module,
+        optimizer: Optimizer,
+        scheduler: Any,
+        train_loader: DataLoader,
+        accelerator: Accelerator,
+        *,
+        epochs: int,
+        max_steps: int = 0,
+        grad_clip: float = 0.0,
+        nonfinite: str = "stop",
+        callbacks: Sequence[Callback] = (),
+        logger: RunLogger | None = None,
+    ):
         self.objective, self.optimizer, self.scheduler = objective, optimizer, scheduler
         self.train_loader, self.accelerator = train_loader, accelerator
         self.model = accelerator.unwrap_model(objective)
@@ -138,9 +156,13 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {"objective": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "progress": vars(self.progress).copy(),
-                "callbacks": {c.state_key: c.state_dict() for c in self.callbacks if c.state_dict()}}
+        return {
+            "objective": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "progress": vars(self.progress).copy(),
+            "callbacks": {c.state_key: c.state_dict() for c in self.callbacks if c.state_dict()},
+        }
 
     def resume(self, path: str | Path) -> None:
         """Continue from the checkpoint under `path` (a run folder, its checkpoints folder or a step folder):
@@ -160,8 +182,10 @@ class Trainer:
             ckpt.set_rng_state(rng)
         if self.logger is not None:
             self.logger.rewind(self.progress.global_step)
-        self.accelerator.print(f"resumed from {folder} at epoch {self.progress.epoch}, "
-                               f"batch {self.progress.batch_in_epoch}, step {self.progress.global_step}")
+        self.accelerator.print(
+            f"resumed from {folder} at epoch {self.progress.epoch}, "
+            f"batch {self.progress.batch_in_epoch}, step {self.progress.global_step}"
+        )
 
     # ----------------------------------------------------------------------------------- loop
     def fit(self) -> dict:
@@ -212,8 +236,10 @@ class Trainer:
         acc, progress, grad_norm = self.accelerator, self.progress, None
         if not len(batch["index"]):  # a shape, not a device read
             if acc.num_processes > 1:  # the other processes would wait for this one's gradients forever
-                raise DataError("every image of a training batch was bad (data.bad_images=skip); a multi-process "
-                                "run cannot skip a step on one process. See skipped_images.csv in the run folder")
+                raise DataError(
+                    "every image of a training batch was bad (data.bad_images=skip); a multi-process "
+                    "run cannot skip a step on one process. See skipped_images.csv in the run folder"
+                )
             progress.batch_in_epoch += 1
             progress.global_step += 1
             return None

@@ -4,6 +4,7 @@ temperature scaling, per-class decision thresholds and the metrics at them with 
 All functions take probabilities (N, C), targets (N, C) in {0, 1} and known (N, C) bool (None: all known)
 and use each class's known entries only.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,9 @@ def _arrays(probs: Any, targets: Any, known: Any | None) -> tuple[np.ndarray, np
     positive = np.asarray(targets) > 0.5
     known = np.ones(probs.shape, bool) if known is None else np.asarray(known, dtype=bool)
     if probs.ndim != 2 or not probs.shape == positive.shape == known.shape:
-        raise ValueError(f"probs {probs.shape}, targets {positive.shape} and known {known.shape} must share one "
-                         "(N, C) shape")
+        raise ValueError(
+            f"probs {probs.shape}, targets {positive.shape} and known {known.shape} must share one (N, C) shape"
+        )
     return probs, positive, known
 
 
@@ -42,8 +44,9 @@ def to_logits(probs: Any) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def reliability(probs: Any, targets: Any, known: Any | None, classes: list[str], bins: int = 10
-                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def reliability(
+    probs: Any, targets: Any, known: Any | None, classes: list[str], bins: int = 10
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reliability bins and expected calibration error (ECE) per class.
 
     Bins are `bins` equal-width probability intervals [k/bins, (k+1)/bins), the last one closed at 1. Per
@@ -68,8 +71,17 @@ def reliability(probs: Any, targets: Any, known: Any | None, classes: list[str],
             frequency = float(y[inside].mean()) if count else math.nan
             if count:
                 ece += count / len(p) * abs(frequency - confidence)
-            rows.append({"class": name, "bin": b, "low": edges[b], "high": edges[b + 1], "count": count,
-                         "confidence": confidence, "frequency": frequency})
+            rows.append(
+                {
+                    "class": name,
+                    "bin": b,
+                    "low": edges[b],
+                    "high": edges[b + 1],
+                    "count": count,
+                    "confidence": confidence,
+                    "frequency": frequency,
+                }
+            )
         per_class.append({"class": name, "ece": ece if len(p) else math.nan, "n": len(p)})
     return pd.DataFrame(rows), pd.DataFrame(per_class)
 
@@ -96,8 +108,7 @@ def fit_temperature(probs: Any, targets: Any, known: Any | None, mode: str = "pe
     bounds = (1 / TEMPERATURE_RANGE[1], 1 / TEMPERATURE_RANGE[0])
 
     def fit(z: np.ndarray, y: np.ndarray) -> float:
-        return 1.0 / minimize_scalar(_nll, bounds=bounds, args=(z, y), method="bounded",
-                                     options={"xatol": 1e-6}).x
+        return 1.0 / minimize_scalar(_nll, bounds=bounds, args=(z, y), method="bounded", options={"xatol": 1e-6}).x
 
     if mode == "per_class":
         for c in scorable:
@@ -113,8 +124,9 @@ def apply_temperature(probs: Any, temperatures: Any) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-to_logits(probs) / np.asarray(temperatures, dtype=np.float64)))
 
 
-def choose_thresholds(probs: Any, targets: Any, known: Any | None, rule: str = "youden",
-                      target_sensitivity: float = 0.9) -> np.ndarray:
+def choose_thresholds(
+    probs: Any, targets: Any, known: Any | None, rule: str = "youden", target_sensitivity: float = 0.9
+) -> np.ndarray:
     """Per-class decision thresholds (C,): a finding is called present when its probability >= threshold.
 
     Candidates are the class's distinct known probabilities. Rules:
@@ -151,22 +163,38 @@ def choose_thresholds(probs: Any, targets: Any, known: Any | None, rule: str = "
 
 def _confusion(weights: np.ndarray, called: np.ndarray, positive: np.ndarray) -> dict[str, np.ndarray]:
     """Weighted confusion counts: weights (R, n), called and positive (n,) bool -> tp, fp, tn, fn each (R,)."""
-    return {"tp": weights @ (called & positive), "fp": weights @ (called & ~positive),
-            "tn": weights @ (~called & ~positive), "fn": weights @ (~called & positive)}
+    return {
+        "tp": weights @ (called & positive),
+        "fp": weights @ (called & ~positive),
+        "tn": weights @ (~called & ~positive),
+        "fn": weights @ (~called & positive),
+    }
 
 
 def _rates(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     tp, fp, tn, fn = (counts[k].astype(np.float64) for k in ("tp", "fp", "tn", "fn"))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return {"sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp), "ppv": tp / (tp + fp),
-                "f1": 2 * tp / (2 * tp + fp + fn)}
+        return {
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            "ppv": tp / (tp + fp),
+            "f1": 2 * tp / (2 * tp + fp + fn),
+        }
 
 
 OPERATING_METRICS = ("sensitivity", "specificity", "ppv", "f1")
 
 
-def operating_points(probs: Any, targets: Any, known: Any | None, thresholds: Any, classes: list[str],
-                     bootstrap: int = 0, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
+def operating_points(
+    probs: Any,
+    targets: Any,
+    known: Any | None,
+    thresholds: Any,
+    classes: list[str],
+    bootstrap: int = 0,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> pd.DataFrame:
     """Sensitivity, specificity, PPV and F1 per class at its threshold, with percentile bootstrap intervals.
 
     The resamples are spml.evaluation.metrics' (resample_chunks: images with replacement, shared by all classes); a
@@ -186,15 +214,21 @@ def operating_points(probs: Any, targets: Any, known: Any | None, thresholds: An
         counts = {k: int(v[0]) for k, v in _confusion(ones * known[:, c], called[:, c], positive[:, c]).items()}
         point = _rates({k: np.array([v]) for k, v in counts.items()})
         defined = not math.isnan(thresholds[c])
-        rows.append({"class": name, "threshold": thresholds[c], **counts,
-                     **{k: float(v[0]) if defined else math.nan for k, v in point.items()}})
+        rows.append(
+            {
+                "class": name,
+                "threshold": thresholds[c],
+                **counts,
+                **{k: float(v[0]) if defined else math.nan for k, v in point.items()},
+            }
+        )
     if bootstrap > 0:
         for start, weights in resample_chunks(n_images, bootstrap, seed):
             for c in range(n_classes):
                 if not math.isnan(thresholds[c]):
                     rates = _rates(_confusion(weights * known[:, c], called[:, c], positive[:, c]))
                     for key, values in rates.items():
-                        boot[key][start:start + len(weights), c] = values
+                        boot[key][start : start + len(weights), c] = values
     table = pd.DataFrame(rows)
     low, high = (1 - ci) / 2, 1 - (1 - ci) / 2
     for key in OPERATING_METRICS:
@@ -207,17 +241,33 @@ def operating_points(probs: Any, targets: Any, known: Any | None, thresholds: An
     return table
 
 
-def save_thresholds(path: str | Path, classes: list[str], thresholds: np.ndarray, calibration: dict[str, Any],
-                    rule: str, target_sensitivity: float, checkpoint: str, fitted_on: str,
-                    tta: tuple[str, ...] | list[str] = (), priors: dict[str, Any] | None = None) -> Path:
+def save_thresholds(
+    path: str | Path,
+    classes: list[str],
+    thresholds: np.ndarray,
+    calibration: dict[str, Any],
+    rule: str,
+    target_sensitivity: float,
+    checkpoint: str,
+    fitted_on: str,
+    tta: tuple[str, ...] | list[str] = (),
+    priors: dict[str, Any] | None = None,
+) -> Path:
     """Write the operating points of a run (see read_thresholds for the format). calibration: the calibrator's
     JSON record (spml.evaluation.calibrators.Calibrator.to_json); priors: {values: {class: prior}, source: {class:
     given | estimated}, how: text} when they were fitted from a single-positive split and class priors."""
-    record = {"format": THRESHOLDS_FORMAT, "classes": list(classes), "rule": rule,
-              "target_sensitivity": target_sensitivity if rule == "sensitivity" else None,
-              "checkpoint": checkpoint, "tta": list(tta), "fitted_on": fitted_on,
-              "threshold": [None if math.isnan(t) else float(t) for t in thresholds],
-              "calibration": calibration, "priors": priors}
+    record = {
+        "format": THRESHOLDS_FORMAT,
+        "classes": list(classes),
+        "rule": rule,
+        "target_sensitivity": target_sensitivity if rule == "sensitivity" else None,
+        "checkpoint": checkpoint,
+        "tta": list(tta),
+        "fitted_on": fitted_on,
+        "threshold": [None if math.isnan(t) else float(t) for t in thresholds],
+        "calibration": calibration,
+        "priors": priors,
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2), encoding="utf-8")
@@ -227,8 +277,12 @@ def save_thresholds(path: str | Path, classes: list[str], thresholds: np.ndarray
 LEGACY_TEMPERATURE = {"none": "none", "per_class": "temperature", "global": "global_temperature"}
 
 
-def read_thresholds(path: str | Path, classes: list[str] | tuple[str, ...], checkpoint: str | None = None,
-                    tta: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
+def read_thresholds(
+    path: str | Path,
+    classes: list[str] | tuple[str, ...],
+    checkpoint: str | None = None,
+    tta: tuple[str, ...] | list[str] | None = None,
+) -> dict[str, Any]:
     """A thresholds.json: format, classes, rule, target_sensitivity, checkpoint (the checkpoint folder whose weights
     it was fitted for), tta (the test-time augmentation views of those predictions, [] for none), fitted_on
     (split), threshold (C,) on the calibrated probability (null: no threshold), calibration (the calibrator's
@@ -246,13 +300,17 @@ def read_thresholds(path: str | Path, classes: list[str] | tuple[str, ...], chec
     if tuple(record["classes"]) != tuple(classes):
         raise ValueError(f"{path}: thresholds for classes {record['classes']}, the model has {list(classes)}")
     if checkpoint is not None and record["checkpoint"] != checkpoint:
-        raise ValueError(f"{path} was fitted for checkpoint {record['checkpoint']}, the model loaded is {checkpoint}: "
-                         "fit thresholds for it with tools/evaluate.py RUN --checkpoint ... and pass that "
-                         "evaluation's thresholds.json")
+        raise ValueError(
+            f"{path} was fitted for checkpoint {record['checkpoint']}, the model loaded is {checkpoint}: "
+            "fit thresholds for it with tools/evaluate.py RUN --checkpoint ... and pass that "
+            "evaluation's thresholds.json"
+        )
     if tta is not None and list(record["tta"]) != list(tta):
-        raise ValueError(f"{path} was fitted on predictions with TTA views {record['tta'] or 'none'}, these use "
-                         f"{list(tta) or 'none'}: fit them with tools/evaluate.py RUN{' --tta' if tta else ''} and "
-                         "pass that evaluation's thresholds.json")
+        raise ValueError(
+            f"{path} was fitted on predictions with TTA views {record['tta'] or 'none'}, these use "
+            f"{list(tta) or 'none'}: fit them with tools/evaluate.py RUN{' --tta' if tta else ''} and "
+            "pass that evaluation's thresholds.json"
+        )
     if record["format"] == "spml-thresholds-1":  # temperatures of the first format: temperature calibration
         method = LEGACY_TEMPERATURE[record.pop("temperature_mode")]
         maps = tuple(ClassMap("temperature", {"temperature": float(t)}) for t in record.pop("temperature"))

@@ -19,6 +19,7 @@ classes); if the pooled entries are too few too, the identity. Such classes are 
 Temperature, Platt (a > 0) and the identity are strictly increasing: they never change a class's AUROC or AP;
 isotonic maps are non-decreasing and can tie scores, which can change them slightly.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -66,15 +67,21 @@ class ClassMap:
         raise ValueError(f"unknown calibration map {self.kind!r}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, **{k: (list(map(float, v)) if isinstance(v, (list, np.ndarray)) else float(v))
-                                      for k, v in self.params.items()}}
+        return {
+            "kind": self.kind,
+            **{
+                k: (list(map(float, v)) if isinstance(v, (list, np.ndarray)) else float(v))
+                for k, v in self.params.items()
+            },
+        }
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> ClassMap:
         record = dict(record)
         kind = record.pop("kind")
-        return cls(kind, {k: (np.asarray(v, dtype=np.float64) if isinstance(v, list) else float(v))
-                          for k, v in record.items()})
+        return cls(
+            kind, {k: (np.asarray(v, dtype=np.float64) if isinstance(v, list) else float(v)) for k, v in record.items()}
+        )
 
 
 IDENTITY = ClassMap("identity")
@@ -98,16 +105,26 @@ class Calibrator:
         return np.stack([m.apply(probs[:, c]) for c, m in enumerate(self.maps)], 1) if len(probs) else probs.copy()
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": CALIBRATOR_FORMAT, "method": self.method, "fitted_on": self.fitted_on,
-                "fallback": dict(self.fallback), "maps": [m.to_json() for m in self.maps]}
+        return {
+            "format": CALIBRATOR_FORMAT,
+            "method": self.method,
+            "fitted_on": self.fitted_on,
+            "fallback": dict(self.fallback),
+            "maps": [m.to_json() for m in self.maps],
+        }
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> Calibrator:
         if record.get("format") != CALIBRATOR_FORMAT:
-            raise ValueError(f"not a calibrator record (format {record.get('format')!r}, {CALIBRATOR_FORMAT!r} "
-                             "expected)")
-        return cls(record["method"], tuple(ClassMap.from_json(m) for m in record["maps"]), record.get("fitted_on", ""),
-                   dict(record.get("fallback", {})))
+            raise ValueError(
+                f"not a calibrator record (format {record.get('format')!r}, {CALIBRATOR_FORMAT!r} expected)"
+            )
+        return cls(
+            record["method"],
+            tuple(ClassMap.from_json(m) for m in record["maps"]),
+            record.get("fitted_on", ""),
+            dict(record.get("fallback", {})),
+        )
 
     @classmethod
     def identity(cls, num_classes: int, fitted_on: str = "") -> Calibrator:
@@ -141,8 +158,9 @@ def fit_isotonic(probs: np.ndarray, positive: np.ndarray) -> ClassMap:
 
     model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
     model.fit(np.asarray(probs, np.float64), np.asarray(positive, np.float64))
-    return ClassMap("isotonic", {"x": model.X_thresholds_.astype(np.float64),
-                                 "y": model.y_thresholds_.astype(np.float64)})
+    return ClassMap(
+        "isotonic", {"x": model.X_thresholds_.astype(np.float64), "y": model.y_thresholds_.astype(np.float64)}
+    )
 
 
 def fit_temperature_map(probs: np.ndarray, positive: np.ndarray) -> ClassMap:
@@ -152,8 +170,11 @@ def fit_temperature_map(probs: np.ndarray, positive: np.ndarray) -> ClassMap:
 
 
 FITS: dict[str, Callable[[np.ndarray, np.ndarray], ClassMap]] = {
-    "temperature": fit_temperature_map, "global_temperature": fit_temperature_map, "platt": fit_platt,
-    "isotonic": fit_isotonic}
+    "temperature": fit_temperature_map,
+    "global_temperature": fit_temperature_map,
+    "platt": fit_platt,
+    "isotonic": fit_isotonic,
+}
 
 
 def check_method(method: str) -> str:
@@ -162,8 +183,9 @@ def check_method(method: str) -> str:
     return method
 
 
-def fit_calibrator(probs: Any, targets: Any, known: Any | None, classes: list[str], method: str,
-                   min_positives: int = 10) -> Calibrator:
+def fit_calibrator(
+    probs: Any, targets: Any, known: Any | None, classes: list[str], method: str, min_positives: int = 10
+) -> Calibrator:
     """Per-class calibration on a split's known labels.
 
     Args:
@@ -184,10 +206,13 @@ def fit_calibrator(probs: Any, targets: Any, known: Any | None, classes: list[st
     fit = FITS[method]
     if method == "global_temperature":
         t = fit_temperature(probs, positive, known, "global")
-        return Calibrator(method, tuple(ClassMap("temperature", {"temperature": float(v)}) for v in t),
-                          "val split's known labels")
-    enough = [min(int((positive[:, c] & known[:, c]).sum()), int((~positive[:, c] & known[:, c]).sum()))
-              >= min_positives for c in range(probs.shape[1])]
+        return Calibrator(
+            method, tuple(ClassMap("temperature", {"temperature": float(v)}) for v in t), "val split's known labels"
+        )
+    enough = [
+        min(int((positive[:, c] & known[:, c]).sum()), int((~positive[:, c] & known[:, c]).sum())) >= min_positives
+        for c in range(probs.shape[1])
+    ]
     maps, fallback = [], {}
     pooled = None
     for c, name in enumerate(classes):
@@ -200,10 +225,15 @@ def fit_calibrator(probs: Any, targets: Any, known: Any | None, classes: list[st
             p, y = probs[known], positive[known]
             pooled = fit(p, y) if min(int(y.sum()), int((~y).sum())) >= min_positives else IDENTITY
         maps.append(pooled)
-        fallback[name] = ((f"fewer than {min_positives} known val positives or negatives: " if not enough[c] else
-                           "its labels do not increase with the probability (Platt slope <= 0): ")
-                          + (f"{method} fitted on all classes' entries pooled" if pooled is not IDENTITY
-                             else "raw probabilities (too few pooled entries too)"))
+        fallback[name] = (
+            f"fewer than {min_positives} known val positives or negatives: "
+            if not enough[c]
+            else "its labels do not increase with the probability (Platt slope <= 0): "
+        ) + (
+            f"{method} fitted on all classes' entries pooled"
+            if pooled is not IDENTITY
+            else "raw probabilities (too few pooled entries too)"
+        )
     return Calibrator(method, tuple(maps), "val split's known labels", fallback)
 
 
@@ -224,7 +254,6 @@ def describe(calibrator: Calibrator) -> str:
     if calibrator.fallback:
         text += f"; {len(calibrator.fallback)} class(es) fell back ({', '.join(calibrator.fallback)})"
     return text
-
 
 
 class CalibratedModel(nn.Module):

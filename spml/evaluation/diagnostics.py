@@ -8,6 +8,7 @@ predictions for every class, on its known labels or, when the split holds single
 observed positives and the class priors (spml.evaluation.positive_unlabeled); calibration and operating points are
 reported for the evaluated classes (eval.classes), per image even when AUROC/AP are scored per study.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,16 +72,22 @@ class DiagnosticSettings:
     def check(self) -> DiagnosticSettings:
         """Fail on values no evaluation could use, naming the config key and the valid values (the choices are
         also checked by the config loader; these settings may come from plain code)."""
-        for key, value, choices in (("threshold_rule", self.threshold_rule, RULES),
-                                    ("calibration", self.calibration, METHODS),
-                                    ("heatmap_method", self.heatmap_method, HEATMAP_METHODS.names())):
+        for key, value, choices in (
+            ("threshold_rule", self.threshold_rule, RULES),
+            ("calibration", self.calibration, METHODS),
+            ("heatmap_method", self.heatmap_method, HEATMAP_METHODS.names()),
+        ):
             if value not in choices:
                 raise ValueError(f"eval.{key}={value!r}; choose from {list(choices)}")
         if not 0 < self.target_sensitivity <= 1:
             raise ValueError(f"eval.target_sensitivity={self.target_sensitivity}: must lie in (0, 1]")
-        for key, value, least in (("calibration_bins", self.calibration_bins, 2), ("heatmaps", self.heatmaps, 0),
-                                  ("calibration_min_positives", self.calibration_min_positives, 1),
-                                  ("pointing_tolerance", self.pointing_tolerance, 0), ("bootstrap", self.bootstrap, 0)):
+        for key, value, least in (
+            ("calibration_bins", self.calibration_bins, 2),
+            ("heatmaps", self.heatmaps, 0),
+            ("calibration_min_positives", self.calibration_min_positives, 1),
+            ("pointing_tolerance", self.pointing_tolerance, 0),
+            ("bootstrap", self.bootstrap, 0),
+        ):
             if value < least:
                 raise ValueError(f"eval.{key}={value}: must be at least {least}")
         return self
@@ -92,9 +99,16 @@ def settings_from(eval_config, **overrides) -> DiagnosticSettings:
     return DiagnosticSettings(**{**fields, **overrides}).check()
 
 
-def fit_operating_points(val: dict[str, np.ndarray], classes: list[str], settings: DiagnosticSettings,
-                         path: str | Path, checkpoint: str, tta: tuple[str, ...] = (), split: str = "val",
-                         priors: ClassPriors | None = None) -> dict:
+def fit_operating_points(
+    val: dict[str, np.ndarray],
+    classes: list[str],
+    settings: DiagnosticSettings,
+    path: str | Path,
+    checkpoint: str,
+    tta: tuple[str, ...] = (),
+    split: str = "val",
+    priors: ClassPriors | None = None,
+) -> dict:
     """Fit the calibration (settings.calibration) and then the thresholds (settings.threshold_rule, on the
     calibrated probabilities) on a split's predictions {probs, targets, known (N, C)} for all `classes`, made by
     the weights of `checkpoint` (a checkpoint folder name) with the TTA views `tta`; write them to `path`
@@ -103,25 +117,54 @@ def fit_operating_points(val: dict[str, np.ndarray], classes: list[str], setting
     (spml.evaluation.positive_unlabeled) instead of reading unobserved entries as negatives. Returns the record as
     read_thresholds gives it."""
     if priors is None:
-        calibrator = fit_calibrator(val["probs"], val["targets"], val["known"], classes, settings.calibration,
-                                    settings.calibration_min_positives)
+        calibrator = fit_calibrator(
+            val["probs"],
+            val["targets"],
+            val["known"],
+            classes,
+            settings.calibration,
+            settings.calibration_min_positives,
+        )
         calibrated = calibrator.apply(val["probs"])
-        thresholds = choose_thresholds(calibrated, val["targets"], val["known"], settings.threshold_rule,
-                                       settings.target_sensitivity)
+        thresholds = choose_thresholds(
+            calibrated, val["targets"], val["known"], settings.threshold_rule, settings.target_sensitivity
+        )
     else:
         observed = (val["targets"] > 0.5) & val["known"]
-        calibrator = fit_pu_calibrator(val["probs"], observed, priors.values, classes, settings.calibration,
-                                       settings.calibration_min_positives)
-        thresholds = choose_pu_thresholds(calibrator.apply(val["probs"]), observed, priors.values,
-                                          settings.threshold_rule, settings.target_sensitivity)
-    save_thresholds(path, classes, thresholds, calibrator.to_json(), settings.threshold_rule,
-                    settings.target_sensitivity, checkpoint, split, tta,
-                    None if priors is None else priors.to_json(classes))
+        calibrator = fit_pu_calibrator(
+            val["probs"], observed, priors.values, classes, settings.calibration, settings.calibration_min_positives
+        )
+        thresholds = choose_pu_thresholds(
+            calibrator.apply(val["probs"]),
+            observed,
+            priors.values,
+            settings.threshold_rule,
+            settings.target_sensitivity,
+        )
+    save_thresholds(
+        path,
+        classes,
+        thresholds,
+        calibrator.to_json(),
+        settings.threshold_rule,
+        settings.target_sensitivity,
+        checkpoint,
+        split,
+        tta,
+        None if priors is None else priors.to_json(classes),
+    )
     return read_thresholds(path, classes)
 
 
-def write_calibration(test: dict[str, np.ndarray], classes: list[str], eval_classes: list[str], record: dict,
-                      settings: DiagnosticSettings, out_dir: str | Path, seed: int = 0) -> dict:
+def write_calibration(
+    test: dict[str, np.ndarray],
+    classes: list[str],
+    eval_classes: list[str],
+    record: dict,
+    settings: DiagnosticSettings,
+    out_dir: str | Path,
+    seed: int = 0,
+) -> dict:
     """Calibration and operating points of a split's image predictions {probs, targets, known (N, C)} for
     `eval_classes` (a subset of `classes`, the columns) into out_dir: calibration.csv (ECE and Brier score per
     class of the raw and the calibrated probabilities, the map, the fallback), reliability.csv (the bins of both),
@@ -144,27 +187,41 @@ def write_calibration(test: dict[str, np.ndarray], classes: list[str], eval_clas
     table["fallback"] = [calibrator.fallback.get(name, "") for name in eval_classes]
     table.to_csv(out_dir / "calibration.csv", index=False)
     pd.concat([bins.assign(probabilities="raw"), calibrated_bins.assign(probabilities="calibrated")]).to_csv(
-        out_dir / "reliability.csv", index=False)
-    plot_reliability(bins, ece, out_dir / "reliability.png", (calibrated_bins, calibrated_ece),
-                     scaled_label=f"calibrated ({calibrator.method})")
+        out_dir / "reliability.csv", index=False
+    )
+    plot_reliability(
+        bins,
+        ece,
+        out_dir / "reliability.png",
+        (calibrated_bins, calibrated_ece),
+        scaled_label=f"calibrated ({calibrator.method})",
+    )
     points = operating_points(calibrated, targets, known, thresholds, eval_classes, settings.bootstrap, seed)
     points.to_csv(out_dir / "operating_points.csv", index=False)
 
     def macro(column: str) -> float:
         return float(np.nanmean(table[column])) if table[column].notna().any() else math.nan
 
-    summary = {"ece": macro("ece_raw"), "ece_calibrated": macro("ece_calibrated"), "brier": macro("brier_raw"),
-               "brier_calibrated": macro("brier_calibrated"), "calibration": calibrator.method,
-               "calibration_fitted_on": calibrator.fitted_on, "calibration_fallback": sorted(calibrator.fallback),
-               "probabilities": describe(calibrator), "threshold_rule": record["rule"],
-               "classes_with_threshold": int(np.isfinite(thresholds).sum())}
+    summary = {
+        "ece": macro("ece_raw"),
+        "ece_calibrated": macro("ece_calibrated"),
+        "brier": macro("brier_raw"),
+        "brier_calibrated": macro("brier_calibrated"),
+        "calibration": calibrator.method,
+        "calibration_fitted_on": calibrator.fitted_on,
+        "calibration_fallback": sorted(calibrator.fallback),
+        "probabilities": describe(calibrator),
+        "threshold_rule": record["rule"],
+        "classes_with_threshold": int(np.isfinite(thresholds).sum()),
+    }
     if record.get("priors"):
         summary["class_priors"] = record["priors"]
     if calibrator.method in ("temperature", "global_temperature"):
         # a temperature at the end of its range: no temperature fits (e.g. every probability on one side of 0.5)
         temperatures = calibrator.temperatures[columns]
-        summary["temperatures_at_bound"] = int(np.isclose(temperatures[:, None], TEMPERATURE_RANGE, rtol=1e-3)
-                                               .any(1).sum())
+        summary["temperatures_at_bound"] = int(
+            np.isclose(temperatures[:, None], TEMPERATURE_RANGE, rtol=1e-3).any(1).sum()
+        )
     return summary
 
 
@@ -175,10 +232,19 @@ def _positive_pairs(predictions: dict[str, np.ndarray], columns: list[int]) -> t
     return rows, np.asarray(columns)[which]
 
 
-def write_heatmap_gallery(model: nn.Module, layer: nn.Module, images: ImagesFn, predictions: dict[str, np.ndarray],
-                          classes: list[str], eval_classes: list[str], out_dir: str | Path, per_class: int,
-                          method: str = "gradcam", masks: MasksFn | None = None,
-                          thresholds: np.ndarray | None = None) -> list[Path]:
+def write_heatmap_gallery(
+    model: nn.Module,
+    layer: nn.Module,
+    images: ImagesFn,
+    predictions: dict[str, np.ndarray],
+    classes: list[str],
+    eval_classes: list[str],
+    out_dir: str | Path,
+    per_class: int,
+    method: str = "gradcam",
+    masks: MasksFn | None = None,
+    thresholds: np.ndarray | None = None,
+) -> list[Path]:
     """For each evaluated class, its first `per_class` known-positive images of the split (in split order, not
     chosen by score) with their heatmaps: out_dir/<class>.png. Titles give the row, the probability and the
     decision at the stored threshold (predictions: calibrated probabilities); with `masks`, the finding's region is outlined and the pointing
@@ -205,16 +271,34 @@ def write_heatmap_gallery(model: nn.Module, layer: nn.Module, images: ImagesFn, 
                 parts.append("hit" if game["hit"][k] else "miss")
             titles.append(" · ".join(parts))
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
-        paths.append(gallery_figure(batch[:, 0], maps, titles, out_dir / f"{safe}.png",
-                                    f"{name}: {method} on known positives (white outline: the finding)"
-                                    if region is not None else f"{name}: {method} on known positives",
-                                    region, None if game is None else game["points"]))
+        paths.append(
+            gallery_figure(
+                batch[:, 0],
+                maps,
+                titles,
+                out_dir / f"{safe}.png",
+                f"{name}: {method} on known positives (white outline: the finding)"
+                if region is not None
+                else f"{name}: {method} on known positives",
+                region,
+                None if game is None else game["points"],
+            )
+        )
     return paths
 
 
-def run_pointing_game(model: nn.Module, layer: nn.Module, images: ImagesFn, masks: MasksFn,
-                      predictions: dict[str, np.ndarray], classes: list[str], eval_classes: list[str],
-                      method: str = "gradcam", tolerance: int = 0, chunk: int = 128) -> pd.DataFrame:
+def run_pointing_game(
+    model: nn.Module,
+    layer: nn.Module,
+    images: ImagesFn,
+    masks: MasksFn,
+    predictions: dict[str, np.ndarray],
+    classes: list[str],
+    eval_classes: list[str],
+    method: str = "gradcam",
+    tolerance: int = 0,
+    chunk: int = 128,
+) -> pd.DataFrame:
     """Pointing game over every known-positive (image, class) entry of the split for `eval_classes`: the
     heatmap of `method` for that class against the finding's mask (spml.evaluation.localization). Returns
     pointing_table's rows plus `method` and `tolerance` columns."""
@@ -223,7 +307,7 @@ def run_pointing_game(model: nn.Module, layer: nn.Module, images: ImagesFn, mask
     unique_rows = np.unique(rows)
     bar = tqdm(total=len(rows), desc=f"pointing game ({method})", unit="img", leave=False)
     for start in range(0, len(unique_rows), chunk):
-        chunk_rows = unique_rows[start:start + chunk]
+        chunk_rows = unique_rows[start : start + chunk]
         split_rows = predictions["index"][chunk_rows]
         chunk_images, chunk_masks = images(split_rows), masks(split_rows)
         position = np.searchsorted(chunk_rows, rows[np.isin(rows, chunk_rows)])
@@ -234,8 +318,9 @@ def run_pointing_game(model: nn.Module, layer: nn.Module, images: ImagesFn, mask
             hits[int(c)].append({key: value[targets == c] for key, value in result.items()})
         bar.update(len(targets))
     bar.close()
-    merged = {classes[c]: {key: np.concatenate([part[key] for part in hits[c]]) for key in hits[c][0]}
-              for c in sorted(hits)}
+    merged = {
+        classes[c]: {key: np.concatenate([part[key] for part in hits[c]]) for key in hits[c][0]} for c in sorted(hits)
+    }
     ordered = {name: merged[name] for name in eval_classes if name in merged}
     return pointing_table(ordered).assign(method=method, tolerance=tolerance)
 
@@ -253,8 +338,16 @@ def update_metrics(out_dir: str | Path, values: dict) -> None:
     write_json_atomic(path, metrics)
 
 
-def diagnose(out_dir: str | Path, predictions: dict[str, np.ndarray], classes: list[str], eval_classes: list[str],
-             record: dict, settings: DiagnosticSettings, explainer: Explainer | None = None, seed: int = 0) -> dict:
+def diagnose(
+    out_dir: str | Path,
+    predictions: dict[str, np.ndarray],
+    classes: list[str],
+    eval_classes: list[str],
+    record: dict,
+    settings: DiagnosticSettings,
+    explainer: Explainer | None = None,
+    seed: int = 0,
+) -> dict:
     """Everything above for one evaluated split (predict_split output, image level) into out_dir: calibration
     and operating points, the heatmap gallery (out_dir/heatmaps/, settings.heatmaps per class) and, with
     finding masks and settings.pointing_game, pointing_game.csv. Adds the summary to out_dir/metrics.json and
@@ -262,12 +355,31 @@ def diagnose(out_dir: str | Path, predictions: dict[str, np.ndarray], classes: l
     summary = write_calibration(predictions, classes, eval_classes, record, settings, out_dir, seed)
     if explainer is not None and settings.heatmaps:
         calibrated = {**predictions, "probs": record["calibrator"].apply(predictions["probs"])}
-        write_heatmap_gallery(explainer.model, explainer.layer, explainer.images, calibrated, classes, eval_classes,
-                              Path(out_dir) / "heatmaps", settings.heatmaps, settings.heatmap_method,
-                              explainer.masks, record["threshold"])
+        write_heatmap_gallery(
+            explainer.model,
+            explainer.layer,
+            explainer.images,
+            calibrated,
+            classes,
+            eval_classes,
+            Path(out_dir) / "heatmaps",
+            settings.heatmaps,
+            settings.heatmap_method,
+            explainer.masks,
+            record["threshold"],
+        )
     if explainer is not None and explainer.masks is not None and settings.pointing_game:
-        table = run_pointing_game(explainer.model, explainer.layer, explainer.images, explainer.masks, predictions,
-                                  classes, eval_classes, settings.heatmap_method, settings.pointing_tolerance)
+        table = run_pointing_game(
+            explainer.model,
+            explainer.layer,
+            explainer.images,
+            explainer.masks,
+            predictions,
+            classes,
+            eval_classes,
+            settings.heatmap_method,
+            settings.pointing_tolerance,
+        )
         table.to_csv(Path(out_dir) / "pointing_game.csv", index=False)
         summary["pointing_game"] = float(table["hit_rate"].mean()) if len(table) else math.nan
         summary["pointing_baseline"] = float(table["baseline"].mean()) if len(table) else math.nan
@@ -278,13 +390,19 @@ def diagnose(out_dir: str | Path, predictions: dict[str, np.ndarray], classes: l
 def diagnosis_line(summary: dict, record: dict, path: str | Path) -> str:
     """One console line: thresholds, ECE and the pointing game of a diagnose() summary."""
     fitted = int(np.isfinite(record["threshold"]).sum())
-    line = (f"operating points: {record['rule']} thresholds for {fitted} of {len(record['classes'])} classes, fitted "
-            f"on {record['fitted_on']} -> {path}; ECE {summary['ece']:.4f} raw, {summary['ece_calibrated']:.4f} "
-            f"calibrated ({summary['probabilities']})")
+    line = (
+        f"operating points: {record['rule']} thresholds for {fitted} of {len(record['classes'])} classes, fitted "
+        f"on {record['fitted_on']} -> {path}; ECE {summary['ece']:.4f} raw, {summary['ece_calibrated']:.4f} "
+        f"calibrated ({summary['probabilities']})"
+    )
     if summary.get("temperatures_at_bound"):
-        line += (f"; {summary['temperatures_at_bound']} temperatures at the end of their range: those probabilities "
-                 "have a bias that temperature scaling cannot remove (eval.calibration=platt can)")
+        line += (
+            f"; {summary['temperatures_at_bound']} temperatures at the end of their range: those probabilities "
+            "have a bias that temperature scaling cannot remove (eval.calibration=platt can)"
+        )
     if "pointing_game" in summary:
-        line += (f"; pointing game {summary['pointing_game']:.3f} against {summary['pointing_baseline']:.3f} for a "
-                 "random point (mean over classes)")
+        line += (
+            f"; pointing game {summary['pointing_game']:.3f} against {summary['pointing_baseline']:.3f} for a "
+            "random point (mean over classes)"
+        )
     return line

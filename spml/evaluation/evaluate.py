@@ -3,6 +3,7 @@ when asked, the diagnosis beside AUROC/AP (operating points, calibration, heatma
 training (spml.engine.callbacks.FinalEvaluation), tools/evaluate.py and external validation
 (spml.evaluation.external) all call `evaluate`, so every file of an evaluation folder has this one writer.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -61,10 +62,23 @@ class Evaluation:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def evaluate(model: InferenceModel, loader: DataLoader, frame: pd.DataFrame, classes: Sequence[str], out_dir: Path,
-             accelerator: Accelerator, *, tta: bool = False, eval_classes: Sequence[str] = (), level: str = "",
-             bootstrap: int = 0, seed: int = 0, per_class: Mapping[str, Mapping[str, Any]] | None = None,
-             diagnosis: Diagnosis | None = None, desc: str = "test") -> Evaluation:
+def evaluate(
+    model: InferenceModel,
+    loader: DataLoader,
+    frame: pd.DataFrame,
+    classes: Sequence[str],
+    out_dir: Path,
+    accelerator: Accelerator,
+    *,
+    tta: bool = False,
+    eval_classes: Sequence[str] = (),
+    level: str = "",
+    bootstrap: int = 0,
+    seed: int = 0,
+    per_class: Mapping[str, Mapping[str, Any]] | None = None,
+    diagnosis: Diagnosis | None = None,
+    desc: str = "test",
+) -> Evaluation:
     """Predict a split, score it and write metrics.json, per_class.csv, roc.png, pr.png (and the diagnosis) into
     `out_dir`.
 
@@ -103,11 +117,20 @@ def evaluate(model: InferenceModel, loader: DataLoader, frame: pd.DataFrame, cla
         return Evaluation(result, predictions)
     classes = list(classes)
     views = list(model.tta_views) if tta else []
-    record = fit_operating_points(val, classes, diagnosis.settings, diagnosis.thresholds, diagnosis.checkpoint,
-                                  tta=views, priors=diagnosis.priors)
+    record = fit_operating_points(
+        val, classes, diagnosis.settings, diagnosis.thresholds, diagnosis.checkpoint, tta=views, priors=diagnosis.priors
+    )
     with evaluating(model):  # heatmaps explain the model without TTA; its classifier may be shared with training
-        summary = diagnose(out_dir, predictions, classes, list(eval_classes or classes), record, diagnosis.settings,
-                           diagnosis.explainer, seed)
+        summary = diagnose(
+            out_dir,
+            predictions,
+            classes,
+            list(eval_classes or classes),
+            record,
+            diagnosis.settings,
+            diagnosis.explainer,
+            seed,
+        )
     if diagnosis.recorded:
         summary.update(diagnosis.recorded)
         update_metrics(out_dir, dict(diagnosis.recorded))

@@ -7,6 +7,7 @@ are read (LabelPolicy, ImageSettings: the run's size and intensity policy) and t
 spml.factories.evaluation reads the external set's data config (`--data` of tools/evaluate.py) into them.
 The scoring itself is the one evaluation path (spml.evaluation.evaluate.evaluate).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,12 +38,28 @@ class ExternalResult:
     out: Path
 
 
-def evaluate_external(model: InferenceModel, table: LabelTable, out: Path, accelerator: Accelerator, *, name: str,
-                      images: ImageSettings, labels: LabelPolicy = LabelPolicy(),
-                      mapping: Mapping[str, str | None] | None = None, mapping_source: str = "", tta: bool = False,
-                      eval_classes: tuple[str, ...] = (), level: str = "", bootstrap: int = 0, seed: int = 0,
-                      batch_size: int = 64, num_workers: int = 0, worker_start: str = "default", info: Mapping[str, Any] | None = None,
-                      described: Mapping[str, Any] | None = None) -> ExternalResult:
+def evaluate_external(
+    model: InferenceModel,
+    table: LabelTable,
+    out: Path,
+    accelerator: Accelerator,
+    *,
+    name: str,
+    images: ImageSettings,
+    labels: LabelPolicy = LabelPolicy(),
+    mapping: Mapping[str, str | None] | None = None,
+    mapping_source: str = "",
+    tta: bool = False,
+    eval_classes: tuple[str, ...] = (),
+    level: str = "",
+    bootstrap: int = 0,
+    seed: int = 0,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    worker_start: str = "default",
+    info: Mapping[str, Any] | None = None,
+    described: Mapping[str, Any] | None = None,
+) -> ExternalResult:
     """Score `model` on the rows of `table` and write the report into `out`.
 
     Args:
@@ -72,8 +89,10 @@ def evaluate_external(model: InferenceModel, table: LabelTable, out: Path, accel
     unpaired = [name for name in eval_classes if name not in run_names]
     if unpaired:
         reasons = {name: pairing.run_left_out.get(name, "not a run class") for name in unpaired}
-        raise DataError(f"eval.classes / --classes: {unpaired} are not scored on the external set ({reasons}); "
-                        f"the paired run classes are {run_names}")
+        raise DataError(
+            f"eval.classes / --classes: {unpaired} are not scored on the external set ({reasons}); "
+            f"the paired run classes are {run_names}"
+        )
     targets, known, _ = full_labels(table, labels)
     # one column per run class; a class without a counterpart is unknown everywhere (and not scored)
     run_targets = np.zeros((len(table.frame), len(classes)), np.float32)
@@ -86,29 +105,54 @@ def evaluate_external(model: InferenceModel, table: LabelTable, out: Path, accel
     if images.bad_images == "skip":
         dataset.log_skips_to(Path(out) / "skipped_images.csv", "external")
     pair_of = {pair.run: pair for pair in pairing.pairs}
-    per_class = {"external_class": {run: pair.external for run, pair in pair_of.items()},
-                 "match": {run: pair.match for run, pair in pair_of.items()}}
-    evaluation = evaluate(model, make_eval_loader(dataset, batch_size, num_workers, worker_start), table.frame, classes, Path(out),
-                          accelerator, tta=tta, eval_classes=eval_classes or tuple(run_names), level=level,
-                          bootstrap=bootstrap, seed=seed, per_class=per_class, desc="external")
+    per_class = {
+        "external_class": {run: pair.external for run, pair in pair_of.items()},
+        "match": {run: pair.match for run, pair in pair_of.items()},
+    }
+    evaluation = evaluate(
+        model,
+        make_eval_loader(dataset, batch_size, num_workers, worker_start),
+        table.frame,
+        classes,
+        Path(out),
+        accelerator,
+        tta=tta,
+        eval_classes=eval_classes or tuple(run_names),
+        level=level,
+        bootstrap=bootstrap,
+        seed=seed,
+        per_class=per_class,
+        desc="external",
+    )
     outcome = ExternalResult(name, evaluation.result, pairing, len(evaluation.predictions["index"]), Path(out))
     write_external_report(outcome, dict(described or {}), images, dict(info or {}))
     return outcome
 
 
 # ------------------------------------------------------------------------------------ report
-def write_external_report(outcome: ExternalResult, described: dict[str, Any], images: ImageSettings,
-                          info: dict[str, Any]) -> None:
+def write_external_report(
+    outcome: ExternalResult, described: dict[str, Any], images: ImageSettings, info: dict[str, Any]
+) -> None:
     """class_mapping.csv, external.json and report.md into outcome.out (beside the evaluation's files)."""
     out, summary = outcome.out, outcome.result.summary
     outcome.mapping.table().to_csv(out / "class_mapping.csv", index=False)
-    decoded = {"size": images.size, "intensity": images.intensity.policy,
-               "intensity_percentiles": list(images.intensity.percentiles)}
-    record = {"name": outcome.name, **info, "images": outcome.images, "level": summary["level"],
-              "decoded_as_run": decoded, "data": described,
-              "pairs": [vars(pair) for pair in outcome.mapping.pairs],
-              "run_left_out": outcome.mapping.run_left_out, "external_left_out": outcome.mapping.external_left_out,
-              "not_scorable": summary["skipped"]}
+    decoded = {
+        "size": images.size,
+        "intensity": images.intensity.policy,
+        "intensity_percentiles": list(images.intensity.percentiles),
+    }
+    record = {
+        "name": outcome.name,
+        **info,
+        "images": outcome.images,
+        "level": summary["level"],
+        "decoded_as_run": decoded,
+        "data": described,
+        "pairs": [vars(pair) for pair in outcome.mapping.pairs],
+        "run_left_out": outcome.mapping.run_left_out,
+        "external_left_out": outcome.mapping.external_left_out,
+        "not_scorable": summary["skipped"],
+    }
     (out / "external.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
     (out / "report.md").write_text(report_markdown(outcome, described, info), encoding="utf-8")
 
@@ -120,19 +164,24 @@ def number(value: float) -> str:
 def report_markdown(outcome: ExternalResult, described: dict[str, Any], info: dict[str, Any]) -> str:
     """A human-readable report: what was scored against what, the metrics, and what was left out and why."""
     summary, per_class = outcome.result.summary, outcome.result.per_class
-    where = (described.get("labels") or described.get("root")
-             or f"seed {described.get('synthetic', {}).get('seed', '')}")
+    where = described.get("labels") or described.get("root") or f"seed {described.get('synthetic', {}).get('seed', '')}"
     lines = [f"# External validation: {outcome.name}", ""]
     lines += [f"* {key}: {value}" for key, value in info.items()]
-    lines += [f"* external set: data.dataset={described.get('dataset', '')} ({where}), split "
-              f"{info.get('split', 'all')}, {outcome.images} images "
-              f"scored at {summary['level']} level ({summary['n_images']} rows)",
-              f"* mAP {number(summary['mAP'])}, mean AUROC {number(summary['mean_auroc'])} over "
-              f"{len(summary['classes_used'])} classes", "",
-              "| run class | external class | match | n_pos | n_neg | AUROC | AP |",
-              "|---|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {row['class']} | {row['external_class']} | {row['match']} | {row['n_pos']} | {row['n_neg']} | "
-              f"{number(row['auroc'])} | {number(row['ap'])} |" for row in per_class.to_dict("records")]
+    lines += [
+        f"* external set: data.dataset={described.get('dataset', '')} ({where}), split "
+        f"{info.get('split', 'all')}, {outcome.images} images "
+        f"scored at {summary['level']} level ({summary['n_images']} rows)",
+        f"* mAP {number(summary['mAP'])}, mean AUROC {number(summary['mean_auroc'])} over "
+        f"{len(summary['classes_used'])} classes",
+        "",
+        "| run class | external class | match | n_pos | n_neg | AUROC | AP |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {row['class']} | {row['external_class']} | {row['match']} | {row['n_pos']} | {row['n_neg']} | "
+        f"{number(row['auroc'])} | {number(row['ap'])} |"
+        for row in per_class.to_dict("records")
+    ]
     lines += ["", "Left out (not scored, not counted as negatives):", ""]
     lines += [f"* run class {name}: {why}" for name, why in outcome.mapping.run_left_out.items()]
     lines += [f"* external class {name}: {why}" for name, why in outcome.mapping.external_left_out.items()]

@@ -5,6 +5,7 @@ and, for the Grad-CAM family, the `layer` whose output is explained (the backbon
 module or a function returning it). Maps come back at the image size, non-negative: the evidence *for* the
 class (Grad-CAM's ReLU; the positive part of the pixel attributions of the other methods).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -48,13 +49,20 @@ def guided_gradcam(model: nn.Module, layer: nn.Module, images: Tensor, targets: 
 def integrated_gradients(model: nn.Module, layer: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
     """Integrated gradients (Sundararajan et al. 2017) from a black image in IG_STEPS steps; `layer` is
     not used. -> (B, S, S), the positive part."""
-    attributions = IntegratedGradients(model).attribute(images, baselines=torch.zeros_like(images), target=targets,
-                                                        n_steps=IG_STEPS)
+    attributions = IntegratedGradients(model).attribute(
+        images, baselines=torch.zeros_like(images), target=targets, n_steps=IG_STEPS
+    )
     return attributions[:, 0].clamp(min=0)
 
 
-def heatmaps(model: nn.Module, layer: nn.Module | Callable[[], nn.Module], images: Tensor,
-             targets: Tensor | Sequence[int], method: str = "gradcam", batch_size: int = 32) -> np.ndarray:
+def heatmaps(
+    model: nn.Module,
+    layer: nn.Module | Callable[[], nn.Module],
+    images: Tensor,
+    targets: Tensor | Sequence[int],
+    method: str = "gradcam",
+    batch_size: int = 32,
+) -> np.ndarray:
     """Heatmaps of `method` for each image's target class.
 
     Args:
@@ -74,14 +82,16 @@ def heatmaps(model: nn.Module, layer: nn.Module | Callable[[], nn.Module], image
     images = torch.as_tensor(images)
     targets = torch.as_tensor(targets, dtype=torch.long)
     if images.ndim != 4 or images.shape[1] != 1 or len(targets) != len(images):
-        raise ValueError(f"heatmaps: images must be (N, 1, S, S) with one target each; got {tuple(images.shape)} "
-                         f"and {len(targets)} targets")
+        raise ValueError(
+            f"heatmaps: images must be (N, 1, S, S) with one target each; got {tuple(images.shape)} "
+            f"and {len(targets)} targets"
+        )
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].to(device)
+        batch = images[start : start + batch_size].to(device)
         batch = batch.float().div(255.0) if batch.dtype == torch.uint8 else batch.float()
-        maps = explain(model, layer, batch, targets[start:start + batch_size].to(device))
+        maps = explain(model, layer, batch, targets[start : start + batch_size].to(device))
         out.append(maps.detach().float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, *images.shape[-2:]), np.float32)
 
@@ -94,8 +104,14 @@ def normalise(heatmap: np.ndarray) -> np.ndarray:
     return np.clip(heatmap / top, 0, 1) if top > 0 else np.zeros_like(heatmap)
 
 
-def draw_overlay(ax, image: np.ndarray, heatmap: np.ndarray, title: str = "", mask: np.ndarray | None = None,
-                 point: tuple[int, int] | None = None) -> None:
+def draw_overlay(
+    ax,
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    title: str = "",
+    mask: np.ndarray | None = None,
+    point: tuple[int, int] | None = None,
+) -> None:
     """Draw a grey image (S, S) with its heatmap (S, S) on top (turbo colours, opacity rising with the
     value), optionally the finding's region (a white contour) and the pointing location (a cross)."""
     heat = normalise(heatmap)
@@ -109,8 +125,12 @@ def draw_overlay(ax, image: np.ndarray, heatmap: np.ndarray, title: str = "", ma
     ax.set_axis_off()
 
 
-def overlay_figure(image: np.ndarray, panels: list[tuple[str, np.ndarray]], out_path: str | Path,
-                   masks: list[np.ndarray | None] | None = None) -> Path:
+def overlay_figure(
+    image: np.ndarray,
+    panels: list[tuple[str, np.ndarray]],
+    out_path: str | Path,
+    masks: list[np.ndarray | None] | None = None,
+) -> Path:
     """One image and its heatmaps side by side: image (S, S) uint8, panels [(title, heatmap (S, S))], optional
     region masks per panel -> a PNG at out_path."""
     fig = Figure(figsize=(2.0 * (len(panels) + 1), 2.4))
@@ -123,8 +143,15 @@ def overlay_figure(image: np.ndarray, panels: list[tuple[str, np.ndarray]], out_
     return _save(fig, out_path)
 
 
-def gallery_figure(images: np.ndarray, heatmaps: np.ndarray, titles: list[str], out_path: str | Path,
-                   suptitle: str = "", masks: np.ndarray | None = None, points: np.ndarray | None = None) -> Path:
+def gallery_figure(
+    images: np.ndarray,
+    heatmaps: np.ndarray,
+    titles: list[str],
+    out_path: str | Path,
+    suptitle: str = "",
+    masks: np.ndarray | None = None,
+    points: np.ndarray | None = None,
+) -> Path:
     """N images of one class: the images (top row) and their overlays (bottom row). images uint8 (N, S, S),
     heatmaps (N, S, S), titles N strings, masks bool (N, S, S) or None, points (N, 2) or None -> out_path."""
     n = len(images)
@@ -134,8 +161,14 @@ def gallery_figure(images: np.ndarray, heatmaps: np.ndarray, titles: list[str], 
         axes[0, k].imshow(images[k], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         axes[0, k].set_title(titles[k], fontsize=7)
         axes[0, k].set_axis_off()
-        draw_overlay(axes[1, k], images[k], heatmaps[k], "", None if masks is None else masks[k],
-                     None if points is None else tuple(points[k]))
+        draw_overlay(
+            axes[1, k],
+            images[k],
+            heatmaps[k],
+            "",
+            None if masks is None else masks[k],
+            None if points is None else tuple(points[k]),
+        )
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     return _save(fig, out_path)

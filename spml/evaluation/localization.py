@@ -1,5 +1,6 @@
 """The pointing game: does a heatmap's maximum fall inside the finding? Per class, against the exact
 hit rate of a uniformly random point (the finding's share of the image)."""
+
 from __future__ import annotations
 
 import math
@@ -30,7 +31,7 @@ def grow(mask: np.ndarray, tolerance: int) -> np.ndarray:
     """The mask (S, S) grown by `tolerance` pixels (a disc of that radius); tolerance 0 returns it as is."""
     if tolerance <= 0:
         return mask
-    y, x = np.ogrid[-tolerance:tolerance + 1, -tolerance:tolerance + 1]
+    y, x = np.ogrid[-tolerance : tolerance + 1, -tolerance : tolerance + 1]
     return ndimage.binary_dilation(mask, structure=x * x + y * y <= tolerance * tolerance)
 
 
@@ -86,9 +87,18 @@ def pointing_table(results: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
     for name, result in results.items():
         n, hits = len(result["hit"]), int(result["hit"].sum())
         low, high = wilson_interval(hits, n)
-        rows.append({"class": name, "images": n, "hits": hits, "hit_rate": hits / n if n else math.nan,
-                     "ci_low": low, "ci_high": high,
-                     "baseline": float(result["baseline"].mean()) if n else math.nan,
-                     "flat_maps": int(result["flat"].sum())})
-    return pd.DataFrame(rows, columns=["class", "images", "hits", "hit_rate", "ci_low", "ci_high", "baseline",
-                                       "flat_maps"])
+        rows.append(
+            {
+                "class": name,
+                "images": n,
+                "hits": hits,
+                "hit_rate": hits / n if n else math.nan,
+                "ci_low": low,
+                "ci_high": high,
+                "baseline": float(result["baseline"].mean()) if n else math.nan,
+                "flat_maps": int(result["flat"].sum()),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["class", "images", "hits", "hit_rate", "ci_low", "ci_high", "baseline", "flat_maps"]
+    )

@@ -1,5 +1,6 @@
 """Evaluation metrics: per-class AUROC and AP over known labels (scikit-learn), macro means, percentile
 bootstrap confidence intervals, study-level aggregation and pseudo-label quality (analysis only)."""
+
 from __future__ import annotations
 
 import json
@@ -40,12 +41,18 @@ class EvalResult:
     def to_json(self, indent: int = 2) -> str:
         """Summary and per-class rows as strict JSON (NaN written as null)."""
         records = json.loads(self.per_class.to_json(orient="records"))
-        return json.dumps({"summary": _nan_to_none(self.summary), "per_class": records}, indent=indent,
-                          allow_nan=False)
+        return json.dumps({"summary": _nan_to_none(self.summary), "per_class": records}, indent=indent, allow_nan=False)
 
 
-def evaluate_predictions(scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...],
-                         bootstrap: int = 0, seed: int = 0, ci: float = 0.95) -> EvalResult:
+def evaluate_predictions(
+    scores: Any,
+    targets: Any,
+    known: Any | None,
+    classes: list[str] | tuple[str, ...],
+    bootstrap: int = 0,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> EvalResult:
     """Per-class AUROC/AP, macro mAP and mean AUROC, and (bootstrap > 0) percentile confidence intervals.
 
     Args:
@@ -79,10 +86,16 @@ def evaluate_predictions(scores: Any, targets: Any, known: Any | None, classes: 
         reason = _skip_reason(n_pos, n_neg)
         if reason:
             skipped[name] = reason
-        rows.append({"class": name,
-                     "auroc": math.nan if reason else float(roc_auc_score(y, s)),
-                     "ap": math.nan if reason else float(average_precision_score(y, s)),
-                     "n_pos": n_pos, "n_neg": n_neg, "skipped": reason})
+        rows.append(
+            {
+                "class": name,
+                "auroc": math.nan if reason else float(roc_auc_score(y, s)),
+                "ap": math.nan if reason else float(average_precision_score(y, s)),
+                "n_pos": n_pos,
+                "n_neg": n_neg,
+                "skipped": reason,
+            }
+        )
     per_class = pd.DataFrame(rows)
     used = ~per_class["skipped"].astype(bool).to_numpy()
     summary: dict[str, Any] = {
@@ -111,13 +124,25 @@ def evaluate_predictions(scores: Any, targets: Any, known: Any | None, classes: 
             macro = boot[complete][:, used].mean(1)
             bounds = np.quantile(macro, [low, high]) if macro.size else (math.nan, math.nan)
             summary[f"{key}_ci_low"], summary[f"{key}_ci_high"] = float(bounds[0]), float(bounds[1])
-    columns = ["class", "auroc", "ap", "n_pos", "n_neg", "auroc_ci_low", "auroc_ci_high", "ap_ci_low",
-               "ap_ci_high", "bootstrap_valid", "skipped"]
+    columns = [
+        "class",
+        "auroc",
+        "ap",
+        "n_pos",
+        "n_neg",
+        "auroc_ci_low",
+        "auroc_ci_high",
+        "ap_ci_low",
+        "ap_ci_high",
+        "bootstrap_valid",
+        "skipped",
+    ]
     return EvalResult(summary, per_class[columns])
 
 
-def bootstrap_metrics(scores: np.ndarray, positive: np.ndarray, known: np.ndarray, resamples: int,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_metrics(
+    scores: np.ndarray, positive: np.ndarray, known: np.ndarray, resamples: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """AUROC and AP of `resamples` image resamples (with replacement). scores (N, C) float, positive and
     known (N, C) bool -> (auroc, ap), each (resamples, C), NaN where a resample lacks a label of a class.
 
@@ -136,8 +161,9 @@ def bootstrap_metrics(scores: np.ndarray, positive: np.ndarray, known: np.ndarra
     for start, weights in resample_chunks(n_images, resamples, seed):
         for c in range(n_classes):
             if orders[c].size:
-                auroc[start:start + len(weights), c], ap[start:start + len(weights), c] = weighted_auroc_ap(
-                    weights[:, orders[c]], positive[orders[c], c], groups[c])
+                auroc[start : start + len(weights), c], ap[start : start + len(weights), c] = weighted_auroc_ap(
+                    weights[:, orders[c]], positive[orders[c], c], groups[c]
+                )
     return auroc, ap
 
 
@@ -151,8 +177,9 @@ def resample_chunks(n: int, resamples: int, seed: int = 0) -> Iterator[tuple[int
         yield start, _resample_counts(n, min(chunk, resamples - start), rng)
 
 
-def weighted_auroc_ap(weights: np.ndarray, positive: np.ndarray, group_starts: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def weighted_auroc_ap(
+    weights: np.ndarray, positive: np.ndarray, group_starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Weighted AUROC (ties count one half) and AP (sklearn's step-wise definition) for many weightings.
 
     weights (R, n) >= 0 per weighting and sample, with samples sorted by descending score; positive (n,)
@@ -174,8 +201,7 @@ def weighted_auroc_ap(weights: np.ndarray, positive: np.ndarray, group_starts: n
     return auroc, ap
 
 
-def pseudo_label_quality(pseudo_positive: Any, targets: Any, observed: Any, known: Any | None = None
-                         ) -> dict[str, Any]:
+def pseudo_label_quality(pseudo_positive: Any, targets: Any, observed: Any, known: Any | None = None) -> dict[str, Any]:
     """Precision and recall of pseudo-positives against the hidden truth, for analysis only.
 
     pseudo_positive, observed (N, C) bool, targets (N, C) {0, 1}, known (N, C) bool or None. Observed
@@ -188,8 +214,10 @@ def pseudo_label_quality(pseudo_positive: Any, targets: Any, observed: Any, know
     hidden = np.asarray(targets) > 0.5
     candidate = ~observed if known is None else ~observed & np.asarray(known, dtype=bool)
     if not pseudo_positive.shape == observed.shape == hidden.shape == candidate.shape:
-        raise ValueError(f"pseudo_positive {pseudo_positive.shape}, targets {hidden.shape}, observed "
-                         f"{observed.shape} and known {candidate.shape} must have one (N, C) shape")
+        raise ValueError(
+            f"pseudo_positive {pseudo_positive.shape}, targets {hidden.shape}, observed "
+            f"{observed.shape} and known {candidate.shape} must have one (N, C) shape"
+        )
     predicted = (pseudo_positive & candidate).sum(0)
     hidden_positive = (hidden & candidate).sum(0)
     true_positive = (pseudo_positive & hidden & candidate).sum(0)
@@ -198,17 +226,20 @@ def pseudo_label_quality(pseudo_positive: Any, targets: Any, observed: Any, know
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(den > 0, num / np.maximum(den, 1), math.nan)
 
-    return {"precision": float(ratio(true_positive.sum(), predicted.sum())),
-            "recall": float(ratio(true_positive.sum(), hidden_positive.sum())),
-            "n_pseudo_positive": int(predicted.sum()),
-            "n_hidden_positive": int(hidden_positive.sum()),
-            "n_true_positive": int(true_positive.sum()),
-            "per_class_precision": ratio(true_positive, predicted).tolist(),
-            "per_class_recall": ratio(true_positive, hidden_positive).tolist()}
+    return {
+        "precision": float(ratio(true_positive.sum(), predicted.sum())),
+        "recall": float(ratio(true_positive.sum(), hidden_positive.sum())),
+        "n_pseudo_positive": int(predicted.sum()),
+        "n_hidden_positive": int(hidden_positive.sum()),
+        "n_true_positive": int(true_positive.sum()),
+        "per_class_precision": ratio(true_positive, predicted).tolist(),
+        "per_class_recall": ratio(true_positive, hidden_positive).tolist(),
+    }
 
 
-def study_level(scores: Any, targets: Any, known: Any | None, study_ids: Any,
-                reduce: Literal["max", "mean"] = "max") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def study_level(
+    scores: Any, targets: Any, known: Any | None, study_ids: Any, reduce: Literal["max", "mean"] = "max"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Aggregate the views of each study. scores, targets (N, C), known (N, C) bool or None, study_ids (N,)
     -> (scores, targets, known), each (S, C) with studies in order of first appearance
     (`pd.unique(study_ids)`). Scores: max or mean over views; targets: max over the views where known;
@@ -221,38 +252,49 @@ def study_level(scores: Any, targets: Any, known: Any | None, study_ids: Any,
     known = np.ones(scores.shape, bool) if known is None else np.asarray(known, dtype=bool)
     keys = pd.Series(np.asarray(study_ids))
     if not scores.shape == targets.shape == known.shape or scores.ndim != 2 or len(keys) != len(scores):
-        raise ValueError(f"scores {scores.shape}, targets {targets.shape}, known {known.shape} must be one "
-                         f"(N, C) shape and study_ids ({len(keys)},) must match N")
+        raise ValueError(
+            f"scores {scores.shape}, targets {targets.shape}, known {known.shape} must be one "
+            f"(N, C) shape and study_ids ({len(keys)},) must match N"
+        )
     missing = keys.isna() | (keys.astype(str) == "")
     if missing.any():
-        raise ValueError(f"study_ids: {int(missing.sum())} rows have no study id (first: row "
-                         f"{int(np.flatnonzero(missing)[0])}); study-level scoring needs one for every image")
+        raise ValueError(
+            f"study_ids: {int(missing.sum())} rows have no study id (first: row "
+            f"{int(np.flatnonzero(missing)[0])}); study-level scoring needs one for every image"
+        )
 
     def grouped(values: np.ndarray):
         return pd.DataFrame(values).groupby(keys.to_numpy(), sort=False)
 
-    return (grouped(scores).agg(reduce).to_numpy(),
-            grouped(np.where(known, targets, 0.0)).max().to_numpy(),
-            grouped(known).any().to_numpy())
+    return (
+        grouped(scores).agg(reduce).to_numpy(),
+        grouped(np.where(known, targets, 0.0)).max().to_numpy(),
+        grouped(known).any().to_numpy(),
+    )
 
 
-def _check_inputs(scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...]
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check_inputs(
+    scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Arrays as float64 scores, bool positives, bool known; errors name the row and class."""
     scores = np.asarray(scores, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
     known = np.ones(scores.shape, bool) if known is None else np.asarray(known, dtype=bool)
     if scores.ndim != 2 or not scores.shape == targets.shape == known.shape:
-        raise ValueError(f"scores {scores.shape}, targets {targets.shape} and known {known.shape} must share "
-                         "one (N, C) shape")
+        raise ValueError(
+            f"scores {scores.shape}, targets {targets.shape} and known {known.shape} must share one (N, C) shape"
+        )
     if len(classes) != scores.shape[1]:
         raise ValueError(f"{len(classes)} class names for {scores.shape[1]} score columns")
-    for name, bad in (("score is not finite", ~np.isfinite(scores)), ("target is not 0 or 1",
-                                                                     ~np.isin(targets, (0.0, 1.0)))):
+    for name, bad in (
+        ("score is not finite", ~np.isfinite(scores)),
+        ("target is not 0 or 1", ~np.isin(targets, (0.0, 1.0))),
+    ):
         rows, cols = np.nonzero(bad & known)
         if rows.size:
-            raise ValueError(f"{rows.size} known entries where the {name}; first at row {rows[0]}, "
-                             f"class {classes[cols[0]]!r}")
+            raise ValueError(
+                f"{rows.size} known entries where the {name}; first at row {rows[0]}, class {classes[cols[0]]!r}"
+            )
     return scores, targets > 0.5, known
 
 

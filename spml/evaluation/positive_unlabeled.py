@@ -25,6 +25,7 @@ effect.
 Everything here reads only the observed positives of the split, the priors and the model's probabilities: the
 hidden labels of the split are not an argument of any function.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,11 @@ class ClassPriors:
     how: str
 
     def to_json(self, classes: Sequence[str]) -> dict[str, Any]:
-        return {"values": {name: float(v) for name, v in zip(classes, self.values)}, "source": dict(self.source),
-                "how": self.how}
+        return {
+            "values": {name: float(v) for name, v in zip(classes, self.values)},
+            "source": dict(self.source),
+            "how": self.how,
+        }
 
 
 def estimate_priors(observed_counts: Any, rows_with_observed: int, expected_positives: float) -> np.ndarray:
@@ -78,8 +82,9 @@ def estimate_priors(observed_counts: Any, rows_with_observed: int, expected_posi
     return np.clip(expected_positives * counts / rows_with_observed, 1e-4, 1 - 1e-4)
 
 
-def resolve_priors(classes: Sequence[str], given: Mapping[str, float], estimated: np.ndarray
-                   ) -> tuple[np.ndarray, dict[str, str]]:
+def resolve_priors(
+    classes: Sequence[str], given: Mapping[str, float], estimated: np.ndarray
+) -> tuple[np.ndarray, dict[str, str]]:
     """The priors a run uses: data.class_priors where given (a mapping class -> prevalence), `estimated` for the
     other classes. Returns ((C,) priors, {class: "given" | "estimated"}). Unknown class names and prevalences
     outside (0, 1) are errors naming data.class_priors."""
@@ -132,8 +137,15 @@ def fit_pu_logistic(probs: np.ndarray, observed: np.ndarray, c: float, slope_onl
     start = np.array([1.0] if slope_only else [1.0, 0.0])
     slope = (1 / TEMPERATURE_RANGE[1], 1 / TEMPERATURE_RANGE[0])  # a temperature stays inside TEMPERATURE_RANGE
     bounds = [slope] if slope_only else [(1e-3, 1e3), (None, None)]
-    result = minimize(_pu_nll, start, args=(z, s, c, slope_only), jac=True, method="L-BFGS-B", bounds=bounds,
-                      options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-14})
+    result = minimize(
+        _pu_nll,
+        start,
+        args=(z, s, c, slope_only),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-14},
+    )
     if slope_only:
         return ClassMap("temperature", {"temperature": float(1.0 / result.x[0])})
     return ClassMap("platt", {"a": float(result.x[0]), "b": float(result.x[1])})
@@ -151,8 +163,9 @@ def _fit_one(method: str, probs: np.ndarray, observed: np.ndarray, c: float) -> 
     return fit_pu_logistic(probs, observed, c, slope_only=method in ("temperature", "global_temperature"))
 
 
-def fit_pu_calibrator(probs: Any, observed: Any, priors: Any, classes: list[str], method: str,
-                      min_positives: int = 10) -> Calibrator:
+def fit_pu_calibrator(
+    probs: Any, observed: Any, priors: Any, classes: list[str], method: str, min_positives: int = 10
+) -> Calibrator:
     """Per-class calibration of a single-positive split from its observed positives and the class priors.
 
     Args:
@@ -178,12 +191,17 @@ def fit_pu_calibrator(probs: Any, observed: Any, priors: Any, classes: list[str]
             continue
         if pooled is None:
             pooled_c = float(min(observed.sum() / (priors.sum() * len(probs)), 1.0))
-            pooled = (_fit_one(method, probs.ravel(), observed.ravel(), pooled_c) if observed.sum() >= min_positives
-                      else IDENTITY)
+            pooled = (
+                _fit_one(method, probs.ravel(), observed.ravel(), pooled_c)
+                if observed.sum() >= min_positives
+                else IDENTITY
+            )
         maps.append(pooled)
-        fallback[name] = (f"fewer than {min_positives} observed val positives: "
-                          + (f"{method} fitted on all classes' entries pooled" if pooled is not IDENTITY
-                             else "raw probabilities (too few pooled entries too)"))
+        fallback[name] = f"fewer than {min_positives} observed val positives: " + (
+            f"{method} fitted on all classes' entries pooled"
+            if pooled is not IDENTITY
+            else "raw probabilities (too few pooled entries too)"
+        )
     return Calibrator(method, tuple(maps), PU_FITTED_ON, fallback)
 
 
@@ -206,8 +224,9 @@ def pu_rates(scores: Any, observed: Any, prior: float) -> dict[str, np.ndarray]:
     return {"threshold": candidates, "tpr": tpr, "called": called, "fpr": fpr, "precision": precision}
 
 
-def choose_pu_thresholds(probs: Any, observed: Any, priors: Any, rule: str = "youden",
-                         target_sensitivity: float = 0.9) -> np.ndarray:
+def choose_pu_thresholds(
+    probs: Any, observed: Any, priors: Any, rule: str = "youden", target_sensitivity: float = 0.9
+) -> np.ndarray:
     """Per-class thresholds (C,) by eval.threshold_rule on the PU rates (pu_rates): youden maximises TPR - FPR,
     sensitivity takes the highest threshold whose TPR reaches `target_sensitivity`, f1 maximises
     2 precision TPR / (precision + TPR); ties go to the highest threshold. NaN for a class without an observed
@@ -226,8 +245,9 @@ def choose_pu_thresholds(probs: Any, observed: Any, priors: Any, rule: str = "yo
             best = int(np.argmax(r["tpr"] >= target_sensitivity - 1e-12))
         else:
             with np.errstate(divide="ignore", invalid="ignore"):
-                f1 = np.where(r["precision"] + r["tpr"] > 0,
-                              2 * r["precision"] * r["tpr"] / (r["precision"] + r["tpr"]), 0.0)
+                f1 = np.where(
+                    r["precision"] + r["tpr"] > 0, 2 * r["precision"] * r["tpr"] / (r["precision"] + r["tpr"]), 0.0
+                )
             best = int(np.argmax(f1))
         thresholds[k] = r["threshold"][best]
     return thresholds

@@ -4,6 +4,7 @@ heatmap overlays: what tools/predict.py writes (its docstring describes the file
 The model is an InferenceModel (spml.load_model); images are decoded as in training (its data.size and
 data.intensity); the probabilities are calibrated by the operating points' calibrator (eval.calibration).
 """
+
 from __future__ import annotations
 
 import sys
@@ -41,8 +42,13 @@ def find_images(items: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
                 if image:
                     images.append(path)
                 else:
-                    others.append((path, f"not an image file (suffix {path.suffix or 'none'}, no DICOM header; "
-                                         f"images: {' '.join(sorted(IMAGE_SUFFIXES))} or DICOM)"))
+                    others.append(
+                        (
+                            path,
+                            f"not an image file (suffix {path.suffix or 'none'}, no DICOM header; "
+                            f"images: {' '.join(sorted(IMAGE_SUFFIXES))} or DICOM)",
+                        )
+                    )
         elif item.exists():
             images.append(item)
         else:
@@ -70,13 +76,25 @@ def prediction_frame(paths: list[Path], probs, classes: list[str], record: dict 
         columns[name] = probs[:, c]
         if record is not None:
             threshold = record["threshold"][c]
-            columns[f"{name}_decision"] = (pd.array((probs[:, c] >= threshold).astype(int), dtype="Int64")
-                                           if np.isfinite(threshold) else pd.array([pd.NA] * len(paths), "Int64"))
+            columns[f"{name}_decision"] = (
+                pd.array((probs[:, c] >= threshold).astype(int), dtype="Int64")
+                if np.isfinite(threshold)
+                else pd.array([pd.NA] * len(paths), "Int64")
+            )
     return pd.DataFrame(columns)
 
 
-def write_overlays(model: InferenceModel, batch: torch.Tensor, probs: np.ndarray, paths: list[Path], first: int,
-                   record: dict | None, folder: Path, top_k: int, method: str) -> list[Path]:
+def write_overlays(
+    model: InferenceModel,
+    batch: torch.Tensor,
+    probs: np.ndarray,
+    paths: list[Path],
+    first: int,
+    record: dict | None,
+    folder: Path,
+    top_k: int,
+    method: str,
+) -> list[Path]:
     """Per image of a scored batch (uint8 (B, 1, S, S), probabilities (B, C)): the heatmaps of its `top_k` most
     probable findings (`method`, of the model without TTA) in one PNG, folder/<number>_<name>.png. Returns the
     files."""
@@ -105,15 +123,26 @@ def operating_points(model: InferenceModel, file: Path, required: bool) -> dict 
     if required or file.exists():
         tta = list(model.tta_views) if model.tta else []
         return read_thresholds(file, model.classes, model.metadata["source"]["checkpoint_dir"], tta)
-    print(f"no {file}: probabilities only, no decisions (tools/evaluate.py on the run fits operating points)",
-          file=sys.stderr)
+    print(
+        f"no {file}: probabilities only, no decisions (tools/evaluate.py on the run fits operating points)",
+        file=sys.stderr,
+    )
     return None
 
 
-def predict_files(model: InferenceModel, items: list[str], out: Path, thresholds: Path, *,
-                  thresholds_required: bool = False, batch_size: int = 64, bad_images: str = "skip",
-                  heatmaps_dir: Path | None = None, heatmap_top: int = 3, heatmap_method: str = "gradcam"
-                  ) -> pd.DataFrame:
+def predict_files(
+    model: InferenceModel,
+    items: list[str],
+    out: Path,
+    thresholds: Path,
+    *,
+    thresholds_required: bool = False,
+    batch_size: int = 64,
+    bad_images: str = "skip",
+    heatmaps_dir: Path | None = None,
+    heatmap_top: int = 3,
+    heatmap_method: str = "gradcam",
+) -> pd.DataFrame:
     """Score the image files of `items` (files, folders searched recursively) into the CSV `out`.
 
     Args:
@@ -163,8 +192,9 @@ def predict_files(model: InferenceModel, items: list[str], out: Path, thresholds
                 batch_probs = record["calibrator"].apply(batch_probs)
             if heatmaps_dir:
                 first = len(scored) - len(images)
-                overlays += write_overlays(model, batch, batch_probs, scored[first:], first, record, heatmaps_dir,
-                                           heatmap_top, heatmap_method)
+                overlays += write_overlays(
+                    model, batch, batch_probs, scored[first:], first, record, heatmaps_dir, heatmap_top, heatmap_method
+                )
             probs.append(batch_probs)
             images.clear()
         bar.update(1)
@@ -177,8 +207,14 @@ def predict_files(model: InferenceModel, items: list[str], out: Path, thresholds
     if heatmaps_dir:
         frame["heatmap"] = [str(p) for p in overlays]
     frame.to_csv(out, index=False, float_format="%.6f")
-    decided = (f"; probabilities: {describe(record['calibrator'])}; decisions at the {record['rule']} thresholds "
-               f"of {thresholds}" if record else "; raw (uncalibrated) probabilities")
-    print(f"wrote {len(frame)} rows x {len(model.classes)} findings to {out}{decided}"
-          + (f"; heatmaps in {heatmaps_dir}" if heatmaps_dir else ""))
+    decided = (
+        f"; probabilities: {describe(record['calibrator'])}; decisions at the {record['rule']} thresholds "
+        f"of {thresholds}"
+        if record
+        else "; raw (uncalibrated) probabilities"
+    )
+    print(
+        f"wrote {len(frame)} rows x {len(model.classes)} findings to {out}{decided}"
+        + (f"; heatmaps in {heatmaps_dir}" if heatmaps_dir else "")
+    )
     return frame

@@ -1,6 +1,7 @@
 """Scoring steps: predict a split (gathered across processes), choose what is scored (classes, study level),
 score, write metrics.json / per_class.csv / curves. The model is any module from uint8 images to logits
 (spml.models.InferenceModel); spml.evaluation.evaluate.evaluate chains the steps (the one evaluation path)."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ def evaluating(model: nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
-def predict_split(model: nn.Module, loader: DataLoader, accelerator: Accelerator, desc: str = "scoring"
-                  ) -> dict[str, np.ndarray]:
+def predict_split(
+    model: nn.Module, loader: DataLoader, accelerator: Accelerator, desc: str = "scoring"
+) -> dict[str, np.ndarray]:
     """Probabilities, targets, known and indices of a (prepared) loader, each sample exactly once.
 
     Args:
@@ -50,8 +52,14 @@ def predict_split(model: nn.Module, loader: DataLoader, accelerator: Accelerator
     shows a progress bar (`desc`, images/s over all processes).
     """
     parts: dict[str, list[torch.Tensor]] = {"probs": [], "targets": [], "known": [], "index": []}
-    bar = tqdm(total=len(loader.dataset), desc=desc, unit="img", leave=False, dynamic_ncols=True,
-               disable=not accelerator.is_main_process)
+    bar = tqdm(
+        total=len(loader.dataset),
+        desc=desc,
+        unit="img",
+        leave=False,
+        dynamic_ncols=True,
+        disable=not accelerator.is_main_process,
+    )
     with evaluating(model), one_pass(loader) as batches:
         for batch in batches:
             if len(batch["index"]):
@@ -83,12 +91,23 @@ def score(predictions: dict[str, np.ndarray], classes: Sequence[str], bootstrap:
     Returns:
         The EvalResult.
     """
-    return evaluate_predictions(predictions["probs"], predictions["targets"], predictions["known"], list(classes),
-                                bootstrap=bootstrap, seed=seed)
+    return evaluate_predictions(
+        predictions["probs"],
+        predictions["targets"],
+        predictions["known"],
+        list(classes),
+        bootstrap=bootstrap,
+        seed=seed,
+    )
 
 
-def evaluation_view(predictions: dict[str, np.ndarray], frame: pd.DataFrame, classes: Sequence[str],
-                    eval_classes: Sequence[str] = (), level: str = "") -> tuple[dict[str, np.ndarray], list[str]]:
+def evaluation_view(
+    predictions: dict[str, np.ndarray],
+    frame: pd.DataFrame,
+    classes: Sequence[str],
+    eval_classes: Sequence[str] = (),
+    level: str = "",
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """The predictions as they are scored: only `eval_classes` (all when empty), and with `level` "max" or
     "mean" each study's views aggregated (see spml.evaluation.metrics.study_level; "" scores images).
 
@@ -104,9 +123,15 @@ def evaluation_view(predictions: dict[str, np.ndarray], frame: pd.DataFrame, cla
     return {"probs": probs, "targets": targets, "known": known}, [classes[c] for c in columns]
 
 
-def evaluate_split(predictions: dict[str, np.ndarray], frame: pd.DataFrame, classes: Sequence[str],
-                   eval_classes: Sequence[str] = (), level: str = "", bootstrap: int = 0,
-                   seed: int = 0) -> tuple[EvalResult, dict[str, np.ndarray], list[str]]:
+def evaluate_split(
+    predictions: dict[str, np.ndarray],
+    frame: pd.DataFrame,
+    classes: Sequence[str],
+    eval_classes: Sequence[str] = (),
+    level: str = "",
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> tuple[EvalResult, dict[str, np.ndarray], list[str]]:
     """Score the evaluation view of a split (see evaluation_view): (result, scored predictions, their classes).
     summary["level"] says what a row was: "image", "study:max" or "study:mean"."""
     view, view_classes = evaluation_view(predictions, frame, classes, eval_classes, level)

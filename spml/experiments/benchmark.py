@@ -20,6 +20,7 @@ Extra key=value arguments override the config (e.g. augment.elastic.kernel_size=
 --json writes every number. Peak memory is torch.cuda.max_memory_allocated on a GPU and the process's peak
 resident set (cumulative over the run) on the CPU.
 """
+
 from __future__ import annotations
 
 import gc
@@ -106,7 +107,7 @@ def peak_memory(device: torch.device, into: dict):
         torch.cuda.reset_peak_memory_stats(device)
     yield
     if device.type == "cuda":
-        into["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        into["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         into["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -165,9 +166,13 @@ class StepTimer:
         """Median step (robust to other processes on a shared machine); sums give images/s and data wait."""
         self.trainer.check_finite()
         wait, work = sum(self.waits), sum(self.steps)
-        return {"step_ms": 1000 * float(np.median(self.steps)), "step_images_per_s": self.images / work,
-                "images_per_s": self.images / (wait + work), "wait_fraction": wait / (wait + work),
-                "peak_mib": self.peak_mib}
+        return {
+            "step_ms": 1000 * float(np.median(self.steps)),
+            "step_images_per_s": self.images / work,
+            "images_per_s": self.images / (wait + work),
+            "wait_fraction": wait / (wait + work),
+            "peak_mib": self.peak_mib,
+        }
 
     def close(self) -> None:
         self.batches.close()
@@ -226,8 +231,12 @@ def write_dataset(folder: Path, count: int, source_size: int) -> dict[str, Path]
 def dataset_config_file(folder: Path, labels: Path, cache: str = "") -> Path:
     """A data-section YAML for the generic CSV reader over the written files."""
     file = folder / f"data_{labels.stem}{'_cache' if cache else ''}.yaml"
-    data = {"dataset": "csv", "labels": str(labels), "cache": cache,
-            "csv": {"patient_column": "patient_id", "label_columns": list(CLASSES)}}
+    data = {
+        "dataset": "csv",
+        "labels": str(labels),
+        "cache": cache,
+        "csv": {"patient_column": "patient_id", "label_columns": list(CLASSES)},
+    }
     file.write_text(yaml.safe_dump({"data": data}))
     return file
 
@@ -245,16 +254,35 @@ class Benchmark:
         a = self.args
         size, batch = size or a.size, batch or a.batch
         precision = "bf16" if a.bf16 else "'no'"  # quoted: YAML reads a bare no as false
-        return [f"data.size={size}", f"data.batch_size={batch}", f"data.eval_batch_size={2 * batch}",
-                f"data.num_workers={a.workers}", f"model.backbone={a.backbone}",
-                f"model.channels_last={a.channels_last}", f"model.compile={a.compile}",
-                f"train.precision={precision}", f"train.out={self.folder / 'run'}",
-                "data.val_fraction=0.2", "data.test_fraction=0.05", "data.mask_no_positive=keep",
-                "eval.bootstrap=0", "optim.warmup_epochs=0", "train.log_every=1000000",
-                "spml.mpc.warmup_epochs=0", "spml.mpc.rampup_epochs=0", *a.overrides]
+        return [
+            f"data.size={size}",
+            f"data.batch_size={batch}",
+            f"data.eval_batch_size={2 * batch}",
+            f"data.num_workers={a.workers}",
+            f"model.backbone={a.backbone}",
+            f"model.channels_last={a.channels_last}",
+            f"model.compile={a.compile}",
+            f"train.precision={precision}",
+            f"train.out={self.folder / 'run'}",
+            "data.val_fraction=0.2",
+            "data.test_fraction=0.05",
+            "data.mask_no_positive=keep",
+            "eval.bootstrap=0",
+            "optim.warmup_epochs=0",
+            "train.log_every=1000000",
+            "spml.mpc.warmup_epochs=0",
+            "spml.mpc.rampup_epochs=0",
+            *a.overrides,
+        ]
 
-    def config(self, files: list[Path], mode: str = "supervised", extra: tuple[str, ...] = (),
-               size: int | None = None, batch: int | None = None) -> Config:
+    def config(
+        self,
+        files: list[Path],
+        mode: str = "supervised",
+        extra: tuple[str, ...] = (),
+        size: int | None = None,
+        batch: int | None = None,
+    ) -> Config:
         return load_config([str(f) for f in files], [*self.overrides(size, batch), *extra], mode=mode)
 
     def prepare(self) -> None:
@@ -265,23 +293,29 @@ class Benchmark:
         cache_start = time.perf_counter()
         build_cache(paths, self.args.size, str(self.folder / "cache"), workers=self.args.workers, progress=False)
         self.cache = str(self.folder / "cache")
-        self.results["data"] = {"images": self.args.images, "source_size": self.args.source_size,
-                                "write_s": cache_start - start,
-                                "cache_build_images_per_s": len(paths) / (time.perf_counter() - cache_start)}
+        self.results["data"] = {
+            "images": self.args.images,
+            "source_size": self.args.source_size,
+            "write_s": cache_start - start,
+            "cache_build_images_per_s": len(paths) / (time.perf_counter() - cache_start),
+        }
 
     def cache_files(self) -> list[Path]:
         return [dataset_config_file(self.folder, self.csvs["png"], self.cache)]
 
     def loader(self) -> None:
         out = {}
-        sources = {"PNG decode": [dataset_config_file(self.folder, self.csvs["png"])],
-                   "JPEG decode": [dataset_config_file(self.folder, self.csvs["jpg"])],
-                   "uint8 cache": self.cache_files()}
+        sources = {
+            "PNG decode": [dataset_config_file(self.folder, self.csvs["png"])],
+            "JPEG decode": [dataset_config_file(self.folder, self.csvs["jpg"])],
+            "uint8 cache": self.cache_files(),
+        }
         for name, files in sources.items():
             config = self.config(files)
             train = build_data(config).train
-            loader = make_train_loader(train, EpochSampler(len(train), 0), config.data.batch_size,
-                                       config.data.num_workers)
+            loader = make_train_loader(
+                train, EpochSampler(len(train), 0), config.data.batch_size, config.data.num_workers
+            )
             record: dict = {}
             with peak_memory(torch.device("cpu"), record):
                 batches = iter(loader)
@@ -301,18 +335,24 @@ class Benchmark:
         torch.manual_seed(0)
         images = torch.rand(a.batch, 1, a.size, a.size, device=self.device)
         elastic = config.elastic
-        red = {"kernel_size": (elastic.kernel_size,) * 2, "sigma": (elastic.sigma,) * 2,
-               "alpha": (elastic.alpha,) * 2, "p": 1.0}
-        pipelines = {"weak": build_weak(config), "strong (no RED)": build_strong(config, red=False),
-                     "strong + RED": build_strong(config, red=True),
-                     "RED alone p=1, kornia": K.RandomElasticTransform(**red),
-                     "RED alone p=1, spml": RandomElasticTransform(**red)}
+        red = {
+            "kernel_size": (elastic.kernel_size,) * 2,
+            "sigma": (elastic.sigma,) * 2,
+            "alpha": (elastic.alpha,) * 2,
+            "p": 1.0,
+        }
+        pipelines = {
+            "weak": build_weak(config),
+            "strong (no RED)": build_strong(config, red=False),
+            "strong + RED": build_strong(config, red=True),
+            "RED alone p=1, kornia": K.RandomElasticTransform(**red),
+            "RED alone p=1, spml": RandomElasticTransform(**red),
+        }
         out = {}
         for name, pipeline in pipelines.items():
             pipeline = pipeline.to(self.device)
             with torch.autocast(self.device.type, torch.bfloat16, enabled=a.bf16):
-                out[name] = images_per_second(lambda pipeline=pipeline: pipeline(images), a.batch, a.iters,
-                                              self.device)
+                out[name] = images_per_second(lambda pipeline=pipeline: pipeline(images), a.batch, a.iters, self.device)
         self.results["augment"] = out
 
     def steps(self) -> None:
@@ -346,21 +386,37 @@ class Benchmark:
     def growth(self) -> None:
         """MPC step time (synthetic set in memory, no loader) over batch x size; BT share at a large batch."""
         a, grid = self.args, []
-        synthetic = ("data.dataset=synthetic", "data.num_workers=0", "data.synthetic.num_images=" +
-                     str(max(*a.growth_batches, a.bt_batch) * 2 + 64))
-        cells = {(batch, size): self.config([], "spml", synthetic, size=size, batch=batch)
-                 for size in a.growth_sizes for batch in a.growth_batches}
+        synthetic = (
+            "data.dataset=synthetic",
+            "data.num_workers=0",
+            "data.synthetic.num_images=" + str(max(*a.growth_batches, a.bt_batch) * 2 + 64),
+        )
+        cells = {
+            (batch, size): self.config([], "spml", synthetic, size=size, batch=batch)
+            for size in a.growth_sizes
+            for batch in a.growth_batches
+        }
         timings = round_robin(cells, a.growth_steps, 1)
         for (batch, size), timing in timings.items():
-            grid.append({"batch": batch, "size": size, "step_ms": timing["step_ms"],
-                         "ns_per_image_pixel": 1e6 * timing["step_ms"] / (batch * size * size)})
+            grid.append(
+                {
+                    "batch": batch,
+                    "size": size,
+                    "step_ms": timing["step_ms"],
+                    "ns_per_image_pixel": 1e6 * timing["step_ms"] / (batch * size * size),
+                }
+            )
         frame = pd.DataFrame(grid)
         design = np.column_stack([np.ones(len(frame)), np.log(frame["batch"]), np.log(frame["size"] ** 2)])
         exponents = np.linalg.lstsq(design, np.log(frame["step_ms"]), rcond=None)[0]
         size = min(a.growth_sizes)
         config = self.config([], "spml", synthetic, size=size, batch=a.bt_batch)
-        self.results["growth"] = {"grid": grid, "batch_exponent": exponents[1], "pixel_exponent": exponents[2],
-                                  "bt": with_trainer(config, lambda trainer: self.bt_share(trainer))}
+        self.results["growth"] = {
+            "grid": grid,
+            "batch_exponent": exponents[1],
+            "pixel_exponent": exponents[2],
+            "bt": with_trainer(config, lambda trainer: self.bt_share(trainer)),
+        }
 
     def bt_share(self, trainer: Trainer) -> dict:
         """Forward + backward of the MPC objective's batch transformer alone on (B, D) embeddings, for B up to
@@ -375,10 +431,16 @@ class Benchmark:
         rows = {}
         for batch in sorted({16, 64, self.args.bt_batch}):
             embedding = torch.randn(batch, width, device=self.device, requires_grad=True)
-            rows[batch] = images_per_second(lambda embedding=embedding: transformer(embedding).sum().backward(), 1, 5,
-                                            self.device)["ms"]
-        return {"batch": self.args.bt_batch, "size": min(self.args.growth_sizes), "step_ms": step_ms,
-                "bt_ms": rows, "btc_share": rows[self.args.bt_batch] / step_ms}
+            rows[batch] = images_per_second(
+                lambda embedding=embedding: transformer(embedding).sum().backward(), 1, 5, self.device
+            )["ms"]
+        return {
+            "batch": self.args.bt_batch,
+            "size": min(self.args.growth_sizes),
+            "step_ms": step_ms,
+            "bt_ms": rows,
+            "btc_share": rows[self.args.bt_batch] / step_ms,
+        }
 
 
 def with_trainer(config: Config, measure: Callable[[Trainer], dict]) -> dict:
@@ -396,19 +458,28 @@ def with_trainer(config: Config, measure: Callable[[Trainer], dict]) -> dict:
 
 def setup_record(args: BenchmarkSettings, device: torch.device) -> dict:
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-            f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads",
-            "torch": torch.__version__, "load_average": " ".join(load), "command": " ".join(sys.argv),
-            **asdict(args)}
+    return {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads",
+        "torch": torch.__version__,
+        "load_average": " ".join(load),
+        "command": " ".join(sys.argv),
+        **asdict(args),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ report
 def markdown(results: dict) -> str:
     s = results["setup"]
-    lines = [f"device: {s['device']}; torch {s['torch']}; load average {s['load_average']}",
-             f"backbone {s['backbone']}, {s['size']} px, batch {s['batch']}, workers {s['workers']}, "
-             f"bf16 {s['bf16']}, channels_last {s['channels_last']}, compile {s['compile']}, "
-             f"overrides {' '.join(s['overrides']) or '-'}", f"command: {s['command']}", ""]
+    lines = [
+        f"device: {s['device']}; torch {s['torch']}; load average {s['load_average']}",
+        f"backbone {s['backbone']}, {s['size']} px, batch {s['batch']}, workers {s['workers']}, "
+        f"bf16 {s['bf16']}, channels_last {s['channels_last']}, compile {s['compile']}, "
+        f"overrides {' '.join(s['overrides']) or '-'}",
+        f"command: {s['command']}",
+        "",
+    ]
 
     def table(title: str, header: list[str], rows: list[list]) -> None:
         lines.extend([f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)])
@@ -417,35 +488,59 @@ def markdown(results: dict) -> str:
 
     if "loader" in results:
         r = results["loader"]
-        table("loader (make_train_loader)", ["source", "images/s", "peak RSS MiB"],
-              [[k, v["images_per_s"], v["peak_mib"]] for k, v in r.items() if isinstance(v, dict)])
+        table(
+            "loader (make_train_loader)",
+            ["source", "images/s", "peak RSS MiB"],
+            [[k, v["images_per_s"], v["peak_mib"]] for k, v in r.items() if isinstance(v, dict)],
+        )
         lines.append(f"cache / PNG decode = {r['cache / PNG']:.1f}x, cache / JPEG decode = {r['cache / JPEG']:.1f}x\n")
     if "augment" in results:
-        table("augmentation on the device", ["pipeline", "images/s", "ms/batch", "peak MiB"],
-              [[k, v["images_per_s"], v["ms"], v["peak_mib"]] for k, v in results["augment"].items()])
+        table(
+            "augmentation on the device",
+            ["pipeline", "images/s", "ms/batch", "peak MiB"],
+            [[k, v["images_per_s"], v["ms"], v["peak_mib"]] for k, v in results["augment"].items()],
+        )
     if "step" in results:
         r = results["step"]
-        table("training step (Trainer.train_step, loader over the uint8 cache)",
-              ["objective", "images/s", "step ms", "x supervised", "data wait", "peak MiB"],
-              [[k, v["images_per_s"], v["step_ms"], v.get("vs supervised", 1.0), f"{100 * v['wait_fraction']:.1f}%",
-                v["peak_mib"]] for k, v in r.items()])
+        table(
+            "training step (Trainer.train_step, loader over the uint8 cache)",
+            ["objective", "images/s", "step ms", "x supervised", "data wait", "peak MiB"],
+            [
+                [
+                    k,
+                    v["images_per_s"],
+                    v["step_ms"],
+                    v.get("vs supervised", 1.0),
+                    f"{100 * v['wait_fraction']:.1f}%",
+                    v["peak_mib"],
+                ]
+                for k, v in r.items()
+            ],
+        )
         if "loader" in results:
             cache = results["loader"]["uint8 cache"]["images_per_s"]
             supervised, mpc = (cache / r[name]["step_images_per_s"] for name in ("supervised", "mpc"))
             lines.append(f"cache loader / supervised step consumption = {supervised:.1f}x, / MPC = {mpc:.1f}x\n")
     if "eval" in results:
         e = results["eval"]
-        lines.append(f"evaluation (predict_split, {e['images']} images): {e['images_per_s']:.1f} images/s, "
-                     f"peak {e['peak_mib']:.0f} MiB\n")
+        lines.append(
+            f"evaluation (predict_split, {e['images']} images): {e['images_per_s']:.1f} images/s, "
+            f"peak {e['peak_mib']:.0f} MiB\n"
+        )
     if "growth" in results:
         g = results["growth"]
-        table("cost growth (MPC step, synthetic set in memory)", ["batch", "size", "step ms", "ns / (image x pixel)"],
-              [[r["batch"], r["size"], r["step_ms"], r["ns_per_image_pixel"]] for r in g["grid"]])
+        table(
+            "cost growth (MPC step, synthetic set in memory)",
+            ["batch", "size", "step ms", "ns / (image x pixel)"],
+            [[r["batch"], r["size"], r["step_ms"], r["ns_per_image_pixel"]] for r in g["grid"]],
+        )
         bt = g["bt"]
         alone = ", ".join(f"batch {b}: {ms:.2f} ms" for b, ms in bt["bt_ms"].items())
-        lines.append(f"fit: step time ~ batch^{g['batch_exponent']:.2f} x pixels^{g['pixel_exponent']:.2f}\n\n"
-                     f"batch transformer forward+backward alone: {alone}; share of the MPC step at batch "
-                     f"{bt['batch']}, {bt['size']} px ({bt['step_ms']:.0f} ms): {100 * bt['btc_share']:.2f}%\n")
+        lines.append(
+            f"fit: step time ~ batch^{g['batch_exponent']:.2f} x pixels^{g['pixel_exponent']:.2f}\n\n"
+            f"batch transformer forward+backward alone: {alone}; share of the MPC step at batch "
+            f"{bt['batch']}, {bt['size']} px ({bt['step_ms']:.0f} ms): {100 * bt['btc_share']:.2f}%\n"
+        )
     return "\n".join(lines)
 
 

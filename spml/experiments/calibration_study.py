@@ -15,6 +15,7 @@ objectives (e.g. EM) read only the train split's observed positives and the expe
 (spml.data.masking.mask_splits masks each split with its own generator) nor, under data.mask_no_positive=keep, the
 val rows. MPC's class_prior thresholds read the val split's prevalence, so MPC would need one training per protocol.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,26 +64,36 @@ def record_training(config: Config, out: str | Path) -> Path:
     split's observed positives, (T, C)), expected_positives (the run's k) and classes."""
 
     if config.data.mask_val:
-        raise ValueError("record_training trains with the full val labels (data.mask_val=false); the masked val "
-                         "split is built beside it")
+        raise ValueError(
+            "record_training trains with the full val labels (data.mask_val=false); the masked val "
+            "split is built beside it"
+        )
     masked = build_data(dataclasses.replace(config, data=dataclasses.replace(config.data, mask_val=True)))
     bundle = build_data(config)  # both before build_trainer, which seeds every generator
     if not np.array_equal(masked.frames["val"]["path"].to_numpy(), bundle.frames["val"]["path"].to_numpy()):
-        raise ValueError("data.mask_val=true changes the val rows (data.mask_no_positive=drop?): the protocols would "
-                         "not score the same images; use data.mask_no_positive=keep")
+        raise ValueError(
+            "data.mask_val=true changes the val rows (data.mask_no_positive=drop?): the protocols would "
+            "not score the same images; use data.mask_no_positive=keep"
+        )
     recorder = EpochPredictions(bundle.test, config.data.eval_batch_size)
     trainer = build_trainer(config, callbacks=[recorder])
     trainer.fit()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RECORD
-    np.savez_compressed(path, val_probs=np.stack(recorder.val), test_probs=np.stack(recorder.test),
-                        val_targets=bundle.val.targets.numpy(), val_known=bundle.val.known.numpy(),
-                        val_observed=masked.val.targets.numpy() > 0.5,
-                        test_targets=bundle.test.targets.numpy(), test_known=bundle.test.known.numpy(),
-                        train_observed=bundle.train.observed.numpy(),
-                        expected_positives=np.float64(bundle.expected_positives),
-                        classes=np.asarray(bundle.classes))
+    np.savez_compressed(
+        path,
+        val_probs=np.stack(recorder.val),
+        test_probs=np.stack(recorder.test),
+        val_targets=bundle.val.targets.numpy(),
+        val_known=bundle.val.known.numpy(),
+        val_observed=masked.val.targets.numpy() > 0.5,
+        test_targets=bundle.test.targets.numpy(),
+        test_known=bundle.test.known.numpy(),
+        train_observed=bundle.train.observed.numpy(),
+        expected_positives=np.float64(bundle.expected_positives),
+        classes=np.asarray(bundle.classes),
+    )
     return path
 
 
@@ -94,16 +105,18 @@ def read_record(path: str | Path) -> dict[str, Any]:
 PROTOCOLS = ("oracle", "single positive + priors", "single positive + audited priors", "assume negative")
 
 
-def _choose_epoch(val_probs: np.ndarray, targets: np.ndarray, known: np.ndarray, classes: list[str],
-                  metric: str) -> int:
+def _choose_epoch(
+    val_probs: np.ndarray, targets: np.ndarray, known: np.ndarray, classes: list[str], metric: str
+) -> int:
     """The epoch (0-based) a protocol's best checkpoint would be: the first with the highest `metric` (mAP or
     mean_auroc) of its val predictions against `targets` / `known`."""
     values = [evaluate_predictions(probs, targets, known, classes).summary[metric] for probs in val_probs]
     return int(np.nanargmax(values))
 
 
-def replay(record: dict[str, Any], protocol: str, method: str, rule: str = "youden",
-           min_positives: int = 10) -> dict[str, Any]:
+def replay(
+    record: dict[str, Any], protocol: str, method: str, rule: str = "youden", min_positives: int = 10
+) -> dict[str, Any]:
     """One protocol on one recorded training: its checkpoint (epoch), calibration (`method`) and thresholds
     (`rule`) from the val split as the protocol sees it, then the test split's numbers at that epoch: mAP and mean
     AUROC, macro ECE and Brier score of the raw and the calibrated probabilities, the mean over classes of
@@ -121,10 +134,12 @@ def replay(record: dict[str, Any], protocol: str, method: str, rule: str = "youd
     everything = np.ones_like(observed)
     if protocol == "oracle":
         epoch = _choose_epoch(val_probs, record["val_targets"], record["val_known"], classes, "mAP")
-        calibrator = fit_calibrator(val_probs[epoch], record["val_targets"], record["val_known"], classes, method,
-                                    min_positives)
-        thresholds = choose_thresholds(calibrator.apply(val_probs[epoch]), record["val_targets"], record["val_known"],
-                                       rule)
+        calibrator = fit_calibrator(
+            val_probs[epoch], record["val_targets"], record["val_known"], classes, method, min_positives
+        )
+        thresholds = choose_thresholds(
+            calibrator.apply(val_probs[epoch]), record["val_targets"], record["val_known"], rule
+        )
     elif protocol.startswith("single positive"):
         epoch = _choose_epoch(val_probs, observed, everything, classes, "mean_auroc")  # val/observed_auroc
         if protocol == "single positive + priors":
@@ -146,19 +161,29 @@ def replay(record: dict[str, Any], protocol: str, method: str, rule: str = "youd
     scored = evaluate_predictions(test, targets, known, classes).summary
     points = operating_points(calibrated, targets, known, thresholds, classes)
     prevalence = ((targets > 0.5) & known).sum(0) / known.sum(0)
-    return {"protocol": protocol, "calibration": method, "epoch": epoch + 1, "test_mAP": scored["mAP"],
-            "test_mean_auroc": scored["mean_auroc"],
-            "ece_raw": float(reliability(test, targets, known, classes)[1]["ece"].mean()),
-            "ece_calibrated": float(reliability(calibrated, targets, known, classes)[1]["ece"].mean()),
-            "brier_raw": float(np.nanmean(brier(test, targets, known))),
-            "brier_calibrated": float(np.nanmean(brier(calibrated, targets, known))),
-            "prevalence_gap": float(np.mean(np.abs(np.where(known, calibrated, 0).sum(0) / known.sum(0) - prevalence))),
-            "sensitivity": float(points["sensitivity"].mean()), "specificity": float(points["specificity"].mean()),
-            "fallback_classes": len(calibrator.fallback)}
+    return {
+        "protocol": protocol,
+        "calibration": method,
+        "epoch": epoch + 1,
+        "test_mAP": scored["mAP"],
+        "test_mean_auroc": scored["mean_auroc"],
+        "ece_raw": float(reliability(test, targets, known, classes)[1]["ece"].mean()),
+        "ece_calibrated": float(reliability(calibrated, targets, known, classes)[1]["ece"].mean()),
+        "brier_raw": float(np.nanmean(brier(test, targets, known))),
+        "brier_calibrated": float(np.nanmean(brier(calibrated, targets, known))),
+        "prevalence_gap": float(np.mean(np.abs(np.where(known, calibrated, 0).sum(0) / known.sum(0) - prevalence))),
+        "sensitivity": float(points["sensitivity"].mean()),
+        "specificity": float(points["specificity"].mean()),
+        "fallback_classes": len(calibrator.fallback),
+    }
 
 
-def evaluate_study(out: str | Path, schemes: list[str], seeds: list[int],
-                   methods: tuple[str, ...] = ("none", "temperature", "platt", "isotonic")) -> pd.DataFrame:
+def evaluate_study(
+    out: str | Path,
+    schemes: list[str],
+    seeds: list[int],
+    methods: tuple[str, ...] = ("none", "temperature", "platt", "isotonic"),
+) -> pd.DataFrame:
     """Every protocol x calibration method on every recorded training <out>/<scheme>/seed<N>/epochs.npz: one row
     each (replay's numbers plus scheme and seed)."""
     rows = []

@@ -5,6 +5,7 @@ supervised.objective=consistency, which also trains a strong view; the supervise
 images x validations + test images) / the evaluation images/s. Its GPU-hours are that x its GPUs under linear
 scaling, i.e. the same figure: the estimate does not depend on the GPUs per run.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,10 @@ from spml.factories.data import read_split
 # (docs/performance.md: supervised >= 2500, MPC >= 1100 images/s), scaled by pixels to 320 px (x 224^2 / 320^2),
 # and evaluation at 3x the supervised step. Measure your own with tools/benchmark.py --json.
 DEFAULT_RATES = {"supervised": 1225.0, "mpc": 540.0, "eval": 3675.0}
-DEFAULT_SOURCE = ("stated default (DenseNet-121 targets of docs/performance.md for one H100, scaled to 320 px); "
-                  "measure yours: tools/benchmark.py --json FILE, then --throughput FILE")
+DEFAULT_SOURCE = (
+    "stated default (DenseNet-121 targets of docs/performance.md for one H100, scaled to 320 px); "
+    "measure yours: tools/benchmark.py --json FILE, then --throughput FILE"
+)
 
 
 @dataclass(frozen=True)
@@ -45,14 +48,19 @@ def read_throughput(path: str | Path | None) -> Throughput:
     except (OSError, ValueError) as error:
         raise ConfigError(f"--throughput {path}: not a tools/benchmark.py --json file ({error})") from None
     step = results.get("step", {})
-    rates = {"supervised": step.get("supervised", {}).get("images_per_s"), "mpc": step.get("mpc", {}).get("images_per_s"),
-             "eval": results.get("eval", {}).get("images_per_s")}
+    rates = {
+        "supervised": step.get("supervised", {}).get("images_per_s"),
+        "mpc": step.get("mpc", {}).get("images_per_s"),
+        "eval": results.get("eval", {}).get("images_per_s"),
+    }
     if rates["supervised"] is None and rates["mpc"] is None:
         raise ConfigError(f"--throughput {path}: no step section (run tools/benchmark.py with --sections step,eval)")
     setup = results.get("setup", {})
     measured = ", ".join(f"{key} {setup[key]}" for key in ("backbone", "size", "batch", "device") if key in setup)
-    return Throughput(**{key: float(value if value is not None else DEFAULT_RATES[key]) for key, value in rates.items()},
-                      source=f"measured: {path}" + (f" ({measured})" if measured else ""))
+    return Throughput(
+        **{key: float(value if value is not None else DEFAULT_RATES[key]) for key, value in rates.items()},
+        source=f"measured: {path}" + (f" ({measured})" if measured else ""),
+    )
 
 
 def split_sizes(config, cache: dict[str, tuple[int, int, int]]) -> tuple[int, int, int]:
@@ -64,8 +72,12 @@ def split_sizes(config, cache: dict[str, tuple[int, int, int]]) -> tuple[int, in
     return cache[key]
 
 
-def estimate(runs: list[PlannedRun], extra_overrides: list[str] | tuple[str, ...], rates: Throughput,
-             train_images: int | None = None) -> pd.DataFrame:
+def estimate(
+    runs: list[PlannedRun],
+    extra_overrides: list[str] | tuple[str, ...],
+    rates: Throughput,
+    train_images: int | None = None,
+) -> pd.DataFrame:
     """One row per run: variant, seed, epochs, train/val/test images, rate (images/s), hours (= GPU-hours).
     `train_images` replaces the data's train count (val and test are then not counted)."""
     rows, cache = [], {}
@@ -76,13 +88,24 @@ def estimate(runs: list[PlannedRun], extra_overrides: list[str] | tuple[str, ...
         else:
             train, val, test = train_images, 0, 0
         two_views = (config.mode == "spml" and config.spml.objective == "mpc") or (
-            config.mode == "supervised" and config.supervised.objective == "consistency")
+            config.mode == "supervised" and config.supervised.objective == "consistency"
+        )
         rate = rates.mpc if two_views else rates.supervised
         epochs = config.train.epochs
         validations = epochs // max(1, config.train.eval_every) if val else 0
         seconds = train * epochs / rate + (val * validations + test) / rates.eval
-        rows.append({"variant": run.variant, "seed": run.seed, "epochs": epochs, "train": train, "val": val,
-                     "test": test, "images_per_s": rate, "hours": seconds / 3600})
+        rows.append(
+            {
+                "variant": run.variant,
+                "seed": run.seed,
+                "epochs": epochs,
+                "train": train,
+                "val": val,
+                "test": test,
+                "images_per_s": rate,
+                "hours": seconds / 3600,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -90,9 +113,13 @@ def estimate_text(table: pd.DataFrame, rates: Throughput, gpus: int) -> str:
     """The job list with each run's hours, and the total GPU-hours."""
     lines = [f"{'variant':40s} seed  epochs   train   val    test  images/s  GPU-hours"]
     for row in table.itertuples():
-        lines.append(f"{row.variant[:40]:40s} {row.seed:4d} {row.epochs:7d} {row.train:7d} {row.val:5d} {row.test:7d} "
-                     f"{row.images_per_s:9.0f} {row.hours:10.2f}")
+        lines.append(
+            f"{row.variant[:40]:40s} {row.seed:4d} {row.epochs:7d} {row.train:7d} {row.val:5d} {row.test:7d} "
+            f"{row.images_per_s:9.0f} {row.hours:10.2f}"
+        )
     total, gpus = table["hours"].sum(), max(1, gpus)
-    lines.append(f"{len(table)} jobs, {total:.1f} GPU-hours in all; the longest run takes about "
-                 f"{table['hours'].max() / gpus:.1f} h on {gpus} GPU(s) (linear scaling); images/s: {rates.source}")
+    lines.append(
+        f"{len(table)} jobs, {total:.1f} GPU-hours in all; the longest run takes about "
+        f"{table['hours'].max() / gpus:.1f} h on {gpus} GPU(s) (linear scaling); images/s: {rates.source}"
+    )
     return "\n".join(lines)

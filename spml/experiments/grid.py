@@ -1,4 +1,5 @@
 """Experiment grids: expand an ablation YAML into runs, train them, collect run folders into tables and plots."""
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,20 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
     share the runs of identically named variants, which run_grid trains once.
     """
     spec = read_config_file(path)
-    allowed = {"name", "configs", "overrides", "seeds", "variants", "out", "reference", "runs", "tta", "compare",
-               "split", "cluster"}
+    allowed = {
+        "name",
+        "configs",
+        "overrides",
+        "seeds",
+        "variants",
+        "out",
+        "reference",
+        "runs",
+        "tta",
+        "compare",
+        "split",
+        "cluster",
+    }
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid: {sorted(allowed)}")
@@ -84,10 +97,18 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
         for seed in spec.get("seeds", [0]):
             run_dir = runs_root / slug(variant["name"]) / f"seed{seed}"
             seeds = (f"train.seed={seed}", f"data.split_seed={seed}", f"data.synthetic.seed={seed}")
-            runs.append(PlannedRun(variant["name"], int(seed), run_dir, configs + tuple(variant.get("configs", [])),
-                                   common + tuple(variant.get("overrides", [])) + seeds + (f"train.out={run_dir}",)))
-    reference = {key: [value] if isinstance(value, str) else list(value)
-                 for key, value in spec.get("reference", {}).items()}
+            runs.append(
+                PlannedRun(
+                    variant["name"],
+                    int(seed),
+                    run_dir,
+                    configs + tuple(variant.get("configs", [])),
+                    common + tuple(variant.get("overrides", [])) + seeds + (f"train.out={run_dir}",),
+                )
+            )
+    reference = {
+        key: [value] if isinstance(value, str) else list(value) for key, value in spec.get("reference", {}).items()
+    }
     for key, values in reference.items():
         for value in values:
             if value not in names:
@@ -103,12 +124,19 @@ def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
         raise ConfigError(f"{path}: split must be one of {sorted(SPLIT_METRICS)}, got {split!r}")
     cluster = spec.get("cluster") or {}
     if not isinstance(cluster, dict):
-        raise ConfigError(f"{path}: 'cluster' must be a mapping of job settings (partition, gpus, ...), got {cluster!r}")
+        raise ConfigError(
+            f"{path}: 'cluster' must be a mapping of job settings (partition, gpus, ...), got {cluster!r}"
+        )
     return Grid(name, root, runs, reference, tta, compare, split, cluster)
 
 
-def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: tuple[str, ...] | list[str] = (),
-             dry_run: bool = False, processes: int = 1) -> pd.DataFrame | None:
+def run_grid(
+    runs: list[PlannedRun],
+    train_script: str | Path,
+    extra_overrides: tuple[str, ...] | list[str] = (),
+    dry_run: bool = False,
+    processes: int = 1,
+) -> pd.DataFrame | None:
     """Train each run in turn in this process's machine (run_one: one `tools/train.py` subprocess each).
 
     A progress bar counts the runs (the runs' own output stays in their files). Returns one row per run (variant,
@@ -126,8 +154,13 @@ def run_grid(runs: list[PlannedRun], train_script: str | Path, extra_overrides: 
     return grid_rows(runs)
 
 
-def run_one(run: PlannedRun, train_args: list[str], train_script: str | Path, processes: int = 1,
-            started: Callable[[subprocess.Popen], None] | None = None) -> str:
+def run_one(
+    run: PlannedRun,
+    train_args: list[str],
+    train_script: str | Path,
+    processes: int = 1,
+    started: Callable[[subprocess.Popen], None] | None = None,
+) -> str:
     """Bring one run of a grid to its end: the one code path of every launcher (a local grid calls it for each run
     in turn, a cluster job for its run, spml.experiments.launch).
 
@@ -173,8 +206,10 @@ def finished(run: PlannedRun, train_args: list[str], quiet: bool = False) -> boo
         return False
     recorded = run.run_dir / "train_args.json"
     if recorded.exists() and json.loads(recorded.read_text(encoding="utf-8")) != train_args:
-        raise ConfigError(f"{run.run_dir}: finished with other train arguments ({recorded}) than "
-                          f"{run.variant!r} seed {run.seed} asks for now; use another output folder")
+        raise ConfigError(
+            f"{run.run_dir}: finished with other train arguments ({recorded}) than "
+            f"{run.variant!r} seed {run.seed} asks for now; use another output folder"
+        )
     if not quiet:
         tqdm.write(f"[skip] {run.variant} seed {run.seed}: finished ({run.run_dir})")
     return True
@@ -183,8 +218,12 @@ def finished(run: PlannedRun, train_args: list[str], quiet: bool = False) -> boo
 def resumable(run: PlannedRun, train_args: list[str]) -> bool:
     """Whether `run` was interrupted (a checkpoint, no FAILED) while training with `train_args`: it then resumes."""
     recorded = run.run_dir / "train_args.json"
-    return ((run.run_dir / "checkpoints" / "latest.json").exists() and not (run.run_dir / "FAILED").exists()
-            and recorded.exists() and json.loads(recorded.read_text(encoding="utf-8")) == train_args)
+    return (
+        (run.run_dir / "checkpoints" / "latest.json").exists()
+        and not (run.run_dir / "FAILED").exists()
+        and recorded.exists()
+        and json.loads(recorded.read_text(encoding="utf-8")) == train_args
+    )
 
 
 def interrupted_exit(code: int) -> bool:
@@ -197,8 +236,14 @@ def train_command(train_script: str | Path, processes: int) -> list[str]:
     """How a run's training starts: `python train.py`, or torchrun with `processes` local processes (one per GPU)."""
     if processes <= 1:
         return [sys.executable, str(train_script)]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-            str(train_script)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        str(train_script),
+    ]
 
 
 def ignore_time_warning() -> None:
@@ -208,8 +253,13 @@ def ignore_time_warning() -> None:
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
-def train_run(run: PlannedRun, train_args: list[str], train_script: str | Path, processes: int = 1,
-              started: Callable[[subprocess.Popen], None] | None = None) -> str:
+def train_run(
+    run: PlannedRun,
+    train_args: list[str],
+    train_script: str | Path,
+    processes: int = 1,
+    started: Callable[[subprocess.Popen], None] | None = None,
+) -> str:
     """Train `run` into its folder: `train.py --resume RUN` when it was interrupted with the same arguments
     (resumable), else `train.py <train_args> --overwrite` after writing train_args.json. Its output (stdout and
     stderr) goes to train_output.txt as it runs (appended, one header line per attempt); then seconds.txt (the
@@ -231,12 +281,18 @@ def train_run(run: PlannedRun, train_args: list[str], train_script: str | Path, 
     output = run.run_dir / "train_output.txt"
     start = time.perf_counter()
     with open(output, "a" if resume else "w", encoding="utf-8") as log:
-        log.write(f"=== {'resume' if resume else 'start'} on {platform.node()} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
-                  " ===\n")
+        log.write(
+            f"=== {'resume' if resume else 'start'} on {platform.node()} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
+            " ===\n"
+        )
         log.flush()
-        proc = subprocess.Popen([*train_command(train_script, processes), *args], stdout=log,
-                                stderr=subprocess.STDOUT, text=True,
-                                preexec_fn=ignore_time_warning)  # noqa: PLW1509 (one signal call, no locks)
+        proc = subprocess.Popen(
+            [*train_command(train_script, processes), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=ignore_time_warning,
+        )  # noqa: PLW1509 (one signal call, no locks)
         if started is not None:
             started(proc)
         with passing_stop_signals(proc) as received:  # a stop of the grid stops the training, which checkpoints
@@ -258,8 +314,9 @@ def write_run_result(run: PlannedRun) -> None:
     """`<run>/result.csv` (RUN_RESULT): the run's row (variant, seed, read_run) as its training attempt left it,
     written by the process that trained it, so results gathered from many nodes need no launcher's memory."""
     with atomic_path(run.run_dir / RUN_RESULT) as temporary:
-        pd.DataFrame([{"variant": run.variant, "seed": run.seed, **read_run(run.run_dir)}]).to_csv(temporary,
-                                                                                                    index=False)
+        pd.DataFrame([{"variant": run.variant, "seed": run.seed, **read_run(run.run_dir)}]).to_csv(
+            temporary, index=False
+        )
 
 
 def grid_rows(runs: list[PlannedRun]) -> pd.DataFrame:
@@ -292,13 +349,18 @@ def run_budget(frame: pd.DataFrame) -> str:
     """One line on what a run of the grid trained: backbone and weights, image size, data, epochs, batch, optimizer
     (from the first finished run's config.yaml; "" when no finished run folder is there)."""
 
-    folders = [Path(folder) for folder in frame.get("run_dir", pd.Series(dtype=str))[frame["status"] == "done"]
-               if (Path(folder) / "config.yaml").exists()]
+    folders = [
+        Path(folder)
+        for folder in frame.get("run_dir", pd.Series(dtype=str))[frame["status"] == "done"]
+        if (Path(folder) / "config.yaml").exists()
+    ]
     if not folders:
         return ""
     config = load_config(run_dir=folders[0])
     model, data = config.model, config.data
     weights = f"pretrained {model.pretrained}" if model.pretrained else "random init"
     images = f", {data.synthetic.num_images} images" if data.dataset == "synthetic" else ""
-    return (f"{model.backbone} ({weights}), {data.size} px, {data.dataset}{images}, {config.train.epochs} epochs, "
-            f"batch {data.batch_size}, {config.optim.name} lr {config.optim.lr:g}")
+    return (
+        f"{model.backbone} ({weights}), {data.size} px, {data.dataset}{images}, {config.train.epochs} epochs, "
+        f"batch {data.batch_size}, {config.optim.name} lr {config.optim.lr:g}"
+    )

@@ -11,6 +11,7 @@ own output is `<run>/train_output.txt`. On preemption or time-out (Slurm's `--si
 submitit catches) the job stops its training with SIGTERM (a checkpoint of the current step) and is requeued; the
 requeued job resumes the run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,9 @@ class ClusterSettings:
     setup: tuple[str, ...] = ()
 
 
-def cluster_settings(section: dict[str, Any] | None, where: str, overrides: dict[str, Any] | None = None
-                     ) -> ClusterSettings:
+def cluster_settings(
+    section: dict[str, Any] | None, where: str, overrides: dict[str, Any] | None = None
+) -> ClusterSettings:
     """ClusterSettings from a YAML `cluster:` section (`where` names it in errors), then `overrides` (the command
     line's values; None = not given). An unknown key or a value of the wrong type is a ConfigError naming it."""
     values = {**(section or {}), **{key: value for key, value in (overrides or {}).items() if value is not None}}
@@ -86,8 +88,11 @@ def cluster_settings(section: dict[str, Any] | None, where: str, overrides: dict
         elif isinstance(default, tuple):
             valid, expected = isinstance(value, (list, tuple)), "a list of shell lines"
         elif isinstance(default, (int, float)):
-            valid = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-                isinstance(default, float) or float(value).is_integer())
+            valid = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and (isinstance(default, float) or float(value).is_integer())
+            )
             expected = type(default).__name__
         else:
             valid, expected = isinstance(value, str), "str"
@@ -96,20 +101,27 @@ def cluster_settings(section: dict[str, Any] | None, where: str, overrides: dict
         coerced[key] = tuple(map(str, value)) if isinstance(default, tuple) else type(default)(value)
     settings = ClusterSettings(**coerced)
     if settings.gpus < 0 or settings.cpus < 1 or settings.mem_gb <= 0 or settings.time_min < 1:
-        raise ConfigError(f"{where}: cluster settings out of range: gpus >= 0, cpus >= 1, mem_gb > 0, time_min >= 1 "
-                          f"(got {settings})")
+        raise ConfigError(
+            f"{where}: cluster settings out of range: gpus >= 0, cpus >= 1, mem_gb > 0, time_min >= 1 (got {settings})"
+        )
     return settings
 
 
 def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
     """The launcher options tools/ablate.py and tools/masking_experiment.py share."""
     group = parser.add_argument_group("launcher (docs: README 'Grids on a cluster')")
-    group.add_argument("--launcher", choices=LAUNCHERS, default="local",
-                       help="local: every run in turn on this machine (default); slurm: one job per run through "
-                            "submitit (a job array); submitit-local / submitit-debug: the same jobs without a "
-                            "scheduler (parallel local processes / in this process)")
-    group.add_argument("--cluster-config", help="YAML file whose `cluster:` section sets the job resources "
-                                                "(after the grid's own `cluster:` section)")
+    group.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="local",
+        help="local: every run in turn on this machine (default); slurm: one job per run through "
+        "submitit (a job array); submitit-local / submitit-debug: the same jobs without a "
+        "scheduler (parallel local processes / in this process)",
+    )
+    group.add_argument(
+        "--cluster-config",
+        help="YAML file whose `cluster:` section sets the job resources (after the grid's own `cluster:` section)",
+    )
     group.add_argument("--partition", help="Slurm partition")
     group.add_argument("--gpus", type=int, help="GPUs per run (default 1; more trains with torchrun)")
     group.add_argument("--cpus", type=int, help="CPU cores per run (default 8)")
@@ -117,18 +129,29 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--time-min", type=int, help="time limit per job in minutes (default 1440)")
     group.add_argument("--account", help="Slurm account")
     group.add_argument("--max-parallel", type=int, help="jobs running at once (default 256)")
-    group.add_argument("--sbatch", action="append", default=[], metavar="OPTION=VALUE",
-                       help="more #SBATCH options (repeatable), e.g. --sbatch qos=high --sbatch constraint=a100")
-    group.add_argument("--no-wait", action="store_true",
-                       help="submit and return; collect the results later with --report-only")
-    group.add_argument("--throughput", help="tools/benchmark.py --json output: the measured images/s behind "
-                                            "--dry-run's GPU-hour estimate (default: a stated figure)")
-    group.add_argument("--train-images", type=int,
-                       help="train images per run for the --dry-run estimate (default: read from the data)")
+    group.add_argument(
+        "--sbatch",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="more #SBATCH options (repeatable), e.g. --sbatch qos=high --sbatch constraint=a100",
+    )
+    group.add_argument(
+        "--no-wait", action="store_true", help="submit and return; collect the results later with --report-only"
+    )
+    group.add_argument(
+        "--throughput",
+        help="tools/benchmark.py --json output: the measured images/s behind "
+        "--dry-run's GPU-hour estimate (default: a stated figure)",
+    )
+    group.add_argument(
+        "--train-images", type=int, help="train images per run for the --dry-run estimate (default: read from the data)"
+    )
 
 
-def settings_from_arguments(args: argparse.Namespace, grid_section: dict[str, Any] | None, grid_file: str
-                            ) -> ClusterSettings:
+def settings_from_arguments(
+    args: argparse.Namespace, grid_section: dict[str, Any] | None, grid_file: str
+) -> ClusterSettings:
     """The grid's `cluster:` section < --cluster-config's < the command-line flags."""
     section = dict(grid_section or {})
     if args.cluster_config:
@@ -144,8 +167,15 @@ def settings_from_arguments(args: argparse.Namespace, grid_section: dict[str, An
         sbatch[key.lstrip("-")] = value
     if sbatch:
         section["sbatch"] = sbatch
-    flags = {"partition": args.partition, "gpus": args.gpus, "cpus": args.cpus, "mem_gb": args.mem_gb,
-             "time_min": args.time_min, "account": args.account, "max_parallel": args.max_parallel}
+    flags = {
+        "partition": args.partition,
+        "gpus": args.gpus,
+        "cpus": args.cpus,
+        "mem_gb": args.mem_gb,
+        "time_min": args.time_min,
+        "account": args.account,
+        "max_parallel": args.max_parallel,
+    }
     where = f"{grid_file}" + (f" + {args.cluster_config}" if args.cluster_config else "") + " + command line"
     return cluster_settings(section, where, flags)
 
@@ -155,18 +185,25 @@ def import_submitit():
     try:
         import submitit
     except ImportError:
-        raise ConfigError("the submitit launchers need submitit: pip install 'spml[cluster]' (or pip install "
-                          "submitit)") from None
+        raise ConfigError(
+            "the submitit launchers need submitit: pip install 'spml[cluster]' (or pip install submitit)"
+        ) from None
     return submitit
 
 
 def executor_parameters(settings: ClusterSettings, name: str) -> dict[str, Any]:
     """submitit AutoExecutor parameters of `settings`: one node and one task per run (the job starts the run's
     processes), Slurm's own options prefixed `slurm_`."""
-    parameters: dict[str, Any] = {"name": name, "timeout_min": settings.time_min, "nodes": 1, "tasks_per_node": 1,
-                                  "cpus_per_task": settings.cpus, "mem_gb": settings.mem_gb,
-                                  "slurm_array_parallelism": settings.max_parallel,
-                                  "slurm_signal_delay_s": settings.signal_delay_s}
+    parameters: dict[str, Any] = {
+        "name": name,
+        "timeout_min": settings.time_min,
+        "nodes": 1,
+        "tasks_per_node": 1,
+        "cpus_per_task": settings.cpus,
+        "mem_gb": settings.mem_gb,
+        "slurm_array_parallelism": settings.max_parallel,
+        "slurm_signal_delay_s": settings.signal_delay_s,
+    }
     if settings.gpus:
         parameters["gpus_per_node"] = settings.gpus
     if settings.partition:
@@ -214,8 +251,9 @@ class RunJob:
     requeued and resumes the run.
     """
 
-    def __init__(self, run: PlannedRun, train_args: list[str], train_script: str, processes: int = 1,
-                 grace_s: float = 90.0):
+    def __init__(
+        self, run: PlannedRun, train_args: list[str], train_script: str, processes: int = 1, grace_s: float = 90.0
+    ):
         self.run, self.train_args, self.train_script = run, list(train_args), str(train_script)
         self.processes, self.grace_s = processes, grace_s
         self.process: subprocess.Popen | None = None
@@ -229,8 +267,13 @@ class RunJob:
 
         self.process = process
         environment = submitit.JobEnvironment()
-        record = {"job_id": environment.job_id, "host": environment.hostname, "cluster": environment.cluster,
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "training_pid": process.pid}
+        record = {
+            "job_id": environment.job_id,
+            "host": environment.hostname,
+            "cluster": environment.cluster,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "training_pid": process.pid,
+        }
         if "SUBMITIT_FOLDER" in os.environ:  # a job of its own (not submitit's debug executor, in the launcher)
             record.update(stdout=str(environment.paths.stdout), stderr=str(environment.paths.stderr))
         write_text_atomic(self.run.run_dir / "job.json", json.dumps(record, indent=1))
@@ -245,11 +288,19 @@ class RunJob:
             while self.process.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.5)
         return submitit.helpers.DelayedSubmission(
-            RunJob(self.run, self.train_args, self.train_script, self.processes, self.grace_s))
+            RunJob(self.run, self.train_args, self.train_script, self.processes, self.grace_s)
+        )
 
 
-def submit_runs(runs: list[PlannedRun], train_script: str | Path, extra_overrides: list[str] | tuple[str, ...],
-                launcher: str, settings: ClusterSettings, grid_out: Path, name: str) -> list[tuple[PlannedRun, Any]]:
+def submit_runs(
+    runs: list[PlannedRun],
+    train_script: str | Path,
+    extra_overrides: list[str] | tuple[str, ...],
+    launcher: str,
+    settings: ClusterSettings,
+    grid_out: Path,
+    name: str,
+) -> list[tuple[PlannedRun, Any]]:
     """Submit one job per unfinished run of `runs` as one array; finished runs are skipped here already ([skip]).
     Returns (run, submitit job) pairs and writes `<grid_out>/jobs/submitted-<time>-<host>-<pid>.json` (job id -> run
     folder)."""
@@ -263,8 +314,12 @@ def submit_runs(runs: list[PlannedRun], train_script: str | Path, extra_override
     executor = make_executor(launcher, folder, settings, name)
     grace = max(10.0, settings.signal_delay_s - 15.0)
     with executor.batch():
-        jobs = [executor.submit(RunJob(run, [*run.train_args(), *extra_overrides], str(train_script),
-                                       max(1, settings.gpus), grace)) for run in pending]
+        jobs = [
+            executor.submit(
+                RunJob(run, [*run.train_args(), *extra_overrides], str(train_script), max(1, settings.gpus), grace)
+            )
+            for run in pending
+        ]
     # one file per launch: launchers started at once on one grid (several login nodes) never rewrite each other's
     record = folder / f"submitted-{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{os.getpid()}.json"
     folder.mkdir(parents=True, exist_ok=True)
@@ -295,25 +350,42 @@ def wait_for(submitted: list[tuple[PlannedRun, Any]], poll_s: float = 10.0) -> N
             time.sleep(poll_s)
 
 
-def launch(runs: list[PlannedRun], train_script: str | Path, extra_overrides: list[str] | tuple[str, ...],
-           launcher: str, settings: ClusterSettings, grid_out: Path, name: str, wait: bool = True
-           ) -> pd.DataFrame | None:
+def launch(
+    runs: list[PlannedRun],
+    train_script: str | Path,
+    extra_overrides: list[str] | tuple[str, ...],
+    launcher: str,
+    settings: ClusterSettings,
+    grid_out: Path,
+    name: str,
+    wait: bool = True,
+) -> pd.DataFrame | None:
     """Train `runs` with `launcher` (LAUNCHERS). Returns the rows of every run as its folder is after the jobs (or
     the local grid) ended, or None when the jobs were submitted without waiting."""
     if launcher == "local":  # the cluster settings are for jobs: a local grid trains as today, one process per run
         return run_grid(runs, train_script, extra_overrides)
     submitted = submit_runs(runs, train_script, extra_overrides, launcher, settings, grid_out, name)
     if not wait:
-        print(f"{len(submitted)} jobs submitted; collect the results when they have finished with the same command "
-              "and --report-only")
+        print(
+            f"{len(submitted)} jobs submitted; collect the results when they have finished with the same command "
+            "and --report-only"
+        )
         return None
     wait_for(submitted)
     return grid_rows(runs)
 
 
-def dry_run(runs: list[PlannedRun], train_script: str | Path, extra_overrides: list[str] | tuple[str, ...],
-            launcher: str, settings: ClusterSettings, grid_out: Path, name: str, throughput: str | None = None,
-            train_images: int | None = None) -> None:
+def dry_run(
+    runs: list[PlannedRun],
+    train_script: str | Path,
+    extra_overrides: list[str] | tuple[str, ...],
+    launcher: str,
+    settings: ClusterSettings,
+    grid_out: Path,
+    name: str,
+    throughput: str | None = None,
+    train_images: int | None = None,
+) -> None:
     """Print what a launch would do, submitting and writing nothing: each run's launch command, the jobs of the
     unfinished runs with a GPU-hour estimate (spml.experiments.estimate; `throughput`: tools/benchmark.py --json
     output) and, for slurm, the sbatch script of their array."""

@@ -1,5 +1,6 @@
 """Label-masking experiments: mask a dataset's train (and optionally val) split once, train full-label and
 single-positive methods on it, compare them on the clean test split (tools/masking_experiment.py)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,14 +20,19 @@ from spml.utils.text import slug
 FULL = "full"  # mode=supervised on the clean labels with the default weak augmentation
 # The full-label variants (mode=supervised on the clean labels): recovery is measured against the best of those run
 # (the fair reference, docs/results.md): the default weak augmentation, flips only, and MPC's strong-view stream.
-FULL_METHODS = {FULL: (), "full_flips": ("augment.degrees=0", "augment.translate=0", "augment.scale=[1.0, 1.0]"),
-                "full_consistency": ("supervised.objective=consistency",)}
+FULL_METHODS = {
+    FULL: (),
+    "full_flips": ("augment.degrees=0", "augment.translate=0", "augment.scale=[1.0, 1.0]"),
+    "full_consistency": ("supervised.objective=consistency",),
+}
 MPC = "mpc"  # the MPC objective (spml.objective=mpc) with the schema defaults
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "presets"
 # Single-positive methods that are more than a loss name: (config files, overrides)
-COMPOSITE_METHODS = {MPC: ((), ("spml.objective=mpc",)),
-                     "mpc_paper": ((str(PRESETS / "mpc_paper.yaml"),), ("spml.objective=mpc",)),
-                     "boostlu": ((), ("spml.objective=loss", "loss.name=ll_r", "model.head=boostlu"))}
+COMPOSITE_METHODS = {
+    MPC: ((), ("spml.objective=mpc",)),
+    "mpc_paper": ((str(PRESETS / "mpc_paper.yaml"),), ("spml.objective=mpc",)),
+    "boostlu": ((), ("spml.objective=loss", "loss.name=ll_r", "model.head=boostlu")),
+}
 AN = "an"  # assume negative: the lower reference
 
 
@@ -86,23 +92,46 @@ def write_masked_splits(config: Config, path: Path) -> tuple[dict[str, Any], boo
     """
     data = config.data
     table, split = read_split(data)
-    frame, manifest = mask_splits(table, split, masked_splits(config), data.mask_scheme, data.mask_seed,
-                                  data.mask_no_positive, dataset_root(data.root, data.labels), **data.mask_params)
-    manifest["split"] = {"split": data.split, "split_seed": data.split_seed, "val_fraction": data.val_fraction,
-                         "test_fraction": data.test_fraction, "views": list(data.views), "missing": data.missing}
+    frame, manifest = mask_splits(
+        table,
+        split,
+        masked_splits(config),
+        data.mask_scheme,
+        data.mask_seed,
+        data.mask_no_positive,
+        dataset_root(data.root, data.labels),
+        **data.mask_params,
+    )
+    manifest["split"] = {
+        "split": data.split,
+        "split_seed": data.split_seed,
+        "val_fraction": data.val_fraction,
+        "test_fraction": data.test_fraction,
+        "views": list(data.views),
+        "missing": data.missing,
+    }
     sha = hashlib.sha256(masked_csv_bytes(frame)).hexdigest()
     expected = json.loads(json.dumps({**manifest, "masked_sha256": sha}))
     if path.exists():
         if file_sha256(str(path)) == expected["masked_sha256"] and read_manifest(path) == expected:
             return expected, False
-        raise DataError(f"{path} exists but was masked from other data, split, scheme or seed, and the runs in "
-                        f"{path.parent} were trained on it: choose another --out or delete that folder")
+        raise DataError(
+            f"{path} exists but was masked from other data, split, scheme or seed, and the runs in "
+            f"{path.parent} were trained on it: choose another --out or delete that folder"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_masked(frame, manifest, path), True
 
 
-def plan_runs(methods: list[str], seeds: list[int], out: Path, configs: tuple[str, ...], overrides: tuple[str, ...],
-              masked_file: Path, mask_val: bool) -> list[PlannedRun]:
+def plan_runs(
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    configs: tuple[str, ...],
+    overrides: tuple[str, ...],
+    masked_file: Path,
+    mask_val: bool,
+) -> list[PlannedRun]:
     """One run per method x seed in <out>/<method>/seed<seed>. The FULL_METHODS: mode=supervised on the clean labels
     (loss.name as configured, bce by default) with their own overrides; `mpc`: mode=spml spml.objective=mpc (its base
     loss: loss.name as configured, em by default), `mpc_paper` the same with configs/presets/mpc_paper.yaml,
@@ -115,14 +144,26 @@ def plan_runs(methods: list[str], seeds: list[int], out: Path, configs: tuple[st
         if method in FULL_METHODS:
             specific: tuple[str, ...] = ("mode=supervised", *FULL_METHODS[method])
         else:
-            method_configs, objective = COMPOSITE_METHODS.get(method,
-                                                              ((), ("spml.objective=loss", f"loss.name={method}")))
-            specific = ("mode=spml", *objective, f"data.masked_labels={masked_file.resolve()}",
-                        *(("data.mask_val=true",) if mask_val else ()))
+            method_configs, objective = COMPOSITE_METHODS.get(
+                method, ((), ("spml.objective=loss", f"loss.name={method}"))
+            )
+            specific = (
+                "mode=spml",
+                *objective,
+                f"data.masked_labels={masked_file.resolve()}",
+                *(("data.mask_val=true",) if mask_val else ()),
+            )
         for seed in seeds:
             run_dir = out / slug(method) / f"seed{seed}"
-            runs.append(PlannedRun(method, seed, run_dir, configs + method_configs,
-                                   (*overrides, *specific, f"train.seed={seed}", f"train.out={run_dir}")))
+            runs.append(
+                PlannedRun(
+                    method,
+                    seed,
+                    run_dir,
+                    configs + method_configs,
+                    (*overrides, *specific, f"train.seed={seed}", f"train.out={run_dir}"),
+                )
+            )
     return runs
 
 

@@ -1,4 +1,5 @@
 """Run folder -> the trained classifier alone: `export_run` (tools/export.py) and `load_model`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,21 +41,33 @@ def model_spec(config: Config, classes: tuple[str, ...] | list[str]) -> dict[str
     head_args = head_arguments(model)
     if "prototypes" in head_args:
         head_args["prototypes"] = ""
-    data = {key: value for key, value in dataclasses.asdict(config.data).items()
-            if key == "size" or key.startswith("intensity")}
+    data = {
+        key: value
+        for key, value in dataclasses.asdict(config.data).items()
+        if key == "size" or key.startswith("intensity")
+    }
     normalize = {"mean": augment.mean, "std": augment.std}
     if model.pretrained_record.get("normalize"):
         normalize["source"] = model.pretrained_record["normalize"]["source"]
-    return {"classes": list(classes), "image_size": config.data.size, "in_chans": model.in_chans,
-            "backbone": {**{key: value for key, value in backbone_arguments(model).items() if key != "pretrained_file"},
-                         "pretrained": "", "compile": False},  # weights: the checkpoint's
-            "head": {"name": model.head, "args": head_args}, "normalize": normalize,
-            "pretrained": {key: value for key, value in model.pretrained_record.items() if key != "normalize"},
-            "tta": {"views": list(augment.tta), "average": augment.tta_average}, "data": data}
+    return {
+        "classes": list(classes),
+        "image_size": config.data.size,
+        "in_chans": model.in_chans,
+        "backbone": {
+            **{key: value for key, value in backbone_arguments(model).items() if key != "pretrained_file"},
+            "pretrained": "",
+            "compile": False,
+        },  # weights: the checkpoint's
+        "head": {"name": model.head, "args": head_args},
+        "normalize": normalize,
+        "pretrained": {key: value for key, value in model.pretrained_record.items() if key != "normalize"},
+        "tta": {"views": list(augment.tta), "average": augment.tta_average},
+        "data": data,
+    }
 
 
 def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 def classifier_weights(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
@@ -90,13 +103,19 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "latest") -> tuple[Inf
     weights, kind = classifier_weights(state)
     classifier = classifier_from_spec(spec)
     load_weights(classifier, weights, spec["classes"], folder / "state.pt", run_dir / "data_stats.json")
-    spec["source"] = {"run": str(run_dir.resolve()), "checkpoint": checkpoint, "checkpoint_dir": folder.name,
-                      "step": int(state["progress"]["global_step"]), "weights": kind}
+    spec["source"] = {
+        "run": str(run_dir.resolve()),
+        "checkpoint": checkpoint,
+        "checkpoint_dir": folder.name,
+        "step": int(state["progress"]["global_step"]),
+        "weights": kind,
+    }
     return inference_model(classifier, spec).eval(), spec
 
 
-def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: str = "latest",
-               torchscript: bool = False) -> Path:
+def export_run(
+    run_dir: str | Path, out: str | Path | None = None, checkpoint: str = "latest", torchscript: bool = False
+) -> Path:
     """Write the trained classifier of a run folder alone into `out` (default <run>/export): model.safetensors
     + model.json, with `torchscript` model.torchscript.pt, and the run's thresholds.json when it was fitted for
     the exported weights (tools/predict.py then writes decisions). Returns the folder."""
@@ -106,14 +125,21 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, checkpoint: s
     if torchscript:
         write_torchscript(model, out / TORCHSCRIPT)
     thresholds = Path(run_dir) / THRESHOLDS_FILE  # the run's operating points travel with the weights they fit
-    if thresholds.is_file() and json.loads(thresholds.read_text(encoding="utf-8")).get("checkpoint") == \
-            spec["source"]["checkpoint_dir"]:
+    if (
+        thresholds.is_file()
+        and json.loads(thresholds.read_text(encoding="utf-8")).get("checkpoint") == spec["source"]["checkpoint_dir"]
+    ):
         write_bytes_atomic(out / THRESHOLDS_FILE, thresholds.read_bytes())
     return out
 
 
-def load_model(path: str | Path, checkpoint: str = "latest", tta: bool = False,
-               device: str | torch.device | None = None, calibrated: bool = False) -> InferenceModel | CalibratedModel:
+def load_model(
+    path: str | Path,
+    checkpoint: str = "latest",
+    tta: bool = False,
+    device: str | torch.device | None = None,
+    calibrated: bool = False,
+) -> InferenceModel | CalibratedModel:
     """A trained classifier ready for inference, in eval mode.
 
     Args:
@@ -139,9 +165,15 @@ def load_model(path: str | Path, checkpoint: str = "latest", tta: bool = False,
         raise FileNotFoundError(f"{path}: neither an exported model ({SPEC}) nor a run folder (config.yaml)")
     if calibrated:  # issue 24: the run's calibration travels in thresholds.json (JSON numbers, no pickle)
         if not (path / THRESHOLDS_FILE).is_file():
-            raise FileNotFoundError(f"{path / THRESHOLDS_FILE} not found: calibrated=True needs the operating points "
-                                    "fitted for these weights (written at the end of training, copied by the export)")
-        record = read_thresholds(path / THRESHOLDS_FILE, model.classes, model.metadata["source"]["checkpoint_dir"],
-                                 list(model.tta_views) if tta else [])
+            raise FileNotFoundError(
+                f"{path / THRESHOLDS_FILE} not found: calibrated=True needs the operating points "
+                "fitted for these weights (written at the end of training, copied by the export)"
+            )
+        record = read_thresholds(
+            path / THRESHOLDS_FILE,
+            model.classes,
+            model.metadata["source"]["checkpoint_dir"],
+            list(model.tta_views) if tta else [],
+        )
         model = CalibratedModel(model, record["calibrator"], record["threshold"]).eval()
     return model.to(device) if device is not None else model

@@ -3,6 +3,7 @@
 Every component takes plain arguments; this module is where config values become those arguments, so an
 error a component raises about a value is re-raised naming the config key (`config_key`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,15 +44,27 @@ def config_key(key: str) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------------- models
 def backbone_arguments(model: ModelConfig) -> dict[str, Any]:
     """Backbone's arguments; the weights' file is the one spml.factories.weights.prepare_weights located."""
-    return {"name": model.backbone, "pretrained": model.pretrained, "in_chans": model.in_chans,
-            "drop_path": model.drop_path, "channels_last": model.channels_last, "compile": model.compile,
-            "pretrained_file": model.pretrained_record.get("location", "") if model.pretrained else ""}
+    return {
+        "name": model.backbone,
+        "pretrained": model.pretrained,
+        "in_chans": model.in_chans,
+        "drop_path": model.drop_path,
+        "channels_last": model.channels_last,
+        "compile": model.compile,
+        "pretrained_file": model.pretrained_record.get("location", "") if model.pretrained else "",
+    }
 
 
 def head_arguments(model: ModelConfig) -> dict[str, Any]:
     """model.head's own constructor arguments from model.* (each head takes the ones it accepts)."""
-    context = {"drop_rate": model.drop_rate, "hidden": model.head_hidden, "channels": model.head_hidden,
-               "embedding_dim": model.embedding_dim, "prototypes": model.prototypes, "boost": model.boost}
+    context = {
+        "drop_rate": model.drop_rate,
+        "hidden": model.head_hidden,
+        "channels": model.head_hidden,
+        "embedding_dim": model.embedding_dim,
+        "prototypes": model.prototypes,
+        "boost": model.boost,
+    }
     with config_key("model.head"):
         return HEADS.accepted(model.head, context)
 
@@ -62,8 +75,9 @@ def build_classifier(config: Config, num_classes: int) -> Classifier:
     with config_key(f"model.backbone={model.backbone}"):
         backbone = Backbone(**backbone_arguments(model))
     with config_key(f"model.head={model.head}"):
-        head = HEADS.build(model.head, num_features=backbone.num_features, num_classes=num_classes,
-                           **head_arguments(model))
+        head = HEADS.build(
+            model.head, num_features=backbone.num_features, num_classes=num_classes, **head_arguments(model)
+        )
     with config_key("augment.std"):
         return Classifier(backbone, head, config.augment.mean, config.augment.std)
 
@@ -79,11 +93,22 @@ def build_strong(augment: AugmentConfig, red: bool) -> StrongAugment:
     intensity ops and erasing."""
     elastic = augment.elastic
     with config_key("augment.elastic"):
-        return StrongAugment(augment.flip_p, augment.strong_degrees, augment.translate, augment.scale,
-                             elastic_p=elastic.p if red else 0.0, elastic_kernel_size=elastic.kernel_size,
-                             elastic_sigma=elastic.sigma, elastic_alpha=elastic.alpha, brightness=augment.brightness,
-                             contrast=augment.contrast, gamma=augment.gamma, noise_std=augment.noise_std,
-                             blur_p=augment.blur_p, erasing_p=augment.erasing_p)
+        return StrongAugment(
+            augment.flip_p,
+            augment.strong_degrees,
+            augment.translate,
+            augment.scale,
+            elastic_p=elastic.p if red else 0.0,
+            elastic_kernel_size=elastic.kernel_size,
+            elastic_sigma=elastic.sigma,
+            elastic_alpha=elastic.alpha,
+            brightness=augment.brightness,
+            contrast=augment.contrast,
+            gamma=augment.gamma,
+            noise_std=augment.noise_std,
+            blur_p=augment.blur_p,
+            erasing_p=augment.erasing_p,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- losses
@@ -91,9 +116,14 @@ def objective_loss(config: Config, stats: DataStats) -> nn.Module:
     """loss.name with loss.params from the mode's family (spml.losses.build_loss), given the dataset facts its
     constructor accepts."""
     loss = config.loss
-    context = {"pos_counts": stats.pos_counts, "num_samples": stats.num_images, "num_classes": stats.num_classes,
-               "num_images": stats.num_images, "expected_positives": stats.expected_positives,
-               "num_epochs": config.train.epochs}  # schedules over the run (GR Loss)
+    context = {
+        "pos_counts": stats.pos_counts,
+        "num_samples": stats.num_images,
+        "num_classes": stats.num_classes,
+        "num_images": stats.num_images,
+        "expected_positives": stats.expected_positives,
+        "num_epochs": config.train.epochs,
+    }  # schedules over the run (GR Loss)
     with config_key("loss.name"):
         loss_family(config.mode, loss.name).get(loss.name)
     with config_key(f"loss.name={loss.name}"):
@@ -110,10 +140,13 @@ def check_choices(config: Config) -> None:
     mode (supervised.objective | spml.objective), MPC's strategies (spml.mpc.*), loss.name, model.head,
     data.dataset and data.split."""
     section = config.supervised if config.mode == "supervised" else config.spml
-    lookups = [(f"{config.mode}.objective", OBJECTIVES[config.mode], section.objective),
-               *((f"spml.mpc.{key}", registry, getattr(config.spml.mpc, key)) for key, registry in STRATEGIES.items()),
-               ("model.head", HEADS, config.model.head), ("data.dataset", READERS, config.data.dataset),
-               ("data.split", SPLIT_SCHEMES, config.data.split)]
+    lookups = [
+        (f"{config.mode}.objective", OBJECTIVES[config.mode], section.objective),
+        *((f"spml.mpc.{key}", registry, getattr(config.spml.mpc, key)) for key, registry in STRATEGIES.items()),
+        ("model.head", HEADS, config.model.head),
+        ("data.dataset", READERS, config.data.dataset),
+        ("data.split", SPLIT_SCHEMES, config.data.split),
+    ]
     for key, registry, name in lookups:
         with config_key(key):
             registry.get(name)
@@ -131,10 +164,16 @@ def build_objective(config: Config, stats: DataStats) -> Objective:
     loss = objective_loss(config, stats)
     mpc = config.spml.mpc
     name = (config.supervised if config.mode == "supervised" else config.spml).objective
-    context = {"classifier": classifier, "loss": loss, "weak": weak, "strong": build_strong(config.augment, mpc.red),
-               "num_classes": stats.num_classes, "class_prior": stats.class_prior,
-               "observed_rate": stats.pos_counts.float() / max(stats.num_images, 1),
-               **{field.name: getattr(mpc, field.name) for field in dataclasses.fields(mpc)}}
+    context = {
+        "classifier": classifier,
+        "loss": loss,
+        "weak": weak,
+        "strong": build_strong(config.augment, mpc.red),
+        "num_classes": stats.num_classes,
+        "class_prior": stats.class_prior,
+        "observed_rate": stats.pos_counts.float() / max(stats.num_images, 1),
+        **{field.name: getattr(mpc, field.name) for field in dataclasses.fields(mpc)},
+    }
     with config_key(f"{config.mode}.objective={name}, model.head={config.model.head!r}"):
         return OBJECTIVES[config.mode].build_in_context(name, context=context)
 
@@ -151,5 +190,6 @@ def build_optimizer(model: nn.Module, optim: OptimConfig):
 def build_scheduler(optimizer, optim: OptimConfig, epochs: int, updates_per_epoch: int):
     """The optim.scheduler timm scheduler, stepped per optimizer update."""
     with config_key("optim.scheduler"):
-        return scheduler_by_name(optimizer, optim.scheduler, epochs, updates_per_epoch, optim.lr,
-                                 optim.warmup_epochs, optim.min_lr)
+        return scheduler_by_name(
+            optimizer, optim.scheduler, epochs, updates_per_epoch, optim.lr, optim.warmup_epochs, optim.min_lr
+        )

@@ -1,5 +1,6 @@
 """data.* -> the data layer's plain arguments: the reader of data.dataset, the split, the image settings, the
 masking and the label policy; `build_data(config)` is the run's one data entry point."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,10 +30,17 @@ def reader_arguments(data: DataConfig) -> dict[str, Any]:
         {root, labels, views, classes, official_split (data.split is official|given), allow_outside_root,
         image_format (data.mimic_format), layout (data.csv as a CSVLayout), num_images, images_per_patient, seed}.
     """
-    return {"root": data.root, "labels": data.labels, "views": tuple(data.views), "classes": tuple(data.classes),
-            "official_split": data.split in FILE_SPLITS, "allow_outside_root": data.allow_outside_root,
-            "image_format": data.mimic_format, "layout": CSVLayout(**dataclasses.asdict(data.csv)),
-            **dataclasses.asdict(data.synthetic)}
+    return {
+        "root": data.root,
+        "labels": data.labels,
+        "views": tuple(data.views),
+        "classes": tuple(data.classes),
+        "official_split": data.split in FILE_SPLITS,
+        "allow_outside_root": data.allow_outside_root,
+        "image_format": data.mimic_format,
+        "layout": CSVLayout(**dataclasses.asdict(data.csv)),
+        **dataclasses.asdict(data.synthetic),
+    }
 
 
 def read_table(data: DataConfig) -> LabelTable:
@@ -72,8 +80,9 @@ def split_table(table: LabelTable, data: DataConfig) -> np.ndarray:
     Returns:
         (N,) "train" | "val" | "test" per row.
     """
-    return assign_splits(table, data.split, data.val_fraction, data.test_fraction, data.split_seed,
-                         data.allow_patient_overlap)
+    return assign_splits(
+        table, data.split, data.val_fraction, data.test_fraction, data.split_seed, data.allow_patient_overlap
+    )
 
 
 def read_split(data: DataConfig) -> tuple[LabelTable, np.ndarray]:
@@ -94,9 +103,14 @@ def image_intensity(data: DataConfig) -> Intensity:
 def image_settings(data: DataConfig) -> ImageSettings:
     """Where the images of data.dataset come from: the phantoms, data.cache or the files (decoded at data.size
     under data.intensity*), and data.bad_images / data.bad_image_budget."""
-    return ImageSettings(data.size, data.cache, image_intensity(data),
-                         synthetic_spec(data) if data.dataset == "synthetic" else None, data.bad_images,
-                         data.bad_image_budget)
+    return ImageSettings(
+        data.size,
+        data.cache,
+        image_intensity(data),
+        synthetic_spec(data) if data.dataset == "synthetic" else None,
+        data.bad_images,
+        data.bad_image_budget,
+    )
 
 
 def label_policy(data: DataConfig) -> LabelPolicy:
@@ -105,8 +119,15 @@ def label_policy(data: DataConfig) -> LabelPolicy:
 
 def masking(data: DataConfig) -> Masking:
     """data.masked_labels, data.mask_* and the dataset root that masked files key their rows by."""
-    return Masking(data.masked_labels, data.mask_scheme, data.mask_seed, data.mask_no_positive,
-                   dict(data.mask_params), data.mask_val, dataset_root(data.root, data.labels))
+    return Masking(
+        data.masked_labels,
+        data.mask_scheme,
+        data.mask_seed,
+        data.mask_no_positive,
+        dict(data.mask_params),
+        data.mask_val,
+        dataset_root(data.root, data.labels),
+    )
 
 
 def build_data(config: Config) -> DataBundle:

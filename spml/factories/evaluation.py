@@ -1,6 +1,7 @@
 """Config -> evaluation: a run's own split (`evaluate_run`, tools/evaluate.py), an external labelled set
 (`external_data_config`, `evaluate_run_externally`, tools/evaluate.py --data) and the heatmap inputs of a split
 (`split_explainer`, also the end of training). Each calls the one evaluation path, spml.evaluation.evaluate."""
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,9 @@ SPLIT_CHOICES = ("all", *SPLITS)  # an external set is scored whole by default
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def check_eval_config(config: EvalConfig, classes: tuple[str, ...] | list[str], frame: pd.DataFrame | None = None
-                      ) -> None:
+def check_eval_config(
+    config: EvalConfig, classes: tuple[str, ...] | list[str], frame: pd.DataFrame | None = None
+) -> None:
     """Fail before training on eval.classes that are not the data's, and with the evaluated split's `frame`
     on images without a study id under eval.study_level."""
     unknown = [name for name in config.classes if name not in classes]
@@ -54,13 +56,16 @@ def check_eval_config(config: EvalConfig, classes: tuple[str, ...] | list[str], 
         raise ConfigError(f"eval.classes: {unknown} not among the data's classes {list(classes)}")
     if config.study_level and frame is not None and (frame["study_id"].astype(str) == "").any():
         missing = int((frame["study_id"].astype(str) == "").sum())
-        raise ConfigError(f"eval.study_level={config.study_level}: {missing} of {len(frame)} images have no study id "
-                          "(NIH and the synthetic set have none per view, a CSV only with data.csv.study_column); "
-                          "set eval.study_level='' for image-level metrics")
+        raise ConfigError(
+            f"eval.study_level={config.study_level}: {missing} of {len(frame)} images have no study id "
+            "(NIH and the synthetic set have none per view, a CSV only with data.csv.study_column); "
+            "set eval.study_level='' for image-level metrics"
+        )
 
 
-def split_explainer(model: InferenceModel, dataset: Dataset, frame: pd.DataFrame, data: DataConfig,
-                    classes: Sequence[str]) -> Explainer:
+def split_explainer(
+    model: InferenceModel, dataset: Dataset, frame: pd.DataFrame, data: DataConfig, classes: Sequence[str]
+) -> Explainer:
     """Heatmap inputs for a split: `model` (TTA off), its backbone as Grad-CAM's layer, the split's images by row
     and, on the synthetic set, the findings' masks (spml.data.synthetic.lesion_masks)."""
 
@@ -116,30 +121,56 @@ def evaluate_run(request: EvaluationRequest, out: Path) -> Evaluation:
         check_eval_config(config.eval, bundle.classes, frame)
         dataset = bundle.test if request.split == "test" else bundle.val
         if request.pointing_game and config.data.dataset != "synthetic":
-            raise ValueError(f"--pointing-game needs finding masks, which only the synthetic set has "
-                             f"(data.dataset={config.data.dataset})")
-        settings = settings_from(config.eval, heatmaps=request.heatmaps, pointing_game=request.pointing_game,
-                                 heatmap_method=request.heatmap_method or config.eval.heatmap_method,
-                                 bootstrap=config.eval.bootstrap if request.bootstrap is None else request.bootstrap)
+            raise ValueError(
+                f"--pointing-game needs finding masks, which only the synthetic set has "
+                f"(data.dataset={config.data.dataset})"
+            )
+        settings = settings_from(
+            config.eval,
+            heatmaps=request.heatmaps,
+            pointing_game=request.pointing_game,
+            heatmap_method=request.heatmap_method or config.eval.heatmap_method,
+            bootstrap=config.eval.bootstrap if request.bootstrap is None else request.bootstrap,
+        )
         model = model.to(accelerator.device)  # inference only: no DDP wrapper, the loader shards the split
         data = config.data
-        loader, val_loader = accelerator.prepare(make_eval_loader(dataset, data.eval_batch_size, data.num_workers, data.worker_start),
-                                                 make_eval_loader(bundle.val, data.eval_batch_size, data.num_workers,
-                                                                  data.worker_start))
-        diagnosis = Diagnosis(settings, out / "thresholds.json", model.metadata["source"]["checkpoint_dir"],
-                              None if request.split == "val" else val_loader,
-                              split_explainer(model, dataset, frame, data, bundle.classes),
-                              priors=class_priors(config, bundle))  # prior-based under data.mask_val
-        evaluation = evaluate(model, loader, frame, bundle.classes, out, accelerator, tta=request.tta,
-                              eval_classes=config.eval.classes, level=config.eval.study_level,
-                              bootstrap=settings.bootstrap, seed=config.train.seed, diagnosis=diagnosis,
-                              desc=request.split)
+        loader, val_loader = accelerator.prepare(
+            make_eval_loader(dataset, data.eval_batch_size, data.num_workers, data.worker_start),
+            make_eval_loader(bundle.val, data.eval_batch_size, data.num_workers, data.worker_start),
+        )
+        diagnosis = Diagnosis(
+            settings,
+            out / "thresholds.json",
+            model.metadata["source"]["checkpoint_dir"],
+            None if request.split == "val" else val_loader,
+            split_explainer(model, dataset, frame, data, bundle.classes),
+            priors=class_priors(config, bundle),
+        )  # prior-based under data.mask_val
+        evaluation = evaluate(
+            model,
+            loader,
+            frame,
+            bundle.classes,
+            out,
+            accelerator,
+            tta=request.tta,
+            eval_classes=config.eval.classes,
+            level=config.eval.study_level,
+            bootstrap=settings.bootstrap,
+            seed=config.train.seed,
+            diagnosis=diagnosis,
+            desc=request.split,
+        )
         if evaluation.result is not None:
             summary = evaluation.result.summary
-            print(f"{request.split} ({summary['level']}, {evaluation.result.coverage()}): mAP {summary['mAP']:.4f}  "
-                  f"mean AUROC {summary['mean_auroc']:.4f}  ({summary['n_images']} rows) -> {out}")
-            print(diagnosis_line(evaluation.diagnosis, evaluation.record, out / "thresholds.json")
-                  + (" (fitted on the evaluated split itself: optimistic)" if request.split == "val" else ""))
+            print(
+                f"{request.split} ({summary['level']}, {evaluation.result.coverage()}): mAP {summary['mAP']:.4f}  "
+                f"mean AUROC {summary['mean_auroc']:.4f}  ({summary['n_images']} rows) -> {out}"
+            )
+            print(
+                diagnosis_line(evaluation.diagnosis, evaluation.record, out / "thresholds.json")
+                + (" (fitted on the evaluated split itself: optimistic)" if request.split == "val" else "")
+            )
         accelerator.end_training()
     return evaluation
 
@@ -155,8 +186,10 @@ def read_mapping_file(path: str | Path) -> dict[str, str | None]:
     mapping: dict[str, str | None] = {}
     for key, value in data.items():
         if isinstance(value, list):
-            raise DataError(f"{path}: {key!r} maps to {value}: one run class can be scored against one external "
-                            "class only (combining several has no single right rule); map it to one, or to null")
+            raise DataError(
+                f"{path}: {key!r} maps to {value}: one run class can be scored against one external "
+                "class only (combining several has no single right rule); map it to one, or to null"
+            )
         if value is not None and not isinstance(value, str):
             raise DataError(f"{path}: {key!r}: expected an external class name or null, got {value!r}")
         mapping[str(key)] = value
@@ -170,20 +203,27 @@ def external_data_config(items: Sequence[str]) -> DataConfig:
     overrides = [item for item in items if "=" in item]
     for item in overrides:
         if not item.startswith("data."):
-            raise ConfigError(f"--data {item!r}: overrides of the external data config start with 'data.' "
-                              "(e.g. data.labels=/data/site2/labels.csv)")
+            raise ConfigError(
+                f"--data {item!r}: overrides of the external data config start with 'data.' "
+                "(e.g. data.labels=/data/site2/labels.csv)"
+            )
     for path in files:
         other = sorted(set(read_config_file(path)) - {"data"})
         if other:
-            raise ConfigError(f"--data {path}: an external data config holds only a data: section; found {other} "
-                              "(evaluation settings come from the run and the evaluate flags)")
+            raise ConfigError(
+                f"--data {path}: an external data config holds only a data: section; found {other} "
+                "(evaluation settings come from the run and the evaluate flags)"
+            )
     data = load_config(files, overrides).data
     if data.dataset == "synthetic" and (data.labels or data.root):
-        raise ConfigError("--data: data.labels / data.root are set but data.dataset is synthetic (the default); "
-                          "name the reader: data.dataset=csv|nih|chexpert|mimic")
+        raise ConfigError(
+            "--data: data.labels / data.root are set but data.dataset is synthetic (the default); "
+            "name the reader: data.dataset=csv|nih|chexpert|mimic"
+        )
     if data.masked_labels or data.mask_val:
-        raise ConfigError("--data: an external set is scored on its full labels; clear data.masked_labels and "
-                          "data.mask_val")
+        raise ConfigError(
+            "--data: an external set is scored on its full labels; clear data.masked_labels and data.mask_val"
+        )
     return data
 
 
@@ -213,8 +253,14 @@ def read_external(data: DataConfig, split: str = "all") -> LabelTable:
     return table.subset(names == split)
 
 
-def evaluate_run_externally(request: EvaluationRequest, items: Sequence[str], out: Path | None = None,
-                            name: str | None = None, mapping: str | None = None, suffix: str = "") -> ExternalResult:
+def evaluate_run_externally(
+    request: EvaluationRequest,
+    items: Sequence[str],
+    out: Path | None = None,
+    name: str | None = None,
+    mapping: str | None = None,
+    suffix: str = "",
+) -> ExternalResult:
     """Score a run's weights on the external set of `items` (external_data_config), whole (request.split "all")
     or one of its splits, in this one process. Images are decoded as the run decodes them (its data.size and
     data.intensity*), with its eval batch size and workers.
@@ -229,8 +275,9 @@ def evaluate_run_externally(request: EvaluationRequest, items: Sequence[str], ou
         The ExternalResult.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("--data scores in one process; run tools/evaluate.py with python, not a multi-process "
-                          "launcher")
+        raise ConfigError(
+            "--data scores in one process; run tools/evaluate.py with python, not a multi-process launcher"
+        )
     external = external_data_config(items)
     name = check_name(name or external_name(external))
     config = run_config(Path(request.run), request.overrides)
@@ -240,14 +287,30 @@ def evaluate_run_externally(request: EvaluationRequest, items: Sequence[str], ou
     table = read_external(external, request.split)
     run_data = config.data
     images = replace(image_settings(external), size=run_data.size, intensity=image_intensity(run_data))
-    info: dict[str, Any] = {"run": str(Path(request.run).resolve()), "checkpoint": request.checkpoint,
-                            "tta": list(model.tta_views) if request.tta else [], "split": request.split}
-    return evaluate_external(model, table, out, accelerator, name=name, images=images, labels=label_policy(external),
-                             mapping=read_mapping_file(mapping) if mapping else None,
-                             mapping_source=str(mapping or ""), tta=request.tta,
-                             eval_classes=tuple(config.eval.classes),
-                             level=config.eval.study_level, seed=config.train.seed,
-                             bootstrap=config.eval.bootstrap if request.bootstrap is None else request.bootstrap,
-                             batch_size=run_data.eval_batch_size, num_workers=run_data.num_workers,
-                             worker_start=run_data.worker_start, info=info,
-                             described=to_dict(external))
+    info: dict[str, Any] = {
+        "run": str(Path(request.run).resolve()),
+        "checkpoint": request.checkpoint,
+        "tta": list(model.tta_views) if request.tta else [],
+        "split": request.split,
+    }
+    return evaluate_external(
+        model,
+        table,
+        out,
+        accelerator,
+        name=name,
+        images=images,
+        labels=label_policy(external),
+        mapping=read_mapping_file(mapping) if mapping else None,
+        mapping_source=str(mapping or ""),
+        tta=request.tta,
+        eval_classes=tuple(config.eval.classes),
+        level=config.eval.study_level,
+        seed=config.train.seed,
+        bootstrap=config.eval.bootstrap if request.bootstrap is None else request.bootstrap,
+        batch_size=run_data.eval_batch_size,
+        num_workers=run_data.num_workers,
+        worker_start=run_data.worker_start,
+        info=info,
+        described=to_dict(external),
+    )

@@ -1,5 +1,6 @@
 """Config + data -> the class priors of the prior-based calibration and thresholds under data.mask_val
 (spml.evaluation.positive_unlabeled), or None when the val split keeps its full labels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,10 +22,12 @@ def class_priors(config: Config, bundle: DataBundle) -> ClassPriors | None:
     if config.mode == "spml":
         rows = int(observed.any(1).sum())
         estimated = estimate_priors(observed.sum(0), rows, bundle.expected_positives)
-        how = (f"k x the class's share of the {int(observed.sum())} observed train positives ({rows} images), "
-               f"k = {bundle.expected_positives:.3f} expected positives per image (data_stats.json: the count of "
-               "the clean val labels, the one number taken from them, as EPR/ROLE assume k known); assumes uniform "
-               "single-positive masking")
+        how = (
+            f"k x the class's share of the {int(observed.sum())} observed train positives ({rows} images), "
+            f"k = {bundle.expected_positives:.3f} expected positives per image (data_stats.json: the count of "
+            "the clean val labels, the one number taken from them, as EPR/ROLE assume k known); assumes uniform "
+            "single-positive masking"
+        )
     else:
         known, positive = train.known.numpy(), train.targets.numpy() > 0.5
         with np.errstate(divide="ignore", invalid="ignore"):

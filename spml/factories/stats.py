@@ -1,4 +1,5 @@
 """The training-set facts components are built from (none of them reveal hidden labels)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,15 +26,23 @@ class DataStats:
         return len(self.classes)
 
     def to_json(self) -> dict:
-        return {"classes": list(self.classes), "num_images": self.num_images,
-                "pos_counts": self.pos_counts.tolist(), "class_prior": self.class_prior.tolist(),
-                "expected_positives": self.expected_positives}
+        return {
+            "classes": list(self.classes),
+            "num_images": self.num_images,
+            "pos_counts": self.pos_counts.tolist(),
+            "class_prior": self.class_prior.tolist(),
+            "expected_positives": self.expected_positives,
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> DataStats:
-        return cls(classes=tuple(data["classes"]), num_images=int(data["num_images"]),
-                   pos_counts=torch.tensor(data["pos_counts"]), class_prior=torch.tensor(data["class_prior"]),
-                   expected_positives=float(data["expected_positives"]))
+        return cls(
+            classes=tuple(data["classes"]),
+            num_images=int(data["num_images"]),
+            pos_counts=torch.tensor(data["pos_counts"]),
+            class_prior=torch.tensor(data["class_prior"]),
+            expected_positives=float(data["expected_positives"]),
+        )
 
 
 def data_stats(bundle: DataBundle, mode: str) -> DataStats:
@@ -46,5 +55,10 @@ def data_stats(bundle: DataBundle, mode: str) -> DataStats:
     val_known = torch.as_tensor(val.known)
     val_pos = torch.as_tensor(val.targets > 0.5) & val_known
     class_prior = val_pos.sum(0).float() / val_known.sum(0).clamp(min=1).float()
-    return DataStats(classes=tuple(bundle.classes), num_images=len(train), pos_counts=pos_counts,
-                     class_prior=class_prior, expected_positives=float(bundle.expected_positives))
+    return DataStats(
+        classes=tuple(bundle.classes),
+        num_images=len(train),
+        pos_counts=pos_counts,
+        class_prior=class_prior,
+        expected_positives=float(bundle.expected_positives),
+    )

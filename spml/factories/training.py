@@ -1,4 +1,5 @@
 """Config -> a ready Trainer: the run folder, the data, the objective, optimizer, loaders and callbacks."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,17 @@ from spml.models.weights import describe
 from spml.reporting.run_report import write_run_report
 from spml.utils.io import write_json_atomic, write_text_atomic
 
-RUN_OUTPUTS = ("checkpoints", "log.csv", "tensorboard", "skipped_images.csv", "masking_manifest.json",
-               "thresholds.json", "training.png", "report.html", "resumes.jsonl")
+RUN_OUTPUTS = (
+    "checkpoints",
+    "log.csv",
+    "tensorboard",
+    "skipped_images.csv",
+    "masking_manifest.json",
+    "thresholds.json",
+    "training.png",
+    "report.html",
+    "resumes.jsonl",
+)
 RESUMES = "resumes.jsonl"  # one line per resume of a run: when, from which step, what it changed
 SKIP_LOG = "skipped_images.csv"  # data.bad_images=skip: every skip of every process, all splits
 
@@ -58,17 +68,24 @@ SKIP_LOG = "skipped_images.csv"  # data.bad_images=skip: every skip of every pro
 def check_train_config(config: Config) -> None:
     """Fail before anything is written on values the loop cannot run with (the choices are the loader's)."""
     train = config.train
-    for key, value, least in (("train.epochs", train.epochs, 1), ("train.max_steps", train.max_steps, 0),
-                              ("train.log_every", train.log_every, 1), ("train.eval_every", train.eval_every, 1),
-                              ("train.checkpoint_every", train.checkpoint_every, 0),
-                              ("train.patience", train.patience, 0), ("optim.accumulate", config.optim.accumulate, 1),
-                              ("optim.freeze_backbone_epochs", config.optim.freeze_backbone_epochs, 0),
-                              ("optim.backbone_lr_scale", config.optim.backbone_lr_scale, 0)):
+    for key, value, least in (
+        ("train.epochs", train.epochs, 1),
+        ("train.max_steps", train.max_steps, 0),
+        ("train.log_every", train.log_every, 1),
+        ("train.eval_every", train.eval_every, 1),
+        ("train.checkpoint_every", train.checkpoint_every, 0),
+        ("train.patience", train.patience, 0),
+        ("optim.accumulate", config.optim.accumulate, 1),
+        ("optim.freeze_backbone_epochs", config.optim.freeze_backbone_epochs, 0),
+        ("optim.backbone_lr_scale", config.optim.backbone_lr_scale, 0),
+    ):
         if value < least:
             raise ConfigError(f"{key}={value}: must be at least {least}")
     if config.model.in_chans != 1:
-        raise ConfigError(f"model.in_chans={config.model.in_chans}: every image source yields grayscale (1, S, S) "
-                          "images; keep model.in_chans=1 (pretrained RGB stems are adapted to one channel)")
+        raise ConfigError(
+            f"model.in_chans={config.model.in_chans}: every image source yields grayscale (1, S, S) "
+            "images; keep model.in_chans=1 (pretrained RGB stems are adapted to one channel)"
+        )
     if config.eval.tta and not config.augment.tta:
         raise ConfigError("eval.tta=true needs at least one view in augment.tta")
     best_metric(config)
@@ -80,8 +97,10 @@ def best_metric(config: Config) -> str:
     supports the ranking of its observed positives, not a mAP that counts hidden positives as negatives)."""
     metric = config.train.best_metric
     if metric == "val/observed_auroc" and not config.data.mask_val:
-        raise ConfigError("train.best_metric=val/observed_auroc needs a single-positive val split (data.mask_val=true);"
-                          " with full val labels use val/mAP or val/mean_auroc (or auto)")
+        raise ConfigError(
+            "train.best_metric=val/observed_auroc needs a single-positive val split (data.mask_val=true);"
+            " with full val labels use val/mAP or val/mean_auroc (or auto)"
+        )
     if metric == "auto":
         return "val/observed_auroc" if config.data.mask_val else "val/mAP"
     return metric
@@ -99,15 +118,18 @@ def claim_run_dir(run_dir: str | Path, overwrite: bool = False, main_process: bo
     if not found:
         return
     if not overwrite:
-        raise ConfigError(f"train.out={run_dir} already holds a run ({found[0].name}); continue it with "
-                          f"--resume {run_dir}, start over with --overwrite, or choose another train.out")
+        raise ConfigError(
+            f"train.out={run_dir} already holds a run ({found[0].name}); continue it with "
+            f"--resume {run_dir}, start over with --overwrite, or choose another train.out"
+        )
     if main_process:
         for path in found:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def build_trainer(config: Config, accelerator: Accelerator | None = None, *, callbacks: Sequence[Callback] = (),
-                  resume: bool = False) -> Trainer:
+def build_trainer(
+    config: Config, accelerator: Accelerator | None = None, *, callbacks: Sequence[Callback] = (), resume: bool = False
+) -> Trainer:
     """Everything a run of `config` needs, in this order (the seeded RNG draws follow it): check the config,
     locate (or fetch) the pretrained weights and take their normalisation (spml.factories.weights), seed, write
     <train.out>/config.yaml (with the weights' record), build the data (writing masking_manifest.json and data_stats.json),
@@ -130,8 +152,10 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
     if not resume:  # the weights are found (or fetched, main process first) before any data is read
         config = prepare_weights(config, accelerator)
     accelerator.print(describe(config.model.pretrained_record, config.model.pretrained))
-    accelerator.print(f"input normalisation: mean {config.augment.mean:.6g}, std {config.augment.std:.6g} "
-                      f"({config.model.pretrained_record.get('normalize', {}).get('source', 'augment.mean/std')})")
+    accelerator.print(
+        f"input normalisation: mean {config.augment.mean:.6g}, std {config.augment.std:.6g} "
+        f"({config.model.pretrained_record.get('normalize', {}).get('source', 'augment.mean/std')})"
+    )
     record = main and not resume
     run_dir = Path(train.out)
     set_seed(train.seed)
@@ -154,13 +178,19 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
     if resume:
         check_same_data(run_dir, fingerprint, data)
     if record:
-        write_json_atomic(run_dir / "data_stats.json", {**stats.to_json(), "warnings": bundle.warnings,
-                                                        "fingerprint": fingerprint})
+        write_json_atomic(
+            run_dir / "data_stats.json", {**stats.to_json(), "warnings": bundle.warnings, "fingerprint": fingerprint}
+        )
     objective = build_objective(without_pretrained(config) if resume else config, stats)  # resume: the checkpoint's
     optimizer = build_optimizer(objective, config.optim)
     with config_key("data.batch_size, data.num_workers"):
-        train_loader = make_train_loader(bundle.train, EpochSampler(len(bundle.train), train.seed), data.batch_size,
-                                         data.num_workers, data.worker_start)
+        train_loader = make_train_loader(
+            bundle.train,
+            EpochSampler(len(bundle.train), train.seed),
+            data.batch_size,
+            data.num_workers,
+            data.worker_start,
+        )
     with config_key("data.eval_batch_size, data.num_workers"):
         val_loader = make_eval_loader(bundle.val, data.eval_batch_size, data.num_workers, data.worker_start)
         test_loader = make_eval_loader(bundle.test, data.eval_batch_size, data.num_workers, data.worker_start)
@@ -182,27 +212,51 @@ def build_trainer(config: Config, accelerator: Accelerator | None = None, *, cal
         callbacks.append(ema)
         evaluated = ema.average.module
     scored = inference_model(evaluated, model_spec(config, bundle.classes))  # what evaluation and export score
-    validation = Validation(scored, val_loader, bundle.classes, train.eval_every, best_metric(config),
-                            single_positive=data.mask_val)
+    validation = Validation(
+        scored, val_loader, bundle.classes, train.eval_every, best_metric(config), single_positive=data.mask_val
+    )
     callbacks.append(validation)
     if train.patience:
         callbacks.append(EarlyStopping(validation, train.patience))
     callbacks += [
         Checkpoint(run_dir / "checkpoints", train.checkpoint_every, validation),
-        FinalEvaluation(scored, test_loader, bundle.frames["test"], bundle.classes, run_dir, config.eval.tta,
-                        config.eval.classes, config.eval.study_level, config.eval.bootstrap, train.seed,
-                        diagnosis=Diagnosis(diagnostics, thresholds_path(run_dir), val_loader=val_loader,
-                                            explainer=split_explainer(scored, bundle.test, bundle.frames["test"],
-                                                                      data, bundle.classes),
-                                            priors=class_priors(config, bundle),  # prior-based under mask_val
-                                            recorded={"best_metric": best_metric(config)}),
-                        checkpoints=run_dir / "checkpoints"),
+        FinalEvaluation(
+            scored,
+            test_loader,
+            bundle.frames["test"],
+            bundle.classes,
+            run_dir,
+            config.eval.tta,
+            config.eval.classes,
+            config.eval.study_level,
+            config.eval.bootstrap,
+            train.seed,
+            diagnosis=Diagnosis(
+                diagnostics,
+                thresholds_path(run_dir),
+                val_loader=val_loader,
+                explainer=split_explainer(scored, bundle.test, bundle.frames["test"], data, bundle.classes),
+                priors=class_priors(config, bundle),  # prior-based under mask_val
+                recorded={"best_metric": best_metric(config)},
+            ),
+            checkpoints=run_dir / "checkpoints",
+        ),
         BadImageReport(run_dir / SKIP_LOG),
         RunReport(to_dict(config), (lambda: write_run_report(run_dir)) if config.eval.report else None),
     ]
-    return Trainer(objective, optimizer, scheduler, train_loader, accelerator, epochs=train.epochs,
-                   max_steps=train.max_steps, grad_clip=config.optim.grad_clip, nonfinite=train.nonfinite,
-                   callbacks=callbacks, logger=RunLogger(run_dir, main))
+    return Trainer(
+        objective,
+        optimizer,
+        scheduler,
+        train_loader,
+        accelerator,
+        epochs=train.epochs,
+        max_steps=train.max_steps,
+        grad_clip=config.optim.grad_clip,
+        nonfinite=train.nonfinite,
+        callbacks=callbacks,
+        logger=RunLogger(run_dir, main),
+    )
 
 
 def check_same_data(run_dir: Path, fingerprint: dict[str, dict[str, str]], data: DataConfig) -> None:
@@ -214,15 +268,27 @@ def check_same_data(run_dir: Path, fingerprint: dict[str, dict[str, str]], data:
     recorded = json.loads(path.read_text(encoding="utf-8")).get("fingerprint") if path.exists() else None
     if recorded is None:
         return
-    changed = [f"the {split} split's {part}" for split, parts in fingerprint.items() for part, value in parts.items()
-               if recorded.get(split, {}).get(part) != value]
+    changed = [
+        f"the {split} split's {part}"
+        for split, parts in fingerprint.items()
+        for part, value in parts.items()
+        if recorded.get(split, {}).get(part) != value
+    ]
     if changed:
-        files = ", ".join(f"{key}={value}" for key, value in (("data.labels", data.labels or "(default)"),
-                                                              ("data.masked_labels", data.masked_labels),
-                                                              ("data.root", data.root)) if value)
-        raise DataError(f"{run_dir}: the data differs from when this run started ({', '.join(changed)} changed; "
-                        f"{files}); a resume continues on the same images and labels: restore them, or start a "
-                        f"new run")
+        files = ", ".join(
+            f"{key}={value}"
+            for key, value in (
+                ("data.labels", data.labels or "(default)"),
+                ("data.masked_labels", data.masked_labels),
+                ("data.root", data.root),
+            )
+            if value
+        )
+        raise DataError(
+            f"{run_dir}: the data differs from when this run started ({', '.join(changed)} changed; "
+            f"{files}); a resume continues on the same images and labels: restore them, or start a "
+            f"new run"
+        )
 
 
 def record_resume(run_dir: str | Path, step: int, changes: dict[str, tuple[Any, Any]], processes: int) -> None:
@@ -230,7 +296,13 @@ def record_resume(run_dir: str | Path, step: int, changes: dict[str, tuple[Any, 
     which checkpoint step, in how many processes and which keys the resume changed ({key: [recorded, now]},
     spml.config.resume_config; train.out when the folder moved)."""
     path = Path(run_dir) / RESUMES
-    line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step, "processes": processes,
-                       "changes": {key: list(values) for key, values in changes.items()}})
+    line = json.dumps(
+        {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "step": step,
+            "processes": processes,
+            "changes": {key: list(values) for key, values in changes.items()},
+        }
+    )
     previous = path.read_text(encoding="utf-8") if path.exists() else ""
     write_text_atomic(path, previous + line + "\n")

@@ -1,5 +1,6 @@
 """Config -> the pretrained weights a run starts from: fetched (main process first), hashed, and their
 normalisation put into the config that the run records (config.yaml), before any data is read."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,8 +57,9 @@ def prepare_weights(config: Config, accelerator: Accelerator | None = None, down
         augment = dataclasses.replace(augment, mean=found[0], std=found[1])
         source = found[2]
     else:
-        source = "augment.mean/std" + (" (augment.normalize=config)" if found is not None else
-                                       " (the weights record no normalisation)")
+        source = "augment.mean/std" + (
+            " (augment.normalize=config)" if found is not None else " (the weights record no normalisation)"
+        )
     record["normalize"] = {"mean": augment.mean, "std": augment.std, "source": source}
     return dataclasses.replace(config, model=dataclasses.replace(model, pretrained_record=record), augment=augment)
 
@@ -68,8 +70,9 @@ def without_pretrained(config: Config) -> Config:
     return dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained="", pretrained_record={}))
 
 
-def weights_to_fetch(items: list[str], overrides: tuple[str, ...] = (),
-                     notes: list[str] | None = None) -> list[WeightsSpec]:
+def weights_to_fetch(
+    items: list[str], overrides: tuple[str, ...] = (), notes: list[str] | None = None
+) -> list[WeightsSpec]:
     """The weights named by `items`: YAML config files (their model.backbone + model.pretrained, with `overrides`)
     or weights names (spml.models.weights.spec_for_name); random-init configs name none. Duplicates are dropped.
     A config whose model.prototypes file does not exist adds a line to `notes` (it is made, not fetched)."""
@@ -78,9 +81,11 @@ def weights_to_fetch(items: list[str], overrides: tuple[str, ...] = (),
         if item.endswith((".yaml", ".yml")):
             config = load_config([item], overrides)
             if config.model.prototypes and not Path(config.model.prototypes).is_file() and notes is not None:
-                notes.append(f"{item}: model.prototypes={config.model.prototypes} does not exist yet; write it with "
-                             f"tools/make_prototypes.py (its comment shows how; fetch a hub text encoder here with "
-                             f"--encoder NAME)")
+                notes.append(
+                    f"{item}: model.prototypes={config.model.prototypes} does not exist yet; write it with "
+                    f"tools/make_prototypes.py (its comment shows how; fetch a hub text encoder here with "
+                    f"--encoder NAME)"
+                )
             with config_key(f"{item}: model.pretrained"):
                 spec = parse_weights(config.model.backbone, config.model.pretrained)
         else:

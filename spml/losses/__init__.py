@@ -3,6 +3,7 @@
 
 Every family file is imported here explicitly, so a broken file fails at import, not at lookup.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,13 +26,16 @@ def loss_family(mode: str, name: str) -> Registry:
     if name not in registry:
         other = next((m for m, r in LOSS_FAMILIES.items() if m != mode and name in r), None)
         if other is not None:
-            raise KeyError(f"loss.name={name!r} is a {LOSS_FAMILIES[other].kind} ({other} mode); in {mode} "
-                           f"mode choose a {registry.kind} from {registry.names()}")
+            raise KeyError(
+                f"loss.name={name!r} is a {LOSS_FAMILIES[other].kind} ({other} mode); in {mode} "
+                f"mode choose a {registry.kind} from {registry.names()}"
+            )
     return registry
 
 
-def build_loss(name: str, params: dict[str, Any] | None = None, *, mode: str = "supervised", **context: Any
-               ) -> nn.Module:
+def build_loss(
+    name: str, params: dict[str, Any] | None = None, *, mode: str = "supervised", **context: Any
+) -> nn.Module:
     """A loss module by name.
 
     Args:

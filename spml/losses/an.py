@@ -3,6 +3,7 @@
 Entry losses are averaged over all B*C entries, as in the original code. eps = 1e-5 reproduces its
 `-log(x + 1e-5)`; eps = 0 gives exact binary cross-entropy.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,14 @@ from spml.losses.common import (
 )
 
 
-def assume_negative(logits: Tensor, observed: Tensor, eps: float = 1e-5, label_smoothing: float = 0.0,
-                    unobserved_weight: float = 1.0, reduction: Reduction = "mean") -> Tensor:
+def assume_negative(
+    logits: Tensor,
+    observed: Tensor,
+    eps: float = 1e-5,
+    label_smoothing: float = 0.0,
+    unobserved_weight: float = 1.0,
+    reduction: Reduction = "mean",
+) -> Tensor:
     """Binary cross-entropy with every unobserved label taken as negative, optionally smoothed and weighted.
 
     With ls = label_smoothing, observed: (1-ls)(-log p) + ls(-log(1-p)); unobserved:

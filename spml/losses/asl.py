@@ -1,4 +1,5 @@
 """Asymmetric loss (Ridnik et al. 2021): focusing with separate gammas and a probability margin on negatives."""
+
 from __future__ import annotations
 
 import torch
@@ -16,8 +17,15 @@ def _power(base: Tensor, exponent: float) -> Tensor:
     return torch.where(positive, torch.exp(exponent * torch.log(torch.where(positive, base, 1.0))), 0.0)
 
 
-def asl(logits: Tensor, targets: Tensor, known: Tensor | None = None, gamma_pos: float = 0.0,
-        gamma_neg: float = 4.0, clip: float = 0.05, reduction: Reduction = "mean") -> Tensor:
+def asl(
+    logits: Tensor,
+    targets: Tensor,
+    known: Tensor | None = None,
+    gamma_pos: float = 0.0,
+    gamma_neg: float = 4.0,
+    clip: float = 0.05,
+    reduction: Reduction = "mean",
+) -> Tensor:
     """Asymmetric loss. Positives: -(1-p)^gamma_pos log p; negatives: -p_m^gamma_neg log(1-p_m), p_m = max(p - clip, 0).
 
     Args:
@@ -62,8 +70,9 @@ class AsymmetricLoss(FullLabelLoss):
         reduction: "none" ((B, C)), "mean" (over the known entries) or "sum".
     """
 
-    def __init__(self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05,
-                 reduction: Reduction = "mean"):
+    def __init__(
+        self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05, reduction: Reduction = "mean"
+    ):
         super().__init__(reduction)
         self.gamma_pos, self.gamma_neg, self.clip = gamma_pos, gamma_neg, clip
 

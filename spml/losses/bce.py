@@ -1,4 +1,5 @@
 """Binary cross-entropy and its class-balanced variants (Wang et al. 2017 per batch; N_c/P_c per class)."""
+
 from __future__ import annotations
 
 import torch
@@ -8,8 +9,13 @@ from torch import Tensor
 from spml.losses.common import LOSSES, FullLabelLoss, Reduction, as_float, known_or_all, reduce
 
 
-def bce(logits: Tensor, targets: Tensor, known: Tensor | None = None, pos_weight: Tensor | None = None,
-        reduction: Reduction = "mean") -> Tensor:
+def bce(
+    logits: Tensor,
+    targets: Tensor,
+    known: Tensor | None = None,
+    pos_weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
     """Binary cross-entropy on the known entries.
 
     Args:
@@ -31,8 +37,9 @@ def bce(logits: Tensor, targets: Tensor, known: Tensor | None = None, pos_weight
     return reduce(loss, reduction, known)
 
 
-def batch_balanced_bce(logits: Tensor, targets: Tensor, known: Tensor | None = None,
-                       reduction: Reduction = "mean") -> Tensor:
+def batch_balanced_bce(
+    logits: Tensor, targets: Tensor, known: Tensor | None = None, reduction: Reduction = "mean"
+) -> Tensor:
     """Wang et al. (2017): positives weighted by (|P|+|N|)/|P|, negatives by (|P|+|N|)/|N|.
 
     |P|, |N| are counted over the known entries of the batch; the mean over known entries is then the mean
@@ -100,8 +107,13 @@ class WeightedBCE(FullLabelLoss):
         reduction: "none", "mean" or "sum".
     """
 
-    def __init__(self, weighting: str = "batch", pos_counts: Tensor | None = None, num_samples: int | None = None,
-                 reduction: Reduction = "mean"):
+    def __init__(
+        self,
+        weighting: str = "batch",
+        pos_counts: Tensor | None = None,
+        num_samples: int | None = None,
+        reduction: Reduction = "mean",
+    ):
         super().__init__(reduction)
         if weighting not in ("batch", "class"):
             raise ValueError(f"weighted_bce: weighting must be 'batch' or 'class', got {weighting!r}")

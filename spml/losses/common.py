@@ -11,6 +11,7 @@ Reduction convention of every public loss function (and module):
 A batch-level term (EPR's and ROLE's expected-positives penalty) is added to every element of the "none"
 tensor, so "mean" and "sum" keep these identities.
 """
+
 from __future__ import annotations
 
 import math

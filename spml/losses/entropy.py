@@ -2,6 +2,7 @@
 
 Entry losses are averaged over all B*C entries; eps = 1e-5 reproduces the original `-log(x + 1e-5)`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,15 @@ from spml.losses.common import (
 )
 
 
-def entropy_maximisation(logits: Tensor, observed: Tensor, alpha: float = 0.1, eps: float = 1e-5,
-                         soft_target: Tensor | None = None, beta: float = 0.2, reduction: Reduction = "mean") -> Tensor:
+def entropy_maximisation(
+    logits: Tensor,
+    observed: Tensor,
+    alpha: float = 0.1,
+    eps: float = 1e-5,
+    soft_target: Tensor | None = None,
+    beta: float = 0.2,
+    reduction: Reduction = "mean",
+) -> Tensor:
     """EM (+ APL's soft negatives): observed -log p, unobserved -alpha H(p), soft negatives a weighted BCE.
 
     Soft negatives (finite `soft_target` q, not observed): beta [q(-log p) + (1-q)(-log(1-p))]; other unobserved:
@@ -104,14 +112,23 @@ class EntropyMaximisationAPL(SinglePositiveLoss):
         reduction: "none" ((B, C)), "mean" (over all B*C entries) or "sum".
     """
 
-    def __init__(self, num_classes: int, num_images: int, alpha: float = 0.1, beta: float = 0.2,
-                 fraction: float | list[float] = 0.1, warmup_epochs: int = 1, eps: float = 1e-5,
-                 reduction: Reduction = "mean"):
+    def __init__(
+        self,
+        num_classes: int,
+        num_images: int,
+        alpha: float = 0.1,
+        beta: float = 0.2,
+        fraction: float | list[float] = 0.1,
+        warmup_epochs: int = 1,
+        eps: float = 1e-5,
+        reduction: Reduction = "mean",
+    ):
         super().__init__(reduction)
         fraction = torch.as_tensor(fraction, dtype=torch.float64).expand(num_classes)
         if not ((fraction >= 0) & (fraction <= 1)).all():
-            raise ValueError(f"em_apl: fraction must be in [0, 1] (one value or {num_classes}), "
-                             f"got {fraction.tolist()}")
+            raise ValueError(
+                f"em_apl: fraction must be in [0, 1] (one value or {num_classes}), got {fraction.tolist()}"
+            )
         self.alpha, self.beta, self.warmup_epochs, self.eps = alpha, beta, warmup_epochs, eps
         self.register_buffer("fraction", fraction.float().clone(), persistent=False)  # config, not state
         nan_table = torch.full((num_images, num_classes), float("nan"))
@@ -140,8 +157,9 @@ class EntropyMaximisationAPL(SinglePositiveLoss):
                 probs = torch.sigmoid(logits.detach().to(self.recorded_probs.dtype))
                 self.recorded_probs[rows] = gather_across_ranks(probs)
                 self.recorded_observed[rows] = gather_across_ranks(observed.bool())
-        return entropy_maximisation(logits, observed, self.alpha, self.eps, self.soft_target[index], self.beta,
-                                    self.reduction)
+        return entropy_maximisation(
+            logits, observed, self.alpha, self.eps, self.soft_target[index], self.beta, self.reduction
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """Record the epoch; from `warmup_epochs` on, mark soft negatives once per epoch.

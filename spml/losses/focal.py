@@ -1,4 +1,5 @@
 """Focal loss (Lin et al. 2017) for independent sigmoid outputs."""
+
 from __future__ import annotations
 
 import torch
@@ -8,8 +9,14 @@ from torch import Tensor
 from spml.losses.common import LOSSES, FullLabelLoss, Reduction, as_float, reduce
 
 
-def focal(logits: Tensor, targets: Tensor, known: Tensor | None = None, gamma: float = 2.0,
-          alpha: float | None = None, reduction: Reduction = "mean") -> Tensor:
+def focal(
+    logits: Tensor,
+    targets: Tensor,
+    known: Tensor | None = None,
+    gamma: float = 2.0,
+    alpha: float | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
     """Focal loss -alpha_t (1 - p_t)^gamma log p_t per entry; gamma = 0 with alpha None is BCE.
 
     Args:

@@ -32,6 +32,7 @@ Differences from the authors' code, and why:
   first `linear_init` epochs (a training-loop choice, not part of the loss; the schedule uses the code's
   formula with linear_init = 0) and a learned per-class logistic k (`is_train`) with its own optimizer.
 """
+
 from __future__ import annotations
 
 import math
@@ -81,8 +82,16 @@ def gr_weight(probs: Tensor, mu: float, sigma: float) -> Tensor:
     return torch.exp(-0.5 * ((probs - mu) / sigma) ** 2)
 
 
-def generalized_robust(logits: Tensor, observed: Tensor, soft_label: Tensor, weight: Tensor, q2: float = 0.01,
-                       q3: float = 1.0, eps: float = 1e-7, reduction: Reduction = "mean") -> Tensor:
+def generalized_robust(
+    logits: Tensor,
+    observed: Tensor,
+    soft_label: Tensor,
+    weight: Tensor,
+    q2: float = 0.01,
+    q3: float = 1.0,
+    eps: float = 1e-7,
+    reduction: Reduction = "mean",
+) -> Tensor:
     """GR Loss with given soft pseudo-labels and weights (the module docstring has the formula).
 
     Args:
@@ -135,9 +144,18 @@ class GeneralizedRobustLoss(SinglePositiveLoss):
     A bad value raises a ValueError naming it.
     """
 
-    def __init__(self, num_epochs: int = 8, w: Sequence[float] = (0.0, 2.0), b: Sequence[float] = (-2.0, -2.0),
-                 mu: Sequence[float] = (0.5, 0.8), sigma: Sequence[float] = (2.0, 0.5), q2: float = 0.01,
-                 q3: float = 1.0, eps: float = 1e-7, reduction: Reduction = "mean"):
+    def __init__(
+        self,
+        num_epochs: int = 8,
+        w: Sequence[float] = (0.0, 2.0),
+        b: Sequence[float] = (-2.0, -2.0),
+        mu: Sequence[float] = (0.5, 0.8),
+        sigma: Sequence[float] = (2.0, 0.5),
+        q2: float = 0.01,
+        q3: float = 1.0,
+        eps: float = 1e-7,
+        reduction: Reduction = "mean",
+    ):
         super().__init__(reduction)
         if int(num_epochs) != num_epochs or num_epochs < 1:
             raise ValueError(f"gr: num_epochs is the number of training epochs (>= 1), got {num_epochs!r}")
@@ -155,12 +173,17 @@ class GeneralizedRobustLoss(SinglePositiveLoss):
             {"w", "b", "mu", "sigma"} -> value; k's parameters at fraction epoch / num_epochs, v's at
             (epoch + 1) / num_epochs, held at the end values past 1.
         """
+
         def at(pair: tuple[float, float], fraction: float) -> float:
             return pair[0] + (pair[1] - pair[0]) * min(fraction, 1.0)
 
         k_fraction, v_fraction = self.epoch / self.num_epochs, (self.epoch + 1) / self.num_epochs
-        return {"w": at(self.w, k_fraction), "b": at(self.b, k_fraction),
-                "mu": at(self.mu, v_fraction), "sigma": at(self.sigma, v_fraction)}
+        return {
+            "w": at(self.w, k_fraction),
+            "b": at(self.b, k_fraction),
+            "mu": at(self.mu, v_fraction),
+            "sigma": at(self.sigma, v_fraction),
+        }
 
     def forward(self, logits: Tensor, observed: Tensor, index: Tensor) -> Tensor:
         """GR loss of a batch at the current epoch's schedule.

@@ -7,6 +7,7 @@ epoch); LL-Cp: k = ceil(B*C*delta) and the corrected entries become observed pos
 Unlike the original (which selects by `>= k-th value`, and flips only entries strictly above it), exactly
 the top k are selected and all of them are flipped. Mean over all B*C entries.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,9 @@ from torch import Tensor
 from spml.losses.common import SPML_LOSSES, Reduction, SinglePositiveLoss, as_float, gather_across_ranks, reduce
 
 
-def large_loss(logits: Tensor, observed: Tensor, k: int, correct: bool,
-               reduction: Reduction = "mean") -> tuple[Tensor, Tensor]:
+def large_loss(
+    logits: Tensor, observed: Tensor, k: int, correct: bool, reduction: Reduction = "mean"
+) -> tuple[Tensor, Tensor]:
     """AN (exact BCE) where the k largest unobserved entry losses of the batch are rejected (loss 0, zero
     gradient) or, with `correct`, get target 1.
 
@@ -135,8 +137,7 @@ class LargeLossCorrectPermanent(_LargeLoss):
             scalar; (B, C) with reduction="none".
         """
         observed = observed.bool() | self.flipped[index]
-        loss, selected = large_loss(logits, observed, self.num_selected(logits.numel()), self.correct,
-                                    self.reduction)
+        loss, selected = large_loss(logits, observed, self.num_selected(logits.numel()), self.correct, self.reduction)
         if self.training:
             with torch.no_grad():
                 rows, flips = gather_across_ranks(index), gather_across_ranks(selected)

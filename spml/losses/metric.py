@@ -11,6 +11,7 @@ so -d_c is also the AUROC score. Implemented form, per image i and known class c
   raised to `hardness` and normalised to mean 1 over the batch; hardness = 0 gives all ones.
 * d = max(-logits, 0): a head that returns positive logits cannot drive the positive term below 0.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,9 +20,15 @@ from torch import Tensor
 from spml.losses.common import LOSSES, FullLabelLoss, Reduction, as_float, known_or_all, reduce
 
 
-def dual_weighted_metric(logits: Tensor, targets: Tensor, known: Tensor | None = None, margin: float = 1.0,
-                         class_weight: Tensor | None = None, hardness: float = 1.0,
-                         reduction: Reduction = "mean") -> Tensor:
+def dual_weighted_metric(
+    logits: Tensor,
+    targets: Tensor,
+    known: Tensor | None = None,
+    margin: float = 1.0,
+    class_weight: Tensor | None = None,
+    hardness: float = 1.0,
+    reduction: Reduction = "mean",
+) -> Tensor:
     """Dual-weighted metric loss per image (formula in the module docstring).
 
     Args:
@@ -62,8 +69,13 @@ class DualWeightedMetricLoss(FullLabelLoss):
         reduction: "none" (per image, (B,)), "mean" or "sum".
     """
 
-    def __init__(self, margin: float = 1.0, hardness: float = 1.0, pos_counts: Tensor | None = None,
-                 reduction: Reduction = "mean"):
+    def __init__(
+        self,
+        margin: float = 1.0,
+        hardness: float = 1.0,
+        pos_counts: Tensor | None = None,
+        reduction: Reduction = "mean",
+    ):
         super().__init__(reduction)
         self.margin, self.hardness = margin, hardness
         weight = None
@@ -86,5 +98,6 @@ class DualWeightedMetricLoss(FullLabelLoss):
         Shape:
             scalar; (B,) with reduction="none".
         """
-        return dual_weighted_metric(logits, targets, known, self.margin, self.class_weight, self.hardness,
-                                    self.reduction)
+        return dual_weighted_metric(
+            logits, targets, known, self.margin, self.class_weight, self.hardness, self.reduction
+        )

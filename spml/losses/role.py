@@ -1,4 +1,5 @@
 """ROLE (Cole et al. 2021): a learned per-image label table trained jointly with the classifier."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,14 @@ from spml.losses.an import expected_positive_penalty, observed_only
 from spml.losses.common import SPML_LOSSES, Reduction, SinglePositiveLoss, as_float, neg_log_probs, with_batch_term
 
 
-def role_loss(logits: Tensor, table_logits: Tensor, observed: Tensor, expected_positives: float,
-              eps: float = 1e-5, reduction: Reduction = "mean") -> Tensor:
+def role_loss(
+    logits: Tensor,
+    table_logits: Tensor,
+    observed: Tensor,
+    expected_positives: float,
+    eps: float = 1e-5,
+    reduction: Reduction = "mean",
+) -> Tensor:
     """ROLE: 0.5 [obs terms on p and g] + 0.5 [BCE(p, sg(g)) + BCE(g, sg(p))] per entry, plus 0.5 [EPR(p) + EPR(g)].
 
     p = sigmoid(logits), g = sigmoid(table_logits), sg = stop-gradient; the EPR terms are a batch penalty.
@@ -39,8 +46,9 @@ def role_loss(logits: Tensor, table_logits: Tensor, observed: Tensor, expected_p
     cross_p = g.detach() * nl_p_pos + (1 - g.detach()) * nl_p_neg
     cross_g = p.detach() * nl_g_pos + (1 - p.detach()) * nl_g_neg
     entries = 0.5 * observed_terms + 0.5 * (cross_p + cross_g)
-    penalty = 0.5 * (expected_positive_penalty(p, expected_positives)
-                     + expected_positive_penalty(g, expected_positives))
+    penalty = 0.5 * (
+        expected_positive_penalty(p, expected_positives) + expected_positive_penalty(g, expected_positives)
+    )
     return with_batch_term(entries, penalty, reduction)
 
 
@@ -60,8 +68,16 @@ class ROLE(SinglePositiveLoss):
         reduction: "none" ((B, C)), "mean" (over all B*C entries, plus the penalty) or "sum".
     """
 
-    def __init__(self, num_classes: int, num_images: int, expected_positives: float, eps: float = 1e-5,
-                 lr_multiplier: float = 10.0, seed: int = 0, reduction: Reduction = "mean"):
+    def __init__(
+        self,
+        num_classes: int,
+        num_images: int,
+        expected_positives: float,
+        eps: float = 1e-5,
+        lr_multiplier: float = 10.0,
+        seed: int = 0,
+        reduction: Reduction = "mean",
+    ):
         super().__init__(reduction)
         self.expected_positives, self.eps = float(expected_positives), eps
         half_width = math.log(0.6 / 0.4)

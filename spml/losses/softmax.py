@@ -1,4 +1,5 @@
 """Multi-label softmax / MSML (Ge et al. 2018) with a BCE companion for rows without positives."""
+
 from __future__ import annotations
 
 import torch
@@ -8,8 +9,9 @@ from torch import Tensor
 from spml.losses.common import LOSSES, FullLabelLoss, Reduction, as_float, known_or_all, reduce
 
 
-def msml(logits: Tensor, targets: Tensor, known: Tensor | None = None, bce_weight: float = 1.0,
-         reduction: Reduction = "mean") -> Tensor:
+def msml(
+    logits: Tensor, targets: Tensor, known: Tensor | None = None, bce_weight: float = 1.0, reduction: Reduction = "mean"
+) -> Tensor:
     """MSML per row, with BCE for rows without a known positive.
 
     A row with a known positive: mean over its positives p of softplus(LSE_{known negatives n} s_n - s_p)

@@ -1,4 +1,5 @@
 """ZLPR (Su et al. 2022) and focal ZLPR (Hanif et al. 2025): multi-label ranking around threshold 0."""
+
 from __future__ import annotations
 
 import torch
@@ -7,8 +8,13 @@ from torch import Tensor
 from spml.losses.common import LOSSES, FullLabelLoss, Reduction, as_float, known_or_all, reduce
 
 
-def zlpr(logits: Tensor, targets: Tensor, known: Tensor | None = None, temperature: float = 1.0,
-         reduction: Reduction = "mean") -> Tensor:
+def zlpr(
+    logits: Tensor,
+    targets: Tensor,
+    known: Tensor | None = None,
+    temperature: float = 1.0,
+    reduction: Reduction = "mean",
+) -> Tensor:
     """ZLPR per row: log(1 + sum_neg e^{s/T}) + log(1 + sum_pos e^{-s/T}) over the row's known entries.
 
     A row with no known positive has positive term 0; a row with nothing known has loss 0.

@@ -1,5 +1,6 @@
 """Models from plain arguments: timm backbone, heads, classifier, batch transformer, feature perturbation, EMA,
 the inference wrapper, local pretrained weights."""
+
 from spml.models.backbone import Backbone
 from spml.models.batch_transformer import BatchTransformer
 from spml.models.classifier import Classifier, Normalize
@@ -10,21 +11,21 @@ from spml.models.perturb import FeaturePerturbation
 from spml.models.pretrained import LITE_MODELS, load_pretrained
 
 __all__ = [
-           "HEADS",
-           "LITE_MODELS",
-           "Backbone",
-           "BatchTransformer",
-           "BilinearHead",
-           "Classifier",
-           "FeaturePerturbation",
-           "Head",
-           "InferenceModel",
-           "LinearHead",
-           "MLPHead",
-           "ModelEma",
-           "Normalize",
-           "PrototypeHead",
-           "build_ema",
-           "build_head",
-           "load_pretrained",
+    "HEADS",
+    "LITE_MODELS",
+    "Backbone",
+    "BatchTransformer",
+    "BilinearHead",
+    "Classifier",
+    "FeaturePerturbation",
+    "Head",
+    "InferenceModel",
+    "LinearHead",
+    "MLPHead",
+    "ModelEma",
+    "Normalize",
+    "PrototypeHead",
+    "build_ema",
+    "build_head",
+    "load_pretrained",
 ]

@@ -5,6 +5,7 @@ model.json: format, classes, image_size, in_chans, backbone {Backbone's argument
 head {name, args}, normalize {mean, std}, tta {views, average}, data {size and any intensity settings of
 the run's data.* keys: how images are decoded for it}, source {run, checkpoint, step, weights: ema | model}.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,15 @@ def inference_model(classifier: Classifier, spec: dict[str, Any], tta: bool = Fa
     Returns:
         The InferenceModel.
     """
-    return InferenceModel(classifier, spec["classes"], spec["image_size"], spec["tta"]["views"],
-                          spec["tta"]["average"], tta, metadata=spec)
+    return InferenceModel(
+        classifier,
+        spec["classes"],
+        spec["image_size"],
+        spec["tta"]["views"],
+        spec["tta"]["average"],
+        tta,
+        metadata=spec,
+    )
 
 
 def write_model(folder: str | Path, classifier: Classifier, spec: dict[str, Any]) -> Path:
@@ -99,19 +107,29 @@ def read_model(folder: str | Path, tta: bool = False) -> InferenceModel:
     return inference_model(classifier, spec, tta).eval()
 
 
-def load_weights(classifier: nn.Module, state: dict[str, torch.Tensor], classes: list[str], weights_file: Path,
-                 classes_file: Path) -> None:
+def load_weights(
+    classifier: nn.Module, state: dict[str, torch.Tensor], classes: list[str], weights_file: Path, classes_file: Path
+) -> None:
     """`classifier.load_state_dict(state)`; weights of another number of classes than `classes` (listed in
     `classes_file`) are a ValueError naming both files, both counts and the class list (torch would say `size
     mismatch`)."""
     own = classifier.state_dict()
-    counts = {next(iter(state[key].shape)) for key, value in own.items()
-              if key in state and value.ndim and value.shape[0] == len(classes) and state[key].ndim
-              and state[key].shape[0] != len(classes) and state[key].shape[1:] == value.shape[1:]}
+    counts = {
+        next(iter(state[key].shape))
+        for key, value in own.items()
+        if key in state
+        and value.ndim
+        and value.shape[0] == len(classes)
+        and state[key].ndim
+        and state[key].shape[0] != len(classes)
+        and state[key].shape[1:] == value.shape[1:]
+    }
     if counts:
-        raise ValueError(f"{weights_file} holds a classifier of {sorted(counts)[0]} classes, but {classes_file} lists "
-                         f"{len(classes)}: {list(classes)}; the two files belong to different models (export the run "
-                         "again, or use the model.json written with these weights)")
+        raise ValueError(
+            f"{weights_file} holds a classifier of {sorted(counts)[0]} classes, but {classes_file} lists "
+            f"{len(classes)}: {list(classes)}; the two files belong to different models (export the run "
+            "again, or use the model.json written with these weights)"
+        )
     classifier.load_state_dict(state)
 
 

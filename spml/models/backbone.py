@@ -1,4 +1,5 @@
 """timm backbone wrapper: any timm model name -> feature map (B, F, h, w), always NCHW."""
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,9 @@ def create_timm(name: str, spec: WeightsSpec | None = None, pretrained_file: str
         raise ValueError(f"backbone {name!r} is not a timm model (see timm.list_models())") from None
     architecture = getattr(model, "pretrained_cfg", {}).get("architecture", name)
     if spec is not None and architecture != name:
-        raise ValueError(f"{spec.name!r} holds {architecture} weights; set model.backbone={architecture} "
-                         f"(got {name!r})")
+        raise ValueError(
+            f"{spec.name!r} holds {architecture} weights; set model.backbone={architecture} (got {name!r})"
+        )
     return model
 
 
@@ -70,8 +72,16 @@ class Backbone(nn.Module):
         outputs drop their prefix tokens and are laid out on their square grid.
     """
 
-    def __init__(self, name: str, pretrained: str | bool = "", in_chans: int = 1, drop_path: float = 0.0,
-                 channels_last: bool = False, compile: bool = False, pretrained_file: str = ""):
+    def __init__(
+        self,
+        name: str,
+        pretrained: str | bool = "",
+        in_chans: int = 1,
+        drop_path: float = 0.0,
+        channels_last: bool = False,
+        compile: bool = False,
+        pretrained_file: str = "",
+    ):
         super().__init__()
         spec = parse_weights(name, pretrained)
         if name in XRV_ARCHITECTURES:
@@ -79,14 +89,24 @@ class Backbone(nn.Module):
                 raise ValueError(f"{name} takes one input channel (got in_chans={in_chans})")
             self.model = XRVFeatures(name, spec.tag if spec else "", pretrained_file)
         elif spec is not None and spec.source in ("timm", "hf-hub"):
-            self.model = create_timm(name, spec, pretrained_file, num_classes=0, global_pool="", in_chans=in_chans,
-                                     drop_path_rate=drop_path or None)
+            self.model = create_timm(
+                name,
+                spec,
+                pretrained_file,
+                num_classes=0,
+                global_pool="",
+                in_chans=in_chans,
+                drop_path_rate=drop_path or None,
+            )
         else:
             if spec is not None and spec.source == "lite" and name != pretrained:
-                raise ValueError(f"pretrained={pretrained!r} holds {pretrained} weights; use the backbone "
-                                 f"{pretrained} (got {name!r})")
-            self.model = create_timm(name, num_classes=0, global_pool="", in_chans=in_chans,
-                                     drop_path_rate=drop_path or None)
+                raise ValueError(
+                    f"pretrained={pretrained!r} holds {pretrained} weights; use the backbone "
+                    f"{pretrained} (got {name!r})"
+                )
+            self.model = create_timm(
+                name, num_classes=0, global_pool="", in_chans=in_chans, drop_path_rate=drop_path or None
+            )
             if spec is not None:
                 load_pretrained(self.model, pretrained)
         self.num_features: int = self.model.num_features
@@ -126,11 +146,13 @@ class Backbone(nn.Module):
             (B, F, h, w), (B, h, w, F) or (B, tokens, F) -> (B, F, h, w).
         """
         if features.ndim == 3:
-            tokens = features[:, getattr(self.model, "num_prefix_tokens", 0):]
+            tokens = features[:, getattr(self.model, "num_prefix_tokens", 0) :]
             side = math.isqrt(tokens.shape[1])
             if side * side != tokens.shape[1]:
-                raise ValueError(f"backbone {type(self.model).__name__}: {tokens.shape[1]} tokens do not "
-                                 f"form a square grid; use a square input size")
+                raise ValueError(
+                    f"backbone {type(self.model).__name__}: {tokens.shape[1]} tokens do not "
+                    f"form a square grid; use a square input size"
+                )
             return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
         if getattr(self.model, "output_fmt", "NCHW") == "NHWC":
             return features.permute(0, 3, 1, 2)

@@ -1,4 +1,5 @@
 """BatchFormer-style batch transformer: attention across the images of a batch (training only)."""
+
 from __future__ import annotations
 
 from einops import rearrange
@@ -44,14 +45,22 @@ class BatchTransformer(nn.Module):
         (B, D) -> (B, D).
     """
 
-    def __init__(self, dim: int, depth: int = 1, heads: int = 4, dim_feedforward: int = 512, dropout: float = 0.1,
-                 width: int | None = None):
+    def __init__(
+        self,
+        dim: int,
+        depth: int = 1,
+        heads: int = 4,
+        dim_feedforward: int = 512,
+        dropout: float = 0.1,
+        width: int | None = None,
+    ):
         super().__init__()
         width = width or min(dim, MAX_WIDTH)
         self.project_in = nn.Linear(dim, width) if width != dim else nn.Identity()
         self.project_out = nn.Linear(width, dim) if width != dim else nn.Identity()
-        layer = nn.TransformerEncoderLayer(width, attention_heads(width, heads), dim_feedforward, dropout,
-                                           batch_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width, attention_heads(width, heads), dim_feedforward, dropout, batch_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
 
     def forward(self, embeddings: Tensor) -> Tensor:

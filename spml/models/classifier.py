@@ -1,4 +1,5 @@
 """Normalisation + backbone + head as one module: float images in [0, 1] -> logits."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Exponential moving average of a model's weights (timm ModelEmaV3) that stays frozen and in eval mode."""
+
 from __future__ import annotations
 
 from timm.utils import ModelEmaV3

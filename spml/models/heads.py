@@ -7,6 +7,7 @@ between the two and share the classifier across streams. The boostlu head pools 
 its class activation maps, so it has no pooled embedding (`pools_last = False`) and serves the objectives that
 call the whole head.
 """
+
 from __future__ import annotations
 
 import json
@@ -201,8 +202,9 @@ class BilinearHead(Head):
     def __init__(self, num_features: int, num_classes: int, channels: int = 512, drop_rate: float = 0.0):
         super().__init__()
         self.embed_dim = channels * channels
-        self.project = nn.Sequential(nn.Conv2d(num_features, channels, 1, bias=False), nn.BatchNorm2d(channels),
-                                     nn.ReLU(inplace=True))
+        self.project = nn.Sequential(
+            nn.Conv2d(num_features, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)
+        )
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.embed_dim, num_classes)
 
@@ -315,8 +317,10 @@ class BoostLUHead(Head):
         Args:
             features: unused.
         """
-        raise TypeError("the boostlu head pools after its class maps and has no pooled embedding; objectives that "
-                        "split the head (MPC's streams) need a pooled head such as linear")
+        raise TypeError(
+            "the boostlu head pools after its class maps and has no pooled embedding; objectives that "
+            "split the head (MPC's streams) need a pooled head such as linear"
+        )
 
 
 def read_prototypes(path: str, num_classes: int, embedding_dim: int) -> Tensor:
@@ -335,8 +339,10 @@ def read_prototypes(path: str, num_classes: int, embedding_dim: int) -> Tensor:
     """
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"prototype file {file} does not exist (write it with tools/make_prototypes.py, e.g. "
-                                "--encoder dmis-lab/biobert-v1.1, or set model.prototypes= for a random start)")
+        raise FileNotFoundError(
+            f"prototype file {file} does not exist (write it with tools/make_prototypes.py, e.g. "
+            "--encoder dmis-lab/biobert-v1.1, or set model.prototypes= for a random start)"
+        )
     if file.suffix == ".npy":
         prototypes = torch.from_numpy(np.load(file, allow_pickle=False).astype(np.float32))
     elif file.suffix in (".pt", ".pth"):
@@ -347,8 +353,10 @@ def read_prototypes(path: str, num_classes: int, embedding_dim: int) -> Tensor:
     else:
         raise ValueError(f"prototype file {file} must be a .npy or .pt file")
     if tuple(prototypes.shape) != (num_classes, embedding_dim):
-        raise ValueError(f"prototype file {file} has shape {tuple(prototypes.shape)}; expected one row per class "
-                         f"and embedding_dim columns: ({num_classes}, {embedding_dim})")
+        raise ValueError(
+            f"prototype file {file} has shape {tuple(prototypes.shape)}; expected one row per class "
+            f"and embedding_dim columns: ({num_classes}, {embedding_dim})"
+        )
     return prototypes
 
 
@@ -379,8 +387,10 @@ def check_prototype_classes(path: str, classes: Sequence[str]) -> None:
         return
     listed = json.loads(manifest.read_text(encoding="utf-8")).get("classes")
     if list(listed or []) != list(classes):
-        raise ValueError(f"{manifest} lists classes {listed}, the data has {list(classes)} "
-                         "(rows must follow the data's class order; rebuild with tools/make_prototypes.py)")
+        raise ValueError(
+            f"{manifest} lists classes {listed}, the data has {list(classes)} "
+            "(rows must follow the data's class order; rebuild with tools/make_prototypes.py)"
+        )
 
 
 @HEADS.register("prototype")
@@ -399,15 +409,24 @@ class PrototypeHead(Head):
         embed: (B, F, h, w) -> (B, D); forward: (B, F, h, w) -> (B, C), values <= 0.
     """
 
-    def __init__(self, num_features: int, num_classes: int, embedding_dim: int = 128, prototypes: str = "",
-                 drop_rate: float = 0.0):
+    def __init__(
+        self,
+        num_features: int,
+        num_classes: int,
+        embedding_dim: int = 128,
+        prototypes: str = "",
+        drop_rate: float = 0.0,
+    ):
         super().__init__()
         self.embed_dim = embedding_dim
         self.pool = global_pool()
         self.dropout = nn.Dropout(drop_rate)
         self.project = nn.Linear(num_features, embedding_dim)
-        initial = (read_prototypes(prototypes, num_classes, embedding_dim) if prototypes
-                   else torch.randn(num_classes, embedding_dim) / embedding_dim ** 0.5)
+        initial = (
+            read_prototypes(prototypes, num_classes, embedding_dim)
+            if prototypes
+            else torch.randn(num_classes, embedding_dim) / embedding_dim**0.5
+        )
         self.prototypes = nn.Parameter(initial)
 
     def embed(self, features: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
 """A trained classifier packaged for inference: raw images in, logits out, with its classes and input size."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -44,9 +45,16 @@ class InferenceModel(nn.Module):
         Rows are independent of each other (no batch statistics at inference).
     """
 
-    def __init__(self, classifier: nn.Module, classes: Sequence[str] = (), image_size: int = 0,
-                 tta_views: Sequence[str] = ("identity", "hflip", "scale_up", "shift"), tta_average: str = "prob",
-                 tta: bool = False, metadata: dict | None = None):
+    def __init__(
+        self,
+        classifier: nn.Module,
+        classes: Sequence[str] = (),
+        image_size: int = 0,
+        tta_views: Sequence[str] = ("identity", "hflip", "scale_up", "shift"),
+        tta_average: str = "prob",
+        tta: bool = False,
+        metadata: dict | None = None,
+    ):
         super().__init__()
         self.classifier = classifier
         self.classes, self.image_size = tuple(classes), int(image_size)
@@ -65,8 +73,9 @@ class InferenceModel(nn.Module):
         """
         if tta == self.tta:
             return self
-        return InferenceModel(self.classifier, self.classes, self.image_size, self.tta_views, self.tta_average, tta,
-                              self.metadata)
+        return InferenceModel(
+            self.classifier, self.classes, self.image_size, self.tta_views, self.tta_average, tta, self.metadata
+        )
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits of raw images, averaged over `tta_views` when `tta` is on.

@@ -1,4 +1,5 @@
 """Feature-level perturbation for the FPC stream (UniMatch-style): channel dropout and Gaussian noise."""
+
 from __future__ import annotations
 
 import torch

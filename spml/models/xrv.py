@@ -10,6 +10,7 @@ torchxrayvision's release files are whole pickled models, which torchxrayvision 
 (any code could run). spml reads them with `torch.load(weights_only=True)` allowing only torchxrayvision's model
 classes and torch.nn's modules (`read_xrv_weights`), and loads their state dict into the class it built.
 """
+
 from __future__ import annotations
 
 import collections

@@ -1,4 +1,5 @@
 """What every objective shares: the classifier, the weak view, uint8 -> float, the training progress."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -7,6 +7,7 @@ itself or an EMA teacher) supervise three levels: the strong view with random el
 level), a perturbed feature stream (FPC, feature level) and a batch-transformer stream (BTC, batch
 level). Every component can be switched off from the config.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,12 +64,26 @@ class MPCObjective(Objective):
         warmup_epochs: base loss only before this. rampup_epochs: consistency weights ramp linearly after it.
     """
 
-    def __init__(self, classifier: nn.Module, base_loss: nn.Module, weak: nn.Module, strong: nn.Module | None = None,
-                 perturb: nn.Module | None = None, batch_transformer: nn.Module | None = None,
-                 thresholds: nn.Module | None = None, batch_head: nn.Module | None = None, targets=None,
-                 consistency=None, base_term=None,
-                 ipc_weight: float = 0.2, fpc_weight: float = 0.1, btc_weight: float = 0.1,
-                 teacher_decay: float | None = None, warmup_epochs: float = 1.0, rampup_epochs: float = 2.0):
+    def __init__(
+        self,
+        classifier: nn.Module,
+        base_loss: nn.Module,
+        weak: nn.Module,
+        strong: nn.Module | None = None,
+        perturb: nn.Module | None = None,
+        batch_transformer: nn.Module | None = None,
+        thresholds: nn.Module | None = None,
+        batch_head: nn.Module | None = None,
+        targets=None,
+        consistency=None,
+        base_term=None,
+        ipc_weight: float = 0.2,
+        fpc_weight: float = 0.1,
+        btc_weight: float = 0.1,
+        teacher_decay: float | None = None,
+        warmup_epochs: float = 1.0,
+        rampup_epochs: float = 2.0,
+    ):
         super().__init__(classifier, weak)
         self.base = base_loss
         self.strong, self.perturb, self.batch_transformer = strong, perturb, batch_transformer
@@ -190,8 +205,11 @@ class MPCObjective(Objective):
         """
         hidden_positive = (batch["targets"] > 0.5) & ~batch["observed"]
         pseudo_positive = out["pseudo_positive"]
-        return {"true_positive": (pseudo_positive & hidden_positive).sum().float(),
-                "predicted": pseudo_positive.sum().float(), "hidden": hidden_positive.sum().float()}
+        return {
+            "true_positive": (pseudo_positive & hidden_positive).sum().float(),
+            "predicted": pseudo_positive.sum().float(),
+            "hidden": hidden_positive.sum().float(),
+        }
 
     @staticmethod
     def summarize(sums: dict[str, float]) -> dict[str, float]:
@@ -203,18 +221,47 @@ class MPCObjective(Objective):
         Returns:
             pseudo/precision and pseudo/recall (0 when nothing was predicted / hidden).
         """
-        return {"pseudo/precision": sums["true_positive"] / max(sums["predicted"], 1.0),
-                "pseudo/recall": sums["true_positive"] / max(sums["hidden"], 1.0)}
+        return {
+            "pseudo/precision": sums["true_positive"] / max(sums["predicted"], 1.0),
+            "pseudo/recall": sums["true_positive"] / max(sums["hidden"], 1.0),
+        }
 
 
 @OBJECTIVES["spml"].register("mpc")
-def build_mpc(classifier: nn.Module, loss: nn.Module, weak: nn.Module, strong: nn.Module | None, *,
-              num_classes: int, class_prior: Tensor | None, observed_rate: Tensor, ipc_weight: float,
-              fpc_weight: float, btc_weight: float, fp_dropout: float, fp_noise_std: float, fp_channelwise: bool,
-              bt_depth: int, bt_heads: int, bt_dim_feedforward: int, bt_dropout: float, bt_head: str, threshold: str,
-              tau_pos: float, tau_neg: float, prior_fraction: float, negative_fraction: float, memory_size: int,
-              targets: str, consistency: str, base_after_warmup: str, teacher: str, teacher_decay: float,
-              warmup_epochs: float, rampup_epochs: float) -> MPCObjective:
+def build_mpc(
+    classifier: nn.Module,
+    loss: nn.Module,
+    weak: nn.Module,
+    strong: nn.Module | None,
+    *,
+    num_classes: int,
+    class_prior: Tensor | None,
+    observed_rate: Tensor,
+    ipc_weight: float,
+    fpc_weight: float,
+    btc_weight: float,
+    fp_dropout: float,
+    fp_noise_std: float,
+    fp_channelwise: bool,
+    bt_depth: int,
+    bt_heads: int,
+    bt_dim_feedforward: int,
+    bt_dropout: float,
+    bt_head: str,
+    threshold: str,
+    tau_pos: float,
+    tau_neg: float,
+    prior_fraction: float,
+    negative_fraction: float,
+    memory_size: int,
+    targets: str,
+    consistency: str,
+    base_after_warmup: str,
+    teacher: str,
+    teacher_decay: float,
+    warmup_epochs: float,
+    rampup_epochs: float,
+) -> MPCObjective:
     """MPCObjective from plain settings (the spml.mpc.* keys of the same names): a stream whose weight is 0 is
     left out; the strategies are looked up in their registries (THRESHOLDS, TARGETS, CONSISTENCY, BASE_TERMS).
 
@@ -229,25 +276,50 @@ def build_mpc(classifier: nn.Module, loss: nn.Module, weak: nn.Module, strong: n
         The MPCObjective.
     """
     if not classifier.head.pools_last:
-        raise ValueError(f"MPC's consistency streams need a head that pools before classifying (linear, mlp, "
-                         f"bilinear, prototype), not {type(classifier.head).__name__}; train this head with "
-                         "spml.objective=loss")
+        raise ValueError(
+            f"MPC's consistency streams need a head that pools before classifying (linear, mlp, "
+            f"bilinear, prototype), not {type(classifier.head).__name__}; train this head with "
+            "spml.objective=loss"
+        )
     if teacher == "ema" and not 0 < teacher_decay < 1:  # named here: the EMA would only name its own argument
         raise ValueError(f"spml.mpc.teacher_decay: EMA decay must lie in (0, 1), got {teacher_decay}")
     embed_dim = classifier.head.embed_dim
     if btc_weight > 0 and embed_dim > MAX_BT_INPUT:
-        raise ValueError(f"spml.mpc.btc_weight>0 with a {embed_dim}-wide head embedding: the batch transformer's "
-                         "projection would not fit; use model.head_hidden<=128 with the bilinear head or "
-                         "spml.mpc.btc_weight=0")
+        raise ValueError(
+            f"spml.mpc.btc_weight>0 with a {embed_dim}-wide head embedding: the batch transformer's "
+            "projection would not fit; use model.head_hidden<=128 with the bilinear head or "
+            "spml.mpc.btc_weight=0"
+        )
     perturb = FeaturePerturbation(fp_dropout, fp_noise_std, fp_channelwise) if fpc_weight > 0 else None
-    batch_transformer = (BatchTransformer(embed_dim, bt_depth, bt_heads, bt_dim_feedforward, bt_dropout)
-                         if btc_weight > 0 else None)
+    batch_transformer = (
+        BatchTransformer(embed_dim, bt_depth, bt_heads, bt_dim_feedforward, bt_dropout) if btc_weight > 0 else None
+    )
     batch_head = nn.Linear(embed_dim, num_classes) if btc_weight > 0 and bt_head == "own" else None
-    context = {"tau_pos": tau_pos, "tau_neg": tau_neg, "class_prior": class_prior, "observed_rate": observed_rate,
-               "prior_fraction": prior_fraction, "negative_fraction": negative_fraction, "memory_size": memory_size}
-    return MPCObjective(classifier, loss, weak, strong if ipc_weight > 0 else None, perturb, batch_transformer,
-                        THRESHOLDS.build_in_context(threshold, context=context), batch_head,
-                        targets=TARGETS.build(targets), consistency=CONSISTENCY.build(consistency),
-                        base_term=BASE_TERMS.build(base_after_warmup), ipc_weight=ipc_weight, fpc_weight=fpc_weight,
-                        btc_weight=btc_weight, teacher_decay=teacher_decay if teacher == "ema" else None,
-                        warmup_epochs=warmup_epochs, rampup_epochs=rampup_epochs)
+    context = {
+        "tau_pos": tau_pos,
+        "tau_neg": tau_neg,
+        "class_prior": class_prior,
+        "observed_rate": observed_rate,
+        "prior_fraction": prior_fraction,
+        "negative_fraction": negative_fraction,
+        "memory_size": memory_size,
+    }
+    return MPCObjective(
+        classifier,
+        loss,
+        weak,
+        strong if ipc_weight > 0 else None,
+        perturb,
+        batch_transformer,
+        THRESHOLDS.build_in_context(threshold, context=context),
+        batch_head,
+        targets=TARGETS.build(targets),
+        consistency=CONSISTENCY.build(consistency),
+        base_term=BASE_TERMS.build(base_after_warmup),
+        ipc_weight=ipc_weight,
+        fpc_weight=fpc_weight,
+        btc_weight=btc_weight,
+        teacher_decay=teacher_decay if teacher == "ema" else None,
+        warmup_epochs=warmup_epochs,
+        rampup_epochs=rampup_epochs,
+    )

@@ -6,6 +6,7 @@
 * CONSISTENCY: the loss of one consistency stream (the base loss with pseudo-positives, or a masked BCE).
 * BASE_TERMS: what the base loss on the weak view becomes once warm-up is over.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -89,14 +90,21 @@ class ClassPriorThresholds(nn.Module):
         update: probs (B, C) float, observed (B, C) bool. forward: -> (positive (C,), negative (C,)).
     """
 
-    def __init__(self, class_prior: Tensor, observed_rate: Tensor, prior_fraction: float = 0.5,
-                 negative_fraction: float = 0.7, memory_size: int = 256):
+    def __init__(
+        self,
+        class_prior: Tensor,
+        observed_rate: Tensor,
+        prior_fraction: float = 0.5,
+        negative_fraction: float = 0.7,
+        memory_size: int = 256,
+    ):
         super().__init__()
         if memory_size < 1:
             raise ValueError(f"memory_size must be >= 1, got {memory_size}")
         observed_rate = torch.as_tensor(observed_rate).float()
-        hidden_rate = ((torch.as_tensor(class_prior).float() - observed_rate)
-                       / (1 - observed_rate).clamp(min=1e-6)).clamp(0, 1)
+        hidden_rate = (
+            (torch.as_tensor(class_prior).float() - observed_rate) / (1 - observed_rate).clamp(min=1e-6)
+        ).clamp(0, 1)
         num_classes = hidden_rate.shape[0]
         self.register_buffer("positive_level", (1 - prior_fraction * hidden_rate).clamp(0, 1))
         self.register_buffer("negative_level", (negative_fraction * (1 - hidden_rate)).clamp(0, 1))
@@ -126,8 +134,9 @@ class ClassPriorThresholds(nn.Module):
 class HardTargets:
     """Target 1 at observed and pseudo-positive entries, else 0; only confident entries count."""
 
-    def __call__(self, probs: Tensor, observed: Tensor, unobserved: Tensor, positive: Tensor,
-                 confident: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, probs: Tensor, observed: Tensor, unobserved: Tensor, positive: Tensor, confident: Tensor
+    ) -> tuple[Tensor, Tensor]:
         return (observed | positive).float(), confident
 
 
@@ -137,8 +146,9 @@ class SoftTargets:
     consistency without a label decision, so a base loss that keeps unobserved entries uncertain (EM) is not
     pulled back towards "negative"."""
 
-    def __call__(self, probs: Tensor, observed: Tensor, unobserved: Tensor, positive: Tensor,
-                 confident: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, probs: Tensor, observed: Tensor, unobserved: Tensor, positive: Tensor, confident: Tensor
+    ) -> tuple[Tensor, Tensor]:
         return torch.where(observed, 1.0, probs), observed | unobserved
 
 
@@ -148,8 +158,9 @@ class BaseLossConsistency:
     """The base loss with pseudo-positives counted as observed (entries that are neither keep the base loss's own
     treatment, e.g. EM's entropy); stateful loss tables are read, not written (they record the weak view only)."""
 
-    def __call__(self, logits: Tensor, labels: PseudoLabels, base: nn.Module, observed: Tensor,
-                 index: Tensor) -> Tensor:
+    def __call__(
+        self, logits: Tensor, labels: PseudoLabels, base: nn.Module, observed: Tensor, index: Tensor
+    ) -> Tensor:
         with reads_state_only(base):
             return base(logits, observed | labels.positive, index)
 
@@ -158,8 +169,9 @@ class BaseLossConsistency:
 class MaskedBCEConsistency:
     """Masked BCE to the pseudo-label targets over the counted entries."""
 
-    def __call__(self, logits: Tensor, labels: PseudoLabels, base: nn.Module, observed: Tensor,
-                 index: Tensor) -> Tensor:
+    def __call__(
+        self, logits: Tensor, labels: PseudoLabels, base: nn.Module, observed: Tensor, index: Tensor
+    ) -> Tensor:
         return bce(logits, labels.target, labels.mask)  # masked BCE: mean over the mask
 
 
@@ -168,8 +180,9 @@ class MaskedBCEConsistency:
 class BaseLoss:
     """The base loss on the weak view, unchanged after warm-up."""
 
-    def __call__(self, logits: Tensor, labels: PseudoLabels, base: nn.Module, observed: Tensor,
-                 index: Tensor) -> Tensor:
+    def __call__(
+        self, logits: Tensor, labels: PseudoLabels, base: nn.Module, observed: Tensor, index: Tensor
+    ) -> Tensor:
         return base(logits, observed, index)
 
 
@@ -177,8 +190,9 @@ class BaseLoss:
 class BaseLossWithPseudoPositives:
     """The base loss with pseudo-positives counted as observed (they also correct its assumed negatives)."""
 
-    def __call__(self, logits: Tensor, labels: PseudoLabels, base: nn.Module, observed: Tensor,
-                 index: Tensor) -> Tensor:
+    def __call__(
+        self, logits: Tensor, labels: PseudoLabels, base: nn.Module, observed: Tensor, index: Tensor
+    ) -> Tensor:
         return base(logits, observed | labels.positive, index)
 
 
@@ -187,7 +201,8 @@ class ConfidentBCE:
     """After warm-up, BCE on the weak view over the confident entries only (uncertain unobserved entries are no
     longer assumed negative); the base loss still runs, so stateful tables keep recording."""
 
-    def __call__(self, logits: Tensor, labels: PseudoLabels, base: nn.Module, observed: Tensor,
-                 index: Tensor) -> Tensor:
+    def __call__(
+        self, logits: Tensor, labels: PseudoLabels, base: nn.Module, observed: Tensor, index: Tensor
+    ) -> Tensor:
         loss = base(logits, observed, index)
         return bce(logits, labels.target, labels.mask) if labels.active else loss  # masked: mean over the mask

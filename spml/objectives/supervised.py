@@ -1,5 +1,6 @@
 """Supervised objectives (full or partially known labels, with or without a weak-to-strong consistency stream)
 and the single-positive loss alone."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -53,8 +54,16 @@ class SupervisedConsistencyObjective(SupervisedObjective):
         warmup_epochs: weak view only before this. rampup_epochs: the weight ramps linearly after it.
     """
 
-    def __init__(self, classifier: nn.Module, loss: nn.Module, weak: nn.Module, strong: nn.Module,
-                 weight: float = 0.2, warmup_epochs: float = 1.0, rampup_epochs: float = 2.0):
+    def __init__(
+        self,
+        classifier: nn.Module,
+        loss: nn.Module,
+        weak: nn.Module,
+        strong: nn.Module,
+        weight: float = 0.2,
+        warmup_epochs: float = 1.0,
+        rampup_epochs: float = 2.0,
+    ):
         super().__init__(classifier, loss, weak)
         self.strong, self.weight = strong, weight
         self.warmup_epochs, self.rampup_epochs = warmup_epochs, rampup_epochs
@@ -79,9 +88,15 @@ class SupervisedConsistencyObjective(SupervisedObjective):
 
 
 @OBJECTIVES["supervised"].register("consistency")
-def supervised_consistency(classifier: nn.Module, loss: nn.Module, weak: nn.Module, strong: nn.Module,
-                           ipc_weight: float, warmup_epochs: float, rampup_epochs: float
-                           ) -> SupervisedConsistencyObjective:
+def supervised_consistency(
+    classifier: nn.Module,
+    loss: nn.Module,
+    weak: nn.Module,
+    strong: nn.Module,
+    ipc_weight: float,
+    warmup_epochs: float,
+    rampup_epochs: float,
+) -> SupervisedConsistencyObjective:
     """SupervisedConsistencyObjective with MPC's image-level settings (spml.mpc.ipc_weight, warmup_epochs,
     rampup_epochs): the full-label reference with MPC's extra augmentation."""
     return SupervisedConsistencyObjective(classifier, loss, weak, strong, ipc_weight, warmup_epochs, rampup_epochs)

@@ -1,6 +1,7 @@
 """A grid's results: read its run folders, aggregate them (mean +/- std, recovery against the full-label reference,
 paired differences), and write results.csv, results.json, results.md, results.png and the grid's report.html.
 spml.experiments.grid plans and trains the runs; tools/results_doc.py renders these tables into docs/results.md."""
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,7 @@ def best_reference(table: pd.DataFrame, candidates: list[str]) -> str | None:
     return max(finished, key=lambda name: table.loc[name, "mAP_mean"]) if finished else None
 
 
-def aggregate(frame: pd.DataFrame, reference: dict[str, list[str]] | None = None, split: str = "test"
-              ) -> pd.DataFrame:
+def aggregate(frame: pd.DataFrame, reference: dict[str, list[str]] | None = None, split: str = "test") -> pd.DataFrame:
     """Mean and std over seeds per variant (finished runs only) of `split`'s metrics (SPLIT_METRICS; the columns
     are named mAP_* and mean_auroc_* for either split, `table.attrs["split"]` says which), plus the recovery ratio
     (method - AN) / (full - AN) on mAP when `reference` names the full-label and AN variants and both have
@@ -100,7 +100,9 @@ def markdown(table: pd.DataFrame) -> str:
     metric columns name the split when it is not the test split."""
     has_recovery = "recovery" in table
     split = table.attrs.get("split", "test")
-    header = f"| variant | {metric_label(split)} | {metric_label(split, 'mean AUROC')} | seeds |" + (" recovery |" if has_recovery else "")
+    header = f"| variant | {metric_label(split)} | {metric_label(split, 'mean AUROC')} | seeds |" + (
+        " recovery |" if has_recovery else ""
+    )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for _, row in table.iterrows():
         cells = [str(row["variant"])]
@@ -118,11 +120,15 @@ def per_seed_markdown(frame: pd.DataFrame, split: str = "test") -> str:
     done = frame[frame["status"] == "done"]
     values = done.pivot_table(index="variant", columns="seed", values=metric, sort=False)
     seeds = sorted(frame["seed"].unique())
-    lines = ["| " + " | ".join(["variant", *(f"seed {seed}" for seed in seeds)]) + " |",
-             "|" + "---|" * (len(seeds) + 1)]
+    lines = [
+        "| " + " | ".join(["variant", *(f"seed {seed}" for seed in seeds)]) + " |",
+        "|" + "---|" * (len(seeds) + 1),
+    ]
     for variant in frame["variant"].drop_duplicates():
-        cells = [values.loc[variant, seed] if variant in values.index and seed in values.columns else float("nan")
-                 for seed in seeds]
+        cells = [
+            values.loc[variant, seed] if variant in values.index and seed in values.columns else float("nan")
+            for seed in seeds
+        ]
         lines.append("| " + " | ".join([str(variant), *("—" if pd.isna(v) else f"{v:.4f}" for v in cells)]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -135,17 +141,20 @@ def competitors(frame: pd.DataFrame, reference: dict[str, list[str]] | None) -> 
 
 
 def run_counts(frame: pd.DataFrame) -> str:
-    """"N runs: X finished, Y failed, Z not run" (", W of them interrupted" when some stopped after a checkpoint)
+    """ "N runs: X finished, Y failed, Z not run" (", W of them interrupted" when some stopped after a checkpoint)
     for the rows of run_grid / grid_rows; FileNotFoundError when none has finished (there is nothing to tabulate)."""
     done, failed, stopped = (int((frame["status"] == status).sum()) for status in ("done", "failed", "interrupted"))
     not_run = len(frame) - done - failed
     if not done:
         folders = sorted({str(Path(path).parent.parent) for path in frame["run_dir"]})
-        raise FileNotFoundError(f"none of the {len(frame)} selected runs has finished ({failed} failed, {not_run} not "
-                                f"run; looked for <run>/eval/metrics.json under {', '.join(folders)}); no results "
-                                "written")
+        raise FileNotFoundError(
+            f"none of the {len(frame)} selected runs has finished ({failed} failed, {not_run} not "
+            f"run; looked for <run>/eval/metrics.json under {', '.join(folders)}); no results "
+            "written"
+        )
     interrupted = f" ({stopped} of them interrupted: start the grid again to resume them)" if stopped else ""
     return f"{len(frame)} runs: {done} finished, {failed} failed, {not_run} not run{interrupted}"
+
 
 def gather_results(frame: pd.DataFrame, folders: list[Path]) -> pd.DataFrame:
     """A grid's rows (its results.csv, which a launcher wrote from the runs it knew) brought up to date with the run
@@ -153,8 +162,11 @@ def gather_results(frame: pd.DataFrame, folders: list[Path]) -> pd.DataFrame:
     is as new as the run), and runs missing from `frame` (results.csv written by one node while another trained
     other seeds or variants) are added. Order: `frame`'s variants first, each variant's seeds in order."""
     files = {path.resolve() for folder in folders for path in Path(folder).rglob(RUN_RESULT)}
-    files |= {(Path(run_dir) / RUN_RESULT).resolve() for run_dir in frame.get("run_dir", [])
-              if (Path(run_dir) / RUN_RESULT).exists()}
+    files |= {
+        (Path(run_dir) / RUN_RESULT).resolve()
+        for run_dir in frame.get("run_dir", [])
+        if (Path(run_dir) / RUN_RESULT).exists()
+    }
     if not files:
         return frame
     runs = pd.concat([pd.read_csv(path) for path in sorted(files)], ignore_index=True)
@@ -164,8 +176,9 @@ def gather_results(frame: pd.DataFrame, folders: list[Path]) -> pd.DataFrame:
     return merged.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
 
 
-def report_sections(frame: pd.DataFrame, reference: dict[str, list[str]] | None = None, compare: str = "",
-                    split: str = "test") -> tuple[str, pd.DataFrame, pd.DataFrame | None]:
+def report_sections(
+    frame: pd.DataFrame, reference: dict[str, list[str]] | None = None, compare: str = "", split: str = "test"
+) -> tuple[str, pd.DataFrame, pd.DataFrame | None]:
     """The Markdown of a grid's results (mean +/- std table with recovery, the per-seed table, and with `compare`
     the paired differences of that variant to every competitor, spml.reporting.stats) -> (text, aggregate table, paired
     table or None). What results.md holds and what tools/results_doc.py renders into docs/results.md."""
@@ -174,15 +187,19 @@ def report_sections(frame: pd.DataFrame, reference: dict[str, list[str]] | None 
     table = aggregate(frame, reference, split)
     text = markdown(table)
     if table.attrs.get("full_reference"):
-        text += f"\nRecovery = (method − AN) / (full − AN) on mean {label}, against the best full-label variant: " \
-                f"{table.attrs['full_reference']}.\n"
+        text += (
+            f"\nRecovery = (method − AN) / (full − AN) on mean {label}, against the best full-label variant: "
+            f"{table.attrs['full_reference']}.\n"
+        )
     text += f"\nPer seed ({label}):\n\n" + per_seed_markdown(frame, split)
     paired = None
     if compare:
         paired = paired_differences(competitors(frame, reference), compare, metric)
-        text += (f"\nPaired differences {compare} − variant ({label}, same seed; 95% t interval; Holm over the "
-                 f"{len(paired)} comparisons of this table; full-label references left out):\n\n"
-                 + paired_markdown(paired, compare))
+        text += (
+            f"\nPaired differences {compare} − variant ({label}, same seed; 95% t interval; Holm over the "
+            f"{len(paired)} comparisons of this table; full-label references left out):\n\n"
+            + paired_markdown(paired, compare)
+        )
     return text, table, paired
 
 
@@ -192,15 +209,24 @@ def machine() -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         model = names[0] if names else model
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{model}, {os.cpu_count()} cores, {os.environ.get('OMP_NUM_THREADS', 'all')} thread(s) per run, {gpu}"
 
 
-def write_results(frame: pd.DataFrame, out: Path, name: str, reference: dict[str, list[str]] | None = None,
-                  compare: str = "", split: str = "test", command: str = "", budget: str = "") -> str:
+def write_results(
+    frame: pd.DataFrame,
+    out: Path,
+    name: str,
+    reference: dict[str, list[str]] | None = None,
+    compare: str = "",
+    split: str = "test",
+    command: str = "",
+    budget: str = "",
+) -> str:
     """results.csv (one row per run), results.json (what the tables need besides the CSV: name, command, reference,
     compare, split, budget (one line on what a run trained, spml.experiments.grid.run_budget), machine, training
     minutes; tools/results_doc.py reads both), results.md
@@ -209,20 +235,34 @@ def write_results(frame: pd.DataFrame, out: Path, name: str, reference: dict[str
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "results.csv") as temporary:
         frame.to_csv(temporary, index=False)
-    meta = {"name": name, "command": command, "reference": reference or {}, "compare": compare, "split": split,
-            "seeds": sorted(int(seed) for seed in frame["seed"].unique()), "budget": budget,
-            "machine": machine(), "train_minutes": round(float(frame.get("seconds", pd.Series(dtype=float)).sum())
-                                                         / 60, 1)}
+    meta = {
+        "name": name,
+        "command": command,
+        "reference": reference or {},
+        "compare": compare,
+        "split": split,
+        "seeds": sorted(int(seed) for seed in frame["seed"].unique()),
+        "budget": budget,
+        "machine": machine(),
+        "train_minutes": round(float(frame.get("seconds", pd.Series(dtype=float)).sum()) / 60, 1),
+    }
     write_text_atomic(out / "results.json", json.dumps(meta, indent=1))
     text, table, paired = report_sections(frame, reference, compare, split)
     label = metric_label(split)
     if paired is not None:
         paired.to_csv(out / "paired.csv", index=False)
-        plot_intervals(paired, out / "paired.png", title=f"{name}: {compare} − variant, {label} (95% t interval)",
-                       metric=label)
+        plot_intervals(
+            paired, out / "paired.png", title=f"{name}: {compare} − variant, {label} (95% t interval)", metric=label
+        )
     text = f"# {name}\n\n" + text
     write_text_atomic(out / "results.md", text)
-    plot_bars(table, x="variant", y="mAP_mean", yerr="mAP_std", out_path=out / "results.png",
-              title=f"{name}: {label} (mean ± std over seeds)")
+    plot_bars(
+        table,
+        x="variant",
+        y="mAP_mean",
+        yerr="mAP_std",
+        out_path=out / "results.png",
+        title=f"{name}: {label} (mean ± std over seeds)",
+    )
     write_grid_report(out, name, frame, table, paired)
     return text

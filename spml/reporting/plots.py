@@ -1,4 +1,5 @@
 """Figures for evaluation reports and result tables, drawn on Agg canvases (no pyplot, no display)."""
+
 from __future__ import annotations
 
 import textwrap
@@ -12,8 +13,9 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 
-def plot_curves(scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...],
-                out_dir: str | Path, result: Any) -> list[Path]:
+def plot_curves(
+    scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...], out_dir: str | Path, result: Any
+) -> list[Path]:
     """Write roc.png and pr.png (curve_figures) into out_dir.
 
     Args:
@@ -32,8 +34,9 @@ def plot_curves(scores: Any, targets: Any, known: Any | None, classes: list[str]
     return paths
 
 
-def curve_figures(scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...], result: Any
-                  ) -> tuple[Figure, Figure]:
+def curve_figures(
+    scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...], result: Any
+) -> tuple[Figure, Figure]:
     """ROC and precision-recall figures: one curve per scorable class over its known entries, the legend
     (outside the axes) giving each class's AUROC / AP, the title the macro mean and how many classes it
     covers, the classes left out (no positive or no negative) named under the axes. `result`: the
@@ -50,19 +53,29 @@ def curve_figures(scores: Any, targets: Any, known: Any | None, classes: list[st
         fpr, tpr, _ = roc_curve(y, s)
         precision, recall, _ = precision_recall_curve(y, s)
         roc_ax.plot(fpr, tpr, color=colors[c], lw=1.2, label=f"{row['class']} ({row['auroc']:.3f})")
-        pr_ax.step(recall, precision, where="post", color=colors[c], lw=1.2,
-                   label=f"{row['class']} ({row['ap']:.3f})")
+        pr_ax.step(recall, precision, where="post", color=colors[c], lw=1.2, label=f"{row['class']} ({row['ap']:.3f})")
     roc_ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
     scored = f"{len(result.summary['classes_used'])} of {len(classes)} classes"
-    _finish(roc_ax, "false positive rate", "true positive rate",
-            f"ROC: mean AUROC {result.summary['mean_auroc']:.4f} ({scored})", "AUROC", result.skipped)
-    _finish(pr_ax, "recall", "precision", f"Precision-recall: mAP {result.summary['mAP']:.4f} ({scored})", "AP",
-            result.skipped)
+    _finish(
+        roc_ax,
+        "false positive rate",
+        "true positive rate",
+        f"ROC: mean AUROC {result.summary['mean_auroc']:.4f} ({scored})",
+        "AUROC",
+        result.skipped,
+    )
+    _finish(
+        pr_ax,
+        "recall",
+        "precision",
+        f"Precision-recall: mAP {result.summary['mAP']:.4f} ({scored})",
+        "AP",
+        result.skipped,
+    )
     return roc_fig, pr_fig
 
 
-def plot_bars(df: pd.DataFrame, x: str, y: str, yerr: str | None, out_path: str | Path,
-              title: str = "") -> Path:
+def plot_bars(df: pd.DataFrame, x: str, y: str, yerr: str | None, out_path: str | Path, title: str = "") -> Path:
     """Bar chart of df[y] per df[x] (bars from zero, values printed on top) with optional error bars df[yerr].
 
     A missing error (e.g. the std of a single seed) is drawn as none.
@@ -91,8 +104,15 @@ def plot_bars(df: pd.DataFrame, x: str, y: str, yerr: str | None, out_path: str 
     tops = values + (errors if errors is not None else 0.0)
     for position, value, top in zip(positions, values, tops):
         if np.isfinite(value):
-            ax.annotate(f"{value:.3f}", (position, top), ha="center", va="bottom", fontsize=7,
-                        xytext=(0, 2), textcoords="offset points")
+            ax.annotate(
+                f"{value:.3f}",
+                (position, top),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
     ax.set_xticks(positions, labels, rotation=30, ha="right")
     ax.set_ylabel(y)
     set_title(ax, title, 10)
@@ -119,8 +139,11 @@ def plot_intervals(table: pd.DataFrame, out_path: str | Path, title: str = "", m
     ax = fig.subplots()
     rows = np.arange(len(table))[::-1]
     for y, (_, row) in zip(rows, table.iterrows()):
-        color = "tab:green" if row["significant"] and row["diff_mean"] > 0 else (
-            "tab:red" if row["significant"] else "0.35")
+        color = (
+            "tab:green"
+            if row["significant"] and row["diff_mean"] > 0
+            else ("tab:red" if row["significant"] else "0.35")
+        )
         ax.scatter(row["diffs"], [y] * len(row["diffs"]), s=12, color=color, alpha=0.45, zorder=2)
         if not pd.isna(row["ci_low"]):
             ax.plot([row["ci_low"], row["ci_high"]], [y, y], color=color, lw=2.2, zorder=3)
@@ -162,12 +185,23 @@ def _finish(ax, xlabel: str, ylabel: str, title: str, metric: str, skipped: dict
     set_title(ax, title, 10)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(title=f"class ({metric})", fontsize=7, title_fontsize=8, loc="upper left",
-                  bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+        ax.legend(
+            title=f"class ({metric})",
+            fontsize=7,
+            title_fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0,
+        )
     if skipped:
-        ax.figure.text(0.01, 0.01, _wrap("not scored: " + "; ".join(f"{name} ({reason})"
-                                                                     for name, reason in skipped.items()), 120),
-                       fontsize=7, color="tab:red", va="bottom")
+        ax.figure.text(
+            0.01,
+            0.01,
+            _wrap("not scored: " + "; ".join(f"{name} ({reason})" for name, reason in skipped.items()), 120),
+            fontsize=7,
+            color="tab:red",
+            va="bottom",
+        )
     ax.figure.tight_layout(rect=(0, 0.05 if skipped else 0, 1, 1))
 
 
@@ -189,9 +223,14 @@ def set_title(ax, title: str, fontsize: float) -> None:
     ax.set_title(_wrap(title, chars), fontsize=fontsize)
 
 
-def plot_reliability(bins: pd.DataFrame, ece: pd.DataFrame, out_path: str | Path,
-                     scaled: tuple[pd.DataFrame, pd.DataFrame] | None = None, title: str = "",
-                     scaled_label: str = "calibrated") -> Path:
+def plot_reliability(
+    bins: pd.DataFrame,
+    ece: pd.DataFrame,
+    out_path: str | Path,
+    scaled: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+    title: str = "",
+    scaled_label: str = "calibrated",
+) -> Path:
     """Per-class reliability diagrams (spml.evaluation.calibration.reliability tables).
 
     Observed positive rate against mean probability per bin (marker area ~ entries in the bin), the diagonal of
@@ -238,7 +277,7 @@ def plot_reliability(bins: pd.DataFrame, ece: pd.DataFrame, out_path: str | Path
     fig.supxlabel("mean predicted probability", fontsize=8)
     fig.supylabel("observed positive rate", fontsize=8)
     if len(series) > 1:
-        fig.legend(handles[:len(series)], labels[:len(series)], loc="lower right", fontsize=7, ncol=len(series))
+        fig.legend(handles[: len(series)], labels[: len(series)], loc="lower right", fontsize=7, ncol=len(series))
     fig.tight_layout()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -264,11 +303,15 @@ def training_panels(names: set[str]) -> list[tuple[str, list[str]]]:
     """
     rates = sorted(n for n in names if n.startswith("train/") and n.endswith("_rate"))  # MPC's pseudo-label shares
     losses = sorted(n for n in names if n.startswith("train/") and n not in NOT_LOSSES and n not in rates)
-    panels = [("training loss and components", losses),
-              ("validation", [n for n in ("val/mAP", "val/mean_auroc") if n in names]),
-              ("MPC pseudo-labels (precision/recall against the hidden truth)",
-               [n for n in ("pseudo/precision", "pseudo/recall") if n in names] + rates),
-              ("learning rate", [n for n in ("train/lr",) if n in names])]
+    panels = [
+        ("training loss and components", losses),
+        ("validation", [n for n in ("val/mAP", "val/mean_auroc") if n in names]),
+        (
+            "MPC pseudo-labels (precision/recall against the hidden truth)",
+            [n for n in ("pseudo/precision", "pseudo/recall") if n in names] + rates,
+        ),
+        ("learning rate", [n for n in ("train/lr",) if n in names]),
+    ]
     return [(title, chosen) for title, chosen in panels if chosen]
 
 
@@ -295,14 +338,20 @@ def plot_training(log: pd.DataFrame, out_path: str | Path, title: str = "") -> P
     for ax, (panel_title, chosen) in zip(axes.flat, panels):
         for name in chosen:
             rows = log[log["name"] == name].sort_values("step")
-            ax.plot(rows["step"], rows["value"], lw=1.2, marker="o" if len(rows) < 30 else None, ms=3,
-                    label=name.split("/", 1)[1])
+            ax.plot(
+                rows["step"],
+                rows["value"],
+                lw=1.2,
+                marker="o" if len(rows) < 30 else None,
+                ms=3,
+                label=name.split("/", 1)[1],
+            )
         ax.set_title(panel_title, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=10)

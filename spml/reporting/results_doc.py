@@ -15,6 +15,7 @@ split, seeds, budget, machine, training minutes). The template is Markdown with 
 
 So every number and table of the document comes from the CSVs, and one command rebuilds it.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,10 @@ class GridResults:
         csv, meta = folder / f"{name}.csv", folder / f"{name}.json"
         for path in (csv, meta):
             if not path.exists():
-                raise FileNotFoundError(f"{path}: no results for grid {name!r} (collect them with tools/results_doc.py "
-                                        f"--collect {name}=<grid folder>)")
+                raise FileNotFoundError(
+                    f"{path}: no results for grid {name!r} (collect them with tools/results_doc.py "
+                    f"--collect {name}=<grid folder>)"
+                )
         return cls(name, pd.read_csv(csv), json.loads(meta.read_text(encoding="utf-8")))
 
     @property
@@ -62,8 +65,9 @@ class GridResults:
         compare = self.meta.get("compare", "")
         if not compare:
             raise ValueError(f"grid {self.name!r} compares no variant (its results.json has no 'compare')")
-        return paired_differences(competitors(self.frame, self.meta.get("reference")), compare,
-                                  SPLIT_METRICS[self.split][0]).set_index("variant")
+        return paired_differences(
+            competitors(self.frame, self.meta.get("reference")), compare, SPLIT_METRICS[self.split][0]
+        ).set_index("variant")
 
 
 @dataclass
@@ -84,11 +88,16 @@ def grid_block(grid: GridResults, folder: Path, link_prefix: str) -> Rendered:
     meta = grid.meta
     text, table, paired = report_sections(grid.frame, meta.get("reference"), meta.get("compare", ""), grid.split)
     done = int((grid.frame["status"] == "done").sum())
-    header = (f"Command: `{meta.get('command', '')}`. Seeds: {seed_list(meta.get('seeds', []))} "
-              f"({done} finished runs). Budget: {meta.get('budget', '')}. Machine: {meta.get('machine', '')}"
-              + (f"; {meta['train_minutes']:g} min of training (wall clock per run, summed)" if meta.get("train_minutes")
-                 else "")
-              + f". Data: [{grid.name}.csv]({link_prefix}{grid.name}.csv).\n\n")
+    header = (
+        f"Command: `{meta.get('command', '')}`. Seeds: {seed_list(meta.get('seeds', []))} "
+        f"({done} finished runs). Budget: {meta.get('budget', '')}. Machine: {meta.get('machine', '')}"
+        + (
+            f"; {meta['train_minutes']:g} min of training (wall clock per run, summed)"
+            if meta.get("train_minutes")
+            else ""
+        )
+        + f". Data: [{grid.name}.csv]({link_prefix}{grid.name}.csv).\n\n"
+    )
     label = metric_label(grid.split)
     if paired is not None:
         png = folder / f"{grid.name}_paired.png"
@@ -106,11 +115,15 @@ def table_block(name: str, folder: Path, link_prefix: str) -> str:
     csv, meta_path = folder / f"{name}.csv", folder / f"{name}.json"
     for path in (csv, meta_path):
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no results for table {name!r} (collect them with tools/results_doc.py "
-                                    f"--collect {name}=<study folder>)")
+            raise FileNotFoundError(
+                f"{path}: no results for table {name!r} (collect them with tools/results_doc.py "
+                f"--collect {name}=<study folder>)"
+            )
     frame, meta = pd.read_csv(csv), json.loads(meta_path.read_text(encoding="utf-8"))
-    parts = [f"Command: `{meta.get('command', '')}`. Seeds: {seed_list(meta.get('seeds', []))}. Machine: "
-             f"{meta.get('machine', '')}. Data: [{name}.csv]({link_prefix}{name}.csv)."]
+    parts = [
+        f"Command: `{meta.get('command', '')}`. Seeds: {seed_list(meta.get('seeds', []))}. Machine: "
+        f"{meta.get('machine', '')}. Data: [{name}.csv]({link_prefix}{name}.csv)."
+    ]
     for view in meta.get("views", []):
         rows = frame
         for column, value in view.get("where", {}).items():
@@ -118,13 +131,19 @@ def table_block(name: str, folder: Path, link_prefix: str) -> str:
         keys, metrics = list(view["rows"]), list(view["metrics"])
         grouped = rows.groupby(keys, sort=False)[metrics]
         mean, std, count = grouped.mean(), grouped.std(), grouped.size()
-        lines = [f"**{view['title']}**", "", "| " + " | ".join(keys + metrics + ["seeds"]) + " |",
-                 "|" + "---|" * len(keys) + "---:|" * (len(metrics) + 1)]
+        lines = [
+            f"**{view['title']}**",
+            "",
+            "| " + " | ".join(keys + metrics + ["seeds"]) + " |",
+            "|" + "---|" * len(keys) + "---:|" * (len(metrics) + 1),
+        ]
         for key in mean.index:
             values = key if isinstance(key, tuple) else (key,)
             cells = [str(v) for v in values]
-            cells += [f"{mean.loc[key, m]:.3f}" + ("" if pd.isna(std.loc[key, m]) else f" ± {std.loc[key, m]:.3f}")
-                      for m in metrics]
+            cells += [
+                f"{mean.loc[key, m]:.3f}" + ("" if pd.isna(std.loc[key, m]) else f" ± {std.loc[key, m]:.3f}")
+                for m in metrics
+            ]
             lines.append("| " + " | ".join([*cells, str(int(count.loc[key]))]) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
@@ -153,8 +172,9 @@ def render(template: str, folder: Path, link_prefix: str = "results/") -> Render
             raise ValueError(f"{match.group(0)}: name the variant, e.g. {{{{{kind}:{name}|MPC}}}}")
         source = results.paired() if kind == "diff" else results.table()
         if variant not in source.index:
-            raise ValueError(f"{match.group(0)}: grid {name!r} has no variant {variant!r} here; it has "
-                             f"{list(source.index)}")
+            raise ValueError(
+                f"{match.group(0)}: grid {name!r} has no variant {variant!r} here; it has {list(source.index)}"
+            )
         row = source.loc[variant]
         if kind == "mean":
             return f"{row['mAP_mean']:.4f}"
@@ -165,8 +185,10 @@ def render(template: str, folder: Path, link_prefix: str = "results/") -> Render
     text = PLACEHOLDER.sub(replace, template)
     unknown = re.search(r"\{\{[^}]*\}\}", text)
     if unknown:
-        raise ValueError(f"{unknown.group(0)}: not a placeholder (grid:NAME, mean:NAME|VARIANT, recovery:NAME|VARIANT, "
-                         f"diff:NAME|VARIANT, table:NAME)")
+        raise ValueError(
+            f"{unknown.group(0)}: not a placeholder (grid:NAME, mean:NAME|VARIANT, recovery:NAME|VARIANT, "
+            f"diff:NAME|VARIANT, table:NAME)"
+        )
     return Rendered(text, plots)
 
 

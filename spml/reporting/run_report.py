@@ -4,6 +4,7 @@ Images are embedded as base64 data URIs and the style sheet is inline: the page 
 other file and no script to be read, mailed or archived. Every section says plainly when its files are
 missing (an interrupted run, an evaluation not run yet) instead of leaving a hole.
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,9 +39,15 @@ min-width:150px}.card b{display:block;font-size:1.25em}pre{background:#f6f7f9;pa
 font-size:.8em;max-height:520px}.gallery img{max-width:49%}td .muted{white-space:nowrap;font-size:.9em}
 .scroll{overflow-x:auto;max-width:100%}
 """
-SECTIONS = (("summary", "Summary"), ("data", "Data and masking"), ("training", "Training curves"),
-            ("results", "Per-class results"), ("plots", "ROC, precision-recall and calibration"),
-            ("heatmaps", "Heatmaps"), ("config", "Resolved configuration"))
+SECTIONS = (
+    ("summary", "Summary"),
+    ("data", "Data and masking"),
+    ("training", "Training curves"),
+    ("results", "Per-class results"),
+    ("plots", "ROC, precision-recall and calibration"),
+    ("heatmaps", "Heatmaps"),
+    ("config", "Resolved configuration"),
+)
 
 
 def metric_label(split: str, metric: str = "mAP") -> str:
@@ -71,7 +78,7 @@ def number(value: Any, digits: int = 3) -> str:
 
 
 def with_interval(row: pd.Series | dict, key: str, digits: int = 3) -> str:
-    """"0.912 [0.884, 0.937]" from row[key], row[key_ci_low], row[key_ci_high] (the value alone without them)."""
+    """ "0.912 [0.884, 0.937]" from row[key], row[key_ci_low], row[key_ci_high] (the value alone without them)."""
     text = number(row.get(key), digits)
     low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
     if text != "—" and low is not None and not pd.isna(low):
@@ -97,24 +104,31 @@ def read_csv(path: Path) -> pd.DataFrame | None:
 def page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str:
     """The whole document: sections are (id, heading, body HTML)."""
     nav = "".join(f'<a href="#{sid}">{esc(heading)}</a>' for sid, heading, _ in sections)
-    body = "".join(f'<section id="{sid}"><h2>{esc(heading)}</h2>{content}</section>' for sid, heading, content in
-                   sections)
+    body = "".join(
+        f'<section id="{sid}"><h2>{esc(heading)}</h2>{content}</section>' for sid, heading, content in sections
+    )
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            f'content="width=device-width, initial-scale=1"><title>{esc(title)}</title><style>{STYLE}</style>'
-            f'</head><body><header><h1>{esc(title)}</h1><p class="muted">{esc(subtitle)} · written {stamp} by '
-            f'spml</p></header><nav>{nav}</nav>{body}</body></html>')
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+        f'content="width=device-width, initial-scale=1"><title>{esc(title)}</title><style>{STYLE}</style>'
+        f'</head><body><header><h1>{esc(title)}</h1><p class="muted">{esc(subtitle)} · written {stamp} by '
+        f"spml</p></header><nav>{nav}</nav>{body}</body></html>"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ run report
 def summary_section(run: Path, folder: Path, metrics: dict | None, config: str) -> str:
     if metrics is None:
-        return note("no test evaluation (eval/metrics.json missing): the run did not finish, or evaluate it "
-                    f"with tools/evaluate.py {run}", "warn")
-    cards = [("test mAP", metrics.get("mAP"), metrics.get("mAP_ci_low"), metrics.get("mAP_ci_high")),
-             ("mean AUROC", metrics.get("mean_auroc"), metrics.get("mean_auroc_ci_low"),
-              metrics.get("mean_auroc_ci_high")),
-             ("ECE raw, mean over classes", metrics.get("ece"), None, None)]
+        return note(
+            "no test evaluation (eval/metrics.json missing): the run did not finish, or evaluate it "
+            f"with tools/evaluate.py {run}",
+            "warn",
+        )
+    cards = [
+        ("test mAP", metrics.get("mAP"), metrics.get("mAP_ci_low"), metrics.get("mAP_ci_high")),
+        ("mean AUROC", metrics.get("mean_auroc"), metrics.get("mean_auroc_ci_low"), metrics.get("mean_auroc_ci_high")),
+        ("ECE raw, mean over classes", metrics.get("ece"), None, None),
+    ]
     if "ece_calibrated" in metrics:
         cards.append((f"ECE calibrated ({metrics.get('calibration')})", metrics["ece_calibrated"], None, None))
     if metrics.get("pointing_game") is not None:
@@ -122,27 +136,38 @@ def summary_section(run: Path, folder: Path, metrics: dict | None, config: str) 
     html_cards = []
     for label, value, low, high in cards:
         interval = f'<span class="muted">95% CI [{low:.3f}, {high:.3f}]</span>' if low is not None else ""
-        extra = (f'<span class="muted">random point {metrics["pointing_baseline"]:.3f}</span>'
-                 if label.startswith("pointing") else interval)
+        extra = (
+            f'<span class="muted">random point {metrics["pointing_baseline"]:.3f}</span>'
+            if label.startswith("pointing")
+            else interval
+        )
         html_cards.append(f'<div class="card">{esc(label)}<b>{number(value, 4)}</b>{extra}</div>')
     used, skipped = metrics.get("classes_used", []), metrics.get("skipped", {})
-    lines = [f'<div class="cards">{"".join(html_cards)}</div>',
-             f"<p>{len(used)} of {metrics.get('n_classes', len(used))} classes scored over "
-             f"{metrics.get('n_images')} test rows ({esc(metrics.get('level', 'image'))} level); macro means over "
-             f"the scored classes; intervals: {metrics.get('bootstrap', 0)} bootstrap resamples of the images.</p>"]
+    lines = [
+        f'<div class="cards">{"".join(html_cards)}</div>',
+        f"<p>{len(used)} of {metrics.get('n_classes', len(used))} classes scored over "
+        f"{metrics.get('n_images')} test rows ({esc(metrics.get('level', 'image'))} level); macro means over "
+        f"the scored classes; intervals: {metrics.get('bootstrap', 0)} bootstrap resamples of the images.</p>",
+    ]
     if skipped:
-        lines.append(note("left out of the macro means: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
-                          "warn"))
+        lines.append(note("left out of the macro means: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()), "warn"))
     lines += probabilities_lines(metrics)
     if metrics.get("temperatures_at_bound"):
-        lines.append(note(f"{metrics['temperatures_at_bound']} fitted temperatures reached the end of their range: "
-                          "those probabilities carry a bias temperature scaling cannot remove (e.g. all above 0.5); "
-                          "eval.calibration=platt removes it", "warn"))
+        lines.append(
+            note(
+                f"{metrics['temperatures_at_bound']} fitted temperatures reached the end of their range: "
+                "those probabilities carry a bias temperature scaling cannot remove (e.g. all above 0.5); "
+                "eval.calibration=platt removes it",
+                "warn",
+            )
+        )
     if metrics.get("threshold_rule"):
         stored = folder / "thresholds.json" if (folder / "thresholds.json").exists() else run / "thresholds.json"
-        lines.append(f"<p>Operating points: rule <b>{esc(metrics['threshold_rule'])}</b>, fitted on the validation "
-                     f"split for {metrics.get('classes_with_threshold')} classes; stored in "
-                     f"<code>{esc(stored)}</code>.</p>")
+        lines.append(
+            f"<p>Operating points: rule <b>{esc(metrics['threshold_rule'])}</b>, fitted on the validation "
+            f"split for {metrics.get('classes_with_threshold')} classes; stored in "
+            f"<code>{esc(stored)}</code>.</p>"
+        )
     return "".join(lines) + f"<p class='muted'>{esc(config)}</p>"
 
 
@@ -151,26 +176,44 @@ def probabilities_lines(metrics: dict) -> list[str]:
     classes that fell back and the class priors of a single-positive val split."""
     if "probabilities" not in metrics:
         return []
-    lines = [f"<p>Probabilities (predict.py, thresholds, the calibrated reliability curves): "
-             f"<b>{esc(metrics['probabilities'])}</b>. Test ECE {number(metrics.get('ece'))} raw, "
-             f"{number(metrics.get('ece_calibrated'))} calibrated; Brier score {number(metrics.get('brier'))} raw, "
-             f"{number(metrics.get('brier_calibrated'))} calibrated (means over classes). AUROC and AP are those of "
-             "the model's raw scores.</p>"]
+    lines = [
+        f"<p>Probabilities (predict.py, thresholds, the calibrated reliability curves): "
+        f"<b>{esc(metrics['probabilities'])}</b>. Test ECE {number(metrics.get('ece'))} raw, "
+        f"{number(metrics.get('ece_calibrated'))} calibrated; Brier score {number(metrics.get('brier'))} raw, "
+        f"{number(metrics.get('brier_calibrated'))} calibrated (means over classes). AUROC and AP are those of "
+        "the model's raw scores.</p>"
+    ]
     if metrics.get("calibration") == "none":
-        lines.append(note("eval.calibration=none: the probabilities are the model's raw outputs; a single-positive "
-                          "loss leaves them far from the findings' frequencies (read the reliability diagram)", "warn"))
+        lines.append(
+            note(
+                "eval.calibration=none: the probabilities are the model's raw outputs; a single-positive "
+                "loss leaves them far from the findings' frequencies (read the reliability diagram)",
+                "warn",
+            )
+        )
     if metrics.get("calibration_fallback"):
-        lines.append(note(f"classes without enough val positives for their own calibration (pooled fit or raw "
-                          f"probabilities, see calibration.csv): {', '.join(metrics['calibration_fallback'])}", "warn"))
+        lines.append(
+            note(
+                f"classes without enough val positives for their own calibration (pooled fit or raw "
+                f"probabilities, see calibration.csv): {', '.join(metrics['calibration_fallback'])}",
+                "warn",
+            )
+        )
     priors = metrics.get("class_priors")
     if priors:
         values = ", ".join(f"{name} {value:.3f}" for name, value in priors["values"].items())
-        lines.append(note(f"single-positive val split (data.mask_val): calibration and thresholds from the observed "
-                          f"positives and class priors ({priors['how']}): {values}. Assumes the observed positives are "
-                          "a random sample of each class's positives (uniform masking)"))
+        lines.append(
+            note(
+                f"single-positive val split (data.mask_val): calibration and thresholds from the observed "
+                f"positives and class priors ({priors['how']}): {values}. Assumes the observed positives are "
+                "a random sample of each class's positives (uniform masking)"
+            )
+        )
     if metrics.get("best_metric"):
-        lines.append(f"<p class='muted'>best checkpoint chosen by {esc(metrics['best_metric'])} (the final weights "
-                     "are the ones evaluated here).</p>")
+        lines.append(
+            f"<p class='muted'>best checkpoint chosen by {esc(metrics['best_metric'])} (the final weights "
+            "are the ones evaluated here).</p>"
+        )
     return lines
 
 
@@ -193,13 +236,17 @@ def data_section(run: Path) -> str:
         headers = ["class", "train positives (observed in SPML mode)", "val prevalence"]
         if manifest:
             headers += ["observed positives (manifest)", "hidden positives (manifest)"]
-        parts.append(f"<p>{stats['num_images']} training images, {stats['expected_positives']:.2f} positives per "
-                     "image expected.</p>" + table(headers, rows))
+        parts.append(
+            f"<p>{stats['num_images']} training images, {stats['expected_positives']:.2f} positives per "
+            "image expected.</p>" + table(headers, rows)
+        )
     if manifest:
-        parts.append(f"<p>Masking: scheme <b>{esc(manifest['scheme'])}</b> {esc(manifest.get('scheme_params', {}))}, "
-                     f"seed {esc(manifest['seed'])}, rows in {manifest['rows_in']}, kept {manifest['rows_kept']}, "
-                     f"dropped {manifest['rows_dropped']} (rows without a positive: {esc(manifest['no_positive'])})."
-                     "</p>")
+        parts.append(
+            f"<p>Masking: scheme <b>{esc(manifest['scheme'])}</b> {esc(manifest.get('scheme_params', {}))}, "
+            f"seed {esc(manifest['seed'])}, rows in {manifest['rows_in']}, kept {manifest['rows_kept']}, "
+            f"dropped {manifest['rows_dropped']} (rows without a positive: {esc(manifest['no_positive'])})."
+            "</p>"
+        )
     elif stats is not None:
         parts.append("<p class='muted'>No masking manifest: trained on full labels.</p>")
     skipped = read_csv(run / "skipped_images.csv")
@@ -233,34 +280,60 @@ def results_section(folder: Path) -> str:
     rows = []
     for _, row in per_class.iterrows():
         name = row["class"]
-        cells = [esc(name) + (f' <span class="muted">({esc(row["skipped"])})</span>'
-                              if isinstance(row["skipped"], str) and row["skipped"] else ""),
-                 number(row["n_pos"], 0), number(row["n_neg"], 0), with_interval(row, "auroc"),
-                 with_interval(row, "ap")]
+        cells = [
+            esc(name)
+            + (
+                f' <span class="muted">({esc(row["skipped"])})</span>'
+                if isinstance(row["skipped"], str) and row["skipped"]
+                else ""
+            ),
+            number(row["n_pos"], 0),
+            number(row["n_neg"], 0),
+            with_interval(row, "auroc"),
+            with_interval(row, "ap"),
+        ]
         if calibration is not None:
             c = calibration[calibration["class"] == name]
-            cells += ([number(c["ece_raw"].iloc[0]), number(c["ece_calibrated"].iloc[0])
-                       if "ece_calibrated" in c else "—"] if len(c) else ["—", "—"])
+            cells += (
+                [number(c["ece_raw"].iloc[0]), number(c["ece_calibrated"].iloc[0]) if "ece_calibrated" in c else "—"]
+                if len(c)
+                else ["—", "—"]
+            )
         if points is not None:
             p = points[points["class"] == name]
             p = p.iloc[0] if len(p) else {}
-            cells += [number(p.get("threshold"))] + [with_interval(p, key) for key in
-                                                     ("sensitivity", "specificity", "ppv", "f1")]
+            cells += [number(p.get("threshold"))] + [
+                with_interval(p, key) for key in ("sensitivity", "specificity", "ppv", "f1")
+            ]
         if pointing is not None:
             g = pointing[pointing["class"] == name]
-            cells += ([f"{with_interval(g.iloc[0], 'hit_rate')} <span class='muted'>n={g['images'].iloc[0]}</span>",
-                       number(g["baseline"].iloc[0])] if len(g) else ["—", "—"])
+            cells += (
+                [
+                    f"{with_interval(g.iloc[0], 'hit_rate')} <span class='muted'>n={g['images'].iloc[0]}</span>",
+                    number(g["baseline"].iloc[0]),
+                ]
+                if len(g)
+                else ["—", "—"]
+            )
         rows.append(cells)
     text = table(headers, rows)
     if points is not None:
-        text += ("<p class='muted'>Sensitivity, specificity, PPV and F1 at each class's threshold (calling a finding "
-                 "present when its calibrated probability reaches it), with 95% bootstrap intervals.</p>")
+        text += (
+            "<p class='muted'>Sensitivity, specificity, PPV and F1 at each class's threshold (calling a finding "
+            "present when its calibrated probability reaches it), with 95% bootstrap intervals.</p>"
+        )
     return text
 
 
 def plots_section(folder: Path) -> str:
-    return "".join(image(folder / name, alt) for name, alt in (("roc.png", "ROC curves"), ("pr.png", "PR curves"),
-                                                              ("reliability.png", "reliability diagrams")))
+    return "".join(
+        image(folder / name, alt)
+        for name, alt in (
+            ("roc.png", "ROC curves"),
+            ("pr.png", "PR curves"),
+            ("reliability.png", "reliability diagrams"),
+        )
+    )
 
 
 def heatmap_section(folder: Path) -> str:
@@ -269,20 +342,36 @@ def heatmap_section(folder: Path) -> str:
     pointing = read_csv(folder / "pointing_game.csv")
     if pointing is not None:
         method, tolerance = (pointing["method"].iloc[0], pointing["tolerance"].iloc[0]) if len(pointing) else ("", 0)
-        parts.append(f"<p>Pointing game ({esc(method)}, tolerance {tolerance} px): a hit when the heatmap's "
-                     "maximum lies inside the finding's region; the random point's hit rate is the region's share "
-                     "of the image. Classes with a large region (global findings) make the check weak: compare "
-                     "each hit rate with its baseline.</p>")
-        parts.append(table(["class", "images", "hit rate [95% Wilson]", "random point", "flat maps"],
-                           [[esc(r["class"]), number(r["images"], 0), with_interval(r, "hit_rate"),
-                             number(r["baseline"]), number(r["flat_maps"], 0)] for _, r in
-                            pointing.rename(columns={"ci_low": "hit_rate_ci_low",
-                                                     "ci_high": "hit_rate_ci_high"}).iterrows()]))
+        parts.append(
+            f"<p>Pointing game ({esc(method)}, tolerance {tolerance} px): a hit when the heatmap's "
+            "maximum lies inside the finding's region; the random point's hit rate is the region's share "
+            "of the image. Classes with a large region (global findings) make the check weak: compare "
+            "each hit rate with its baseline.</p>"
+        )
+        parts.append(
+            table(
+                ["class", "images", "hit rate [95% Wilson]", "random point", "flat maps"],
+                [
+                    [
+                        esc(r["class"]),
+                        number(r["images"], 0),
+                        with_interval(r, "hit_rate"),
+                        number(r["baseline"]),
+                        number(r["flat_maps"], 0),
+                    ]
+                    for _, r in pointing.rename(
+                        columns={"ci_low": "hit_rate_ci_low", "ci_high": "hit_rate_ci_high"}
+                    ).iterrows()
+                ],
+            )
+        )
     if not gallery:
         parts.append(note("no heatmap gallery (eval.heatmaps=0, or tools/evaluate.py RUN --heatmaps N)"))
     else:
-        parts.append("<p class='muted'>Each class's first known-positive test images in split order (not chosen by "
-                     "score); top row the image, bottom row its heatmap.</p>")
+        parts.append(
+            "<p class='muted'>Each class's first known-positive test images in split order (not chosen by "
+            "score); top row the image, bottom row its heatmap.</p>"
+        )
         parts.append('<div class="gallery">' + "".join(image(p, f"heatmaps {p.stem}") for p in gallery) + "</div>")
     return "".join(parts)
 
@@ -312,24 +401,29 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None, eval_na
     model, augment = config.get("model", {}), config.get("augment", {})
     record = model.get("pretrained_record") or {}
     weights = describe_weights(record, model.get("pretrained", ""))
-    described = (f"mode {config.get('mode')}, {method}, dataset {config.get('data', {}).get('dataset')}, "
-                 f"{model.get('backbone')} at {config.get('data', {}).get('size')} px; {weights}; input normalisation "
-                 f"mean {augment.get('mean')}, std {augment.get('std')}")
-    sections = [("summary", "Summary", summary_section(run, folder, metrics, described)),
-                ("data", "Data and masking", data_section(run)),
-                ("training", "Training curves", training_section(run)),
-                ("results", f"Per-class results ({eval_name})", results_section(folder)),
-                ("plots", "ROC, precision-recall and calibration", plots_section(folder)),
-                ("heatmaps", "Heatmaps", heatmap_section(folder)),
-                ("config", "Resolved configuration", f"<pre>{esc(config_text)}</pre>")]
+    described = (
+        f"mode {config.get('mode')}, {method}, dataset {config.get('data', {}).get('dataset')}, "
+        f"{model.get('backbone')} at {config.get('data', {}).get('size')} px; {weights}; input normalisation "
+        f"mean {augment.get('mean')}, std {augment.get('std')}"
+    )
+    sections = [
+        ("summary", "Summary", summary_section(run, folder, metrics, described)),
+        ("data", "Data and masking", data_section(run)),
+        ("training", "Training curves", training_section(run)),
+        ("results", f"Per-class results ({eval_name})", results_section(folder)),
+        ("plots", "ROC, precision-recall and calibration", plots_section(folder)),
+        ("heatmaps", "Heatmaps", heatmap_section(folder)),
+        ("config", "Resolved configuration", f"<pre>{esc(config_text)}</pre>"),
+    ]
     path = Path(out) if out else run / "report.html"
     write_text_atomic(path, page(f"Run report: {run.name}", str(run), sections))
     return path
 
 
 # ----------------------------------------------------------------------------------------------- grid report
-def write_grid_report(out: str | Path, name: str, runs: pd.DataFrame, table_rows: pd.DataFrame,
-                      paired: pd.DataFrame | None = None) -> Path:
+def write_grid_report(
+    out: str | Path, name: str, runs: pd.DataFrame, table_rows: pd.DataFrame, paired: pd.DataFrame | None = None
+) -> Path:
     """<out>/report.html for an experiment grid: the mean ± std table (spml.reporting.grid_results.aggregate), the paired
     differences (spml.reporting.stats) when present, results.png / paired.png from `out`, and one row per run with a
     link to its own report."""
@@ -349,27 +443,60 @@ def write_grid_report(out: str | Path, name: str, runs: pd.DataFrame, table_rows
             cells.append(number(row["recovery"], 2))
         rows.append(cells)
     reference = table_rows.attrs.get("full_reference")
-    recovery = (f"<p>Recovery = (method − AN) / (full − AN) on mAP, against the best full-label variant: "
-                f"{esc(reference)}.</p>" if reference else "")
-    sections = [("summary", "Results", table(headers, rows) + recovery
-                 + image(out / "results.png", f"{metric_label(split)} per variant"))]
+    recovery = (
+        f"<p>Recovery = (method − AN) / (full − AN) on mAP, against the best full-label variant: {esc(reference)}.</p>"
+        if reference
+        else ""
+    )
+    sections = [
+        (
+            "summary",
+            "Results",
+            table(headers, rows) + recovery + image(out / "results.png", f"{metric_label(split)} per variant"),
+        )
+    ]
     if paired is not None and len(paired):
-        paired_rows = [[esc(r["variant"]), number(r["n"], 0), f"{r['diff_mean']:+.4f}",
-                        "—" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
-                        number(r["p"]), number(r["p_holm"]), "yes" if r["significant"] else "no"]
-                       for _, r in paired.iterrows()]
-        sections.append(("paired", f"Paired differences over seeds ({metric_label(split)})",
-                         table(["variant", "seeds", "mean difference", "95% t interval", "p", "Holm p",
-                                "significant"], paired_rows) + image(out / "paired.png", "paired differences")))
+        paired_rows = [
+            [
+                esc(r["variant"]),
+                number(r["n"], 0),
+                f"{r['diff_mean']:+.4f}",
+                "—" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
+                number(r["p"]),
+                number(r["p_holm"]),
+                "yes" if r["significant"] else "no",
+            ]
+            for _, r in paired.iterrows()
+        ]
+        sections.append(
+            (
+                "paired",
+                f"Paired differences over seeds ({metric_label(split)})",
+                table(
+                    ["variant", "seeds", "mean difference", "95% t interval", "p", "Holm p", "significant"], paired_rows
+                )
+                + image(out / "paired.png", "paired differences"),
+            )
+        )
     run_rows = []
     for _, row in runs.iterrows():
         report = Path(str(row.get("run_dir", ""))) / "report.html"
-        link = (f'<a href="{esc(os.path.relpath(report, out))}">report</a>' if pd.notna(row.get("run_dir"))
-                and report.exists() else "—")
-        run_rows.append([esc(row["variant"]), esc(row["seed"]), esc(row["status"]), number(row.get("mAP"), 4),
-                         number(row.get("mean_auroc"), 4), link])
-    sections.append(("runs", "Runs", table(["variant", "seed", "status", "mAP", "mean AUROC", "run report"],
-                                           run_rows)))
+        link = (
+            f'<a href="{esc(os.path.relpath(report, out))}">report</a>'
+            if pd.notna(row.get("run_dir")) and report.exists()
+            else "—"
+        )
+        run_rows.append(
+            [
+                esc(row["variant"]),
+                esc(row["seed"]),
+                esc(row["status"]),
+                number(row.get("mAP"), 4),
+                number(row.get("mean_auroc"), 4),
+                link,
+            ]
+        )
+    sections.append(("runs", "Runs", table(["variant", "seed", "status", "mAP", "mean AUROC", "run report"], run_rows)))
     path = out / "report.html"
     write_text_atomic(path, page(f"Experiment report: {name}", str(out), sections))
     return path

@@ -5,6 +5,7 @@ run with the same seed share everything but the method. Their per-seed differenc
 difficulty (which moves every method together, often by more than the methods differ) and is what the
 comparison tables report, with a Student t interval over seeds and a paired t-test.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,7 @@ def holm(p_values: np.ndarray) -> np.ndarray:
     return adjusted
 
 
-def paired_differences(frame: pd.DataFrame, target: str, metric: str = "mAP", confidence: float = 0.95
-                       ) -> pd.DataFrame:
+def paired_differences(frame: pd.DataFrame, target: str, metric: str = "mAP", confidence: float = 0.95) -> pd.DataFrame:
     """`target` minus every other variant, seed by seed, on the seeds both finished.
 
     Args:
@@ -86,10 +86,22 @@ def paired_differences(frame: pd.DataFrame, target: str, metric: str = "mAP", co
                 p = float(stats.ttest_1samp(diffs, 0.0).pvalue)
             else:  # identical differences in every seed (rounding aside): no spread to test against
                 p = 0.0 if abs(mean) > 1e-12 else 1.0
-        rows.append({"variant": variant, "n": n, "diff_mean": mean, "diff_std": std, "ci_low": low, "ci_high": high,
-                     "p": p, "wins": int((diffs > 0).sum()), "diffs": diffs.round(4).tolist()})
-    table = pd.DataFrame(rows, columns=["variant", "n", "diff_mean", "diff_std", "ci_low", "ci_high", "p", "wins",
-                                        "diffs"])
+        rows.append(
+            {
+                "variant": variant,
+                "n": n,
+                "diff_mean": mean,
+                "diff_std": std,
+                "ci_low": low,
+                "ci_high": high,
+                "p": p,
+                "wins": int((diffs > 0).sum()),
+                "diffs": diffs.round(4).tolist(),
+            }
+        )
+    table = pd.DataFrame(
+        rows, columns=["variant", "n", "diff_mean", "diff_std", "ci_low", "ci_high", "p", "wins", "diffs"]
+    )
     table["p_holm"] = holm(table["p"].to_numpy()) if len(table) else []
     table["significant"] = table["p_holm"] < 1 - confidence
     return table
@@ -108,8 +120,10 @@ def paired_markdown(table: pd.DataFrame, target: str, metric: str = "mAP", confi
         The table, one line per row, ending in a newline ("—" where a value is NaN).
     """
     level = f"{100 * confidence:g}%"
-    lines = [f"| {target} − variant | seeds | mean Δ{metric} | {level} CI | {target} higher in | p | Holm p | |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| {target} − variant | seeds | mean Δ{metric} | {level} CI | {target} higher in | p | Holm p | |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for _, row in table.iterrows():
         interval = "—" if pd.isna(row["ci_low"]) else f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
         p = "—" if pd.isna(row["p"]) else f"{row['p']:.3f}"
@@ -120,6 +134,8 @@ def paired_markdown(table: pd.DataFrame, target: str, metric: str = "mAP", confi
             verdict = f"**{target} better**" if row["diff_mean"] > 0 else f"**{target} worse**"
         else:
             verdict = "not significant"
-        lines.append(f"| {row['variant']} | {row['n']} | {row['diff_mean']:+.4f} | {interval} | "
-                     f"{row['wins']}/{row['n']} | {p} | {holm_p} | {verdict} |")
+        lines.append(
+            f"| {row['variant']} | {row['n']} | {row['diff_mean']:+.4f} | {interval} | "
+            f"{row['wins']}/{row['n']} | {p} | {holm_p} | {verdict} |"
+        )
     return "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@ write (a full disk, an interrupt) removes its temporary file and re-raises. Temp
 `.<name>.tmp-<pid>` (TEMP_GLOB finds the ones a killed process left behind). Writers that need a path
 (numpy memmaps, safetensors, matplotlib) use `atomic_path`; the others pass a function of a binary handle.
 """
+
 from __future__ import annotations
 
 import json

@@ -22,6 +22,7 @@ They are node-local, i.e. useless across nodes, on Lustre mounted with `localflo
 or `local_lock=posix|all`; Lustre without either flock option refuses them. shared_lock_problem reads the mount
 options of a folder and names those cases, and a cluster launch refuses such a folder.
 """
+
 from __future__ import annotations
 
 import errno
@@ -72,8 +73,11 @@ class RunLock:
             if err.errno in (errno.EACCES, errno.EAGAIN):
                 raise RunFolderLocked(self.refusal()) from None
             if err.errno in UNSUPPORTED:
-                warnings.warn(f"cannot lock {self.path} ({err.strerror}): the file system has no POSIX locks, so "
-                              f"nothing keeps a second training out of {self.run_dir}", stacklevel=2)
+                warnings.warn(
+                    f"cannot lock {self.path} ({err.strerror}): the file system has no POSIX locks, so "
+                    f"nothing keeps a second training out of {self.run_dir}",
+                    stacklevel=2,
+                )
                 return self
             raise
         # Now no training holds it: a text left by one that was killed before it could empty it is stale.
@@ -103,13 +107,20 @@ class RunLock:
         except (OSError, ValueError):
             info = None
         if not isinstance(info, dict):
-            return (f"{self.run_dir} is in use: another process holds its lock ({self.path}; an evaluation writing "
-                    "eval/ into it?); try again when it has finished")
+            return (
+                f"{self.run_dir} is in use: another process holds its lock ({self.path}; an evaluation writing "
+                "eval/ into it?); try again when it has finished"
+            )
         pid = info.get("pid")
-        advice = ("evaluate into another folder (--out) or wait until it has finished" if self.shared else
-                  f"stop it first (kill -TERM {pid} saves a checkpoint) or choose another train.out")
-        return (f"{self.run_dir} is in use by a training: pid {pid} on {info.get('host')}, since "
-                f"{info.get('started')} ({info.get('command')}); {advice}")
+        advice = (
+            "evaluate into another folder (--out) or wait until it has finished"
+            if self.shared
+            else f"stop it first (kill -TERM {pid} saves a checkpoint) or choose another train.out"
+        )
+        return (
+            f"{self.run_dir} is in use by a training: pid {pid} on {info.get('host')}, since "
+            f"{info.get('started')} ({info.get('command')}); {advice}"
+        )
 
 
 def in_use(run_dir: str | Path) -> str | None:
@@ -208,13 +219,17 @@ def shared_lock_problem(path: str | Path, mounts: str | None = None) -> str | No
     point, kind, options = found
     where = f"{point} ({kind}, mounted with {','.join(sorted(options))})"
     if kind == "lustre" and "localflock" in options:
-        return (f"{where}: Lustre's localflock keeps file locks on each node, so two nodes could train one run; "
-                "ask for a `flock` mount or put the grid on a file system that shares locks")
+        return (
+            f"{where}: Lustre's localflock keeps file locks on each node, so two nodes could train one run; "
+            "ask for a `flock` mount or put the grid on a file system that shares locks"
+        )
     if kind == "lustre" and "flock" not in options:
         return f"{where}: Lustre without the `flock` mount option refuses file locks; ask for a `flock` mount"
     if kind.startswith("nfs") and ("nolock" in options or options & {"local_lock=posix", "local_lock=all"}):
-        return (f"{where}: this NFS mount keeps file locks on each client (nolock / local_lock), so two nodes could "
-                "train one run; use a mount with server-side locks (the NFS default)")
+        return (
+            f"{where}: this NFS mount keeps file locks on each client (nolock / local_lock), so two nodes could "
+            "train one run; use a mount with server-side locks (the NFS default)"
+        )
     return None
 
 
@@ -224,5 +239,9 @@ def holder() -> dict[str, object]:
     Returns:
         {"pid", "host", "started" (local time, ISO 8601), "command"}.
     """
-    return {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(sys.argv),
+    }

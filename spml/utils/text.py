@@ -1,4 +1,5 @@
 """Names made from free text."""
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """Weak/strong kornia pipelines from plain arguments (and from the config): range, determinism, per-sample
 parameters, switches, fast RED."""
+
 import kornia.augmentation as K
 import pytest
 import torch
@@ -56,8 +57,16 @@ def test_red_switch_adds_and_removes_the_elastic_op():
 
 
 def test_config_values_reach_the_ops():
-    config = load_config([], ["augment.flip_p=0.3", "augment.degrees=7", "augment.strong_degrees=12",
-                              "augment.elastic.p=0.25", "augment.elastic.kernel_size=9"]).augment
+    config = load_config(
+        [],
+        [
+            "augment.flip_p=0.3",
+            "augment.degrees=7",
+            "augment.strong_degrees=12",
+            "augment.elastic.p=0.25",
+            "augment.elastic.kernel_size=9",
+        ],
+    ).augment
     weak, strong = build_weak(config), build_strong(config, red=True)
     assert weak.ops[0].p == 0.3 and strong.ops[0].p == 0.3
     assert weak.ops[1]._param_generator.degrees == 7 and strong.ops[1]._param_generator.degrees == 12

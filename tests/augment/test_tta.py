@@ -1,4 +1,5 @@
 """Test-time augmentation: views and averaging."""
+
 import pytest
 import torch
 
@@ -14,7 +15,7 @@ def linear_model(images: torch.Tensor) -> torch.Tensor:
 def symmetric_model(images: torch.Tensor) -> torch.Tensor:
     """Logits of a left-right symmetric function of the image (row means), of moderate size."""
     rows = images.mean(dim=3).flatten(1) - 0.5
-    return torch.stack([rows @ torch.linspace(-2, 2, rows.shape[1]), 10 * (rows ** 2).mean(1)], dim=1)
+    return torch.stack([rows @ torch.linspace(-2, 2, rows.shape[1]), 10 * (rows**2).mean(1)], dim=1)
 
 
 X = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))

@@ -1,4 +1,5 @@
 """Data fixtures: the real NIH / CheXpert label files (read once per session) and tiny files in tmp_path."""
+
 from pathlib import Path
 
 import pytest
@@ -41,19 +42,24 @@ def chexpert_table():
     return read_chexpert(labels=str(CHEXPERT_LABELS))
 
 
-NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n")
+NIH_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n"
+)
 
 
 def nih_rows(*rows: tuple[str, str, str, str]) -> str:
     """(image, findings, patient, view) tuples -> NIH label file text."""
-    return NIH_HEADER + "".join(f"{image},{findings},0,{patient},45,M,{view},2500,2048,0.14,0.14\n"
-                                for image, findings, patient, view in rows)
+    return NIH_HEADER + "".join(
+        f"{image},{findings},0,{patient},45,M,{view},2500,2048,0.14,0.14\n" for image, findings, patient, view in rows
+    )
 
 
-CHEXPERT_HEADER = ("Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
-                   "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,"
-                   "Pleural Effusion,Pleural Other,Fracture,Support Devices\n")
+CHEXPERT_HEADER = (
+    "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
+    "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,"
+    "Pleural Effusion,Pleural Other,Fracture,Support Devices\n"
+)
 
 
 def chexpert_row(path: str, labels: str = ",,,,,,,,,,,,,", view: str = "Frontal,AP") -> str:
@@ -65,7 +71,15 @@ def kit():
     """Helpers for tiny label files: kit.write, kit.config, kit.nih_rows, kit.chexpert_row, headers, paths."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(write=write, config=data_config, nih_rows=nih_rows, chexpert_row=chexpert_row,
-                           CHEXPERT_HEADER=CHEXPERT_HEADER, NIH_HEADER=NIH_HEADER, NIH_LABELS=NIH_LABELS,
-                           NIH_IMAGES=NIH_IMAGES, CHEXPERT_LABELS=CHEXPERT_LABELS,
-                           TOOLS=TOOLS)
+    return SimpleNamespace(
+        write=write,
+        config=data_config,
+        nih_rows=nih_rows,
+        chexpert_row=chexpert_row,
+        CHEXPERT_HEADER=CHEXPERT_HEADER,
+        NIH_HEADER=NIH_HEADER,
+        NIH_LABELS=NIH_LABELS,
+        NIH_IMAGES=NIH_IMAGES,
+        CHEXPERT_LABELS=CHEXPERT_LABELS,
+        TOOLS=TOOLS,
+    )

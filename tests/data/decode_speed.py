@@ -6,6 +6,7 @@ Films of --size x --size pixels of each kind are written by other tools (tests/c
 folder and decoded to --target px; the 811 real NIH sample PNGs (64 px) are decoded at 64 px. Run it with
 PYTHONPATH at another checkout to compare versions (kinds that version cannot read print their error).
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Batched reads (CXRDataset.__getitems__): the same batches as the per-item path, bad images still skipped."""
+
 import numpy as np
 import pytest
 import torch
@@ -73,8 +74,14 @@ def test_loader_batches_equal_the_per_item_loader(cached):
     class PerItem(CXRDataset):
         __getitems__ = None  # the DataLoader then fetches item by item
 
-    loaders = [make_train_loader(dataset(CacheSource(cache, good, SIZE), cls), EpochSampler(len(good), 3),
-                                 config.batch_size, config.num_workers)
-               for cls in (CXRDataset, PerItem)]
+    loaders = [
+        make_train_loader(
+            dataset(CacheSource(cache, good, SIZE), cls),
+            EpochSampler(len(good), 3),
+            config.batch_size,
+            config.num_workers,
+        )
+        for cls in (CXRDataset, PerItem)
+    ]
     for batched, per_item in zip(*loaders, strict=True):
         assert_same_batch(batched, per_item)

@@ -1,4 +1,5 @@
 """build_data: splits, SPML observed labels (in memory or from a masked file), supervised targets, real NIH images."""
+
 import importlib.util
 import shutil
 
@@ -44,8 +45,9 @@ def test_spml_bundle_masks_the_train_split_only(tiny_config):
 
 def test_masked_file_drives_spml_and_supervised_training(tiny_config, kit, tmp_path):
     masked = tmp_path / "masked.csv"
-    assert run_mask_tool(kit, "--dataset", "synthetic", "--out", masked, "--seed", 5,
-                         "data.synthetic.num_images=400") == 0
+    assert (
+        run_mask_tool(kit, "--dataset", "synthetic", "--out", masked, "--seed", 5, "data.synthetic.num_images=400") == 0
+    )
     frame, manifest = read_masked(masked)
     bundle = build_data(tiny_config("spml", f"data.masked_labels={masked}"))
     assert bundle.manifest == manifest
@@ -53,8 +55,23 @@ def test_masked_file_drives_spml_and_supervised_training(tiny_config, kit, tmp_p
     assert bundle.pos_counts.sum() == len(bundle.train) < manifest["rows_kept"]  # val/test rows are not trained on
 
     partial = tmp_path / "partial.csv"
-    assert run_mask_tool(kit, "--dataset", "synthetic", "--out", partial, "--scheme", "keep_fraction",
-                         "--fraction", 0.5, "--no-positive", "keep", "data.synthetic.num_images=400") == 0
+    assert (
+        run_mask_tool(
+            kit,
+            "--dataset",
+            "synthetic",
+            "--out",
+            partial,
+            "--scheme",
+            "keep_fraction",
+            "--fraction",
+            0.5,
+            "--no-positive",
+            "keep",
+            "data.synthetic.num_images=400",
+        )
+        == 0
+    )
     supervised = build_data(tiny_config("supervised", f"data.masked_labels={partial}"))
     assert 0.4 < supervised.train.known.float().mean() < 0.6  # half of the known labels were kept
     full = build_data(tiny_config("supervised"))
@@ -95,8 +112,9 @@ def test_real_nih_images_with_missing_drop(tiny_config, kit):
 
 def test_in_memory_priority_masking_observes_the_first_listed_finding(tiny_config):
     first, second = "Pneumothorax", "Effusion"
-    bundle = build_data(tiny_config("spml", "data.mask_scheme=priority",
-                                    f"data.mask_params={{order: [{first}, {second}]}}"))
+    bundle = build_data(
+        tiny_config("spml", "data.mask_scheme=priority", f"data.mask_params={{order: [{first}, {second}]}}")
+    )
     classes, train = list(bundle.classes), bundle.train
     has_first = (train.targets[:, classes.index(first)] == 1).numpy()
     has_second_only = ~has_first & (train.targets[:, classes.index(second)] == 1).numpy()

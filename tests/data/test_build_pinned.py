@@ -5,6 +5,7 @@ identical splits, targets, known, observed, counts and manifests.
 The pins (build_pins.json) were written by the build_data of commit 3d3e890, before build.py was split into
 named steps: `python tests/data/test_build_pinned.py` rewrites them (only do that for an intended change).
 """
+
 import hashlib
 import json
 import sys
@@ -28,19 +29,27 @@ FILE_SPLIT = ["data.val_fraction=0.25", "data.test_fraction=0.25"]
 
 def whole_table_file(scheme: str, no_positive: str, **params):
     """A masked file of the whole table (as tools/mask_labels.py writes it)."""
+
     def write(config, path):
         table = read_table(config.data)
-        frame, manifest = mask_table(table, scheme, 5, no_positive, dataset_root(config.data.root, config.data.labels), **params)
+        frame, manifest = mask_table(
+            table, scheme, 5, no_positive, dataset_root(config.data.root, config.data.labels), **params
+        )
         write_masked(frame, manifest, path)
+
     return write
 
 
 def split_file(scheme: str, names: tuple[str, ...], no_positive: str = "drop", **params):
     """A masked file of the chosen splits of this config's split (as tools/masking_experiment.py writes it)."""
+
     def write(config, path):
         table, split = read_split(config.data)
-        frame, manifest = mask_splits(table, split, names, scheme, 7, no_positive, dataset_root(config.data.root, config.data.labels), **params)
+        frame, manifest = mask_splits(
+            table, split, names, scheme, 7, no_positive, dataset_root(config.data.root, config.data.labels), **params
+        )
         write_masked(frame, manifest, path)
+
     return write
 
 
@@ -49,20 +58,40 @@ CASES = {
     "spml in memory": ("spml", None, [], None),
     "spml in memory, mask_val": ("spml", None, ["data.mask_val=true"], None),
     "spml in memory keep_k, no_positive keep": (
-        "spml", None, ["data.mask_scheme=keep_k", "data.mask_params={k: 2}", "data.mask_no_positive=keep"], None),
+        "spml",
+        None,
+        ["data.mask_scheme=keep_k", "data.mask_params={k: 2}", "data.mask_no_positive=keep"],
+        None,
+    ),
     "spml masked file": ("spml", None, [], whole_table_file("single_positive", "drop")),
-    "spml masked file, mask_val": ("spml", None, ["data.mask_val=true"],
-                                   split_file("single_positive", ("train", "val"))),
+    "spml masked file, mask_val": (
+        "spml",
+        None,
+        ["data.mask_val=true"],
+        split_file("single_positive", ("train", "val")),
+    ),
     "supervised full, stratified": ("supervised", None, ["data.split=stratified"], None),
     "supervised partial file": ("supervised", None, [], whole_table_file("keep_fraction", "keep", fraction=0.5)),
-    "supervised partial file, mask_val": ("supervised", None, ["data.mask_val=true"],
-                                          split_file("keep_fraction", ("train", "val"), "keep", fraction=0.5)),
+    "supervised partial file, mask_val": (
+        "supervised",
+        None,
+        ["data.mask_val=true"],
+        split_file("keep_fraction", ("train", "val"), "keep", fraction=0.5),
+    ),
     "nih official, supervised": ("supervised", "nih", ["data.split=official"], None),
     "nih spml masked file": ("spml", "nih", FILE_SPLIT, whole_table_file("single_positive", "drop")),
-    "chexpert official mixed, spml": ("spml", "chexpert", ["data.split=official", "data.uncertainty=mixed",
-                                                           "data.blank=unknown"], None),
-    "mimic official, supervised zeros": ("supervised", "mimic", ["data.split=official", "data.uncertainty=zeros"],
-                                         None),
+    "chexpert official mixed, spml": (
+        "spml",
+        "chexpert",
+        ["data.split=official", "data.uncertainty=mixed", "data.blank=unknown"],
+        None,
+    ),
+    "mimic official, supervised zeros": (
+        "supervised",
+        "mimic",
+        ["data.split=official", "data.uncertainty=zeros"],
+        None,
+    ),
 }
 
 
@@ -88,8 +117,11 @@ def bundle_digests(name: str, folder: Path) -> dict[str, str]:
         config = load_config([], [*data, *overrides, f"data.masked_labels={folder / 'masked.csv'}"], mode=mode)
     bundle = build_data(config)
     root = dataset_root(config.data.root, config.data.labels)
-    out = {"classes": digest(list(bundle.classes)), "pos_counts": digest(bundle.pos_counts),
-           "expected_positives": digest(repr(bundle.expected_positives))}
+    out = {
+        "classes": digest(list(bundle.classes)),
+        "pos_counts": digest(bundle.pos_counts),
+        "expected_positives": digest(repr(bundle.expected_positives)),
+    }
     if bundle.manifest is not None:
         out["manifest"] = digest({k: v for k, v in bundle.manifest.items() if k not in ("source", "root")})
     for split in ("train", "val", "test"):

@@ -1,4 +1,5 @@
 """The uint8 memmap cache: round trip, bad images in the index, atomic builds, size/path checks, speed."""
+
 import json
 import os
 import time
@@ -24,8 +25,16 @@ def images(tmp_path):
     folder = tmp_path / "img"
     folder.mkdir()
     paths = []
-    for i, (shape, mode) in enumerate([((40, 40), "L"), ((50, 30, 3), "RGB"), ((64, 64, 4), "RGBA"),
-                                       ((24, 24), "L"), ((33, 47, 3), "RGB"), ((64, 64), "L")]):
+    for i, (shape, mode) in enumerate(
+        [
+            ((40, 40), "L"),
+            ((50, 30, 3), "RGB"),
+            ((64, 64, 4), "RGBA"),
+            ((24, 24), "L"),
+            ((33, 47, 3), "RGB"),
+            ((64, 64), "L"),
+        ]
+    ):
         path = folder / f"{i}.png"
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
         paths.append(str(path))
@@ -110,9 +119,12 @@ def test_cache_records_its_intensity_policy_and_refuses_another(images, tmp_path
     build_cache(images, 16, str(out), workers=0, progress=False, intensity=Intensity("window", (1.0, 99.0)))
     assert json.loads((out / "meta.json").read_text())["intensity"] == {"policy": "window", "percentiles": [1.0, 99.0]}
     ImageCache(str(out), 16, Intensity("window", (1.0, 99.0)))
-    with pytest.raises(DataError, match=r"was decoded with data.intensity=window data.intensity_percentiles=\[1.0, "
-                                        r"99.0\], this run asks for data.intensity=auto data.intensity_percentiles="
-                                        r"\[0.5, 99.5\]; rebuild it with tools/prepare_data.py"):
+    with pytest.raises(
+        DataError,
+        match=r"was decoded with data.intensity=window data.intensity_percentiles=\[1.0, "
+        r"99.0\], this run asks for data.intensity=auto data.intensity_percentiles="
+        r"\[0.5, 99.5\]; rebuild it with tools/prepare_data.py",
+    ):
         ImageCache(str(out), 16, Intensity())
     meta = json.loads((out / "meta.json").read_text())
     del meta["intensity"]  # a cache built before the policy was recorded
@@ -166,8 +178,10 @@ def test_cache_speedup_over_decoding(tmp_path):
     cached = [cache.load(int(r)) for r in rows]
     cache_s = time.perf_counter() - start
     assert all(np.array_equal(a, b) for a, b in zip(decoded, cached))
-    print(f"\n{len(paths)} images at 64 px: decode {len(paths) / decode_s:.0f} img/s, "
-          f"cache {len(paths) / cache_s:.0f} img/s, ratio {decode_s / cache_s:.1f}x")
+    print(
+        f"\n{len(paths)} images at 64 px: decode {len(paths) / decode_s:.0f} img/s, "
+        f"cache {len(paths) / cache_s:.0f} img/s, ratio {decode_s / cache_s:.1f}x"
+    )
 
 
 @pytest.mark.skipif(not NIH_IMAGES.is_dir(), reason="shared NIH sample not present")
@@ -186,8 +200,24 @@ def test_prepare_data_tool_caches_the_nih_sample_and_lists_failures(tmp_path, ca
     (root / "images" / names[0]).write_bytes(b"not a png")
     out = tmp_path / "cache"
     with pytest.warns(UserWarning, match="dropped"):
-        assert main(["--dataset", "nih", "--root", str(root), "--size", "16", "--out", str(out), "--workers", "2",
-                     "data.missing=drop"]) == 0
+        assert (
+            main(
+                [
+                    "--dataset",
+                    "nih",
+                    "--root",
+                    str(root),
+                    "--size",
+                    "16",
+                    "--out",
+                    str(out),
+                    "--workers",
+                    "2",
+                    "data.missing=drop",
+                ]
+            )
+            == 0
+        )
     printed = capsys.readouterr().out
     assert "cached 811 images" in printed and "images/s" in printed
     assert "1 images could not be decoded" in printed and names[0] in printed

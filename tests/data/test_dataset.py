@@ -1,4 +1,5 @@
 """Image sources, CXRDataset items, bad-image skipping under a budget, and the seeded loader."""
+
 import numpy as np
 import pytest
 import torch

@@ -3,6 +3,7 @@ an sBIT the data contradict, float TIFFs (overshoot, +Inf, detector counts), DIC
 multi-page TIFFs. Each decodes like the same film without the defect (within 1 grey level in mean) or is refused
 by name. Found before: mean 10 instead of 168 (sBIT), 0.7 (float TIFF), a 25-level shift (padding), a refusal
 as "corrupt" (WindowWidth 0), page 0 (a thumbnail) read without a word."""
+
 import warnings
 
 import numpy as np
@@ -42,8 +43,12 @@ def test_an_sbit_the_data_contradict_falls_back_to_the_window_and_says_so_once(t
 def test_float_tiffs_get_the_window_of_their_finite_pixels(tmp_path, defect):
     values = film16(12, SIZE)
     unit = values.astype(np.float32) / values.max()
-    data = {"overshoot 1.02": unit, "one +Inf pixel": unit, "detector counts 0..4080": values.astype(np.float32),
-            "NaN pixel": unit}[defect].copy()
+    data = {
+        "overshoot 1.02": unit,
+        "one +Inf pixel": unit,
+        "detector counts 0..4080": values.astype(np.float32),
+        "NaN pixel": unit,
+    }[defect].copy()
     if defect == "overshoot 1.02":
         data[3, 3] = 1.02
     elif defect == "one +Inf pixel":

@@ -3,6 +3,7 @@ its wheel), each against an independent reference or an identity: header windows
 PS3.3 C.11.2.1.2.1), multi-valued windows, a VOI LUT Sequence, rescale slope/intercept, MONOCHROME1, 12 bits in
 16 with overlay bits, signed data, compressed transfer syntaxes; refusals named: multi-frame, SR, colour,
 a compressed file without its decoder plugin, a truncated file."""
+
 import subprocess
 import sys
 
@@ -108,15 +109,20 @@ def test_pydicom_test_files_in_four_transfer_syntaxes_decode_alike():
     assert ct.std() > 20
 
 
-@pytest.mark.parametrize("make, reason", [
-    (lambda p: write_dicom(p, np.stack([film16(12)] * 2)), "a multi-frame DICOM (2 frames); spml reads single-frame"),
-    (lambda p: write_sr(p), "a DICOM without image pixels (Basic Text SR Storage, modality SR): not an image"),
-    (lambda p: get_testdata_file("rtdose.dcm"), "a multi-frame DICOM (15 frames)"),
-    (lambda p: get_testdata_file("rtplan.dcm"), "without image pixels (RT Plan Storage"),
-    (lambda p: get_testdata_file("test-SR.dcm"), "without image pixels (Comprehensive SR Storage"),
-    (lambda p: get_testdata_file("SC_rgb_small_odd.dcm"),
-     "photometric interpretation 'RGB' is not supported"),
-])
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (
+            lambda p: write_dicom(p, np.stack([film16(12)] * 2)),
+            "a multi-frame DICOM (2 frames); spml reads single-frame",
+        ),
+        (lambda p: write_sr(p), "a DICOM without image pixels (Basic Text SR Storage, modality SR): not an image"),
+        (lambda p: get_testdata_file("rtdose.dcm"), "a multi-frame DICOM (15 frames)"),
+        (lambda p: get_testdata_file("rtplan.dcm"), "without image pixels (RT Plan Storage"),
+        (lambda p: get_testdata_file("test-SR.dcm"), "without image pixels (Comprehensive SR Storage"),
+        (lambda p: get_testdata_file("SC_rgb_small_odd.dcm"), "photometric interpretation 'RGB' is not supported"),
+    ],
+)
 def test_unusable_dicoms_are_refused_by_name_from_the_header(tmp_path, make, reason):
     path = str(make(tmp_path / "x.dcm") or "")
     for read in (lambda: check_image(path), lambda: load_gray(path, 32)):
@@ -138,15 +144,25 @@ def test_truncated_dicom_is_found_at_decode_time(tmp_path, film):
 def test_a_compressed_dicom_without_its_decoder_names_the_extra(tmp_path, film):
     path = write_dicom(tmp_path / "ls.dcm", film, syntax=JPEGLSLossless)
     blocked = ["pylibjpeg", "openjpeg", "libjpeg", "jpeg_ls", "gdcm"]  # the extra's plugins, as if not installed
-    script = (f"import sys; sys.modules.update(dict.fromkeys({blocked}))\n"
-              "from spml.data.images import MissingDecoderError, check_image, load_gray\n"
-              "for read in (check_image, lambda p: load_gray(p, 32)):\n"
-              "    try:\n        read(sys.argv[1])\n    except MissingDecoderError as err:\n        print(err)\n")
-    proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(REPO), "PATH": ""}, check=True)
+    script = (
+        f"import sys; sys.modules.update(dict.fromkeys({blocked}))\n"
+        "from spml.data.images import MissingDecoderError, check_image, load_gray\n"
+        "for read in (check_image, lambda p: load_gray(p, 32)):\n"
+        "    try:\n        read(sys.argv[1])\n    except MissingDecoderError as err:\n        print(err)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(REPO), "PATH": ""},
+        check=True,
+    )
     lines = proc.stdout.splitlines()
     assert len(lines) == 2 and all(line == lines[0] for line in lines), proc.stdout + proc.stderr
-    assert lines[0] == (f"{path}: compressed DICOM (JPEG-LS Lossless Image Compression) needs a pixel data decoder "
-                        "that is not installed: pip install 'spml[dicom]' (pylibjpeg, pylibjpeg-openjpeg, "
-                        "pylibjpeg-libjpeg, pyjpegls)")
+    assert lines[0] == (
+        f"{path}: compressed DICOM (JPEG-LS Lossless Image Compression) needs a pixel data decoder "
+        "that is not installed: pip install 'spml[dicom]' (pylibjpeg, pylibjpeg-openjpeg, "
+        "pylibjpeg-libjpeg, pyjpegls)"
+    )
     assert issubclass(MissingDecoderError, ValueError) and not issubclass(MissingDecoderError, ImageError)

@@ -1,5 +1,6 @@
 """Splits taken from the files (data.split=given|official), the patient-overlap check, CSV label layouts found from
 the header, and the val-split warnings in data_stats.json; training runs through tools/train.py."""
+
 import json
 import warnings
 from pathlib import Path
@@ -17,8 +18,15 @@ from tests.reliability.conftest import SMALL_RUN, cli, error_line, tools  # noqa
 
 CSV_PRESET = str(REPO / "configs/datasets/csv.yaml")
 # patient -> split as the file writes it (several accepted spellings): 12 train, 3 val, 3 test patients
-SPELLING = {**dict.fromkeys(range(12), "train"), 12: "Validation", 13: "valid", 14: "VAL", 15: "test", 16: "Test",
-            17: "testing"}
+SPELLING = {
+    **dict.fromkeys(range(12), "train"),
+    12: "Validation",
+    13: "valid",
+    14: "VAL",
+    15: "test",
+    16: "Test",
+    17: "testing",
+}
 
 
 def given_split_rows() -> list[dict]:
@@ -46,9 +54,19 @@ def given_folder(tmp_path) -> Path:
 
 def given_args(folder: Path, out: Path, *extra: str) -> list[str]:
     """tools/train.py arguments: the csv.yaml preset with data.csv.label_columns alone, data.split=given."""
-    return ["--mode", "supervised", "--config", CSV_PRESET, *SMALL_RUN, f"data.root={folder}",
-            f"data.labels={folder / 'labels.csv'}", "data.csv.label_columns=[A,B]", "data.split=given",
-            f"train.out={out}", *extra]
+    return [
+        "--mode",
+        "supervised",
+        "--config",
+        CSV_PRESET,
+        *SMALL_RUN,
+        f"data.root={folder}",
+        f"data.labels={folder / 'labels.csv'}",
+        "data.csv.label_columns=[A,B]",
+        "data.split=given",
+        f"train.out={out}",
+        *extra,
+    ]
 
 
 def test_given_split_trains_on_the_files_split_and_warns_about_its_val(cli, given_folder, tmp_path):
@@ -68,16 +86,23 @@ def test_given_split_trains_on_the_files_split_and_warns_about_its_val(cli, give
     assert warned["few_val_positives"]["positives"] == {"A": 3, "B": val_b} and 0 < val_b < 5
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda rows: rows[1].update(split="test"),
-     "patient 'p00' of {labels} has images in test ('{folder}/img01.png'), train ('{folder}/img00.png'); 1 "
-     "patient(s) are in more than one split"),
-    (lambda rows: rows[3].update(split="tst"), "data row 4 (line 5), column 'split': unknown split 'tst'"),
-    (lambda rows: rows[3].update(split=""), "data row 4 (line 5), column 'split': unknown split ''"),
-    (lambda rows: [row.update(split="train") for row in rows if row["split"].lower().startswith("val")],
-     "gives no val rows; the file's split must name train, val and test rows (data.split=official carves val"),
-    (lambda rows: [row.pop("split") for row in rows], "data.split=official|given needs a 'split' column"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda rows: rows[1].update(split="test"),
+            "patient 'p00' of {labels} has images in test ('{folder}/img01.png'), train ('{folder}/img00.png'); 1 "
+            "patient(s) are in more than one split",
+        ),
+        (lambda rows: rows[3].update(split="tst"), "data row 4 (line 5), column 'split': unknown split 'tst'"),
+        (lambda rows: rows[3].update(split=""), "data row 4 (line 5), column 'split': unknown split ''"),
+        (
+            lambda rows: [row.update(split="train") for row in rows if row["split"].lower().startswith("val")],
+            "gives no val rows; the file's split must name train, val and test rows (data.split=official carves val",
+        ),
+        (lambda rows: [row.pop("split") for row in rows], "data.split=official|given needs a 'split' column"),
+    ],
+)
 def test_bad_given_splits_are_refused_before_training(cli, given_folder, tmp_path, edit, message):
     rows = given_split_rows()
     edit(rows)
@@ -104,8 +129,10 @@ def csv_config(folder: Path, *overrides: str):
 
 
 def test_official_on_a_csv_carves_val_and_random_warns_that_it_ignores_the_column(given_folder):
-    rows = [{**row, "split": "train" if row["split"].lower().startswith("val") else row["split"]}
-            for row in given_split_rows()]
+    rows = [
+        {**row, "split": "train" if row["split"].lower().startswith("val") else row["split"]}
+        for row in given_split_rows()
+    ]
     pd.DataFrame(rows).to_csv(given_folder / "labels.csv", index=False)
     table, split = read_split(csv_config(given_folder, "data.split=official", "data.val_fraction=0.25"))
     given = np.array([row["split"].lower()[:2] for row in rows])
@@ -141,19 +168,25 @@ def write_csv(folder: Path, text: str) -> Path:
 
 
 def test_csv_layout_found_from_the_header(tmp_path):
-    per_finding = write_csv(tmp_path / "a", "path,patient_id,split,Effusion,Mass,\n1.png,p1,train,1,,\n"
-                                            "2.png,p2,test,0,-1,\n")
+    per_finding = write_csv(
+        tmp_path / "a", "path,patient_id,split,Effusion,Mass,\n1.png,p1,train,1,,\n2.png,p2,test,0,-1,\n"
+    )
     table = read_table(csv_config(per_finding))
-    assert table.classes == ("Effusion", "Mass") and np.array_equal(table.values(), [[1, np.nan], [0, -1]],
-                                                                        equal_nan=True)
-    delimited = write_csv(tmp_path / "b", "path,patient_id,findings,age\n1.png,p1,Mass|Effusion,54\n"
-                                          "2.png,p2,No Finding,60\n")
+    assert table.classes == ("Effusion", "Mass") and np.array_equal(
+        table.values(), [[1, np.nan], [0, -1]], equal_nan=True
+    )
+    delimited = write_csv(
+        tmp_path / "b", "path,patient_id,findings,age\n1.png,p1,Mass|Effusion,54\n2.png,p2,No Finding,60\n"
+    )
     table = read_table(csv_config(delimited))
     assert table.classes == ("Effusion", "Mass") and table.values().tolist() == [[1, 1], [0, 0]]
     with_age = write_csv(tmp_path / "c", "path,patient_id,age,Effusion\n1.png,p1,54,1\n")
-    with pytest.raises(DataError, match=r"column 'age': unknown label value '54' .*every column but the path, "
-                                        r"patient, study and split columns was read as a finding: \['age', "
-                                        r"'Effusion'\]; set data.csv.label_columns"):
+    with pytest.raises(
+        DataError,
+        match=r"column 'age': unknown label value '54' .*every column but the path, "
+        r"patient, study and split columns was read as a finding: \['age', "
+        r"'Effusion'\]; set data.csv.label_columns",
+    ):
         read_table(csv_config(with_age))
     assert read_table(csv_config(with_age, "data.csv.label_columns=[Effusion]")).classes == ("Effusion",)
     studies = write_csv(tmp_path / "d", "path,patient_id,study,Effusion\n1.png,p1,s1,1\n2.png,p1,s1,0\n")
@@ -166,8 +199,11 @@ def test_val_warnings_stay_quiet_on_a_large_even_split(tiny_config):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        bundle = build_data(tiny_config("supervised", "data.synthetic.num_images=3000", "data.split=stratified",
-                                        "data.val_fraction=0.3"))
+        bundle = build_data(
+            tiny_config(
+                "supervised", "data.synthetic.num_images=3000", "data.split=stratified", "data.val_fraction=0.3"
+            )
+        )
     assert not [item for item in bundle.warnings if item["warning"] in ("val_prevalence_shift", "few_val_positives")]
     assert not [w for w in caught if "val split" in str(w.message)]
 
@@ -177,9 +213,17 @@ def test_the_real_nih_samples_random_val_split_is_warned():
     """The 811 real NIH films split at random: 155 val images from 21 patients, prevalences far from train's."""
     from spml.factories.data import build_data
 
-    config = load_config([REPO / "configs/datasets/nih.yaml"], [
-        f"data.root={SHARED_DATA / 'nih1000'}", f"data.labels={SHARED_DATA / 'nih/Data_Entry_2017_v2020.csv.gz'}",
-        "data.split=random", "data.missing=drop", "data.views=[]"], mode="supervised")
+    config = load_config(
+        [REPO / "configs/datasets/nih.yaml"],
+        [
+            f"data.root={SHARED_DATA / 'nih1000'}",
+            f"data.labels={SHARED_DATA / 'nih/Data_Entry_2017_v2020.csv.gz'}",
+            "data.split=random",
+            "data.missing=drop",
+            "data.views=[]",
+        ],
+        mode="supervised",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bundle = build_data(config)
@@ -201,8 +245,9 @@ def test_chexpert_official_split_with_the_test_set_is_train_valid_test(tmp_path)
 
     root = write_chexpert(tmp_path / "chexpert")
     labels = write_chexpert_test(root).set_index("Study")
-    config = load_config([], ["data.dataset=chexpert", f"data.root={root}", "data.split=official",
-                              "data.views=[frontal]"]).data
+    config = load_config(
+        [], ["data.dataset=chexpert", f"data.root={root}", "data.split=official", "data.views=[frontal]"]
+    ).data
     table, split = read_split(config)
     frame = table.frame.assign(split=split)
     train, valid = (pd.read_csv(root / name) for name in ("train.csv", "valid.csv"))
@@ -223,6 +268,8 @@ def test_chexpert_official_split_with_the_test_set_is_train_valid_test(tmp_path)
     (root / "test_labels.csv").unlink()  # without the test set: valid.csv is the test split, val comes from train
     table, split = read_split(config)
     assert sorted(table.frame["path"][split == "test"]) == sorted(
-        str(root / p.split("/", 1)[1]) for p in valid.loc[valid["Frontal/Lateral"] == "Frontal", "Path"])
+        str(root / p.split("/", 1)[1]) for p in valid.loc[valid["Frontal/Lateral"] == "Frontal", "Path"]
+    )
     assert (split == "val").any() and set(table.frame["path"][split == "val"]) <= {
-        str(root / p.split("/", 1)[1]) for p in train["Path"]}
+        str(root / p.split("/", 1)[1]) for p in train["Path"]
+    }

@@ -1,4 +1,5 @@
 """Image decoding: every pixel format against an independent expectation, and each bad-file kind."""
+
 from pathlib import Path
 
 import numpy as np
@@ -80,12 +81,14 @@ def test_upscaling_small_images(tmp_path):
 def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     good = save(tmp_path / "good.png", rng.integers(0, 256, (64, 64), dtype=np.uint8))
     jpeg = save(tmp_path / "good.jpg", rng.integers(0, 256, (64, 64), dtype=np.uint8))
-    files = {"missing": (tmp_path / "nope.png", "does not exist"),
-             "empty": (tmp_path / "empty.png", "empty (0 bytes)"),
-             "truncated png": (tmp_path / "cut.png", "truncated"),
-             "truncated jpeg": (tmp_path / "cut.jpg", "truncated"),
-             "not an image": (tmp_path / "notes.png", "not a recognised image"),
-             "directory": (tmp_path / "folder.png", "directory")}
+    files = {
+        "missing": (tmp_path / "nope.png", "does not exist"),
+        "empty": (tmp_path / "empty.png", "empty (0 bytes)"),
+        "truncated png": (tmp_path / "cut.png", "truncated"),
+        "truncated jpeg": (tmp_path / "cut.jpg", "truncated"),
+        "not an image": (tmp_path / "notes.png", "not a recognised image"),
+        "directory": (tmp_path / "folder.png", "directory"),
+    }
     files["empty"][0].write_bytes(b"")
     files["truncated png"][0].write_bytes(good.read_bytes()[:300])
     files["truncated jpeg"][0].write_bytes(jpeg.read_bytes()[:400])

@@ -2,6 +2,7 @@
 16-bit PNGs with and without sBIT, 12-bit data in 16-bit containers, burned-in marker pixels, 48/64-bit RGB(A)
 and 16-bit grey+alpha PNGs against independent float64 references; JPEG EXIF orientation; 8-bit images
 unchanged under every policy."""
+
 from pathlib import Path
 
 import numpy as np
@@ -96,16 +97,18 @@ def test_16bit_film_shrinks_by_area_after_the_window(tmp_path):
     assert np.abs(out - expected).max() <= TOLERANCE
 
 
-@pytest.mark.parametrize("layout, writer", [("RGB", "opencv"), ("RGB", "pypng"), ("RGBA", "opencv"),
-                                            ("RGBA", "pypng"), ("LA", "pypng")])
+@pytest.mark.parametrize(
+    "layout, writer", [("RGB", "opencv"), ("RGB", "pypng"), ("RGBA", "opencv"), ("RGBA", "pypng"), ("LA", "pypng")]
+)
 def test_16bit_colour_and_grey_alpha_pngs_keep_all_16_bits(tmp_path, layout, writer):
     """Pillow keeps only the high byte of these layouts (12-bit data then comes out near black)."""
     rng = np.random.default_rng(3)
     base = film16(12).astype(np.int64)
     rgb = np.clip(base[..., None] + rng.integers(-200, 200, (64, 64, 3)), 0, 4095).astype(np.uint16)
     alpha = np.full((64, 64, 1), 65535, np.uint16)
-    channels = {"RGB": rgb, "RGBA": np.concatenate([rgb, alpha], 2),
-                "LA": np.concatenate([rgb[..., :1], alpha], 2)}[layout]
+    channels = {"RGB": rgb, "RGBA": np.concatenate([rgb, alpha], 2), "LA": np.concatenate([rgb[..., :1], alpha], 2)}[
+        layout
+    ]
     out = load_gray(write_png16_colour(tmp_path / "c.png", channels, writer), 64)
     gray = channels[..., 0].astype(np.float64) if layout == "LA" else luma16(channels)
     assert np.abs(out - window_reference(gray)).max() <= TOLERANCE
@@ -117,8 +120,10 @@ def test_48bit_rgb_with_sbit_and_equal_channels_is_the_grey_film(tmp_path):
     grey = load_gray(write_png16(tmp_path / "g.png", film, "pypng", sbit=12), 64)
     colour = load_gray(write_png16_colour(tmp_path / "c.png", rgb, "pypng", sbit=12), 64)
     assert np.array_equal(colour, grey)
-    plain = [load_gray(write_png16(tmp_path / "gp.png", film, "opencv"), 64),
-             load_gray(write_png16_colour(tmp_path / "cp.png", rgb, "opencv"), 64)]
+    plain = [
+        load_gray(write_png16(tmp_path / "gp.png", film, "opencv"), 64),
+        load_gray(write_png16_colour(tmp_path / "cp.png", rgb, "opencv"), 64),
+    ]
     assert np.array_equal(*plain)
 
 
@@ -163,12 +168,15 @@ def test_histogram_percentiles_equal_numpys(dtype, top):
             assert np.allclose(percentile_range(values, Intensity("window", percentiles)), expected, rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("policy, percentiles, message", [
-    ("max", (0.5, 99.5), r"data.intensity='max'; choose from \['auto', 'bits', 'window'\]"),
-    ("window", (50, 50), r"data.intensity_percentiles=\[50, 50\]: give \[low, high\]"),
-    ("window", (-1, 99), r"data.intensity_percentiles"),
-    ("window", (1, 2, 3), r"data.intensity_percentiles"),
-])
+@pytest.mark.parametrize(
+    "policy, percentiles, message",
+    [
+        ("max", (0.5, 99.5), r"data.intensity='max'; choose from \['auto', 'bits', 'window'\]"),
+        ("window", (50, 50), r"data.intensity_percentiles=\[50, 50\]: give \[low, high\]"),
+        ("window", (-1, 99), r"data.intensity_percentiles"),
+        ("window", (1, 2, 3), r"data.intensity_percentiles"),
+    ],
+)
 def test_bad_policies_are_refused_naming_the_key(policy, percentiles, message):
     with pytest.raises(ValueError, match=message):
         Intensity(policy, percentiles)

@@ -1,4 +1,5 @@
 """Label masking: the REFERENCE protocol, determinism, partial schemes, manifest checks, the real CheXpert file."""
+
 import hashlib
 import json
 import time
@@ -16,8 +17,13 @@ def small_table(n=400, seed=0, source_hash="0" * 64):
     rng = np.random.RandomState(seed)
     values = rng.choice([1.0, 0.0, -1.0, np.nan], size=(n, len(CLASSES)), p=[0.3, 0.4, 0.15, 0.15])
     paths = [f"/data/root/p{i % 97}/img{i}.png" for i in rng.permutation(n)]
-    return make_table({"path": paths, "patient_id": [p.split("/")[3] for p in paths]}, values, CLASSES,
-                      "/data/root/labels.csv", source_hash)
+    return make_table(
+        {"path": paths, "patient_id": [p.split("/")[3] for p in paths]},
+        values,
+        CLASSES,
+        "/data/root/labels.csv",
+        source_hash,
+    )
 
 
 def reference_single_positive(table, seed, root):
@@ -70,7 +76,8 @@ def test_same_input_and_seed_give_byte_identical_files(tmp_path):
         assert manifest["masked_sha256"] == hashlib.sha256(digests[-1]).hexdigest()
     assert digests[0] == digests[1]
     assert json.loads(open(manifest_path(tmp_path / "a.csv")).read()) == json.loads(
-        open(manifest_path(tmp_path / "b.csv")).read())
+        open(manifest_path(tmp_path / "b.csv")).read()
+    )
     write_masked(*mask_table(table, seed=8, root="/data/root"), tmp_path / "c.csv")
     assert (tmp_path / "c.csv").read_bytes() != digests[0]
     shuffled = table.subset(np.random.RandomState(1).permutation(len(table.frame)))  # row order of the input
@@ -118,8 +125,9 @@ def test_load_masked_aligns_by_path_and_refuses_mismatches(tmp_path):
     other_source = small_table(source_hash="1" * 64)
     with pytest.raises(DataError, match="re-run tools/mask_labels.py"):
         load_masked(path, other_source, root="/data/root")
-    renamed = make_table({"path": table.frame["path"]}, table.values(), ("A", "B", "C", "E"), table.source,
-                         table.source_hash)
+    renamed = make_table(
+        {"path": table.frame["path"]}, table.values(), ("A", "B", "C", "E"), table.source, table.source_hash
+    )
     with pytest.raises(DataError, match=r"has classes \['A', 'B', 'C', 'D'\]"):
         load_masked(path, renamed, root="/data/root")
     with pytest.raises(DataError, match="paths in the file are relative to the root '/data/root'"):
@@ -145,8 +153,23 @@ def test_mask_labels_tool_on_real_chexpert(tmp_path, kit, capsys):
     spec.loader.exec_module(tool)
     out = tmp_path / "masked.csv"
     start = time.perf_counter()
-    assert tool.main(["--dataset", "chexpert", "--csv", str(kit.CHEXPERT_LABELS), "--scheme", "single_positive",
-                      "--seed", "1200", "--out", str(out)]) == 0
+    assert (
+        tool.main(
+            [
+                "--dataset",
+                "chexpert",
+                "--csv",
+                str(kit.CHEXPERT_LABELS),
+                "--scheme",
+                "single_positive",
+                "--seed",
+                "1200",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     elapsed = time.perf_counter() - start
     printed = capsys.readouterr().out
     manifest = json.loads(open(manifest_path(out)).read())
@@ -186,9 +209,15 @@ def test_priority_scheme_follows_the_order_and_randomises_unlisted_classes():
     observed = MASKING.get("priority")(values, np.random.RandomState(0), classes=CLASSES, order=["D", "B"])
     assert np.nan_to_num(observed).tolist() == [[0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0]]
     only_unlisted = np.tile([1.0, 0.0, 1.0, 0.0], (2000, 1))  # A and C unlisted: which comes first is seeded
-    picks = {int(np.flatnonzero(MASKING.get("priority")(only_unlisted[:1], np.random.RandomState(seed),
-                                                         classes=CLASSES, order=["D"])[0] == 1)[0])
-             for seed in range(20)}
+    picks = {
+        int(
+            np.flatnonzero(
+                MASKING.get("priority")(only_unlisted[:1], np.random.RandomState(seed), classes=CLASSES, order=["D"])[0]
+                == 1
+            )[0]
+        )
+        for seed in range(20)
+    }
     assert picks == {0, 2}
     for order in (["X"], [], ["B", "B"]):
         with pytest.raises(DataError, match="priority: order="):

@@ -1,4 +1,5 @@
 """tools/split_report.py: per-class prevalence per split of the real NIH label file."""
+
 import importlib.util
 
 import pandas as pd
@@ -12,8 +13,20 @@ def test_split_report_on_real_nih(kit, nih_table, tmp_path, capsys):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     out = tmp_path / "prevalence.csv"
-    assert tool.main(["data.dataset=nih", f"data.root={kit.NIH_IMAGES}", f"data.labels={kit.NIH_LABELS}",
-                      "data.split=stratified", "data.split_seed=0", "--out", str(out)]) == 0
+    assert (
+        tool.main(
+            [
+                "data.dataset=nih",
+                f"data.root={kit.NIH_IMAGES}",
+                f"data.labels={kit.NIH_LABELS}",
+                "data.split=stratified",
+                "data.split_seed=0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "Hernia" in printed and "largest relative deviation" in printed
     table = pd.read_csv(out, index_col="row")

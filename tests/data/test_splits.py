@@ -1,4 +1,5 @@
 """Splits: patient-wise (no patient in two splits), seeded, fractions, stratification, official splits."""
+
 import time
 
 import numpy as np
@@ -48,8 +49,9 @@ def test_stratified_split_on_real_nih_is_fast_balanced_and_patient_wise(nih_tabl
     assert abs(shares["train"] - 0.7) < 0.01 and abs(shares["val"] - 0.1) < 0.01 and abs(shares["test"] - 0.2) < 0.01
     table = split_prevalence(nih_table, split)
     prevalence = table.loc[list(nih_table.classes)]
-    relative_gap = (prevalence[["train", "val", "test"]].sub(prevalence["all"], axis=0).abs()
-                    .div(prevalence["all"], axis=0))
+    relative_gap = (
+        prevalence[["train", "val", "test"]].sub(prevalence["all"], axis=0).abs().div(prevalence["all"], axis=0)
+    )
     assert relative_gap.to_numpy().max() < 0.1  # even Hernia (227 images) is spread in proportion
     random_split_rows = random_split(frame["patient_id"], 0.1, 0.2, seed=0)
     random = split_prevalence(nih_table, random_split_rows).loc[list(nih_table.classes)]
@@ -74,8 +76,9 @@ def test_split_prevalence_matches_direct_counts(nih_table):
 
 
 def test_official_split_carves_val_from_train_patients():
-    frame = pd.DataFrame({"patient_id": [f"p{i // 2}" for i in range(40)],
-                          OFFICIAL_SPLIT: ["train"] * 30 + ["test"] * 10})
+    frame = pd.DataFrame(
+        {"patient_id": [f"p{i // 2}" for i in range(40)], OFFICIAL_SPLIT: ["train"] * 30 + ["test"] * 10}
+    )
     split = official_split(frame, 0.2, seed=0)
     assert (split[30:] == "test").all() and (split[:30] != "test").all()
     assert_patient_wise(frame, split)
@@ -91,13 +94,16 @@ def test_official_split_with_val_rows_is_taken_as_given():
 
 def test_split_schemes_are_a_registry(nih_table):
     assert SPLIT_SCHEMES.names() == ["given", "official", "random", "stratified"]
-    np.testing.assert_array_equal(assign_splits(nih_table, "random", 0.1, 0.2, seed=3),
-                                  SPLIT_SCHEMES.get("random")(nih_table, 0.1, 0.2, 3))
+    np.testing.assert_array_equal(
+        assign_splits(nih_table, "random", 0.1, 0.2, seed=3), SPLIT_SCHEMES.get("random")(nih_table, 0.1, 0.2, 3)
+    )
 
 
 def test_bad_split_settings(nih_table):
     # the config loader refuses such a data.split first (a Literal choice); assign_splits still does too
-    with pytest.raises(DataError, match=r"data.split='patient'; choose from \['given', 'official', 'random', 'stratified'\]"):
+    with pytest.raises(
+        DataError, match=r"data.split='patient'; choose from \['given', 'official', 'random', 'stratified'\]"
+    ):
         assign_splits(nih_table, "patient")
     with pytest.raises(DataError, match="data.val_fraction=0.5, data.test_fraction=0.6"):
         assign_splits(nih_table, "random", val_fraction=0.5, test_fraction=0.6)

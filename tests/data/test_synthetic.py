@@ -1,5 +1,6 @@
 """The synthetic phantoms: determinism, shapes, CXR-like label statistics, patients, reader and source,
 the finding masks (where each finding changes the picture)."""
+
 import hashlib
 
 import numpy as np
@@ -104,8 +105,10 @@ def test_source_refuses_a_table_from_other_parameters():
 
 # sha256 of Phantoms(n, 1.5, seed).render(size) written by the generator of commit 0b35213, before the finding
 # masks were added (render_chunk split into draw + noise): the pictures must not change.
-RENDER_PINS = {(600, 3, 32): "dab91db297cde9b7d2a40b9a5f6105a2c6af44d35387f0e67c2fa5004cdb35ba",
-               (300, 1, 64): "ea41b91d6b00cb70b642b5d2afcfb81714e76566cfbe26c939f2019759472886"}
+RENDER_PINS = {
+    (600, 3, 32): "dab91db297cde9b7d2a40b9a5f6105a2c6af44d35387f0e67c2fa5004cdb35ba",
+    (300, 1, 64): "ea41b91d6b00cb70b642b5d2afcfb81714e76566cfbe26c939f2019759472886",
+}
 
 
 @pytest.mark.parametrize("n, seed, size", sorted(RENDER_PINS))

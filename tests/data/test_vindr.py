@@ -1,5 +1,6 @@
 """The VinDr-CXR reader (spml/data/readers/vindr.py) on files in the dataset's layout written with pandas: three
 radiologists per training image, reader agreement, the consensus test file, the registry and the config path."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,8 +20,11 @@ def vindr(tmp_path):
     (one consensus row each, "Other disease" as the test file spells it). Returns (root, train votes (6, 3, C))."""
     rng = np.random.default_rng(4)
     votes = (rng.random((6, 3, len(LABELS))) < 0.4).astype(int)
-    rows = [{"image_id": f"img{i}", "rad_id": f"R{r + 1}", **dict(zip(LABELS, votes[i, r]))}
-            for i in range(6) for r in range(3)]
+    rows = [
+        {"image_id": f"img{i}", "rad_id": f"R{r + 1}", **dict(zip(LABELS, votes[i, r]))}
+        for i in range(6)
+        for r in range(3)
+    ]
     folder = tmp_path / "vindr" / "annotations"
     folder.mkdir(parents=True)
     pd.DataFrame(rows).sample(frac=1.0, random_state=0).to_csv(folder / "image_labels_train.csv", index=False)
@@ -37,8 +41,9 @@ def test_an_image_is_positive_when_enough_of_its_readers_marked_it(vindr, agreem
     expected = (votes.sum(1) >= agreement).astype(float)  # (6, C), independent of the reader's pandas path
     np.testing.assert_array_equal(frame[LABELS].to_numpy(), expected)
     assert table.classes == tuple(LABELS) and len(table.frame) == 6
-    assert frame["path"].str.endswith(".dicom").all() and all(f"/train/img{i}" in p for i, p in
-                                                              enumerate(frame["path"]))
+    assert frame["path"].str.endswith(".dicom").all() and all(
+        f"/train/img{i}" in p for i, p in enumerate(frame["path"])
+    )
 
 
 def test_the_official_split_adds_the_consensus_test_file(vindr):

@@ -1,4 +1,5 @@
 """Run under `torchrun --nproc_per_node 2`: evaluation must see every validation sample exactly once."""
+
 import json
 import sys
 
@@ -24,7 +25,13 @@ model = inference_model(build_classifier(config, len(bundle.classes)), model_spe
 loader = accelerator.prepare(make_eval_loader(bundle.val, config.data.eval_batch_size, config.data.num_workers))
 predictions = predict_split(model.to(accelerator.device), loader, accelerator)
 if accelerator.is_main_process:
-    json.dump({"index": predictions["index"].tolist(), "size": len(bundle.val),
-               "probs": np.round(predictions["probs"].astype(float), 6).tolist(),
-               "processes": accelerator.num_processes}, open(out_path, "w"))
+    json.dump(
+        {
+            "index": predictions["index"].tolist(),
+            "size": len(bundle.val),
+            "probs": np.round(predictions["probs"].astype(float), 6).tolist(),
+            "processes": accelerator.num_processes,
+        },
+        open(out_path, "w"),
+    )
 accelerator.end_training()

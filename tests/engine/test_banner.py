@@ -1,4 +1,5 @@
 """The first lines of a run: what it runs on, and a warning when the launcher asked for more processes."""
+
 from accelerate import Accelerator
 
 from spml.engine.banner import launcher_warning, run_banner
@@ -17,5 +18,7 @@ def test_launcher_warning_compares_the_requested_processes_with_the_world_size()
 
 def test_banner_names_world_size_device_precision_and_effective_batch():
     lines = run_banner(Accelerator(cpu=True), batch_size=16, accumulate=4, environ={})
-    assert lines == ["world size 1 (single process), device cpu, precision no, effective batch 64 = 16 per "
-                     "process x 1 processes x 4 accumulation steps"]
+    assert lines == [
+        "world size 1 (single process), device cpu, precision no, effective batch 64 = 16 per "
+        "process x 1 processes x 4 accumulation steps"
+    ]

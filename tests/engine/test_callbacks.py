@@ -1,5 +1,6 @@
 """The Trainer is a loop plus callbacks: hook order, the progress it tells the objective, stop requests,
 early stopping (with the best checkpoint and resumable state), all on a Trainer handed fakes."""
+
 import json
 
 import pytest
@@ -80,11 +81,13 @@ def fake_trainer(callbacks, epochs: int = 2, max_steps: int = 0) -> Trainer:
     loader = DataLoader(data, batch_size=2, sampler=EpochSampler(len(data), 0), drop_last=True)
     accelerator = Accelerator(cpu=True)
     objective = FakeObjective()
-    objective, optimizer, loader = accelerator.prepare(objective, torch.optim.SGD(objective.parameters(), lr=0.01),
-                                                       loader)
+    objective, optimizer, loader = accelerator.prepare(
+        objective, torch.optim.SGD(objective.parameters(), lr=0.01), loader
+    )
     scheduler = build_scheduler(optimizer, "cosine", epochs, len(loader), lr=0.01)
-    return Trainer(objective, optimizer, scheduler, loader, accelerator, epochs=epochs, max_steps=max_steps,
-                   callbacks=callbacks)
+    return Trainer(
+        objective, optimizer, scheduler, loader, accelerator, epochs=epochs, max_steps=max_steps, callbacks=callbacks
+    )
 
 
 def test_hooks_run_in_order_and_the_trainer_tells_the_progress():
@@ -92,8 +95,11 @@ def test_hooks_run_in_order_and_the_trainer_tells_the_progress():
     trainer = fake_trainer([recorder], epochs=2)
     assert trainer.steps_per_epoch == STEPS
     trainer.fit()
-    epoch = lambda e: [("epoch_start", e), *[x for s in range(1, STEPS + 1) for x in ("update", ("step", e * STEPS + s))],
-                       ("epoch_end", e + 1, True)]
+    epoch = lambda e: [
+        ("epoch_start", e),
+        *[x for s in range(1, STEPS + 1) for x in ("update", ("step", e * STEPS + s))],
+        ("epoch_end", e + 1, True),
+    ]
     assert recorder.events == ["fit_start", *epoch(0), *epoch(1), "fit_end"]
     assert trainer.model.told == [(step, STEPS) for step in range(1, 2 * STEPS + 1)]
     assert trainer.model.updates == trainer.progress.updates == 2 * STEPS
@@ -113,12 +119,17 @@ def test_early_stopping_stops_after_patience_validations_without_improvement(tmp
     stopping = EarlyStopping(validation, patience=2)
     trainer = fake_trainer([validation, stopping, Checkpoint(tmp_path, validation=validation)], epochs=6)
     trainer.fit()
-    assert trainer.progress.epoch == 4 and "early stopping: val/mAP not better than 0.6000 (epoch 2)" in trainer.stop_reason
+    assert (
+        trainer.progress.epoch == 4
+        and "early stopping: val/mAP not better than 0.6000 (epoch 2)" in trainer.stop_reason
+    )
     assert json.loads((tmp_path / "best.json").read_text())["step"] == 2 * STEPS  # best: the epoch-2 weights
     assert json.loads((tmp_path / "latest.json").read_text())["step"] == 4 * STEPS
     state, _ = ckpt.load_state(ckpt.read_pointer(tmp_path))
-    assert state["callbacks"] == {"ScriptedValidation": {"best_value": 0.6, "best_epoch": 2},
-                                  "EarlyStopping": {"waited": 2}}
+    assert state["callbacks"] == {
+        "ScriptedValidation": {"best_value": 0.6, "best_epoch": 2},
+        "EarlyStopping": {"waited": 2},
+    }
     resumed = ScriptedValidation([])
     again = fake_trainer([resumed, EarlyStopping(resumed, patience=2)], epochs=6)
     again.resume(tmp_path)

@@ -1,4 +1,5 @@
 """2-process DDP on the CPU (gloo, torchrun -> Accelerator): evaluation sees every sample exactly once."""
+
 import json
 
 import numpy as np

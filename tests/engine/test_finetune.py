@@ -1,5 +1,6 @@
 """Fine-tuning pretrained weights: the backbone's learning-rate factor (optim.backbone_lr_scale) through timm's
 schedulers, and the frozen-backbone warm-up (optim.freeze_backbone_epochs), also across a resume."""
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -54,8 +55,12 @@ def test_frozen_warmup_keeps_the_pretrained_backbone_across_a_resume(tiny_config
     save_file(saved, str(tmp_path / "w.safetensors"))
     expected = dict(saved)
     expected["conv_stem.weight"] = saved["conv_stem.weight"].sum(1, keepdim=True)  # one input channel
-    extra = [f"model.pretrained={tmp_path / 'w.safetensors'}", "optim.freeze_backbone_epochs=1", "train.epochs=2",
-             "optim.backbone_lr_scale=0.5"]
+    extra = [
+        f"model.pretrained={tmp_path / 'w.safetensors'}",
+        "optim.freeze_backbone_epochs=1",
+        "train.epochs=2",
+        "optim.backbone_lr_scale=0.5",
+    ]
     first = build_trainer(tiny_config("supervised", *extra, "train.max_steps=2"))
     assert first.steps_per_epoch >= 4  # the stop below lies inside the frozen epoch
     lrs = {bool(g.get("backbone")): g["lr"] for g in first.optimizer.param_groups}
@@ -64,8 +69,9 @@ def test_frozen_warmup_keeps_the_pretrained_backbone_across_a_resume(tiny_config
     first.accelerator.end_training()
     run = tmp_path / "run"
     snapshots = Snapshots()
-    resumed = build_trainer(load_config(run_dir=run, overrides=["train.max_steps=0"]), callbacks=[snapshots],
-                            resume=True)
+    resumed = build_trainer(
+        load_config(run_dir=run, overrides=["train.max_steps=0"]), callbacks=[snapshots], resume=True
+    )
     resumed.resume(run)
     resumed.fit()
     resumed.accelerator.end_training()

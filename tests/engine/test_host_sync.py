@@ -11,6 +11,7 @@ Two call sites read host tensors only, and are allowed: torch's optimizers keep 
 CPU unless capturable/fused (its `.item()` reads host memory), and kornia draws random augmentation
 parameters on the CPU and checks the blur sigma there before copying it to the device non-blocking.
 """
+
 from __future__ import annotations
 
 import traceback
@@ -30,15 +31,19 @@ HOST_METHODS = ("cpu", "tolist", "numpy")
 
 def call_site() -> str:
     """The innermost frame outside this file and torch's dispatch machinery, with its callers' files."""
-    frames = [f for f in traceback.extract_stack() if not f.filename.endswith(("test_host_sync.py",
-                                                                               "_python_dispatch.py"))]
+    frames = [
+        f for f in traceback.extract_stack() if not f.filename.endswith(("test_host_sync.py", "_python_dispatch.py"))
+    ]
     return " <- ".join(f"{f.filename}:{f.lineno} {f.name}" for f in reversed(frames[-4:]))
 
 
 def host_only(site: str) -> bool:
     frames = site.split(" <- ")
-    return any(path in frame and frame.endswith(f" {name}" if name else "")
-               for frame in frames for path, name in HOST_ONLY_SITES)
+    return any(
+        path in frame and frame.endswith(f" {name}" if name else "")
+        for frame in frames
+        for path, name in HOST_ONLY_SITES
+    )
 
 
 class SyncRecorder(TorchDispatchMode):
@@ -50,8 +55,9 @@ class SyncRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
-        bool_index = name == "index" and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool
-                                             for i in (args[1] or []))
+        bool_index = name == "index" and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or [])
+        )
         if name in SYNC_OPS or bool_index:
             self.sites.append(f"{name}: {call_site()}")
         return func(*args, **(kwargs or {}))
@@ -80,6 +86,7 @@ def record_syncs(monkeypatch):
                     return function(*args, **kwargs)
             finally:
                 active[0] = False
+
         return watched
 
     def record(trainer: Trainer) -> list[str]:
@@ -95,11 +102,15 @@ def record_syncs(monkeypatch):
 STEPS = ["train.max_steps=4", "train.log_every=1000", "train.epochs=1", "data.synthetic.num_images=200"]
 
 
-@pytest.mark.parametrize("mode, overrides", [
-    ("supervised", []),
-    ("spml", []),  # MPC with every component, per-class thresholds
-    ("spml", ["spml.mpc.teacher=ema", "model.ema_decay=0.9", "spml.mpc.threshold=global"]),
-], ids=["supervised", "mpc", "mpc-ema-global"])
+@pytest.mark.parametrize(
+    "mode, overrides",
+    [
+        ("supervised", []),
+        ("spml", []),  # MPC with every component, per-class thresholds
+        ("spml", ["spml.mpc.teacher=ema", "model.ema_decay=0.9", "spml.mpc.threshold=global"]),
+    ],
+    ids=["supervised", "mpc", "mpc-ema-global"],
+)
 def test_training_steps_do_not_read_device_values(tiny_config, record_syncs, mode, overrides):
     # with the stop-signal callback tools/train.py adds (its step check reads a Python flag in one process)
     trainer = build_trainer(tiny_config(mode, *STEPS, *overrides), callbacks=[StopOnSignal(every=1000)])

@@ -1,4 +1,5 @@
 """Objectives: output contract, hidden labels never reach SPML objectives, eval independent of the batch."""
+
 import pytest
 import torch
 
@@ -10,13 +11,32 @@ from spml.models.artifact import inference_model
 MPC_VARIANTS = {
     "mpc_soft_em": ["spml.mpc.targets=soft", "loss.name=em", "spml.mpc.base_after_warmup=loss"],
     "mpc_base_apl": ["spml.mpc.consistency=base", "loss.name=em_apl", "spml.mpc.base_after_warmup=positives"],
-    "mpc_bce_confident": ["spml.mpc.consistency=bce", "loss.name=an", "spml.mpc.base_after_warmup=confident",
-                          "spml.mpc.threshold=global", "spml.mpc.teacher=ema"],
+    "mpc_bce_confident": [
+        "spml.mpc.consistency=bce",
+        "loss.name=an",
+        "spml.mpc.base_after_warmup=confident",
+        "spml.mpc.threshold=global",
+        "spml.mpc.teacher=ema",
+    ],
     "mpc_bt_own_fp_values": ["spml.mpc.bt_head=own", "spml.mpc.fp_channelwise=false"],
 }
 LOSS_VARIANTS = {"boostlu": ["loss.name=ll_r", "model.head=boostlu"]}  # single-positive methods beyond a loss name
-SPML_METHODS = ["mpc", *MPC_VARIANTS, "an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp",
-                "gr", *LOSS_VARIANTS]
+SPML_METHODS = [
+    "mpc",
+    *MPC_VARIANTS,
+    "an",
+    "an_ls",
+    "wan",
+    "epr",
+    "role",
+    "em",
+    "em_apl",
+    "ll_r",
+    "ll_ct",
+    "ll_cp",
+    "gr",
+    *LOSS_VARIANTS,
+]
 
 
 def first_batch(bundle, size=16):
@@ -77,8 +97,7 @@ def test_mpc_components_switch_off(tiny_config):
 def test_base_consistency_streams_leave_the_loss_tables_to_the_weak_view(tiny_config):
     """With consistency=base the strong/perturbed/batch streams use EM+APL's tables but only the weak
     view's probabilities are recorded in them."""
-    config = tiny_config("spml", "spml.mpc.consistency=base", "loss.name=em_apl",
-                         "spml.mpc.base_after_warmup=loss")
+    config = tiny_config("spml", "spml.mpc.consistency=base", "loss.name=em_apl", "spml.mpc.base_after_warmup=loss")
     bundle = build_data(config)
     objective = build_objective(config, data_stats(bundle, "spml"))
     objective.set_progress(5, 4)

@@ -1,5 +1,6 @@
 """Study-level and class-subset evaluation: the aggregation itself, config checks, and the CheXpert
 competition evaluation on valid.csv through the trainer and tools/evaluate.py."""
+
 import importlib.util
 import json
 
@@ -22,8 +23,9 @@ def test_evaluation_view_restricts_classes_and_aggregates_each_study_by_index():
     index = np.array([0, 1, 2, 3, 4])
     probs = np.array([[0.1, 0.9, 0.5], [0.3, 0.2, 0.5], [0.7, 0.4, 0.5], [0.2, 0.6, 0.5], [0.8, 0.1, 0.5]])
     targets = np.array([[0, 1, 0], [1, 0, 0], [1, 0, 0], [0, 0, 0], [0, 1, 0]], float)
-    known = np.array([[True, True, True], [False, True, True], [True, True, True], [True, True, True],
-                      [True, False, True]])
+    known = np.array(
+        [[True, True, True], [False, True, True], [True, True, True], [True, True, True], [True, False, True]]
+    )
     predictions = {"probs": probs, "targets": targets, "known": known, "index": index}
     view, classes = evaluation_view(predictions, frame, CLASSES, ("B", "A"), "max")
     assert classes == ["B", "A"]
@@ -39,8 +41,12 @@ def test_evaluation_view_restricts_classes_and_aggregates_each_study_by_index():
 
 def test_evaluation_view_reads_study_ids_through_the_prediction_index():
     frame = pd.DataFrame({"study_id": ["x", "y", "x"]})
-    predictions = {"probs": np.array([[0.2], [0.9]]), "targets": np.array([[0.0], [1.0]]),
-                   "known": np.ones((2, 1), bool), "index": np.array([1, 2])}  # row 0 was not predicted
+    predictions = {
+        "probs": np.array([[0.2], [0.9]]),
+        "targets": np.array([[0.0], [1.0]]),
+        "known": np.ones((2, 1), bool),
+        "index": np.array([1, 2]),
+    }  # row 0 was not predicted
     view, _ = evaluation_view(predictions, frame, ["A"], level="max")
     np.testing.assert_allclose(view["probs"], [[0.2], [0.9]])  # studies y then x, one view each
 
@@ -72,9 +78,21 @@ def test_chexpert_competition_evaluation_on_valid_csv(tmp_path, capsys):
     studies = frontal["Path"].str.rsplit("/", n=1).str[0].nunique()
     assert studies < len(frontal)  # some studies have two frontal views
     files = [REPO / "configs/datasets/chexpert.yaml", REPO / "configs/papers/chexpert_competition_eval.yaml"]
-    config = load_config(files, [f"data.root={root}", "data.size=32", "data.batch_size=8", "data.num_workers=0",
-                                 "model.backbone=test_resnet", "train.epochs=1", "train.max_steps=2",
-                                 "eval.bootstrap=20", f"train.out={tmp_path / 'run'}"], mode="supervised")
+    config = load_config(
+        files,
+        [
+            f"data.root={root}",
+            "data.size=32",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "model.backbone=test_resnet",
+            "train.epochs=1",
+            "train.max_steps=2",
+            "eval.bootstrap=20",
+            f"train.out={tmp_path / 'run'}",
+        ],
+        mode="supervised",
+    )
     trainer = build_trainer(config)
     try:
         trainer.fit()

@@ -1,4 +1,5 @@
 """End to end through the accelerate loop: both modes, checkpoints, exact resume, tools."""
+
 import json
 import subprocess
 import sys
@@ -25,15 +26,30 @@ def run(config):
         trainer.accelerator.end_training()
 
 
-@pytest.mark.parametrize("mode, extra", [("supervised", ["loss.name=zlpr"]), ("spml", []),
-                                         ("supervised", ["supervised.objective=consistency"]),
-                                         ("spml", ["spml.objective=loss", "loss.name=ll_r", "model.head=boostlu"])])
+@pytest.mark.parametrize(
+    "mode, extra",
+    [
+        ("supervised", ["loss.name=zlpr"]),
+        ("spml", []),
+        ("supervised", ["supervised.objective=consistency"]),
+        ("spml", ["spml.objective=loss", "loss.name=ll_r", "model.head=boostlu"]),
+    ],
+)
 def test_a_run_writes_everything(tiny_config, tmp_path, mode, extra):
     summary = run(tiny_config(mode, *extra))
     out = tmp_path / "run"
     assert 0.0 <= summary["mAP"] <= 1.0
-    for name in ("config.yaml", "log.csv", "data_stats.json", "checkpoints/latest.json", "checkpoints/best.json",
-                 "eval/metrics.json", "eval/per_class.csv", "eval/roc.png", "eval/pr.png"):
+    for name in (
+        "config.yaml",
+        "log.csv",
+        "data_stats.json",
+        "checkpoints/latest.json",
+        "checkpoints/best.json",
+        "eval/metrics.json",
+        "eval/per_class.csv",
+        "eval/roc.png",
+        "eval/pr.png",
+    ):
         assert (out / name).exists(), name
     log = pd.read_csv(out / "log.csv")
     assert {"train/loss", "val/mAP", "train/images_per_s"} <= set(log["name"])
@@ -88,10 +104,14 @@ def test_an_interrupt_at_an_epochs_last_step_resumes_into_that_epochs_end(tiny_c
     resumed = trainer.fit()
     trainer.accelerator.end_training()
     assert (resumed["mAP"], resumed["mean_auroc"]) == (straight["mAP"], straight["mean_auroc"])
-    assert (ckpt.read_pointer(stopped / "checkpoints", "best").name
-            == ckpt.read_pointer(tmp_path / "straight" / "checkpoints", "best").name)
-    logged = [pd.read_csv(run / "log.csv").query("name != 'train/images_per_s'").reset_index(drop=True)
-              for run in (stopped, tmp_path / "straight")]
+    assert (
+        ckpt.read_pointer(stopped / "checkpoints", "best").name
+        == ckpt.read_pointer(tmp_path / "straight" / "checkpoints", "best").name
+    )
+    logged = [
+        pd.read_csv(run / "log.csv").query("name != 'train/images_per_s'").reset_index(drop=True)
+        for run in (stopped, tmp_path / "straight")
+    ]
     pd.testing.assert_frame_equal(*logged)
 
 
@@ -107,8 +127,12 @@ def test_tools_train_evaluate_predict(tmp_path):
     out = tmp_path / "cli"
     cmd = [sys.executable, str(REPO / "tools/train.py"), "--mode", "spml", *TINY, "train.epochs=1", f"train.out={out}"]
     subprocess.run(cmd, check=True, cwd=tmp_path, capture_output=True)
-    subprocess.run([sys.executable, str(REPO / "tools/evaluate.py"), str(out), "--tta"], check=True,
-                   cwd=tmp_path, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "tools/evaluate.py"), str(out), "--tta"],
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
+    )
     metrics = json.loads((out / "eval-tta" / "metrics.json").read_text())
     assert 0 <= metrics["mAP"] <= 1
     images = []
@@ -116,8 +140,11 @@ def test_tools_train_evaluate_predict(tmp_path):
         images.append(tmp_path / f"image{i}.png")
         pixels = np.random.default_rng(i).integers(0, 255, (48, 40, len(mode)), dtype=np.uint8)
         Image.fromarray(pixels.squeeze(-1) if mode == "L" else pixels).save(images[-1])
-    subprocess.run([sys.executable, str(REPO / "tools/predict.py"), str(out), *map(str, images), "--out",
-                    str(tmp_path / "p.csv")], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "tools/predict.py"), str(out), *map(str, images), "--out", str(tmp_path / "p.csv")],
+        check=True,
+        capture_output=True,
+    )
     predictions = pd.read_csv(tmp_path / "p.csv")
     decisions = [c for c in predictions.columns if c.endswith("_decision")]
     probabilities = [c for c in predictions.columns[1:] if c not in decisions]
@@ -133,8 +160,9 @@ def test_tools_train_evaluate_predict(tmp_path):
 
 
 def test_bad_override_is_a_usage_error_not_a_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "tools/train.py"), "data.size=huge"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools/train.py"), "data.size=huge"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "data.size" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -142,8 +170,16 @@ def test_bad_override_is_a_usage_error_not_a_traceback(tmp_path):
 def test_a_finished_run_loads_without_its_initial_prototype_file(tiny_config, tmp_path):
     prototypes = tmp_path / "prototypes.npy"
     np.save(prototypes, np.random.default_rng(0).normal(size=(10, 16)).astype(np.float32))
-    run(tiny_config("supervised", "model.head=prototype", "model.embedding_dim=16", f"model.prototypes={prototypes}",
-                    "loss.name=metric", "train.max_steps=2"))
+    run(
+        tiny_config(
+            "supervised",
+            "model.head=prototype",
+            "model.embedding_dim=16",
+            f"model.prototypes={prototypes}",
+            "loss.name=metric",
+            "train.max_steps=2",
+        )
+    )
     prototypes.unlink()  # moved or deleted after training: the checkpoint holds the trained prototypes
     model = load_model(tmp_path / "run")
     assert model.metadata["head"]["args"]["prototypes"] == ""

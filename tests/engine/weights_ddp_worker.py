@@ -1,6 +1,7 @@
 """Run under `torchrun --nproc_per_node 2` with an empty HF_HOME: spml.factories.weights.prepare_weights must let
 only the main process download (through a fake hub that counts its downloads) and both processes load the same
 weights. Arguments: an output folder and the safetensors file the fake hub serves."""
+
 import json
 import shutil
 import sys
@@ -39,6 +40,9 @@ config = prepare_weights(load_config([], [*TINY, "model.backbone=resnet10t", "mo
 torch.manual_seed(accelerator.process_index)  # a different random init per process: only loaded weights can agree
 backbone = build_classifier(config, 3).backbone.model
 weights = torch.cat([p.detach().flatten() for p in backbone.parameters()])
-(out / f"process{accelerator.process_index}.json").write_text(json.dumps(
-    {"record": config.model.pretrained_record, "sum": float(weights.double().sum()), "first": weights[:8].tolist()}))
+(out / f"process{accelerator.process_index}.json").write_text(
+    json.dumps(
+        {"record": config.model.pretrained_record, "sum": float(weights.double().sum()), "first": weights[:8].tolist()}
+    )
+)
 accelerator.end_training()

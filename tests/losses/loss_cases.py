@@ -1,6 +1,7 @@
 """Shared inputs for the loss tests: REFERENCE.md's check example and builders for every registered loss.
 
 Imported by name (not a conftest, which would clash with tests/conftest.py)."""
+
 import torch
 
 from spml.losses import build_loss

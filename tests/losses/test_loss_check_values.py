@@ -1,4 +1,5 @@
 """Every check value of REFERENCE.md section 1 (computed independently of this code) to 1e-6."""
+
 import pytest
 import torch
 from loss_cases import check_example, make_spml
@@ -22,14 +23,17 @@ def test_focal_zlpr_temperature_half():
     assert abs(build_loss("fzlpr", {"temperature": 0.5})(logits, targets).item() - 0.3382417) < TOL
 
 
-@pytest.mark.parametrize("name, params, expected", [
-    ("an", {}, 0.3216479),
-    ("an", {"eps": 0.0}, 0.3216623),
-    ("an_ls", {"ls": 0.1}, 0.4484580),
-    ("wan", {}, 0.1881973),
-    ("epr", {"expected_positives": 1.5}, 0.0550245),
-    ("em", {"alpha": 0.1}, 0.0195921),
-])
+@pytest.mark.parametrize(
+    "name, params, expected",
+    [
+        ("an", {}, 0.3216479),
+        ("an", {"eps": 0.0}, 0.3216623),
+        ("an_ls", {"ls": 0.1}, 0.4484580),
+        ("wan", {}, 0.1881973),
+        ("epr", {"expected_positives": 1.5}, 0.0550245),
+        ("em", {"alpha": 0.1}, 0.0195921),
+    ],
+)
 def test_single_positive_baselines(name, params, expected):
     logits, _, observed, index = check_example()
     loss = make_spml(name, num_classes=3, num_images=2, **params)
@@ -44,8 +48,9 @@ def test_em_apl_with_the_stated_soft_negatives():
     assert abs(loss(logits, observed, index).item() - 0.0618233) < TOL
 
 
-@pytest.mark.parametrize("name, delta, expected", [("ll_r", 0.005, 0.1689472), ("ll_ct", 0.002, 0.2540848),
-                                                   ("ll_cp", 0.001, 0.2540848)])
+@pytest.mark.parametrize(
+    "name, delta, expected", [("ll_r", 0.005, 0.1689472), ("ll_ct", 0.002, 0.2540848), ("ll_cp", 0.001, 0.2540848)]
+)
 def test_large_loss_first_and_second_epoch(name, delta, expected):
     logits, _, observed, index = check_example()
     loss = make_spml(name, num_classes=3, num_images=2, delta=delta)

@@ -1,4 +1,5 @@
 """Per-image loss tables stay identical across processes (2-process gloo on the CPU)."""
+
 import os
 import socket
 import time
@@ -31,8 +32,16 @@ def worker(rank: int, port: int, out: str) -> None:
     observed = torch.nn.functional.one_hot(rows % 3, 3).bool()
     ll_cp(logits, observed, rows), apl(logits, observed, rows)
     apl.set_epoch(1)
-    torch.save({"flipped": ll_cp.flipped, "probs": apl.recorded_probs, "soft": apl.soft_target,
-                "logits": logits, "rows": rows}, f"{out}/rank{rank}.pt")
+    torch.save(
+        {
+            "flipped": ll_cp.flipped,
+            "probs": apl.recorded_probs,
+            "soft": apl.soft_target,
+            "logits": logits,
+            "rows": rows,
+        },
+        f"{out}/rank{rank}.pt",
+    )
     dist.destroy_process_group()
 
 

@@ -1,4 +1,5 @@
 """Full-label losses: identities with BCE, brute-force float64 references, masking, separation."""
+
 import itertools
 import math
 
@@ -39,7 +40,7 @@ def test_asl_against_its_definition_in_float64():
     logits, targets, _ = random_case(dtype=torch.float64)
     p = torch.sigmoid(logits)
     shifted = (p - 0.05).clamp(min=0)
-    expected = -(targets * (1 - p) ** 1 * torch.log(p) + (1 - targets) * shifted ** 4 * torch.log(1 - shifted))
+    expected = -(targets * (1 - p) ** 1 * torch.log(p) + (1 - targets) * shifted**4 * torch.log(1 - shifted))
     asl = build_loss("asl", {"gamma_pos": 1.0, "gamma_neg": 4.0, "clip": 0.05})
     assert torch.allclose(asl(logits, targets), expected.mean(), atol=1e-12)
 
@@ -138,13 +139,16 @@ def test_metric_loss_against_brute_force_float64():
     class_weight = [w / (sum(inverse) / 3) for w in inverse]
     per_image = []
     for d, y, k in zip(distance.tolist(), targets.tolist(), known.tolist()):
-        per_image.append(sum(w * (dc if yc else max(0.0, 1.2 - dc))
-                             for dc, yc, kc, w in zip(d, y, k, class_weight) if kc))
-    hard = [h ** 2 for h in per_image]
+        per_image.append(
+            sum(w * (dc if yc else max(0.0, 1.2 - dc)) for dc, yc, kc, w in zip(d, y, k, class_weight) if kc)
+        )
+    hard = [h**2 for h in per_image]
     expected = sum(h * 5 * w / sum(hard) for h, w in zip(per_image, hard)) / 5
     assert abs(loss(-distance, targets, known).item() - expected) < 1e-7  # class weights are a float32 buffer
-    assert torch.allclose(dual_weighted_metric(-distance, targets, hardness=0.0),
-                          torch.where(targets > 0.5, distance, (1.0 - distance).clamp(min=0)).sum(1).mean())
+    assert torch.allclose(
+        dual_weighted_metric(-distance, targets, hardness=0.0),
+        torch.where(targets > 0.5, distance, (1.0 - distance).clamp(min=0)).sum(1).mean(),
+    )
 
 
 @pytest.mark.parametrize("key", list(FULL))

@@ -1,5 +1,6 @@
 """GR Loss (Chen et al. 2024): check values from an independent float64 reference written from the
 published formula, the schedule, stop-gradient weights, identities with AN, extreme logits, only `observed`."""
+
 import inspect
 import math
 
@@ -11,14 +12,23 @@ from loss_cases import CHECK_OBSERVED, CHECK_P, check_example, make_spml, single
 from spml.losses.an import assume_negative
 from spml.losses.gr import generalized_robust, gr_soft_label, gr_weight
 
-DEFAULTS = {"num_epochs": 8, "w": (0.0, 2.0), "b": (-2.0, -2.0), "mu": (0.5, 0.8), "sigma": (2.0, 0.5),
-            "q2": 0.01, "q3": 1.0, "eps": 1e-7}
+DEFAULTS = {
+    "num_epochs": 8,
+    "w": (0.0, 2.0),
+    "b": (-2.0, -2.0),
+    "mu": (0.5, 0.8),
+    "sigma": (2.0, 0.5),
+    "q2": 0.01,
+    "q3": 1.0,
+    "eps": 1e-7,
+}
 
 
 def reference(probs, observed, epoch, num_epochs, w, b, mu, sigma, q2, q3, eps):
     """The formula in plain Python floats: observed -log(p + eps); unobserved v [k (1 - p^q2)/q2 +
     (1 - k)(1 - (1-p)^q3)/q3], k = sigmoid(w p + b), v = exp(-(p - mu)^2 / (2 sigma^2)); parameters
     linear in the epoch (k's at epoch / num_epochs, v's at (epoch + 1) / num_epochs, capped at 1)."""
+
     def at(pair, fraction):
         return pair[0] + (pair[1] - pair[0]) * min(fraction, 1.0)
 
@@ -31,14 +41,15 @@ def reference(probs, observed, epoch, num_epochs, w, b, mu, sigma, q2, q3, eps):
                 total += -math.log(p + eps)
                 continue
             k = 1 / (1 + math.exp(-(w_ * p + b_)))
-            v = math.exp(-(p - mu_) ** 2 / (2 * sigma_ ** 2))
-            total += v * (k * (1 - p ** q2) / q2 + (1 - k) * (1 - (1 - p) ** q3) / q3)
+            v = math.exp(-((p - mu_) ** 2) / (2 * sigma_**2))
+            total += v * (k * (1 - p**q2) / q2 + (1 - k) * (1 - (1 - p) ** q3) / q3)
     return total / sum(len(row) for row in probs)
 
 
 # REFERENCE.md's example; the numbers are `reference(...)` with the defaults, to 7 decimals.
-@pytest.mark.parametrize("epoch, expected", [(0, 0.3383433), (3, 0.3388648), (7, 0.2500174), (8, 0.2518277),
-                                             (20, 0.2518277)])
+@pytest.mark.parametrize(
+    "epoch, expected", [(0, 0.3383433), (3, 0.3388648), (7, 0.2500174), (8, 0.2518277), (20, 0.2518277)]
+)
 def test_check_values_on_the_reference_example(epoch, expected):
     logits, _, observed, index = check_example()
     assert abs(reference(CHECK_P, CHECK_OBSERVED, epoch, **DEFAULTS) - expected) < 5e-8
@@ -52,8 +63,16 @@ def test_other_settings_against_the_reference():
     generator = torch.Generator().manual_seed(3)
     probs = torch.rand(6, 5, generator=generator, dtype=torch.float64) * 0.98 + 0.01
     observed = single_positive(6, 5, seed=2)
-    settings = {"num_epochs": 5, "w": (1.0, -3.0), "b": (0.5, -1.0), "mu": (0.2, 0.4), "sigma": (0.3, 1.5),
-                "q2": 0.5, "q3": 0.7, "eps": 1e-5}
+    settings = {
+        "num_epochs": 5,
+        "w": (1.0, -3.0),
+        "b": (0.5, -1.0),
+        "mu": (0.2, 0.4),
+        "sigma": (0.3, 1.5),
+        "q2": 0.5,
+        "q3": 0.7,
+        "eps": 1e-5,
+    }
     loss = make_spml("gr", num_classes=5, num_images=6, **settings)
     for epoch in (0, 2, 4):
         loss.set_epoch(epoch)
@@ -77,7 +96,7 @@ def test_gradient_treats_soft_labels_and_weights_as_constants():
     observed = single_positive(4, 5, seed=6)
     loss = make_spml("gr", num_classes=5, num_images=4)
     loss.set_epoch(5)
-    grad, = torch.autograd.grad(loss(logits, observed, torch.arange(4)), logits)
+    (grad,) = torch.autograd.grad(loss(logits, observed, torch.arange(4)), logits)
 
     now = loss.schedule()
     p = torch.sigmoid(logits)  # the original's way, from probabilities
@@ -85,11 +104,11 @@ def test_gradient_treats_soft_labels_and_weights_as_constants():
     v = torch.exp(-((p - now["mu"]) ** 2) / (2 * now["sigma"] ** 2))
 
     def value(k, v):
-        return torch.where(observed, -torch.log(p + 1e-7), v * (k * (1 - p ** 0.01) / 0.01 + (1 - k) * p)).mean()
+        return torch.where(observed, -torch.log(p + 1e-7), v * (k * (1 - p**0.01) / 0.01 + (1 - k) * p)).mean()
 
-    constant_weights, = torch.autograd.grad(value(k.detach(), v.detach()), logits, retain_graph=True)
+    (constant_weights,) = torch.autograd.grad(value(k.detach(), v.detach()), logits, retain_graph=True)
     assert torch.allclose(grad, constant_weights, atol=1e-12)
-    differentiated_weights, = torch.autograd.grad(value(k, v), logits)
+    (differentiated_weights,) = torch.autograd.grad(value(k, v), logits)
     assert not torch.allclose(grad, differentiated_weights, atol=1e-6)
 
 
@@ -100,7 +119,9 @@ def test_function_gradcheck_with_given_soft_labels_and_weights():
     soft_label, weight = gr_soft_label(probs, 1.5, -2.0), gr_weight(probs, 0.7, 0.6)
     observed = single_positive(3, 4, seed=9)
     for q2, q3 in ((0.01, 1.0), (0.0, 0.0), (0.5, 2.0)):
-        assert torch.autograd.gradcheck(lambda s: generalized_robust(s, observed, soft_label, weight, q2, q3), (logits,))
+        assert torch.autograd.gradcheck(
+            lambda s: generalized_robust(s, observed, soft_label, weight, q2, q3), (logits,)
+        )
 
 
 def test_with_certain_negatives_it_is_assume_negative():
@@ -126,8 +147,15 @@ def test_extreme_logits_at_every_stage_are_finite():
             value.backward()
             assert torch.isfinite(value) and torch.isfinite(logits.grad).all(), epoch
     # an observed positive at logit -100 costs -log(eps), the original's cap
-    assert abs(make_spml("gr", num_classes=1, num_images=1, reduction="sum")(
-        torch.tensor([[-100.0]]), torch.tensor([[True]]), torch.arange(1)).item() - -math.log(1e-7)) < 1e-4
+    assert (
+        abs(
+            make_spml("gr", num_classes=1, num_images=1, reduction="sum")(
+                torch.tensor([[-100.0]]), torch.tensor([[True]]), torch.arange(1)
+            ).item()
+            - -math.log(1e-7)
+        )
+        < 1e-4
+    )
 
 
 def test_it_sees_only_the_observed_positives():
@@ -139,14 +167,17 @@ def test_it_sees_only_the_observed_positives():
     assert list(loss.state_dict()) == [] and list(loss.parameters()) == []
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"sigma": (2.0, 0.0)}, "sigma must be > 0"),
-    ({"w": (0.0,)}, r"w is a pair \[start, end\]"),
-    ({"mu": (0.5, float("nan"))}, "mu is a pair"),
-    ({"num_epochs": 0}, "num_epochs is the number of training epochs"),
-    ({"num_epochs": 2.5}, "num_epochs"),
-    ({"q2": -0.1}, "q2 and q3 must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"sigma": (2.0, 0.0)}, "sigma must be > 0"),
+        ({"w": (0.0,)}, r"w is a pair \[start, end\]"),
+        ({"mu": (0.5, float("nan"))}, "mu is a pair"),
+        ({"num_epochs": 0}, "num_epochs is the number of training epochs"),
+        ({"num_epochs": 2.5}, "num_epochs"),
+        ({"q2": -0.1}, "q2 and q3 must be >= 0"),
+    ],
+)
 def test_bad_parameters_are_named(params, message):
     with pytest.raises(ValueError, match=f"gr: {message}"):
         make_spml("gr", **params)

@@ -1,4 +1,5 @@
 """Numerics of every registered loss: float64 gradcheck, extreme logits, bf16 autocast (fp32 output)."""
+
 import pytest
 import torch
 from loss_cases import FULL, SPML, active_spml, make_full, single_positive

@@ -1,6 +1,7 @@
 """The reduction convention of every public loss function and module (spml/losses/common.py):
 "none" is the per-element tensor (masked elements 0, zero gradient), "mean" its sum over the elements that
 count, "sum" its sum; plus gradcheck and +/-100 logits of the per-element tensors."""
+
 import inspect
 
 import pytest
@@ -56,17 +57,29 @@ def function_cases():
         "asl": (lambda s, r: asl(s, targets, known, 1.0, 4.0, 0.05, r), entry, known.sum(), ~known),
         "zlpr": (lambda s, r: zlpr(s, targets, known, 0.5, r), row, B, ~known),
         "msml": (lambda s, r: msml(s, targets, known, 0.5, r), row, rows_with_known(known), ~known),
-        "metric": (lambda s, r: dual_weighted_metric(-s.abs() - 0.1, targets, known, 1.0, counts, 0.0, r), row, B,
-                   ~known),
+        "metric": (
+            lambda s, r: dual_weighted_metric(-s.abs() - 0.1, targets, known, 1.0, counts, 0.0, r),
+            row,
+            B,
+            ~known,
+        ),
         "assume_negative": (lambda s, r: assume_negative(s, observed, 1e-5, 0.1, 0.5, r), entry, everything, None),
         "observed_only": (lambda s, r: observed_only(s, observed, 1e-5, r), entry, everything, ~observed),
-        "entropy_maximisation": (lambda s, r: entropy_maximisation(s, observed, 0.1, 1e-5, soft_target, 0.2, r),
-                                 entry, everything, None),
+        "entropy_maximisation": (
+            lambda s, r: entropy_maximisation(s, observed, 0.1, 1e-5, soft_target, 0.2, r),
+            entry,
+            everything,
+            None,
+        ),
         "large_loss_reject": (lambda s, r: large_loss(s, observed, 3, False, r)[0], entry, everything, None),
         "large_loss_correct": (lambda s, r: large_loss(s, observed, 3, True, r)[0], entry, everything, None),
         "role_loss": (lambda s, r: role_loss(s, table, observed, 1.5, 1e-5, r), entry, everything, None),
-        "generalized_robust": (lambda s, r: generalized_robust(s, observed, soft, weight, 0.01, 1.0, 1e-7, r),
-                               entry, everything, None),
+        "generalized_robust": (
+            lambda s, r: generalized_robust(s, observed, soft, weight, 0.01, 1.0, 1e-7, r),
+            entry,
+            everything,
+            None,
+        ),
     }
 
 
@@ -123,8 +136,23 @@ def test_unknown_reduction_is_refused(name):
 
 
 def test_every_public_loss_function_defaults_to_mean():
-    functions = [bce, batch_balanced_bce, focal, asl, zlpr, msml, dual_weighted_metric, assume_negative, observed_only,
-                 entropy_maximisation, large_loss, role_loss, generalized_robust, reduce, with_batch_term]
+    functions = [
+        bce,
+        batch_balanced_bce,
+        focal,
+        asl,
+        zlpr,
+        msml,
+        dual_weighted_metric,
+        assume_negative,
+        observed_only,
+        entropy_maximisation,
+        large_loss,
+        role_loss,
+        generalized_robust,
+        reduce,
+        with_batch_term,
+    ]
     for function in functions:
         assert inspect.signature(function).parameters["reduction"].default == "mean", function.__name__
         assert "Shape:" in function.__doc__ or "Returns:" in function.__doc__, function.__name__
@@ -159,7 +187,9 @@ def test_single_positive_modules_take_a_reduction(name):
     logits, *_ = inputs()
     observed, index = single_positive(B, C, seed=4), torch.tensor([0, 2, 3, 5, 7])
     # eval: the tables stay fixed between the calls
-    none, mean, total = (active_spml(name, reduction=r).eval()(logits, observed, index) for r in ("none", "mean", "sum"))
+    none, mean, total = (
+        active_spml(name, reduction=r).eval()(logits, observed, index) for r in ("none", "mean", "sum")
+    )
     assert torch.equal(mean, active_spml(name).eval()(logits, observed, index))  # "mean" is the default
     assert none.shape == (B, C)
     assert torch.allclose(mean, none.mean(), rtol=1e-12) and torch.allclose(total, none.sum(), rtol=1e-12)
@@ -180,11 +210,15 @@ def test_single_positive_modules_refuse_an_unknown_reduction(name):
 def test_check_values_through_reduction_none():
     """REFERENCE.md section 1, recomputed from the per-element tensors."""
     logits, targets, observed, _ = check_example()
-    assert torch.allclose(zlpr(logits, targets, reduction="none"), torch.tensor([0.7985077, 0.6547198],
-                                                                                dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(
+        zlpr(logits, targets, reduction="none"), torch.tensor([0.7985077, 0.6547198], dtype=torch.float64), atol=1e-6
+    )
     assert abs(assume_negative(logits, observed, reduction="none").mean().item() - 0.3216479) < 1e-6
-    assert abs(assume_negative(logits, observed, label_smoothing=0.1, reduction="none").sum().item() / 6
-               - 0.4484580) < 1e-6
-    assert abs(assume_negative(logits, observed, unobserved_weight=0.5, reduction="none").mean().item()
-               - 0.1881973) < 1e-6
+    assert (
+        abs(assume_negative(logits, observed, label_smoothing=0.1, reduction="none").sum().item() / 6 - 0.4484580)
+        < 1e-6
+    )
+    assert (
+        abs(assume_negative(logits, observed, unobserved_weight=0.5, reduction="none").mean().item() - 0.1881973) < 1e-6
+    )
     assert abs(entropy_maximisation(logits, observed, reduction="none").mean().item() - 0.0195921) < 1e-6

@@ -1,4 +1,5 @@
 """Registries and builders: duplicates, unknown names, bad parameters, context arguments."""
+
 import pytest
 import torch
 
@@ -9,8 +10,19 @@ CONTEXT = {"num_classes": 3, "num_images": 5, "expected_positives": 1.2}
 
 def test_every_family_is_registered():
     assert set(LOSSES.names()) == {"bce", "weighted_bce", "focal", "asl", "zlpr", "fzlpr", "msml", "metric"}
-    assert set(SPML_LOSSES.names()) == {"an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct",
-                                        "ll_cp", "gr"}
+    assert set(SPML_LOSSES.names()) == {
+        "an",
+        "an_ls",
+        "wan",
+        "epr",
+        "role",
+        "em",
+        "em_apl",
+        "ll_r",
+        "ll_ct",
+        "ll_cp",
+        "gr",
+    }
 
 
 @pytest.mark.parametrize("registry, name", [(LOSSES, "bce"), (SPML_LOSSES, "an")])
@@ -40,7 +52,9 @@ def test_bad_parameter_names_the_loss_and_the_parameter():
 
 def test_context_arguments_reach_only_the_losses_that_take_them():
     assert build_loss("epr", {}, mode="spml", **CONTEXT).expected_positives == 1.2
-    assert build_loss("epr", {"expected_positives": 2.0}, mode="spml", **CONTEXT).expected_positives == 2.0  # params win
+    assert (
+        build_loss("epr", {"expected_positives": 2.0}, mode="spml", **CONTEXT).expected_positives == 2.0
+    )  # params win
     assert build_loss("role", {}, mode="spml", **CONTEXT).table.shape == (5, 3)
     assert build_loss("ll_cp", {}, mode="spml", **CONTEXT).flipped.shape == (5, 3)
     loss = build_loss("weighted_bce", {"weighting": "class"}, pos_counts=[1, 4], num_samples=5)

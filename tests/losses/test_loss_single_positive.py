@@ -1,4 +1,5 @@
 """Single-positive losses: identities, epoch schedules, stateful tables and their checkpoints."""
+
 import math
 
 import pytest
@@ -101,8 +102,10 @@ def test_large_loss_rejected_entries_get_no_gradient():
     assert torch.all(logits.grad[selected] == 0) and torch.all(logits.grad[~selected] != 0)
 
 
-@pytest.mark.parametrize("name, delta, epoch, expected", [
-    ("ll_r", 0.1, 2, 6), ("ll_r", 0.1, 20, 30), ("ll_ct", 0.01, 1, 1), ("ll_cp", 0.1, 5, 3), ("ll_r", 0.1, 0, 0)])
+@pytest.mark.parametrize(
+    "name, delta, epoch, expected",
+    [("ll_r", 0.1, 2, 6), ("ll_r", 0.1, 20, 30), ("ll_ct", 0.01, 1, 1), ("ll_cp", 0.1, 5, 3), ("ll_r", 0.1, 0, 0)],
+)
 def test_large_loss_schedule(name, delta, epoch, expected):
     loss = make_spml(name, delta=delta)
     loss.set_epoch(epoch)

@@ -1,4 +1,5 @@
 """Backbone, heads, classifier: shapes, the embed/classify split, prototype files, batch independence."""
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +8,12 @@ from spml.config import load_config
 from spml.factories import build_classifier
 from spml.models import HEADS, Backbone, Classifier, build_head
 
-HEAD_ARGS = {"linear": lambda k: {}, "mlp": lambda k: {"hidden": k}, "bilinear": lambda k: {"channels": k},
-             "prototype": lambda k: {"embedding_dim": k}}  # each head's own width argument
+HEAD_ARGS = {
+    "linear": lambda k: {},
+    "mlp": lambda k: {"hidden": k},
+    "bilinear": lambda k: {"channels": k},
+    "prototype": lambda k: {"embedding_dim": k},
+}  # each head's own width argument
 
 
 def classifier(head: str = "linear", num_classes: int = 3, hidden: int = 8) -> Classifier:
@@ -113,8 +118,12 @@ def test_classifier_normalises_then_routes_through_features():
 
 @pytest.mark.parametrize("head", ["linear", "mlp", "bilinear", "prototype"])
 def test_the_factory_builds_each_registered_head_from_the_config(head):
-    config = load_config([], [f"model.head={head}", "model.head_hidden=8", "model.embedding_dim=6", "model.drop_rate=0.2"])
+    config = load_config(
+        [], [f"model.head={head}", "model.head_hidden=8", "model.embedding_dim=6", "model.drop_rate=0.2"]
+    )
     model = build_classifier(config, 5)
     assert type(model.head) is HEADS.get(head)
-    assert model.head.embed_dim == {"linear": model.backbone.num_features, "mlp": 8, "bilinear": 64, "prototype": 6}[head]
+    assert (
+        model.head.embed_dim == {"linear": model.backbone.num_features, "mlp": 8, "bilinear": 64, "prototype": 6}[head]
+    )
     assert model.head.dropout.p == 0.2

@@ -1,5 +1,6 @@
 """BoostLU (Kim et al., CVPR 2023) as the `boostlu` head: a hand-computed check value, the identity at boost 1,
 only positive class-activation values change, gradients, inference applies it, and the objectives it fits."""
+
 import pytest
 import torch
 
@@ -51,9 +52,10 @@ def test_gradcheck_in_float64():
     head = BoostLUHead(6, 3, boost=3.0).double()
     features = torch.randn(2, 6, 2, 2, dtype=torch.float64, requires_grad=True)
     assert (head.class_maps(features).abs() > 1e-3).all()  # away from the kink at 0, where it is not differentiable
-    assert torch.autograd.gradcheck(lambda f, w, b: boost_positive(
-        torch.nn.functional.conv2d(f, w[:, :, None, None], b), 3.0).mean((2, 3)),
-        (features, head.fc.weight, head.fc.bias))
+    assert torch.autograd.gradcheck(
+        lambda f, w, b: boost_positive(torch.nn.functional.conv2d(f, w[:, :, None, None], b), 3.0).mean((2, 3)),
+        (features, head.fc.weight, head.fc.bias),
+    )
 
 
 def test_boost_must_be_positive():

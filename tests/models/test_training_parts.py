@@ -1,4 +1,5 @@
 """Batch transformer, feature perturbation and EMA."""
+
 import pytest
 import torch
 

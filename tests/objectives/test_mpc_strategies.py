@@ -1,5 +1,6 @@
 """MPC's strategy objects on their own: thresholds (update separate from the read), targets, consistency and
 base terms, and MPCObjective built from plain parts, fakes included."""
+
 import numpy as np
 import pytest
 import torch
@@ -103,7 +104,7 @@ def test_consistency_strategies():
     logits, base = torch.randn(2, C), RecordingLoss()
     labels = labels_for(PROBS, OBSERVED)
     loss = CONSISTENCY.build("base")(logits, labels, base, OBSERVED, torch.arange(2))
-    (seen, training), = base.calls
+    ((seen, training),) = base.calls
     assert loss == (OBSERVED | labels.positive).sum() and torch.equal(seen, OBSERVED | labels.positive)
     assert not training and base.training  # the stream reads the loss's tables, does not record into them
     stream = CONSISTENCY.build("bce")(logits, labels, base, OBSERVED, torch.arange(2))
@@ -133,15 +134,27 @@ def batch(size: int = 8):
     generator = torch.Generator().manual_seed(0)
     observed = torch.zeros(size, C, dtype=torch.bool)
     observed[torch.arange(size), torch.arange(size) % C] = True
-    return {"image": torch.randint(0, 256, (size, 1, 32, 32), generator=generator, dtype=torch.uint8),
-            "observed": observed, "index": torch.arange(size)}
+    return {
+        "image": torch.randint(0, 256, (size, 1, 32, 32), generator=generator, dtype=torch.uint8),
+        "observed": observed,
+        "index": torch.arange(size),
+    }
 
 
 def test_mpc_from_plain_parts_follows_warm_up_and_ramp_from_the_progress_it_is_told():
     torch.manual_seed(0)
     base = RecordingLoss()
-    objective = MPCObjective(tiny_classifier(), base, WeakAugment(), thresholds=GlobalThresholds(0.0, -1.0),
-                             ipc_weight=0.0, fpc_weight=0.0, btc_weight=0.0, warmup_epochs=1.0, rampup_epochs=2.0)
+    objective = MPCObjective(
+        tiny_classifier(),
+        base,
+        WeakAugment(),
+        thresholds=GlobalThresholds(0.0, -1.0),
+        ipc_weight=0.0,
+        fpc_weight=0.0,
+        btc_weight=0.0,
+        warmup_epochs=1.0,
+        rampup_epochs=2.0,
+    )
     objective.set_progress(4, 4)  # one epoch done: warm-up just over
     assert objective.epoch == 0 and objective.warmup_over() and objective.ramp(0.5) == 0.0
     out = objective(batch())
@@ -159,8 +172,15 @@ def test_mpc_streams_and_an_ema_teacher():
     torch.manual_seed(0)
     classifier = tiny_classifier()
     base = build_loss("an", mode="spml", num_classes=C, num_images=8, expected_positives=1.0)
-    objective = MPCObjective(classifier, base, WeakAugment(), strong=WeakAugment(degrees=20),
-                             perturb=nn.Dropout2d(0.5), batch_transformer=nn.Identity(), teacher_decay=0.5)
+    objective = MPCObjective(
+        classifier,
+        base,
+        WeakAugment(),
+        strong=WeakAugment(degrees=20),
+        perturb=nn.Dropout2d(0.5),
+        batch_transformer=nn.Identity(),
+        teacher_decay=0.5,
+    )
     objective.set_progress(100, 4)
     out = objective(batch())
     assert {"ipc", "fpc", "btc"} <= set(out["components"]) and torch.isfinite(out["loss"])
@@ -183,9 +203,19 @@ def test_btc_own_classifier_trains_alone_and_stays_out_of_the_classifier():
     classifier = tiny_classifier()
     dim = classifier.head.embed_dim
     batch_head = nn.Linear(dim, C)
-    objective = MPCObjective(classifier, RecordingLoss(), WeakAugment(), batch_transformer=nn.Identity(),
-                             batch_head=batch_head, ipc_weight=0.0, fpc_weight=0.0, btc_weight=1.0,
-                             consistency=CONSISTENCY.build("bce"), warmup_epochs=0.0, rampup_epochs=0.0)
+    objective = MPCObjective(
+        classifier,
+        RecordingLoss(),
+        WeakAugment(),
+        batch_transformer=nn.Identity(),
+        batch_head=batch_head,
+        ipc_weight=0.0,
+        fpc_weight=0.0,
+        btc_weight=1.0,
+        consistency=CONSISTENCY.build("bce"),
+        warmup_epochs=0.0,
+        rampup_epochs=0.0,
+    )
     objective.set_progress(4, 4)
     out = objective(batch())
     out["loss"].backward()  # RecordingLoss gives the base term a zero gradient: what remains is BTC's

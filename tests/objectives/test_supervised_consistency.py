@@ -1,5 +1,6 @@
 """The supervised consistency objective (the full-label reference with MPC's strong-view stream): the loss it
 computes from plain parts, its warm-up and ramp, and the config that selects it."""
+
 import pytest
 import torch
 from torch import nn
@@ -29,16 +30,19 @@ def parts():
 
 def supervised_batch(size: int = 6):
     generator = torch.Generator().manual_seed(0)
-    return {"image": torch.randint(0, 256, (size, 1, 32, 32), generator=generator, dtype=torch.uint8),
-            "targets": torch.randint(0, 2, (size, C), generator=generator).float(),
-            "known": torch.rand(size, C, generator=generator) > 0.2}
+    return {
+        "image": torch.randint(0, 256, (size, 1, 32, 32), generator=generator, dtype=torch.uint8),
+        "targets": torch.randint(0, 2, (size, C), generator=generator).float(),
+        "known": torch.rand(size, C, generator=generator) > 0.2,
+    }
 
 
 def test_loss_is_the_weak_term_plus_the_ramped_strong_term():
     classifier, loss = parts()
     identity = WeakAugment(flip_p=0, degrees=0, translate=0, scale=(1.0, 1.0))
-    objective = SupervisedConsistencyObjective(classifier, loss, identity, Invert(), weight=0.4, warmup_epochs=1.0,
-                                               rampup_epochs=2.0).eval()  # eval: batch norms are deterministic
+    objective = SupervisedConsistencyObjective(
+        classifier, loss, identity, Invert(), weight=0.4, warmup_epochs=1.0, rampup_epochs=2.0
+    ).eval()  # eval: batch norms are deterministic
     batch = supervised_batch()
     x = batch["image"].float() / 255
     weak = loss(classifier(x), batch["targets"], batch["known"])
@@ -67,8 +71,14 @@ def test_strong_view_leaves_batch_norm_running_statistics_alone():
 
 @pytest.mark.parametrize("red", [True, False])
 def test_config_selects_it_with_mpc_image_level_settings(tiny_config, red):
-    config = tiny_config("supervised", "supervised.objective=consistency", "spml.mpc.ipc_weight=0.3",
-                         f"spml.mpc.red={red}", "spml.mpc.warmup_epochs=2", "spml.mpc.rampup_epochs=3")
+    config = tiny_config(
+        "supervised",
+        "supervised.objective=consistency",
+        "spml.mpc.ipc_weight=0.3",
+        f"spml.mpc.red={red}",
+        "spml.mpc.warmup_epochs=2",
+        "spml.mpc.rampup_epochs=3",
+    )
     bundle = build_data(config)
     objective = build_objective(config, data_stats(bundle, "supervised"))
     assert isinstance(objective, SupervisedConsistencyObjective) and isinstance(objective.strong, StrongAugment)

@@ -1,5 +1,6 @@
 """Reliability fixtures: real PNG folders with a CSV label file, the command-line tools called in-process, and
 training subprocesses to kill or signal."""
+
 import csv
 import gzip
 import importlib.util
@@ -27,9 +28,19 @@ NIH_IMAGES = SHARED_DATA / "nih1000" / "images"
 NUM_IMAGES = 40  # random split 0.2/0.2 -> 24 train (6 batches of 4), 8 val, 8 test
 CLASSES = ("A", "B")
 # a seconds-long run on a folder of a few dozen images (size 32, tiny backbone, no bootstrap)
-SMALL_RUN = ["data.size=32", "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0",
-             "model.backbone=test_efficientnet", "train.epochs=1", "train.log_every=2", "eval.bootstrap=0",
-             "optim.warmup_epochs=0", "data.val_fraction=0.2", "data.test_fraction=0.2"]
+SMALL_RUN = [
+    "data.size=32",
+    "data.batch_size=4",
+    "data.eval_batch_size=8",
+    "data.num_workers=0",
+    "model.backbone=test_efficientnet",
+    "train.epochs=1",
+    "train.log_every=2",
+    "eval.bootstrap=0",
+    "optim.warmup_epochs=0",
+    "data.val_fraction=0.2",
+    "data.test_fraction=0.2",
+]
 CSV_RUN = ["--mode", "supervised", "data.dataset=csv", "data.csv.label_columns=[A,B]", *SMALL_RUN]
 
 

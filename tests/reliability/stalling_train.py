@@ -11,6 +11,7 @@ as "exit" when it returns. Neither changes what is computed.
 --fail-at N KIND: at global step N, KIND = nan: the step's loss counts as non-finite (the run's check then stops it);
 KIND = callback: the step's on_step_end callbacks raise RuntimeError.
 """
+
 import importlib.util
 import io
 import json

@@ -1,5 +1,6 @@
 """Broken label files through tools/train.py: each is a one-line usage error naming the file, row and column,
 raised before any training step (no checkpoint, no log); harmless variants are read like the clean file."""
+
 import numpy as np
 import pytest
 
@@ -14,9 +15,11 @@ def clean_lines() -> list[str]:
 
 def replace_row(row: int, text: str):
     """Data row `row` (1-based) -> `text`."""
+
     def edit(lines: list[str]) -> list[str]:
         lines[row] = text
         return lines
+
     return edit
 
 
@@ -26,45 +29,72 @@ def encoded(lines: list[str]) -> bytes:
 
 # case -> (bytes of labels.csv made from the clean lines, fragments the message must contain)
 CASES = {
-    "missing column": (encoded([line.rsplit(",", 1)[0] for line in clean_lines()]),
-                       ["missing column(s) ['B']", "the header has ['path', 'A']"]),
-    "unknown label value 2": (encoded(replace_row(3, "img02.png,2,0")(clean_lines())),
-                              ["data row 3 (line 4), column 'A'", "unknown label value '2'"]),
-    "unknown label word": (encoded(replace_row(5, "img04.png,0,yes")(clean_lines())),
-                           ["data row 5 (line 6), column 'B'", "unknown label value 'yes'"]),
-    "empty path (pandas NaN)": (encoded(replace_row(2, ",1,0")(clean_lines())),
-                                ["data row 2 (line 3), column 'path'", "empty image path"]),
-    "NaN path": (encoded(replace_row(4, "NaN,1,1")(clean_lines())),
-                 ["data row 4 (line 5), column 'path'", "empty image path 'NaN'"]),
-    "NA path": (encoded(replace_row(6, "NA,1,1")(clean_lines())),
-                ["data row 6 (line 7), column 'path'", "empty image path 'NA'"]),
-    "duplicate rows": (encoded([*clean_lines(), "img01.png,1,0"]),
-                       ["column 'path'", "duplicate image rows: 'img01.png' at data rows [2, 41]"]),
-    "semicolon delimiter": (encoded([line.replace(",", ";") for line in clean_lines()]),
-                            ["semicolon-separated"]),
+    "missing column": (
+        encoded([line.rsplit(",", 1)[0] for line in clean_lines()]),
+        ["missing column(s) ['B']", "the header has ['path', 'A']"],
+    ),
+    "unknown label value 2": (
+        encoded(replace_row(3, "img02.png,2,0")(clean_lines())),
+        ["data row 3 (line 4), column 'A'", "unknown label value '2'"],
+    ),
+    "unknown label word": (
+        encoded(replace_row(5, "img04.png,0,yes")(clean_lines())),
+        ["data row 5 (line 6), column 'B'", "unknown label value 'yes'"],
+    ),
+    "empty path (pandas NaN)": (
+        encoded(replace_row(2, ",1,0")(clean_lines())),
+        ["data row 2 (line 3), column 'path'", "empty image path"],
+    ),
+    "NaN path": (
+        encoded(replace_row(4, "NaN,1,1")(clean_lines())),
+        ["data row 4 (line 5), column 'path'", "empty image path 'NaN'"],
+    ),
+    "NA path": (
+        encoded(replace_row(6, "NA,1,1")(clean_lines())),
+        ["data row 6 (line 7), column 'path'", "empty image path 'NA'"],
+    ),
+    "duplicate rows": (
+        encoded([*clean_lines(), "img01.png,1,0"]),
+        ["column 'path'", "duplicate image rows: 'img01.png' at data rows [2, 41]"],
+    ),
+    "semicolon delimiter": (encoded([line.replace(",", ";") for line in clean_lines()]), ["semicolon-separated"]),
     "tab delimiter": (encoded([line.replace(",", "\t") for line in clean_lines()]), ["tab-separated"]),
     "empty file": (b"", ["the file is empty"]),
     "blank lines only": (b"\n\n  \n", ["the file is empty"]),
     "header only": (b"path,A,B\n", ["no data rows"]),
-    "non-UTF-8 byte": (encoded(clean_lines()).replace(b"img03.png", b"img\xff03.png"),
-                       ["not UTF-8 text: byte 0xff", "(line 5)"]),
-    "Latin-1 file": (encoded(replace_row(7, "röntgen.png,1,0")(clean_lines())).replace("ö".encode(), b"\xf6"),
-                     ["not UTF-8 text: byte 0xf6", "(line 8)"]),
-    "extra field in a row": (encoded(replace_row(6, "img05.png,1,0,1")(clean_lines())),
-                             ["malformed CSV", "line 7"]),
+    "non-UTF-8 byte": (
+        encoded(clean_lines()).replace(b"img03.png", b"img\xff03.png"),
+        ["not UTF-8 text: byte 0xff", "(line 5)"],
+    ),
+    "Latin-1 file": (
+        encoded(replace_row(7, "röntgen.png,1,0")(clean_lines())).replace("ö".encode(), b"\xf6"),
+        ["not UTF-8 text: byte 0xf6", "(line 8)"],
+    ),
+    "extra field in a row": (encoded(replace_row(6, "img05.png,1,0,1")(clean_lines())), ["malformed CSV", "line 7"]),
     "unclosed quote": (encoded(replace_row(9, '"img08.png,1,0')(clean_lines())), ["malformed CSV"]),
-    "image listed but missing": (encoded(replace_row(8, "gone.png,1,0")(clean_lines())),
-                                 ["1 of 40 image files", "do not exist", "gone.png", "data.missing=drop"]),
-    "column name twice": (encoded(["path,A,B,A", *(line + ",0" for line in clean_lines()[1:])]),
-                          ["column 'A' appears twice in the header (columns 2 and 4)"]),
-    "one image as x.png and ./x.png": (encoded([*clean_lines(), "./img01.png,0,1"]),
-                                       ["column 'path': duplicate image rows: data rows [2, 41] "
-                                        "('img01.png', './img01.png') are one image file"]),
-    "one image through ..": (encoded(replace_row(12, "sub/../img03.png,1,1")(clean_lines())),
-                             ["duplicate image rows: data rows [4, 12] ('img03.png', 'sub/../img03.png')"]),
-    "path outside the root": (encoded(replace_row(8, "../img07.png,1,0")(clean_lines())),
-                              ["data row 8 (line 9), column 'path': image path '../img07.png' is outside data.root",
-                               "data.allow_outside_root=true"]),
+    "image listed but missing": (
+        encoded(replace_row(8, "gone.png,1,0")(clean_lines())),
+        ["1 of 40 image files", "do not exist", "gone.png", "data.missing=drop"],
+    ),
+    "column name twice": (
+        encoded(["path,A,B,A", *(line + ",0" for line in clean_lines()[1:])]),
+        ["column 'A' appears twice in the header (columns 2 and 4)"],
+    ),
+    "one image as x.png and ./x.png": (
+        encoded([*clean_lines(), "./img01.png,0,1"]),
+        ["column 'path': duplicate image rows: data rows [2, 41] ('img01.png', './img01.png') are one image file"],
+    ),
+    "one image through ..": (
+        encoded(replace_row(12, "sub/../img03.png,1,1")(clean_lines())),
+        ["duplicate image rows: data rows [4, 12] ('img03.png', 'sub/../img03.png')"],
+    ),
+    "path outside the root": (
+        encoded(replace_row(8, "../img07.png,1,0")(clean_lines())),
+        [
+            "data row 8 (line 9), column 'path': image path '../img07.png' is outside data.root",
+            "data.allow_outside_root=true",
+        ],
+    ),
 }
 
 
@@ -92,10 +122,12 @@ def test_harmless_variants_read_like_the_clean_file(dataset_dir, variant):
     config = load_config([], [*CSV_RUN[2:], f"data.labels={labels}"], mode="supervised")
     reference = build_data(config).table.values()
     lines = clean_lines()
-    text = {"CRLF line ends": "\r\n".join(lines) + "\r\n",
-            "UTF-8 byte order mark": "\ufeff" + "\n".join(lines) + "\n",
-            "1.0/0.0 values": "\n".join(lines).replace(",1", ",1.0").replace(",0", ",0.0") + "\n",
-            "spaces": "\n".join(line.replace(",", " , ") for line in lines) + "\n"}[variant]
+    text = {
+        "CRLF line ends": "\r\n".join(lines) + "\r\n",
+        "UTF-8 byte order mark": "\ufeff" + "\n".join(lines) + "\n",
+        "1.0/0.0 values": "\n".join(lines).replace(",1", ",1.0").replace(",0", ",0.0") + "\n",
+        "spaces": "\n".join(line.replace(",", " , ") for line in lines) + "\n",
+    }[variant]
     if variant == "spaces":  # header names are taken as written; values and paths are stripped
         text = text.replace("path , A , B", "path,A,B")
     labels.write_text(text, encoding="utf-8", newline="")

@@ -3,6 +3,7 @@ shows the problem stops the run before training (data.bad_images=error) or leave
 files whose damage only decoding finds (truncated pixel data) are met during the run: error stops naming the
 file; skip trains on, counts distinct bad images run-wide (also across DataLoader workers) against
 data.bad_image_budget and reports them in <run>/skipped_images.csv; a batch of only bad images is passed over."""
+
 import io
 import struct
 import zlib
@@ -25,10 +26,16 @@ from tests.reliability.conftest import csv_run_args, error_line
 
 def png_header(width: int, height: int) -> bytes:
     """A PNG that declares width x height (8-bit gray) but holds almost no pixel data."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def encoded(array: np.ndarray, fmt: str, mode: str | None = None) -> bytes:
@@ -124,8 +131,11 @@ def test_header_check_under_skip_leaves_the_image_out_up_front_and_lists_it(cli,
     victims = {"test": Path(splits["test"][-1]), "train": Path(splits["train"][0])}
     victims["test"].write_text("<html><body>403 Forbidden</body></html>")
     victims["train"].write_bytes(b"")
-    with pytest.warns(UserWarning, match=r"data.bad_images=skip: 2 of 40 images cannot be used \(train 1, val 0, "
-                                         r"test 1\).*; they leave their splits before training"):
+    with pytest.warns(
+        UserWarning,
+        match=r"data.bad_images=skip: 2 of 40 images cannot be used \(train 1, val 0, "
+        r"test 1\).*; they leave their splits before training",
+    ):
         kept = split_paths(args)
         trainer = trainer_for(args)
     assert len(kept["test"]) == len(splits["test"]) - 1 and len(kept["train"]) == len(splits["train"]) - 1
@@ -136,8 +146,13 @@ def test_header_check_under_skip_leaves_the_image_out_up_front_and_lists_it(cli,
     report = pd.read_csv(tmp_path / "run" / "skipped_images.csv", keep_default_na=False)
     assert report.to_dict("records") == [
         {"split": "train", "index": "", "path": str(victims["train"]), "reason": "the file is empty (0 bytes)"},
-        {"split": "test", "index": "", "path": str(victims["test"]),
-         "reason": "not a recognised image file (unknown format; DICOM files need the 128-byte preamble and 'DICM')"}]
+        {
+            "split": "test",
+            "index": "",
+            "path": str(victims["test"]),
+            "reason": "not a recognised image file (unknown format; DICOM files need the 128-byte preamble and 'DICM')",
+        },
+    ]
 
 
 def test_header_check_counts_against_the_budget(cli, dataset_dir, tmp_path):
@@ -147,14 +162,17 @@ def test_header_check_counts_against_the_budget(cli, dataset_dir, tmp_path):
     code, _, err = cli("train", *args)
     assert code == 2, err
     assert "3 of 40 images cannot be used (train 0, val 3, test 0)" in error_line(err)
-    assert ("over data.bad_image_budget=2 (found before training by reading every image header and decoding the val "
-            "and test images)") in error_line(err)
+    assert (
+        "over data.bad_image_budget=2 (found before training by reading every image header and decoding the val "
+        "and test images)"
+    ) in error_line(err)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_skip_trains_on_and_reports_every_bad_image_across_workers(dataset_dir, tmp_path, capsys):
-    args = csv_run_args(dataset_dir, tmp_path / "run", "data.bad_images=skip", "data.bad_image_budget=12",
-                        "data.num_workers=2")
+    args = csv_run_args(
+        dataset_dir, tmp_path / "run", "data.bad_images=skip", "data.bad_image_budget=12", "data.num_workers=2"
+    )
     splits = split_paths(args)
     every = [path for name in ("train", "val", "test") for path in splits[name]]
     bad = dict(zip(BAD, map(Path, every[::4])))  # spread over all three splits
@@ -184,8 +202,9 @@ def test_skip_trains_on_and_reports_every_bad_image_across_workers(dataset_dir, 
 
 
 def test_skip_budget_counts_distinct_images_of_all_workers(cli, dataset_dir, tmp_path):
-    args = csv_run_args(dataset_dir, tmp_path / "run", "data.bad_images=skip", "data.bad_image_budget=2",
-                        "data.num_workers=2")
+    args = csv_run_args(
+        dataset_dir, tmp_path / "run", "data.bad_images=skip", "data.bad_image_budget=2", "data.num_workers=2"
+    )
     train = split_paths(args)["train"]
     for path in train[:5]:
         truncate(Path(path))
@@ -198,8 +217,9 @@ def test_skip_budget_counts_distinct_images_of_all_workers(cli, dataset_dir, tmp
 
 
 def test_a_batch_of_only_bad_images_is_passed_over_and_counted(dataset_dir, tmp_path):
-    args = csv_run_args(dataset_dir, tmp_path / "run", "data.bad_images=skip", "data.bad_image_budget=4",
-                        "train.checkpoint_every=1")
+    args = csv_run_args(
+        dataset_dir, tmp_path / "run", "data.bad_images=skip", "data.bad_image_budget=4", "train.checkpoint_every=1"
+    )
     trainer = trainer_for(args)
     train = split_paths(args)["train"]
     first_batch = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:4]
@@ -230,8 +250,9 @@ def test_all_bad_batch_at_the_dataset_level_is_empty_and_counts_against_the_budg
 
 
 @pytest.mark.parametrize("split, writer", [("val", "truncated PNG"), ("test", "truncated JPEG")])
-def test_damage_only_decoding_finds_in_val_or_test_stops_the_run_before_step_1(cli, dataset_dir, tmp_path, split,
-                                                                               writer):
+def test_damage_only_decoding_finds_in_val_or_test_stops_the_run_before_step_1(
+    cli, dataset_dir, tmp_path, split, writer
+):
     """Found before: pixel data cut inside a val or test image passed the header check and stopped the run after
     all its epochs, with no metrics. The val and test images are decoded fully before the first step."""
     args = csv_run_args(dataset_dir, tmp_path / "run")

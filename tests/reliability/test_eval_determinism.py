@@ -1,6 +1,7 @@
 """Evaluation determinism: the same checkpoint and data give byte-identical reports (metrics with bootstrap
 intervals, per-class table) run after run, equal to the training run's own final evaluation, and
 the same with 2 processes (torchrun, gloo) as with 1."""
+
 import json
 import os
 import subprocess
@@ -46,8 +47,18 @@ def test_two_processes_give_the_same_reports_as_one_with_bad_images_skipped(cli,
     code, _, err = cli("evaluate", str(run), *flags, "--out", str(tmp_path / "one"))
     assert code == 0, err
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "tools" / "evaluate.py"), str(run), *flags, "--out", str(tmp_path / "two")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(REPO / "tools" / "evaluate.py"),
+        str(run),
+        *flags,
+        "--out",
+        str(tmp_path / "two"),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert reports(tmp_path / "two") == reports(tmp_path / "one")

@@ -1,6 +1,7 @@
 """Faults during training: a non-finite loss, a full disk while checkpointing, kill -9 while training and while
 writing a checkpoint. Each leaves a loadable latest checkpoint, and resuming reaches exactly the final metrics
 of the uninterrupted run (CPU, fixed seed): no data lost."""
+
 import errno
 import json
 import math
@@ -122,8 +123,9 @@ def enospc_on(monkeypatch, pattern: str, nth: int, how: str) -> None:
 
 
 @pytest.mark.parametrize("pattern, how", [("state.pt", "write"), ("rng-0.pt", "fsync"), ("latest.json", "fsync")])
-def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(cli, reference_run, monkeypatch, tmp_path,
-                                                                  pattern, how):
+def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(
+    cli, reference_run, monkeypatch, tmp_path, pattern, how
+):
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         enospc_on(patch, pattern, 6, how)  # the 6th save fails: steps 1-5 were saved
@@ -205,12 +207,17 @@ def read_only(monkeypatch):
                 if inside(path):
                     refuse(path)
                 return real(path, *args, **kwargs)
+
             return call
 
         monkeypatch.setattr(builtins, "open", open_)
         monkeypatch.setattr(os, "open", os_open)
-        for name, real in (("mkdir", real_mkdir), ("rename", real_rename), ("replace", real_replace),
-                           ("unlink", real_unlink)):
+        for name, real in (
+            ("mkdir", real_mkdir),
+            ("rename", real_rename),
+            ("replace", real_replace),
+            ("unlink", real_unlink),
+        ):
             monkeypatch.setattr(os, name, refusing(real))
 
     return guard
@@ -218,7 +225,8 @@ def read_only(monkeypatch):
 
 @pytest.mark.parametrize("tool, args", [("evaluate", []), ("report", []), ("export", []), ("train", ["--resume"])])
 def test_a_read_only_run_folder_is_a_message_naming_the_flag_that_writes_elsewhere(
-        cli, tools, reference_run, tmp_path, read_only, tool, args):
+    cli, tools, reference_run, tmp_path, read_only, tool, args
+):
     """Found before: OSError tracebacks (the lock file, training.png, export/)."""
     run = tmp_path / "run"
     shutil.copytree(reference_run, run)

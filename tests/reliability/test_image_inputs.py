@@ -1,6 +1,7 @@
 """Real-site image inputs through the tools as a user calls them: training on a CSV that lists DICOMs and 16-bit
 PNGs, on a MIMIC-CXR DICOM tree, prepare_data.py caching DICOMs (with the intensity policy in meta.json), and
 predict.py on a folder mixing PNG, DICOM, a broken image and files that are not images."""
+
 import json
 from pathlib import Path
 
@@ -53,8 +54,14 @@ def test_train_on_a_csv_of_dicoms_and_16bit_pngs(cli, mixed_dir, tmp_path):
 def test_prepare_data_caches_dicoms_and_training_reads_the_cache(cli, mixed_dir, tmp_path):
     write_sr(mixed_dir / "img05.dcm")  # a report where an image should be: recorded as failed in the cache
     cache = tmp_path / "cache"
-    dataset = ["--dataset", "csv", "--size", "32", f"data.labels={mixed_dir / 'labels.csv'}",
-               "data.csv.label_columns=[A,B]"]
+    dataset = [
+        "--dataset",
+        "csv",
+        "--size",
+        "32",
+        f"data.labels={mixed_dir / 'labels.csv'}",
+        "data.csv.label_columns=[A,B]",
+    ]
     code, out, err = cli("prepare_data", *dataset, "--out", str(cache), "--workers", "2")
     assert code == 0, err
     assert "1 images could not be decoded" in out and "img05.dcm: a DICOM without image pixels (Basic Text SR" in out
@@ -71,17 +78,23 @@ def test_prepare_data_caches_dicoms_and_training_reads_the_cache(cli, mixed_dir,
     assert code == 0, err
     skipped = pd.read_csv(tmp_path / "run" / "skipped_images.csv")
     assert skipped["path"].tolist() == [str(mixed_dir / "img05.dcm")]
-    code, _, err = cli("train", *csv_run_args(mixed_dir, tmp_path / "other", f"data.cache={cache}",
-                                              "data.intensity=window"))
+    code, _, err = cli(
+        "train", *csv_run_args(mixed_dir, tmp_path / "other", f"data.cache={cache}", "data.intensity=window")
+    )
     assert code == 2
-    assert ("was decoded with data.intensity=auto data.intensity_percentiles=[0.5, 99.5], this run asks for "
-            "data.intensity=window") in error_line(err)
+    assert (
+        "was decoded with data.intensity=auto data.intensity_percentiles=[0.5, 99.5], this run asks for "
+        "data.intensity=window"
+    ) in error_line(err)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.intensity=max", "data.intensity: 'max' is not one of ['auto', 'bits', 'window']"),
-    ("data.intensity_percentiles=[99,1]", "data.intensity_percentiles=[99.0, 1.0]: give [low, high] with 0 <= low"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.intensity=max", "data.intensity: 'max' is not one of ['auto', 'bits', 'window']"),
+        ("data.intensity_percentiles=[99,1]", "data.intensity_percentiles=[99.0, 1.0]: give [low, high] with 0 <= low"),
+    ],
+)
 def test_a_bad_intensity_policy_stops_before_training(cli, tmp_path, override, message):
     code, _, err = cli("train", *tiny_run_args(tmp_path / "run", override))
     assert code == 2 and message in error_line(err)
@@ -90,9 +103,15 @@ def test_a_bad_intensity_policy_stops_before_training(cli, tmp_path, override, m
 
 def test_train_on_the_mimic_cxr_dicom_release(cli, tmp_path):
     root = write_mimic(tmp_path / "mimic", image_format="dcm")
-    args = [*CSV_RUN[:2], "data.dataset=mimic", f"data.root={root}", "data.mimic_format=dcm",
-            *(item for item in CSV_RUN[2:] if not item.startswith(("data.csv", "data.dataset"))), *FAST,
-            f"train.out={tmp_path / 'run'}"]
+    args = [
+        *CSV_RUN[:2],
+        "data.dataset=mimic",
+        f"data.root={root}",
+        "data.mimic_format=dcm",
+        *(item for item in CSV_RUN[2:] if not item.startswith(("data.csv", "data.dataset"))),
+        *FAST,
+        f"train.out={tmp_path / 'run'}",
+    ]
     code, _, err = cli("train", *args)
     assert code == 0, err
     assert (tmp_path / "run" / "eval" / "metrics.json").exists()
@@ -123,8 +142,9 @@ def test_predict_scores_every_image_of_a_mixed_folder_and_reports_the_rest(cli, 
     scored = pd.read_csv(out)["path"].tolist()
     assert scored == [str(folder / name) for name in ("a8bit.png", "b16bit.png", "c.dcm", "sub/IM0001")]
     not_scored = pd.read_csv(tmp_path / "p_not_scored.csv").set_index("path")["reason"]
-    assert sorted(not_scored.index) == sorted(str(folder / name) for name in
-                                              ("README.txt", "broken.png", "report.dcm", "sub/labels.xlsx"))
+    assert sorted(not_scored.index) == sorted(
+        str(folder / name) for name in ("README.txt", "broken.png", "report.dcm", "sub/labels.xlsx")
+    )
     assert "not a recognised image file" in not_scored[str(folder / "broken.png")]
     assert "a DICOM without image pixels (Basic Text SR Storage" in not_scored[str(folder / "report.dcm")]
     assert "not an image file (suffix .txt" in not_scored[str(folder / "README.txt")]
@@ -147,8 +167,14 @@ def test_a_burned_in_marker_does_not_change_predictions(cli, reference_run, tmp_
     marked[2:4, 2:4] = 65535
     write_png16(tmp_path / "film.png", film, "opencv")
     write_png16(tmp_path / "marked.png", marked, "opencv")
-    code, _, err = cli("predict", str(reference_run), str(tmp_path / "film.png"), str(tmp_path / "marked.png"),
-                       "--out", str(tmp_path / "p.csv"))
+    code, _, err = cli(
+        "predict",
+        str(reference_run),
+        str(tmp_path / "film.png"),
+        str(tmp_path / "marked.png"),
+        "--out",
+        str(tmp_path / "p.csv"),
+    )
     assert code == 0, err
     frame = pd.read_csv(tmp_path / "p.csv")
     probs = frame[[c for c in frame.columns[1:] if not c.endswith("_decision")]].to_numpy()
@@ -156,8 +182,20 @@ def test_a_burned_in_marker_does_not_change_predictions(cli, reference_run, tmp_
 
 
 def prepare_cache(cli, dataset_dir: Path, cache: Path, *extra: str) -> None:
-    code, _, err = cli("prepare_data", "--dataset", "csv", "--size", "32", f"data.labels={dataset_dir / 'labels.csv'}",
-                       "data.csv.label_columns=[A,B]", "--out", str(cache), "--workers", "0", *extra)
+    code, _, err = cli(
+        "prepare_data",
+        "--dataset",
+        "csv",
+        "--size",
+        "32",
+        f"data.labels={dataset_dir / 'labels.csv'}",
+        "data.csv.label_columns=[A,B]",
+        "--out",
+        str(cache),
+        "--workers",
+        "0",
+        *extra,
+    )
     assert code == 0, err
 
 
@@ -167,8 +205,9 @@ def test_a_cache_notices_films_re_exported_under_the_same_names(cli, dataset_dir
     prepare_cache(cli, dataset_dir, cache)
     for name in ("img03.png", "img17.png"):  # re-exported by another tool (OpenCV), brighter
         path = dataset_dir / name
-        cv2.imwrite(str(path), np.clip(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(int) + 70, 0, 255
-                                       ).astype(np.uint8))
+        cv2.imwrite(
+            str(path), np.clip(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(int) + 70, 0, 255).astype(np.uint8)
+        )
     code, _, err = cli("train", *csv_run_args(dataset_dir, tmp_path / "run", f"data.cache={cache}"))
     line = error_line(err)
     assert code == 2 and f"image cache {cache}: 2 of 40 source images changed since the cache decoded them" in line
@@ -185,8 +224,12 @@ def test_a_cache_of_a_partial_download_serves_that_part_under_missing_drop(cli, 
     args = csv_run_args(dataset_dir, tmp_path / "run", f"data.cache={cache}")
     code, _, err = cli("train", *args)
     line = error_line(err)
-    assert code == 2 and f"3 of 40 image files listed in {dataset_dir / 'labels.csv'} have no entry in the image " \
-                         f"cache {cache}" in line and "data.missing=drop" in line
+    assert (
+        code == 2
+        and f"3 of 40 image files listed in {dataset_dir / 'labels.csv'} have no entry in the image cache {cache}"
+        in line
+        and "data.missing=drop" in line
+    )
     with pytest.warns(UserWarning, match="data.missing=drop: dropped 3 of 40 rows .* no entry in the image cache"):
         code, _, err = cli("train", *args, "data.missing=drop")
     assert code == 0, err

@@ -2,6 +2,7 @@
 calls them: finding names on real NIH rows, image paths that name one file twice or leave the root, symlink
 loops, empty label columns and classes without positives (data_stats.json), and supervised training on a
 single-positive file."""
+
 import gzip
 import json
 import os
@@ -18,8 +19,12 @@ from tests.cxr_files import write_chexpert
 from tests.reliability.conftest import CSV_RUN, SMALL_RUN, csv_run_args, error_line, load_tool
 
 # ------------------------------------------------------------------------------------ finding names
-NIH_STYLE_CSV = ["data.dataset=csv", "data.csv.path_column=Image Index", "data.csv.label_column=Finding Labels",
-                 "data.csv.patient_column=Patient ID"]
+NIH_STYLE_CSV = [
+    "data.dataset=csv",
+    "data.csv.path_column=Image Index",
+    "data.csv.label_column=Finding Labels",
+    "data.csv.patient_column=Patient ID",
+]
 
 
 def nih_labels(nih_sample, tmp_path, edits: dict[int, str] = {}) -> str:
@@ -46,18 +51,28 @@ def nih_args(nih_sample, labels: str, out, reader: str = "nih") -> list[str]:
 
 # case -> (data row, Finding Labels written there instead of the real ones, fragments of the error)
 BAD_FINDINGS = {
-    "lower case": (45, "effusion|Infiltration", ["data row 45 (line 46), column 'Finding Labels'", "'effusion'",
-                                                 "'Effusion'"]),
-    "space for underscore": (44, "Emphysema|Pleural Thickening", ["data row 44", "'Pleural Thickening'",
-                                                                   "'Pleural_Thickening'"]),
+    "lower case": (
+        45,
+        "effusion|Infiltration",
+        ["data row 45 (line 46), column 'Finding Labels'", "'effusion'", "'Effusion'"],
+    ),
+    "space for underscore": (
+        44,
+        "Emphysema|Pleural Thickening",
+        ["data row 44", "'Pleural Thickening'", "'Pleural_Thickening'"],
+    ),
     "comma delimiter": (29, '"Cardiomegaly,Effusion,Emphysema,Mass"', ["data row 29", "','"]),
     "semicolon delimiter": (10, "Mass;Nodule", ["data row 10", "';'"]),
     "no-finding spelling": (11, "No finding", ["data row 11", "'No finding'", "'No Finding'"]),
     "empty name": (4, "Hernia||Infiltration", ["data row 4", "empty finding name", "two in a row"]),
 }
-NIH_HINTS = {"lower case": "did you mean 'Effusion'", "space for underscore": "did you mean 'Pleural_Thickening'",
-             "comma delimiter": "seems to separate names with ','", "semicolon delimiter": "with ';'",
-             "no-finding spelling": "did you mean 'No Finding'"}
+NIH_HINTS = {
+    "lower case": "did you mean 'Effusion'",
+    "space for underscore": "did you mean 'Pleural_Thickening'",
+    "comma delimiter": "seems to separate names with ','",
+    "semicolon delimiter": "with ';'",
+    "no-finding spelling": "did you mean 'No Finding'",
+}
 
 
 @pytest.mark.parametrize("reader", ["nih", "csv"])
@@ -164,8 +179,12 @@ def test_an_image_folder_linked_from_another_disk_is_inside_the_root(dataset_dir
 
 
 def test_the_table_keeps_normalised_written_paths(dataset_dir):
-    text = (dataset_dir / "labels.csv").read_text().replace("img02.png", "./img02.png").replace("img03.png",
-                                                                                               "x/../img03.png")
+    text = (
+        (dataset_dir / "labels.csv")
+        .read_text()
+        .replace("img02.png", "./img02.png")
+        .replace("img03.png", "x/../img03.png")
+    )
     (dataset_dir / "labels.csv").write_text(text)
     config = load_config([], [*CSV_RUN[2:], f"data.labels={dataset_dir / 'labels.csv'}"], mode="supervised")
     paths = build_data(config).table.frame["path"].tolist()
@@ -189,8 +208,11 @@ def test_an_all_empty_label_column_is_unknown_and_recorded(cli, dataset_dir, tmp
     assert all("C" not in item["classes"] for item in warned[1:])  # named once, not again per split
     per_class = pd.read_csv(out / "eval" / "per_class.csv", index_col="class")
     assert per_class.loc["C", "n_neg"] == per_class.loc["C", "n_pos"] == 0  # unknown, not 8 known negatives
-    config = load_config([], [*CSV_RUN[2:], "data.csv.label_columns=[A,B,C]",
-                              f"data.labels={dataset_dir / 'labels.csv'}"], mode="supervised")
+    config = load_config(
+        [],
+        [*CSV_RUN[2:], "data.csv.label_columns=[A,B,C]", f"data.labels={dataset_dir / 'labels.csv'}"],
+        mode="supervised",
+    )
     with pytest.warns(UserWarning):
         bundle = build_data(config)
     assert not bundle.train.known[:, 2].any() and bundle.train.known[:, :2].all()
@@ -208,10 +230,15 @@ def test_classes_without_positives_per_split_are_recorded(cli, dataset_dir, tmp_
         code, _, err = cli("train", *csv_run_args(dataset_dir, out))
     assert code == 0, err
     warned = {(item["warning"], item["split"]): item["classes"] for item in run_stats(out)["warnings"]}
-    assert warned == {("no_known_positive", "train"): ["A"], ("no_known_positive", "val"): ["A", "B"],
-                      ("no_known_positive", "test"): ["B"]}
+    assert warned == {
+        ("no_known_positive", "train"): ["A"],
+        ("no_known_positive", "val"): ["A", "B"],
+        ("no_known_positive", "test"): ["B"],
+    }
     spml = tmp_path / "spml"
-    code, _, err = cli("train", *csv_run_args(dataset_dir, spml, "--mode", "spml", "spml.objective=loss", "loss.name=an"))
+    code, _, err = cli(
+        "train", *csv_run_args(dataset_dir, spml, "--mode", "spml", "spml.objective=loss", "loss.name=an")
+    )
     assert code == 0, err
     warned = {(item["warning"], item["split"]): item["classes"] for item in run_stats(spml)["warnings"]}
     assert warned[("no_observed_positive", "train")] == ["A"]
@@ -227,13 +254,31 @@ def test_supervised_training_on_a_single_positive_file_is_refused(cli, dataset_d
     code, _, err = cli("train", *csv_run_args(dataset_dir, out, f"data.masked_labels={masked}"))
     assert code == 2, err
     line = error_line(err)
-    for fragment in ("single_positive.csv observes only positive labels", "'single_positive'", "--mode spml",
-                     "without data.masked_labels", "--scheme keep_fraction"):
+    for fragment in (
+        "single_positive.csv observes only positive labels",
+        "'single_positive'",
+        "--mode spml",
+        "without data.masked_labels",
+        "--scheme keep_fraction",
+    ):
         assert fragment in line, (fragment, line)
     assert not (out / "checkpoints").exists()
     partial = tmp_path / "partial.csv"
-    code, _, err = cli("mask_labels", "--dataset", "csv", "--out", str(partial), "--scheme", "keep_fraction",
-                       "--fraction", "0.5", "--no-positive", "keep", labels, "data.csv.label_columns=[A,B]")
+    code, _, err = cli(
+        "mask_labels",
+        "--dataset",
+        "csv",
+        "--out",
+        str(partial),
+        "--scheme",
+        "keep_fraction",
+        "--fraction",
+        "0.5",
+        "--no-positive",
+        "keep",
+        labels,
+        "data.csv.label_columns=[A,B]",
+    )
     assert code == 0, err
     code, _, err = cli("train", *csv_run_args(dataset_dir, tmp_path / "partial_run", f"data.masked_labels={partial}"))
     assert code == 0, err
@@ -270,8 +315,9 @@ def test_a_chexpert_row_cut_short_is_an_error_naming_its_line(cli, tmp_path, cut
     root.mkdir()
     (root / "train.csv").write_text("\r".join(lines) + ("\r" if cut == "after AP/PA" else ""))  # CR-only ends
     expected = f"{root / 'train.csv'}: line {victim + 1} has "
-    code, _, err = cli("train", "--mode", "supervised", "data.dataset=chexpert", f"data.root={root}",
-                       f"train.out={tmp_path / 'run'}")
+    code, _, err = cli(
+        "train", "--mode", "supervised", "data.dataset=chexpert", f"data.root={root}", f"train.out={tmp_path / 'run'}"
+    )
     assert code == 2 and expected in error_line(err) and "cut short" in error_line(err)
     code, _, err = cli("mask_labels", "--dataset", "chexpert", "--root", str(root), "--out", str(tmp_path / "m.csv"))
     assert code == 2 and expected in error_line(err)
@@ -288,10 +334,12 @@ def test_chexpert_no_finding_with_a_pathology_is_warned_and_counted(tmp_path):
     frame.loc[2, ["No Finding", "Edema", "Support Devices"]] = ["1.0", "1.0", "1.0"]
     frame.loc[5, ["No Finding", "Support Devices"]] = ["1.0", "1.0"]  # devices: not a contradiction
     frame.to_csv(root / "train.csv", index=False)
-    config = load_config([], ["data.dataset=chexpert", f"data.root={root}", "data.val_fraction=0.2"],
-                         mode="supervised")
-    with pytest.warns(UserWarning, match=r"train.csv: 1 rows have No Finding = 1 and a pathology = 1, e.g. line 4 "
-                                         r"\(\['Edema'\]\)"):
+    config = load_config([], ["data.dataset=chexpert", f"data.root={root}", "data.val_fraction=0.2"], mode="supervised")
+    with pytest.warns(
+        UserWarning,
+        match=r"train.csv: 1 rows have No Finding = 1 and a pathology = 1, e.g. line 4 "
+        r"\(\['Edema'\]\)",
+    ):
         bundle = build_data(config)
     assert [w["count"] for w in bundle.warnings if w["warning"] == "no_finding_with_pathology"] == [1]
     if CHEXPERT_TRAIN.exists():  # the real file: no contradiction
@@ -304,8 +352,10 @@ def test_nih_view_positions_in_lower_case_pass_the_view_filter(nih_sample, tmp_p
     root, lines = nih_sample
     header, rows = lines[0], lines[1:]
     position = header.split(",").index("View Position")
-    lowered = [",".join(v.lower() if i == position else v for i, v in enumerate(row.split(","))) if n % 3 == 0
-               else row for n, row in enumerate(rows)]
+    lowered = [
+        ",".join(v.lower() if i == position else v for i, v in enumerate(row.split(","))) if n % 3 == 0 else row
+        for n, row in enumerate(rows)
+    ]
     path = tmp_path / "Data_Entry_2017_v2020.csv"
     path.write_text("\n".join([header, *lowered]) + "\n")
     config = load_config([], ["data.dataset=nih", f"data.root={root}", f"data.labels={path}", "data.views=[PA, AP]"])

@@ -1,4 +1,5 @@
 """Masked label files (tools/mask_labels.py) that do not belong to the run's data are refused before training."""
+
 import json
 
 import pytest

@@ -5,6 +5,7 @@ checkpoints, is stopped by a SIGTERM to one node, resumes on two nodes again, an
 2-process single-node run: the same world size gives every rank the same shard of each epoch's seeded order and the
 same per-process batch, so the all-reduced gradients, hence the weights and the metrics, are identical. (A 1-process
 run is not the reference: with one process each step's batch is another set of images.)"""
+
 import json
 import re
 import signal
@@ -43,23 +44,45 @@ def node_command(script: Path, *args: str, endpoint: str, run_id: str) -> list[s
     assert set(options) == {"--nnodes", "--nproc_per_node", "--rdzv_backend", "--rdzv_endpoint", "--rdzv_id"}
     assert (options["--nnodes"], options["--rdzv_backend"]) == ("2", "c10d")
     options.update({"--nproc_per_node": "1", "--rdzv_endpoint": endpoint, "--rdzv_id": run_id})
-    return [sys.executable, "-m", "torch.distributed.run", *(f"{key}={value}" for key, value in options.items()),
-            str(script), *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *(f"{key}={value}" for key, value in options.items()),
+        str(script),
+        *args,
+    ]
 
 
 def start_nodes(script: Path, *args: str, run_id: str) -> list[subprocess.Popen]:
     endpoint = f"localhost:{free_port()}"
-    return [subprocess.Popen(node_command(script, *args, endpoint=endpoint, run_id=run_id), cwd=REPO,
-                             env=torchrun_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             start_new_session=True) for _ in range(2)]
+    return [
+        subprocess.Popen(
+            node_command(script, *args, endpoint=endpoint, run_id=run_id),
+            cwd=REPO,
+            env=torchrun_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        for _ in range(2)
+    ]
 
 
 def test_two_nodes_train_stop_resume_and_end_as_the_single_node_run(two_process_run, tmp_path):
     for attempt in range(3):  # a new try only for the known gloo abort at exit
         out, progress = tmp_path / f"run{attempt}", tmp_path / f"progress{attempt}"
         ranks = [Path(f"{progress}-{rank}") for rank in (0, 1)]
-        nodes = start_nodes(STALLING_TRAIN, "--step-delay", "0.3", "--progress", str(progress), *TWO_PROCESS_RUN,
-                            f"train.out={out}", run_id=f"stop{attempt}")
+        nodes = start_nodes(
+            STALLING_TRAIN,
+            "--step-delay",
+            "0.3",
+            "--progress",
+            str(progress),
+            *TWO_PROCESS_RUN,
+            f"train.out={out}",
+            run_id=f"stop{attempt}",
+        )
         with reaped(nodes[0]), reaped(nodes[1]):
             wait_for(lambda ranks=ranks: min(progress_of(path)["step"] for path in ranks) >= 2, nodes[0])
             nodes[0].send_signal(signal.SIGTERM)  # one node's agent forwards it to its process; the ranks agree

@@ -4,6 +4,7 @@ the exit code, the seconds from the last message to the exit and that no process
 
 Found before: a run that stopped on a DataError from a loader worker printed its error and never exited (the
 workers ignore SIGTERM, their iterator outlived the error, and multiprocessing's exit handler waits for them)."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,11 @@ from tests.reliability.test_bad_images import split_paths, truncate
 TRAIN, EVALUATE = REPO / "tools" / "train.py", REPO / "tools" / "evaluate.py"
 HANG = 240  # seconds after which a process counts as hanging (a run here takes 5-30 s on a loaded 2-core machine)
 EXIT_AFTER_MESSAGE = 20  # seconds from the last line a process writes to its exit (interpreter teardown included)
-WORKERS = {"0 workers": ("data.num_workers=0",), "2 fork workers": ("data.num_workers=2", "data.worker_start=fork"),
-           "2 spawn workers": ("data.num_workers=2", "data.worker_start=spawn")}
+WORKERS = {
+    "0 workers": ("data.num_workers=0",),
+    "2 fork workers": ("data.num_workers=2", "data.worker_start=fork"),
+    "2 spawn workers": ("data.num_workers=2", "data.worker_start=spawn"),
+}
 
 
 def session_processes(session: int) -> list[str]:
@@ -78,8 +82,10 @@ def run_to_end(process: subprocess.Popen, timeout: float = HANG) -> Ending:
         left = session_processes(process.pid)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        pytest.fail(f"no exit within {timeout} s; the session holds {left}; stderr ends: "
-                    f"{''.join(line for _, line in lines)[-2000:]}")
+        pytest.fail(
+            f"no exit within {timeout} s; the session holds {left}; stderr ends: "
+            f"{''.join(line for _, line in lines)[-2000:]}"
+        )
     ended = time.monotonic()
     time.sleep(2)
     left = session_processes(process.pid)
@@ -121,10 +127,13 @@ def test_a_finished_run_and_its_evaluation_end_with_their_workers(dataset_dir, t
     assert ending.code == 0 and not ending.left, (ending.err[-3000:], ending.left)
 
 
-@pytest.mark.parametrize("failure, code, message", [
-    ("nan", 2, "train.py: error: non-finite loss/gradient at step 3"),
-    ("callback", 1, "RuntimeError: a callback failed at step 3"),  # a bug: a traceback, exit 1
-])
+@pytest.mark.parametrize(
+    "failure, code, message",
+    [
+        ("nan", 2, "train.py: error: non-finite loss/gradient at step 3"),
+        ("callback", 1, "RuntimeError: a callback failed at step 3"),  # a bug: a traceback, exit 1
+    ],
+)
 def test_a_run_that_fails_inside_the_loop_ends_with_its_workers(dataset_dir, tmp_path, failure, code, message):
     args = csv_run_args(dataset_dir, tmp_path / "run", *WORKERS["2 fork workers"])
     ending = run_to_end(launch(["--fail-at", "3", failure, *args], STALLING_TRAIN))
@@ -136,8 +145,10 @@ def test_a_stop_signal_to_the_main_process_alone_ends_it_with_its_workers(tmp_pa
     the whole process group: tests/reliability/test_signals.py."""
     signum = signal.SIGTERM
     out, progress = tmp_path / "run", tmp_path / "progress"
-    process = launch(["--step-delay", "0.3", "--progress", str(progress),
-                      *tiny_run_args(out, *WORKERS["2 spawn workers"])], STALLING_TRAIN)
+    process = launch(
+        ["--step-delay", "0.3", "--progress", str(progress), *tiny_run_args(out, *WORKERS["2 spawn workers"])],
+        STALLING_TRAIN,
+    )
     with killed_on_failure(process):
         wait_for(lambda: progress_of(Path(f"{progress}-0"))["step"] >= 2, process)
     process.send_signal(signum)
@@ -147,8 +158,10 @@ def test_a_stop_signal_to_the_main_process_alone_ends_it_with_its_workers(tmp_pa
 def test_workers_of_a_killed_main_process_end_on_their_own(tmp_path):
     """SIGKILL leaves no exit path to run: the workers notice the parent is gone (torch's watchdog)."""
     out, progress = tmp_path / "run", tmp_path / "progress"
-    process = launch(["--step-delay", "0.3", "--progress", str(progress),
-                      *tiny_run_args(out, *WORKERS["2 fork workers"])], STALLING_TRAIN)
+    process = launch(
+        ["--step-delay", "0.3", "--progress", str(progress), *tiny_run_args(out, *WORKERS["2 fork workers"])],
+        STALLING_TRAIN,
+    )
     with killed_on_failure(process):
         wait_for(lambda: progress_of(Path(f"{progress}-0"))["step"] >= 2, process)
     process.send_signal(signal.SIGKILL)
@@ -165,8 +178,9 @@ def test_workers_of_a_killed_main_process_end_on_their_own(tmp_path):
 def test_a_failure_in_one_of_two_torchrun_processes_ends_every_process(cut_train_image):
     args, victim = cut_train_image
     command = torchrun_command(TRAIN, *args, *WORKERS["2 fork workers"])
-    process = subprocess.Popen(command, cwd=REPO, env=torchrun_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=REPO, env=torchrun_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     ending = run_to_end(process)
     assert ending.code != 0 and f"{victim}: truncated or corrupt image data" in ending.err, ending.err[-3000:]
     assert ending.after_message < 60 and not ending.left, (ending.after_message, ending.left)
@@ -177,8 +191,11 @@ def test_a_stop_signal_to_a_grid_stops_its_training_and_the_grid(tmp_path):
     checkpoint; then the grid stops. Found before: the grid died at once and its training ran on, orphaned."""
     from tests.test_ablate import write_grid
 
-    grid = write_grid(tmp_path, "  - {name: AN, overrides: [spml.objective=loss, loss.name=an, train.epochs=40, "
-                                "data.num_workers=2]}\n", reference="{}")
+    grid = write_grid(
+        tmp_path,
+        "  - {name: AN, overrides: [spml.objective=loss, loss.name=an, train.epochs=40, data.num_workers=2]}\n",
+        reference="{}",
+    )
     run = tmp_path / "grid" / "an" / "seed0"
     process = launch([grid, "--out", str(tmp_path / "grid")], REPO / "tools" / "ablate.py")
     with killed_on_failure(process):

@@ -1,6 +1,7 @@
 """The run folder through tools/train.py: a resume keeps config.yaml and may change only the allowed keys, refusing
 the others before anything is written; a moved folder resumes where it is; one training at a time holds it; a
 resume refuses data that changed since the run started."""
+
 import json
 import shutil
 import signal
@@ -38,16 +39,24 @@ def stopped_run(cli, out: Path) -> Path:
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under `folder`: its bytes and modification time."""
-    return {str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns)
-            for path in folder.rglob("*") if path.is_file()}
+    return {
+        str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in folder.rglob("*")
+        if path.is_file()
+    }
 
 
 def test_resume_overrides_that_change_the_run_are_refused_before_anything_is_written(cli, reference_run, tmp_path):
     run = stopped_run(cli, tmp_path / "run")
     before = snapshot(run)
-    refused = {"model.backbone=resnet10t": "model.backbone", "data.root=/data/nih_typo": "data.root",
-               "data.size=64": "data.size", "train.epochs=3": "train.epochs", "optim.lr=0.1": "optim.lr",
-               f"train.out={tmp_path / 'elsewhere'}": "train.out"}
+    refused = {
+        "model.backbone=resnet10t": "model.backbone",
+        "data.root=/data/nih_typo": "data.root",
+        "data.size=64": "data.size",
+        "train.epochs=3": "train.epochs",
+        "optim.lr=0.1": "optim.lr",
+        f"train.out={tmp_path / 'elsewhere'}": "train.out",
+    }
     for override, key in refused.items():
         code, _, err = cli("train", "--resume", str(run), override)
         line = error_line(err)
@@ -61,8 +70,9 @@ def test_resume_overrides_that_change_the_run_are_refused_before_anything_is_wri
     code, _, err = cli("train", "--resume", str(run), "--overwrite")
     assert code == 2 and "--overwrite" in err
     # the run is intact: it resumes (with keys that may change) and ends exactly where the uninterrupted run ends
-    code, _, err = cli("train", "--resume", str(run), "train.max_steps=0", "train.checkpoint_every=4",
-                       "data.num_workers=1")
+    code, _, err = cli(
+        "train", "--resume", str(run), "train.max_steps=0", "train.checkpoint_every=4", "data.num_workers=1"
+    )
     assert code == 0, err
     assert final_results(run) == final_results(reference_run)
 
@@ -131,8 +141,10 @@ def test_evaluations_share_the_folder_and_keep_a_training_out_while_they_write(c
     code, _, err = cli("evaluate", str(run))  # no training holds it: evaluations take it shared
     assert code == 0, err
     script = tmp_path / "evaluating.py"  # an evaluation in progress, as tools/evaluate.py holds the folder
-    script.write_text("import sys, time\nfrom spml.utils.lock import RunLock\n"
-                      "with RunLock(sys.argv[1], shared=True):\n    print('held', flush=True)\n    time.sleep(600)\n")
+    script.write_text(
+        "import sys, time\nfrom spml.utils.lock import RunLock\n"
+        "with RunLock(sys.argv[1], shared=True):\n    print('held', flush=True)\n    time.sleep(600)\n"
+    )
     with reaped(launch([str(run)], script=script, stdout=subprocess.PIPE)) as evaluation:
         assert evaluation.stdout.readline() == b"held\n"
         code, _, err = cli("train", "--resume", str(run))
@@ -166,8 +178,9 @@ def test_a_resumed_attempt_event_file_sorts_after_the_one_of_the_same_second(tmp
     names = sorted(path.name for path in (tmp_path / "tensorboard").iterdir())
     assert names[0] == ".".join(parts)
     assert tensorboard_steps(tmp_path) == {"train/loss": [5, 10]}
-    assert [row[2] for row in map(lambda line: line.split(","), (tmp_path / "log.csv").read_text().splitlines()[1:])] \
-        == ["1", "0.25"]
+    assert [
+        row[2] for row in map(lambda line: line.split(","), (tmp_path / "log.csv").read_text().splitlines()[1:])
+    ] == ["1", "0.25"]
 
 
 def test_a_resume_refuses_a_label_file_or_image_set_that_changed_since_the_run_started(cli, dataset_dir, tmp_path):
@@ -205,8 +218,15 @@ def test_an_override_value_is_the_text_typed_and_overwrites_no_other_run(cli, tm
         (finished / output).write_text("{}")
     before = snapshot(finished)
     # the missing label file stops the run after its folder was claimed (where --overwrite deletes)
-    code, _, err = cli("train", "--mode", "supervised", "data.dataset=csv", f"data.labels={tmp_path / 'none.csv'}",
-                       f"train.out={name}", "--overwrite")
+    code, _, err = cli(
+        "train",
+        "--mode",
+        "supervised",
+        "data.dataset=csv",
+        f"data.labels={tmp_path / 'none.csv'}",
+        f"train.out={name}",
+        "--overwrite",
+    )
     assert code == 2 and snapshot(finished) == before
     if name == "{exp}":
         assert "train.out: expected a string" in error_line(err)
@@ -223,9 +243,13 @@ def test_a_checkpoint_pointer_stays_inside_its_run(cli, reference_run, tmp_path,
     shutil.copytree(reference_run, run)
     other = ckpt.read_pointer(reference_run / "checkpoints")
     latest = run / "checkpoints" / "latest.json"
-    latest.write_text({"absolute": json.dumps({"dir": str(other), "step": 1}),
-                       "../..": json.dumps({"dir": f"../../{other.relative_to(reference_run.parent)}", "step": 1}),
-                       "empty": ""}[pointer])
+    latest.write_text(
+        {
+            "absolute": json.dumps({"dir": str(other), "step": 1}),
+            "../..": json.dumps({"dir": f"../../{other.relative_to(reference_run.parent)}", "step": 1}),
+            "empty": "",
+        }[pointer]
+    )
     (run / LOCK_FILE).unlink(missing_ok=True)
     before = snapshot(run)
     for tool, args in (("train", ["--resume", str(run)]), ("evaluate", [str(run), "--out", str(tmp_path / "eval")])):

@@ -1,6 +1,7 @@
 """Stop signals sent to real trainings (tools/train.py in a subprocess, and torchrun with 2 CPU processes): the
 current step finishes, a checkpoint of that step is written, one line says how to resume, the exit code is
 128 + the signal number, and the resumed run ends exactly as the uninterrupted one."""
+
 import os
 import random
 import re
@@ -28,8 +29,10 @@ from tests.reliability.conftest import (
     wait_for,
 )
 
-STOP_LINE = re.compile(r"stopped by (SIG\w+) at step (\d+) \(checkpoint written, test evaluation skipped\); "
-                       r"resume with: (python|<the same launcher>) tools/train.py --resume (\S+)")
+STOP_LINE = re.compile(
+    r"stopped by (SIG\w+) at step (\d+) \(checkpoint written, test evaluation skipped\); "
+    r"resume with: (python|<the same launcher>) tools/train.py --resume (\S+)"
+)
 
 
 def stop_line(err: str) -> tuple[str, int, str]:
@@ -43,13 +46,18 @@ def stop_line(err: str) -> tuple[str, int, str]:
 
 @pytest.mark.parametrize("signum, workers", [(signal.SIGINT, 2), (signal.SIGTERM, 0)])
 def test_a_stop_signal_checkpoints_the_step_and_the_resumed_run_ends_as_the_uninterrupted_one(
-        cli, reference_run, tmp_path, signum, workers):
+    cli, reference_run, tmp_path, signum, workers
+):
     total = latest_step(reference_run / "checkpoints")
     target = random.Random(int(signum)).randint(2, total - 3)
     out, progress = tmp_path / "run", tmp_path / "progress"
     # checkpoints only at epoch ends (train.checkpoint_every=0): a checkpoint inside an epoch is the signal's
-    with reaped(launch(["--step-delay", "0.3", "--progress", str(progress),
-                        *tiny_run_args(out, f"data.num_workers={workers}")], STALLING_TRAIN)) as process:
+    with reaped(
+        launch(
+            ["--step-delay", "0.3", "--progress", str(progress), *tiny_run_args(out, f"data.num_workers={workers}")],
+            STALLING_TRAIN,
+        )
+    ) as process:
         wait_for(lambda: progress_of(Path(f"{progress}-0"))["step"] >= target, process)
         if signum == signal.SIGINT:
             os.killpg(process.pid, signum)  # as Ctrl-C in a terminal: every process of the group (DataLoader workers)
@@ -69,8 +77,12 @@ def test_a_stop_signal_checkpoints_the_step_and_the_resumed_run_ends_as_the_unin
 def test_a_second_signal_ends_the_process_at_once(tmp_path):
     out, progress, marker = tmp_path / "run", tmp_path / "progress", tmp_path / "writing"
     # the first signal's checkpoint is the run's first state.pt write: it stalls there until killed
-    with reaped(launch(["--stall", "1", str(marker), "--step-delay", "0.3", "--progress", str(progress),
-                        *tiny_run_args(out)], STALLING_TRAIN)) as process:
+    with reaped(
+        launch(
+            ["--stall", "1", str(marker), "--step-delay", "0.3", "--progress", str(progress), *tiny_run_args(out)],
+            STALLING_TRAIN,
+        )
+    ) as process:
         wait_for(lambda: progress_of(Path(f"{progress}-0"))["step"] >= 2, process)
         process.send_signal(signal.SIGTERM)
         first = time.monotonic()
@@ -85,10 +97,19 @@ def test_a_second_signal_ends_the_process_at_once(tmp_path):
 def launch_two_processes(out: Path, progress: Path, logs: Path) -> subprocess.Popen:
     """TWO_PROCESS_RUN into `out` under torchrun, each step paced, each process reporting to progress-<rank> and
     writing its stderr under `logs` (apart from torchrun's own report of the exit codes)."""
-    command = torchrun_command(STALLING_TRAIN, "--step-delay", "0.3", "--progress", str(progress), *TWO_PROCESS_RUN,
-                               f"train.out={out}", launcher=("--log-dir", str(logs), "--redirects", "2"))
-    return subprocess.Popen(command, cwd=REPO, env=torchrun_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    command = torchrun_command(
+        STALLING_TRAIN,
+        "--step-delay",
+        "0.3",
+        "--progress",
+        str(progress),
+        *TWO_PROCESS_RUN,
+        f"train.out={out}",
+        launcher=("--log-dir", str(logs), "--redirects", "2"),
+    )
+    return subprocess.Popen(
+        command, cwd=REPO, env=torchrun_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
 
 
 def rank_stderr(logs: Path, rank: int) -> str:
@@ -117,7 +138,8 @@ def test_two_processes_stop_at_one_step_on_a_signal_to_either(two_process_run, t
     assert [(r["step"], r["exit"]) for r in reports] == [(step, 128 + signal.SIGTERM)] * 2, reports
     folder = out / "checkpoints" / f"step-{step:07d}"
     assert latest_step(out / "checkpoints") == step and {"rng-0.pt", "rng-1.pt", "state.pt"} <= {
-        p.name for p in folder.iterdir()}
+        p.name for p in folder.iterdir()
+    }
     assert step < latest_step(two_process_run / "checkpoints") and not (out / "eval").exists()
     if receiver == "rank 1":
         return  # resuming is the same as after the first case
@@ -151,11 +173,29 @@ def test_ctrl_c_under_accelerate_launch_checkpoints_the_step(tmp_path):
     a moment after the terminal's SIGINT (and kills the process tree 5 s later): one stop, not an abort.
     Found before: the SIGTERM counted as the second signal, the run aborted without a checkpoint."""
     out, progress = tmp_path / "run", tmp_path / "progress"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(STALLING_TRAIN)]
-    process = subprocess.Popen([*launcher, "--step-delay", "0.3", "--progress", str(progress),
-                                *tiny_run_args(out, "data.num_workers=2")], cwd=REPO, env=torchrun_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(STALLING_TRAIN),
+    ]
+    process = subprocess.Popen(
+        [*launcher, "--step-delay", "0.3", "--progress", str(progress), *tiny_run_args(out, "data.num_workers=2")],
+        cwd=REPO,
+        env=torchrun_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     with reaped(process):
         wait_for(lambda: progress_of(Path(f"{progress}-0"))["step"] >= 2, process)
         os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C: the launcher, the training and its loader workers

@@ -1,5 +1,6 @@
 """Untrusted files: checkpoints and pretrained weights whose pickle would run code are refused without running
 it (torch.load weights_only=True), as are truncated or foreign ones; YAML python tags are refused (safe_load)."""
+
 import json
 import os
 import shutil
@@ -55,17 +56,33 @@ def test_the_payload_is_real(marker, tmp_path):
 # file in the latest checkpoint folder -> (its new content, fragment of the refusal)
 TAMPERED = {
     "state.pt with a code payload": ("state.pt", lambda m, f: torch.save(evil(m), f), "refusing checkpoint file"),
-    "rng-0.pt with a code payload": ("rng-0.pt", lambda m, f: torch.save({"torch": Payload(f"touch {m}")}, f),
-                                     "refusing checkpoint file"),
-    "truncated state.pt": ("state.pt", lambda m, f: f.write_bytes(f.read_bytes()[: f.stat().st_size // 2]),
-                           "not a complete plain-tensor checkpoint"),
-    "foreign state.pt": ("state.pt", lambda m, f: torch.save({"weights": torch.zeros(3)}, f),
-                         "is not an spml checkpoint"),
+    "rng-0.pt with a code payload": (
+        "rng-0.pt",
+        lambda m, f: torch.save({"torch": Payload(f"touch {m}")}, f),
+        "refusing checkpoint file",
+    ),
+    "truncated state.pt": (
+        "state.pt",
+        lambda m, f: f.write_bytes(f.read_bytes()[: f.stat().st_size // 2]),
+        "not a complete plain-tensor checkpoint",
+    ),
+    "foreign state.pt": (
+        "state.pt",
+        lambda m, f: torch.save({"weights": torch.zeros(3)}, f),
+        "is not an spml checkpoint",
+    ),
 }
 
 
-@pytest.mark.parametrize("tool, case", [(tool, case) for tool in ("train --resume", "evaluate") for case in TAMPERED
-                                        if tool == "train --resume" or "rng" not in case])  # (evaluation reads no RNG)
+@pytest.mark.parametrize(
+    "tool, case",
+    [
+        (tool, case)
+        for tool in ("train --resume", "evaluate")
+        for case in TAMPERED
+        if tool == "train --resume" or "rng" not in case
+    ],
+)  # (evaluation reads no RNG)
 def test_a_tampered_checkpoint_is_refused(cli, run_copy, marker, case, tool):
     run, latest = run_copy
     name, tamper, fragment = TAMPERED[case]
@@ -145,8 +162,11 @@ def test_weights_of_another_class_count_are_a_message_naming_both_files(cli, too
         tools.export = getattr(tools, "export", None) or load_tool("export")
         code, _, err = cli("export", str(run), "--out", str(tmp_path / "export"))
         assert code == 0, err
-        folder, weights, listed = tmp_path / "export", tmp_path / "export" / "model.safetensors", \
-            tmp_path / "export" / "model.json"
+        folder, weights, listed = (
+            tmp_path / "export",
+            tmp_path / "export" / "model.safetensors",
+            tmp_path / "export" / "model.json",
+        )
     else:
         folder, listed = run, run / "data_stats.json"
         weights = ckpt.read_pointer(run / "checkpoints") / "state.pt"
@@ -157,5 +177,9 @@ def test_weights_of_another_class_count_are_a_message_naming_both_files(cli, too
     Image.fromarray(np.full((32, 32), 100, np.uint8)).save(image)
     code, _, err = cli("predict", str(folder), str(image), "--out", str(tmp_path / "p.csv"))
     line = error_line(err)
-    assert code == 2 and f"{weights} holds a classifier of {len(spec['classes']) + 1} classes, but {listed} " \
-                         f"lists {len(spec['classes'])}: {spec['classes']}" in line, line
+    assert (
+        code == 2
+        and f"{weights} holds a classifier of {len(spec['classes']) + 1} classes, but {listed} "
+        f"lists {len(spec['classes'])}: {spec['classes']}"
+        in line
+    ), line

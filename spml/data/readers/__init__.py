@@ -9,6 +9,7 @@ Readers parse and validate label files only; whether image files exist is checke
 `spml.data.table.check_images` (build_data calls it; tools/mask_labels.py does not, so labels can be
 masked without the images). The synthetic reader registers itself from spml/data/synthetic.py.
 """
+
 from spml.registry import Registry
 
 READERS = Registry("dataset reader")

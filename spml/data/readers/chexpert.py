@@ -1,5 +1,6 @@
 """CheXpert(-v1.0-small): train.csv / valid.csv with 1/0/-1/blank observations, paths under the root; the official
 test set's test_labels.csv (one row per study: Study + the observations) joined to the study folders' images."""
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,22 @@ from spml.data.table import (
     row_error,
 )
 
-CLASSES = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-           "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-           "Fracture", "Support Devices")
+CLASSES = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
 COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 PREFIX = r"^CheXpert-v1\.0(?:-small)?/"
 ORIENTATIONS = {"frontal": "Frontal", "lateral": "Lateral"}  # data.views entries for Frontal/Lateral
@@ -46,21 +60,32 @@ def view_filter(frame: pd.DataFrame, views: tuple[str, ...], file: str) -> np.nd
         if wanted:
             keep &= frame[column].str.strip().str.upper().isin([w.upper() for w in wanted]).to_numpy()
     if not keep.any():
-        raise DataError(f"data.views={list(views)} keeps no row of {file}; Frontal/Lateral has "
-                        f"{sorted(frame['Frontal/Lateral'].unique())}, AP/PA has {sorted(frame['AP/PA'].unique())}")
+        raise DataError(
+            f"data.views={list(views)} keeps no row of {file}; Frontal/Lateral has "
+            f"{sorted(frame['Frontal/Lateral'].unique())}, AP/PA has {sorted(frame['AP/PA'].unique())}"
+        )
     return keep
 
 
-def read_file(file: str, root: str, classes: Sequence[str], views: Sequence[str], allow_outside_root: bool,
-              split: str | None) -> tuple[LabelTable, np.ndarray]:
+def read_file(
+    file: str, root: str, classes: Sequence[str], views: Sequence[str], allow_outside_root: bool, split: str | None
+) -> tuple[LabelTable, np.ndarray]:
     """One CheXpert CSV (train.csv / valid.csv layout) -> (unfiltered LabelTable, view filter); arguments as
     read_chexpert's."""
     frame, digest = read_csv(file, COLUMNS)
     return read_frame(frame, digest, file, root, classes, views, allow_outside_root, split)
 
 
-def read_frame(frame: pd.DataFrame, digest: str, file: str, root: str, classes: Sequence[str], views: Sequence[str],
-               allow_outside_root: bool, split: str | None) -> tuple[LabelTable, np.ndarray]:
+def read_frame(
+    frame: pd.DataFrame,
+    digest: str,
+    file: str,
+    root: str,
+    classes: Sequence[str],
+    views: Sequence[str],
+    allow_outside_root: bool,
+    split: str | None,
+) -> tuple[LabelTable, np.ndarray]:
     """The rows of a CheXpert label file (COLUMNS + observations, as strings) -> (unfiltered LabelTable, view
     filter); `split` fills the table's official split column."""
     classes = select_classes(classes, [c for c in frame.columns if c not in COLUMNS], CLASSES)
@@ -101,8 +126,11 @@ def study_images(file: str, root: str) -> tuple[pd.DataFrame, str]:
     for row, study in enumerate(frame["Study"].str.strip()):
         relative = re.sub(PREFIX, "", study).strip("/")
         folder = os.path.join(root, relative)
-        names = sorted(name for name in os.listdir(folder) if name.lower().endswith(IMAGE_SUFFIXES)) \
-            if os.path.isdir(folder) else []
+        names = (
+            sorted(name for name in os.listdir(folder) if name.lower().endswith(IMAGE_SUFFIXES))
+            if os.path.isdir(folder)
+            else []
+        )
         if not names:
             raise row_error(file, row + 1, "Study", f"no image file ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
         for name in names:
@@ -128,14 +156,23 @@ def no_finding_conflicts(frame: pd.DataFrame, file: str) -> int:
     if conflicts.size:
         row = int(conflicts[0])
         named = [c for c, v in zip(pathologies, values[row, 1:]) if v == 1]
-        warnings.warn(f"{file}: {conflicts.size} rows have No Finding = 1 and a pathology = 1, e.g. line {row + 2} "
-                      f"({named}); their labels are used as written", stacklevel=3)
+        warnings.warn(
+            f"{file}: {conflicts.size} rows have No Finding = 1 and a pathology = 1, e.g. line {row + 2} "
+            f"({named}); their labels are used as written",
+            stacklevel=3,
+        )
     return int(conflicts.size)
 
 
 @READERS.register("chexpert")
-def read_chexpert(root: str = "", labels: str = "", views: Sequence[str] = (), classes: Sequence[str] = (),
-                  official_split: bool = False, allow_outside_root: bool = False) -> LabelTable:
+def read_chexpert(
+    root: str = "",
+    labels: str = "",
+    views: Sequence[str] = (),
+    classes: Sequence[str] = (),
+    official_split: bool = False,
+    allow_outside_root: bool = False,
+) -> LabelTable:
     """CheXpert train.csv -> LabelTable (1/0/-1/blank). With `official_split` the files beside it give the split:
     with the official test set's test_labels.csv (TEST_FILES; study_images) train.csv is train, valid.csv val and
     the test set test; without it valid.csv is the test split (data.split=official then carves val from the
@@ -154,14 +191,18 @@ def read_chexpert(root: str = "", labels: str = "", views: Sequence[str] = (), c
         The LabelTable, one float column per class: 1, 0, -1 uncertain, NaN not mentioned.
     """
     root = dataset_root(root, labels)
-    file = labels or first_existing([os.path.join(root, n) for n in ("train.csv", "train.csv.gz")],
-                                           "CheXpert train.csv", "data.labels or data.root")
+    file = labels or first_existing(
+        [os.path.join(root, n) for n in ("train.csv", "train.csv.gz")], "CheXpert train.csv", "data.labels or data.root"
+    )
     if not official_split:
         table, keep = read_file(file, root, classes, views, allow_outside_root, None)
         return table.subset(keep)
     folder = os.path.dirname(os.path.abspath(file))
-    valid_file = first_existing([os.path.join(folder, n) for n in ("valid.csv", "valid.csv.gz")],
-                                "CheXpert valid.csv (the official split's test set)", "data.split")
+    valid_file = first_existing(
+        [os.path.join(folder, n) for n in ("valid.csv", "valid.csv.gz")],
+        "CheXpert valid.csv (the official split's test set)",
+        "data.split",
+    )
     test_file = next((path for path in (os.path.join(folder, n) for n in TEST_FILES) if os.path.isfile(path)), None)
     args = (root, classes, views, allow_outside_root)
     parts = [read_file(file, *args, "train"), read_file(valid_file, *args, "val" if test_file else "test")]
@@ -170,8 +211,10 @@ def read_chexpert(root: str = "", labels: str = "", views: Sequence[str] = (), c
     train = parts[0][0]
     for table, _ in parts[1:]:
         if table.classes != train.classes:
-            raise DataError(f"{table.source} has the classes {list(table.classes)}, {train.source} has "
-                            f"{list(train.classes)}: the split files must name the same observations")
+            raise DataError(
+                f"{table.source} has the classes {list(table.classes)}, {train.source} has "
+                f"{list(train.classes)}: the split files must name the same observations"
+            )
     frame = pd.concat([table.frame[keep] for table, keep in parts], ignore_index=True)
     frame.attrs[NO_FINDING_CONFLICTS] = sum(table.frame.attrs[NO_FINDING_CONFLICTS] for table, _ in parts)
     check_paths(frame["path"], " + ".join(table.source for table, _ in parts), "Path")

@@ -1,6 +1,7 @@
 """Any other dataset: a CSV with a path column and one column per finding or one delimited finding column
 (layout in data.csv.*, or found from the header; relative paths are joined with data.root, default the CSV's
 folder); optional patient, study and split columns."""
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,10 @@ def label_layout(layout: CSVLayout, header: list[str], file: str) -> tuple[tuple
     header decides: a column of DELIMITED_COLUMNS holds delimited names; else every column that is not the path,
     patient, study or split column (nor unnamed) is a finding column."""
     if layout.label_columns and layout.label_column:
-        raise DataError("set one of data.csv.label_columns (one column per finding) and data.csv.label_column "
-                        "(one delimited column of finding names), not both")
+        raise DataError(
+            "set one of data.csv.label_columns (one column per finding) and data.csv.label_column "
+            "(one delimited column of finding names), not both"
+        )
     if layout.label_columns or layout.label_column:
         return tuple(layout.label_columns), layout.label_column
     delimited = [name for name in DELIMITED_COLUMNS if name in header]
@@ -65,8 +68,10 @@ def split_column(frame: pd.DataFrame, column: str, required: bool, file: str) ->
     not use it); None without it, which `required` (data.split=official|given) refuses."""
     if not column or column not in frame.columns:
         if required:
-            raise DataError(f"data.split=official|given needs a {column!r} column (data.csv.split_column) in "
-                            f"{file}; the header has {list(frame.columns)}")
+            raise DataError(
+                f"data.split=official|given needs a {column!r} column (data.csv.split_column) in "
+                f"{file}; the header has {list(frame.columns)}"
+            )
         return None
     try:
         return parse_split_names(frame[column], file, column)
@@ -75,9 +80,15 @@ def split_column(frame: pd.DataFrame, column: str, required: bool, file: str) ->
 
 
 @READERS.register("csv")
-def read_generic_csv(labels: str, root: str = "", layout: CSVLayout = CSVLayout(), classes: Sequence[str] = (),
-                     views: Sequence[str] = (), official_split: bool = False, allow_outside_root: bool = False
-                     ) -> LabelTable:
+def read_generic_csv(
+    labels: str,
+    root: str = "",
+    layout: CSVLayout = CSVLayout(),
+    classes: Sequence[str] = (),
+    views: Sequence[str] = (),
+    official_split: bool = False,
+    allow_outside_root: bool = False,
+) -> LabelTable:
     """A CSV label file -> LabelTable; label columns hold 1/0/-1/blank, a label column holds delimited names.
 
     Args:
@@ -114,8 +125,9 @@ def read_generic_csv(labels: str, root: str = "", layout: CSVLayout = CSVLayout(
     patients = frame[layout.patient_column].str.strip() if layout.patient_column else relative
     if label_column:
         requested = tuple(classes) or None
-        values, classes = parse_findings(frame[label_column].str.strip(), requested, layout.no_finding,
-                                         file, label_column, layout.label_delimiter)
+        values, classes = parse_findings(
+            frame[label_column].str.strip(), requested, layout.no_finding, file, label_column, layout.label_delimiter
+        )
     else:
         classes = select_classes(classes, label_columns, label_columns)
         try:
@@ -123,10 +135,12 @@ def read_generic_csv(labels: str, root: str = "", layout: CSVLayout = CSVLayout(
         except DataError as err:
             if layout.label_columns:
                 raise
-            raise DataError(f"{err} (data.csv.label_columns is not set, so every column but the path, patient, "
-                            f"study and split columns was read as a finding: {list(label_columns)}; set "
-                            "data.csv.label_columns to the finding columns, or name an id column in "
-                            "data.csv.patient_column or data.csv.study_column)") from None
+            raise DataError(
+                f"{err} (data.csv.label_columns is not set, so every column but the path, patient, "
+                f"study and split columns was read as a finding: {list(label_columns)}; set "
+                "data.csv.label_columns to the finding columns, or name an id column in "
+                "data.csv.patient_column or data.csv.study_column)"
+            ) from None
     if not classes:
         raise DataError(f"{file}: no finding names in column {label_column!r}")
     meta = {"path": paths, "patient_id": patients.to_numpy()}

@@ -1,6 +1,7 @@
 """MIMIC-CXR-JPG: per-study chexpert/negbio labels joined to the images of metadata.csv, official split csv.
 The images are the .jpg files of MIMIC-CXR-JPG, or with data.mimic_format=dcm the .dcm files of the MIMIC-CXR
 DICOM release (same files/pXX/p<subject>/s<study>/<dicom_id> layout, same label and metadata files)."""
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,10 @@ def read_study_labels(file: str, classes: Sequence[str]) -> tuple[pd.DataFrame, 
     repeated = keys.duplicated(keep=False).to_numpy()
     if repeated.any():
         rows = (np.flatnonzero(repeated)[:2] + 1).tolist()
-        raise DataError(f"{file}: columns {KEYS}: duplicate study rows at data rows {rows} "
-                        f"({int(repeated.sum())} rows are duplicates)")
+        raise DataError(
+            f"{file}: columns {KEYS}: duplicate study rows at data rows {rows} "
+            f"({int(repeated.sum())} rows are duplicates)"
+        )
     values = pd.DataFrame(parse_label_values(frame, classes, file), columns=list(classes))
     return pd.concat([keys, values], axis=1), classes, digest
 
@@ -64,15 +67,23 @@ def joined_split(file: str, images: pd.DataFrame) -> np.ndarray:
         raise DataError(f"{file}: column 'dicom_id': {lookup.index[lookup.index.duplicated()][0]!r} listed twice")
     split = images["dicom_id"].map(lookup)
     if split.isna().any():
-        raise DataError(f"{int(split.isna().sum())} images are not in {file}, e.g. "
-                        f"{images['dicom_id'][split.isna()].head(3).tolist()}")
+        raise DataError(
+            f"{int(split.isna().sum())} images are not in {file}, e.g. "
+            f"{images['dicom_id'][split.isna()].head(3).tolist()}"
+        )
     return split.to_numpy(dtype=object)
 
 
 @READERS.register("mimic")
-def read_mimic(root: str = "", labels: str = "", views: Sequence[str] = (), classes: Sequence[str] = (),
-               official_split: bool = False, image_format: str = "jpg", allow_outside_root: bool = False
-               ) -> LabelTable:
+def read_mimic(
+    root: str = "",
+    labels: str = "",
+    views: Sequence[str] = (),
+    classes: Sequence[str] = (),
+    official_split: bool = False,
+    image_format: str = "jpg",
+    allow_outside_root: bool = False,
+) -> LabelTable:
     """Per-study labels given to each image of the study; paths root/files/pXX/p<subject>/s<study>/<dicom>.jpg
     (.dcm with image_format="dcm", data.mimic_format).
 
@@ -94,16 +105,33 @@ def read_mimic(root: str = "", labels: str = "", views: Sequence[str] = (), clas
     if labels:
         label_file = labels
     else:
-        label_file = first_existing([os.path.join(root, f"{PREFIX}{kind}.csv{gz}") for kind in ("chexpert", "negbio")
-                                     for gz in ("", ".gz")], "MIMIC-CXR label file", "data.labels or data.root")
+        label_file = first_existing(
+            [os.path.join(root, f"{PREFIX}{kind}.csv{gz}") for kind in ("chexpert", "negbio") for gz in ("", ".gz")],
+            "MIMIC-CXR label file",
+            "data.labels or data.root",
+        )
     study_labels, classes, digest = read_study_labels(label_file, classes)
     meta_file = mimic_file(root, "metadata", "data.root")
     images, _ = read_csv(meta_file, ["dicom_id", *KEYS, "ViewPosition"])
     images = images.apply(lambda column: column.str.strip())
     check_paths(images["dicom_id"], meta_file, "dicom_id")
     subject = images["subject_id"]
-    relative = "files" + os.sep + "p" + subject.str[:2] + os.sep + "p" + subject + os.sep + "s" + \
-        images["study_id"] + os.sep + images["dicom_id"] + "." + image_format
+    relative = (
+        "files"
+        + os.sep
+        + "p"
+        + subject.str[:2]
+        + os.sep
+        + "p"
+        + subject
+        + os.sep
+        + "s"
+        + images["study_id"]
+        + os.sep
+        + images["dicom_id"]
+        + "."
+        + image_format
+    )
     images["path"] = resolve_image_paths(relative, root, meta_file, "dicom_id", allow_outside_root)
     keep = view_mask(images["ViewPosition"], views, meta_file, "ViewPosition")
     joined = images[keep].merge(study_labels, on=KEYS, how="left", indicator=True, validate="many_to_one")
@@ -111,10 +139,16 @@ def read_mimic(root: str = "", labels: str = "", views: Sequence[str] = (), clas
     if unlabelled.all():
         raise DataError(f"no image of {meta_file} has a study in {label_file} (joined on {KEYS})")
     if unlabelled.any():
-        warnings.warn(f"{int(unlabelled.sum())} images of {meta_file} have no study row in {label_file}; "
-                      "they are left out", stacklevel=2)
+        warnings.warn(
+            f"{int(unlabelled.sum())} images of {meta_file} have no study row in {label_file}; they are left out",
+            stacklevel=2,
+        )
         joined = joined[~unlabelled].reset_index(drop=True)
     split = joined_split(mimic_file(root, "split", "data.split"), joined) if official_split else None
-    meta = {"path": joined["path"].to_numpy(), "patient_id": joined["subject_id"].to_numpy(),
-            "study_id": joined["study_id"].to_numpy(), "view": joined["ViewPosition"].to_numpy()}
+    meta = {
+        "path": joined["path"].to_numpy(),
+        "patient_id": joined["subject_id"].to_numpy(),
+        "study_id": joined["study_id"].to_numpy(),
+        "view": joined["ViewPosition"].to_numpy(),
+    }
     return make_table(meta, joined[list(classes)].to_numpy(), classes, os.path.abspath(label_file), digest, split)

@@ -1,4 +1,5 @@
 """NIH ChestX-ray14: Data_Entry_2017(_v2020).csv, images under images*/ (or one folder), official lists."""
+
 from __future__ import annotations
 
 import os
@@ -21,11 +22,29 @@ from spml.data.table import (
     view_mask,
 )
 
-CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
-           "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax")
+CLASSES = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Hernia",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pleural_Thickening",
+    "Pneumonia",
+    "Pneumothorax",
+)
 NO_FINDING = "No Finding"  # all zero; selectable as a class of its own through data.classes
-LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017_v2020.csv.gz", "Data_Entry_2017.csv",
-               "Data_Entry_2017.csv.gz")
+LABEL_FILES = (
+    "Data_Entry_2017_v2020.csv",
+    "Data_Entry_2017_v2020.csv.gz",
+    "Data_Entry_2017.csv",
+    "Data_Entry_2017.csv.gz",
+)
 SPLIT_LISTS = {"train": "train_val_list.txt", "test": "test_list.txt"}
 COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "View Position")
 SEX_COLUMNS = ("Patient Gender", "Patient Sex")  # v2020 may say Sex
@@ -58,13 +77,15 @@ def image_paths(root: str, names: pd.Series) -> np.ndarray:
 
 
 def listed_split(root: str, names: pd.Series, file: str) -> np.ndarray:
-    """"train" (train_val_list.txt) / "test" (test_list.txt) per image name."""
+    """ "train" (train_val_list.txt) / "test" (test_list.txt) per image name."""
     split = pd.Series("", index=names.index, dtype=object)
     for label, list_name in SPLIT_LISTS.items():
         list_path = os.path.join(root, list_name)
         if not os.path.isfile(list_path):
-            raise DataError(f"data.split=official|given needs {list_path} (NIH official split list); "
-                            "or use data.split=random|stratified")
+            raise DataError(
+                f"data.split=official|given needs {list_path} (NIH official split list); "
+                "or use data.split=random|stratified"
+            )
         with open(list_path, encoding="utf-8") as handle:
             listed = {line.strip() for line in handle if line.strip()}
         member = names.isin(listed)
@@ -73,14 +94,22 @@ def listed_split(root: str, names: pd.Series, file: str) -> np.ndarray:
         split[member] = label
     unlisted = split == ""
     if unlisted.any():
-        raise DataError(f"{int(unlisted.sum())} images of {file} are in neither {list(SPLIT_LISTS.values())} "
-                        f"under {root}, e.g. {names[unlisted].head(3).tolist()}")
+        raise DataError(
+            f"{int(unlisted.sum())} images of {file} are in neither {list(SPLIT_LISTS.values())} "
+            f"under {root}, e.g. {names[unlisted].head(3).tolist()}"
+        )
     return split.to_numpy()
 
 
 @READERS.register("nih")
-def read_nih(root: str = "", labels: str = "", views: Sequence[str] = (), classes: Sequence[str] = (),
-             official_split: bool = False, allow_outside_root: bool = False) -> LabelTable:
+def read_nih(
+    root: str = "",
+    labels: str = "",
+    views: Sequence[str] = (),
+    classes: Sequence[str] = (),
+    official_split: bool = False,
+    allow_outside_root: bool = False,
+) -> LabelTable:
     """NIH ChestX-ray14 label file -> LabelTable (values 0/1 only).
 
     Args:
@@ -96,21 +125,24 @@ def read_nih(root: str = "", labels: str = "", views: Sequence[str] = (), classe
         The LabelTable: one row per image of the kept views, one 0/1 column per class.
     """
     root = dataset_root(root, labels)
-    file = labels or first_existing([os.path.join(root, name) for name in LABEL_FILES],
-                                           "NIH label file", "data.labels or data.root")
+    file = labels or first_existing(
+        [os.path.join(root, name) for name in LABEL_FILES], "NIH label file", "data.labels or data.root"
+    )
     frame, digest = read_csv(file, COLUMNS)
     sex_column = next((name for name in SEX_COLUMNS if name in frame.columns), None)
     if sex_column is None:
-        raise DataError(f"{file}: missing column {' or '.join(map(repr, SEX_COLUMNS))}; "
-                        f"the header has {list(frame.columns)}")
+        raise DataError(
+            f"{file}: missing column {' or '.join(map(repr, SEX_COLUMNS))}; the header has {list(frame.columns)}"
+        )
     names = frame["Image Index"].str.strip()
     paths = resolve_image_paths(names, root, file, "Image Index", allow_outside_root, image_paths(root, names))
     patients = frame["Patient ID"].str.strip()
     if (patients == "").any():
         raise row_error(file, int(np.flatnonzero((patients == "").to_numpy())[0]) + 1, "Patient ID", "empty")
     classes = select_classes(classes, (*CLASSES, NO_FINDING), CLASSES)
-    values, _ = parse_findings(frame["Finding Labels"].str.strip(), classes, NO_FINDING, file, "Finding Labels",
-                               vocabulary=CLASSES)
+    values, _ = parse_findings(
+        frame["Finding Labels"].str.strip(), classes, NO_FINDING, file, "Finding Labels", vocabulary=CLASSES
+    )
     keep = view_mask(frame["View Position"].str.strip(), views, file, "View Position")
     split = listed_split(root, names, file) if official_split else None
     meta = {

@@ -6,6 +6,7 @@ readers), without rad_id and with "Other disease" for the training file's "Other
 train/<image_id>.dicom and test/<image_id>.dicom under the root. No patient id is published: each image is its own
 patient.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,9 @@ SPLIT_FILES = {"train": "image_labels_train.csv", "test": "image_labels_test.csv
 
 def label_file(root: str, split: str) -> str:
     """root/annotations/<file> or root/<file> (plain or .gz) for the split's label file."""
-    names = [os.path.join(root, folder, SPLIT_FILES[split] + gz)
-             for folder in ("annotations", "") for gz in ("", ".gz")]
+    names = [
+        os.path.join(root, folder, SPLIT_FILES[split] + gz) for folder in ("annotations", "") for gz in ("", ".gz")
+    ]
     return first_existing(names, f"VinDr-CXR {SPLIT_FILES[split]}", "data.labels or data.root")
 
 
@@ -55,8 +57,15 @@ def image_votes(file: str, classes: Sequence[str], agreement: int) -> tuple[pd.D
 
 
 @READERS.register("vindr")
-def read_vindr(root: str = "", labels: str = "", views: Sequence[str] = (), classes: Sequence[str] = (),
-               official_split: bool = False, allow_outside_root: bool = False, agreement: int = 1) -> LabelTable:
+def read_vindr(
+    root: str = "",
+    labels: str = "",
+    views: Sequence[str] = (),
+    classes: Sequence[str] = (),
+    official_split: bool = False,
+    allow_outside_root: bool = False,
+    agreement: int = 1,
+) -> LabelTable:
     """VinDr-CXR image labels -> LabelTable (values 0/1).
 
     Args:
@@ -80,8 +89,11 @@ def read_vindr(root: str = "", labels: str = "", views: Sequence[str] = (), clas
     files = {"train": labels or label_file(root, "train")}
     if official_split:
         folder = os.path.dirname(os.path.abspath(files["train"]))
-        files["test"] = first_existing([os.path.join(folder, SPLIT_FILES["test"] + gz) for gz in ("", ".gz")],
-                                       "VinDr-CXR image_labels_test.csv (the official test split)", "data.split")
+        files["test"] = first_existing(
+            [os.path.join(folder, SPLIT_FILES["test"] + gz) for gz in ("", ".gz")],
+            "VinDr-CXR image_labels_test.csv (the official test split)",
+            "data.split",
+        )
     parts, digests = [], []
     for split, file in files.items():  # the test file must hold the training file's classes
         votes, classes, digest = image_votes(file, classes, agreement)
@@ -92,5 +104,11 @@ def read_vindr(root: str = "", labels: str = "", views: Sequence[str] = (), clas
     written = frame["split"] + "/" + frame["image_id"] + ".dicom"
     paths = resolve_image_paths(written, root, files["train"], "image_id", allow_outside_root)
     meta = {"path": paths, "patient_id": frame["image_id"].to_numpy(), "view": np.full(len(frame), "", dtype=object)}
-    return make_table(meta, frame[list(classes)].to_numpy(), classes, os.path.abspath(files["train"]), digests[0],
-                      frame["split"].to_numpy(dtype=object) if official_split else None)
+    return make_table(
+        meta,
+        frame[list(classes)].to_numpy(),
+        classes,
+        os.path.abspath(files["train"]),
+        digests[0],
+        frame["split"].to_numpy(dtype=object) if official_split else None,
+    )
