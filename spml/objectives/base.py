@@ -36,12 +36,27 @@ class Objective(nn.Module):
 
     @staticmethod
     def to_input(images: Tensor) -> Tensor:
-        """uint8 (B,1,H,W) -> float (B,1,H,W) in [0, 1]."""
+        """uint8 images -> float images in [0, 1].
+
+        Args:
+            images: uint8 images.
+
+        Returns:
+            The images as floats in [0, 1].
+
+        Shape:
+            images (B, 1, H, W) uint8 -> (B, 1, H, W) float.
+        """
         return to_unit_range(images)
 
     def set_progress(self, step: int, steps_per_epoch: int) -> None:
-        """Called by the trainer before each training forward: `step` counts the batches trained including
-        this one (1 for the first), so `step / steps_per_epoch` is the progress in epochs at its end."""
+        """Record the training progress; called by the trainer before each training forward.
+
+        Args:
+            step: the batches trained including this one (1 for the first), so `step / steps_per_epoch` is the
+                progress in epochs at its end.
+            steps_per_epoch: batches per epoch (values below 1 count as 1).
+        """
         self.step, self.steps_per_epoch = int(step), max(int(steps_per_epoch), 1)
 
     @property
@@ -59,9 +74,20 @@ class Objective(nn.Module):
 
 
 def ramp(weight: float, epochs_done: np.float32, warmup_epochs: float, rampup_epochs: float) -> float:
-    """weight * clamp((t - warmup) / rampup, 0, 1) at t = `epochs_done` (a step function at the warm-up's end
-    when rampup_epochs <= 0), in float32 like Objective.epochs_done: the consistency weights of MPC and of
-    the supervised consistency objective."""
+    """A warm-up then linear ramp-up weight: the consistency weights of MPC and of the supervised consistency objective.
+
+    weight * clamp((t - warmup) / rampup, 0, 1) at t = `epochs_done` (a step function at the warm-up's end
+    when rampup_epochs <= 0), in float32 like Objective.epochs_done.
+
+    Args:
+        weight: the full weight, reached at the ramp-up's end.
+        epochs_done: training progress in epochs (Objective.epochs_done).
+        warmup_epochs: epochs with weight 0.
+        rampup_epochs: epochs of the linear ramp after the warm-up (<= 0: a step).
+
+    Returns:
+        The weight at `epochs_done`.
+    """
     t = epochs_done - np.float32(warmup_epochs)
     if rampup_epochs <= 0:
         return float(np.float32(weight) * np.float32(t >= 0))
@@ -71,6 +97,12 @@ def ramp(weight: float, epochs_done: np.float32, warmup_epochs: float, rampup_ep
 @contextmanager
 def frozen_norm_statistics(module: nn.Module) -> Iterator[None]:
     """Batch norms normalise with batch statistics but leave their running statistics untouched.
+
+    Args:
+        module: the module whose training-mode batch norms are frozen (momentum 0) inside the context.
+
+    Yields:
+        Nothing; the momenta are restored on exit.
 
     The strong view passes through the backbone under this: its heavy intensity/elastic changes
     would otherwise shift the running statistics that evaluation on clean images uses, and mixing

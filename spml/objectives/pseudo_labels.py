@@ -40,8 +40,17 @@ class PseudoLabels(NamedTuple):
 
 @contextmanager
 def reads_state_only(loss: nn.Module) -> Iterator[None]:
-    """Stateful single-positive losses (EM+APL, LL-Cp) update their tables in training mode only;
-    under this a consistency stream uses the tables without recording its own predictions in them."""
+    """Put a loss in eval mode inside the context, restoring its mode on exit.
+
+    Stateful single-positive losses (EM+APL, LL-Cp) update their tables in training mode only;
+    under this a consistency stream uses the tables without recording its own predictions in them.
+
+    Args:
+        loss: the loss module.
+
+    Yields:
+        Nothing.
+    """
     was_training = loss.training
     loss.train(False)
     try:
@@ -65,7 +74,12 @@ class GlobalThresholds(nn.Module):
         self.tau_pos, self.tau_neg = float(tau_pos), float(tau_neg)
 
     def update(self, probs: Tensor, observed: Tensor) -> None:
-        """Nothing to remember."""
+        """Nothing to remember.
+
+        Args:
+            probs: teacher probabilities (unused).
+            observed: observed-label mask (unused).
+        """
 
     def forward(self) -> tuple[float, float]:
         return self.tau_pos, self.tau_neg
@@ -113,7 +127,12 @@ class ClassPriorThresholds(nn.Module):
 
     @torch.no_grad()
     def update(self, probs: Tensor, observed: Tensor) -> None:
-        """Write the batch's unobserved probabilities into the ring buffer (on the device, no host read)."""
+        """Write the batch's unobserved probabilities into the ring buffer (on the device, no host read).
+
+        Args:
+            probs: teacher probabilities, (B, C) float.
+            observed: the observed entries (not remembered), (B, C) bool.
+        """
         size = self.memory_probs.shape[0]
         rows = (self.memory_cursor + torch.arange(probs.shape[0], device=probs.device)) % size
         self.memory_probs[rows] = torch.where(observed, float("nan"), probs)
