@@ -38,41 +38,88 @@ class Callback:
         return type(self).__name__
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        """Before the first step (also after a resume)."""
+        """Before the first step (also after a resume).
+
+        Args:
+            trainer: the trainer running the loop.
+        """
 
     def on_epoch_start(self, trainer: Trainer) -> None:
-        """At the start of each (possibly resumed) epoch."""
+        """At the start of each (possibly resumed) epoch.
+
+        Args:
+            trainer: the trainer running the loop.
+        """
 
     def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
         """After each training batch; `out` is the objective's output (None: every image of the batch was bad).
-        Runs in the hot loop: no host synchronisation except at the callback's own log/checkpoint steps."""
+        Runs in the hot loop: no host synchronisation except at the callback's own log/checkpoint steps.
+
+        Args:
+            trainer: the trainer running the loop.
+            batch: the training batch.
+            out: the objective's output, or None when every image of the batch was bad.
+        """
 
     def on_before_optimizer_step(self, trainer: Trainer) -> None:
-        """Gradients are synchronised (an update step), before clipping and the optimizer step."""
+        """Gradients are synchronised (an update step), before clipping and the optimizer step.
+
+        Args:
+            trainer: the trainer running the loop.
+        """
 
     def on_optimizer_step(self, trainer: Trainer) -> None:
-        """After each optimizer update."""
+        """After each optimizer update.
+
+        Args:
+            trainer: the trainer running the loop.
+        """
 
     def on_epoch_end(self, trainer: Trainer, completed: bool) -> None:
         """After an epoch's batches (`completed` False: the loop stopped inside the epoch; progress.epoch
-        already counts a completed epoch)."""
+        already counts a completed epoch).
+
+        Args:
+            trainer: the trainer running the loop.
+            completed: False when the loop stopped inside the epoch.
+        """
 
     def on_fit_end(self, trainer: Trainer) -> None:
-        """After the loop, before the logs close."""
+        """After the loop, before the logs close.
+
+        Args:
+            trainer: the trainer running the loop.
+        """
 
     def on_checkpoint(self, trainer: Trainer) -> None:
         """On every process before a checkpoint is written (a point all processes reach): fold what each process
-        holds into what `state_dict` returns on the main process, the only one whose state is saved."""
+        holds into what `state_dict` returns on the main process, the only one whose state is saved.
+
+        Args:
+            trainer: the trainer running the loop.
+        """
 
     def state_dict(self) -> dict[str, Any]:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what state_dict returned (resume)."""
+        """Restore what state_dict returned (resume).
+
+        Args:
+            state: the dict state_dict returned.
+        """
 
 
 def reduce_sums(trainer: Trainer, sums: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Sum device scalars over processes and read them (the log step's one host synchronisation)."""
+    """Sum device scalars over processes and read them (the log step's one host synchronisation).
+
+    Args:
+        trainer: the trainer running the loop.
+        sums: name -> device scalar of this process.
+
+    Returns:
+        name -> the sum over processes, as a float.
+    """
     device = trainer.accelerator.device
     reduced = trainer.accelerator.reduce({k: torch.as_tensor(v, device=device) for k, v in sums.items()}, "sum")
     return {key: float(value) for key, value in reduced.items()}
@@ -89,10 +136,20 @@ class LogSums(Callback):
         self.restored: dict[str, torch.Tensor] = {}
 
     def add(self, values: dict[str, torch.Tensor]) -> None:
+        """Add device scalars to `sums` (no host read).
+
+        Args:
+            values: name -> device scalar.
+        """
         for key, value in values.items():
             self.sums[key] = self.sums.get(key, 0) + value
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        """Move the restored sums to the device (zeros of the same names on the other processes).
+
+        Args:
+            trainer: the trainer running the loop.
+        """
         accelerator = trainer.accelerator
         self.sums = {
             key: value.to(accelerator.device)
@@ -102,6 +159,11 @@ class LogSums(Callback):
         }
 
     def on_checkpoint(self, trainer: Trainer) -> None:
+        """Add up the processes' sums on the main process (zeros elsewhere).
+
+        Args:
+            trainer: the trainer running the loop.
+        """
         if trainer.accelerator.num_processes > 1 and self.sums:
             total = trainer.accelerator.reduce(dict(self.sums), "sum")
             main = trainer.accelerator.is_main_process
@@ -111,12 +173,21 @@ class LogSums(Callback):
         return {"sums": {key: value.detach().cpu() for key, value in self.sums.items()}} if self.sums else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Keep the checkpointed sums for `on_fit_start`.
+
+        Args:
+            state: the dict state_dict returned.
+        """
         self.restored = dict(state["sums"])
 
 
 class TrainLog(LogSums):
     """Every `every` steps: the mean loss and loss components since the last log line, the learning rate,
-    images/s and the epoch, into the run logger; a progress bar on the main process."""
+    images/s and the epoch, into the run logger; a progress bar on the main process.
+
+    Args:
+        every: the log interval in steps.
+    """
 
     def __init__(self, every: int):
         super().__init__()
@@ -124,6 +195,11 @@ class TrainLog(LogSums):
         self.images, self.tick, self.bar = 0, 0.0, None
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        """Start the clock and the progress bar (main process).
+
+        Args:
+            trainer: the trainer running the loop.
+        """
         super().on_fit_start(trainer)
         self.images, self.tick = 0, time.perf_counter()
         self.bar = tqdm(
@@ -134,6 +210,13 @@ class TrainLog(LogSums):
         )
 
     def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
+        """Add the step's loss and components; write a log line every `every` steps.
+
+        Args:
+            trainer: the trainer running the loop.
+            batch: the training batch.
+            out: the objective's output, or None when every image of the batch was bad.
+        """
         self.images += batch["image"].shape[0]
         if out is not None:
             values = {"loss": out["loss"].detach().float(), **{k: v.float() for k, v in out["components"].items()}}
@@ -145,6 +228,11 @@ class TrainLog(LogSums):
             self.log(trainer)
 
     def log(self, trainer: Trainer) -> None:
+        """Write the means since the last log line, the learning rate, images/s and the epoch.
+
+        Args:
+            trainer: the trainer running the loop.
+        """
         images_per_s = self.images * trainer.accelerator.num_processes / (time.perf_counter() - self.tick)
         reduced = reduce_sums(trainer, self.sums)
         count = reduced.pop("count")
@@ -158,13 +246,24 @@ class TrainLog(LogSums):
         self.images, self.tick = 0, time.perf_counter()
 
     def on_fit_end(self, trainer: Trainer) -> None:
+        """Close the progress bar.
+
+        Args:
+            trainer: the trainer running the loop.
+        """
         self.bar.close()
 
 
 class ObjectiveReport(LogSums):
     """What an objective reports about its own training (MPC: pseudo-label precision/recall against the hidden
     truth, analysis only): `report(batch, out) -> {name: device scalar}` summed over `every` steps and
-    processes, logged as `summarize(sums) -> {name: value}`."""
+    processes, logged as `summarize(sums) -> {name: value}`.
+
+    Args:
+        report: (batch, out) -> {name: device scalar} of one step.
+        summarize: {name: summed value} -> {name: logged value}.
+        every: the log interval in steps.
+    """
 
     def __init__(
         self,
@@ -176,6 +275,13 @@ class ObjectiveReport(LogSums):
         self.report, self.summarize, self.every = report, summarize, every
 
     def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
+        """Add the step's report; log the summary every `every` steps.
+
+        Args:
+            trainer: the trainer running the loop.
+            batch: the training batch.
+            out: the objective's output, or None when every image of the batch was bad.
+        """
         if out is not None:
             self.add(self.report(batch, out))
         if self.sums and trainer.progress.global_step % self.every == 0:
@@ -186,18 +292,33 @@ class ObjectiveReport(LogSums):
 class EMA(Callback):
     """Keeps `average` (an exponential moving average of `model`'s weights, e.g. spml.models.ModelEma, with
     `update(model)` and `module`) current after each optimizer step; evaluation scores `average.module`.
-    Checkpointed."""
+    Checkpointed.
+
+    Args:
+        average: the moving average (with `update(model)` and `module`).
+        model: the model it follows.
+    """
 
     def __init__(self, average: nn.Module, model: nn.Module):
         self.average, self.model = average, model
 
     def on_optimizer_step(self, trainer: Trainer) -> None:
+        """Update the average from the model.
+
+        Args:
+            trainer: the trainer running the loop.
+        """
         self.average.update(self.model)
 
     def state_dict(self) -> dict[str, Any]:
         return self.average.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the average's weights.
+
+        Args:
+            state: the dict state_dict returned.
+        """
         self.average.load_state_dict(state)
 
 
@@ -207,15 +328,32 @@ class FreezeBackbone(Callback):
 
     The gradients still flow through `module` (its BatchNorm statistics still update), so a multi-process run needs
     nothing special. It depends on the epoch only: a resumed run freezes exactly when the uninterrupted one would.
+
+    Args:
+        module: the frozen module (e.g. the backbone).
+        epochs: the epochs it stays frozen.
     """
 
     def __init__(self, module: nn.Module, epochs: int):
         self.params, self.epochs = list(module.parameters()), epochs
 
     def frozen(self, trainer: Trainer) -> bool:
+        """Whether the current epoch is within the frozen warm-up.
+
+        Args:
+            trainer: the trainer running the loop.
+
+        Returns:
+            True while progress.epoch < epochs.
+        """
         return trainer.progress.epoch < self.epochs
 
     def on_before_optimizer_step(self, trainer: Trainer) -> None:
+        """Drop the module's gradients while frozen.
+
+        Args:
+            trainer: the trainer running the loop.
+        """
         if self.frozen(trainer):
             for param in self.params:
                 param.grad = None
@@ -230,7 +368,16 @@ class Validation(Callback):
     every other entry counted negative; val/observed_auroc is then logged too: the macro AUROC of the observed
     positives against the unobserved entries. When the observed positives are a random sample of each class's
     positives, this AUROC is an increasing (affine) function of the true AUROC (e.g. Jain et al. 2017), so it
-    orders checkpoints as the full labels would; val/mAP on such a split mixes in the hidden positives' share."""
+    orders checkpoints as the full labels would; val/mAP on such a split mixes in the hidden positives' share.
+
+    Args:
+        model: the model scored.
+        loader: the validation loader.
+        classes: the class names.
+        every: validate every `every`-th completed epoch (and the last).
+        metric: the logged name whose best value is tracked.
+        single_positive: the loader's targets are single-positive (see above).
+    """
 
     def __init__(
         self,
@@ -247,6 +394,12 @@ class Validation(Callback):
         self.improved = self.validated = False
 
     def on_epoch_end(self, trainer: Trainer, completed: bool) -> None:
+        """Validate when due, log the values and track the best.
+
+        Args:
+            trainer: the trainer running the loop.
+            completed: False when the loop stopped inside the epoch.
+        """
         epoch = trainer.progress.epoch
         self.improved = self.validated = False
         if not completed or (epoch % self.every != 0 and epoch != trainer.epochs):
@@ -262,7 +415,14 @@ class Validation(Callback):
 
     def evaluate(self, trainer: Trainer) -> dict[str, float]:
         """{"val/mAP", "val/mean_auroc"} (and "val/observed_auroc" with single_positive) of the model on the
-        validation loader."""
+        validation loader.
+
+        Args:
+            trainer: the trainer running the loop.
+
+        Returns:
+            name -> value.
+        """
         result = score(predict_split(self.model, self.loader, trainer.accelerator), self.classes)
         values = {"val/mAP": result.summary["mAP"], "val/mean_auroc": result.summary["mean_auroc"]}
         if self.single_positive:  # the targets are the observed positives: the same AUROC, named for what it is
@@ -273,12 +433,22 @@ class Validation(Callback):
         return {"best_value": self.best_value, "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the best value and epoch.
+
+        Args:
+            state: the dict state_dict returned.
+        """
         self.best_value, self.best_epoch = float(state["best_value"]), int(state["best_epoch"])
 
 
 class EarlyStopping(Callback):
     """Stop the run when `patience` validations in a row did not improve the validation's best metric
-    (placed after the Validation callback it watches). Checkpointed."""
+    (placed after the Validation callback it watches). Checkpointed.
+
+    Args:
+        validation: the Validation callback watched.
+        patience: validations without improvement before the stop.
+    """
 
     def __init__(self, validation: Validation, patience: int):
         if patience < 1:
@@ -286,6 +456,12 @@ class EarlyStopping(Callback):
         self.validation, self.patience, self.waited = validation, patience, 0
 
     def on_epoch_end(self, trainer: Trainer, completed: bool) -> None:
+        """Count a validation without improvement; request the stop at `patience`.
+
+        Args:
+            trainer: the trainer running the loop.
+            completed: False when the loop stopped inside the epoch.
+        """
         if not self.validation.validated:
             return
         self.waited = 0 if self.validation.improved else self.waited + 1
@@ -300,6 +476,11 @@ class EarlyStopping(Callback):
         return {"waited": self.waited}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the count of validations waited.
+
+        Args:
+            state: the dict state_dict returned.
+        """
         self.waited = int(state["waited"])
 
 
@@ -308,12 +489,25 @@ class Checkpoint(Callback):
     an epoch) and at the end of each epoch (also one the loop stopped inside), where `best` follows when
     `validation` just improved. A step whose epoch-end save follows (the epoch's last step, a requested stop) is
     saved there only, after the epoch's validation has been logged: everything logged at a step precedes the
-    checkpoint of that step, which a resume's log rewind relies on."""
+    checkpoint of that step, which a resume's log rewind relies on.
+
+    Args:
+        root: the checkpoints folder.
+        every: steps between `latest` saves within an epoch (0: none).
+        validation: the Validation callback whose improvement moves `best`, or None.
+    """
 
     def __init__(self, root: Path, every: int = 0, validation: Validation | None = None):
         self.root, self.every, self.validation = Path(root), every, validation
 
     def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
+        """Save `latest` every `every` steps, unless the epoch-end save follows.
+
+        Args:
+            trainer: the trainer running the loop.
+            batch: the training batch.
+            out: the objective's output, or None when every image of the batch was bad.
+        """
         progress = trainer.progress
         if (
             self.every
@@ -325,11 +519,22 @@ class Checkpoint(Callback):
             self.save(trainer, ("latest",))
 
     def on_epoch_end(self, trainer: Trainer, completed: bool) -> None:
+        """Save `latest` (and `best` when the validation just improved).
+
+        Args:
+            trainer: the trainer running the loop.
+            completed: False when the loop stopped inside the epoch.
+        """
         improved = self.validation is not None and self.validation.improved
         self.save(trainer, ("latest", "best") if improved else ("latest",))
 
     def save(self, trainer: Trainer, pointers: tuple[str, ...]) -> None:
-        """Every rank saves its RNG state, rank 0 the rest; then the pointers move atomically."""
+        """Every rank saves its RNG state, rank 0 the rest; then the pointers move atomically.
+
+        Args:
+            trainer: the trainer running the loop.
+            pointers: the pointers moved to this save ("latest", "best").
+        """
         step, accelerator = trainer.progress.global_step, trainer.accelerator
         trainer.emit("on_checkpoint")
         ckpt.save_rng(self.root, step, accelerator.process_index)
@@ -348,6 +553,20 @@ class FinalEvaluation(Callback):
     With `diagnosis` (spml.evaluation.evaluate.Diagnosis, built by spml.factories): eval/ also gets operating
     points fitted on the val split (recorded with the `latest` checkpoint of `checkpoints`), calibration, heatmaps
     and the pointing game, on the main process.
+
+    Args:
+        model: the model scored.
+        loader: the test loader.
+        frame: the test split's label table.
+        classes: the class names.
+        out_dir: the run folder.
+        tta: also evaluate with test-time augmentation into eval-tta/.
+        eval_classes: the classes scored (empty: all).
+        level: "" per image, "max"/"mean" per study.
+        bootstrap: bootstrap resamples of the confidence intervals (0: none).
+        seed: the bootstrap seed.
+        diagnosis: the diagnosis settings, or None.
+        checkpoints: the checkpoints folder whose `latest` records the operating points, or None.
     """
 
     def __init__(
@@ -371,6 +590,11 @@ class FinalEvaluation(Callback):
         self.diagnosis, self.checkpoints = diagnosis, checkpoints
 
     def on_fit_end(self, trainer: Trainer) -> None:
+        """Evaluate on the test split unless interrupted; the eval/ summary becomes trainer.summary.
+
+        Args:
+            trainer: the trainer running the loop.
+        """
         if trainer.interrupted:
             return
         accelerator = trainer.accelerator
@@ -411,8 +635,13 @@ class FinalEvaluation(Callback):
 class RunReport(Callback):
     """After the final evaluation: the test metrics (`test/...`) and the run's hyper-parameters (`hparams`, the
     resolved config as a nested dict) into the run's logs (TensorBoard's HPARAMS tab), then, when `write`
-    is given, the one-file HTML report (`write(run_dir) -> path`, spml.reporting.run_report.write_run_report), whose path
-    is the run's last line."""
+    is given, the one-file HTML report (`write(run_dir) -> path`, spml.reporting.run_report.write_run_report),
+    whose path is the run's last line.
+
+    Args:
+        hparams: the resolved config as a nested dict.
+        write: writes the HTML report and returns its path, or None.
+    """
 
     METRICS = ("mAP", "mean_auroc", "ece", "pointing_game")
 
@@ -420,6 +649,11 @@ class RunReport(Callback):
         self.hparams, self.write = hparams, write
 
     def on_fit_end(self, trainer: Trainer) -> None:
+        """Log the test metrics with the hyper-parameters and write the report (main process, when there is a summary).
+
+        Args:
+            trainer: the trainer running the loop.
+        """
         if not trainer.accelerator.is_main_process or not trainer.summary:
             return
         final = {f"test/{key}": trainer.summary[key] for key in self.METRICS if trainer.summary.get(key) is not None}
@@ -431,12 +665,21 @@ class RunReport(Callback):
 
 
 class BadImageReport(Callback):
-    """After training: how many bad images data.bad_images=skip left out, per split (the list: `skip_log`)."""
+    """After training: how many bad images data.bad_images=skip left out, per split (the list: `skip_log`).
+
+    Args:
+        skip_log: the file listing the skipped images.
+    """
 
     def __init__(self, skip_log: Path):
         self.skip_log = Path(skip_log)
 
     def on_fit_end(self, trainer: Trainer) -> None:
+        """Print how many distinct bad images were left out per split (main process).
+
+        Args:
+            trainer: the trainer running the loop.
+        """
         if not trainer.accelerator.is_main_process or not self.skip_log.exists():
             return
         rows = read_skips(self.skip_log)

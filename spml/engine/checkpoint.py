@@ -29,7 +29,11 @@ READABLE = (FORMAT, "spml-checkpoint-1")  # 1: before the trainer callbacks (EMA
 
 
 def rng_state() -> dict[str, Any]:
-    """This process's torch/CUDA/numpy/python RNG states as tensors (weights_only-loadable)."""
+    """This process's torch/CUDA/numpy/python RNG states as tensors (weights_only-loadable).
+
+    Returns:
+        {"torch", "cuda", "numpy", "python"} -> that generator's state.
+    """
     _kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, python_state, _ = random.getstate()
     return {
@@ -46,6 +50,11 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore this process's RNG states from `rng_state()`'s dict.
+
+    Args:
+        state: the dict `rng_state()` returned (CUDA states are restored only where CUDA is available).
+    """
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -61,13 +70,24 @@ class CheckpointWriteError(OSError):
 
 
 def save_torch_atomic(obj: Any, path: Path) -> None:
+    """torch.save `obj` into `path` atomically (see `write_checkpoint_file`).
+
+    Args:
+        obj: plain tensors and containers.
+        path: the file written.
+    """
     write_checkpoint_file(path, lambda handle: torch.save(obj, handle))
 
 
 def write_checkpoint_file(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """`write(handle)` into `path` atomically (spml.io.write_atomic); a failed write (torch's writer says
     RuntimeError where the disk was full) is a CheckpointWriteError naming the file, the reason and the space left
-    in its folder."""
+    in its folder.
+
+    Args:
+        path: the file written.
+        write: writes the content into the open binary handle.
+    """
     try:
         write_atomic(path, write)
     except (OSError, RuntimeError) as err:
@@ -84,11 +104,26 @@ def write_checkpoint_file(path: Path, write: Callable[[BinaryIO], Any]) -> None:
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:
+    """The step folder of `step` under `root`.
+
+    Args:
+        root: the checkpoints folder.
+        step: the training step.
+
+    Returns:
+        `root / step-NNNNNNN` (seven digits).
+    """
     return root / f"step-{step:07d}"
 
 
 def save_rng(root: Path, step: int, rank: int) -> None:
-    """Every process writes its own RNG state into the step folder (before rank 0 commits it)."""
+    """Every process writes its own RNG state into the step folder (before rank 0 commits it).
+
+    Args:
+        root: the checkpoints folder.
+        step: the training step of the save.
+        rank: this process's rank (file rng-<rank>.pt).
+    """
     folder = checkpoint_dir(root, step)
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -103,6 +138,13 @@ def commit(root: Path, step: int, state: dict[str, Any], pointers: tuple[str, ..
 
     Folders no pointer names any more (and not in `keep`) are removed afterwards; when the write fails,
     the step folder too unless a pointer already names it.
+
+    Args:
+        root: the checkpoints folder.
+        step: the training step of the save.
+        state: what state.pt holds besides its format.
+        pointers: the pointer names moved to this folder (e.g. "latest", "best").
+        keep: step-folder names kept even when no pointer names them.
     """
     folder = checkpoint_dir(root, step)
     folder.mkdir(parents=True, exist_ok=True)
@@ -122,12 +164,24 @@ def commit(root: Path, step: int, state: dict[str, Any], pointers: tuple[str, ..
 
 
 def referenced_dirs(root: Path) -> set[str]:
-    """Names of the step folders that latest.json / best.json point at."""
+    """Names of the step folders that latest.json / best.json point at.
+
+    Args:
+        root: the checkpoints folder.
+
+    Returns:
+        The folder names.
+    """
     return {read_pointer(root, name).name for name in ("latest", "best") if (root / f"{name}.json").exists()}
 
 
 def discard_unreferenced(root: Path, folder: Path) -> None:
-    """After a failed write: remove the step folder unless a pointer names it (it then holds a complete save)."""
+    """After a failed write: remove the step folder unless a pointer names it (it then holds a complete save).
+
+    Args:
+        root: the checkpoints folder.
+        folder: the step folder of the failed write.
+    """
     if folder.name not in referenced_dirs(root):
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -135,7 +189,15 @@ def discard_unreferenced(root: Path, folder: Path) -> None:
 def read_pointer(root: Path, name: str = "latest") -> Path:
     """The step folder `<root>/<name>.json` names. A pointer names a step folder inside `root` (`step-NNNNNNN`),
     never a path: one edited to lead elsewhere (an absolute path, `../..` into another run) or that is not the
-    JSON spml writes is a ValueError naming the file."""
+    JSON spml writes is a ValueError naming the file.
+
+    Args:
+        root: the checkpoints folder.
+        name: the pointer's name ("latest" or "best").
+
+    Returns:
+        The step folder.
+    """
     path = root / f"{name}.json"
     text = path.read_text(encoding="utf-8")
     try:
@@ -153,7 +215,17 @@ def read_pointer(root: Path, name: str = "latest") -> Path:
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A run folder, its checkpoints folder, or a step folder -> the step folder to load."""
+    """A run folder, its checkpoints folder, or a step folder -> the step folder to load.
+
+    Args:
+        path: a run folder, its checkpoints folder, or a step folder.
+
+    Returns:
+        The step folder.
+
+    Raises:
+        FileNotFoundError: no latest.json or state.pt found.
+    """
     path = Path(path)
     for root in (path / "checkpoints", path):
         if (root / "latest.json").exists():
@@ -165,7 +237,15 @@ def find_checkpoint(path: str | Path) -> Path:
 
 def load_state(folder: Path, rank: int | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(state, rng state of `rank` or None) from a step folder; refuses anything but plain tensors/containers.
-    state["format"] is one of READABLE; only FORMAT can be resumed (see `check_resumable`)."""
+    state["format"] is one of READABLE; only FORMAT can be resumed (see `check_resumable`).
+
+    Args:
+        folder: the step folder.
+        rank: the process whose RNG state is read, or None for none.
+
+    Returns:
+        (state, rng state or None when not asked for or not saved).
+    """
     state = load_plain(folder / "state.pt")
     if not isinstance(state, dict) or state.get("format") not in READABLE:
         raise ValueError(f"{folder / 'state.pt'} is not an spml checkpoint (format {FORMAT!r} expected)")
@@ -177,7 +257,15 @@ def load_state(folder: Path, rank: int | None = None) -> tuple[dict[str, Any], d
 
 def check_resumable(state: dict[str, Any], folder: Path) -> None:
     """A checkpoint of an older format holds the trained weights (tools/evaluate.py, tools/export.py read them)
-    but not the training state today's trainer resumes from."""
+    but not the training state today's trainer resumes from.
+
+    Args:
+        state: the loaded state (its "format" is read).
+        folder: the step folder, named in the error.
+
+    Raises:
+        ValueError: the format is not FORMAT.
+    """
     if state["format"] != FORMAT:
         raise ValueError(
             f"{folder / 'state.pt'} has format {state['format']!r}, written before the trainer's "
@@ -187,7 +275,14 @@ def check_resumable(state: dict[str, Any], folder: Path) -> None:
 
 def load_plain(path: Path) -> Any:
     """torch.load(weights_only=True); a file that is missing, truncated or holds more than tensors and plain
-    containers (a pickle that would run code) is a ValueError naming it."""
+    containers (a pickle that would run code) is a ValueError naming it.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The loaded tensors/containers (on the CPU).
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # weights_only raises UnpicklingError for code objects in the pickle

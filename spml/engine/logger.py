@@ -25,6 +25,10 @@ class RunLogger:
     from (rows with a larger step) is dropped from log.csv, and TensorBoard is told to hide its events from step + 1
     on (`purge_step`), so both continue as if the attempt had stopped at the checkpoint. Every value of step `s` is
     logged before a checkpoint at step `s` is written (the Checkpoint callback runs after the loggers).
+
+    Args:
+        run_dir: the run folder (log.csv and tensorboard/ go in it).
+        enabled: whether this process logs (rank 0 only); when False every method does nothing.
     """
 
     def __init__(self, run_dir: Path, enabled: bool):
@@ -36,7 +40,11 @@ class RunLogger:
             self.path.write_text(HEADER, encoding="utf-8")
 
     def rewind(self, step: int) -> None:
-        """Drop the rows logged after `step` (atomically) and hide TensorBoard events after it."""
+        """Drop the rows logged after `step` (atomically) and hide TensorBoard events after it.
+
+        Args:
+            step: the step of the checkpoint the run resumes from.
+        """
         if not self.enabled:
             return
         rows = list(csv.reader(io.StringIO(self.path.read_text(encoding="utf-8"))))[1:]
@@ -48,6 +56,12 @@ class RunLogger:
         self.purge_step = step + 1
 
     def log(self, step: int, values: dict[str, float]) -> None:
+        """Append scalars of one step to log.csv and TensorBoard.
+
+        Args:
+            step: the training step.
+            values: name -> value.
+        """
         if not self.enabled:
             return
         with open(self.path, "a", newline="", encoding="utf-8") as handle:
@@ -61,7 +75,12 @@ class RunLogger:
 
     def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         """The run's hyper-parameters (a nested dict, e.g. the resolved config) with its final metrics, for
-        TensorBoard's HPARAMS tab; lists and dicts are written as JSON text."""
+        TensorBoard's HPARAMS tab; lists and dicts are written as JSON text.
+
+        Args:
+            hparams: the hyper-parameters, a nested dict (flattened to dotted keys).
+            metrics: name -> final value; None and non-finite values are left out.
+        """
         if not self.enabled:
             return
         flat = {

@@ -19,6 +19,11 @@ def parameter_groups(
         weight_decay: decay of the >1-d tensors.
         backbone: a submodule of `model` whose parameters learn at `backbone_lr_scale` x lr (their own groups,
             marked "backbone": True; with a scale of 1 they stay in the common groups).
+        backbone_lr_scale: the learning-rate multiplier of `backbone`'s parameters.
+
+    Returns:
+        The optimizer parameter groups (dicts with "params", "weight_decay" and, where scaled, "lr_scale"); empty
+        groups are left out.
     """
     in_backbone = {id(p) for p in backbone.parameters()} if backbone is not None and backbone_lr_scale != 1 else set()
     decay, no_decay, scaled, backbone_decay, backbone_no_decay = [], [], {}, [], []
@@ -51,7 +56,22 @@ def build_optimizer(
     backbone: nn.Module | None = None,
     backbone_lr_scale: float = 1.0,
 ) -> Optimizer:
-    """timm optimizer by name (adamw, sgd, lamb, ...) over `parameter_groups` (`backbone` at `backbone_lr_scale`)."""
+    """timm optimizer by name (adamw, sgd, lamb, ...) over `parameter_groups` (`backbone` at `backbone_lr_scale`).
+
+    Args:
+        model: the module whose trainable parameters are optimized.
+        name: timm optimizer name.
+        lr: learning rate.
+        weight_decay: decay of the >1-d tensors (none on biases/norms).
+        backbone: a submodule of `model` learning at `backbone_lr_scale` x lr, or None.
+        backbone_lr_scale: the backbone's learning-rate multiplier, >= 0.
+
+    Returns:
+        The optimizer.
+
+    Raises:
+        ValueError: a negative `backbone_lr_scale`, or an optimizer name, lr or decay timm rejects.
+    """
     if backbone_lr_scale < 0:
         raise ValueError(f"backbone_lr_scale={backbone_lr_scale}: must be >= 0")
     groups = parameter_groups(model, weight_decay, backbone, backbone_lr_scale)
@@ -76,7 +96,23 @@ def build_scheduler(
     warmup_epochs: float = 0.0,
     min_lr: float = 0.0,
 ):
-    """timm scheduler by name, stepped per optimizer update: linear warm-up from lr / 100, then e.g. cosine."""
+    """timm scheduler by name, stepped per optimizer update: linear warm-up from lr / 100, then e.g. cosine.
+
+    Args:
+        optimizer: the optimizer whose learning rates are scheduled.
+        name: timm scheduler name (e.g. cosine).
+        epochs: training epochs.
+        updates_per_epoch: optimizer updates per epoch.
+        lr: the base learning rate (the warm-up starts at lr / 100).
+        warmup_epochs: epochs of linear warm-up.
+        min_lr: the lowest learning rate.
+
+    Returns:
+        The timm scheduler.
+
+    Raises:
+        ValueError: an unknown scheduler name.
+    """
     try:
         scheduler, _ = create_scheduler_v2(
             optimizer,

@@ -29,7 +29,11 @@ SAME_STOP_S = 2.0
 
 class Interrupted(BaseException):
     """A stop signal outside the training loop (building the run, the final evaluation), where there is no step to
-    finish: the tool stops at once. A BaseException, like KeyboardInterrupt, so `except Exception` lets it pass."""
+    finish: the tool stops at once. A BaseException, like KeyboardInterrupt, so `except Exception` lets it pass.
+
+    Args:
+        signum: the signal number (kept as `signum`).
+    """
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
@@ -49,6 +53,9 @@ class StopOnSignal(Callback):
     once (the signal's default action), unless it comes within SAME_STOP_S of the first (a launcher forwarding it).
 
     `stopped_by`: the signal the run stopped on (agreed by all processes; 0 if none).
+
+    Args:
+        every: steps between the agreements of a multi-process run (the log interval).
     """
 
     def __init__(self, every: int = 1):
@@ -70,6 +77,13 @@ class StopOnSignal(Callback):
         self.previous = {}
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
+        """The signal handler: note a first signal (raise Interrupted outside the loop); a second one ends the process
+        unless it comes within SAME_STOP_S of the first.
+
+        Args:
+            signum: the signal number.
+            frame: the interrupted frame (unused).
+        """
         if self.received:
             if time.monotonic() - self.received_at < SAME_STOP_S:  # a launcher passing the stop on: the same stop
                 return
@@ -81,13 +95,26 @@ class StopOnSignal(Callback):
             raise Interrupted(signum)
 
     def agreed(self, trainer: Trainer) -> int:
-        """The largest signal number any process received (0: none); a collective in multi-process runs."""
+        """The largest signal number any process received (0: none); a collective in multi-process runs.
+
+        Args:
+            trainer: the trainer running the loop.
+
+        Returns:
+            The signal number, or 0.
+        """
         if trainer.accelerator.num_processes == 1:
             return self.received
         flag = torch.tensor([self.received], dtype=torch.float32, device=trainer.accelerator.device)
         return int(trainer.accelerator.reduce(flag, "max").item())
 
     def stop(self, trainer: Trainer, signum: int) -> None:
+        """Record the signal and request an interrupting stop.
+
+        Args:
+            trainer: the trainer running the loop.
+            signum: the agreed signal number.
+        """
         self.stopped_by = signum
         trainer.request_stop(
             f"{signal.Signals(signum).name} received: writing a checkpoint at step "
@@ -96,9 +123,23 @@ class StopOnSignal(Callback):
         )
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        """Enter the loop: signals are only noted from now on.
+
+        Args:
+            trainer: the trainer running the loop.
+        """
         self.in_loop = True
 
     def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
+        """Stop after this step when the processes agree that a signal came.
+
+        In multi-process runs they agree every `every` steps and at each epoch's last step.
+
+        Args:
+            trainer: the trainer running the loop.
+            batch: the training batch.
+            out: the objective's output (unused).
+        """
         progress = trainer.progress
         if (
             trainer.accelerator.num_processes > 1
@@ -111,6 +152,11 @@ class StopOnSignal(Callback):
             self.stop(trainer, signum)
 
     def on_fit_end(self, trainer: Trainer) -> None:
+        """Agree once more (unless already interrupted), then leave the loop.
+
+        Args:
+            trainer: the trainer running the loop.
+        """
         if not trainer.interrupted:
             signum = self.agreed(trainer)
             if signum:

@@ -28,7 +28,15 @@ from spml.engine.logger import RunLogger
 
 def build_accelerator(precision: str = "no", accumulate: int = 1) -> Accelerator:
     """Accelerator for this machine. Without CUDA it asks for the CPU explicitly: only then does
-    accelerate turn a torchrun launch (WORLD_SIZE > 1) into gloo DDP instead of N lone processes."""
+    accelerate turn a torchrun launch (WORLD_SIZE > 1) into gloo DDP instead of N lone processes.
+
+    Args:
+        precision: accelerate's mixed precision ("no", "fp16", "bf16").
+        accumulate: gradient accumulation steps.
+
+    Returns:
+        The Accelerator.
+    """
     # non_blocking: batches from pinned memory (the loaders pin on CUDA) are copied while the step runs.
     # CUDA only: on the CPU it has nothing to overlap, and 2-process gloo runs then aborted at exit.
     cuda = torch.cuda.is_available()
@@ -46,6 +54,15 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class Progress:
+    """Where the training loop stands (checkpointed).
+
+    Attributes:
+        epoch: the current epoch (0-based).
+        batch_in_epoch: batches of `epoch` already trained.
+        global_step: batches trained in total.
+        updates: optimizer steps.
+    """
+
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of `epoch` already trained
     global_step: int = 0  # batches trained in total
@@ -53,13 +70,28 @@ class Progress:
 
 
 class NonFiniteGuard:
-    """Tracks the first non-finite step on the device; checked only at log/checkpoint time."""
+    """Tracks the first non-finite step on the device; checked only at log/checkpoint time.
+
+    Args:
+        device: the device the first bad step is tracked on.
+    """
 
     def __init__(self, device: torch.device):
         self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
         self.components: dict[str, torch.Tensor] = {}
 
     def observe(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | None, components: dict) -> torch.Tensor:
+        """Note a non-finite loss or gradient norm of `step` (the first one's components are kept), on the device.
+
+        Args:
+            step: the training step.
+            loss: the step's loss.
+            grad_norm: the gradient norm, or None when not computed.
+            components: name -> the loss components of the step.
+
+        Returns:
+            A device bool: this step's loss or gradient is non-finite.
+        """
         bad = ~torch.isfinite(loss.detach())
         if grad_norm is not None:
             bad = bad | ~torch.isfinite(grad_norm)
@@ -87,11 +119,15 @@ class Trainer:
         objective: forward(batch) -> {"loss", "logits", "components"}, with set_progress(step, steps_per_epoch)
             and after_optimizer_step() (spml.objectives.Objective). Passed through `accelerator.prepare`, as are
             `optimizer` and `train_loader` (spml.factories.build_trainer does it).
+        optimizer: the optimizer.
         scheduler: a timm scheduler stepped per optimizer update (`step_update(updates)`).
-        epochs: epochs to train. max_steps: stop after this many batches (0: no limit).
-        grad_clip: gradient norm clip (0: off). nonfinite: "stop" raises NonFiniteLossError at the next
-            check (log steps, checkpoints, epoch ends); "skip" skips the optimizer step of a non-finite loss
-            or gradient (one host synchronisation per step).
+        train_loader: the training loader (its length is the epoch's steps).
+        accelerator: the run's accelerator.
+        epochs: epochs to train.
+        max_steps: stop after this many batches (0: no limit).
+        grad_clip: gradient norm clip (0: off).
+        nonfinite: "stop" raises NonFiniteLossError at the next check (log steps, checkpoints, epoch ends); "skip"
+            skips the optimizer step of a non-finite loss or gradient (one host synchronisation per step).
         callbacks: called in list order (spml.engine.callbacks); their state is checkpointed by state_key.
         logger: where `log` writes scalars (None: nowhere).
 
@@ -132,20 +168,42 @@ class Trainer:
         self.summary: dict = {}  # filled by callbacks (FinalEvaluation: the test summary); fit() returns it
 
     def callback(self, kind: type) -> Any:
-        """The first callback of type `kind` (None if there is none)."""
+        """The first callback of type `kind` (None if there is none).
+
+        Args:
+            kind: the callback class.
+
+        Returns:
+            The callback, or None.
+        """
         return next((callback for callback in self.callbacks if isinstance(callback, kind)), None)
 
     def emit(self, hook: str, *args: Any) -> None:
+        """Call hook `hook` of every callback in list order.
+
+        Args:
+            hook: the hook's name (e.g. "on_epoch_end").
+            *args: its arguments after the trainer.
+        """
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
 
     def log(self, values: dict[str, float]) -> None:
-        """Scalars at the current step into the run logger (main process)."""
+        """Scalars at the current step into the run logger (main process).
+
+        Args:
+            values: name -> value.
+        """
         if self.logger is not None:
             self.logger.log(self.progress.global_step, values)
 
     def request_stop(self, reason: str, interrupt: bool = False) -> None:
-        """Stop after the current batch (see the class docstring)."""
+        """Stop after the current batch (see the class docstring).
+
+        Args:
+            reason: printed, and kept as `stop_reason` (the first one wins).
+            interrupt: a stop signal: the run will be resumed.
+        """
         self.stop_reason = self.stop_reason or reason
         self.interrupted = self.interrupted or interrupt
         self.accelerator.print(f"stopping: {reason}")
@@ -167,7 +225,11 @@ class Trainer:
     def resume(self, path: str | Path) -> None:
         """Continue from the checkpoint under `path` (a run folder, its checkpoints folder or a step folder):
         weights, optimizer, scheduler, progress, callback states and this process's RNG states; the run log
-        drops what an interrupted attempt logged after that checkpoint."""
+        drops what an interrupted attempt logged after that checkpoint.
+
+        Args:
+            path: a run folder, its checkpoints folder or a step folder.
+        """
         folder = ckpt.find_checkpoint(path)
         state, rng = ckpt.load_state(folder, self.accelerator.process_index)
         ckpt.check_resumable(state, folder)
@@ -232,7 +294,14 @@ class Trainer:
 
         No host synchronisation (tests/engine/test_host_sync.py) except under nonfinite="skip".
         tools/benchmark.py times this method, so it measures what training runs. A batch whose every
-        image was bad (data.bad_images=skip; zero rows) is counted as trained and returns None."""
+        image was bad (data.bad_images=skip; zero rows) is counted as trained and returns None.
+
+        Args:
+            batch: the training batch (images, targets, index, ...).
+
+        Returns:
+            The objective's output, or None for a batch without images.
+        """
         acc, progress, grad_norm = self.accelerator, self.progress, None
         if not len(batch["index"]):  # a shape, not a device read
             if acc.num_processes > 1:  # the other processes would wait for this one's gradients forever
