@@ -35,6 +35,7 @@ COVERED = (
     "objectives/pseudo_labels.py",
     "objectives/__init__.py",
     "engine",
+    "config",
 )
 
 # Modules whose docstrings carry runnable examples (each must have at least one).

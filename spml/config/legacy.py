@@ -25,13 +25,28 @@ TEMPERATURE_TO_CALIBRATION = {"none": "none", "per_class": "temperature", "globa
 
 
 def removed_key_message(dotted: str) -> str | None:
-    """`dotted: what replaced it` for a key of an earlier version, else None."""
+    """`dotted: what replaced it` for a key of an earlier version, else None.
+
+    Args:
+        dotted: the dotted config key.
+
+    Returns:
+        The message, or None for a key that was not removed.
+    """
     return f"{dotted}: {REMOVED[dotted]}" if dotted in REMOVED else None
 
 
 def section(data: dict[str, Any], *keys: str) -> dict[str, Any]:
     """The nested mapping data[k1][k2]..., created empty where absent (empty mappings mean defaults); a
-    non-mapping is left for the loader to refuse and an unattached empty mapping is returned."""
+    non-mapping is left for the loader to refuse and an unattached empty mapping is returned.
+
+    Args:
+        data: the nested config mapping (changed in place).
+        *keys: the path of keys.
+
+    Returns:
+        The nested mapping.
+    """
     for key in keys:
         value = data.setdefault(key, {})
         data = value if isinstance(value, dict) else {}
@@ -45,7 +60,14 @@ def upgrade_saved_config(data: dict[str, Any]) -> dict[str, Any]:
     any other spml.method becomes spml.objective=loss with loss.name=<method> and loss.params=spml.params
     (in spml mode; a supervised run keeps its loss); augment.elastic.enabled=false becomes spml.mpc.red=false;
     eval.temperature becomes eval.calibration (per_class -> temperature, global -> global_temperature, none -> none:
-    the run's probabilities as it wrote them); name and eval.split are dropped. A config without those keys comes back unchanged.
+    the run's probabilities as it wrote them); name and eval.split are dropped. A config without those keys comes back
+    unchanged.
+
+    Args:
+        data: the saved config as a nested dict (not changed; a deep copy is upgraded).
+
+    Returns:
+        The config in today's keys.
     """
     data = copy.deepcopy(data)
     data.pop("name", None)

@@ -24,7 +24,12 @@ class ConfigError(ValueError):
 
 
 class DuplicateKeyError(yaml.YAMLError):
-    """A mapping gives one key twice; `key` is its dotted path, `lines` the 1-based lines of both."""
+    """A mapping gives one key twice; `key` is its dotted path, `lines` the 1-based lines of both.
+
+    Args:
+        key: the repeated key's dotted path.
+        lines: the 1-based lines of both occurrences.
+    """
 
     def __init__(self, key: str, lines: tuple[int, int]):
         super().__init__(
@@ -39,12 +44,24 @@ class ConfigLoader(yaml.SafeLoader):
     them as strings. Text that only looks similar (1e, e5, 1e3x, 1.2.3e4) stays a string."""
 
     def construct_document(self, node: yaml.Node) -> Any:
+        """Check that no mapping repeats a key, then construct the document.
+
+        Args:
+            node: the document's root node.
+
+        Returns:
+            The constructed Python data.
+        """
         self.check_unique_keys(node)
         return super().construct_document(node)
 
     def check_unique_keys(self, root: yaml.Node) -> None:
         """DuplicateKeyError for the first mapping that repeats a key; each node is visited once, so
-        aliases (even alias bombs) cost nothing extra."""
+        aliases (even alias bombs) cost nothing extra.
+
+        Args:
+            root: the document's root node.
+        """
         pending, visited = [(root, "")], set()
         while pending:
             node, path = pending.pop()
@@ -78,12 +95,29 @@ ConfigLoader.add_implicit_resolver(
 
 
 def load_yaml(text: str) -> Any:
-    """YAML text -> Python data with ConfigLoader (safe, unique keys, YAML 1.2 exponent floats)."""
+    """YAML text -> Python data with ConfigLoader (safe, unique keys, YAML 1.2 exponent floats).
+
+    Args:
+        text: the YAML text.
+
+    Returns:
+        The loaded data.
+    """
     return yaml.load(text, Loader=ConfigLoader)  # noqa: S506  (a SafeLoader subclass)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Load one YAML mapping with ConfigLoader (python tags and repeated keys are refused)."""
+    """Load one YAML mapping with ConfigLoader (python tags and repeated keys are refused).
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The mapping ({} for an empty file).
+
+    Raises:
+        ConfigError: an unreadable file, invalid YAML, a repeated key, or a top level that is no mapping.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
@@ -106,7 +140,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def read_config_file(path: str | Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """One YAML config with the files of its top-level `include:` list (paths relative to it) merged first,
-    recursively; its own keys win over what it includes."""
+    recursively; its own keys win over what it includes.
+
+    Args:
+        path: the YAML config file.
+        chain: the files including this one (an include cycle is a ConfigError).
+
+    Returns:
+        The merged mapping.
+    """
     resolved = Path(path).resolve()
     if resolved in chain:
         raise ConfigError(f"{path}: include cycle {' -> '.join(str(p) for p in (*chain, resolved))}")
@@ -124,7 +166,14 @@ def read_config_file(path: str | Path, chain: tuple[Path, ...] = ()) -> dict[str
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'data.size=128' -> (['data', 'size'], 128); the value is parsed as YAML (load_yaml), so numbers, lists and
     {flow: mappings} read as in config files, unless YAML would drop or reinterpret what was typed (`yaml_would_cut`):
-    then, and where it is no valid YAML, the value is the text as typed (train.out='runs/exp #2' is that folder)."""
+    then, and where it is no valid YAML, the value is the text as typed (train.out='runs/exp #2' is that folder).
+
+    Args:
+        text: the override, key.sub=value.
+
+    Returns:
+        (the key's parts, the value).
+    """
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part.isidentifier() for part in key.split(".")):
@@ -142,7 +191,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def yaml_would_cut(raw: str) -> bool:
     """Whether YAML reads a command-line value otherwise than typed: a `#` comment drops the rest (`runs/exp #2`),
     `key: value` outside braces becomes a mapping, a leading `&anchor` / `*alias` is no text. Raises
-    yaml.YAMLError where the value is no valid YAML."""
+    yaml.YAMLError where the value is no valid YAML.
+
+    Args:
+        raw: the value as typed.
+
+    Returns:
+        True where YAML would read it otherwise than typed.
+    """
     tokens = [token for token in yaml.scan(raw) if not isinstance(token, (yaml.StreamStartToken, yaml.StreamEndToken))]
     if not tokens:
         return bool(raw.strip())  # nothing but a comment
@@ -153,7 +209,13 @@ def yaml_would_cut(raw: str) -> bool:
 
 def check_size(data: Any, where: str, limit: int = MAX_VALUES) -> None:
     """Refuse YAML data that holds more than `limit` values once its aliases are expanded (alias bombs);
-    stops counting at the limit, so the check itself stays cheap."""
+    stops counting at the limit, so the check itself stays cheap.
+
+    Args:
+        data: the loaded YAML data.
+        where: what the error names (a file or an override).
+        limit: the most values allowed.
+    """
     pending, count = [data], 0
     while pending:
         item = pending.pop()
@@ -171,7 +233,15 @@ def check_size(data: Any, where: str, limit: int = MAX_VALUES) -> None:
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; mappings merge, anything else replaces."""
+    """Recursive dict merge; mappings merge, anything else replaces.
+
+    Args:
+        base: the mapping merged into (not changed).
+        update: the mapping whose values win.
+
+    Returns:
+        The merged mapping.
+    """
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -264,6 +334,15 @@ def load_config(
     A run folder's config.yaml written by an earlier spml is upgraded to today's keys (config.legacy); in files
     and overrides such keys are an error naming their replacement. An empty loss.name becomes the mode's default
     loss (schema.DEFAULT_LOSS), so the resolved config names its loss.
+
+    Args:
+        files: YAML config files, applied in order.
+        overrides: dotted key=value overrides.
+        run_dir: a run folder whose config.yaml is the base, or None.
+        **top: top-level keys (e.g. mode=); None values are left out.
+
+    Returns:
+        The resolved Config.
     """
     merged: dict[str, Any] = {}
     if run_dir is not None:
@@ -287,7 +366,14 @@ def load_config(
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """Plain nested dict (tuples as lists) for YAML/JSON dumps."""
+    """Plain nested dict (tuples as lists) for YAML/JSON dumps.
+
+    Args:
+        config: a config dataclass.
+
+    Returns:
+        The nested dict.
+    """
 
     def plain(value: Any) -> Any:
         if isinstance(value, tuple):
@@ -300,5 +386,10 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML (the run folder's record; never mutated afterwards), atomically."""
+    """Write the resolved config as YAML (the run folder's record; never mutated afterwards), atomically.
+
+    Args:
+        config: the resolved config.
+        path: the YAML file written.
+    """
     write_text_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -40,6 +40,15 @@ def resume_config(
     RESUME_KEYS; anything else is a ConfigError naming the keys and the allowed set, raised before anything is
     written. `train.out` becomes `run_dir` as given (a moved folder continues where it is now; the recorded path
     is then listed as a change); setting train.out on resume is an error.
+
+    Args:
+        run_dir: the run folder resumed.
+        files: YAML config files applied on top of the recorded config.
+        overrides: dotted key=value overrides.
+        mode: the training mode, or None to keep the recorded one.
+
+    Returns:
+        (the config, {dotted key: (recorded, now)} of what differs).
     """
     run_dir = Path(run_dir)
     recorded = load_config(run_dir=run_dir)
@@ -67,7 +76,16 @@ def resume_config(
 
 
 def differences(recorded: dict[str, Any], now: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
-    """{dotted key: (recorded value, new value)} of the leaves that differ between two nested dicts."""
+    """{dotted key: (recorded value, new value)} of the leaves that differ between two nested dicts.
+
+    Args:
+        recorded: the recorded config as a nested dict.
+        now: the new config as a nested dict.
+        prefix: the dotted prefix of the keys (for the recursion).
+
+    Returns:
+        {dotted key: (recorded value, new value)}, sorted by key.
+    """
     changes = {}
     for key in recorded.keys() | now.keys():
         old, new = recorded.get(key), now.get(key)
