@@ -39,7 +39,17 @@ def _arrays(probs: Any, targets: Any, known: Any | None) -> tuple[np.ndarray, np
 
 
 def to_logits(probs: Any) -> np.ndarray:
-    """log(p / (1 - p)) in float64, p clipped to [PROB_EPS, 1 - PROB_EPS] (float32 sigmoids saturate)."""
+    """log(p / (1 - p)) in float64, p clipped to [PROB_EPS, 1 - PROB_EPS] (float32 sigmoids saturate).
+
+    Args:
+        probs: probabilities.
+
+    Returns:
+        The logits, float64.
+
+    Shape:
+        probs (...) -> logits (...), same shape.
+    """
     p = np.clip(np.asarray(probs, dtype=np.float64), PROB_EPS, 1 - PROB_EPS)
     return np.log(p) - np.log1p(-p)
 
@@ -52,6 +62,16 @@ def reliability(
     Bins are `bins` equal-width probability intervals [k/bins, (k+1)/bins), the last one closed at 1. Per
     class over its known entries: ECE = sum over bins of (entries in the bin / entries) * |observed positive
     rate - mean probability|. A class without known entries has ECE NaN.
+
+    Args:
+        probs: predicted probabilities.
+        targets: labels (> 0.5: positive).
+        known: which entries are known (None: all).
+        classes: the C class names.
+        bins: equal-width probability bins.
+
+    Shape:
+        probs, targets, known: (N, C).
 
     Returns:
         (bins table: class, bin, low, high, count, confidence (mean probability), frequency (positive rate),
@@ -98,6 +118,19 @@ def fit_temperature(probs: Any, targets: Any, known: Any | None, mode: str = "pe
     "global" one T shared by all classes, "none" returns ones. The NLL is convex in 1 / T; it is minimised
     by bounded Brent search (scipy) with T inside TEMPERATURE_RANGE. A class without both a known positive
     and a known negative keeps T = 1 (its NLL has no finite minimum).
+
+    Args:
+        probs: predicted probabilities.
+        targets: labels (> 0.5: positive).
+        known: which entries are known (None: all).
+        mode: "per_class", "global" or "none" (above).
+
+    Returns:
+        The temperatures T.
+
+    Shape:
+        probs, targets, known: (N, C).
+        T: (C,).
     """
     if mode not in TEMPERATURES:
         raise ValueError(f"temperature mode {mode!r}; choose from {list(TEMPERATURES)}")
@@ -120,7 +153,18 @@ def fit_temperature(probs: Any, targets: Any, known: Any | None, mode: str = "pe
 
 
 def apply_temperature(probs: Any, temperatures: Any) -> np.ndarray:
-    """sigmoid(logit(p) / T) per class: probs (N, C), temperatures (C,) -> float64 (N, C)."""
+    """sigmoid(logit(p) / T) per class: probs (N, C), temperatures (C,) -> float64 (N, C).
+
+    Args:
+        probs: predicted probabilities.
+        temperatures: the temperatures T.
+
+    Returns:
+        The calibrated probabilities, float64.
+
+    Shape:
+        probs (N, C), temperatures (C,) -> (N, C).
+    """
     return 1.0 / (1.0 + np.exp(-to_logits(probs) / np.asarray(temperatures, dtype=np.float64)))
 
 
@@ -134,6 +178,20 @@ def choose_thresholds(
       sensitivity  the highest threshold whose sensitivity is at least `target_sensitivity`;
       f1           the threshold maximising F1 (ties: the highest threshold).
     NaN for a class without both a known positive and a known negative.
+
+    Args:
+        probs: predicted probabilities.
+        targets: labels (> 0.5: positive).
+        known: which entries are known (None: all).
+        rule: youden, sensitivity or f1 (above).
+        target_sensitivity: the sensitivity the `sensitivity` rule reaches.
+
+    Returns:
+        The thresholds.
+
+    Shape:
+        probs, targets, known: (N, C).
+        thresholds: (C,).
     """
     if rule not in RULES:
         raise ValueError(f"eval.threshold_rule={rule!r}; choose from {list(RULES)}")
@@ -202,6 +260,23 @@ def operating_points(
     without a threshold (NaN) gets NaN metrics.
 
     Returns one row per class: class, threshold, tp, fp, tn, fn, the four metrics and <metric>_ci_low/_high.
+
+    Args:
+        probs: predicted probabilities.
+        targets: labels (> 0.5: positive).
+        known: which entries are known (None: all).
+        thresholds: per-class thresholds (NaN: none).
+        classes: the C class names.
+        bootstrap: bootstrap resamples (0: no intervals).
+        seed: the resampling seed.
+        ci: the intervals' confidence level.
+
+    Returns:
+        The table (above).
+
+    Shape:
+        probs, targets, known: (N, C).
+        thresholds: (C,).
     """
     probs, positive, known = _arrays(probs, targets, known)
     thresholds = np.asarray(thresholds, dtype=np.float64)
@@ -255,7 +330,23 @@ def save_thresholds(
 ) -> Path:
     """Write the operating points of a run (see read_thresholds for the format). calibration: the calibrator's
     JSON record (spml.evaluation.calibrators.Calibrator.to_json); priors: {values: {class: prior}, source: {class:
-    given | estimated}, how: text} when they were fitted from a single-positive split and class priors."""
+    given | estimated}, how: text} when they were fitted from a single-positive split and class priors.
+
+    Args:
+        path: the thresholds.json written.
+        classes: the C class names.
+        thresholds: per-class thresholds (C,) on the calibrated probability (NaN: none).
+        calibration: the calibrator's JSON record.
+        rule: the threshold rule.
+        target_sensitivity: the sensitivity rule's target.
+        checkpoint: the checkpoint folder whose weights they were fitted for.
+        fitted_on: the split they were fitted on.
+        tta: the TTA views of the predictions ([] for none).
+        priors: the class priors record, or None.
+
+    Returns:
+        `path`.
+    """
     record = {
         "format": THRESHOLDS_FORMAT,
         "classes": list(classes),
@@ -290,7 +381,17 @@ def read_thresholds(
     for null) and `calibrator` (spml.evaluation.calibrators.Calibrator). A file of the first format
     (spml-thresholds-1: per-class temperatures) reads as temperature calibration. Classes that differ from the
     model's, and (when given) another checkpoint or other TTA views than the predictions they are to be applied
-    to, are errors naming both: thresholds belong to the weights they were fitted for."""
+    to, are errors naming both: thresholds belong to the weights they were fitted for.
+
+    Args:
+        path: the thresholds.json.
+        classes: the model's class names.
+        checkpoint: the checkpoint the predictions come from (None: not checked).
+        tta: the TTA views of the predictions (None: not checked).
+
+    Returns:
+        The record described above.
+    """
     from spml.evaluation.calibrators import Calibrator, ClassMap  # noqa: PLC0415 (calibrators imports this module)
 
     path = Path(path)

@@ -32,14 +32,40 @@ def _layer(layer: nn.Module | Callable[[], nn.Module]) -> nn.Module:
 @HEATMAP_METHODS.register("gradcam")
 def gradcam(model: nn.Module, layer: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
     """Grad-CAM (Selvaraju et al. 2017): ReLU of the layer's channels weighted by their mean gradient,
-    upsampled bilinearly to the image. images (B, 1, S, S), targets (B,) class indices -> (B, S, S)."""
+    upsampled bilinearly to the image. images (B, 1, S, S), targets (B,) class indices -> (B, S, S).
+
+    Args:
+        model: eval-mode classifier, float images in [0, 1] -> logits.
+        layer: the module whose output Grad-CAM explains (the backbone's last feature map).
+        images: float images in [0, 1].
+        targets: the class index explained for each image.
+
+    Returns:
+        The heatmaps.
+
+    Shape:
+        images (B, 1, S, S), targets (B,) -> (B, S, S).
+    """
     coarse = LayerGradCam(model, layer).attribute(images, target=targets, relu_attributions=True)
     return LayerAttribution.interpolate(coarse, tuple(images.shape[-2:]), interpolate_mode="bilinear")[:, 0]
 
 
 @HEATMAP_METHODS.register("guided_gradcam")
 def guided_gradcam(model: nn.Module, layer: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
-    """Guided Grad-CAM: guided backpropagation times the upsampled Grad-CAM (pixel resolution) -> (B, S, S)."""
+    """Guided Grad-CAM: guided backpropagation times the upsampled Grad-CAM (pixel resolution) -> (B, S, S).
+
+    Args:
+        model: eval-mode classifier, float images in [0, 1] -> logits.
+        layer: the module whose output Grad-CAM explains (the backbone's last feature map).
+        images: float images in [0, 1].
+        targets: the class index explained for each image.
+
+    Returns:
+        The heatmaps.
+
+    Shape:
+        images (B, 1, S, S), targets (B,) -> (B, S, S).
+    """
     with warnings.catch_warnings():  # captum announces the temporary ReLU hooks guided backpropagation needs
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
         return GuidedGradCam(model, layer).attribute(images.requires_grad_(), target=targets)[:, 0].clamp(min=0)
@@ -48,7 +74,20 @@ def guided_gradcam(model: nn.Module, layer: nn.Module, images: Tensor, targets: 
 @HEATMAP_METHODS.register("integrated_gradients")
 def integrated_gradients(model: nn.Module, layer: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
     """Integrated gradients (Sundararajan et al. 2017) from a black image in IG_STEPS steps; `layer` is
-    not used. -> (B, S, S), the positive part."""
+    not used. -> (B, S, S), the positive part.
+
+    Args:
+        model: eval-mode classifier, float images in [0, 1] -> logits.
+        layer: the module whose output Grad-CAM explains (not used here).
+        images: float images in [0, 1].
+        targets: the class index explained for each image.
+
+    Returns:
+        The heatmaps.
+
+    Shape:
+        images (B, 1, S, S), targets (B,) -> (B, S, S).
+    """
     attributions = IntegratedGradients(model).attribute(
         images, baselines=torch.zeros_like(images), target=targets, n_steps=IG_STEPS
     )
@@ -99,7 +138,14 @@ def heatmaps(
 def normalise(heatmap: np.ndarray) -> np.ndarray:
     """(S, S) -> [0, 1] for display: divided by its 99.5th percentile (its maximum when that is 0), clipped.
     Smooth maps (Grad-CAM) are scaled by about their maximum; sparse pixel attributions stay visible instead
-    of fading behind their few largest pixels. An all-zero map stays zero."""
+    of fading behind their few largest pixels. An all-zero map stays zero.
+
+    Args:
+        heatmap: the heatmap (S, S), >= 0.
+
+    Returns:
+        The map in [0, 1] (S, S).
+    """
     top = float(np.percentile(heatmap, 99.5)) or float(heatmap.max())
     return np.clip(heatmap / top, 0, 1) if top > 0 else np.zeros_like(heatmap)
 
@@ -113,7 +159,16 @@ def draw_overlay(
     point: tuple[int, int] | None = None,
 ) -> None:
     """Draw a grey image (S, S) with its heatmap (S, S) on top (turbo colours, opacity rising with the
-    value), optionally the finding's region (a white contour) and the pointing location (a cross)."""
+    value), optionally the finding's region (a white contour) and the pointing location (a cross).
+
+    Args:
+        ax: the matplotlib axes drawn into.
+        image: the grey image (S, S).
+        heatmap: its heatmap (S, S).
+        title: the axes title.
+        mask: the finding's region (S, S) bool, or None.
+        point: the pointing location (row, column), or None.
+    """
     heat = normalise(heatmap)
     ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     ax.imshow(colormaps["turbo"](heat)[..., :3], alpha=np.clip(heat, 0, 1) * 0.6, interpolation="bilinear")
@@ -132,7 +187,17 @@ def overlay_figure(
     masks: list[np.ndarray | None] | None = None,
 ) -> Path:
     """One image and its heatmaps side by side: image (S, S) uint8, panels [(title, heatmap (S, S))], optional
-    region masks per panel -> a PNG at out_path."""
+    region masks per panel -> a PNG at out_path.
+
+    Args:
+        image: the image (S, S) uint8.
+        panels: [(title, heatmap (S, S))].
+        out_path: the PNG written.
+        masks: the region mask (or None) of each panel, or None.
+
+    Returns:
+        `out_path` as a Path.
+    """
     fig = Figure(figsize=(2.0 * (len(panels) + 1), 2.4))
     axes = fig.subplots(1, len(panels) + 1, squeeze=False)[0]
     axes[0].imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
@@ -153,7 +218,20 @@ def gallery_figure(
     points: np.ndarray | None = None,
 ) -> Path:
     """N images of one class: the images (top row) and their overlays (bottom row). images uint8 (N, S, S),
-    heatmaps (N, S, S), titles N strings, masks bool (N, S, S) or None, points (N, 2) or None -> out_path."""
+    heatmaps (N, S, S), titles N strings, masks bool (N, S, S) or None, points (N, 2) or None -> out_path.
+
+    Args:
+        images: the images, uint8 (N, S, S).
+        heatmaps: their heatmaps (N, S, S).
+        titles: one title per image.
+        out_path: the PNG written.
+        suptitle: the figure title.
+        masks: the finding regions, bool (N, S, S), or None.
+        points: the pointing locations (N, 2), or None.
+
+    Returns:
+        `out_path` as a Path.
+    """
     n = len(images)
     fig = Figure(figsize=(max(2.0 * n, 4.0), 4.6))
     axes = fig.subplots(2, n, squeeze=False)

@@ -17,6 +17,12 @@ def pointing_location(heatmap: np.ndarray) -> tuple[int, int] | None:
     order). Bilinear upsampling of a coarse Grad-CAM map places each coarse value at its cell's centre and
     repeats the border cells' values out to the image edge: a border cell's maximum becomes a plateau whose
     innermost pixel is that cell's centre, the only place the value was computed for.
+
+    Args:
+        heatmap: the heatmap (S, S).
+
+    Returns:
+        (row, column), or None.
     """
     top = heatmap.max()
     if not np.isfinite(top) or top <= heatmap.min():
@@ -28,7 +34,15 @@ def pointing_location(heatmap: np.ndarray) -> tuple[int, int] | None:
 
 
 def grow(mask: np.ndarray, tolerance: int) -> np.ndarray:
-    """The mask (S, S) grown by `tolerance` pixels (a disc of that radius); tolerance 0 returns it as is."""
+    """The mask (S, S) grown by `tolerance` pixels (a disc of that radius); tolerance 0 returns it as is.
+
+    Args:
+        mask: the region, bool.
+        tolerance: the growth radius in pixels.
+
+    Returns:
+        The grown mask (S, S).
+    """
     if tolerance <= 0:
         return mask
     y, x = np.ogrid[-tolerance : tolerance + 1, -tolerance : tolerance + 1]
@@ -69,7 +83,16 @@ def pointing_game(heatmaps: np.ndarray, masks: np.ndarray, tolerance: int = 0) -
 
 
 def wilson_interval(hits: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion hits / n (NaN, NaN for n = 0)."""
+    """Wilson score interval of a binomial proportion hits / n (NaN, NaN for n = 0).
+
+    Args:
+        hits: successes.
+        n: trials.
+        confidence: the interval's confidence level.
+
+    Returns:
+        (low, high).
+    """
     if n == 0:
         return math.nan, math.nan
     z = stats.norm.ppf(0.5 + confidence / 2)
@@ -82,7 +105,14 @@ def wilson_interval(hits: int, n: int, confidence: float = 0.95) -> tuple[float,
 
 def pointing_table(results: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
     """One row per class from {class: pointing_game(...)}: images, hits, hit_rate with its 95% Wilson
-    interval, baseline (mean region share = the random point's expected hit rate), flat maps."""
+    interval, baseline (mean region share = the random point's expected hit rate), flat maps.
+
+    Args:
+        results: {class: pointing_game(...)}.
+
+    Returns:
+        The table, one row per class.
+    """
     rows = []
     for name, result in results.items():
         n, hits = len(result["hit"]), int(result["hit"].sum())

@@ -20,7 +20,12 @@ _BOOTSTRAP_CHUNK_ENTRIES = 2_000_000
 
 @dataclass
 class EvalResult:
-    """`summary`: JSON-ready macro numbers; `per_class`: one row per class (skipped classes have NaN metrics)."""
+    """`summary`: JSON-ready macro numbers; `per_class`: one row per class (skipped classes have NaN metrics).
+
+    Attributes:
+        summary: JSON-ready macro numbers (skipped, classes_used, n_classes, ...).
+        per_class: one row per class (skipped classes have NaN metrics).
+    """
 
     summary: dict[str, Any]
     per_class: pd.DataFrame
@@ -39,7 +44,14 @@ class EvalResult:
         return text
 
     def to_json(self, indent: int = 2) -> str:
-        """Summary and per-class rows as strict JSON (NaN written as null)."""
+        """Summary and per-class rows as strict JSON (NaN written as null).
+
+        Args:
+            indent: JSON indentation.
+
+        Returns:
+            The JSON text.
+        """
         records = json.loads(self.per_class.to_json(orient="records"))
         return json.dumps({"summary": _nan_to_none(self.summary), "per_class": records}, indent=indent, allow_nan=False)
 
@@ -148,6 +160,19 @@ def bootstrap_metrics(
 
     A resample is a multiplicity per image, so each class is sorted once and every resample is a
     weighted AUROC/AP over that order (equal to sklearn's with `sample_weight` = multiplicities).
+
+    Args:
+        scores: predicted scores, float.
+        positive: the positive entries, bool.
+        known: the known entries, bool.
+        resamples: bootstrap resamples R.
+        seed: the resampling seed.
+
+    Returns:
+        (auroc, ap).
+
+    Shape:
+        scores, positive, known (N, C) -> auroc, ap (R, C).
     """
     n_images, n_classes = scores.shape
     orders, groups = [], []
@@ -170,7 +195,16 @@ def bootstrap_metrics(
 def resample_chunks(n: int, resamples: int, seed: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """The image resamples of a bootstrap, a few at a time: (first resample number, multiplicities (R', n)),
     R' rows of the multiplicity of each of n items in n draws with replacement (numpy Generator seeded by
-    `seed`; the same seed gives the same resamples to every metric)."""
+    `seed`; the same seed gives the same resamples to every metric).
+
+    Args:
+        n: items per resample.
+        resamples: resamples in all.
+        seed: the generator's seed.
+
+    Yields:
+        (first resample number, multiplicities (R', n)).
+    """
     rng = np.random.default_rng(seed)
     chunk = max(1, _BOOTSTRAP_CHUNK_ENTRIES // max(n, 1))
     for start in range(0, resamples, chunk):
@@ -185,6 +219,14 @@ def weighted_auroc_ap(
     weights (R, n) >= 0 per weighting and sample, with samples sorted by descending score; positive (n,)
     bool; group_starts (G,) first index of each run of tied scores -> auroc (R,), ap (R,); NaN for a
     weighting with no positive or no negative weight.
+
+    Args:
+        weights: weights (R, n) >= 0, samples sorted by descending score.
+        positive: the positive samples (n,) bool.
+        group_starts: first index (G,) of each run of tied scores.
+
+    Returns:
+        (auroc (R,), ap (R,)).
     """
     pos = np.add.reduceat(weights * positive, group_starts, axis=1).astype(np.float64)  # (R, G)
     neg = np.add.reduceat(weights * ~positive, group_starts, axis=1).astype(np.float64)
@@ -208,6 +250,16 @@ def pseudo_label_quality(pseudo_positive: Any, targets: Any, observed: Any, know
     positives are excluded (they are given, not recovered), as are entries whose truth is unknown. The
     hidden truth is read here, on the evaluator side; nothing computed here is ever fed back to training.
     Returns micro precision/recall, the counts behind them and per-class lists (NaN where undefined).
+
+    Args:
+        pseudo_positive: the pseudo-positives (N, C) bool.
+        targets: the hidden truth (N, C) {0, 1}.
+        observed: the observed positives (N, C) bool.
+        known: the entries whose truth is known (N, C) bool, or None (all).
+
+    Returns:
+        precision, recall, n_pseudo_positive, n_hidden_positive, n_true_positive, per_class_precision,
+        per_class_recall.
     """
     pseudo_positive = np.asarray(pseudo_positive, dtype=bool)
     observed = np.asarray(observed, dtype=bool)
@@ -244,6 +296,16 @@ def study_level(
     -> (scores, targets, known), each (S, C) with studies in order of first appearance
     (`pd.unique(study_ids)`). Scores: max or mean over views; targets: max over the views where known;
     known: any view known.
+
+    Args:
+        scores: per-image scores (N, C).
+        targets: per-image labels (N, C).
+        known: the known entries (N, C) bool, or None.
+        study_ids: the study of each image (N,).
+        reduce: max or mean over a study's views.
+
+    Returns:
+        (scores, targets, known), each (S, C).
     """
     if reduce not in ("max", "mean"):
         raise ValueError(f"reduce must be 'max' or 'mean', got {reduce!r}")

@@ -28,7 +28,17 @@ SHOWN = 20  # not-scored files printed (all of them are in the _not_scored.csv f
 
 def find_images(items: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """(image files to score, [(file, reason)] for the files of the folders that are not images).
-    Files named explicitly are always scored (or reported as bad images)."""
+    Files named explicitly are always scored (or reported as bad images).
+
+    Args:
+        items: image files or folders (searched recursively).
+
+    Returns:
+        (image files, [(file, reason)]).
+
+    Raises:
+        FileNotFoundError: an item does not exist, or no image file was found.
+    """
     images: list[Path] = []
     others: list[tuple[Path, str]] = []
     for item in map(Path, items):
@@ -59,7 +69,12 @@ def find_images(items: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
 
 
 def report_not_scored(not_scored: list[tuple[Path, str]], out: Path) -> None:
-    """Write `<out stem>_not_scored.csv` and print the first files with their reasons."""
+    """Write `<out stem>_not_scored.csv` and print the first files with their reasons.
+
+    Args:
+        not_scored: [(file, reason)].
+        out: the predictions CSV whose stem names the file.
+    """
     file = out.with_name(f"{out.stem}_not_scored.csv")
     pd.DataFrame(not_scored, columns=["path", "reason"]).astype(str).to_csv(file, index=False)
     print(f"not scored: {len(not_scored)} files -> {file}", file=sys.stderr)
@@ -70,7 +85,17 @@ def report_not_scored(not_scored: list[tuple[Path, str]], out: Path) -> None:
 
 
 def prediction_frame(paths: list[Path], probs, classes: list[str], record: dict | None):
-    """path, then per finding its probability and (with operating points) its decision column."""
+    """path, then per finding its probability and (with operating points) its decision column.
+
+    Args:
+        paths: the scored files.
+        probs: their probabilities (N, C).
+        classes: the C finding names.
+        record: the operating points (read_thresholds), or None: no decision columns.
+
+    Returns:
+        The frame, one row per file.
+    """
     columns: dict[str, object] = {"path": [str(p) for p in paths]}
     for c, name in enumerate(classes):
         columns[name] = probs[:, c]
@@ -97,7 +122,22 @@ def write_overlays(
 ) -> list[Path]:
     """Per image of a scored batch (uint8 (B, 1, S, S), probabilities (B, C)): the heatmaps of its `top_k` most
     probable findings (`method`, of the model without TTA) in one PNG, folder/<number>_<name>.png. Returns the
-    files."""
+    files.
+
+    Args:
+        model: the InferenceModel.
+        batch: the scored images, uint8 (B, 1, S, S).
+        probs: their probabilities (B, C).
+        paths: their files.
+        first: the number of the batch's first image.
+        record: the operating points (titles name the decisions), or None.
+        folder: where the PNGs go.
+        top_k: findings per image.
+        method: the heatmap method.
+
+    Returns:
+        The PNG files.
+    """
     classes = list(model.classes)
     plain = model.with_tta(False)  # heatmaps explain the model without TTA
     top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
@@ -119,7 +159,16 @@ def write_overlays(
 
 def operating_points(model: InferenceModel, file: Path, required: bool) -> dict | None:
     """The operating points in `file` (thresholds.json) for this model's checkpoint and TTA views; None (said on
-    the console) when the file is absent and not `required`."""
+    the console) when the file is absent and not `required`.
+
+    Args:
+        model: the InferenceModel.
+        file: the thresholds.json.
+        required: an absent file is an error.
+
+    Returns:
+        The read_thresholds record, or None.
+    """
     if required or file.exists():
         tta = list(model.tta_views) if model.tta else []
         return read_thresholds(file, model.classes, model.metadata["source"]["checkpoint_dir"], tta)
@@ -149,12 +198,14 @@ def predict_files(
         model: the InferenceModel (with or without TTA).
         items: image files or folders.
         out: the CSV (and <out stem>_not_scored.csv when files were not scored).
-        thresholds: the operating points file; `thresholds_required`: an absent file is an error, not a note.
+        thresholds: the operating points file.
+        thresholds_required: an absent thresholds file is an error, not a note.
         batch_size: images per forward.
         bad_images: "skip" (listed as not scored) or "error" (a DataError naming the file, before any scoring
             when its header already shows the problem).
-        heatmaps_dir: write an overlay PNG per image there (column `heatmap`); heatmap_top findings per overlay
-            with heatmap_method.
+        heatmaps_dir: write an overlay PNG per image there (column `heatmap`).
+        heatmap_top: findings per overlay.
+        heatmap_method: the heatmap method (HEATMAP_METHODS).
 
     Returns:
         The written frame: path, per finding its probability and decision column (and heatmap).

@@ -26,7 +26,14 @@ from spml.utils.io import atomic_path, write_json_atomic
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[None]:
     """Eval mode for the duration, then every submodule's own mode back (the model may share its classifier
-    with a training objective)."""
+    with a training objective).
+
+    Args:
+        model: the model.
+
+    Yields:
+        Nothing.
+    """
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
@@ -44,8 +51,13 @@ def predict_split(
 
     Args:
         model: uint8 images (B, 1, S, S) -> logits (B, C), in eval mode for the call.
+        loader: the (prepared) loader.
+        accelerator: gathers the predictions across processes.
+        desc: the progress bar's name.
 
-    Returns numpy arrays on every process: probs (N,C) float32, targets (N,C), known (N,C) bool, index (N,).
+    Returns:
+        numpy arrays on every process: probs (N,C) float32, targets (N,C), known (N,C) bool, index (N,).
+
     Batches may differ in size across processes (bad images left out under data.bad_images=skip, a batch
     of only bad images has zero rows): each is padded to the largest with index -1 before the gather, and
     the rows accelerate repeats to even out the last batches are dropped by their index. The main process
@@ -113,6 +125,19 @@ def evaluation_view(
 
     predictions: predict_split output, `index` (N,) = rows of `frame` (the split's rows, with study_id).
     Returns ({probs, targets, known: (S, C')}, the C' class names); S = N images or the number of studies.
+
+    Args:
+        predictions: predict_split's output.
+        frame: the split's rows (with study_id), indexed by `index`.
+        classes: the C class names of the predictions.
+        eval_classes: the classes scored (empty: all).
+        level: "" per image, "max"/"mean" per study.
+
+    Returns:
+        ({probs, targets, known}, the C' class names).
+
+    Shape:
+        predictions: probs, targets, known (N, C), index (N,) -> probs, targets, known (S, C').
     """
     classes = list(classes)
     columns = [classes.index(name) for name in eval_classes] if eval_classes else list(range(len(classes)))
@@ -133,7 +158,20 @@ def evaluate_split(
     seed: int = 0,
 ) -> tuple[EvalResult, dict[str, np.ndarray], list[str]]:
     """Score the evaluation view of a split (see evaluation_view): (result, scored predictions, their classes).
-    summary["level"] says what a row was: "image", "study:max" or "study:mean"."""
+    summary["level"] says what a row was: "image", "study:max" or "study:mean".
+
+    Args:
+        predictions: predict_split's output.
+        frame: the split's rows (with study_id), indexed by `index`.
+        classes: the C class names of the predictions.
+        eval_classes: the classes scored (empty: all).
+        level: "" per image, "max"/"mean" per study.
+        bootstrap: bootstrap resamples of the intervals.
+        seed: their seed.
+
+    Returns:
+        (result, scored predictions, their classes).
+    """
     view, view_classes = evaluation_view(predictions, frame, classes, eval_classes, level)
     result = score(view, view_classes, bootstrap, seed)
     result.summary["level"] = f"study:{level}" if level else "image"
