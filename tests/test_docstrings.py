@@ -36,6 +36,7 @@ COVERED = (
     "objectives/__init__.py",
     "engine",
     "config",
+    "evaluation",
 )
 
 # Modules whose docstrings carry runnable examples (each must have at least one).

@@ -39,6 +39,14 @@ CALIBRATOR_FORMAT = "spml-calibrator-1"
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function 1 / (1 + exp(-z)).
+
+    Args:
+        z: logits.
+
+    Returns:
+        The probabilities, same shape as `z`.
+    """
     return 1.0 / (1.0 + np.exp(-z))
 
 
@@ -48,13 +56,24 @@ class ClassMap:
 
     kind: "identity" | "temperature" ({"temperature": T}) | "platt" ({"a", "b"}) | "isotonic" ({"x", "y"}: the
     breakpoints, x ascending raw probabilities, y non-decreasing calibrated ones).
+
+    Attributes:
+        kind: the map's kind (above).
+        params: its parameters (above).
     """
 
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
-        """Raw probabilities (N,) -> calibrated float64 (N,)."""
+        """Raw probabilities (N,) -> calibrated float64 (N,).
+
+        Args:
+            probs: raw probabilities (N,).
+
+        Returns:
+            The calibrated probabilities (N,).
+        """
         p = np.asarray(probs, dtype=np.float64)
         if self.kind == "identity":
             return p.copy()
@@ -77,6 +96,14 @@ class ClassMap:
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> ClassMap:
+        """The map a `to_json` record describes.
+
+        Args:
+            record: {"kind", parameter: value or list}.
+
+        Returns:
+            The ClassMap (lists as float64 arrays).
+        """
         record = dict(record)
         kind = record.pop("kind")
         return cls(
@@ -90,7 +117,14 @@ IDENTITY = ClassMap("identity")
 @dataclass(frozen=True)
 class Calibrator:
     """Calibration of every class: `method` (METHODS), one map per class, what it was fitted on (`fitted_on`, in
-    words) and the classes that fell back ({class: what they got and why})."""
+    words) and the classes that fell back ({class: what they got and why}).
+
+    Attributes:
+        method: a METHODS name.
+        maps: one ClassMap per class.
+        fitted_on: what it was fitted on, in words.
+        fallback: {class: what it got and why}.
+    """
 
     method: str
     maps: tuple[ClassMap, ...]
@@ -98,7 +132,14 @@ class Calibrator:
     fallback: dict[str, str] = field(default_factory=dict)
 
     def apply(self, probs: Any) -> np.ndarray:
-        """Raw probabilities (N, C) -> calibrated float64 (N, C)."""
+        """Raw probabilities (N, C) -> calibrated float64 (N, C).
+
+        Args:
+            probs: raw probabilities (N, C).
+
+        Returns:
+            The calibrated probabilities (N, C).
+        """
         probs = np.asarray(probs, dtype=np.float64)
         if probs.ndim != 2 or probs.shape[1] != len(self.maps):
             raise ValueError(f"probabilities of shape {probs.shape}: the calibrator has {len(self.maps)} classes")
@@ -115,6 +156,17 @@ class Calibrator:
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> Calibrator:
+        """The calibrator a `to_json` record describes.
+
+        Args:
+            record: the JSON record (format CALIBRATOR_FORMAT).
+
+        Returns:
+            The Calibrator.
+
+        Raises:
+            ValueError: another format.
+        """
         if record.get("format") != CALIBRATOR_FORMAT:
             raise ValueError(
                 f"not a calibrator record (format {record.get('format')!r}, {CALIBRATOR_FORMAT!r} expected)"
@@ -128,6 +180,15 @@ class Calibrator:
 
     @classmethod
     def identity(cls, num_classes: int, fitted_on: str = "") -> Calibrator:
+        """The calibrator that leaves probabilities raw (method "none").
+
+        Args:
+            num_classes: classes C.
+            fitted_on: what it was fitted on, in words.
+
+        Returns:
+            The Calibrator.
+        """
         return cls("none", (IDENTITY,) * num_classes, fitted_on)
 
     @property
@@ -142,6 +203,9 @@ def fit_platt(probs: np.ndarray, positive: np.ndarray) -> ClassMap:
 
     Args:
         probs: (n,) raw probabilities. positive: (n,) bool labels (both values present).
+
+    Returns:
+        The "platt" ClassMap.
     """
 
     model = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000)
@@ -154,6 +218,9 @@ def fit_isotonic(probs: np.ndarray, positive: np.ndarray) -> ClassMap:
 
     Args:
         probs: (n,) raw probabilities. positive: (n,) labels, bool or in [0, 1].
+
+    Returns:
+        The "isotonic" ClassMap.
     """
 
     model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
@@ -164,7 +231,15 @@ def fit_isotonic(probs: np.ndarray, positive: np.ndarray) -> ClassMap:
 
 
 def fit_temperature_map(probs: np.ndarray, positive: np.ndarray) -> ClassMap:
-    """Temperature scaling of one class (spml.evaluation.calibration.fit_temperature)."""
+    """Temperature scaling of one class (spml.evaluation.calibration.fit_temperature).
+
+    Args:
+        probs: (n,) raw probabilities.
+        positive: (n,) bool labels.
+
+    Returns:
+        The "temperature" ClassMap.
+    """
     t = fit_temperature(probs[:, None], positive[:, None], None, "per_class")[0]
     return ClassMap("temperature", {"temperature": float(t)})
 
@@ -178,6 +253,17 @@ FITS: dict[str, Callable[[np.ndarray, np.ndarray], ClassMap]] = {
 
 
 def check_method(method: str) -> str:
+    """Refuse a calibration method outside METHODS.
+
+    Args:
+        method: the eval.calibration value.
+
+    Returns:
+        `method`.
+
+    Raises:
+        ValueError: an unknown method.
+    """
     if method not in METHODS:
         raise ValueError(f"eval.calibration={method!r}; choose from {list(METHODS)}")
     return method
@@ -238,7 +324,16 @@ def fit_calibrator(
 
 
 def brier(probs: Any, targets: Any, known: Any | None) -> np.ndarray:
-    """(C,) Brier score per class over its known entries: mean of (p - y)^2 (NaN without known entries)."""
+    """(C,) Brier score per class over its known entries: mean of (p - y)^2 (NaN without known entries).
+
+    Args:
+        probs: probabilities (N, C).
+        targets: labels (N, C) (> 0.5: positive).
+        known: the known entries (N, C) bool, or None (all).
+
+    Returns:
+        The Brier scores (C,).
+    """
     probs = np.asarray(probs, dtype=np.float64)
     y = (np.asarray(targets) > 0.5).astype(np.float64)
     known = np.ones(probs.shape, bool) if known is None else np.asarray(known, bool)
@@ -247,7 +342,14 @@ def brier(probs: Any, targets: Any, known: Any | None) -> np.ndarray:
 
 
 def describe(calibrator: Calibrator) -> str:
-    """One sentence: what the calibrated probabilities are."""
+    """One sentence: what the calibrated probabilities are.
+
+    Args:
+        calibrator: the calibrator.
+
+    Returns:
+        The sentence.
+    """
     if calibrator.method == "none":
         return "raw model probabilities (eval.calibration=none): not calibrated"
     text = f"{calibrator.method} calibration per class, fitted on the {calibrator.fitted_on}"
@@ -266,6 +368,11 @@ class CalibratedModel(nn.Module):
 
     Shape:
         forward: the wrapped model's images (B, in_chans, S, S) -> float32 calibrated probabilities (B, C).
+
+    Args:
+        model: the wrapped classifier (images -> logits).
+        calibrator: the per-class maps.
+        thresholds: (C,) decision thresholds on the calibrated probability (NaN: none).
     """
 
     def __init__(self, model: nn.Module, calibrator: Calibrator, thresholds: np.ndarray):
@@ -279,6 +386,14 @@ class CalibratedModel(nn.Module):
             return getattr(self._modules["model"], name)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities of `images`.
+
+        Args:
+            images: the wrapped model's images (B, in_chans, S, S).
+
+        Returns:
+            float32 calibrated probabilities (B, C), on the images' device.
+        """
         probs = torch.sigmoid(self.model(images).float())
         calibrated = self.calibrator.apply(probs.detach().cpu().numpy())
         return torch.as_tensor(calibrated, dtype=torch.float32, device=probs.device)

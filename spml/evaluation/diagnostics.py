@@ -46,7 +46,14 @@ MasksFn = Callable[[np.ndarray], np.ndarray]  # split rows (k,) -> bool finding 
 @dataclass(frozen=True)
 class Explainer:
     """What heatmaps of a split need: the classifier (float images in [0, 1] -> logits, eval mode), the layer
-    Grad-CAM explains, the split's images by row, and its finding masks by row (None: no masks known)."""
+    Grad-CAM explains, the split's images by row, and its finding masks by row (None: no masks known).
+
+    Attributes:
+        model: the classifier (float images in [0, 1] -> logits, eval mode).
+        layer: the layer Grad-CAM explains.
+        images: split rows (k,) -> uint8 images (k, 1, S, S).
+        masks: split rows (k,) -> bool finding masks (k, C, S, S), or None.
+    """
 
     model: nn.Module
     layer: nn.Module
@@ -56,7 +63,20 @@ class Explainer:
 
 @dataclass(frozen=True)
 class DiagnosticSettings:
-    """Plain settings (the eval.* keys of the same names; see spml/config/schema.py)."""
+    """Plain settings (the eval.* keys of the same names; see spml/config/schema.py).
+
+    Attributes:
+        threshold_rule: how each class's threshold is chosen (youden | sensitivity | f1).
+        target_sensitivity: the sensitivity rule's target.
+        calibration: the post-hoc calibration method.
+        calibration_min_positives: known positives and negatives a class needs for its own calibration map.
+        calibration_bins: bins of the reliability diagrams and the ECE.
+        bootstrap: bootstrap resamples of the operating points' intervals.
+        heatmaps: images per class in the heatmap gallery (0: none).
+        heatmap_method: a HEATMAP_METHODS name.
+        pointing_game: run the pointing game where finding masks are known.
+        pointing_tolerance: pixels outside a region a heatmap maximum may lie and still hit.
+    """
 
     threshold_rule: str = "youden"
     target_sensitivity: float = 0.9
@@ -94,7 +114,15 @@ class DiagnosticSettings:
 
 
 def settings_from(eval_config, **overrides) -> DiagnosticSettings:
-    """DiagnosticSettings from a config's `eval` section (keyword overrides win), checked."""
+    """DiagnosticSettings from a config's `eval` section (keyword overrides win), checked.
+
+    Args:
+        eval_config: the config's `eval` section (spml.config.schema.EvalConfig).
+        **overrides: settings that replace the config's.
+
+    Returns:
+        The checked DiagnosticSettings.
+    """
     fields = {name: getattr(eval_config, name) for name in DiagnosticSettings.__dataclass_fields__}
     return DiagnosticSettings(**{**fields, **overrides}).check()
 
@@ -115,7 +143,21 @@ def fit_operating_points(
     (thresholds.json). With `priors` the split holds single positives (data.mask_val: its targets are the observed
     positives, nothing else is a label): both are fitted from the observed positives and the priors
     (spml.evaluation.positive_unlabeled) instead of reading unobserved entries as negatives. Returns the record as
-    read_thresholds gives it."""
+    read_thresholds gives it.
+
+    Args:
+        val: the split's predictions {probs, targets, known (N, C)}.
+        classes: the C class names.
+        settings: the calibration and threshold settings.
+        path: the thresholds.json written.
+        checkpoint: the checkpoint folder name of the weights.
+        tta: the TTA views of the predictions.
+        split: the split's name, recorded as fitted_on.
+        priors: the class priors of a single-positive split, or None.
+
+    Returns:
+        The record as read_thresholds gives it.
+    """
     if priors is None:
         calibrator = fit_calibrator(
             val["probs"],
@@ -171,7 +213,20 @@ def write_calibration(
     reliability.png (both diagrams), operating_points.csv (sensitivity, specificity, PPV, F1 at the stored
     thresholds, on the calibrated probabilities, with bootstrap intervals; settings.bootstrap resamples).
     Returns summary numbers for metrics.json (macro ECE and Brier before and after, what the probabilities are,
-    the rule, the number of classes with a threshold)."""
+    the rule, the number of classes with a threshold).
+
+    Args:
+        test: the split's image predictions {probs, targets, known (N, C)}.
+        classes: all C class names (the columns).
+        eval_classes: the classes evaluated (a subset of `classes`).
+        record: the operating points (read_thresholds).
+        settings: the diagnostic settings.
+        out_dir: the evaluation folder.
+        seed: the bootstrap seed.
+
+    Returns:
+        The summary numbers for metrics.json.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = [classes.index(name) for name in eval_classes]
@@ -247,8 +302,25 @@ def write_heatmap_gallery(
 ) -> list[Path]:
     """For each evaluated class, its first `per_class` known-positive images of the split (in split order, not
     chosen by score) with their heatmaps: out_dir/<class>.png. Titles give the row, the probability and the
-    decision at the stored threshold (predictions: calibrated probabilities); with `masks`, the finding's region is outlined and the pointing
-    location marked. predictions: predict_split output (index = split rows)."""
+    decision at the stored threshold (predictions: calibrated probabilities); with `masks`, the finding's region is
+    outlined and the pointing location marked. predictions: predict_split output (index = split rows).
+
+    Args:
+        model: the classifier (float images in [0, 1] -> logits, eval mode).
+        layer: the layer Grad-CAM explains.
+        images: split rows -> uint8 images.
+        predictions: predict_split output (index = split rows).
+        classes: all C class names (the columns).
+        eval_classes: the classes evaluated (a subset of `classes`).
+        out_dir: the gallery folder.
+        per_class: images per class.
+        method: a HEATMAP_METHODS name.
+        masks: split rows -> finding masks, or None.
+        thresholds: (C,) the stored thresholds, or None.
+
+    Returns:
+        The PNG files.
+    """
     out_dir = Path(out_dir)
     paths = []
     for name in tqdm(eval_classes, desc="heatmap gallery", unit="class", leave=False):
@@ -301,7 +373,23 @@ def run_pointing_game(
 ) -> pd.DataFrame:
     """Pointing game over every known-positive (image, class) entry of the split for `eval_classes`: the
     heatmap of `method` for that class against the finding's mask (spml.evaluation.localization). Returns
-    pointing_table's rows plus `method` and `tolerance` columns."""
+    pointing_table's rows plus `method` and `tolerance` columns.
+
+    Args:
+        model: the classifier (float images in [0, 1] -> logits, eval mode).
+        layer: the layer Grad-CAM explains.
+        images: split rows -> uint8 images.
+        masks: split rows -> finding masks (k, C, S, S).
+        predictions: predict_split output (index = split rows).
+        classes: all C class names (the columns).
+        eval_classes: the classes evaluated (a subset of `classes`).
+        method: a HEATMAP_METHODS name.
+        tolerance: pixels outside a region a maximum may lie and still hit.
+        chunk: images (split rows) loaded at a time.
+
+    Returns:
+        The table, one row per class.
+    """
     rows, columns = _positive_pairs(predictions, [classes.index(name) for name in eval_classes])
     hits: dict[int, list[dict[str, np.ndarray]]] = {c: [] for c in set(columns.tolist())}
     unique_rows = np.unique(rows)
@@ -326,12 +414,24 @@ def run_pointing_game(
 
 
 def thresholds_path(run_dir: str | Path) -> Path:
-    """Where a run keeps the operating points of its final weights."""
+    """Where a run keeps the operating points of its final weights.
+
+    Args:
+        run_dir: the run folder.
+
+    Returns:
+        run_dir / THRESHOLDS_FILE.
+    """
     return Path(run_dir) / THRESHOLDS_FILE
 
 
 def update_metrics(out_dir: str | Path, values: dict) -> None:
-    """Add `values` to out_dir/metrics.json (NaN written as null)."""
+    """Add `values` to out_dir/metrics.json (NaN written as null).
+
+    Args:
+        out_dir: the evaluation folder.
+        values: the entries added.
+    """
     path = Path(out_dir) / "metrics.json"
     metrics = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     metrics.update({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()})
@@ -351,7 +451,21 @@ def diagnose(
     """Everything above for one evaluated split (predict_split output, image level) into out_dir: calibration
     and operating points, the heatmap gallery (out_dir/heatmaps/, settings.heatmaps per class) and, with
     finding masks and settings.pointing_game, pointing_game.csv. Adds the summary to out_dir/metrics.json and
-    returns it."""
+    returns it.
+
+    Args:
+        out_dir: the evaluation folder.
+        predictions: predict_split output (index = split rows).
+        classes: all C class names (the columns).
+        eval_classes: the classes evaluated (a subset of `classes`).
+        record: the operating points (read_thresholds).
+        settings: the diagnostic settings.
+        explainer: heatmap inputs (None: no heatmaps, no pointing game).
+        seed: the bootstrap seed.
+
+    Returns:
+        The summary.
+    """
     summary = write_calibration(predictions, classes, eval_classes, record, settings, out_dir, seed)
     if explainer is not None and settings.heatmaps:
         calibrated = {**predictions, "probs": record["calibrator"].apply(predictions["probs"])}
@@ -388,7 +502,16 @@ def diagnose(
 
 
 def diagnosis_line(summary: dict, record: dict, path: str | Path) -> str:
-    """One console line: thresholds, ECE and the pointing game of a diagnose() summary."""
+    """One console line: thresholds, ECE and the pointing game of a diagnose() summary.
+
+    Args:
+        summary: diagnose()'s summary.
+        record: the operating points.
+        path: the thresholds file named in the line.
+
+    Returns:
+        The line.
+    """
     fitted = int(np.isfinite(record["threshold"]).sum())
     line = (
         f"operating points: {record['rule']} thresholds for {fitted} of {len(record['classes'])} classes, fitted "

@@ -54,7 +54,14 @@ class Diagnosis:
 class Evaluation:
     """What `evaluate` found: the scored result (main process; None on the others), the image-level predictions
     (every process: probs, targets, known (N, C), index (N,)), the diagnosis summary and the operating-point
-    record (empty without a diagnosis)."""
+    record (empty without a diagnosis).
+
+    Attributes:
+        result: the scored EvalResult (main process; None on the others).
+        predictions: the image-level predictions: probs, targets, known (N, C), index (N,).
+        diagnosis: the diagnosis summary.
+        record: the operating-point record.
+    """
 
     result: EvalResult | None
     predictions: dict[str, np.ndarray]

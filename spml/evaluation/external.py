@@ -31,6 +31,16 @@ from spml.models.inference import InferenceModel
 
 @dataclass
 class ExternalResult:
+    """What evaluate_external found and wrote.
+
+    Attributes:
+        name: the set's name.
+        result: metrics of the scored classes (per_class adds external_class and match).
+        mapping: the class mapping used.
+        images: images scored (before study-level aggregation).
+        out: the report folder.
+    """
+
     name: str
     result: EvalResult  # metrics of the scored classes (per_class adds external_class and match)
     mapping: ClassMapping
@@ -133,7 +143,14 @@ def evaluate_external(
 def write_external_report(
     outcome: ExternalResult, described: dict[str, Any], images: ImageSettings, info: dict[str, Any]
 ) -> None:
-    """class_mapping.csv, external.json and report.md into outcome.out (beside the evaluation's files)."""
+    """class_mapping.csv, external.json and report.md into outcome.out (beside the evaluation's files).
+
+    Args:
+        outcome: the evaluation's result.
+        described: the set's settings (dataset, labels, root).
+        images: how its images were decoded.
+        info: run, checkpoint, TTA, ...
+    """
     out, summary = outcome.out, outcome.result.summary
     outcome.mapping.table().to_csv(out / "class_mapping.csv", index=False)
     decoded = {
@@ -158,11 +175,28 @@ def write_external_report(
 
 
 def number(value: float) -> str:
+    """A metric for the report: 4 decimals, "n/a" for None or NaN.
+
+    Args:
+        value: the metric.
+
+    Returns:
+        The text.
+    """
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
 def report_markdown(outcome: ExternalResult, described: dict[str, Any], info: dict[str, Any]) -> str:
-    """A human-readable report: what was scored against what, the metrics, and what was left out and why."""
+    """A human-readable report: what was scored against what, the metrics, and what was left out and why.
+
+    Args:
+        outcome: the evaluation's result.
+        described: the set's settings (dataset, labels, root).
+        info: run, checkpoint, TTA, ...
+
+    Returns:
+        The Markdown text.
+    """
     summary, per_class = outcome.result.summary, outcome.result.per_class
     where = described.get("labels") or described.get("root") or f"seed {described.get('synthetic', {}).get('seed', '')}"
     lines = [f"# External validation: {outcome.name}", ""]

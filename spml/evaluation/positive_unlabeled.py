@@ -45,13 +45,27 @@ PU_FITTED_ON = "val split's observed positives and class priors (positive-unlabe
 @dataclass(frozen=True)
 class ClassPriors:
     """Class prevalences for the PU procedures: values (C,), source {class: "given" | "estimated"} and how the
-    estimated ones were made (in words)."""
+    estimated ones were made (in words).
+
+    Attributes:
+        values: the priors (C,).
+        source: {class: "given" | "estimated"}.
+        how: how the estimated ones were made, in words.
+    """
 
     values: np.ndarray
     source: dict[str, str]
     how: str
 
     def to_json(self, classes: Sequence[str]) -> dict[str, Any]:
+        """The priors as a JSON record.
+
+        Args:
+            classes: the C class names.
+
+        Returns:
+            {values: {class: prior}, source, how}.
+        """
         return {
             "values": {name: float(v) for name, v in zip(classes, self.values)},
             "source": dict(self.source),
@@ -87,7 +101,16 @@ def resolve_priors(
 ) -> tuple[np.ndarray, dict[str, str]]:
     """The priors a run uses: data.class_priors where given (a mapping class -> prevalence), `estimated` for the
     other classes. Returns ((C,) priors, {class: "given" | "estimated"}). Unknown class names and prevalences
-    outside (0, 1) are errors naming data.class_priors."""
+    outside (0, 1) are errors naming data.class_priors.
+
+    Args:
+        classes: the C class names.
+        given: data.class_priors, class -> prevalence.
+        estimated: (C,) estimated priors.
+
+    Returns:
+        ((C,) priors, {class: "given" | "estimated"}).
+    """
     unknown = sorted(set(given) - set(classes))
     if unknown:
         raise ValueError(f"data.class_priors: {unknown} are not among the data's classes {list(classes)}")
@@ -105,7 +128,15 @@ def resolve_priors(
 
 def label_frequency(observed: Any, priors: Any) -> np.ndarray:
     """(C,) c = P(observed | positive) = observed positives / (prior * entries) per class, capped at 1 (a prior
-    below the observed rate would make c > 1: the prior is then too low for the observed positives)."""
+    below the observed rate would make c > 1: the prior is then too low for the observed positives).
+
+    Args:
+        observed: (N, C) bool observed positives.
+        priors: (C,) class priors.
+
+    Returns:
+        The label frequencies c (C,).
+    """
     observed = np.asarray(observed, bool)
     with np.errstate(divide="ignore", invalid="ignore"):
         c = observed.sum(0) / (np.asarray(priors, np.float64) * observed.shape[0])
@@ -132,6 +163,10 @@ def fit_pu_logistic(probs: np.ndarray, observed: np.ndarray, c: float, slope_onl
 
     Args:
         probs: (n,) raw probabilities. observed: (n,) bool observed positives. c: the class's label frequency.
+        slope_only: fit the slope alone (b = 0): a temperature map.
+
+    Returns:
+        The "temperature" ClassMap with slope_only, else the "platt" one.
     """
     z, s = to_logits(probs), np.asarray(observed, np.float64)
     start = np.array([1.0] if slope_only else [1.0, 0.0])
@@ -152,7 +187,16 @@ def fit_pu_logistic(probs: np.ndarray, observed: np.ndarray, c: float, slope_onl
 
 
 def fit_pu_isotonic(probs: np.ndarray, observed: np.ndarray, c: float) -> ClassMap:
-    """Elkan & Noto's estimator: the isotonic fit of the observed labels on p, divided by c, capped at 1."""
+    """Elkan & Noto's estimator: the isotonic fit of the observed labels on p, divided by c, capped at 1.
+
+    Args:
+        probs: (n,) raw probabilities.
+        observed: (n,) bool observed positives.
+        c: the class's label frequency.
+
+    Returns:
+        The "isotonic" ClassMap.
+    """
     fitted = fit_isotonic(probs, observed)
     return ClassMap("isotonic", {"x": fitted.params["x"], "y": np.minimum(fitted.params["y"] / c, 1.0)})
 
@@ -209,6 +253,11 @@ def pu_rates(scores: Any, observed: Any, prior: float) -> dict[str, np.ndarray]:
     """Estimated rates of one class at every candidate threshold (its distinct scores, descending), calling a
     finding present when its score reaches the threshold.
 
+    Args:
+        scores: (n,) scores of the class.
+        observed: (n,) bool observed positives.
+        prior: the class's prior.
+
     Returns:
         {threshold, tpr (the observed positives' share called), called (the share of all entries called),
          fpr = (called - prior tpr) / (1 - prior), precision = prior tpr / called}, each (K,), rates clipped to
@@ -230,7 +279,18 @@ def choose_pu_thresholds(
     """Per-class thresholds (C,) by eval.threshold_rule on the PU rates (pu_rates): youden maximises TPR - FPR,
     sensitivity takes the highest threshold whose TPR reaches `target_sensitivity`, f1 maximises
     2 precision TPR / (precision + TPR); ties go to the highest threshold. NaN for a class without an observed
-    positive."""
+    positive.
+
+    Args:
+        probs: (N, C) probabilities.
+        observed: (N, C) bool observed positives.
+        priors: (C,) class priors.
+        rule: youden, sensitivity or f1.
+        target_sensitivity: the TPR the sensitivity rule reaches.
+
+    Returns:
+        The thresholds (C,).
+    """
     if rule not in RULES:
         raise ValueError(f"eval.threshold_rule={rule!r}; choose from {list(RULES)}")
     probs, observed = np.asarray(probs, np.float64), np.asarray(observed, bool)
