@@ -210,7 +210,7 @@ class TrainLog(LogSums):
         )
 
     def on_step_end(self, trainer: Trainer, batch: dict, out: dict | None) -> None:
-        """Add the step's loss and components; write a log line every `every` steps.
+        """Add the step's loss and components; every `every` steps check they are finite and write a log line.
 
         Args:
             trainer: the trainer running the loop.
