@@ -31,6 +31,7 @@ COVERED = (
     "reporting/plots.py",
     "objectives/mpc.py",
     "objectives/supervised.py",
+    "factories",
 )
 
 # Modules whose docstrings carry runnable examples (each must have at least one).
