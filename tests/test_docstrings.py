@@ -31,6 +31,7 @@ COVERED = (
     "objectives/mpc.py",
     "objectives/supervised.py",
     "factories",
+    "experiments",
 )
 
 # Modules whose docstrings carry runnable examples (each must have at least one).
