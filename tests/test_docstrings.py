@@ -32,6 +32,7 @@ COVERED = (
     "objectives/supervised.py",
     "factories",
     "experiments",
+    "data/readers",
 )
 
 # Modules whose docstrings carry runnable examples (each must have at least one).
