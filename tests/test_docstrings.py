@@ -41,6 +41,8 @@ COVERED = (
     "data/splits.py",
     "data/images.py",
     "data/table.py",
+    "data/masking.py",
+    "data/synthetic.py",
 )
 
 # Modules whose docstrings carry runnable examples (each must have at least one).
