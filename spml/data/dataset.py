@@ -85,7 +85,9 @@ class FileSource:
 
 
 class CacheSource:
-    """Rows of a uint8 cache (spml.data.cache) for `paths`; missing paths, a size or an intensity policy mismatch fail here.
+    """Rows of a uint8 cache (spml.data.cache) for `paths`.
+
+    Missing paths, a size or an intensity policy mismatch fail here.
 
     Args:
         cache_dir: the cache folder.

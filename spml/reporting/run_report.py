@@ -202,7 +202,7 @@ def page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str
 
 # ------------------------------------------------------------------------------------------------ run report
 def summary_section(run: Path, folder: Path, metrics: dict | None, config: str) -> str:
-    """The summary: the headline metrics with their intervals, the classes scored, the probabilities and operating points.
+    """The summary: headline metrics with their intervals, classes scored, probabilities and operating points.
 
     A warning when the run has no test evaluation.
 
