@@ -27,8 +27,7 @@ COVERED = (
     "utils",
     "registry.py",
     "cli.py",
-    "reporting/stats.py",
-    "reporting/plots.py",
+    "reporting",
     "objectives/mpc.py",
     "objectives/supervised.py",
     "objectives/base.py",
@@ -37,6 +36,10 @@ COVERED = (
     "engine",
     "config",
     "evaluation",
+    "factories",
+    "experiments",
+    "data",
+    "__init__.py",
 )
 
 # Modules whose docstrings carry runnable examples (each must have at least one).

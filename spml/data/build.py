@@ -71,6 +71,22 @@ LEFT_OUT_COLUMNS = ["split", "path", "reason"]
 
 @dataclass
 class DataBundle:
+    """The data of a run: the three split datasets and what was learned building them.
+
+    Attributes:
+        train: the train split's dataset.
+        val: the val split's dataset.
+        test: the test split's dataset.
+        classes: the class names.
+        table: every row after data.missing, before splitting.
+        manifest: masking manifest of the train labels (None: full labels).
+        pos_counts: (C,) observed (spml) or known (supervised) positives per class in train.
+        expected_positives: mean positives per image (see the module docstring).
+        frames: each split's rows, in dataset order.
+        warnings: label_warnings (also in <run>/data_stats.json).
+        left_out: the images the header check left out (split, path, reason).
+    """
+
     train: CXRDataset
     val: CXRDataset
     test: CXRDataset
@@ -99,8 +115,13 @@ class DataBundle:
 
 @dataclass(frozen=True)
 class LabelPolicy:
-    """How 1/0/-1/blank become targets and known (data.uncertainty, data.uncertain_ones, data.blank; see
-    spml.data.labels.apply_uncertainty)."""
+    """How 1/0/-1/blank become targets and known (spml.data.labels.apply_uncertainty).
+
+    Attributes:
+        uncertainty: ignore | zeros | ones | mixed (data.uncertainty).
+        uncertain_ones: U-Ones classes under "mixed" (data.uncertain_ones).
+        blank: zero | unknown (data.blank).
+    """
 
     uncertainty: str = "ignore"  # ignore | zeros | ones | mixed
     uncertain_ones: tuple[str, ...] = ("Atelectasis", "Edema")  # U-Ones classes under "mixed"
@@ -111,9 +132,15 @@ class LabelPolicy:
 class Masking:
     """Where the masked training labels come from (data.masked_labels, data.mask_*).
 
-    file: a masked CSV (tools/mask_labels.py), checked against its manifest; "" masks the train split in
-    memory in spml mode (supervised mode without a file trains on the full labels). mask_val: also the val
-    split. root: the dataset root that masked files key their rows by (spml.data.table.dataset_root).
+    Attributes:
+        file: a masked CSV (tools/mask_labels.py), checked against its manifest; "" masks the train split in
+            memory in spml mode (supervised mode without a file trains on the full labels).
+        scheme: the masking scheme (data.mask_scheme).
+        seed: the masking seed (data.mask_seed).
+        no_positive: drop | keep rows without an observed positive (data.mask_no_positive).
+        params: the scheme's parameters (data.mask_params).
+        mask_val: also the val split.
+        root: the dataset root that masked files key their rows by (spml.data.table.dataset_root).
     """
 
     file: str = ""
@@ -127,8 +154,16 @@ class Masking:
 
 @dataclass(frozen=True)
 class ImageSettings:
-    """Where a split's images come from and what a bad one does (data.size, data.cache, data.intensity*,
-    data.bad_images, data.bad_image_budget; `synthetic`: the phantoms' generator, for read_synthetic's tables)."""
+    """Where a split's images come from and what a bad one does.
+
+    Attributes:
+        size: the image side (data.size).
+        cache: uint8 cache folder of tools/prepare_data.py; "" decodes the files (data.cache).
+        intensity: the intensity policy (data.intensity*).
+        synthetic: the phantoms' generator, for read_synthetic's tables (None: image files).
+        bad_images: error | skip (data.bad_images).
+        bad_image_budget: bad images tolerated under skip (data.bad_image_budget).
+    """
 
     size: int = 64
     cache: str = ""  # uint8 cache folder of tools/prepare_data.py; "" decodes the files
@@ -164,8 +199,15 @@ def full_labels(table: LabelTable, policy: LabelPolicy = LabelPolicy()) -> tuple
 
 @dataclass
 class MaskedLabels:
-    """Masked labels of the splits `splits`, aligned with the table: values (N, C) 1 / 0 / NaN, present (N,)
-    True where the row has masked labels, the masking manifest and the masked file ("" when masked in memory)."""
+    """Masked labels of the splits `splits`, aligned with the table.
+
+    Attributes:
+        values: (N, C) 1 / 0 / NaN.
+        present: (N,) True where the row has masked labels.
+        manifest: the masking manifest.
+        splits: the masked splits.
+        path: the masked file ("" when masked in memory).
+    """
 
     values: np.ndarray
     present: np.ndarray
@@ -176,8 +218,14 @@ class MaskedLabels:
 
 @dataclass
 class SplitLabels:
-    """One split: its table rows (n,) and its training tensors targets (n, C) float {0, 1}, known (n, C) bool,
-    observed (n, C) bool (SPML train split only, else None)."""
+    """One split: its table rows and its training tensors.
+
+    Attributes:
+        rows: (n,) table rows.
+        targets: (n, C) float {0, 1}.
+        known: (n, C) bool.
+        observed: (n, C) bool (SPML train split only, else None).
+    """
 
     rows: np.ndarray
     targets: np.ndarray
@@ -187,8 +235,19 @@ class SplitLabels:
 
 # ------------------------------------------------------------------------------------ label sources
 def masked_file(masking: Masking, table: LabelTable, split: np.ndarray, names: tuple[str, ...]) -> MaskedLabels:
-    """masking.file (data.masked_labels), checked against its manifest and against this run's split (a file that
-    lists its splits may hold rows of those splits only, and must hold the splits `names`)."""
+    """masking.file (data.masked_labels), checked against its manifest and against this run's split.
+
+    A file that lists its splits may hold rows of those splits only, and must hold the splits `names`.
+
+    Args:
+        masking: the Masking.
+        table: the LabelTable.
+        split: (N,) split names.
+        names: the splits that must be masked.
+
+    Returns:
+        The MaskedLabels.
+    """
     path = masking.file
     values, present = load_masked_rows(path, table, masking.root)
     manifest = read_manifest(path)
@@ -210,8 +269,19 @@ def masked_file(masking: Masking, table: LabelTable, split: np.ndarray, names: t
 
 
 def masked_in_memory(masking: Masking, table: LabelTable, split: np.ndarray, names: tuple[str, ...]) -> MaskedLabels:
-    """Each split of `names` masked on its own with masking's scheme, seed, no_positive policy and params
-    (spml.data.masking.mask_splits)."""
+    """Each split of `names` masked on its own with masking's scheme, seed, no_positive policy and params.
+
+    (spml.data.masking.mask_splits.)
+
+    Args:
+        masking: the Masking.
+        table: the LabelTable.
+        split: (N,) split names.
+        names: the splits to mask.
+
+    Returns:
+        The MaskedLabels.
+    """
     frame, manifest = mask_splits(
         table, split, names, masking.scheme, masking.seed, masking.no_positive, masking.root, **masking.params
     )
@@ -220,8 +290,19 @@ def masked_in_memory(masking: Masking, table: LabelTable, split: np.ndarray, nam
 
 
 def masked_labels(mode: str, masking: Masking, table: LabelTable, split: np.ndarray) -> MaskedLabels | None:
-    """The masked labels of the train split (and the val split under data.mask_val): the masked file, else in
-    SPML mode the splits masked in memory; None in supervised mode without a file (full labels)."""
+    """The masked labels of the train split (and the val split under data.mask_val).
+
+    The masked file, else in SPML mode the splits masked in memory.
+
+    Args:
+        mode: "spml" | "supervised".
+        masking: the Masking.
+        table: the LabelTable.
+        split: (N,) split names.
+
+    Returns:
+        The MaskedLabels, or None in supervised mode without a file (full labels).
+    """
     names = ("train", "val") if masking.mask_val else ("train",)
     if masking.file:
         return masked_file(masking, table, split, names)
@@ -232,7 +313,15 @@ def masked_labels(mode: str, masking: Masking, table: LabelTable, split: np.ndar
 
 # ------------------------------------------------------------------------------------ split labels
 def split_rows(split: np.ndarray, masked: MaskedLabels | None) -> dict[str, np.ndarray]:
-    """Each split's table rows; rows of a masked split without masked labels leave it."""
+    """Each split's table rows; rows of a masked split without masked labels leave it.
+
+    Args:
+        split: (N,) split names.
+        masked: the masked labels (None: full labels).
+
+    Returns:
+        {split: row positions}.
+    """
     rows = {}
     for name in SPLITS:
         member = split == name
@@ -252,14 +341,30 @@ def split_rows(split: np.ndarray, masked: MaskedLabels | None) -> dict[str, np.n
 
 
 def observed_positives(labels: SplitLabels, masked: np.ndarray) -> SplitLabels:
-    """SPML train split: the masked 1s are the observed positives; targets/known keep the full labels, which
-    only the evaluator side reads (pseudo-label quality)."""
+    """SPML train split: the masked 1s are the observed positives.
+
+    targets/known keep the full labels, which only the evaluator side reads (pseudo-label quality).
+
+    Args:
+        labels: the split's full labels.
+        masked: (n, C) the split's masked values, 1 / 0 / NaN.
+
+    Returns:
+        The SplitLabels with `observed`.
+    """
     return replace(labels, observed=masked == 1)
 
 
 def check_partial_labels(masked: MaskedLabels, train: np.ndarray) -> None:
-    """Supervised training needs observed negatives: a file of observed positives only (single_positive, keep_k)
-    would make every known target 1, so it is refused with what to do instead."""
+    """Supervised training needs observed negatives.
+
+    A file of observed positives only (single_positive, keep_k) would make every known target 1, so it is refused
+    with what to do instead.
+
+    Args:
+        masked: the masked labels (their file and manifest are named).
+        train: (n, C) the train split's masked values.
+    """
     if not (train == 0).any():
         scheme = masked.manifest.get("scheme")
         raise DataError(
@@ -272,20 +377,48 @@ def check_partial_labels(masked: MaskedLabels, train: np.ndarray) -> None:
 
 
 def partial_targets(labels: SplitLabels, masked: np.ndarray) -> SplitLabels:
-    """Supervised training on a masked file: its 1 / 0 are known targets, its blanks unknown."""
+    """Supervised training on a masked file: its 1 / 0 are known targets, its blanks unknown.
+
+    Args:
+        labels: the split's full labels.
+        masked: (n, C) the split's masked values, 1 / 0 / NaN.
+
+    Returns:
+        The SplitLabels with those targets and known.
+    """
     return replace(labels, targets=(masked == 1).astype(np.float32), known=~np.isnan(masked))
 
 
 def masked_targets(labels: SplitLabels, masked: np.ndarray) -> SplitLabels:
-    """data.mask_val: the observed positives are the targets and every other entry a known negative (as AN
-    assumes), so model selection sees only what a single-positive user has."""
+    """data.mask_val: the observed positives are the targets and every other entry a known negative.
+
+    As AN assumes, so model selection sees only what a single-positive user has.
+
+    Args:
+        labels: the split's full labels.
+        masked: (n, C) the split's masked values, 1 / 0 / NaN.
+
+    Returns:
+        The SplitLabels with those targets and known.
+    """
     positives = masked == 1
     return replace(labels, targets=positives, known=np.ones_like(positives))
 
 
 def training_labels(mode: str, full: dict[str, SplitLabels], masked: MaskedLabels | None) -> dict[str, SplitLabels]:
-    """Each split's labels as the run uses them: train from the masked labels (observed positives in SPML mode,
-    partial targets in supervised mode), val masked under data.mask_val, test always full."""
+    """Each split's labels as the run uses them.
+
+    Train from the masked labels (observed positives in SPML mode, partial targets in supervised mode), val masked
+    under data.mask_val, test always full.
+
+    Args:
+        mode: "spml" | "supervised".
+        full: {split: full SplitLabels}.
+        masked: the masked labels (None: full labels).
+
+    Returns:
+        {split: SplitLabels}.
+    """
     labels = dict(full)
     if masked is None:
         return labels
@@ -301,17 +434,37 @@ def training_labels(mode: str, full: dict[str, SplitLabels], masked: MaskedLabel
 
 
 def positive_counts(train: SplitLabels) -> np.ndarray:
-    """(C,) int64 observed positives (SPML) or known positives (supervised) per class of the train split."""
+    """Observed positives (SPML) or known positives (supervised) per class of the train split.
+
+    Args:
+        train: the train split's labels.
+
+    Returns:
+        (C,) int64.
+    """
     positives = train.observed if train.observed is not None else (train.targets > 0.5) & train.known
     return positives.sum(0).astype(np.int64)
 
 
 def mean_positives(labels: SplitLabels) -> float:
-    """Mean number of known positives per image of a split."""
+    """Mean number of known positives per image of a split.
+
+    Args:
+        labels: the split's labels.
+
+    Returns:
+        The mean.
+    """
     return float(((labels.targets > 0.5) & labels.known).sum(1).mean())
 
 
 def warn_rows_without_observed(train: SplitLabels, masked: MaskedLabels) -> None:
+    """Log how many train rows have no observed positive (and where the masked labels came from).
+
+    Args:
+        train: the train split's labels (with `observed`).
+        masked: the masked labels.
+    """
     unobserved_rows = int((~train.observed.any(1)).sum())
     if unobserved_rows:
         log.warning(
@@ -324,7 +477,14 @@ def warn_rows_without_observed(train: SplitLabels, masked: MaskedLabels) -> None
 
 # ------------------------------------------------------------------------------------ warnings
 def empty_columns(table: LabelTable) -> np.ndarray:
-    """(C,) bool: the class has no label value in any row (every entry blank)."""
+    """Whether each class has no label value in any row (every entry blank).
+
+    Args:
+        table: the LabelTable.
+
+    Returns:
+        (C,) bool.
+    """
     return np.isnan(table.values()).all(0)
 
 
@@ -336,9 +496,19 @@ NO_POSITIVE_EFFECT = {
 
 
 def label_warnings(table: LabelTable, labels: dict[str, SplitLabels], empty: np.ndarray) -> list[dict[str, Any]]:
-    """Label facts a run should not go without: label columns that are empty in every row (read as unknown),
-    and per split the classes without a known positive (SPML train split: without an observed positive), as
-    {"warning", "split", "classes", "message"}."""
+    """Label facts a run should not go without.
+
+    Label columns that are empty in every row (read as unknown), rows with No Finding and a pathology, and per split
+    the classes without a known positive (SPML train split: without an observed positive).
+
+    Args:
+        table: the LabelTable.
+        labels: {split: SplitLabels} as the run uses them.
+        empty: (C,) bool, the empty label columns.
+
+    Returns:
+        [{"warning", "split", "classes", "message", ...}].
+    """
     classes = np.asarray(table.classes, dtype=object)
     found = []
     conflicts = table.frame.attrs.get("no_finding_conflicts", 0)
@@ -481,7 +651,13 @@ def image_problem(path: str, size: int, intensity: Intensity) -> tuple[str, int]
 
 
 def warn_placeholders(paths: np.ndarray, total: int, size: int) -> None:
-    """Warn (log and warnings) about images far below data.size: `paths` of them among `total` images."""
+    """Warn (log and warnings) about images far below data.size.
+
+    Args:
+        paths: the images far below data.size.
+        total: the images checked.
+        size: data.size.
+    """
     if len(paths):
         message = (
             f"{len(paths)} of {total} images are smaller than data.size={size} / {PLACEHOLDER_FACTOR} on "
@@ -494,8 +670,19 @@ def warn_placeholders(paths: np.ndarray, total: int, size: int) -> None:
 def leave_out_bad_images(
     images: ImageSettings, table: LabelTable, rows: dict[str, np.ndarray]
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """The image check of every split (headers; val and test images decoded) under data.bad_images (see the
-    module docstring) -> (rows of each split without the bad images, left-out images: split, path, reason)."""
+    """The image check of every split (headers; val and test images decoded) under data.bad_images.
+
+    See the module docstring: error stops naming the files and reasons; skip leaves them out within
+    data.bad_image_budget.
+
+    Args:
+        images: the ImageSettings.
+        table: the LabelTable.
+        rows: {split: row positions}.
+
+    Returns:
+        (rows of each split without the bad images, left-out images: split, path, reason).
+    """
     names = list(rows)
     positions = np.concatenate([rows[name] for name in names])
     paths = table.frame["path"].to_numpy(dtype=object)[positions]
@@ -533,17 +720,35 @@ FEW_POSITIVES = 5  # a class with 1-4 known positives in the val split is warned
 
 
 def prevalence(labels: SplitLabels) -> np.ndarray:
-    """(C,) share of the known entries that are positive (NaN without a known entry)."""
+    """Share of the known entries that are positive (NaN without a known entry).
+
+    Args:
+        labels: a split's labels.
+
+    Returns:
+        (C,) float.
+    """
     known = labels.known.sum(0)
     positives = ((labels.targets > 0.5) & labels.known).sum(0)
     return np.where(known > 0, positives / np.maximum(known, 1), np.nan)
 
 
 def val_warnings(classes: tuple[str, ...], full: dict[str, SplitLabels], val: SplitLabels) -> list[dict[str, Any]]:
-    """Validation splits that choose checkpoints badly: a class whose val prevalence (full labels) is more than
-    PREVALENCE_FACTOR times its train prevalence or less than its inverse ("val_prevalence_shift", classes with
-    positives in both), and classes with 1 to FEW_POSITIVES - 1 known positives in the val labels as the run uses
-    them ("few_val_positives"; none at all is no_known_positive)."""
+    """Validation splits that choose checkpoints badly.
+
+    A class whose val prevalence (full labels) is more than PREVALENCE_FACTOR times its train prevalence or less
+    than its inverse ("val_prevalence_shift", classes with positives in both), and classes with 1 to
+    FEW_POSITIVES - 1 known positives in the val labels as the run uses them ("few_val_positives"; none at all is
+    no_known_positive).
+
+    Args:
+        classes: the class names.
+        full: {split: full SplitLabels}.
+        val: the val labels as the run uses them.
+
+    Returns:
+        [{"warning", "split", "classes", "message", ...}].
+    """
     found = []
     train_share, val_share = prevalence(full["train"]), prevalence(full["val"])
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -589,7 +794,15 @@ def val_warnings(classes: tuple[str, ...], full: dict[str, SplitLabels], val: Sp
 
 
 def overlap_warnings(table: LabelTable, split: np.ndarray) -> list[dict[str, Any]]:
-    """Under data.allow_patient_overlap: the patients the split puts in more than one split ("patient_overlap")."""
+    """Under data.allow_patient_overlap: the patients the split puts in more than one split ("patient_overlap").
+
+    Args:
+        table: the LabelTable.
+        split: (N,) split names.
+
+    Returns:
+        [] or one warning dict.
+    """
     shared = shared_patients(table, split)
     if not len(shared):
         return []

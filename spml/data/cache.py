@@ -31,12 +31,26 @@ IMAGES, INDEX, META = "images.u8", "index.csv", "meta.json"
 
 
 def paths_hash(paths: Sequence[str]) -> str:
-    """sha256 of the newline-joined path list (identifies what a cache was built from)."""
+    """sha256 of the newline-joined path list (identifies what a cache was built from).
+
+    Args:
+        paths: the image paths, in cache order.
+
+    Returns:
+        The hex digest.
+    """
     return hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()
 
 
 def file_stamp(path: str) -> tuple[int, int]:
-    """(size in bytes, modification time in ns) of a file; (-1, -1) when it cannot be read."""
+    """(size in bytes, modification time in ns) of a file; (-1, -1) when it cannot be read.
+
+    Args:
+        path: the file.
+
+    Returns:
+        (bytes, mtime_ns).
+    """
     try:
         info = os.stat(path)
     except OSError:
@@ -45,7 +59,16 @@ def file_stamp(path: str) -> tuple[int, int]:
 
 
 def decode_or_reason(path: str, size: int, intensity: Intensity) -> tuple[np.ndarray | None, str]:
-    """(uint8 (size, size), "") or (None, reason) for a bad image; other errors propagate."""
+    """Decode one image, or say why it is bad; other errors propagate.
+
+    Args:
+        path: the image file.
+        size: the output side in pixels.
+        intensity: the intensity policy.
+
+    Returns:
+        (uint8 (size, size), "") or (None, reason) for a bad image.
+    """
     try:
         return load_gray(path, size, intensity), ""
     except ImageError as err:
@@ -63,9 +86,20 @@ def build_cache(
 ) -> ImageCache:
     """Decode `paths` at size x size under `intensity` into `out_dir` (see the module docstring) and open it.
 
-    workers: decoding processes (0 or 1 decodes in this process). Bad images are recorded in
-    index.csv (ok=False, error) and logged by the caller from `ImageCache.failed`; any other error
-    aborts the build and removes the temporary files.
+    Bad images are recorded in index.csv (ok=False, error) and logged by the caller from `ImageCache.failed`; any
+    other error aborts the build and removes the temporary files. An empty or repeated path list is a ValueError.
+
+    Args:
+        paths: the image files, in cache-row order.
+        size: the images' side in pixels.
+        out_dir: the cache folder.
+        workers: decoding processes (0 or 1 decodes in this process).
+        progress: show a progress bar.
+        chunksize: paths per task sent to a decoding process.
+        intensity: the intensity policy (data.intensity*).
+
+    Returns:
+        The ImageCache.
     """
     paths = [str(p) for p in paths]
     if not paths:
@@ -132,11 +166,25 @@ def build_cache(
 
 
 def policy_text(policy: dict) -> str:
+    """An intensity policy as the config keys that set it.
+
+    Args:
+        policy: Intensity.as_json() of a policy.
+
+    Returns:
+        "data.intensity=... data.intensity_percentiles=...".
+    """
     return f"data.intensity={policy['policy']} data.intensity_percentiles={policy['percentiles']}"
 
 
 def check_intensity(cache_dir: str, built: dict | None, wanted: Intensity) -> None:
-    """DataError naming both policies when a cache was decoded under another intensity policy than `wanted`."""
+    """DataError naming both policies when a cache was decoded under another intensity policy than `wanted`.
+
+    Args:
+        cache_dir: the cache folder (named in the error).
+        built: the policy recorded in meta.json (None: a cache built before data.intensity existed).
+        wanted: the run's policy.
+    """
     if built == wanted.as_json():
         return
     before = (
@@ -155,8 +203,16 @@ def check_intensity(cache_dir: str, built: dict | None, wanted: Intensity) -> No
 
 
 class ImageCache:
-    """Read-only view of a cache folder; `size` (data.size) and `intensity` (data.intensity*) must match those
-    the cache was built with when given."""
+    """Read-only view of a cache folder.
+
+    `size` (data.size) and `intensity` (data.intensity*) must match those the cache was built with when given
+    (a DataError otherwise, as for a folder that is no cache or whose files disagree).
+
+    Args:
+        cache_dir: the cache folder.
+        size: the expected image side (None: not checked).
+        intensity: the expected intensity policy (None: not checked).
+    """
 
     def __init__(self, cache_dir: str, size: int | None = None, intensity: Intensity | None = None):
         self.dir = str(cache_dir)
@@ -216,7 +272,14 @@ class ImageCache:
         return self.index[~self.ok]
 
     def rows(self, paths: Sequence[str]) -> np.ndarray:
-        """(N,) int64 cache rows of `paths`; DataError naming the paths the cache does not hold."""
+        """Cache rows of `paths`; DataError naming the paths the cache does not hold.
+
+        Args:
+            paths: image paths.
+
+        Returns:
+            (N,) int64.
+        """
         rows = self._lookup.get_indexer(pd.Index([str(p) for p in paths]))
         absent = np.flatnonzero(rows < 0)
         if absent.size:
@@ -228,13 +291,27 @@ class ImageCache:
         return rows.astype(np.int64)
 
     def holds(self, paths: Sequence[str]) -> np.ndarray:
-        """(N,) bool: the cache has an entry for each path."""
+        """Whether the cache has an entry for each path.
+
+        Args:
+            paths: image paths.
+
+        Returns:
+            (N,) bool.
+        """
         return self._lookup.get_indexer(pd.Index([str(p) for p in paths])) >= 0
 
     def changed(self, paths: Sequence[str]) -> pd.DataFrame | None:
-        """Rows (path, then, now) of the cached `paths` whose source file now differs in size or modification time
-        from when it was decoded (one stat per file; files that are gone are not changed: the cache may travel
-        without them). None when the cache predates the recorded stamps."""
+        """The cached `paths` whose source file now differs in size or modification time from when it was decoded.
+
+        One stat per file; files that are gone are not changed: the cache may travel without them.
+
+        Args:
+            paths: image paths the cache holds.
+
+        Returns:
+            Rows (path, then, now), or None when the cache predates the recorded stamps.
+        """
         if "mtime_ns" not in self.index:
             return None
         recorded = self.index.iloc[self.rows(paths)]
@@ -250,7 +327,14 @@ class ImageCache:
         )
 
     def load(self, row: int) -> np.ndarray:
-        """uint8 (size, size) copy of cache row `row`; ImageError with the recorded reason for a bad image."""
+        """A copy of cache row `row`; ImageError with the recorded reason for a bad image.
+
+        Args:
+            row: the cache row.
+
+        Returns:
+            uint8 (size, size).
+        """
         if not self.ok[row]:
             raise image_error(self.index["path"].iat[row], f"{self.index['error'].iat[row]} (recorded in {self.dir})")
         return np.array(self.images[row])

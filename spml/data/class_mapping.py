@@ -28,6 +28,14 @@ MATCHES = ("user", "exact", "spelling", "synonym")
 
 @dataclass(frozen=True)
 class ClassPair:
+    """One scored pair: a run class and the external class it is scored against.
+
+    Attributes:
+        run: the run's class.
+        external: the external set's class.
+        match: how they were paired, one of MATCHES.
+    """
+
     run: str
     external: str
     match: str  # one of MATCHES
@@ -35,7 +43,13 @@ class ClassPair:
 
 @dataclass
 class ClassMapping:
-    """Pairs in run-class order; the classes left out on each side -> why."""
+    """Pairs in run-class order; the classes left out on each side -> why.
+
+    Attributes:
+        pairs: the scored pairs, in run-class order.
+        run_left_out: {run class: why it is left out}.
+        external_left_out: {external class: why it is left out}.
+    """
 
     pairs: list[ClassPair]
     run_left_out: dict[str, str] = field(default_factory=dict)
@@ -71,13 +85,29 @@ class ClassMapping:
 
 
 def synonym_of(name: str) -> set[str]:
-    """The SYNONYMS partners of `name`, in either direction."""
+    """The SYNONYMS partners of `name`, in either direction.
+
+    Args:
+        name: a class name.
+
+    Returns:
+        The partners (empty when none).
+    """
     return {b for a, b in SYNONYMS if a == name} | {a for a, b in SYNONYMS if b == name}
 
 
 def automatic_match(name: str, available: Sequence[str]) -> tuple[str, str] | None:
-    """(external class, match) for a run class by exact name, spelling or synonym among `available`; None if
-    there is none. Two candidates at one level (two spellings) are a DataError: a mapping file must choose."""
+    """The external class of a run class by exact name, spelling or synonym among `available`.
+
+    Two candidates at one level (two spellings) are a DataError: a mapping file must choose.
+
+    Args:
+        name: the run class.
+        available: the external classes.
+
+    Returns:
+        (external class, match), or None if there is none.
+    """
     if name in available:
         return name, "exact"
     for match, candidates in (
@@ -100,9 +130,20 @@ def map_classes(
     user: Mapping[str, str | None] | None = None,
     source: str = "the class mapping",
 ) -> ClassMapping:
-    """Pair run classes with external classes (see the module docstring). `user` entries win; their keys must be
-    run classes and their values external classes or None. Two run classes paired with one external class
-    (many-to-one) and a mapping that pairs nothing are DataErrors."""
+    """Pair run classes with external classes (see the module docstring).
+
+    `user` entries win; their keys must be run classes and their values external classes or None. Two run classes
+    paired with one external class (many-to-one) and a mapping that pairs nothing are DataErrors.
+
+    Args:
+        run_classes: the run's classes.
+        external_classes: the external set's classes.
+        user: the user mapping {run class: external class or None} (None: none).
+        source: names the mapping in errors and reasons.
+
+    Returns:
+        The ClassMapping.
+    """
     user = dict(user or {})
     for key, value in user.items():
         if key not in run_classes:

@@ -41,15 +41,30 @@ SKIP_COLUMNS = ("split", "index", "path", "reason")  # header of the skipped-ima
 
 
 class ImageSource(Protocol):
+    """What CXRDataset reads images from: `__len__` and `load(i) -> uint8 (S, S)`."""
+
     def __len__(self) -> int: ...
 
     def load(self, i: int) -> np.ndarray:
-        """uint8 (S, S) image i; raises ImageError for a bad image."""
+        """uint8 (S, S) image i; raises ImageError for a bad image.
+
+        Args:
+            i: the image's index.
+
+        Returns:
+            uint8 (S, S).
+        """
         ...
 
 
 class FileSource:
-    """Decode image files on the fly (no cache) at size x size under `intensity` (data.intensity*)."""
+    """Decode image files on the fly (no cache) at size x size under `intensity` (data.intensity*).
+
+    Args:
+        paths: the image files.
+        size: the output side in pixels.
+        intensity: the intensity policy.
+    """
 
     def __init__(self, paths: Sequence[str], size: int, intensity: Intensity = Intensity()):
         self.paths, self.size, self.intensity = [str(p) for p in paths], size, intensity
@@ -58,12 +73,28 @@ class FileSource:
         return len(self.paths)
 
     def load(self, i: int) -> np.ndarray:
+        """Decode image file i; ImageError for a bad image.
+
+        Args:
+            i: the image's index.
+
+        Returns:
+            uint8 (size, size).
+        """
         return load_gray(self.paths[i], self.size, self.intensity)
 
 
 class CacheSource:
-    """Rows of a uint8 cache (spml.data.cache) for `paths`; missing paths, a size or an intensity policy
-    mismatch fail here."""
+    """Rows of a uint8 cache (spml.data.cache) for `paths`.
+
+    Missing paths, a size or an intensity policy mismatch fail here.
+
+    Args:
+        cache_dir: the cache folder.
+        paths: the image paths, in source order.
+        size: the expected image side (data.size).
+        intensity: the expected intensity policy.
+    """
 
     def __init__(self, cache_dir: str, paths: Sequence[str], size: int, intensity: Intensity = Intensity()):
         self.cache = ImageCache(cache_dir, size, intensity)
@@ -73,10 +104,25 @@ class CacheSource:
         return len(self.rows)
 
     def load(self, i: int) -> np.ndarray:
+        """Image i from its cache row; ImageError with the recorded reason for a bad image.
+
+        Args:
+            i: the image's index.
+
+        Returns:
+            uint8 (S, S).
+        """
         return self.cache.load(int(self.rows[i]))
 
     def load_many(self, indices: Sequence[int]) -> np.ndarray | None:
-        """uint8 (B, S, S) images `indices`, or None when one of them is bad (then use `load`)."""
+        """Images `indices` in one read, or None when one of them is bad (then use `load`).
+
+        Args:
+            indices: the images' indices.
+
+        Returns:
+            uint8 (B, S, S), or None.
+        """
         rows = self.rows[np.asarray(indices, dtype=np.int64)]
         if not self.cache.ok[rows].all():
             return None
@@ -87,7 +133,11 @@ class CacheSource:
 
 
 class ArraySource:
-    """In-memory uint8 (N, S, S) images."""
+    """In-memory uint8 (N, S, S) images (anything else is a ValueError).
+
+    Args:
+        images: uint8 (N, S, S).
+    """
 
     def __init__(self, images: np.ndarray):
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
@@ -98,17 +148,43 @@ class ArraySource:
         return len(self.images)
 
     def load(self, i: int) -> np.ndarray:
+        """Image i.
+
+        Args:
+            i: the image's index.
+
+        Returns:
+            uint8 (S, S) (a view of the array).
+        """
         return self.images[i]
 
     def load_many(self, indices: Sequence[int]) -> np.ndarray:
+        """Images `indices`.
+
+        Args:
+            indices: the images' indices.
+
+        Returns:
+            uint8 (B, S, S).
+        """
         return self.images[np.asarray(indices, dtype=np.int64)]
 
 
 class CXRDataset(Dataset):
     """Samples {image uint8 (1,S,S), targets float32 (C,), known bool (C,), observed bool (C,), index int64 ()}.
 
-    targets, known, observed: (N, C) arrays aligned with the source; observed None -> all False.
-    bad_images: "error" raises the ImageError; "skip" reports it and returns None (see module docstring).
+    Bad images: "error" raises the ImageError; "skip" reports it and returns None (see module docstring).
+
+    Args:
+        source: the images (an ImageSource).
+        targets: (N, C) targets aligned with the source.
+        known: (N, C) bool, which targets are known.
+        observed: (N, C) bool observed positives; None -> all False.
+        bad_images: "error" | "skip" (data.bad_images).
+        bad_image_budget: distinct bad images tolerated under "skip" before a DataError.
+
+    Shape:
+        - Item image: (1, S, S) uint8; targets, known, observed: (C,).
     """
 
     def __init__(
@@ -137,8 +213,14 @@ class CXRDataset(Dataset):
         self.split = ""
 
     def log_skips_to(self, path: str | os.PathLike, split: str) -> None:
-        """Append every skip of this dataset (split name `split`) to the CSV `path` (SKIP_COLUMNS; created
-        with its header if absent) and count the budget over the distinct rows of that file."""
+        """Append every skip of this dataset to the CSV `path` and count the budget over the distinct rows of that file.
+
+        The file has SKIP_COLUMNS and is created with its header if absent.
+
+        Args:
+            path: the skipped-images file.
+            split: the split name written with each skip.
+        """
         self.skip_log, self.split = Path(path), split
         self.skip_log.parent.mkdir(parents=True, exist_ok=True)
         try:  # "x": of several processes starting at once, exactly one writes the header
@@ -194,6 +276,14 @@ class CXRDataset(Dataset):
         }
 
     def skip(self, index: int, err: ImageError) -> None:
+        """Report bad image `index` (log, warning, `skipped`, the skip file) and stop the run over the budget.
+
+        A DataError when the distinct bad images exceed bad_image_budget.
+
+        Args:
+            index: the item's index.
+            err: the ImageError.
+        """
         if all(seen != index for seen, _, _ in self.skipped):
             self.skipped.append((index, err.path, err.reason))
         if self.skip_log is None:
@@ -214,7 +304,12 @@ class CXRDataset(Dataset):
 
 
 def append_line(path: Path, fields: Sequence) -> None:
-    """Append one CSV row with a single O_APPEND write (rows of concurrent workers do not interleave)."""
+    """Append one CSV row with a single O_APPEND write (rows of concurrent workers do not interleave).
+
+    Args:
+        path: the CSV file (created if absent).
+        fields: the row's values.
+    """
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(fields)
     handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -225,25 +320,53 @@ def append_line(path: Path, fields: Sequence) -> None:
 
 
 def read_skips(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of a skipped-images file (one per skip event, repeats included)."""
+    """Rows of a skipped-images file (one per skip event, repeats included).
+
+    Args:
+        path: the skipped-images file.
+
+    Returns:
+        One dict per row (SKIP_COLUMNS).
+    """
     with open(path, encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
 
 
 def distinct_skips(path: str | os.PathLike) -> set[tuple[str, str]]:
-    """Distinct (split, path) pairs of a skipped-images file (an image is listed once per skip event)."""
+    """Distinct (split, path) pairs of a skipped-images file (an image is listed once per skip event).
+
+    Args:
+        path: the skipped-images file.
+
+    Returns:
+        The pairs.
+    """
     return {(row["split"], row["path"]) for row in read_skips(path)}
 
 
 def record_left_out(path: str | os.PathLike, left_out: Sequence[tuple[str, str, str]]) -> None:
-    """Append the (split, path, reason) images the header check left out to the skipped-images file `path`."""
+    """Append the images the header check left out to the skipped-images file `path` (with an empty index).
+
+    Args:
+        path: the skipped-images file.
+        left_out: (split, path, reason) per image.
+    """
     for split, image, reason in left_out:
         append_line(Path(path), (split, "", image, reason))
 
 
 def collate_skip_none(items: list[dict[str, torch.Tensor] | None] | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """default_collate of the items that are not None (skipped bad images); a batch that
-    CXRDataset.__getitems__ already collated passes through."""
+    """default_collate of the items that are not None (skipped bad images).
+
+    A batch that CXRDataset.__getitems__ already collated passes through; a batch whose every item is None is a
+    DataError.
+
+    Args:
+        items: the items, or an already collated batch.
+
+    Returns:
+        The batch: image (B, 1, S, S) uint8, targets, known, observed (B, C), index (B,).
+    """
     if isinstance(items, dict):
         return items
     kept = [item for item in items if item is not None]

@@ -58,7 +58,13 @@ _ORIENTATION = 0x0112  # EXIF tag
 
 
 class ImageError(ValueError):
-    """An image file that cannot be used; the message starts with the path, `reason` says why."""
+    """An image file that cannot be used; the message starts with the path, `reason` says why.
+
+    Args:
+        message: the message.
+        path: the file.
+        reason: why it cannot be used.
+    """
 
     def __init__(self, message: str, *, path: str = "", reason: str = ""):
         super().__init__(message)
@@ -70,6 +76,15 @@ class MissingDecoderError(ValueError):
 
 
 def image_error(path: str, reason: str) -> ImageError:
+    """The ImageError "<path>: <reason>".
+
+    Args:
+        path: the image file (named in errors).
+        reason: why it cannot be used.
+
+    Returns:
+        The ImageError (to raise).
+    """
     return ImageError(f"{path}: {reason}", path=str(path), reason=reason)
 
 
@@ -77,7 +92,11 @@ def image_error(path: str, reason: str) -> ImageError:
 class Intensity:
     """How samples wider than 8 bits become 0..255 (see the module docstring).
 
-    policy: auto | bits | window. percentiles: (low, high) in [0, 100] of the window (and of the sBIT test).
+    An unknown policy or bad percentiles are a ValueError.
+
+    Attributes:
+        policy: auto | bits | window.
+        percentiles: (low, high) in [0, 100] of the window (and of the sBIT test).
     """
 
     policy: str = "auto"
@@ -99,14 +118,32 @@ class Intensity:
 
     @classmethod
     def from_settings(cls, settings: dict) -> Intensity:
-        """The policy of a run's data settings (`intensity`, `intensity_percentiles` keys, as in data.* or an
-        exported model.json's `data`); absent keys (a model exported before the policy existed) take the defaults."""
+        """The policy of a run's data settings.
+
+        The `intensity`, `intensity_percentiles` keys, as in data.* or an exported model.json's `data`; absent keys (a
+        model exported before the policy existed) take the defaults.
+
+        Args:
+            settings: the data settings.
+
+        Returns:
+            The Intensity.
+        """
         return cls(settings.get("intensity", cls.policy), tuple(settings.get("intensity_percentiles", cls.percentiles)))
 
 
 # ----------------------------------------------------------------------------------------- wide samples
 def scale_to_gray(values: np.ndarray, black: float, white: float) -> np.ndarray:
-    """float32 (H, W) in [0, 255]: black -> 0, white -> 255 linearly, clipped (a flat range: > black -> 255)."""
+    """black -> 0, white -> 255 linearly, clipped (a flat range: > black -> 255).
+
+    Args:
+        values: (H, W) samples.
+        black: the value mapped to 0.
+        white: the value mapped to 255.
+
+    Returns:
+        float32 (H, W) in [0, 255].
+    """
     values = values.astype(np.float32)
     if white <= black:
         return np.where(values > black, np.float32(255), np.float32(0))
@@ -115,8 +152,17 @@ def scale_to_gray(values: np.ndarray, black: float, white: float) -> np.ndarray:
 
 
 def percentile_range(values: np.ndarray, intensity: Intensity) -> tuple[float, float]:
-    """The (low, high) percentiles of `values` as np.percentile (linear interpolation) gives them. Unsigned
-    integer samples take them from the cumulative histogram instead: the same values, about 7x faster."""
+    """The (low, high) percentiles of `values` as np.percentile (linear interpolation) gives them.
+
+    Unsigned integer samples take them from the cumulative histogram instead: the same values, about 7x faster.
+
+    Args:
+        values: the samples.
+        intensity: the policy (its percentiles).
+
+    Returns:
+        (low, high).
+    """
     if values.dtype.kind != "u" or values.dtype.itemsize > 2:
         low, high = np.percentile(values, intensity.percentiles)
         return float(low), float(high)
@@ -129,15 +175,32 @@ def percentile_range(values: np.ndarray, intensity: Intensity) -> tuple[float, f
 
 
 def sorted_samples(cumulative: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """The samples at 0-based `ranks` of the sorted data whose cumulative histogram is `cumulative`."""
+    """The samples at 0-based `ranks` of the sorted data whose cumulative histogram is `cumulative`.
+
+    Args:
+        cumulative: the cumulative histogram of the samples (index = sample value).
+        ranks: 0-based ranks in the sorted samples.
+
+    Returns:
+        The sample values, one per rank.
+    """
     return np.searchsorted(cumulative, np.minimum(ranks, cumulative[-1] - 1), side="right")
 
 
 def wide_to_gray(
     values: np.ndarray, container_bits: int, declared_bits: int | None, intensity: Intensity
 ) -> np.ndarray:
-    """(H, W) samples of an image wider than 8 bits (integers, or the luma of 16-bit channels) -> float32 (H, W)
-    in [0, 255]. container_bits: bits per sample of the file (16 for PNG); declared_bits: its sBIT or None."""
+    """Samples of an image wider than 8 bits (integers, or the luma of 16-bit channels) -> gray.
+
+    Args:
+        values: (H, W) samples.
+        container_bits: bits per sample of the file (16 for PNG).
+        declared_bits: its sBIT or None.
+        intensity: the intensity policy.
+
+    Returns:
+        float32 (H, W) in [0, 255].
+    """
     low, high = percentile_range(values, intensity)
     if (
         intensity.policy == "auto"
@@ -160,11 +223,22 @@ def wide_to_gray(
 
 
 def declaration_holds(values: np.ndarray, high: float, bits: int, container_bits: int) -> bool:
-    """Whether integer samples fit an sBIT of `bits`: the film (its high percentile `high`) within `bits` bits
-    (written unscaled), or 99 % of the values scaled to the container in one of the ways the PNG specification
-    names (a left shift, with or without the high bits replicated into the low ones, or a multiplication by
-    (2**container - 1) / (2**bits - 1)); a few burned-in marker pixels do not count. Other samples (colour luma)
-    are taken as declared."""
+    """Whether integer samples fit an sBIT of `bits`.
+
+    True when the film (its high percentile `high`) lies within `bits` bits (written unscaled), or 99 % of the values
+    are scaled to the container in one of the ways the PNG specification names (a left shift, with or without the
+    high bits replicated into the low ones, or a multiplication by (2**container - 1) / (2**bits - 1)); a few
+    burned-in marker pixels do not count. Other samples (colour luma) are taken as declared.
+
+    Args:
+        values: the samples.
+        high: their high percentile.
+        bits: the declared significant bits.
+        container_bits: bits per sample of the file.
+
+    Returns:
+        True when the declaration holds.
+    """
     if values.dtype.kind not in "ui" or high <= 2**bits - 1:
         return True
     values = values.astype(np.int64)
@@ -180,18 +254,33 @@ _WARNED: set[str] = set()
 
 
 def warn_once(kind: str, message: str) -> None:
-    """A UserWarning the first time this process meets a `kind` of file (not for each image of that kind)."""
+    """A UserWarning the first time this process meets a `kind` of file (not for each image of that kind).
+
+    Args:
+        kind: the kind of file.
+        message: the warning.
+    """
     if kind not in _WARNED:
         _WARNED.add(kind)
         warnings.warn(message, stacklevel=3)
 
 
 def float_to_gray(values: np.ndarray, path: str, intensity: Intensity) -> np.ndarray:
-    """Floating-point samples (a float TIFF) -> float32 (H, W) in [0, 255]. A float image declares no range: under
-    auto and window the robust window of the finite pixels (as for 16-bit data without a declaration), so an
-    interpolation overshoot (1.02 in [0, 1] data) or detector counts (0..4080) window like any film; under bits
-    the range [0, 1]. Non-finite pixels are masked: they take no part in the window, NaN and -inf become black,
-    +inf white. An image without a finite pixel is refused."""
+    """Floating-point samples (a float TIFF) -> gray.
+
+    A float image declares no range: under auto and window the robust window of the finite pixels (as for 16-bit data
+    without a declaration), so an interpolation overshoot (1.02 in [0, 1] data) or detector counts (0..4080) window
+    like any film; under bits the range [0, 1]. Non-finite pixels are masked: they take no part in the window, NaN
+    and -inf become black, +inf white. An image without a finite pixel is refused.
+
+    Args:
+        values: (H, W) float samples.
+        path: the image file (named in errors).
+        intensity: the intensity policy.
+
+    Returns:
+        float32 (H, W) in [0, 255].
+    """
     finite = np.isfinite(values)
     if not finite.any():
         raise image_error(path, "a floating-point image without a finite pixel")
@@ -203,22 +292,46 @@ def float_to_gray(values: np.ndarray, path: str, intensity: Intensity) -> np.nda
 
 # ----------------------------------------------------------------------------------------- Pillow / PNG
 def png_header(path: str) -> png.Reader:
-    """pypng reader positioned after the chunks before the pixel data (IHDR, sBIT, ...)."""
+    """pypng reader positioned after the chunks before the pixel data (IHDR, sBIT, ...).
+
+    Args:
+        path: the PNG file.
+
+    Returns:
+        The png.Reader.
+    """
     reader = png.Reader(filename=path)
     reader.preamble()
     return reader
 
 
 def significant_bits(reader: png.Reader) -> int | None:
-    """The sBIT chunk's significant bits of the grey or colour channels (not alpha); None without sBIT."""
+    """The sBIT chunk's significant bits of the grey or colour channels (not alpha).
+
+    Args:
+        reader: the PNG's header (png_header).
+
+    Returns:
+        The bits, or None without sBIT.
+    """
     if not reader.sbit:
         return None
     return max(tuple(reader.sbit)[: 3 if reader.color_type & 2 else 1])
 
 
 def png16_gray(path: str, reader: png.Reader, intensity: Intensity) -> np.ndarray:
-    """float32 (H, W) in [0, 255] of a 16-bit colour or grey+alpha PNG (`reader`: its pypng header).
-    OpenCV (libpng) keeps all 16 bits; it returns B, G, R(, A) channels, grey+alpha as grey in B, G and R."""
+    """Gray of a 16-bit colour or grey+alpha PNG.
+
+    OpenCV (libpng) keeps all 16 bits; it returns B, G, R(, A) channels, grey+alpha as grey in B, G and R.
+
+    Args:
+        path: the image file (named in errors).
+        reader: its pypng header.
+        intensity: the intensity policy.
+
+    Returns:
+        float32 (H, W) in [0, 255].
+    """
     import cv2
 
     samples = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -233,7 +346,15 @@ def to_gray(
 ) -> Image.Image:
     """Any loaded Pillow image -> mode "L" (8-bit) or "F" (float in [0, 255], for > 8-bit and float images).
 
-    declared_bits: the PNG sBIT of a 16-bit gray image (None: absent)."""
+    Args:
+        image: the loaded image.
+        path: the image file (named in errors).
+        intensity: the intensity policy.
+        declared_bits: the PNG sBIT of a 16-bit gray image (None: absent).
+
+    Returns:
+        The gray image.
+    """
     if image.mode == "L":
         return image
     if image.mode in ("P", "PA"):
@@ -249,7 +370,15 @@ def to_gray(
 
 
 def upright(gray: Image.Image, source: Image.Image) -> Image.Image:
-    """`gray` (decoded from `source`) turned as the source's EXIF Orientation says (Pillow's exif_transpose)."""
+    """`gray` (decoded from `source`) turned as the source's EXIF Orientation says (Pillow's exif_transpose).
+
+    Args:
+        gray: the decoded gray image.
+        source: the opened file's image (its EXIF).
+
+    Returns:
+        The upright gray image.
+    """
     orientation = source.getexif().get(_ORIENTATION, 1)
     if orientation == 1:
         return gray
@@ -260,7 +389,17 @@ def upright(gray: Image.Image, source: Image.Image) -> Image.Image:
 
 
 def pillow_gray(image: Image.Image, path: str, size: int, intensity: Intensity) -> Image.Image:
-    """An opened Pillow image -> upright "L" or "F" gray image (see the module docstring)."""
+    """An opened Pillow image -> upright "L" or "F" gray image (see the module docstring).
+
+    Args:
+        image: the opened image.
+        path: the image file (named in errors).
+        size: the target side (JPEG draft scaling never goes below it).
+        intensity: the intensity policy.
+
+    Returns:
+        The gray image.
+    """
     header = png_header(path) if image.format == "PNG" and image.mode not in ("L", "P", "1") else None
     if header is not None and header.bitdepth == 16 and header.color_type != 0:  # colour or grey+alpha
         gray = Image.fromarray(png16_gray(path, header, intensity), mode="F")
@@ -274,14 +413,27 @@ def pillow_gray(image: Image.Image, path: str, size: int, intensity: Intensity) 
 
 # ----------------------------------------------------------------------------------------- DICOM
 def is_dicom(path: str) -> bool:
-    """The file starts with the DICOM Part 10 preamble and b"DICM"."""
+    """Whether the file starts with the DICOM Part 10 preamble and b"DICM".
+
+    Args:
+        path: the file.
+
+    Returns:
+        True for a DICOM file.
+    """
     from pydicom.misc import is_dicom as has_dicom_prefix
 
     return has_dicom_prefix(path)
 
 
 def check_dicom(ds, path: str, max_pixels: int) -> None:
-    """Refuse, by name, the DICOMs spml cannot use (see the module docstring); reads the header only."""
+    """Refuse, by name, the DICOMs spml cannot use (see the module docstring); reads the header only.
+
+    Args:
+        ds: the pydicom dataset.
+        path: the image file (named in errors).
+        max_pixels: the largest image accepted.
+    """
     from pydicom.pixels import get_decoder
     from pydicom.uid import UID
 
@@ -318,14 +470,29 @@ def check_dicom(ds, path: str, max_pixels: int) -> None:
 
 
 def has_voi_lut(ds) -> bool:
-    """A usable VOI LUT Sequence (what pydicom's apply_voi_lut prefers over a window)."""
+    """Whether the header has a usable VOI LUT Sequence (what pydicom's apply_voi_lut prefers over a window).
+
+    Args:
+        ds: the pydicom dataset.
+
+    Returns:
+        True when usable.
+    """
     items = ds.get("VOILUTSequence")
     return bool(items) and None not in (items[0].get("LUTDescriptor"), items[0].get("LUTData"))
 
 
 def has_window(ds) -> bool:
-    """A usable first WindowCenter/WindowWidth; a width below 1 (0: what some writers put when there is no
-    window) declares none."""
+    """Whether the header has a usable first WindowCenter/WindowWidth.
+
+    A width below 1 (0: what some writers put when there is no window) declares none.
+
+    Args:
+        ds: the pydicom dataset.
+
+    Returns:
+        True when usable.
+    """
     if any(ds.get(key) in (None, "") for key in ("WindowCenter", "WindowWidth")):
         return False
     width = ds.WindowWidth
@@ -333,7 +500,15 @@ def has_window(ds) -> bool:
 
 
 def voi_to_gray(values: np.ndarray, ds) -> np.ndarray:
-    """The header's VOI LUT (else its first window) applied to modality values, its output range -> [0, 255]."""
+    """The header's VOI LUT (else its first window) applied to modality values, its output range -> [0, 255].
+
+    Args:
+        values: (H, W) modality values.
+        ds: the pydicom dataset.
+
+    Returns:
+        float32 (H, W) in [0, 255].
+    """
     from pydicom.pixels import apply_voi, apply_windowing
 
     if has_voi_lut(ds):
@@ -349,7 +524,16 @@ def voi_to_gray(values: np.ndarray, ds) -> np.ndarray:
 
 
 def dicom_gray(path: str, intensity: Intensity, max_pixels: int) -> np.ndarray:
-    """float32 (H, W) in [0, 255] of a single-frame greyscale DICOM (see the module docstring)."""
+    """Gray of a single-frame greyscale DICOM (see the module docstring).
+
+    Args:
+        path: the image file (named in errors).
+        intensity: the intensity policy.
+        max_pixels: the largest image accepted.
+
+    Returns:
+        float32 (H, W) in [0, 255].
+    """
     import pydicom
     from pydicom.pixels import apply_modality_lut
 
@@ -378,9 +562,18 @@ def dicom_gray(path: str, intensity: Intensity, max_pixels: int) -> np.ndarray:
 
 
 def padding_mask(stored: np.ndarray, ds) -> np.ndarray:
-    """(H, W) bool: the pixels the header declares as padding (PixelPaddingValue, up to PixelPaddingRangeLimit:
-    the collimation border many CR/DX writers fill), which take no part in the window. All False without one, or
-    when the whole image would be padding."""
+    """The pixels the header declares as padding, which take no part in the window.
+
+    PixelPaddingValue, up to PixelPaddingRangeLimit: the collimation border many CR/DX writers fill. All False
+    without one, or when the whole image would be padding.
+
+    Args:
+        stored: (H, W) stored pixel values.
+        ds: the pydicom dataset.
+
+    Returns:
+        (H, W) bool.
+    """
     value, limit = ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit")
     if value is None:
         return np.zeros(stored.shape, bool)
@@ -391,9 +584,17 @@ def padding_mask(stored: np.ndarray, ds) -> np.ndarray:
 
 @contextlib.contextmanager
 def pydicom_errors(path: str) -> Iterator[None]:
-    """pydicom's errors on damaged files or inconsistent headers -> ImageError naming the file. pydicom raises
-    many exception types there (ValueError, KeyError, struct.error, ...); the blocks hold pydicom's reading
-    and LUT calls and the arithmetic on their results."""
+    """pydicom's errors on damaged files or inconsistent headers -> ImageError naming the file.
+
+    pydicom raises many exception types there (ValueError, KeyError, struct.error, ...); the blocks hold pydicom's
+    reading and LUT calls and the arithmetic on their results.
+
+    Args:
+        path: the DICOM file.
+
+    Yields:
+        None: the guarded block.
+    """
     from pydicom.errors import InvalidDicomError
 
     try:
@@ -408,6 +609,13 @@ def pydicom_errors(path: str) -> Iterator[None]:
 
 # ----------------------------------------------------------------------------------------- entry points
 def check_pixels(path: str, size: tuple[int, int], max_pixels: int) -> None:
+    """ImageError when an image of `size` has more than `max_pixels` pixels.
+
+    Args:
+        path: the image file (named in errors).
+        size: (width, height).
+        max_pixels: the largest image accepted.
+    """
     width, height = size
     if width * height > max_pixels:
         raise image_error(
@@ -418,7 +626,15 @@ def check_pixels(path: str, size: tuple[int, int], max_pixels: int) -> None:
 
 
 def resize_square(image: Image.Image, size: int) -> Image.Image:
-    """Squash to (size, size): area averaging when shrinking, bicubic when enlarging."""
+    """Squash to (size, size): area averaging when shrinking, bicubic when enlarging.
+
+    Args:
+        image: the gray image.
+        size: the side in pixels.
+
+    Returns:
+        The resized image.
+    """
     if image.size == (size, size):
         return image
     shrinking = image.width >= size and image.height >= size
@@ -427,7 +643,14 @@ def resize_square(image: Image.Image, size: int) -> Image.Image:
 
 @contextlib.contextmanager
 def named_errors(path: str) -> Iterator[None]:
-    """Turn the errors of reading a bad file into ImageError naming `path` and the reason."""
+    """Turn the errors of reading a bad file into ImageError naming `path` and the reason.
+
+    Args:
+        path: the image file.
+
+    Yields:
+        None: the guarded block.
+    """
     try:
         if os.path.getsize(path) == 0:
             raise image_error(path, "the file is empty (0 bytes)")
@@ -453,9 +676,17 @@ def named_errors(path: str) -> Iterator[None]:
 
 
 def check_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
-    """Open `path` and read its header only (no pixel decoding): the refusals load_gray can make before
-    decoding (missing, empty, not an image, over `max_pixels`, unusable DICOM). Returns (width, height) of the
-    film; raises ImageError."""
+    """Open `path` and read its header only (no pixel decoding); raises ImageError.
+
+    The refusals load_gray can make before decoding (missing, empty, not an image, over `max_pixels`, unusable DICOM).
+
+    Args:
+        path: the image file.
+        max_pixels: the largest image accepted.
+
+    Returns:
+        (width, height) of the film.
+    """
     import pydicom
 
     path = os.fspath(path)
@@ -472,9 +703,15 @@ def check_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[
 
 
 def film_page(image: Image.Image, path: str) -> None:
-    """Seek a multi-page image (a TIFF with a thumbnail page before the film, as some PACS exports write) to its
-    largest page; several pages of that size (several films in one file) are refused by name, as multi-frame
-    DICOMs are. Reads the page headers only."""
+    """Seek a multi-page image to its largest page.
+
+    A TIFF with a thumbnail page before the film, as some PACS exports write; several pages of that size (several
+    films in one file) are refused by name, as multi-frame DICOMs are. Reads the page headers only.
+
+    Args:
+        image: the opened image.
+        path: the image file (named in errors).
+    """
     if getattr(image, "n_frames", 1) == 1:
         return
     sizes = [page.size for page in ImageSequence.Iterator(image)]
@@ -493,9 +730,21 @@ def film_page(image: Image.Image, path: str) -> None:
 def load_gray(
     path: str | os.PathLike, size: int, intensity: Intensity = Intensity(), max_pixels: int = MAX_PIXELS
 ) -> np.ndarray:
-    """Decode `path` -> uint8 (size, size) grayscale (see the module docstring). Raises ImageError naming the
-    file and the reason (missing, empty, not an image, truncated/corrupt, over `max_pixels`, unsupported
-    mode, unusable DICOM), MissingDecoderError for a compressed DICOM without its decoder plugin."""
+    """Decode `path` -> square grayscale (see the module docstring).
+
+    Raises ImageError naming the file and the reason (missing, empty, not an image, truncated/corrupt, over
+    `max_pixels`, unsupported mode, unusable DICOM), MissingDecoderError for a compressed DICOM without its decoder
+    plugin.
+
+    Args:
+        path: the image file.
+        size: the output side in pixels.
+        intensity: the intensity policy.
+        max_pixels: the largest image accepted.
+
+    Returns:
+        uint8 (size, size).
+    """
     path = os.fspath(path)
     with named_errors(path):
         if is_dicom(path):

@@ -16,7 +16,16 @@ ALLOWED_VALUES = "1, 0, -1 (also written 1.0, 0.0, -1.0) or blank"
 
 
 def parse_label_values(frame: pd.DataFrame, columns: Sequence[str], file: str) -> np.ndarray:
-    """String columns of 1/0/-1/blank -> (N, C) float64 with 1, 0, -1, NaN; anything else is a DataError."""
+    """String columns of 1/0/-1/blank -> float values 1, 0, -1, NaN; anything else is a DataError naming the row.
+
+    Args:
+        frame: the file's rows, as strings.
+        columns: the label columns, in output order.
+        file: the file (named in errors).
+
+    Returns:
+        (N, C) float64.
+    """
     values = np.empty((len(frame), len(columns)), dtype=np.float64)
     for j, column in enumerate(columns):
         codes, texts = pd.factorize(frame[column])  # few distinct strings: parse each once
@@ -35,7 +44,18 @@ def parse_label_values(frame: pd.DataFrame, columns: Sequence[str], file: str) -
 
 
 def select_classes(requested: Sequence[str], available: Sequence[str], default: Sequence[str]) -> tuple[str, ...]:
-    """data.classes (empty = `default`) checked against the names the dataset provides."""
+    """data.classes (empty = `default`) checked against the names the dataset provides.
+
+    An unknown or repeated class is a DataError.
+
+    Args:
+        requested: data.classes.
+        available: the names the dataset provides.
+        default: the classes read when none are requested.
+
+    Returns:
+        The classes, in order.
+    """
     classes = tuple(requested) or tuple(default)
     unknown = [name for name in classes if name not in available]
     if unknown:
@@ -52,6 +72,20 @@ def apply_uncertainty(
 
     -1: ignore -> unknown, zeros -> 0, ones -> 1, mixed -> 1 for `uncertain_ones` else 0.
     NaN (not mentioned): blank=zero -> known 0, blank=unknown -> unknown. Unknown targets are 0.
+
+    Args:
+        values: the label values.
+        classes: the class names.
+        policy: ignore | zeros | ones | mixed (data.uncertainty).
+        uncertain_ones: the classes whose -1 is 1 under mixed.
+        blank: zero | unknown (data.blank).
+
+    Returns:
+        (targets, known).
+
+    Shape:
+        - values: (N, C).
+        - targets, known: (N, C).
     """
     if policy not in POLICIES:
         raise DataError(f"data.uncertainty={policy!r}; choose from {list(POLICIES)}")
@@ -75,12 +109,28 @@ OTHER_DELIMITERS = ("|", ",", ";", "/", "+")  # tried for the hint when a cell s
 
 
 def spelling_key(name: str) -> str:
-    """A finding name with case, spaces, underscores and hyphens ignored: the key of the spelling hints."""
+    """A finding name with case, spaces, underscores and hyphens ignored: the key of the spelling hints.
+
+    Args:
+        name: a finding name.
+
+    Returns:
+        The key.
+    """
     return re.sub(r"[\s_\-]+", "", name).casefold()
 
 
 def other_delimiter(token: str, known: Sequence[str], delimiter: str) -> str | None:
-    """The delimiter other than `delimiter` that splits `token` into known names (up to spelling_key), if any."""
+    """The delimiter other than `delimiter` that splits `token` into known names (up to spelling_key), if any.
+
+    Args:
+        token: an unknown name.
+        known: the known names.
+        delimiter: the delimiter in use.
+
+    Returns:
+        The other delimiter, or None.
+    """
     keys = {spelling_key(name) for name in known}
     for other in OTHER_DELIMITERS:
         parts = [part for part in token.split(other) if part.strip()]
@@ -90,8 +140,19 @@ def other_delimiter(token: str, known: Sequence[str], delimiter: str) -> str | N
 
 
 def spelling_hint(token: str, known: Sequence[str], delimiter: str) -> str:
-    """' (did you mean ...)' when unknown `token` matches a known name up to spelling_key, or joins known
-    names with another delimiter; "" otherwise."""
+    """A hint for an unknown finding name.
+
+    ' (did you mean ...)' when unknown `token` matches a known name up to spelling_key, or a note when it joins
+    known names with another delimiter; "" otherwise.
+
+    Args:
+        token: the unknown name.
+        known: the known names.
+        delimiter: the delimiter in use.
+
+    Returns:
+        The hint.
+    """
     keys = {spelling_key(name): name for name in known}
     if spelling_key(token) in keys:
         return f" (did you mean {keys[spelling_key(token)]!r}? names must match exactly)"
@@ -100,9 +161,18 @@ def spelling_hint(token: str, known: Sequence[str], delimiter: str) -> str:
 
 
 def check_spellings(tokens: pd.Series, no_finding: str, file: str, column: str, delimiter: str) -> None:
-    """Names found in a file without a class list (tokens: one per name, index = 0-based row): two spellings of
-    one name (up to spelling_key; the no-finding value included) or names joined by another delimiter would
-    become classes of their own, so they are a DataError naming the rows."""
+    """Refuse names found in a file without a class list that would become classes of their own by mistake.
+
+    Two spellings of one name (up to spelling_key; the no-finding value included) or names joined by another
+    delimiter are a DataError naming the rows.
+
+    Args:
+        tokens: one per name, index = 0-based row.
+        no_finding: the no-finding value.
+        file: the file (named in errors).
+        column: the column (named in errors).
+        delimiter: the delimiter in use.
+    """
     first_row = tokens.index.to_series().groupby(tokens.to_numpy(), sort=False).min().sort_values()
     spelled: dict[str, str] = {spelling_key(no_finding): no_finding}
     for name, row in first_row.items():  # in order of first appearance
@@ -138,14 +208,25 @@ def parse_findings(
     delimiter: str = "|",
     vocabulary: Sequence[str] = (),
 ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Delimited finding names per row -> ((N, C) float64 0/1, class names), exact name matching.
+    """Delimited finding names per row -> 0/1 values and class names, exact name matching.
 
-    Spaces around the delimiter are ignored ("Effusion| Mass" is "Effusion|Mass"). `names` None = every
-    name found (sorted, without `no_finding`; two spellings of one name are an error); `vocabulary` = the
-    valid names (default: `names`), a superset when only some classes are kept. `no_finding` alone means
-    all zero (it may also be a class of its own). Empty cells or names, unknown names (with a hint when a
-    name differs from a known one only in case, spaces or underscores, or joins known names with another
-    delimiter) and `no_finding` combined with a finding are DataErrors naming the row.
+    Spaces around the delimiter are ignored ("Effusion| Mass" is "Effusion|Mass"). `no_finding` alone means all
+    zero (it may also be a class of its own). Empty cells or names, unknown names (with a hint when a name differs
+    from a known one only in case, spaces or underscores, or joins known names with another delimiter) and
+    `no_finding` combined with a finding are DataErrors naming the row.
+
+    Args:
+        findings: the cells, one per row.
+        names: the classes to read; None = every name found (sorted, without `no_finding`; two spellings of one
+            name are an error).
+        no_finding: the value meaning "no finding".
+        file: the file (named in errors).
+        column: the column (named in errors).
+        delimiter: the names' delimiter.
+        vocabulary: the valid names (default: `names`), a superset when only some classes are kept.
+
+    Returns:
+        ((N, C) float64 0/1, class names).
     """
     empty = np.flatnonzero((findings == "").to_numpy())
     if empty.size:

@@ -25,12 +25,22 @@ from spml.data.dataset import collate_skip_none
 
 
 class EpochSampler(Sampler[int]):
-    """A permutation of range(n) drawn from seed + epoch: reproducible per epoch, no hidden state."""
+    """A permutation of range(n) drawn from seed + epoch: reproducible per epoch, no hidden state.
+
+    Args:
+        size: n, the dataset's length.
+        seed: the base seed.
+    """
 
     def __init__(self, size: int, seed: int):
         self.size, self.seed, self.epoch = size, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Set the epoch whose permutation the next iteration draws.
+
+        Args:
+            epoch: the epoch.
+        """
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
@@ -45,12 +55,17 @@ WorkerStart = Literal["default", "fork", "spawn", "forkserver"]
 
 
 def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
-    """DataLoader worker_init_fn: the main process decides how a run stops. Ctrl-C reaches every process of the
-    terminal's process group and schedulers signal every process of a job; a worker that ended on it would break
-    the main process's clean stop (spml.engine.signals). So a worker ignores SIGINT, and SIGTERM unless its own
-    main process sent it: that one (multiprocessing's exit handler, torch's shutdown of a worker that did not
-    answer) ends the worker at once. Only a signal taken with sigwaitinfo tells its sender, so SIGTERM is blocked
-    in every thread and one thread waits for it."""
+    """DataLoader worker_init_fn: the main process decides how a run stops.
+
+    Ctrl-C reaches every process of the terminal's process group and schedulers signal every process of a job; a
+    worker that ended on it would break the main process's clean stop (spml.engine.signals). So a worker ignores
+    SIGINT, and SIGTERM unless its own main process sent it: that one (multiprocessing's exit handler, torch's
+    shutdown of a worker that did not answer) ends the worker at once. Only a signal taken with sigwaitinfo tells its
+    sender, so SIGTERM is blocked in every thread and one thread waits for it.
+
+    Args:
+        worker_id: the worker's index (unused).
+    """
     main_process = os.getppid()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
@@ -65,8 +80,13 @@ def _end_on_sigterm_from(main_process: int) -> None:
 
 
 def end_workers(loader: DataLoader) -> None:
-    """End the worker processes of `loader` (a DataLoader or accelerate's wrapper of one) now; a later pass starts
-    new ones. Persistent workers live in the loader's current iterator (torch's `_iterator`)."""
+    """End the worker processes of `loader` now; a later pass starts new ones.
+
+    Persistent workers live in the loader's current iterator (torch's `_iterator`).
+
+    Args:
+        loader: a DataLoader or accelerate's wrapper of one.
+    """
     base = getattr(loader, "base_dataloader", loader)
     iterator = getattr(base, "_iterator", None)
     if isinstance(iterator, _MultiProcessingDataLoaderIter):
@@ -76,9 +96,18 @@ def end_workers(loader: DataLoader) -> None:
 
 @contextmanager
 def one_pass(loader: DataLoader, keep_workers: bool = True) -> Iterator[Iterator]:
-    """`with one_pass(loader) as batches: for batch in batches: ...`: one pass over `loader` whose workers end
-    at once when an error (or a stop signal's exception) leaves the block, and on any way out with
-    `keep_workers=False` (a loader used once)."""
+    """One pass over `loader` whose workers end at once when an error leaves the block.
+
+    `with one_pass(loader) as batches: for batch in batches: ...`; an error (or a stop signal's exception) ends the
+    workers, and so does any way out with `keep_workers=False` (a loader used once).
+
+    Args:
+        loader: the loader.
+        keep_workers: keep persistent workers after a normal end.
+
+    Yields:
+        The pass's batch iterator.
+    """
     batches = iter(loader)
     keep = False
     try:
@@ -124,7 +153,18 @@ def make_train_loader(
     num_workers: int = 0,
     worker_start: WorkerStart = "default",
 ) -> DataLoader:
-    """Batches of `batch_size` in the sampler's per-epoch order, the last incomplete batch dropped."""
+    """Batches of `batch_size` in the sampler's per-epoch order, the last incomplete batch dropped.
+
+    Args:
+        dataset: the training dataset (at least `batch_size` items; a ValueError otherwise).
+        sampler: the per-epoch order.
+        batch_size: images per batch.
+        num_workers: loader worker processes (0: in this process).
+        worker_start: how worker processes start (multiprocessing's start methods; default: the platform's).
+
+    Returns:
+        The DataLoader.
+    """
     if len(dataset) < batch_size:
         raise ValueError(f"batch_size={batch_size} exceeds the {len(dataset)} training images")
     return _loader(dataset, batch_size, num_workers, worker_start, sampler=sampler, drop_last=True)
@@ -133,5 +173,15 @@ def make_train_loader(
 def make_eval_loader(
     dataset: Dataset, batch_size: int, num_workers: int = 0, worker_start: WorkerStart = "default"
 ) -> DataLoader:
-    """Every sample once, in dataset order."""
+    """Every sample once, in dataset order.
+
+    Args:
+        dataset: the dataset.
+        batch_size: images per batch.
+        num_workers: loader worker processes (0: in this process).
+        worker_start: how worker processes start (multiprocessing's start methods; default: the platform's).
+
+    Returns:
+        The DataLoader.
+    """
     return _loader(dataset, batch_size, num_workers, worker_start, shuffle=False)

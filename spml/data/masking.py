@@ -36,8 +36,17 @@ NO_POSITIVE = ("drop", "keep")
 
 @MASKING.register("single_positive")
 def single_positive(values: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
-    """(N, C) values -> (N, C) 1 at one certain positive per row (uniform among them), NaN elsewhere.
-    One uniform draw per row, in row order, whether or not the row has a positive."""
+    """One observed positive per row, uniform among the row's certain positives, NaN elsewhere.
+
+    One uniform draw per row, in row order, whether or not the row has a positive.
+
+    Args:
+        values: (N, C) label values (1 certain positive; -1, 0, NaN never observed).
+        rng: the masking's generator.
+
+    Returns:
+        (N, C) 1 at the chosen entry, NaN elsewhere (rows without a certain positive: all NaN).
+    """
     certain = values == 1
     pick = np.floor(rng.random_sample(len(values)) * certain.sum(1)).astype(np.int64)
     chosen = certain & (np.cumsum(certain, 1) - 1 == pick[:, None])
@@ -62,7 +71,15 @@ def first_by_rank(values: np.ndarray, rank: np.ndarray) -> np.ndarray:
 
 
 def frequency_rank(values: np.ndarray, descending: bool) -> np.ndarray:
-    """(C,) rank of each class by its number of certain positives in `values` (ties: class order)."""
+    """Rank of each class by its number of certain positives in `values` (ties: class order).
+
+    Args:
+        values: (N, C) label values.
+        descending: the most frequent class first.
+
+    Returns:
+        (C,) ranks, 0 first.
+    """
     counts = (values == 1).sum(0)
     order = np.lexsort((np.arange(len(counts)), -counts if descending else counts))
     rank = np.empty(len(counts))
@@ -72,15 +89,33 @@ def frequency_rank(values: np.ndarray, descending: bool) -> np.ndarray:
 
 @MASKING.register("frequent_first")
 def frequent_first(values: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
-    """Biased single positive: the row's finding that is most common among the masked rows is observed
-    (a report mentions the usual finding first). Deterministic; `rng` is not used."""
+    """Biased single positive: the row's finding that is most common among the masked rows is observed.
+
+    A report mentions the usual finding first. Deterministic; `rng` is not used.
+
+    Args:
+        values: (N, C) label values (1 certain positive; -1, 0, NaN never observed).
+        rng: unused.
+
+    Returns:
+        (N, C) 1 at the chosen entry, NaN elsewhere (rows without a certain positive: all NaN).
+    """
     return first_by_rank(values, frequency_rank(values, descending=True))
 
 
 @MASKING.register("rare_first")
 def rare_first(values: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
     """Biased single positive: the row's rarest finding (counted among the masked rows) is observed.
-    Deterministic; `rng` is not used."""
+
+    Deterministic; `rng` is not used.
+
+    Args:
+        values: (N, C) label values (1 certain positive; -1, 0, NaN never observed).
+        rng: unused.
+
+    Returns:
+        (N, C) 1 at the chosen entry, NaN elsewhere (rows without a certain positive: all NaN).
+    """
     return first_by_rank(values, frequency_rank(values, descending=False))
 
 
@@ -91,9 +126,20 @@ def priority(
     classes: tuple[str, ...] = (),
     order: tuple[str, ...] | list[str] = (),
 ) -> np.ndarray:
-    """Biased single positive by a fixed mention order (e.g. the order a radiologist reports findings):
-    the row's certain positive listed first in `order` is observed. Classes left out of `order` come
-    after every listed one, uniformly at random among themselves (one draw per class from `rng`)."""
+    """Biased single positive by a fixed mention order (e.g. the order a radiologist reports findings).
+
+    The row's certain positive listed first in `order` is observed. Classes left out of `order` come after every
+    listed one, uniformly at random among themselves (one draw per class from `rng`).
+
+    Args:
+        values: (N, C) label values (1 certain positive; -1, 0, NaN never observed).
+        rng: the masking's generator.
+        classes: the table's classes.
+        order: distinct class names, first mentioned first (data.mask_params.order; a DataError otherwise).
+
+    Returns:
+        (N, C) 1 at the chosen entry, NaN elsewhere (rows without a certain positive: all NaN).
+    """
     order = list(order)
     unknown = [name for name in order if name not in classes]
     if not order or unknown or len(set(order)) != len(order):
@@ -108,7 +154,16 @@ def priority(
 
 @MASKING.register("keep_k")
 def keep_k(values: np.ndarray, rng: np.random.RandomState, k: int = 2) -> np.ndarray:
-    """Keep k certain positives per row (all of them when fewer), chosen uniformly; the rest unobserved."""
+    """Keep k certain positives per row (all of them when fewer), chosen uniformly; the rest unobserved.
+
+    Args:
+        values: (N, C) label values (1 certain positive; -1, 0, NaN never observed).
+        rng: the masking's generator.
+        k: positives kept per row (a positive integer).
+
+    Returns:
+        (N, C) 1 at the kept entries, NaN elsewhere.
+    """
     if int(k) != k or k < 1:
         raise DataError(f"masking scheme keep_k: k={k!r} must be a positive integer")
     certain = values == 1
@@ -119,8 +174,18 @@ def keep_k(values: np.ndarray, rng: np.random.RandomState, k: int = 2) -> np.nda
 
 @MASKING.register("keep_fraction")
 def keep_fraction(values: np.ndarray, rng: np.random.RandomState, fraction: float = 0.1) -> np.ndarray:
-    """Keep round(fraction * #known) of all known entries (1 and 0; -1/blank never), uniformly over the
-    whole table; kept entries keep their value, the rest are unobserved."""
+    """Keep round(fraction * #known) of all known entries (1 and 0; -1/blank never), uniformly over the whole table.
+
+    Kept entries keep their value, the rest are unobserved.
+
+    Args:
+        values: (N, C) label values.
+        rng: the masking's generator.
+        fraction: the share kept, in (0, 1].
+
+    Returns:
+        (N, C) 1/0 at the kept entries, NaN elsewhere.
+    """
     if not 0 < fraction <= 1:
         raise DataError(f"masking scheme keep_fraction: fraction={fraction!r} must be in (0, 1]")
     known = np.flatnonzero((values == 1) | (values == 0))
@@ -131,8 +196,17 @@ def keep_fraction(values: np.ndarray, rng: np.random.RandomState, fraction: floa
 
 
 def row_keys(paths: np.ndarray, root: str) -> np.ndarray:
-    """Row identity in masked files: the path relative to `root` (unchanged when not under it);
-    "#<position>" (zero-padded) for in-memory rows with path ""."""
+    """Row identity in masked files: the path relative to `root` (unchanged when not under it).
+
+    "#<position>" (zero-padded) for in-memory rows with path "".
+
+    Args:
+        paths: (N,) the table's paths.
+        root: the dataset root.
+
+    Returns:
+        (N,) keys, object array.
+    """
     paths = np.asarray(paths, dtype=object)
     prefix = root.rstrip(os.sep) + os.sep if root else None
     width = len(str(len(paths)))
@@ -154,9 +228,22 @@ def mask_table(
     keys: np.ndarray | None = None,
     **params: Any,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Mask a label table -> (masked frame: `path` key + class columns with 1/0/NaN, in key order;
-    manifest dict). `keys`: the rows' keys when `table` is part of a larger table (default: row_keys of
-    its own rows). `masked_sha256` is filled in by write_masked."""
+    """Mask a label table.
+
+    `masked_sha256` is filled in by write_masked.
+
+    Args:
+        table: the LabelTable.
+        scheme: a MASKING name.
+        seed: the RandomState seed.
+        no_positive: "drop" | "keep" rows without an observed entry.
+        root: the dataset root the keys are relative to.
+        keys: the rows' keys when `table` is part of a larger table (default: row_keys of its own rows).
+        **params: the scheme's own parameters (data.mask_params).
+
+    Returns:
+        (masked frame: `path` key + class columns with 1/0/NaN, in key order; manifest dict).
+    """
     if no_positive not in NO_POSITIVE:
         raise DataError(f"no_positive={no_positive!r}; choose from {list(NO_POSITIVE)}")
     keys = row_keys(table.frame["path"].to_numpy(), root) if keys is None else np.asarray(keys, dtype=object)
@@ -204,11 +291,25 @@ def mask_splits(
     root: str = "",
     **params: Any,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Mask only the rows of the splits `names` (split: (N,) split name per row of `table`), each split on
-    its own with RandomState(seed), so a split's masked labels do not depend on which other splits are
-    masked (the train split alone gives what mask_table gives for the train rows). Rows of other splits
-    are not in the result. Returns (masked frame with the keys of the whole table, in key order; manifest
-    with the summed counts and `splits`: {name: that split's counts})."""
+    """Mask only the rows of the splits `names`, each split on its own with RandomState(seed).
+
+    So a split's masked labels do not depend on which other splits are masked (the train split alone gives what
+    mask_table gives for the train rows). Rows of other splits are not in the result.
+
+    Args:
+        table: the LabelTable.
+        split: (N,) split name per row of `table`.
+        names: the splits to mask.
+        scheme: a MASKING name.
+        seed: the RandomState seed.
+        no_positive: "drop" | "keep".
+        root: the dataset root the keys are relative to.
+        **params: the scheme's own parameters.
+
+    Returns:
+        (masked frame with the keys of the whole table, in key order; manifest with the summed counts and
+        `splits`: {name: that split's counts}).
+    """
     keys = row_keys(table.frame["path"].to_numpy(), root)
     frames, per_split, manifest = [], {}, {}
     for name in names:
@@ -226,11 +327,26 @@ def mask_splits(
 
 
 def manifest_path(path: str | os.PathLike) -> str:
+    """The manifest file beside masked CSV `path`: `<path>.manifest.json`.
+
+    Args:
+        path: the masked CSV.
+
+    Returns:
+        The manifest's path.
+    """
     return f"{os.fspath(path)}.manifest.json"
 
 
 def masked_csv_bytes(frame: pd.DataFrame) -> bytes:
-    """The bytes of a masked CSV: `path` + classes as 1 / 0 / blank, "\\n" line ends."""
+    """The bytes of a masked CSV: `path` + classes as 1 / 0 / blank, "\\n" line ends.
+
+    Args:
+        frame: the masked frame (path + 1/0/NaN class columns).
+
+    Returns:
+        UTF-8 CSV bytes.
+    """
     values = frame.drop(columns="path").to_numpy(dtype=np.float64)
     text = pd.DataFrame(np.where(np.isnan(values), "", np.where(values == 1, "1", "0")), columns=frame.columns[1:])
     text.insert(0, "path", frame["path"].to_numpy())
@@ -238,7 +354,16 @@ def masked_csv_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def write_masked(frame: pd.DataFrame, manifest: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
-    """Write the masked CSV (1/0/blank) and its manifest atomically; returns the manifest with masked_sha256."""
+    """Write the masked CSV (1/0/blank) and its manifest atomically.
+
+    Args:
+        frame: the masked frame.
+        manifest: its manifest.
+        path: the masked CSV.
+
+    Returns:
+        The manifest with masked_sha256.
+    """
     path = os.fspath(path)
     data = masked_csv_bytes(frame)
     manifest = {**manifest, "masked_sha256": hashlib.sha256(data).hexdigest()}
@@ -248,7 +373,14 @@ def write_masked(frame: pd.DataFrame, manifest: dict[str, Any], path: str | os.P
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The manifest beside masked CSV `path`."""
+    """The manifest beside masked CSV `path` (a DataError when missing or not JSON).
+
+    Args:
+        path: the masked CSV.
+
+    Returns:
+        The manifest.
+    """
     try:
         with open(manifest_path(path), encoding="utf-8") as handle:
             return json.load(handle)
@@ -262,7 +394,14 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_masked(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Masked CSV -> (frame of `path` + 1/0/NaN class columns, manifest); refuses edited files."""
+    """Masked CSV -> (frame of `path` + 1/0/NaN class columns, manifest); refuses edited files.
+
+    Args:
+        path: the masked CSV.
+
+    Returns:
+        (frame, manifest).
+    """
     path = os.fspath(path)
     manifest = read_manifest(path)
     if not os.path.isfile(path):
@@ -284,7 +423,16 @@ def read_masked(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def align_masked(frame: pd.DataFrame, table: LabelTable, root: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """Masked frame (path key + classes) -> ((N, C) 1/0/NaN in `table` row order, (N,) bool row present)."""
+    """Masked frame (path key + classes) -> values in `table` row order and which rows are present.
+
+    Args:
+        frame: the masked frame.
+        table: the LabelTable.
+        root: the dataset root the keys are relative to.
+
+    Returns:
+        ((N, C) 1/0/NaN in `table` row order, (N,) bool row present).
+    """
     keys = pd.Index(frame["path"])
     if keys.has_duplicates:
         raise DataError(f"masked labels: duplicate path {keys[keys.duplicated()][0]!r}")
@@ -296,14 +444,33 @@ def align_masked(frame: pd.DataFrame, table: LabelTable, root: str = "") -> tupl
 
 
 def load_masked(path: str | os.PathLike, table: LabelTable, root: str = "") -> np.ndarray:
-    """Masked labels aligned with `table` rows (keys relative to `root`, as when masking) -> (N, C) float
-    1/0/NaN; rows absent from the file are all NaN. The manifest must match the table's source_hash
-    and classes, and the CSV its masked_sha256."""
+    """Masked labels aligned with `table` rows (keys relative to `root`, as when masking).
+
+    Rows absent from the file are all NaN. The manifest must match the table's source_hash and classes, and the CSV
+    its masked_sha256.
+
+    Args:
+        path: the masked CSV.
+        table: the LabelTable.
+        root: the dataset root.
+
+    Returns:
+        (N, C) float 1/0/NaN.
+    """
     return load_masked_rows(path, table, root)[0]
 
 
 def load_masked_rows(path: str | os.PathLike, table: LabelTable, root: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """load_masked plus (N,) bool: the row is in the masked file."""
+    """load_masked plus (N,) bool: the row is in the masked file.
+
+    Args:
+        path: the masked CSV.
+        table: the LabelTable.
+        root: the dataset root.
+
+    Returns:
+        ((N, C) float 1/0/NaN, (N,) bool).
+    """
     path = os.fspath(path)
     manifest = read_manifest(path)
     if manifest.get("source_hash") != table.source_hash:
@@ -327,7 +494,14 @@ def load_masked_rows(path: str | os.PathLike, table: LabelTable, root: str = "")
 
 
 def masking_summary(manifest: dict[str, Any]) -> str:
-    """Human-readable counts of a masking manifest (rows, hidden positives per class)."""
+    """Human-readable counts of a masking manifest (rows, hidden positives per class).
+
+    Args:
+        manifest: the manifest.
+
+    Returns:
+        The text.
+    """
     hidden, observed = manifest["hidden_positives"], manifest["observed_positives"]
     total_hidden, total_observed = sum(hidden.values()), sum(observed.values())
     share = 100 * total_hidden / max(total_hidden + total_observed, 1)

@@ -36,8 +36,18 @@ SPLIT_SPELLINGS = {
 
 
 def parse_split_names(values: pd.Series, file: str, column: str) -> np.ndarray:
-    """(N,) "train" | "val" | "test" from a label file's split column (SPLIT_SPELLINGS, any case); an empty or
-    other value is a DataError naming the row."""
+    """Split names from a label file's split column (SPLIT_SPELLINGS, any case).
+
+    An empty or other value is a DataError naming the row.
+
+    Args:
+        values: the column's cells.
+        file: the file (named in errors).
+        column: the column (named in errors).
+
+    Returns:
+        (N,) "train" | "val" | "test", object array.
+    """
     names = values.str.strip().str.lower().map(SPLIT_SPELLINGS)
     bad = names.isna().to_numpy()
     if bad.any():
@@ -53,6 +63,12 @@ def parse_split_names(values: pd.Series, file: str, column: str) -> np.ndarray:
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """DataError unless each fraction is in [0, 1) and their sum below 1.
+
+    Args:
+        val_fraction: data.val_fraction.
+        test_fraction: data.test_fraction.
+    """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(
             f"data.val_fraction={val_fraction}, data.test_fraction={test_fraction}: each must be in "
@@ -61,8 +77,17 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 
 def random_split(patient_ids: Sequence[str], val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
-    """(N,) split names; patients (sorted, then permuted by RandomState(seed)) go to test, val, train
-    in the given fractions of patients."""
+    """Patients (sorted, then permuted by RandomState(seed)) go to test, val, train in the given fractions of patients.
+
+    Args:
+        patient_ids: (N,) patient id per image.
+        val_fraction: share of the patients in val.
+        test_fraction: share of the patients in test.
+        seed: the permutation's seed.
+
+    Returns:
+        (N,) split names.
+    """
     check_fractions(val_fraction, test_fraction)
     patients, inverse = np.unique(np.asarray(patient_ids, dtype=str), return_inverse=True)
     order = np.random.RandomState(seed).permutation(len(patients))
@@ -78,10 +103,18 @@ def iterative_stratification(
 ) -> np.ndarray:
     """Sechidis et al. (2011) iterative stratification of groups (here: patients) into folds.
 
-    counts: (G, C) positive images per group and class; sizes: (G,) images per group; fractions: (K,)
-    share of images per fold. Returns (G,) fold index. The rarest remaining class is distributed first,
-    each of its groups (in random order) to the fold that most lacks that class (ties: the fold that most
-    lacks images, then random); groups without positives fill the remaining fold sizes.
+    The rarest remaining class is distributed first, each of its groups (in random order) to the fold that most
+    lacks that class (ties: the fold that most lacks images, then random); groups without positives fill the
+    remaining fold sizes.
+
+    Args:
+        counts: (G, C) positive images per group and class.
+        sizes: (G,) images per group.
+        fractions: (K,) share of images per fold.
+        seed: the seed of the random orders and ties.
+
+    Returns:
+        (G,) fold index.
     """
     rng = np.random.RandomState(seed)
     fractions = np.asarray(fractions, dtype=np.float64)
@@ -119,7 +152,18 @@ def iterative_stratification(
 def stratified_split(
     patient_ids: Sequence[str], positives: np.ndarray, val_fraction: float, test_fraction: float, seed: int
 ) -> np.ndarray:
-    """(N,) split names from iterative stratification over patients; positives: (N, C) bool per image."""
+    """Split names from iterative stratification over patients.
+
+    Args:
+        patient_ids: (N,) patient id per image.
+        positives: (N, C) bool per image.
+        val_fraction: share of the images in val.
+        test_fraction: share of the images in test.
+        seed: the stratification's seed.
+
+    Returns:
+        (N,) split names.
+    """
     check_fractions(val_fraction, test_fraction)
     patients, inverse = np.unique(np.asarray(patient_ids, dtype=str), return_inverse=True)
     counts = np.zeros((len(patients), positives.shape[1]))
@@ -131,7 +175,15 @@ def stratified_split(
 
 
 def file_split(frame: pd.DataFrame, scheme: str) -> np.ndarray:
-    """(N,) copy of the reader's OFFICIAL_SPLIT column; a DataError when the dataset's files give no split."""
+    """A copy of the reader's OFFICIAL_SPLIT column; a DataError when the dataset's files give no split.
+
+    Args:
+        frame: the table's frame.
+        scheme: the data.split scheme (named in the error).
+
+    Returns:
+        (N,) split names.
+    """
     if OFFICIAL_SPLIT not in frame.columns:
         raise DataError(
             f"data.split={scheme}: this dataset's files give no split (NIH lists, MIMIC split csv, "
@@ -142,8 +194,18 @@ def file_split(frame: pd.DataFrame, scheme: str) -> np.ndarray:
 
 
 def official_split(frame: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:
-    """(N,) split names from the reader's OFFICIAL_SPLIT column; without official val rows, val is
-    val_fraction of the official train patients (seeded, patient-wise)."""
+    """Split names from the reader's OFFICIAL_SPLIT column.
+
+    Without official val rows, val is val_fraction of the official train patients (seeded, patient-wise).
+
+    Args:
+        frame: the table's frame.
+        val_fraction: share of the train patients carved into val.
+        seed: the carving's seed.
+
+    Returns:
+        (N,) split names.
+    """
     split = file_split(frame, "official")
     if not (split == "val").any():
         train = split == "train"
@@ -158,22 +220,65 @@ SPLIT_SCHEMES = Registry("split scheme")
 
 @SPLIT_SCHEMES.register("random")
 def split_random(table: LabelTable, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    """The "random" scheme: random_split over the table's patients.
+
+    Args:
+        table: the reader's LabelTable.
+        val_fraction: share of the patients in val.
+        test_fraction: share of the patients in test.
+        seed: the split seed.
+
+    Returns:
+        (N,) split names.
+    """
     return random_split(table.frame["patient_id"], val_fraction, test_fraction, seed)
 
 
 @SPLIT_SCHEMES.register("stratified")
 def split_stratified(table: LabelTable, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    """The "stratified" scheme: stratified_split over the table's patients and its positive (value 1) entries.
+
+    Args:
+        table: the reader's LabelTable.
+        val_fraction: share of the patients in val.
+        test_fraction: share of the patients in test.
+        seed: the split seed.
+
+    Returns:
+        (N,) split names.
+    """
     return stratified_split(table.frame["patient_id"], table.values() == 1, val_fraction, test_fraction, seed)
 
 
 @SPLIT_SCHEMES.register("official")
 def split_official(table: LabelTable, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    """The "official" scheme: official_split (test_fraction unused).
+
+    Args:
+        table: the reader's LabelTable.
+        val_fraction: share of the patients in val.
+        test_fraction: share of the patients in test.
+        seed: the split seed.
+
+    Returns:
+        (N,) split names.
+    """
     return official_split(table.frame, val_fraction, seed)
 
 
 @SPLIT_SCHEMES.register("given")
 def split_given(table: LabelTable, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
-    """The split exactly as the dataset's files give it; each of train, val and test must have rows."""
+    """The split exactly as the dataset's files give it; each of train, val and test must have rows.
+
+    Args:
+        table: the reader's LabelTable.
+        val_fraction: share of the patients in val.
+        test_fraction: share of the patients in test.
+        seed: the split seed.
+
+    Returns:
+        (N,) split names.
+    """
     split = file_split(table.frame, "given")
     for name in SPLITS:
         if not (split == name).any():
@@ -186,7 +291,15 @@ def split_given(table: LabelTable, val_fraction: float, test_fraction: float, se
 
 
 def shared_patients(table: LabelTable, split: np.ndarray) -> pd.Series:
-    """Patients with images in more than one split -> the sorted split names they are in."""
+    """Patients with images in more than one split -> the sorted split names they are in.
+
+    Args:
+        table: the LabelTable.
+        split: (N,) split names.
+
+    Returns:
+        {patient: (split names)}, sorted by patient.
+    """
     frame = pd.DataFrame({"patient": table.frame["patient_id"].to_numpy(), "split": np.asarray(split, dtype=object)})
     counts = frame.groupby("patient", sort=True)["split"].nunique()
     shared = frame[frame["patient"].isin(counts.index[counts > 1])]
@@ -194,7 +307,16 @@ def shared_patients(table: LabelTable, split: np.ndarray) -> pd.Series:
 
 
 def patient_overlap_message(table: LabelTable, split: np.ndarray, shared: pd.Series) -> str:
-    """One line naming the first shared patient, an image of it in each of its splits, and the count."""
+    """One line naming the first shared patient, an image of it in each of its splits, and the count.
+
+    Args:
+        table: the LabelTable.
+        split: (N,) split names.
+        shared: shared_patients' result (not empty).
+
+    Returns:
+        The message.
+    """
     patient, names = shared.index[0], shared.iloc[0]
     rows = table.frame["patient_id"].to_numpy() == patient
     examples = ", ".join(f"{name} ({table.frame['path'].to_numpy()[rows & (split == name)][0]!r})" for name in names)
@@ -250,8 +372,15 @@ def assign_splits(
 
 
 def split_prevalence(table: LabelTable, split: np.ndarray) -> pd.DataFrame:
-    """Per-class prevalence (share of images with value 1) per split: index = classes + "images" +
-    "patients" (counts), columns = the splits present, then "all"."""
+    """Per-class prevalence (share of images with value 1) per split.
+
+    Args:
+        table: the LabelTable.
+        split: (N,) split names.
+
+    Returns:
+        index = classes + "images" + "patients" (counts), columns = the splits present, then "all".
+    """
     split = np.asarray(split, dtype=object)
     names = [s for s in SPLITS if (split == s).any()]
     columns = {}

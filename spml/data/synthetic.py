@@ -77,7 +77,11 @@ MASK_MIN_CHANGE = 0.02
 
 
 def affinity_matrix() -> np.ndarray:
-    """(C, C) multiplicative weight of class c once class j is present (symmetric)."""
+    """Multiplicative weight of class c once class j is present (symmetric).
+
+    Returns:
+        (C, C) float64.
+    """
     matrix = np.ones((len(CLASSES), len(CLASSES)))
     for (a, b), value in AFFINITY.items():
         i, j = CLASSES.index(a), CLASSES.index(b)
@@ -86,8 +90,17 @@ def affinity_matrix() -> np.ndarray:
 
 
 def sample_labels(rng: np.random.Generator, n: int) -> np.ndarray:
-    """(n, C) bool findings: no finding with prob NO_FINDING, else 1-4 classes drawn without
-    replacement, each draw weighted by BASE_WEIGHT times the affinities of the classes drawn so far."""
+    """Findings of `n` images: none with prob NO_FINDING, else 1-4 classes drawn without replacement.
+
+    Each draw is weighted by BASE_WEIGHT times the affinities of the classes drawn so far.
+
+    Args:
+        rng: the generator.
+        n: the number of images.
+
+    Returns:
+        (n, C) bool.
+    """
     count = np.where(rng.random(n) < NO_FINDING, 0, 1 + rng.choice(len(FINDING_COUNTS), n, p=FINDING_COUNTS))
     log_weight = np.tile(np.log(BASE_WEIGHT), (n, 1))
     log_affinity = np.log(affinity_matrix())
@@ -103,7 +116,16 @@ def sample_labels(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def sample_patients(rng: np.random.Generator, n: int, images_per_patient: float) -> tuple[np.ndarray, np.ndarray]:
-    """(patient number (n,), visit number (n,)): 1 + Binomial(2, (m - 1) / 2) images per patient (mean m)."""
+    """Patients of `n` images: 1 + Binomial(2, (m - 1) / 2) images per patient (mean m).
+
+    Args:
+        rng: the generator.
+        n: the number of images.
+        images_per_patient: m, in [1, 3] (a DataError otherwise).
+
+    Returns:
+        (patient number (n,), visit number (n,)).
+    """
     if not 1.0 <= images_per_patient <= 3.0:
         raise DataError(
             f"data.synthetic.images_per_patient={images_per_patient}: must lie in [1, 3] (patients have 1-3 images)"
@@ -115,14 +137,36 @@ def sample_patients(rng: np.random.Generator, n: int, images_per_patient: float)
 
 
 def uniform(rng: np.random.Generator, low: float, high: float, n: int) -> np.ndarray:
+    """`n` draws from U(low, high) as float32.
+
+    Args:
+        rng: the generator.
+        low: the lower bound.
+        high: the upper bound.
+        n: the number of draws.
+
+    Returns:
+        (n,) float32.
+    """
     return rng.uniform(low, high, n).astype(np.float32)
 
 
 def sample_params(
     rng: np.random.Generator, labels: np.ndarray, patient: np.ndarray, visit: np.ndarray
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Phantom parameters per image -> (labels after follow-up persistence, dict of (n, ...) arrays).
-    Coordinates are normalised: x, y in [-1, 1], y = -1 at the top; lung index 0 is image-left."""
+    """Phantom parameters per image.
+
+    Coordinates are normalised: x, y in [-1, 1], y = -1 at the top; lung index 0 is image-left.
+
+    Args:
+        rng: the generator.
+        labels: (n, C) bool findings.
+        patient: (n,) patient number.
+        visit: (n,) visit number (follow-ups keep the previous image's findings with prob PERSIST).
+
+    Returns:
+        (labels after follow-up persistence, dict of (n, ...) arrays).
+    """
     n, num_patients = len(labels), int(patient.max()) + 1
 
     def per_patient(values: np.ndarray) -> np.ndarray:
@@ -207,7 +251,15 @@ def sample_params(
 
 
 def lung_fields(labels: np.ndarray, p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Lung and heart geometry after the volume findings (atelectasis, emphysema, cardiomegaly): (n, 2) / (n,)."""
+    """Lung and heart geometry after the volume findings (atelectasis, emphysema, cardiomegaly).
+
+    Args:
+        labels: (B, C) bool findings.
+        p: the phantom parameters (sample_params), (B, ...) arrays.
+
+    Returns:
+        {cx, cy, a, b: (B, 2); heart_a, heart_cx, medi_cx, air, markings: (B,)}.
+    """
     column = {name: CLASSES.index(name) for name in CLASSES}
     cx, cy, a, b = (p[k].copy() for k in ("lung_cx", "lung_cy", "lung_a", "lung_b"))
     emph = labels[:, column["Emphysema"]]
@@ -235,12 +287,32 @@ def lung_fields(labels: np.ndarray, p: dict[str, np.ndarray]) -> dict[str, np.nd
 
 
 def col(values: np.ndarray) -> np.ndarray:
-    """(B,) or a scalar -> (B, 1) or (1, 1), for broadcasting against (B, S) coordinates."""
+    """(B,) or a scalar -> (B, 1) or (1, 1), for broadcasting against (B, S) coordinates.
+
+    Args:
+        values: (B,) values or a scalar.
+
+    Returns:
+        float32 (B, 1) or (1, 1).
+    """
     return np.asarray(values, np.float32).reshape(-1, 1)
 
 
 def ellipse(u: np.ndarray, v: np.ndarray, cx, cy, a, b, edge: float) -> tuple[np.ndarray, np.ndarray]:
-    """(r2, soft mask) of axis-aligned ellipses: u, v (B, S) -> (B, S, S) each; the mask ramps over `edge` of r2."""
+    """(r2, soft mask) of axis-aligned ellipses; the mask ramps over `edge` of r2.
+
+    Args:
+        u: (B, S) x coordinates.
+        v: (B, S) y coordinates.
+        cx: the centres' x, (B,) or a scalar.
+        cy: the centres' y, (B,) or a scalar.
+        a: the x semi-axes.
+        b: the y semi-axes.
+        edge: the ramp's width in r2.
+
+    Returns:
+        (r2, mask), each (B, S, S).
+    """
     r2 = (((u - col(cx)) / col(a)) ** 2)[:, None, :] + (((v - col(cy)) / col(b)) ** 2)[:, :, None]
     mask = np.subtract(1.0, r2, dtype=np.float32)
     mask *= 1 / edge
@@ -248,14 +320,34 @@ def ellipse(u: np.ndarray, v: np.ndarray, cx, cy, a, b, edge: float) -> tuple[np
 
 
 def gaussian(u: np.ndarray, v: np.ndarray, cx, cy, sx, sy) -> np.ndarray:
-    """Separable Gaussian bumps (B, S, S), peak 1."""
+    """Separable Gaussian bumps, peak 1.
+
+    Args:
+        u: (B, S) x coordinates.
+        v: (B, S) y coordinates.
+        cx: the centres' x, (B,) or a scalar.
+        cy: the centres' y.
+        sx: the x standard deviations.
+        sy: the y standard deviations.
+
+    Returns:
+        (B, S, S).
+    """
     gx = np.exp(-0.5 * ((u - col(cx)) / col(sx)) ** 2)
     gy = np.exp(-0.5 * ((v - col(cy)) / col(sy)) ** 2)
     return gy[:, :, None] * gx[:, None, :]
 
 
 def interpolation(coords: np.ndarray, size: int) -> np.ndarray:
-    """(B, S) coordinates in [-1, 1] -> (B, S, size) linear-interpolation weights onto a `size` grid."""
+    """Coordinates in [-1, 1] -> linear-interpolation weights onto a `size` grid.
+
+    Args:
+        coords: (B, S) coordinates.
+        size: the grid's size.
+
+    Returns:
+        float32 (B, S, size).
+    """
     pos = np.clip((coords + 1) * 0.5 * (size - 1), 0, size - 1 - 1e-4)
     low = pos.astype(np.int64)
     frac = (pos - low).astype(np.float32)
@@ -266,7 +358,17 @@ def interpolation(coords: np.ndarray, size: int) -> np.ndarray:
 
 
 def render_chunk(labels: np.ndarray, p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
-    """Render B phantoms -> uint8 (B, size, size): the noise-free picture plus pixel noise from `rng`."""
+    """Render B phantoms: the noise-free picture plus pixel noise from `rng`.
+
+    Args:
+        labels: (B, C) bool findings.
+        p: the phantom parameters (sample_params), (B, ...) arrays.
+        size: the side in pixels.
+        rng: the pixel noise's generator.
+
+    Returns:
+        uint8 (B, size, size).
+    """
     image = draw(labels, p, size)
     noise = rng.standard_normal(image.shape, dtype=np.float32)
     noise *= col(p["noise"])[:, :, None]
@@ -280,12 +382,21 @@ def render_chunk(labels: np.ndarray, p: dict[str, np.ndarray], size: int, rng: n
 def finding_masks(
     labels: np.ndarray, p: dict[str, np.ndarray], size: int, min_change: float = MASK_MIN_CHANGE
 ) -> np.ndarray:
-    """Where each finding changes the picture: bool (B, C, size, size), False for findings an image lacks.
+    """Where each finding changes the picture, False for findings an image lacks.
 
     For each image with finding c, the noise-free picture (clipped to [0, 1]) is drawn again from the same
     parameters with c alone removed; the mask is where the two differ by at least `min_change` of the grey
     range. So it covers everything c does to that image, volume changes included (atelectasis moves the
     lung base and the heart, emphysema darkens both lungs), and nothing the other findings do.
+
+    Args:
+        labels: (B, C) bool findings.
+        p: the phantom parameters (sample_params), (B, ...) arrays.
+        size: the side in pixels.
+        min_change: the smallest visible change, as a share of the grey range.
+
+    Returns:
+        bool (B, C, size, size).
     """
     masks = np.zeros((len(labels), len(CLASSES), size, size), bool)
     picture = np.clip(draw(labels, p, size), 0, 1)
@@ -300,7 +411,16 @@ def finding_masks(
 
 
 def draw(labels: np.ndarray, p: dict[str, np.ndarray], size: int) -> np.ndarray:
-    """The noise-free pictures of B phantoms, float32 (B, size, size), before clipping to [0, 1]."""
+    """The noise-free pictures of B phantoms, before clipping to [0, 1].
+
+    Args:
+        labels: (B, C) bool findings.
+        p: the phantom parameters (sample_params), (B, ...) arrays.
+        size: the side in pixels.
+
+    Returns:
+        float32 (B, size, size).
+    """
     n = len(labels)
     has = {name: np.flatnonzero(labels[:, j]) for j, name in enumerate(CLASSES)}
     g = lung_fields(labels, p)
@@ -417,7 +537,13 @@ def draw(labels: np.ndarray, p: dict[str, np.ndarray], size: int) -> np.ndarray:
 
 
 class Phantoms:
-    """Labels, patients and parameters of `num_images` phantoms; `render(size)` draws them."""
+    """Labels, patients and parameters of `num_images` phantoms; `render(size)` draws them.
+
+    Args:
+        num_images: how many phantoms (at least 1).
+        images_per_patient: mean images per patient, in [1, 3].
+        seed: the generator seed.
+    """
 
     def __init__(self, num_images: int, images_per_patient: float = 1.5, seed: int = 0):
         if num_images < 1:
@@ -433,7 +559,14 @@ class Phantoms:
         return len(self.labels)
 
     def render(self, size: int) -> np.ndarray:
-        """uint8 (N, size, size); pixel noise is seeded per RENDER_CHUNK images, so the result is fixed."""
+        """Draw every phantom; pixel noise is seeded per RENDER_CHUNK images, so the result is fixed.
+
+        Args:
+            size: the side in pixels (16-512; a DataError otherwise).
+
+        Returns:
+            uint8 (N, size, size).
+        """
         if not 16 <= size <= 512:
             raise DataError(f"data.size={size}: the synthetic phantoms render at 16-512 px (32-256 intended)")
         out = np.empty((len(self), size, size), np.uint8)
@@ -445,8 +578,17 @@ class Phantoms:
         return out
 
     def masks(self, rows: np.ndarray, size: int) -> np.ndarray:
-        """Finding masks of phantoms `rows` (R,) at `size` px -> bool (R, C, size, size) (see finding_masks);
-        they match render(size)[rows] pixel for pixel."""
+        """Finding masks of phantoms `rows` at `size` px (see finding_masks).
+
+        They match render(size)[rows] pixel for pixel.
+
+        Args:
+            rows: (R,) phantom numbers.
+            size: the side in pixels.
+
+        Returns:
+            bool (R, C, size, size).
+        """
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), len(CLASSES), size, size), bool)
         for start in range(0, len(rows), RENDER_CHUNK):
@@ -459,7 +601,13 @@ class Phantoms:
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """The generator parameters that fix the phantoms and their labels (data.synthetic.*; not the image size)."""
+    """The generator parameters that fix the phantoms and their labels (data.synthetic.*; not the image size).
+
+    Attributes:
+        num_images: how many phantoms.
+        images_per_patient: mean follow-ups per patient.
+        seed: the generator seed.
+    """
 
     num_images: int = 3000
     images_per_patient: float = 1.5  # mean follow-ups per patient
@@ -467,7 +615,14 @@ class SyntheticSpec:
 
 
 def source_hash(spec: SyntheticSpec) -> str:
-    """sha256 of the generator parameters that fix the labels (the image size does not)."""
+    """sha256 of the generator parameters that fix the labels (the image size does not).
+
+    Args:
+        spec: the generator parameters.
+
+    Returns:
+        The hex digest.
+    """
     fields = {
         "generator": GENERATOR_VERSION,
         "num_images": spec.num_images,
@@ -479,11 +634,32 @@ def source_hash(spec: SyntheticSpec) -> str:
 
 @functools.lru_cache(maxsize=2)
 def phantoms(num_images: int, images_per_patient: float, seed: int) -> Phantoms:
+    """The Phantoms of these generator parameters (the last two kept in memory).
+
+    Args:
+        num_images: how many phantoms.
+        images_per_patient: mean images per patient.
+        seed: the generator seed.
+
+    Returns:
+        The Phantoms.
+    """
     return Phantoms(num_images, images_per_patient, seed)
 
 
 @functools.lru_cache(maxsize=2)
 def rendered(num_images: int, images_per_patient: float, seed: int, size: int) -> np.ndarray:
+    """All phantoms of these generator parameters rendered at `size` (read-only; the last two kept in memory).
+
+    Args:
+        num_images: how many phantoms.
+        images_per_patient: mean images per patient.
+        seed: the generator seed.
+        size: the side in pixels.
+
+    Returns:
+        uint8 (N, size, size).
+    """
     images = phantoms(num_images, images_per_patient, seed).render(size)
     images.flags.writeable = False
     return images
@@ -549,8 +725,19 @@ def lesion_masks(spec: SyntheticSpec, frame, classes: Sequence[str], size: int) 
 
 
 def synthetic_source(spec: SyntheticSpec, table: LabelTable, size: int) -> ArraySource:
-    """In-memory images (uint8 (N, size, size)) of the table's rows (any subset of read_synthetic's table).
-    All phantoms are rendered once per (generator parameters, size) and kept."""
+    """In-memory images of the table's rows (any subset of read_synthetic's table).
+
+    All phantoms are rendered once per (generator parameters, size) and kept. A table made with other parameters is a
+    DataError.
+
+    Args:
+        spec: the generator parameters the table was read with.
+        table: the rows.
+        size: the side in pixels.
+
+    Returns:
+        ArraySource of uint8 (N, size, size).
+    """
     if table.source_hash != source_hash(spec):
         raise DataError(f"table {table.source} was not made by the synthetic reader with this data.synthetic config")
     images = rendered(spec.num_images, spec.images_per_patient, spec.seed, size)

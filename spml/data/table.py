@@ -36,8 +36,16 @@ class DataError(ValueError):
 
 @dataclass
 class LabelTable:
-    """One row per image: META_COLUMNS, optionally OFFICIAL_SPLIT, then one float column per class
-    (1 positive, 0 negative, -1 uncertain, NaN not mentioned). Paths are absolute ("" = in memory)."""
+    """One row per image: META_COLUMNS, optionally OFFICIAL_SPLIT, then one float column per class.
+
+    Values are 1 positive, 0 negative, -1 uncertain, NaN not mentioned. Paths are absolute ("" = in memory).
+
+    Attributes:
+        frame: the rows.
+        classes: the class columns, in order.
+        source: label file the table came from.
+        source_hash: sha256 of that file's bytes.
+    """
 
     frame: pd.DataFrame
     classes: tuple[str, ...]
@@ -49,7 +57,14 @@ class LabelTable:
         return self.frame.loc[:, list(self.classes)].to_numpy(dtype=np.float64)
 
     def subset(self, rows: np.ndarray) -> LabelTable:
-        """Rows selected by a boolean mask or positions, index reset."""
+        """Rows selected by a boolean mask or positions, index reset.
+
+        Args:
+            rows: (N,) bool mask or row positions.
+
+        Returns:
+            The LabelTable of those rows.
+        """
         rows = np.asarray(rows)
         frame = self.frame[rows] if rows.dtype == bool else self.frame.iloc[rows]
         return LabelTable(frame.reset_index(drop=True), self.classes, self.source, self.source_hash)
@@ -63,7 +78,19 @@ def make_table(
     source_hash: str,
     official_split: Iterable[str] | None = None,
 ) -> LabelTable:
-    """Assemble a LabelTable; `meta` holds META_COLUMNS (missing ones get "" / NaN), values (N, C)."""
+    """Assemble a LabelTable; `meta` holds META_COLUMNS (missing ones get "" / NaN).
+
+    Args:
+        meta: {META_COLUMNS name: (N,) values}.
+        values: (N, C) label values.
+        classes: the class names, in column order.
+        source: the label file.
+        source_hash: sha256 of its bytes.
+        official_split: (N,) the dataset's own split names (None: no OFFICIAL_SPLIT column).
+
+    Returns:
+        The LabelTable.
+    """
     n = len(values)
     columns: dict[str, object] = {}
     for name in META_COLUMNS:
@@ -83,18 +110,44 @@ def make_table(
 
 # ----------------------------------------------------------------------------------------- files
 def row_error(file: str, row: int, column: str, message: str) -> DataError:
-    """DataError for 1-based data row `row` of `file` (line row + 1 counting the header)."""
+    """DataError for 1-based data row `row` of `file` (line row + 1 counting the header).
+
+    Args:
+        file: the file.
+        row: the 1-based data row.
+        column: the column.
+        message: what is wrong.
+
+    Returns:
+        The DataError (to raise).
+    """
     return DataError(f"{file}: data row {row} (line {row + 1}), column {column!r}: {message}")
 
 
 def file_sha256(path: str) -> str:
+    """sha256 of a file's bytes.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The hex digest.
+    """
     with open(path, "rb") as handle:
         return hashlib.sha256(handle.read()).hexdigest()
 
 
 def read_text(path: str) -> tuple[str, str]:
-    """(UTF-8 text with "\\n" line ends, whatever the file used; sha256 of the file's bytes); .gz is decompressed;
-    non-UTF-8 bytes are a DataError."""
+    """A label file's text, whatever line ends it used; .gz is decompressed.
+
+    A missing or unreadable file and non-UTF-8 bytes are DataErrors.
+
+    Args:
+        path: the file.
+
+    Returns:
+        (UTF-8 text with "\\n" line ends, sha256 of the file's bytes).
+    """
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
@@ -115,10 +168,17 @@ def read_text(path: str) -> tuple[str, str]:
 
 
 def read_csv(path: str, required: Sequence[str] = ()) -> tuple[pd.DataFrame, str]:
-    """Read a comma-separated file as strings (no NA guessing) -> (frame, sha256 of the file bytes).
+    """Read a comma-separated file as strings (no NA guessing).
 
-    Raises DataError for an empty file, a header without data rows, a ';' or tab separated file,
-    malformed rows, a column name given twice and missing `required` columns.
+    Raises DataError for an empty file, a header without data rows, a ';' or tab separated file, malformed rows, a
+    column name given twice and missing `required` columns.
+
+    Args:
+        path: the file (.gz decompressed).
+        required: columns the file must have.
+
+    Returns:
+        (frame, sha256 of the file bytes).
     """
     text, digest = read_text(path)
     if not text.strip():
@@ -145,10 +205,17 @@ def read_csv(path: str, required: Sequence[str] = ()) -> tuple[pd.DataFrame, str
 
 
 def check_header(text: str, path: str) -> None:
-    """A column name given twice in the header (spaces around names ignored) is a DataError naming it and both
+    """Refuse a header naming a column twice and rows cut short.
+
+    A column name given twice in the header (spaces around names ignored) is a DataError naming it and both
     positions: pandas would read the second as "<name>.1", which spml would never look at. A row with fewer
     fields than the header (a row cut short, a partial copy that ends inside its last row) is a DataError naming
-    its line: pandas would read the missing fields as blank, which a label file means as "not mentioned"."""
+    its line: pandas would read the missing fields as blank, which a label file means as "not mentioned".
+
+    Args:
+        text: the file's text.
+        path: the file (named in errors).
+    """
     rows = csv.reader(io.StringIO(text))
     header = next((row for row in rows if row), [])
     for row in rows:
@@ -171,7 +238,16 @@ def check_header(text: str, path: str) -> None:
 
 
 def first_existing(candidates: Sequence[str], what: str, key: str) -> str:
-    """The first existing file among `candidates`, else a DataError listing them and the config key."""
+    """The first existing file among `candidates`, else a DataError listing them and the config key.
+
+    Args:
+        candidates: the paths to try, in order.
+        what: what the file is (named in the error).
+        key: the config key that sets it (named in the error).
+
+    Returns:
+        The path.
+    """
     for path in candidates:
         if os.path.isfile(path):
             return path
@@ -179,7 +255,15 @@ def first_existing(candidates: Sequence[str], what: str, key: str) -> str:
 
 
 def dataset_root(root: str, labels: str = "") -> str:
-    """Absolute dataset root: data.root, else the folder of data.labels ("" when neither is set)."""
+    """Absolute dataset root: data.root, else the folder of data.labels ("" when neither is set).
+
+    Args:
+        root: data.root.
+        labels: data.labels.
+
+    Returns:
+        The folder.
+    """
     if root:
         return os.path.abspath(root)
     return os.path.dirname(os.path.abspath(labels)) if labels else ""
@@ -189,7 +273,13 @@ MISSING_VALUES = ("", "nan", "NaN", "NA", "N/A", "None", "null", "NULL")  # how 
 
 
 def check_empty_paths(paths: pd.Series, file: str, column: str) -> None:
-    """Empty or missing-value paths are errors (rows are 1-based data rows of `file`)."""
+    """Empty or missing-value paths are errors (rows are 1-based data rows of `file`).
+
+    Args:
+        paths: the paths as written.
+        file: the label file (named in errors).
+        column: its column (named in errors).
+    """
     empty = np.flatnonzero(paths.str.strip().isin(MISSING_VALUES).to_numpy())
     if empty.size:
         raise row_error(
@@ -198,7 +288,14 @@ def check_empty_paths(paths: pd.Series, file: str, column: str) -> None:
 
 
 def check_duplicates(keys: Sequence[str], written: pd.Series, file: str, column: str) -> None:
-    """Rows with one key (the image file they name) are an error naming the rows and their paths as written."""
+    """Rows with one key (the image file they name) are an error naming the rows and their paths as written.
+
+    Args:
+        keys: (N,) the image file each row names.
+        written: (N,) the paths as written.
+        file: the label file (named in errors).
+        column: its column (named in errors).
+    """
     keys = pd.Series(np.asarray(keys, dtype=object))
     repeated = keys.duplicated(keep=False).to_numpy()
     if not repeated.any():
@@ -217,14 +314,29 @@ def check_duplicates(keys: Sequence[str], written: pd.Series, file: str, column:
 
 
 def check_paths(paths: pd.Series, file: str, column: str) -> None:
-    """Empty or missing-value paths and rows repeating a value (as written) are errors."""
+    """Empty or missing-value paths and rows repeating a value (as written) are errors.
+
+    Args:
+        paths: the paths as written.
+        file: the label file (named in errors).
+        column: its column (named in errors).
+    """
     check_empty_paths(paths, file, column)
     check_duplicates(paths.to_numpy(), paths, file, column)
 
 
 def resolve_link(path: str) -> str:
-    """os.path.realpath of `path`; a symlink loop raises OSError(ELOOP), a dangling link resolves as far as
-    it goes (the image check then reports the file missing)."""
+    """os.path.realpath of `path`.
+
+    A symlink loop raises OSError(ELOOP), a dangling link resolves as far as it goes (the image check then reports
+    the file missing).
+
+    Args:
+        path: a path.
+
+    Returns:
+        The resolved path.
+    """
     try:
         return os.path.realpath(path, strict=True)
     except OSError as err:
@@ -234,9 +346,17 @@ def resolve_link(path: str) -> str:
 
 
 def real_paths(paths: np.ndarray, loop_error: Callable[[int, str], DataError]) -> np.ndarray:
-    """(N,) the file each absolute, normalised path names, symlinks resolved; one lstat per distinct folder
-    and one scandir per folder (for symlinked files) instead of a realpath per row.
-    `loop_error(row, path)` builds the error for a symlink loop met at 0-based row `row`."""
+    """The file each absolute, normalised path names, symlinks resolved.
+
+    One lstat per distinct folder and one scandir per folder (for symlinked files) instead of a realpath per row.
+
+    Args:
+        paths: (N,) absolute, normalised paths.
+        loop_error: loop_error(row, path) builds the error for a symlink loop met at 0-based row `row`.
+
+    Returns:
+        (N,) resolved paths.
+    """
     parts = [path.rpartition(os.sep) for path in paths]  # (folder, sep, name); paths are absolute, normalised
     folder_of, folders = pd.factorize(pd.Series([folder or os.sep for folder, _, _ in parts], dtype=object))
     names = [name for _, _, name in parts]
@@ -294,15 +414,25 @@ def resolve_image_paths(
     allow_outside_root: bool = False,
     joined: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """The image paths of a label file's rows as the table stores them: joined with the dataset root and
-    normalised (os.path.normpath: "./x.png" and "a/../x.png" are "x.png"; symlinks are kept, so the cache key
-    stays the path the user wrote). The file each names (symlinks resolved) must be unique: two rows naming
-    one image (written differently, or through a link) are a DataError naming both as written, since they
-    could land in different splits. A path that lies outside `root` both as written and resolved is a
-    DataError unless `allow_outside_root` (data.allow_outside_root); a symlink loop is one too.
+    """The image paths of a label file's rows as the table stores them.
 
-    written: (N,) the column as in the file (for messages); joined: the paths to join with `root` when the
-    reader located them itself (NIH image folders, CheXpert's prefix removed); default `written`.
+    Joined with the dataset root and normalised (os.path.normpath: "./x.png" and "a/../x.png" are "x.png"; symlinks
+    are kept, so the cache key stays the path the user wrote). The file each names (symlinks resolved) must be
+    unique: two rows naming one image (written differently, or through a link) are a DataError naming both as
+    written, since they could land in different splits. A path that lies outside `root` both as written and
+    resolved is a DataError unless `allow_outside_root` (data.allow_outside_root); a symlink loop is one too.
+
+    Args:
+        written: (N,) the column as in the file (for messages).
+        root: the dataset root.
+        file: the label file (named in errors).
+        column: its column (named in errors).
+        allow_outside_root: accept paths outside `root`.
+        joined: the paths to join with `root` when the reader located them itself (NIH image folders, CheXpert's
+            prefix removed); default `written`.
+
+    Returns:
+        (N,) absolute paths, object array.
     """
     check_empty_paths(written, file, column)
     root = os.path.abspath(root)
@@ -343,7 +473,14 @@ def resolve_image_paths(
 
 # ----------------------------------------------------------------------------------------- images
 def existing_files(paths: Sequence[str]) -> np.ndarray:
-    """(N,) bool: the file exists; one os.scandir per distinct folder instead of one stat per path."""
+    """Whether each file exists; one os.scandir per distinct folder instead of one stat per path.
+
+    Args:
+        paths: the files.
+
+    Returns:
+        (N,) bool.
+    """
     folders = pd.Series(paths, dtype=object).map(os.path.dirname)
     listing: dict[str, set[str]] = {}
     for folder in folders.unique():
@@ -358,11 +495,20 @@ def existing_files(paths: Sequence[str]) -> np.ndarray:
 def check_images(
     table: LabelTable, missing: str, held: Callable[[np.ndarray], np.ndarray] | None = None, source: str = ""
 ) -> LabelTable:
-    """Apply data.missing to image files that do not exist (in-memory rows, path "", are skipped), or with
-    `held` (paths -> (N,) bool) to the images an image cache (named `source`) has no entry for.
+    """Apply data.missing to image files that do not exist, or with `held` to images a cache has no entry for.
 
-    error: DataError naming the count and the first 5 missing paths. drop: those rows are removed,
-    the count is logged, warned and stored in `frame.attrs["missing_dropped"]`.
+    In-memory rows (path "") are skipped. error: DataError naming the count and the first 5 missing paths. drop:
+    those rows are removed, the count is logged, warned and stored in `frame.attrs["missing_dropped"]`. A table left
+    empty is a DataError.
+
+    Args:
+        table: the reader's LabelTable.
+        missing: "error" | "drop" (data.missing).
+        held: paths -> (N,) bool, the image cache's entries (None: check the files).
+        source: the image cache (named in messages).
+
+    Returns:
+        The table of the rows kept.
     """
     if missing not in ("error", "drop"):
         raise DataError(f"data.missing={missing!r}; choose from ['drop', 'error']")
@@ -393,8 +539,20 @@ def check_images(
 
 
 def view_mask(views: pd.Series, wanted: Sequence[str], file: str, column: str) -> np.ndarray:
-    """(N,) bool: rows whose `column` value is in data.views (all rows when data.views is empty); letter case and
-    surrounding spaces do not matter (a file that writes `pa` keeps those rows under data.views=[PA])."""
+    """Rows whose `column` value is in data.views (all rows when data.views is empty).
+
+    Letter case and surrounding spaces do not matter (a file that writes `pa` keeps those rows under
+    data.views=[PA]); a filter that keeps no row is a DataError.
+
+    Args:
+        views: (N,) the view column.
+        wanted: data.views.
+        file: the label file (named in errors).
+        column: its column (named in errors).
+
+    Returns:
+        (N,) bool.
+    """
     if not wanted:
         return np.ones(len(views), bool)
     keep = views.str.strip().str.upper().isin([view.upper() for view in wanted]).to_numpy()

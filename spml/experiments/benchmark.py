@@ -67,7 +67,28 @@ MPC_VARIANTS = {  # name -> overrides of the MPC step variants
 
 @dataclass(frozen=True)
 class BenchmarkSettings:
-    """What tools/benchmark.py measures (its flags; see the module docstring)."""
+    """What tools/benchmark.py measures (its flags; see the module docstring).
+
+    Attributes:
+        backbone: model.backbone.
+        size: data.size.
+        batch: data.batch_size per process.
+        workers: data.num_workers.
+        bf16: train.precision=bf16.
+        channels_last: model.channels_last.
+        compile: model.compile.
+        steps: timed training steps per variant.
+        warmup: untimed steps first.
+        iters: timed batches per augmentation pipeline.
+        images: files written for the loader and step sections.
+        source_size: side of the written PNG/JPEG files.
+        sections: the sections to run (SECTIONS; an unknown one is a ValueError).
+        growth_batches: batches of the cost-growth grid.
+        growth_sizes: image sizes of the cost-growth grid.
+        growth_steps: timed steps per growth cell.
+        bt_batch: batch of the batch-transformer share check.
+        overrides: config overrides, e.g. augment.elastic.kernel_size=31.
+    """
 
     backbone: str = "resnet10t"  # model.backbone
     size: int = 128  # data.size
@@ -96,13 +117,26 @@ class BenchmarkSettings:
 
 # ------------------------------------------------------------------------------------------------ measuring
 def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA only; nothing on the CPU).
+
+    Args:
+        device: the device.
+    """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 @contextmanager
 def peak_memory(device: torch.device, into: dict):
-    """Adds peak_mib: CUDA peak allocated during the block, or the process's peak RSS so far on the CPU."""
+    """Adds peak_mib to `into`: CUDA peak allocated during the block, or the process's peak RSS so far on the CPU.
+
+    Args:
+        device: the device measured.
+        into: the dict that receives peak_mib.
+
+    Yields:
+        None: the measured block.
+    """
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     yield
@@ -113,7 +147,17 @@ def peak_memory(device: torch.device, into: dict):
 
 
 def images_per_second(run: Callable[[], None], batch: int, iters: int, device: torch.device) -> dict:
-    """Run once to warm up, then `iters` times; -> {images_per_s, ms, peak_mib}."""
+    """Run once to warm up, then `iters` times, timed.
+
+    Args:
+        run: one batch's work.
+        batch: images per run.
+        iters: timed runs.
+        device: the device (synchronised around the timing).
+
+    Returns:
+        {images_per_s, ms (per run), peak_mib}.
+    """
     result: dict = {}
     run()
     synchronize(device)
@@ -127,7 +171,14 @@ def images_per_second(run: Callable[[], None], batch: int, iters: int, device: t
 
 
 def endless_batches(trainer: Trainer) -> Iterator[dict]:
-    """The trainer's prepared train loader epoch after epoch, as Trainer.fit walks it."""
+    """The trainer's prepared train loader epoch after epoch, as Trainer.fit walks it.
+
+    Args:
+        trainer: the Trainer.
+
+    Yields:
+        The loader's batches, without end.
+    """
     epoch = 0
     while True:
         trainer.train_loader.set_epoch(epoch)
@@ -136,7 +187,12 @@ def endless_batches(trainer: Trainer) -> Iterator[dict]:
 
 
 class StepTimer:
-    """Trainer.train_step on the trainer's own loader, one step at a time (see round_robin)."""
+    """Trainer.train_step on the trainer's own loader, one step at a time (see round_robin).
+
+    Args:
+        trainer: the Trainer (its objective is put in train mode).
+        warmup: untimed steps run first.
+    """
 
     def __init__(self, trainer: Trainer, warmup: int):
         self.trainer, self.device = trainer, trainer.accelerator.device
@@ -180,8 +236,18 @@ class StepTimer:
 
 
 def round_robin(configs: dict[str, Config], steps: int, warmup: int) -> dict[str, dict]:
-    """Time several trainers in turns (one step each per round), so load from other processes on the
-    machine hits every variant alike and their ratios stay meaningful."""
+    """Time several trainers in turns (one step each per round).
+
+    So load from other processes on the machine hits every variant alike and their ratios stay meaningful.
+
+    Args:
+        configs: {name: config} of the variants.
+        steps: timed steps per variant.
+        warmup: untimed steps per variant.
+
+    Returns:
+        {name: StepTimer.result()}: step_ms, step_images_per_s, images_per_s, wait_fraction, peak_mib.
+    """
     timers: dict[str, StepTimer] = {}
     try:
         for name, config in configs.items():
@@ -200,13 +266,31 @@ def round_robin(configs: dict[str, Config], steps: int, warmup: int) -> dict[str
 
 
 def consecutive(config: Config, steps: int, warmup: int) -> dict:
-    """`steps` steps in a row, as training runs them: the data wait share with the configured workers."""
+    """`steps` steps in a row, as training runs them: the data wait share with the configured workers.
+
+    Args:
+        config: the run's config.
+        steps: timed steps.
+        warmup: untimed steps.
+
+    Returns:
+        StepTimer.result() of the run.
+    """
     return round_robin({"run": config}, steps, warmup)["run"]
 
 
 # ------------------------------------------------------------------------------------------------ data
 def write_dataset(folder: Path, count: int, source_size: int) -> dict[str, Path]:
-    """PNG and JPEG files (source_size px) of synthetic phantoms + one label CSV per format."""
+    """PNG and JPEG files (source_size px) of synthetic phantoms + one label CSV per format.
+
+    Args:
+        folder: where to write.
+        count: images per format.
+        source_size: the files' side in pixels.
+
+    Returns:
+        {"png": label CSV, "jpg": label CSV}.
+    """
     phantoms = Phantoms(count, seed=0)
     rendered = Phantoms(min(count, UNIQUE_IMAGES), seed=0).render(min(source_size, 512))
     labels = pd.DataFrame(phantoms.labels.astype(int), columns=list(CLASSES))
@@ -229,7 +313,16 @@ def write_dataset(folder: Path, count: int, source_size: int) -> dict[str, Path]
 
 
 def dataset_config_file(folder: Path, labels: Path, cache: str = "") -> Path:
-    """A data-section YAML for the generic CSV reader over the written files."""
+    """A data-section YAML for the generic CSV reader over the written files.
+
+    Args:
+        folder: where to write it.
+        labels: the label CSV (write_dataset).
+        cache: a uint8 cache folder ("": decode the files).
+
+    Returns:
+        The YAML file's path.
+    """
     file = folder / f"data_{labels.stem}{'_cache' if cache else ''}.yaml"
     data = {
         "dataset": "csv",
@@ -243,6 +336,13 @@ def dataset_config_file(folder: Path, labels: Path, cache: str = "") -> Path:
 
 # ------------------------------------------------------------------------------------------------ sections
 class Benchmark:
+    """The benchmark's sections on files written to `folder`; their numbers collect in `results`.
+
+    Args:
+        args: the settings.
+        folder: a scratch folder for the files, the cache and the run.
+    """
+
     def __init__(self, args: BenchmarkSettings, folder: Path):
         self.args, self.folder = args, folder
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -251,6 +351,15 @@ class Benchmark:
         self.cache = ""
 
     def overrides(self, size: int | None = None, batch: int | None = None) -> list[str]:
+        """The config overrides every measured run shares (the settings' size, batch, backbone, precision, ...).
+
+        Args:
+            size: data.size (None: the settings').
+            batch: data.batch_size (None: the settings').
+
+        Returns:
+            The `key=value` overrides, the settings' own last.
+        """
         a = self.args
         size, batch = size or a.size, batch or a.batch
         precision = "bf16" if a.bf16 else "'no'"  # quoted: YAML reads a bare no as false
@@ -283,6 +392,18 @@ class Benchmark:
         size: int | None = None,
         batch: int | None = None,
     ) -> Config:
+        """A config of `mode` from `files` with the shared overrides and `extra`.
+
+        Args:
+            files: data-section YAML files.
+            mode: "supervised" | "spml".
+            extra: more overrides.
+            size: data.size (None: the settings').
+            batch: data.batch_size (None: the settings').
+
+        Returns:
+            The Config.
+        """
         return load_config([str(f) for f in files], [*self.overrides(size, batch), *extra], mode=mode)
 
     def prepare(self) -> None:
@@ -373,6 +494,14 @@ class Benchmark:
         self.results["step"] = out
 
     def evaluate(self, trainer: Trainer) -> dict:
+        """Evaluation throughput: predict_split over the validation loader, after one untimed pass.
+
+        Args:
+            trainer: the Trainer (its Validation callback's model and loader).
+
+        Returns:
+            {images_per_s, images, peak_mib}.
+        """
         validation = trainer.callback(Validation)
         images = len(validation.loader.dataset)
         predict_split(validation.model, validation.loader, trainer.accelerator)  # warm-up (workers, compile)
@@ -419,8 +548,16 @@ class Benchmark:
         }
 
     def bt_share(self, trainer: Trainer) -> dict:
-        """Forward + backward of the MPC objective's batch transformer alone on (B, D) embeddings, for B up to
-        --bt-batch, against the whole MPC step at --bt-batch (the smallest growth size: its largest share)."""
+        """Forward + backward of the MPC objective's batch transformer alone on (B, D) embeddings.
+
+        For B up to --bt-batch, against the whole MPC step at --bt-batch (the smallest growth size: its largest share).
+
+        Args:
+            trainer: an MPC Trainer at batch --bt-batch.
+
+        Returns:
+            {batch, size, step_ms, bt_ms ({B: ms}), btc_share}.
+        """
         timer = StepTimer(trainer, 1)
         for _ in range(self.args.growth_steps):
             timer.step()
@@ -444,7 +581,15 @@ class Benchmark:
 
 
 def with_trainer(config: Config, measure: Callable[[Trainer], dict]) -> dict:
-    """measure(build_trainer(config)); the trainer and its loader workers are gone before the next measurement."""
+    """measure(build_trainer(config)); the trainer and its loader workers are gone before the next measurement.
+
+    Args:
+        config: the run's config.
+        measure: the measurement.
+
+    Returns:
+        What `measure` returns.
+    """
     trainer = build_trainer(config)
     try:
         return measure(trainer)
@@ -457,6 +602,15 @@ def with_trainer(config: Config, measure: Callable[[Trainer], dict]) -> dict:
 
 
 def setup_record(args: BenchmarkSettings, device: torch.device) -> dict:
+    """What was measured where: the device, torch's version, the load average, the command and the settings.
+
+    Args:
+        args: the settings.
+        device: the device.
+
+    Returns:
+        The record.
+    """
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     return {
         "device": torch.cuda.get_device_name(device)
@@ -471,6 +625,14 @@ def setup_record(args: BenchmarkSettings, device: torch.device) -> dict:
 
 # ------------------------------------------------------------------------------------------------ report
 def markdown(results: dict) -> str:
+    """The results as Markdown tables, one per section that ran.
+
+    Args:
+        results: run_benchmark's results.
+
+    Returns:
+        The text.
+    """
     s = results["setup"]
     lines = [
         f"device: {s['device']}; torch {s['torch']}; load average {s['load_average']}",
@@ -545,14 +707,29 @@ def markdown(results: dict) -> str:
 
 
 def fmt(value) -> str:
+    """A table cell: floats with 2 decimals below 10, none above; anything else as str().
+
+    Args:
+        value: the value.
+
+    Returns:
+        The text.
+    """
     if isinstance(value, float):
         return f"{value:.2f}" if abs(value) < 10 else f"{value:.0f}"
     return str(value)
 
 
 def run_benchmark(settings: BenchmarkSettings) -> dict:
-    """Every section of `settings.sections` on files written to a temporary folder -> the results
-    ({"setup", "data", "loader", "augment", "step", "eval", "growth"}: the numbers `markdown` prints)."""
+    """Every section of `settings.sections` on files written to a temporary folder.
+
+    Args:
+        settings: what to measure.
+
+    Returns:
+        The results ({"setup", "data", "loader", "augment", "step", "eval", "growth"}: the numbers `markdown`
+        prints).
+    """
     logging.getLogger("spml.data.build").setLevel(logging.ERROR)  # per-trainer data notes, not results
     with tempfile.TemporaryDirectory(prefix="spml-bench-") as folder:
         bench = Benchmark(settings, Path(folder))

@@ -40,8 +40,15 @@ RECORD = "epochs.npz"
 
 
 class EpochPredictions(Callback):
-    """After every completed epoch: the probabilities of the evaluated weights (the Validation callback's model) on
-    the val and test loaders, kept in memory (`val`, `test`: lists of (N, C) float32 arrays, one per epoch)."""
+    """After every completed epoch: the probabilities of the evaluated weights on the val and test loaders.
+
+    The evaluated weights are the Validation callback's model; the probabilities are kept in memory (`val`, `test`:
+    lists of (N, C) float32 arrays, one per epoch).
+
+    Args:
+        test_dataset: the test split's dataset.
+        batch_size: the test loader's batch size.
+    """
 
     def __init__(self, test_dataset, batch_size: int):
         self.test_dataset, self.batch_size = test_dataset, batch_size
@@ -49,6 +56,12 @@ class EpochPredictions(Callback):
         self.test: list[np.ndarray] = []
 
     def on_epoch_end(self, trainer, completed: bool) -> None:
+        """Predict the val and test splits when the epoch completed (an interrupted epoch adds nothing).
+
+        Args:
+            trainer: the Trainer (its Validation callback's model and loader, its accelerator).
+            completed: whether the epoch ran to its end.
+        """
         if not completed:
             return
         validation = trainer.callback(Validation)
@@ -58,10 +71,20 @@ class EpochPredictions(Callback):
 
 
 def record_training(config: Config, out: str | Path) -> Path:
-    """Train `config` (data.mask_val must be false: the val split keeps its full labels) and write <out>/epochs.npz:
-    val_probs (E, N, C), test_probs (E, M, C), val_targets / val_known (full labels), val_observed (the
-    single positives data.mask_val=true gives the same rows), test_targets / test_known, train_observed (the train
-    split's observed positives, (T, C)), expected_positives (the run's k) and classes."""
+    """Train `config` and write <out>/epochs.npz.
+
+    data.mask_val must be false: the val split keeps its full labels. The file holds val_probs (E, N, C),
+    test_probs (E, M, C), val_targets / val_known (full labels), val_observed (the single positives data.mask_val=true
+    gives the same rows), test_targets / test_known, train_observed (the train split's observed positives, (T, C)),
+    expected_positives (the run's k) and classes.
+
+    Args:
+        config: the run's config.
+        out: the output folder.
+
+    Returns:
+        The path of epochs.npz.
+    """
 
     if config.data.mask_val:
         raise ValueError(
@@ -98,6 +121,14 @@ def record_training(config: Config, out: str | Path) -> Path:
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
+    """A recorded training (record_training's epochs.npz) as a dict of arrays.
+
+    Args:
+        path: the epochs.npz file.
+
+    Returns:
+        {name: array} of every entry of the file.
+    """
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
 
@@ -117,17 +148,29 @@ def _choose_epoch(
 def replay(
     record: dict[str, Any], protocol: str, method: str, rule: str = "youden", min_positives: int = 10
 ) -> dict[str, Any]:
-    """One protocol on one recorded training: its checkpoint (epoch), calibration (`method`) and thresholds
-    (`rule`) from the val split as the protocol sees it, then the test split's numbers at that epoch: mAP and mean
-    AUROC, macro ECE and Brier score of the raw and the calibrated probabilities, the mean over classes of
-    |mean calibrated probability - prevalence| (prevalence_gap), macro sensitivity and specificity at the
-    thresholds.
+    """One protocol on one recorded training, scored on the test split at its chosen epoch.
+
+    Its checkpoint (epoch), calibration (`method`) and thresholds (`rule`) come from the val split as the protocol
+    sees it, then the test split's numbers at that epoch: mAP and mean AUROC, macro ECE and Brier score of the raw
+    and the calibrated probabilities, the mean over classes of |mean calibrated probability - prevalence|
+    (prevalence_gap), macro sensitivity and specificity at the thresholds.
 
     Protocols: "oracle" (full val labels: checkpoint by val mAP); "single positive + priors" (data.mask_val with
     this change: checkpoint by val/observed_auroc, prior-based calibration and thresholds with estimated priors);
     "single positive + audited priors" (the same with the priors given: the val split's true prevalences, as a
     small audit would give them); "assume negative" (the single-positive val split with every unobserved entry a
     negative, as data.mask_val did before: checkpoint by that val mAP, calibration and thresholds on those labels).
+
+    Args:
+        record: the recorded training (read_record).
+        protocol: one of PROTOCOLS.
+        method: the calibration method (none | temperature | platt | isotonic).
+        rule: the threshold rule.
+        min_positives: val positives a class needs for its own calibration.
+
+    Returns:
+        One row: protocol, calibration, epoch (1-based), test_mAP, test_mean_auroc, ece_raw, ece_calibrated,
+        brier_raw, brier_calibrated, prevalence_gap, sensitivity, specificity, fallback_classes.
     """
     classes = [str(c) for c in record["classes"]]
     val_probs, observed = record["val_probs"], record["val_observed"]
@@ -184,8 +227,17 @@ def evaluate_study(
     seeds: list[int],
     methods: tuple[str, ...] = ("none", "temperature", "platt", "isotonic"),
 ) -> pd.DataFrame:
-    """Every protocol x calibration method on every recorded training <out>/<scheme>/seed<N>/epochs.npz: one row
-    each (replay's numbers plus scheme and seed)."""
+    """Every protocol x calibration method on every recorded training <out>/<scheme>/seed<N>/epochs.npz.
+
+    Args:
+        out: the study's folder.
+        schemes: the masking schemes (sub-folders).
+        seeds: the seeds.
+        methods: the calibration methods.
+
+    Returns:
+        One row each (replay's numbers plus scheme and seed).
+    """
     rows = []
     for scheme in schemes:
         for seed in seeds:

@@ -30,7 +30,14 @@ DEFAULT_SOURCE = (
 
 @dataclass(frozen=True)
 class Throughput:
-    """Images/s of a supervised step, an MPC step and evaluation, and where the figures come from."""
+    """Images/s of a supervised step, an MPC step and evaluation, and where the figures come from.
+
+    Attributes:
+        supervised: images/s of a supervised training step.
+        mpc: images/s of an MPC training step.
+        eval: images/s of evaluation.
+        source: where the figures come from.
+    """
 
     supervised: float
     mpc: float
@@ -39,8 +46,16 @@ class Throughput:
 
 
 def read_throughput(path: str | Path | None) -> Throughput:
-    """Throughput from tools/benchmark.py's --json output (step.supervised, step.mpc, eval: images_per_s; a
-    missing section keeps its default), or the stated defaults when `path` is None."""
+    """Throughput from tools/benchmark.py's --json output, or the stated defaults when `path` is None.
+
+    The file's step.supervised, step.mpc and eval images_per_s are read; a missing section keeps its default.
+
+    Args:
+        path: the --json file (None: the defaults).
+
+    Returns:
+        The Throughput.
+    """
     if path is None:
         return Throughput(**DEFAULT_RATES, source=DEFAULT_SOURCE)
     try:
@@ -64,7 +79,15 @@ def read_throughput(path: str | Path | None) -> Throughput:
 
 
 def split_sizes(config, cache: dict[str, tuple[int, int, int]]) -> tuple[int, int, int]:
-    """(train, val, test) images of `config`'s data as training splits it (read once per distinct data config)."""
+    """(train, val, test) images of `config`'s data as training splits it (read once per distinct data config).
+
+    Args:
+        config: a run's config.
+        cache: {data config repr: sizes}, filled here.
+
+    Returns:
+        (train, val, test) image counts.
+    """
     key = repr(config.data)
     if key not in cache:
         _, split = read_split(config.data)
@@ -79,7 +102,16 @@ def estimate(
     train_images: int | None = None,
 ) -> pd.DataFrame:
     """One row per run: variant, seed, epochs, train/val/test images, rate (images/s), hours (= GPU-hours).
-    `train_images` replaces the data's train count (val and test are then not counted)."""
+
+    Args:
+        runs: the planned runs.
+        extra_overrides: overrides applied to every run.
+        rates: the throughput.
+        train_images: replaces the data's train count (val and test are then not counted); None: read the data.
+
+    Returns:
+        The table.
+    """
     rows, cache = [], {}
     for run in runs:
         config = load_config(run.configs, [*run.overrides, *extra_overrides])
@@ -110,7 +142,16 @@ def estimate(
 
 
 def estimate_text(table: pd.DataFrame, rates: Throughput, gpus: int) -> str:
-    """The job list with each run's hours, and the total GPU-hours."""
+    """The job list with each run's hours, and the total GPU-hours.
+
+    Args:
+        table: estimate's table.
+        rates: the throughput (its source is named).
+        gpus: GPUs the runs share (for the longest run's wall time).
+
+    Returns:
+        The text.
+    """
     lines = [f"{'variant':40s} seed  epochs   train   val    test  images/s  GPU-hours"]
     for row in table.itertuples():
         lines.append(

@@ -26,7 +26,15 @@ from spml.utils.text import slug
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One (variant, seed) cell of a grid: its folder and the train.py arguments that produce it."""
+    """One (variant, seed) cell of a grid: its folder and the train.py arguments that produce it.
+
+    Attributes:
+        variant: the variant's name.
+        seed: the seed.
+        run_dir: the run folder.
+        configs: the config files (--config each).
+        overrides: the `key=value` overrides.
+    """
 
     variant: str
     seed: int
@@ -41,6 +49,19 @@ class PlannedRun:
 
 @dataclass(frozen=True)
 class Grid:
+    """An experiment grid read from an ablation YAML (load_grid).
+
+    Attributes:
+        name: the grid's name.
+        out: the grid's output folder.
+        runs: the planned runs.
+        reference: {"full": [variants], "an": [variant]}: the recovery references.
+        tta: also score every run with test-time augmentation (rows "<variant> + TTA").
+        compare: variant whose per-seed differences to every other variant are tested (spml.reporting.stats).
+        split: the split the tables report: test, or val when the grid chooses settings (SPLIT_METRICS).
+        cluster: job resources per run (spml.experiments.launch.cluster_settings).
+    """
+
     name: str
     out: Path
     runs: list[PlannedRun]
@@ -52,14 +73,23 @@ class Grid:
 
 
 def load_grid(path: str | Path, out: str | Path | None = None) -> Grid:
-    """Read an ablation YAML: configs, overrides, seeds, variants [{name, overrides}], reference, out, runs, tta,
-    compare, split and cluster (the job resources of a cluster launch, read by spml.experiments.launch); an
-    `include:` list merges other grid YAMLs first (paths relative to the file; its own keys win), so grids that
-    differ only in data share one method list (configs/benchmarks/).
+    """Read an ablation YAML into a Grid.
+
+    Keys: configs, overrides, seeds, variants [{name, overrides}], reference, out, runs, tta, compare, split and
+    cluster (the job resources of a cluster launch, read by spml.experiments.launch); an `include:` list merges other
+    grid YAMLs first (paths relative to the file; its own keys win), so grids that differ only in data share one
+    method list (configs/benchmarks/).
 
     Seeds set train.seed, data.split_seed and data.synthetic.seed (a seed is a full repetition). Run folders
     are <runs>/<variant>/seed<N> (`runs` defaults to the grid folder): grids that name the same `runs` folder
     share the runs of identically named variants, which run_grid trains once.
+
+    Args:
+        path: the grid YAML.
+        out: the output folder (default: the file's `out`, else runs/ablations/<name>); also holds the runs then.
+
+    Returns:
+        The Grid (an unknown key or variant is a ConfigError naming the file).
     """
     spec = read_config_file(path)
     allowed = {
@@ -139,8 +169,18 @@ def run_grid(
 ) -> pd.DataFrame | None:
     """Train each run in turn in this process's machine (run_one: one `tools/train.py` subprocess each).
 
-    A progress bar counts the runs (the runs' own output stays in their files). Returns one row per run (variant,
-    seed, read_run), or None after a dry run, which only prints the `accelerate launch` commands.
+    A progress bar counts the runs (the runs' own output stays in their files). A dry run only prints the
+    `accelerate launch` commands.
+
+    Args:
+        runs: the planned runs.
+        train_script: tools/train.py.
+        extra_overrides: overrides added to every run.
+        dry_run: print the commands only.
+        processes: training processes per run on this machine.
+
+    Returns:
+        One row per run (variant, seed, read_run), or None after a dry run.
     """
     if dry_run:
         for run in runs:
@@ -199,9 +239,19 @@ def run_one(
 
 
 def finished(run: PlannedRun, train_args: list[str], quiet: bool = False) -> bool:
-    """Whether `run` has finished (eval/metrics.json; says "[skip]" unless `quiet`); ConfigError when it finished
-    with other train arguments than `train_args`: a shared or reused folder never silently stands for another
-    setting."""
+    """Whether `run` has finished (eval/metrics.json; says "[skip]" unless `quiet`).
+
+    A ConfigError when it finished with other train arguments than `train_args`: a shared or reused folder never
+    silently stands for another setting.
+
+    Args:
+        run: the planned run.
+        train_args: its tools/train.py arguments.
+        quiet: print nothing.
+
+    Returns:
+        True when finished.
+    """
     if not (run.run_dir / "eval" / "metrics.json").exists():
         return False
     recorded = run.run_dir / "train_args.json"
@@ -216,7 +266,15 @@ def finished(run: PlannedRun, train_args: list[str], quiet: bool = False) -> boo
 
 
 def resumable(run: PlannedRun, train_args: list[str]) -> bool:
-    """Whether `run` was interrupted (a checkpoint, no FAILED) while training with `train_args`: it then resumes."""
+    """Whether `run` was interrupted (a checkpoint, no FAILED) while training with `train_args`: it then resumes.
+
+    Args:
+        run: the planned run.
+        train_args: its tools/train.py arguments.
+
+    Returns:
+        True when it resumes.
+    """
     recorded = run.run_dir / "train_args.json"
     return (
         (run.run_dir / "checkpoints" / "latest.json").exists()
@@ -227,13 +285,29 @@ def resumable(run: PlannedRun, train_args: list[str]) -> bool:
 
 
 def interrupted_exit(code: int) -> bool:
-    """Whether a training's exit code means a stop signal (128 + N after its checkpoint, or killed by one): the run
-    resumes next time instead of counting as failed."""
+    """Whether a training's exit code means a stop signal (128 + N after its checkpoint, or killed by one).
+
+    Such a run resumes next time instead of counting as failed.
+
+    Args:
+        code: the exit code (negative: killed by a signal).
+
+    Returns:
+        True for a stop signal.
+    """
     return code < 0 or code > 128
 
 
 def train_command(train_script: str | Path, processes: int) -> list[str]:
-    """How a run's training starts: `python train.py`, or torchrun with `processes` local processes (one per GPU)."""
+    """How a run's training starts: `python train.py`, or torchrun with `processes` local processes (one per GPU).
+
+    Args:
+        train_script: tools/train.py.
+        processes: training processes (<= 1: plain python).
+
+    Returns:
+        The command's arguments.
+    """
     if processes <= 1:
         return [sys.executable, str(train_script)]
     return [
@@ -260,12 +334,24 @@ def train_run(
     processes: int = 1,
     started: Callable[[subprocess.Popen], None] | None = None,
 ) -> str:
-    """Train `run` into its folder: `train.py --resume RUN` when it was interrupted with the same arguments
-    (resumable), else `train.py <train_args> --overwrite` after writing train_args.json. Its output (stdout and
-    stderr) goes to train_output.txt as it runs (appended, one header line per attempt); then seconds.txt (the
-    attempts' sum), FAILED (the output's end) or, after a stop signal (interrupted_exit), nothing: the next grid
-    resumes it. A stop signal the grid gets is passed on to the training, which stops; the grid then stops too
-    (spml.engine.signals.Interrupted). Returns "done", "failed" or "interrupted"."""
+    """Train `run` into its folder.
+
+    `train.py --resume RUN` when it was interrupted with the same arguments (resumable), else
+    `train.py <train_args> --overwrite` after writing train_args.json. Its output (stdout and stderr) goes to
+    train_output.txt as it runs (appended, one header line per attempt); then seconds.txt (the attempts' sum), FAILED
+    (the output's end) or, after a stop signal (interrupted_exit), nothing: the next grid resumes it. A stop signal
+    the grid gets is passed on to the training, which stops; the grid then stops too (spml.engine.signals.Interrupted).
+
+    Args:
+        run: the planned run.
+        train_args: its tools/train.py arguments.
+        train_script: tools/train.py.
+        processes: training processes on this machine.
+        started: called with the training subprocess once it runs.
+
+    Returns:
+        "done", "failed" or "interrupted".
+    """
     from spml.engine.signals import Interrupted, passing_stop_signals  # noqa: PLC0415 (torch: only where a grid trains)
 
     resume = resumable(run, train_args)
@@ -311,8 +397,13 @@ def train_run(
 
 
 def write_run_result(run: PlannedRun) -> None:
-    """`<run>/result.csv` (RUN_RESULT): the run's row (variant, seed, read_run) as its training attempt left it,
-    written by the process that trained it, so results gathered from many nodes need no launcher's memory."""
+    """Write `<run>/result.csv` (RUN_RESULT): the run's row (variant, seed, read_run) as its training attempt left it.
+
+    Written by the process that trained it, so results gathered from many nodes need no launcher's memory.
+
+    Args:
+        run: the planned run.
+    """
     with atomic_path(run.run_dir / RUN_RESULT) as temporary:
         pd.DataFrame([{"variant": run.variant, "seed": run.seed, **read_run(run.run_dir)}]).to_csv(
             temporary, index=False
@@ -320,13 +411,29 @@ def write_run_result(run: PlannedRun) -> None:
 
 
 def grid_rows(runs: list[PlannedRun]) -> pd.DataFrame:
-    """One row per planned run as its folder is now (variant, seed, read_run: status done, failed or missing)."""
+    """One row per planned run as its folder is now (variant, seed, read_run: status done, failed or missing).
+
+    Args:
+        runs: the planned runs.
+
+    Returns:
+        The rows.
+    """
     return pd.DataFrame([{"variant": r.variant, "seed": r.seed, **read_run(r.run_dir)} for r in runs])
 
 
 def score_with_tta(runs: list[PlannedRun], evaluate_script: str | Path) -> pd.DataFrame:
-    """Score each finished run with test-time augmentation (`python <evaluate_script> RUN --tta` -> eval-tta/,
-    skipped when it exists; output in tta_output.txt). Returns rows like run_grid's, variant "<name> + TTA"."""
+    """Score each finished run with test-time augmentation.
+
+    `python <evaluate_script> RUN --tta` -> eval-tta/, skipped when it exists; output in tta_output.txt.
+
+    Args:
+        runs: the planned runs.
+        evaluate_script: tools/evaluate.py.
+
+    Returns:
+        Rows like run_grid's, variant "<name> + TTA".
+    """
     from spml.engine.signals import Interrupted, run_child  # noqa: PLC0415 (torch: only where a grid scores)
 
     rows = []
@@ -346,8 +453,16 @@ def score_with_tta(runs: list[PlannedRun], evaluate_script: str | Path) -> pd.Da
 
 
 def run_budget(frame: pd.DataFrame) -> str:
-    """One line on what a run of the grid trained: backbone and weights, image size, data, epochs, batch, optimizer
-    (from the first finished run's config.yaml; "" when no finished run folder is there)."""
+    """One line on what a run of the grid trained.
+
+    Backbone and weights, image size, data, epochs, batch, optimizer (from the first finished run's config.yaml).
+
+    Args:
+        frame: the grid's rows (run_dir, status).
+
+    Returns:
+        The line; "" when no finished run folder is there.
+    """
 
     folders = [
         Path(folder)

@@ -71,8 +71,18 @@ class ClusterSettings:
 def cluster_settings(
     section: dict[str, Any] | None, where: str, overrides: dict[str, Any] | None = None
 ) -> ClusterSettings:
-    """ClusterSettings from a YAML `cluster:` section (`where` names it in errors), then `overrides` (the command
-    line's values; None = not given). An unknown key or a value of the wrong type is a ConfigError naming it."""
+    """ClusterSettings from a YAML `cluster:` section, then `overrides`.
+
+    An unknown key or a value of the wrong type is a ConfigError naming it.
+
+    Args:
+        section: the `cluster:` section (None: none).
+        where: names the section in errors.
+        overrides: the command line's values (None = not given).
+
+    Returns:
+        The ClusterSettings.
+    """
     values = {**(section or {}), **{key: value for key, value in (overrides or {}).items() if value is not None}}
     fields = {f.name for f in dataclasses.fields(ClusterSettings)}
     unknown = sorted(set(values) - fields)
@@ -108,7 +118,11 @@ def cluster_settings(
 
 
 def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
-    """The launcher options tools/ablate.py and tools/masking_experiment.py share."""
+    """Add the launcher options tools/ablate.py and tools/masking_experiment.py share.
+
+    Args:
+        parser: the tool's argument parser.
+    """
     group = parser.add_argument_group("launcher (docs: README 'Grids on a cluster')")
     group.add_argument(
         "--launcher",
@@ -152,7 +166,16 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_arguments(
     args: argparse.Namespace, grid_section: dict[str, Any] | None, grid_file: str
 ) -> ClusterSettings:
-    """The grid's `cluster:` section < --cluster-config's < the command-line flags."""
+    """The cluster settings: the grid's `cluster:` section < --cluster-config's < the command-line flags.
+
+    Args:
+        args: the parsed arguments (add_launcher_arguments).
+        grid_section: the grid's `cluster:` section.
+        grid_file: the grid file (named in errors).
+
+    Returns:
+        The ClusterSettings.
+    """
     section = dict(grid_section or {})
     if args.cluster_config:
         extra = read_yaml(args.cluster_config)
@@ -181,7 +204,11 @@ def settings_from_arguments(
 
 
 def import_submitit():
-    """submitit, or a ConfigError saying how to install it (the `cluster` extra)."""
+    """submitit, or a ConfigError saying how to install it (the `cluster` extra).
+
+    Returns:
+        The submitit module.
+    """
     try:
         import submitit
     except ImportError:
@@ -192,8 +219,17 @@ def import_submitit():
 
 
 def executor_parameters(settings: ClusterSettings, name: str) -> dict[str, Any]:
-    """submitit AutoExecutor parameters of `settings`: one node and one task per run (the job starts the run's
-    processes), Slurm's own options prefixed `slurm_`."""
+    """submitit AutoExecutor parameters of `settings`.
+
+    One node and one task per run (the job starts the run's processes), Slurm's own options prefixed `slurm_`.
+
+    Args:
+        settings: the cluster settings.
+        name: the jobs' name.
+
+    Returns:
+        The parameters.
+    """
     parameters: dict[str, Any] = {
         "name": name,
         "timeout_min": settings.time_min,
@@ -218,16 +254,36 @@ def executor_parameters(settings: ClusterSettings, name: str) -> dict[str, Any]:
 
 
 def make_executor(launcher: str, folder: Path, settings: ClusterSettings, name: str):
-    """A submitit AutoExecutor for `launcher` (SUBMITIT_CLUSTERS) writing its files (<job id>_* logs, pickles) into
-    `folder`."""
+    """A submitit AutoExecutor for `launcher` (SUBMITIT_CLUSTERS).
+
+    Args:
+        launcher: a submitit launcher name.
+        folder: where it writes its files (<job id>_* logs, pickles).
+        settings: the cluster settings.
+        name: the jobs' name.
+
+    Returns:
+        The executor.
+    """
     executor = import_submitit().AutoExecutor(folder=folder, cluster=SUBMITIT_CLUSTERS[launcher])
     executor.update_parameters(**executor_parameters(settings, name))
     return executor
 
 
 def sbatch_script(settings: ClusterSettings, folder: Path, name: str, jobs: int) -> str:
-    """The sbatch script the slurm launcher submits for an array of `jobs` runs, as submitit writes it (through
-    its SlurmExecutor; nothing is submitted, and Slurm need not be installed)."""
+    """The sbatch script the slurm launcher submits for an array of `jobs` runs, as submitit writes it.
+
+    Written through its SlurmExecutor; nothing is submitted, and Slurm need not be installed.
+
+    Args:
+        settings: the cluster settings.
+        folder: the jobs folder.
+        name: the jobs' name.
+        jobs: the array's size.
+
+    Returns:
+        The script.
+    """
     import_submitit()
     from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
 
@@ -249,6 +305,13 @@ class RunJob:
     submitit calls `checkpoint()` on preemption or time-out (Slurm's USR2 warning): the training gets SIGTERM, saves
     a checkpoint of its current step and exits within `grace_s`; the returned submission (a fresh RunJob) is
     requeued and resumes the run.
+
+    Args:
+        run: the planned run.
+        train_args: its tools/train.py arguments.
+        train_script: tools/train.py.
+        processes: training processes.
+        grace_s: seconds the training has to stop after SIGTERM.
     """
 
     def __init__(
@@ -262,7 +325,11 @@ class RunJob:
         return run_one(self.run, self.train_args, self.train_script, self.processes, started=self.started)
 
     def started(self, process: subprocess.Popen) -> None:
-        """Keep the training process (to stop it) and record the job in `<run>/job.json`."""
+        """Keep the training process (to stop it) and record the job in `<run>/job.json`.
+
+        Args:
+            process: the training subprocess.
+        """
         import submitit
 
         self.process = process
@@ -279,7 +346,15 @@ class RunJob:
         write_text_atomic(self.run.run_dir / "job.json", json.dumps(record, indent=1))
 
     def checkpoint(self, *args: Any, **kwargs: Any):
-        """Stop the training (SIGTERM: checkpoint, exit 143) and return the submission that resumes the run."""
+        """Stop the training (SIGTERM: checkpoint, exit 143) and return the submission that resumes the run.
+
+        Args:
+            *args: submitit's arguments (unused).
+            **kwargs: submitit's keyword arguments (unused).
+
+        Returns:
+            A submitit DelayedSubmission of a fresh RunJob.
+        """
         import submitit
 
         if self.process is not None and self.process.poll() is None:
@@ -302,8 +377,21 @@ def submit_runs(
     name: str,
 ) -> list[tuple[PlannedRun, Any]]:
     """Submit one job per unfinished run of `runs` as one array; finished runs are skipped here already ([skip]).
-    Returns (run, submitit job) pairs and writes `<grid_out>/jobs/submitted-<time>-<host>-<pid>.json` (job id -> run
-    folder)."""
+
+    Writes `<grid_out>/jobs/submitted-<time>-<host>-<pid>.json` (job id -> run folder).
+
+    Args:
+        runs: the planned runs.
+        train_script: tools/train.py.
+        extra_overrides: overrides added to every run.
+        launcher: a submitit launcher name.
+        settings: the cluster settings.
+        grid_out: the grid's output folder.
+        name: the jobs' name.
+
+    Returns:
+        (run, submitit job) pairs.
+    """
     problem = shared_lock_problem(grid_out) if launcher == "slurm" else None
     if problem:
         raise ConfigError(f"{grid_out}: {problem}")
@@ -330,9 +418,15 @@ def submit_runs(
 
 
 def wait_for(submitted: list[tuple[PlannedRun, Any]], poll_s: float = 10.0) -> None:
-    """Wait for every job and print each run's outcome (run_one's answer, or the job's error); then wait for the
-    runs a job left to another process ("busy": another launcher's job, or a training started by hand, is on it)
-    until nobody holds their locks, so the results cover them too."""
+    """Wait for every job and print each run's outcome (run_one's answer, or the job's error).
+
+    Then wait for the runs a job left to another process ("busy": another launcher's job, or a training started by
+    hand, is on it) until nobody holds their locks, so the results cover them too.
+
+    Args:
+        submitted: (run, job) pairs (submit_runs).
+        poll_s: seconds between lock checks.
+    """
     busy = []
     for run, job in submitted:
         try:
@@ -360,8 +454,22 @@ def launch(
     name: str,
     wait: bool = True,
 ) -> pd.DataFrame | None:
-    """Train `runs` with `launcher` (LAUNCHERS). Returns the rows of every run as its folder is after the jobs (or
-    the local grid) ended, or None when the jobs were submitted without waiting."""
+    """Train `runs` with `launcher` (LAUNCHERS).
+
+    Args:
+        runs: the planned runs.
+        train_script: tools/train.py.
+        extra_overrides: overrides added to every run.
+        launcher: local | a submitit launcher.
+        settings: the cluster settings.
+        grid_out: the grid's output folder.
+        name: the jobs' name.
+        wait: wait for the jobs.
+
+    Returns:
+        The rows of every run as its folder is after the jobs (or the local grid) ended, or None when the jobs were
+        submitted without waiting.
+    """
     if launcher == "local":  # the cluster settings are for jobs: a local grid trains as today, one process per run
         return run_grid(runs, train_script, extra_overrides)
     submitted = submit_runs(runs, train_script, extra_overrides, launcher, settings, grid_out, name)
@@ -386,9 +494,22 @@ def dry_run(
     throughput: str | None = None,
     train_images: int | None = None,
 ) -> None:
-    """Print what a launch would do, submitting and writing nothing: each run's launch command, the jobs of the
-    unfinished runs with a GPU-hour estimate (spml.experiments.estimate; `throughput`: tools/benchmark.py --json
-    output) and, for slurm, the sbatch script of their array."""
+    """Print what a launch would do, submitting and writing nothing.
+
+    Each run's launch command, the jobs of the unfinished runs with a GPU-hour estimate (spml.experiments.estimate)
+    and, for slurm, the sbatch script of their array.
+
+    Args:
+        runs: the planned runs.
+        train_script: tools/train.py.
+        extra_overrides: overrides added to every run.
+        launcher: local | a submitit launcher.
+        settings: the cluster settings.
+        grid_out: the grid's output folder.
+        name: the jobs' name.
+        throughput: tools/benchmark.py --json output (None: the stated rates).
+        train_images: train images per run for the estimate (None: read from the data).
+    """
     from spml.data.table import DataError
     from spml.experiments.estimate import estimate, estimate_text, read_throughput
 

@@ -37,13 +37,24 @@ AN = "an"  # assume negative: the lower reference
 
 
 def method_names() -> list[str]:
-    """The full-label variants, MPC, the paper's MPC preset, BoostLU and every registered single-positive loss
-    (spml.losses.SPML_LOSSES)."""
+    """The methods a masking experiment can run.
+
+    Returns:
+        The full-label variants, MPC, the paper's MPC preset, BoostLU and every registered single-positive loss
+        (spml.losses.SPML_LOSSES).
+    """
     return [*FULL_METHODS, *COMPOSITE_METHODS, *SPML_LOSSES.names()]
 
 
 def parse_methods(text: str) -> list[str]:
-    """'full,an,em' -> ['full', 'an', 'em']; unknown or repeated names are a ConfigError listing the valid ones."""
+    """'full,an,em' -> ['full', 'an', 'em']; unknown or repeated names are a ConfigError listing the valid ones.
+
+    Args:
+        text: the --methods value.
+
+    Returns:
+        The method names.
+    """
     names = [name.strip() for name in text.split(",") if name.strip()]
     valid = method_names()
     for name in names:
@@ -55,7 +66,14 @@ def parse_methods(text: str) -> list[str]:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'0,1,2' -> [0, 1, 2] (distinct integers)."""
+    """'0,1,2' -> [0, 1, 2] (distinct integers; a ConfigError otherwise).
+
+    Args:
+        text: the --seeds value.
+
+    Returns:
+        The seeds.
+    """
     try:
         seeds = [int(seed) for seed in text.split(",") if seed.strip()]
     except ValueError:
@@ -69,8 +87,17 @@ NO_POSITIVE_DEFAULT = "keep"  # as the quick start: every method, `full` include
 
 
 def no_positive_default(config_files: list[str], overrides: list[str]) -> str | None:
-    """NO_POSITIVE_DEFAULT, or None when a --config file or an override sets data.mask_no_positive itself
-    (the dataset presets do not count: they describe the data, not the experiment)."""
+    """NO_POSITIVE_DEFAULT, or None when a --config file or an override sets data.mask_no_positive itself.
+
+    The dataset presets do not count: they describe the data, not the experiment.
+
+    Args:
+        config_files: the --config files.
+        overrides: the overrides.
+
+    Returns:
+        "keep" or None.
+    """
     if any(item.startswith("data.mask_no_positive=") for item in overrides):
         return None
     if any("mask_no_positive" in (read_config_file(path).get("data") or {}) for path in config_files):
@@ -79,16 +106,31 @@ def no_positive_default(config_files: list[str], overrides: list[str]) -> str | 
 
 
 def masked_splits(config: Config) -> tuple[str, ...]:
+    """The splits to mask: train, and val under data.mask_val.
+
+    Args:
+        config: the experiment's config.
+
+    Returns:
+        The split names.
+    """
     return ("train", "val") if config.data.mask_val else ("train",)
 
 
 def write_masked_splits(config: Config, path: Path) -> tuple[dict[str, Any], bool]:
-    """Mask the train split (and the val split under data.mask_val) of `config`'s data with data.mask_scheme,
-    data.mask_seed, data.mask_no_positive and data.mask_params into `path` + its manifest (which adds the
-    split settings). Same data split as training (spml.data.build.read_split); test rows are never in the file.
+    """Mask the train split (and the val split under data.mask_val) of `config`'s data into `path` + its manifest.
 
-    Returns (manifest, written): an identical file already at `path` is kept (written False); a different
-    one is an error, since the runs beside it were trained on it.
+    The masking uses data.mask_scheme, data.mask_seed, data.mask_no_positive and data.mask_params; the manifest adds
+    the split settings. Same data split as training (spml.factories.data.read_split); test rows are never in the file.
+    An identical file already at `path` is kept (written False); a different one is an error, since the runs beside
+    it were trained on it.
+
+    Args:
+        config: the experiment's config.
+        path: the masked label file.
+
+    Returns:
+        (manifest, written).
     """
     data = config.data
     table, split = read_split(data)
@@ -132,12 +174,26 @@ def plan_runs(
     masked_file: Path,
     mask_val: bool,
 ) -> list[PlannedRun]:
-    """One run per method x seed in <out>/<method>/seed<seed>. The FULL_METHODS: mode=supervised on the clean labels
-    (loss.name as configured, bce by default) with their own overrides; `mpc`: mode=spml spml.objective=mpc (its base
-    loss: loss.name as configured, em by default), `mpc_paper` the same with configs/presets/mpc_paper.yaml,
-    `boostlu` LL-R with the boostlu head; any other: mode=spml spml.objective=loss loss.name=<method>; each spml
-    method with data.masked_labels=<masked_file> (+ data.mask_val=true).
-    A seed sets train.seed only: the split and the masked labels are the same for every run."""
+    """One run per method x seed in <out>/<method>/seed<seed>.
+
+    The FULL_METHODS: mode=supervised on the clean labels (loss.name as configured, bce by default) with their own
+    overrides; `mpc`: mode=spml spml.objective=mpc (its base loss: loss.name as configured, em by default),
+    `mpc_paper` the same with configs/presets/mpc_paper.yaml, `boostlu` LL-R with the boostlu head; any other:
+    mode=spml spml.objective=loss loss.name=<method>; each spml method with data.masked_labels=<masked_file>
+    (+ data.mask_val=true). A seed sets train.seed only: the split and the masked labels are the same for every run.
+
+    Args:
+        methods: the method names.
+        seeds: the seeds.
+        out: the experiment's folder.
+        configs: config files of every run.
+        overrides: overrides of every run.
+        masked_file: the masked label file.
+        mask_val: the val split is masked too.
+
+    Returns:
+        The PlannedRuns.
+    """
     runs = []
     for method in methods:
         method_configs: tuple[str, ...] = ()
@@ -168,12 +224,25 @@ def plan_runs(
 
 
 def reference(methods: list[str]) -> dict[str, list[str]]:
-    """Recovery ratio references when an AN run and at least one full-label variant are run: the best of the
-    full-label variants run (FULL_METHODS) and AN."""
+    """Recovery ratio references when an AN run and at least one full-label variant are run.
+
+    Args:
+        methods: the method names run.
+
+    Returns:
+        {"full": the full-label variants run (FULL_METHODS), "an": [AN]}, or {} without both.
+    """
     full = [method for method in methods if method in FULL_METHODS]
     return {"full": full, "an": [AN]} if full and AN in methods else {}
 
 
 def compared_method(methods: list[str]) -> str:
-    """The method whose paired differences to the other single-positive methods the results report: mpc when run."""
+    """The method whose paired differences to the other single-positive methods the results report.
+
+    Args:
+        methods: the method names run.
+
+    Returns:
+        mpc when run, else "".
+    """
     return MPC if MPC in methods else ""

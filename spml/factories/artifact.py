@@ -33,10 +33,19 @@ EMA_STATE = EMA.__name__  # state_key of the EMA callback in a checkpoint's call
 
 
 def model_spec(config: Config, classes: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """model.json of a classifier trained with `config` on `classes` (see spml.models.artifact). The head's
-    prototype file is not needed again: the weights hold the trained prototypes. `normalize` is the run's recorded
-    augment.mean/std (with where they came from); `pretrained` the weights the run started from ({}: random
-    init or a run recorded before spml kept it)."""
+    """model.json of a classifier trained with `config` on `classes` (see spml.models.artifact).
+
+    The head's prototype file is not needed again: the weights hold the trained prototypes. `normalize` is the run's
+    recorded augment.mean/std (with where they came from); `pretrained` the weights the run started from ({}: random
+    init or a run recorded before spml kept it).
+
+    Args:
+        config: the run's config.
+        classes: the class names, in output order.
+
+    Returns:
+        The spec: classes, image_size, in_chans, backbone, head, normalize, pretrained, tta and data.
+    """
     model, augment = config.model, config.augment
     head_args = head_arguments(model)
     if "prototypes" in head_args:
@@ -67,12 +76,29 @@ def model_spec(config: Config, classes: tuple[str, ...] | list[str]) -> dict[str
 
 
 def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of a state dict whose key starts with `prefix`, with the prefix removed.
+
+    Args:
+        state: a state dict.
+        prefix: the key prefix to keep and strip.
+
+    Returns:
+        {key without prefix: tensor} of the matching entries ({} when none match).
+    """
     return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 def classifier_weights(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
-    """(classifier state dict, "ema" | "model") of a checkpoint: the evaluation EMA's weights when the run kept one
-    (what its evaluation scored), else the trained classifier's. Reads both checkpoint formats."""
+    """The classifier's weights of a checkpoint: the evaluation EMA's when the run kept one, else the model's.
+
+    The EMA's weights are what the run's evaluation scored. Reads both checkpoint formats.
+
+    Args:
+        state: a loaded checkpoint state (spml.engine.checkpoint.load_state).
+
+    Returns:
+        (classifier state dict, "ema" | "model").
+    """
     if EMA_STATE in state.get("callbacks", {}):
         return strip_prefix(state["callbacks"][EMA_STATE], "module."), "ema"
     legacy_ema = strip_prefix(state["objective"], "eval_ema.module.")  # format 1: the EMA lived in the objective
@@ -82,13 +108,32 @@ def classifier_weights(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], 
 
 
 def run_config(run_dir: Path, overrides: tuple[str, ...] = ()) -> Config:
-    """A run folder's config (upgraded if an earlier spml wrote it); the initial-weight files the run started from
-    (model.pretrained, model.prototypes) are not read again: the checkpoint holds every weight."""
+    """A run folder's config (upgraded if an earlier spml wrote it).
+
+    The initial-weight files the run started from (model.pretrained, model.prototypes) are not read again: the
+    checkpoint holds every weight.
+
+    Args:
+        run_dir: the run folder (holding config.yaml).
+        overrides: `key=value` config overrides applied on top.
+
+    Returns:
+        The Config.
+    """
     return load_config(run_dir=run_dir, overrides=("model.pretrained=", "model.prototypes=", *overrides))
 
 
 def load_run_model(run_dir: str | Path, checkpoint: str = "latest") -> tuple[InferenceModel, dict[str, Any]]:
-    """(the InferenceModel of a run folder's `checkpoint` (latest | best), its model.json spec)."""
+    """The InferenceModel of a run folder's checkpoint and its model.json spec.
+
+    Args:
+        run_dir: the run folder (config.yaml, data_stats.json, checkpoints/); a FileNotFoundError otherwise.
+        checkpoint: latest | best.
+
+    Returns:
+        (the InferenceModel in eval mode, its model.json spec with a `source` entry naming the run, checkpoint, step
+        and weights kind).
+    """
     run_dir = Path(run_dir)
     for name in ("config.yaml", "data_stats.json"):
         if not (run_dir / name).exists():
@@ -116,9 +161,20 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "latest") -> tuple[Inf
 def export_run(
     run_dir: str | Path, out: str | Path | None = None, checkpoint: str = "latest", torchscript: bool = False
 ) -> Path:
-    """Write the trained classifier of a run folder alone into `out` (default <run>/export): model.safetensors
-    + model.json, with `torchscript` model.torchscript.pt, and the run's thresholds.json when it was fitted for
-    the exported weights (tools/predict.py then writes decisions). Returns the folder."""
+    """Write the trained classifier of a run folder alone into `out`.
+
+    Writes model.safetensors + model.json, with `torchscript` model.torchscript.pt, and the run's thresholds.json when
+    it was fitted for the exported weights (tools/predict.py then writes decisions).
+
+    Args:
+        run_dir: the run folder.
+        out: the export folder (default <run>/export).
+        checkpoint: latest | best.
+        torchscript: also write model.torchscript.pt.
+
+    Returns:
+        The export folder.
+    """
     model, spec = load_run_model(run_dir, checkpoint)
     out = Path(out) if out else Path(run_dir) / "export"
     write_model(out, model.classifier, spec)
@@ -144,7 +200,8 @@ def load_model(
 
     Args:
         path: an exported folder (tools/export.py: model.json + model.safetensors) or, for convenience, a run
-            folder (its `checkpoint`: latest | best; the evaluation EMA's weights when the run kept one).
+            folder (its `checkpoint`; the evaluation EMA's weights when the run kept one).
+        checkpoint: latest | best (a run folder only).
         tta: average over the model's test-time augmentation views (`model.with_tta(...)` gives the other one).
         device: where to put it (default: the CPU).
         calibrated: return calibrated probabilities instead of logits: the calibrator of the folder's
@@ -155,6 +212,10 @@ def load_model(
         `classes`, `image_size`, `tta_views`, `tta_average` and `metadata` (the model.json); with `calibrated`
         a spml.evaluation.calibrators.CalibratedModel around it: the same images -> calibrated probabilities
         (B, C), with `calibrator` and `thresholds` besides those attributes.
+
+    Shape:
+        - Input: (B, in_chans, S, S), uint8 or float in [0, 1].
+        - Output: (B, C) logits (calibrated probabilities with `calibrated`).
     """
     path = Path(path)
     if (path / SPEC).is_file():

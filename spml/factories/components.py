@@ -31,7 +31,16 @@ NAMES_A_KEY = re.compile(r"^[a-z_]+(\.[a-z_]+)+[:= ]")  # a message that already
 
 @contextmanager
 def config_key(key: str) -> Iterator[None]:
-    """Re-raise a component's ValueError / KeyError / FileNotFoundError about a config value with `key` in front."""
+    """Re-raise a component's ValueError / KeyError / FileNotFoundError about a config value with `key` in front.
+
+    A message that already starts with a dotted config key is re-raised unchanged.
+
+    Args:
+        key: the config key (or keys) to name.
+
+    Yields:
+        None: the block whose errors are re-raised.
+    """
     try:
         yield
     except (ValueError, KeyError, FileNotFoundError) as err:
@@ -43,7 +52,14 @@ def config_key(key: str) -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------------------------- models
 def backbone_arguments(model: ModelConfig) -> dict[str, Any]:
-    """Backbone's arguments; the weights' file is the one spml.factories.weights.prepare_weights located."""
+    """Backbone's arguments; the weights' file is the one spml.factories.weights.prepare_weights located.
+
+    Args:
+        model: the model section.
+
+    Returns:
+        {name, pretrained, in_chans, drop_path, channels_last, compile, pretrained_file}.
+    """
     return {
         "name": model.backbone,
         "pretrained": model.pretrained,
@@ -56,7 +72,14 @@ def backbone_arguments(model: ModelConfig) -> dict[str, Any]:
 
 
 def head_arguments(model: ModelConfig) -> dict[str, Any]:
-    """model.head's own constructor arguments from model.* (each head takes the ones it accepts)."""
+    """model.head's own constructor arguments from model.* (each head takes the ones it accepts).
+
+    Args:
+        model: the model section.
+
+    Returns:
+        The arguments model.head accepts, by name.
+    """
     context = {
         "drop_rate": model.drop_rate,
         "hidden": model.head_hidden,
@@ -70,7 +93,15 @@ def head_arguments(model: ModelConfig) -> dict[str, Any]:
 
 
 def build_classifier(config: Config, num_classes: int) -> Classifier:
-    """Backbone(model.*) + the model.head head + normalisation with augment.mean/std."""
+    """Backbone(model.*) + the model.head head + normalisation with augment.mean/std.
+
+    Args:
+        config: the run's config.
+        num_classes: the number of outputs C.
+
+    Returns:
+        The Classifier: images (B, in_chans, S, S) -> logits (B, C).
+    """
     model = config.model
     with config_key(f"model.backbone={model.backbone}"):
         backbone = Backbone(**backbone_arguments(model))
@@ -84,13 +115,27 @@ def build_classifier(config: Config, num_classes: int) -> Classifier:
 
 # ---------------------------------------------------------------------------------------------------- augment
 def build_weak(augment: AugmentConfig) -> WeakAugment:
-    """Weak view: augment.flip_p, degrees, translate, scale."""
+    """Weak view: augment.flip_p, degrees, translate, scale.
+
+    Args:
+        augment: the augment section.
+
+    Returns:
+        The WeakAugment.
+    """
     return WeakAugment(augment.flip_p, augment.degrees, augment.translate, augment.scale)
 
 
 def build_strong(augment: AugmentConfig, red: bool) -> StrongAugment:
-    """Strong view: the weak ops with augment.strong_degrees, RED (augment.elastic, only when `red`), the
-    intensity ops and erasing."""
+    """Strong view: the weak ops with augment.strong_degrees, RED, the intensity ops and erasing.
+
+    Args:
+        augment: the augment section.
+        red: use RED (augment.elastic); without it the elastic probability is 0.
+
+    Returns:
+        The StrongAugment.
+    """
     elastic = augment.elastic
     with config_key("augment.elastic"):
         return StrongAugment(
@@ -113,8 +158,18 @@ def build_strong(augment: AugmentConfig, red: bool) -> StrongAugment:
 
 # ---------------------------------------------------------------------------------------------------- losses
 def objective_loss(config: Config, stats: DataStats) -> nn.Module:
-    """loss.name with loss.params from the mode's family (spml.losses.build_loss), given the dataset facts its
-    constructor accepts."""
+    """loss.name with loss.params from the mode's family (spml.losses.build_loss).
+
+    The loss is given the dataset facts its constructor accepts (and train.epochs for losses that schedule over the
+    run).
+
+    Args:
+        config: the run's config.
+        stats: the training-set facts.
+
+    Returns:
+        The loss module.
+    """
     loss = config.loss
     context = {
         "pos_counts": stats.pos_counts,
@@ -135,10 +190,15 @@ STRATEGIES = {"threshold": THRESHOLDS, "targets": TARGETS, "consistency": CONSIS
 
 
 def check_choices(config: Config) -> None:
-    """Registry-backed choices that are not Literals of the schema, looked up in their registries before anything
-    is built or read (an unknown name is an error naming the key and the registered names): the objective of the
-    mode (supervised.objective | spml.objective), MPC's strategies (spml.mpc.*), loss.name, model.head,
-    data.dataset and data.split."""
+    """Look up the registry-backed choices that are not Literals of the schema, before anything is built or read.
+
+    An unknown name is an error naming the key and the registered names: the objective of the mode
+    (supervised.objective | spml.objective), MPC's strategies (spml.mpc.*), loss.name, model.head, data.dataset and
+    data.split.
+
+    Args:
+        config: the run's config.
+    """
     section = config.supervised if config.mode == "supervised" else config.spml
     lookups = [
         (f"{config.mode}.objective", OBJECTIVES[config.mode], section.objective),
@@ -155,9 +215,19 @@ def check_choices(config: Config) -> None:
 
 
 def build_objective(config: Config, stats: DataStats) -> Objective:
-    """The objective of the mode (supervised.objective or spml.objective, an OBJECTIVES name) with its classifier,
-    weak view and loss (built in this order: the global RNG draws of the initial weights follow it), offered the
-    strong view (augment.*, spml.mpc.red), every spml.mpc.* value and the dataset facts."""
+    """The objective of the mode (supervised.objective or spml.objective, an OBJECTIVES name).
+
+    It gets its classifier, weak view and loss (built in this order: the global RNG draws of the initial weights
+    follow it), and is offered the strong view (augment.*, spml.mpc.red), every spml.mpc.* value and the dataset
+    facts.
+
+    Args:
+        config: the run's config.
+        stats: the training-set facts.
+
+    Returns:
+        The Objective.
+    """
     check_choices(config)
     classifier = build_classifier(config, stats.num_classes)
     weak = build_weak(config.augment)
@@ -180,15 +250,34 @@ def build_objective(config: Config, stats: DataStats) -> Objective:
 
 # ---------------------------------------------------------------------------------------------------- optimisation
 def build_optimizer(model: nn.Module, optim: OptimConfig):
-    """The optim.name timm optimizer over `model`'s parameter groups (spml.engine.optim); the parameters of its
-    classifier's backbone learn at optim.backbone_lr_scale times optim.lr."""
+    """The optim.name timm optimizer over `model`'s parameter groups (spml.engine.optim).
+
+    The parameters of its classifier's backbone learn at optim.backbone_lr_scale times optim.lr.
+
+    Args:
+        model: the module to optimise (an objective with a `classifier`, or any module).
+        optim: the optim section.
+
+    Returns:
+        The optimizer.
+    """
     backbone = model.classifier.backbone if hasattr(model, "classifier") else None
     with config_key("optim"):
         return optimizer_by_name(model, optim.name, optim.lr, optim.weight_decay, backbone, optim.backbone_lr_scale)
 
 
 def build_scheduler(optimizer, optim: OptimConfig, epochs: int, updates_per_epoch: int):
-    """The optim.scheduler timm scheduler, stepped per optimizer update."""
+    """The optim.scheduler timm scheduler, stepped per optimizer update.
+
+    Args:
+        optimizer: the optimizer it schedules.
+        optim: the optim section (scheduler, lr, warmup_epochs, min_lr).
+        epochs: the run's epochs.
+        updates_per_epoch: optimizer updates per epoch.
+
+    Returns:
+        The scheduler.
+    """
     with config_key("optim.scheduler"):
         return scheduler_by_name(
             optimizer, optim.scheduler, epochs, updates_per_epoch, optim.lr, optim.warmup_epochs, optim.min_lr

@@ -57,9 +57,18 @@ def read_table(data: DataConfig) -> LabelTable:
 
 
 def read_checked(data: DataConfig) -> LabelTable:
-    """The table after the image-existence check (data.missing): of the files, or with a data.cache of the
-    cache's entries (a cache built from part of a dataset serves that part under data.missing=drop), whose
-    source files must not have changed since they were decoded (spml.data.build.check_cache_sources)."""
+    """The table of data.dataset after the image-existence check (data.missing).
+
+    The check is of the files or, with a data.cache, of the cache's entries (a cache built from part of a dataset
+    serves that part under data.missing=drop), whose source files must not have changed since they were decoded
+    (spml.data.build.check_cache_sources).
+
+    Args:
+        data: the data section.
+
+    Returns:
+        The checked LabelTable.
+    """
     table = read_table(data)
     if not data.cache:
         return check_images(table, data.missing)
@@ -86,23 +95,54 @@ def split_table(table: LabelTable, data: DataConfig) -> np.ndarray:
 
 
 def read_split(data: DataConfig) -> tuple[LabelTable, np.ndarray]:
-    """The table after the image-existence check (data.missing) and its (N,) split names (data.split)."""
+    """The table after the image-existence check (data.missing) and its split names (data.split).
+
+    Args:
+        data: the data section.
+
+    Returns:
+        (the LabelTable, (N,) "train" | "val" | "test" per row).
+    """
     table = read_checked(data)
     return table, split_table(table, data)
 
 
 def synthetic_spec(data: DataConfig) -> SyntheticSpec:
+    """The synthetic set's settings from data.synthetic.
+
+    Args:
+        data: the data section.
+
+    Returns:
+        The SyntheticSpec.
+    """
     return SyntheticSpec(**dataclasses.asdict(data.synthetic))
 
 
 def image_intensity(data: DataConfig) -> Intensity:
-    """The intensity policy of data.intensity and data.intensity_percentiles (spml.data.images)."""
+    """The intensity policy of data.intensity and data.intensity_percentiles (spml.data.images).
+
+    Args:
+        data: the data section.
+
+    Returns:
+        The Intensity.
+    """
     return Intensity(data.intensity, tuple(data.intensity_percentiles))
 
 
 def image_settings(data: DataConfig) -> ImageSettings:
-    """Where the images of data.dataset come from: the phantoms, data.cache or the files (decoded at data.size
-    under data.intensity*), and data.bad_images / data.bad_image_budget."""
+    """Where the images of data.dataset come from.
+
+    The phantoms, data.cache or the files (decoded at data.size under data.intensity*), and data.bad_images /
+    data.bad_image_budget.
+
+    Args:
+        data: the data section.
+
+    Returns:
+        The ImageSettings.
+    """
     return ImageSettings(
         data.size,
         data.cache,
@@ -114,11 +154,26 @@ def image_settings(data: DataConfig) -> ImageSettings:
 
 
 def label_policy(data: DataConfig) -> LabelPolicy:
+    """The label policy of data.uncertainty, data.uncertain_ones and data.blank.
+
+    Args:
+        data: the data section.
+
+    Returns:
+        The LabelPolicy.
+    """
     return LabelPolicy(data.uncertainty, tuple(data.uncertain_ones), data.blank)
 
 
 def masking(data: DataConfig) -> Masking:
-    """data.masked_labels, data.mask_* and the dataset root that masked files key their rows by."""
+    """data.masked_labels, data.mask_* and the dataset root that masked files key their rows by.
+
+    Args:
+        data: the data section.
+
+    Returns:
+        The Masking.
+    """
     return Masking(
         data.masked_labels,
         data.mask_scheme,

@@ -49,8 +49,16 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 def check_eval_config(
     config: EvalConfig, classes: tuple[str, ...] | list[str], frame: pd.DataFrame | None = None
 ) -> None:
-    """Fail before training on eval.classes that are not the data's, and with the evaluated split's `frame`
-    on images without a study id under eval.study_level."""
+    """Fail before training on eval settings the data cannot serve.
+
+    Fails on eval.classes that are not the data's, and with the evaluated split's `frame` on images without a study
+    id under eval.study_level (a ConfigError).
+
+    Args:
+        config: the eval section.
+        classes: the data's classes.
+        frame: the evaluated split's rows (None: the study-id check is skipped).
+    """
     unknown = [name for name in config.classes if name not in classes]
     if unknown:
         raise ConfigError(f"eval.classes: {unknown} not among the data's classes {list(classes)}")
@@ -66,8 +74,21 @@ def check_eval_config(
 def split_explainer(
     model: InferenceModel, dataset: Dataset, frame: pd.DataFrame, data: DataConfig, classes: Sequence[str]
 ) -> Explainer:
-    """Heatmap inputs for a split: `model` (TTA off), its backbone as Grad-CAM's layer, the split's images by row
-    and, on the synthetic set, the findings' masks (spml.data.synthetic.lesion_masks)."""
+    """Heatmap inputs for a split.
+
+    `model` (TTA off), its backbone as Grad-CAM's layer, the split's images by row and, on the synthetic set, the
+    findings' masks (spml.data.synthetic.lesion_masks).
+
+    Args:
+        model: the inference model.
+        dataset: the split's dataset (items with an "image").
+        frame: the split's rows (for the synthetic masks).
+        data: the data section.
+        classes: the class names.
+
+    Returns:
+        The Explainer.
+    """
 
     def images(rows: np.ndarray) -> np.ndarray:
         return np.stack([dataset[int(i)]["image"].numpy() for i in rows])
@@ -80,9 +101,20 @@ def split_explainer(
 
 @dataclass(frozen=True)
 class EvaluationRequest:
-    """What tools/evaluate.py asks for (its flags): the run, its checkpoint, TTA, the split, the output folder,
-    config overrides (eval.study_level, eval.classes, data.root, ...), bootstrap resamples (None: eval.bootstrap),
-    heatmaps per class, the heatmap method (None: eval.heatmap_method) and the pointing game."""
+    """What tools/evaluate.py asks for (its flags).
+
+    Attributes:
+        run: the run folder.
+        checkpoint: latest | best.
+        tta: predict with test-time augmentation.
+        split: the split to score.
+        out: the output folder.
+        overrides: config overrides (eval.study_level, eval.classes, data.root, ...).
+        bootstrap: bootstrap resamples (None: eval.bootstrap).
+        heatmaps: heatmaps per class.
+        heatmap_method: the heatmap method (None: eval.heatmap_method).
+        pointing_game: score the pointing game.
+    """
 
     run: Path
     checkpoint: str = "latest"
@@ -177,8 +209,16 @@ def evaluate_run(request: EvaluationRequest, out: Path) -> Evaluation:
 
 # ------------------------------------------------------------------------------------ external sets
 def read_mapping_file(path: str | Path) -> dict[str, str | None]:
-    """A YAML mapping `run class: external class` (null: leave the run class out) -> dict; one-to-many
-    (a list) and anything but names are a DataError naming the file and the entry."""
+    """A YAML mapping `run class: external class` (null: leave the run class out) -> dict.
+
+    One-to-many (a list) and anything but names are a DataError naming the file and the entry.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        {run class: external class or None}.
+    """
     try:
         data = read_yaml(path)
     except ConfigError as err:
@@ -197,8 +237,17 @@ def read_mapping_file(path: str | Path) -> dict[str, str | None]:
 
 
 def external_data_config(items: Sequence[str]) -> DataConfig:
-    """The external set's data config from `items`: YAML files with a `data:` section (configs/datasets/*.yaml)
-    and `data.key=value` overrides, which win over the files; schema defaults below them (not the run's)."""
+    """The external set's data config from `items`.
+
+    YAML files with a `data:` section (configs/datasets/*.yaml) and `data.key=value` overrides, which win over the
+    files; schema defaults below them (not the run's).
+
+    Args:
+        items: the files and overrides (tools/evaluate.py --data).
+
+    Returns:
+        The DataConfig.
+    """
     files = [item for item in items if "=" not in item]
     overrides = [item for item in items if "=" in item]
     for item in overrides:
@@ -228,7 +277,14 @@ def external_data_config(items: Sequence[str]) -> DataConfig:
 
 
 def external_name(data: DataConfig) -> str:
-    """Default output name: the reader and the folder of the label file (or of data.root), or the synthetic seed."""
+    """Default output name: the reader and the folder of the label file (or of data.root), or the synthetic seed.
+
+    Args:
+        data: the external set's data section.
+
+    Returns:
+        The name (a slug).
+    """
     if data.dataset == "synthetic":
         return f"synthetic_seed{data.synthetic.seed}"
     place = Path(data.labels).resolve().parent.name if data.labels else Path(data.root).resolve().name
@@ -236,13 +292,29 @@ def external_name(data: DataConfig) -> str:
 
 
 def check_name(name: str) -> str:
+    """Check that `name` can name a folder (letters, digits, '.', '_' and '-'); a ConfigError otherwise.
+
+    Args:
+        name: the --name value.
+
+    Returns:
+        `name`.
+    """
     if not NAME.fullmatch(name):
         raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
     return name
 
 
 def read_external(data: DataConfig, split: str = "all") -> LabelTable:
-    """The rows to score: the whole set after the image check (data.missing), or one split of data.split."""
+    """The rows to score: the whole set after the image check (data.missing), or one split of data.split.
+
+    Args:
+        data: the external set's data section.
+        split: "all" or a split name.
+
+    Returns:
+        The LabelTable of those rows.
+    """
     if split not in SPLIT_CHOICES:
         raise ConfigError(f"split {split!r}; choose from {list(SPLIT_CHOICES)}")
     if split == "all":

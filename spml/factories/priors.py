@@ -11,10 +11,20 @@ from spml.evaluation.positive_unlabeled import ClassPriors, estimate_priors, res
 
 
 def class_priors(config: Config, bundle: DataBundle) -> ClassPriors | None:
-    """data.class_priors for the classes it names; the others estimated from the train split, which holds no
-    hidden label either: in spml mode k x (the class's share of the observed positives) with k the run's expected
+    """The class priors of the prior-based calibration and thresholds under data.mask_val; None without it.
+
+    data.class_priors for the classes it names; the others estimated from the train split, which holds no hidden
+    label either: in spml mode k x (the class's share of the observed positives) with k the run's expected
     positives per image (estimate_priors), in supervised mode (a partially labelled file) the class's positive
-    share among its known train entries. None without data.mask_val."""
+    share among its known train entries.
+
+    Args:
+        config: the run's config.
+        bundle: the run's data.
+
+    Returns:
+        The ClassPriors (values, source per class, how they were found), or None without data.mask_val.
+    """
     if not config.data.mask_val:
         return None
     train, classes = bundle.train, list(bundle.classes)

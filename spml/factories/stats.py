@@ -11,9 +11,15 @@ from spml.data.build import DataBundle
 
 @dataclass(frozen=True)
 class DataStats:
-    """pos_counts: (C,) positives per class among known training labels (supervised) or observed positives
-    (SPML). class_prior: (C,) prevalence estimate from the labelled validation split. expected_positives:
-    mean positives per image (see spml.data.build), for EPR/ROLE. Written to <run>/data_stats.json."""
+    """The training-set facts components are built from. Written to <run>/data_stats.json.
+
+    Attributes:
+        classes: the class names.
+        num_images: training images.
+        pos_counts: (C,) positives per class among known training labels (supervised) or observed positives (SPML).
+        class_prior: (C,) prevalence estimate from the labelled validation split.
+        expected_positives: mean positives per image (see spml.data.build), for EPR/ROLE.
+    """
 
     classes: tuple[str, ...]
     num_images: int
@@ -36,6 +42,14 @@ class DataStats:
 
     @classmethod
     def from_json(cls, data: dict) -> DataStats:
+        """The facts from their JSON form (to_json).
+
+        Args:
+            data: the dict to_json wrote.
+
+        Returns:
+            The DataStats.
+        """
         return cls(
             classes=tuple(data["classes"]),
             num_images=int(data["num_images"]),
@@ -46,7 +60,15 @@ class DataStats:
 
 
 def data_stats(bundle: DataBundle, mode: str) -> DataStats:
-    """Facts objectives are built from; in SPML mode counts come from observed positives only."""
+    """Facts objectives are built from; in SPML mode counts come from observed positives only.
+
+    Args:
+        bundle: the run's data.
+        mode: "spml" | "supervised".
+
+    Returns:
+        The DataStats.
+    """
     train, val = bundle.train, bundle.val
     if mode == "spml":
         pos_counts = torch.as_tensor(train.observed.sum(0), dtype=torch.float32)

@@ -66,7 +66,11 @@ SKIP_LOG = "skipped_images.csv"  # data.bad_images=skip: every skip of every pro
 
 
 def check_train_config(config: Config) -> None:
-    """Fail before anything is written on values the loop cannot run with (the choices are the loader's)."""
+    """Fail before anything is written on values the loop cannot run with (the choices are the loader's).
+
+    Args:
+        config: the run's config.
+    """
     train = config.train
     for key, value, least in (
         ("train.epochs", train.epochs, 1),
@@ -92,9 +96,18 @@ def check_train_config(config: Config) -> None:
 
 
 def best_metric(config: Config) -> str:
-    """The validation metric that chooses the best checkpoint: train.best_metric, where auto is val/mAP with a
-    fully labelled val split and val/observed_auroc under data.mask_val (issue 24: a single-positive val split
-    supports the ranking of its observed positives, not a mAP that counts hidden positives as negatives)."""
+    """The validation metric that chooses the best checkpoint.
+
+    train.best_metric, where auto is val/mAP with a fully labelled val split and val/observed_auroc under
+    data.mask_val (issue 24: a single-positive val split supports the ranking of its observed positives, not a mAP
+    that counts hidden positives as negatives).
+
+    Args:
+        config: the run's config.
+
+    Returns:
+        The metric's name.
+    """
     metric = config.train.best_metric
     if metric == "val/observed_auroc" and not config.data.mask_val:
         raise ConfigError(
@@ -112,6 +125,11 @@ def claim_run_dir(run_dir: str | Path, overwrite: bool = False, main_process: bo
     A folder that already holds another run's outputs (checkpoints, logs, evaluations) is refused, so a
     repeated command never mixes two runs' logs or leaves an old `best` checkpoint behind; with
     `overwrite` the main process deletes those outputs first.
+
+    Args:
+        run_dir: the run folder (train.out).
+        overwrite: delete an earlier run's outputs instead of refusing.
+        main_process: this process deletes (the others only check).
     """
     run_dir = Path(run_dir)
     found = [p for p in (*(run_dir / name for name in RUN_OUTPUTS), *run_dir.glob("eval*")) if p.exists()]
@@ -140,6 +158,15 @@ def build_trainer(
     `resume`: train.out holds the run to continue (call `Trainer.resume` next); its record (config.yaml,
     masking_manifest.json, data_stats.json, the images left out before training) is kept as first written, and
     the pretrained weights are not read again (the checkpoint holds every weight).
+
+    Args:
+        config: the run's config.
+        accelerator: the run's Accelerator (None: one built from train.precision and optim.accumulate).
+        callbacks: callbacks run before the built-in ones.
+        resume: train.out holds the run to continue.
+
+    Returns:
+        The Trainer, ready to fit (or to resume).
     """
     check_train_config(config)
     check_choices(config)  # registry-backed names, before the data is read
@@ -260,10 +287,17 @@ def build_trainer(
 
 
 def check_same_data(run_dir: Path, fingerprint: dict[str, dict[str, str]], data: DataConfig) -> None:
-    """A resume must train and score on the data its run started with: compare `fingerprint`
-    (DataBundle.fingerprint) with the one <run>/data_stats.json recorded; a difference raises a DataError naming
-    the split, whether its images or its labels changed, and the files they come from. Runs recorded before
-    fingerprints existed (or without data_stats.json) are not checked."""
+    """A resume must train and score on the data its run started with.
+
+    Compares `fingerprint` with the one <run>/data_stats.json recorded; a difference raises a DataError naming the
+    split, whether its images or its labels changed, and the files they come from. Runs recorded before
+    fingerprints existed (or without data_stats.json) are not checked.
+
+    Args:
+        run_dir: the run folder.
+        fingerprint: DataBundle.fingerprint of the data now.
+        data: the data section (its files are named in the error).
+    """
     path = run_dir / "data_stats.json"
     recorded = json.loads(path.read_text(encoding="utf-8")).get("fingerprint") if path.exists() else None
     if recorded is None:
@@ -292,9 +326,17 @@ def check_same_data(run_dir: Path, fingerprint: dict[str, dict[str, str]], data:
 
 
 def record_resume(run_dir: str | Path, step: int, changes: dict[str, tuple[Any, Any]], processes: int) -> None:
-    """Append a line to <run>/resumes.jsonl (config.yaml stays as first written): when the run was resumed, from
-    which checkpoint step, in how many processes and which keys the resume changed ({key: [recorded, now]},
-    spml.config.resume_config; train.out when the folder moved)."""
+    """Append a line to <run>/resumes.jsonl (config.yaml stays as first written).
+
+    The line says when the run was resumed, from which checkpoint step, in how many processes and which keys the
+    resume changed ({key: [recorded, now]}, spml.config.resume_config; train.out when the folder moved).
+
+    Args:
+        run_dir: the run folder.
+        step: the checkpoint's global step.
+        changes: {key: (recorded, now)}.
+        processes: the number of processes.
+    """
     path = Path(run_dir) / RESUMES
     line = json.dumps(
         {

@@ -65,17 +65,36 @@ def prepare_weights(config: Config, accelerator: Accelerator | None = None, down
 
 
 def without_pretrained(config: Config) -> Config:
-    """`config` building the same architecture without loading pretrained weights (a resume: the checkpoint holds
-    every weight)."""
+    """`config` building the same architecture without loading pretrained weights.
+
+    For a resume: the checkpoint holds every weight.
+
+    Args:
+        config: the run's config.
+
+    Returns:
+        The config with model.pretrained and model.pretrained_record empty.
+    """
     return dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained="", pretrained_record={}))
 
 
 def weights_to_fetch(
     items: list[str], overrides: tuple[str, ...] = (), notes: list[str] | None = None
 ) -> list[WeightsSpec]:
-    """The weights named by `items`: YAML config files (their model.backbone + model.pretrained, with `overrides`)
-    or weights names (spml.models.weights.spec_for_name); random-init configs name none. Duplicates are dropped.
-    A config whose model.prototypes file does not exist adds a line to `notes` (it is made, not fetched)."""
+    """The weights named by `items`; duplicates are dropped.
+
+    YAML config files (their model.backbone + model.pretrained, with `overrides`) or weights names
+    (spml.models.weights.spec_for_name); random-init configs name none. A config whose model.prototypes file does not
+    exist adds a line to `notes` (it is made, not fetched).
+
+    Args:
+        items: config files or weights names.
+        overrides: `key=value` overrides for the config files.
+        notes: a list the prototype notes are appended to (None: no notes).
+
+    Returns:
+        The WeightsSpecs to fetch.
+    """
     specs: dict[str, WeightsSpec] = {}
     for item in items:
         if item.endswith((".yaml", ".yml")):
@@ -97,5 +116,12 @@ def weights_to_fetch(
 
 
 def fetch_all(specs: list[WeightsSpec]) -> list[tuple[WeightsSpec, dict[str, Any]]]:
-    """Fetch each spec into its library's cache (spml.models.weights.locate) and return its record."""
+    """Fetch each spec into its library's cache (spml.models.weights.locate).
+
+    Args:
+        specs: the weights to fetch.
+
+    Returns:
+        [(spec, its weights record)].
+    """
     return [(spec, weights_record(spec, locate(spec, download=True))) for spec in specs]

@@ -24,8 +24,14 @@ RUN_RESULT = "result.csv"  # <run>/result.csv: the run's row of its grid's table
 
 
 def last_validation(log_csv: Path) -> dict[str, float]:
-    """{"val_mAP", "val_mean_auroc"} of the last validation in a run's log.csv (long format: step, name, value);
-    empty when the run logged none."""
+    """The metrics of the last validation in a run's log.csv (long format: step, name, value).
+
+    Args:
+        log_csv: the run's log.csv.
+
+    Returns:
+        {"val_mAP", "val_mean_auroc"}; empty when the run logged none (or has no log).
+    """
     if not log_csv.exists():
         return {}
     log = pd.read_csv(log_csv)
@@ -34,9 +40,19 @@ def last_validation(log_csv: Path) -> dict[str, float]:
 
 
 def read_run(run_dir: Path, eval_name: str = "eval") -> dict:
-    """One row: the run folder's final test metrics (plus per-class AP columns) and its last validation metrics
-    (VAL_METRICS), status "done"; or its status "failed", "interrupted" (a checkpoint, no evaluation) or "missing".
-    Everything comes from the run folder itself, so runs trained on many nodes are collected alike."""
+    """One row of a grid's table, read from the run folder.
+
+    The run folder's final test metrics (plus per-class AP columns) and its last validation metrics (VAL_METRICS),
+    status "done"; or its status "failed", "interrupted" (a checkpoint, no evaluation) or "missing". Everything comes
+    from the run folder itself, so runs trained on many nodes are collected alike.
+
+    Args:
+        run_dir: the run folder.
+        eval_name: the evaluation folder inside it.
+
+    Returns:
+        The row: run_dir, status and, when done, the metrics (and seconds when recorded); when failed, the error.
+    """
     row: dict = {"run_dir": str(run_dir)}
     metrics_path = run_dir / eval_name / "metrics.json"
     if metrics_path.exists():
@@ -60,19 +76,37 @@ def read_run(run_dir: Path, eval_name: str = "eval") -> dict:
 
 
 def best_reference(table: pd.DataFrame, candidates: list[str]) -> str | None:
-    """The candidate variant with the highest mean mAP among those with finished runs (None if none finished)."""
+    """The candidate variant with the highest mean mAP among those with finished runs.
+
+    Args:
+        table: the aggregate table, indexed by variant.
+        candidates: the variant names to choose from.
+
+    Returns:
+        The variant's name, or None if none finished.
+    """
     finished = [name for name in candidates if name in table.index and not pd.isna(table.loc[name, "mAP_mean"])]
     return max(finished, key=lambda name: table.loc[name, "mAP_mean"]) if finished else None
 
 
 def aggregate(frame: pd.DataFrame, reference: dict[str, list[str]] | None = None, split: str = "test") -> pd.DataFrame:
-    """Mean and std over seeds per variant (finished runs only) of `split`'s metrics (SPLIT_METRICS; the columns
-    are named mAP_* and mean_auroc_* for either split, `table.attrs["split"]` says which), plus the recovery ratio
-    (method - AN) / (full - AN) on mAP when `reference` names the full-label and AN variants and both have
-    finished runs among the rows (a selection with --only may leave them out). `reference["full"]` may list
-    several full-label variants (e.g. with and without weak augmentation): the best mean mAP among them is
-    the reference, so recovery is measured against the strongest full-label model of the grid; its name is
-    in `table.attrs["full_reference"]`."""
+    """Mean and std over seeds per variant (finished runs only) of `split`'s metrics, plus the recovery ratio.
+
+    The metrics are SPLIT_METRICS[split]; the columns are named mAP_* and mean_auroc_* for either split,
+    `table.attrs["split"]` says which. The recovery ratio (method - AN) / (full - AN) on mAP is added when
+    `reference` names the full-label and AN variants and both have finished runs among the rows (a selection with
+    --only may leave them out). `reference["full"]` may list several full-label variants (e.g. with and without weak
+    augmentation): the best mean mAP among them is the reference, so recovery is measured against the strongest
+    full-label model of the grid; its name is in `table.attrs["full_reference"]`.
+
+    Args:
+        frame: one row per run (variant, seed, status, metrics).
+        reference: {"full": [...], "an": [...]} variant names (None: no recovery).
+        split: "test" | "val".
+
+    Returns:
+        One row per variant: variant, <metric>_mean, <metric>_std, <metric>_count (and recovery).
+    """
     metrics = SPLIT_METRICS[split]
     done = frame.loc[frame["status"] == "done", ["variant", *metrics]].rename(columns=dict(zip(metrics, METRICS)))
     table = done.groupby("variant", sort=False)[list(METRICS)].agg(["mean", "std", "count"])
@@ -89,15 +123,31 @@ def aggregate(frame: pd.DataFrame, reference: dict[str, list[str]] | None = None
 
 
 def mean_std_cell(mean: float, std: float) -> str:
-    """Table cell: mean ± std, the mean alone when std is undefined (one seed), a dash when nothing finished."""
+    """Table cell: mean ± std, the mean alone when std is undefined (one seed), a dash when nothing finished.
+
+    Args:
+        mean: the mean.
+        std: the standard deviation (NaN: one seed).
+
+    Returns:
+        The cell's text.
+    """
     if pd.isna(mean):
         return "—"
     return f"{mean:.4f}" if pd.isna(std) else f"{mean:.4f} ± {std:.4f}"
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """Markdown table with mean +/- std (n seeds); a single seed shows its value alone (no std exists). The
-    metric columns name the split when it is not the test split."""
+    """Markdown table with mean +/- std (n seeds); a single seed shows its value alone (no std exists).
+
+    The metric columns name the split when it is not the test split.
+
+    Args:
+        table: the aggregate table.
+
+    Returns:
+        The Markdown text.
+    """
     has_recovery = "recovery" in table
     split = table.attrs.get("split", "test")
     header = f"| variant | {metric_label(split)} | {metric_label(split, 'mean AUROC')} | seeds |" + (
@@ -115,7 +165,15 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def per_seed_markdown(frame: pd.DataFrame, split: str = "test") -> str:
-    """Markdown table of every finished run's mAP: one row per variant, one column per seed ("—": not finished)."""
+    """Markdown table of every finished run's mAP: one row per variant, one column per seed ("—": not finished).
+
+    Args:
+        frame: one row per run.
+        split: "test" | "val".
+
+    Returns:
+        The Markdown text.
+    """
     metric = SPLIT_METRICS[split][0]
     done = frame[frame["status"] == "done"]
     values = done.pivot_table(index="variant", columns="seed", values=metric, sort=False)
@@ -134,15 +192,34 @@ def per_seed_markdown(frame: pd.DataFrame, split: str = "test") -> str:
 
 
 def competitors(frame: pd.DataFrame, reference: dict[str, list[str]] | None) -> pd.DataFrame:
-    """The rows of the variants a method is compared with: all but the full-label references (reference["full"]),
-    which are upper bounds, not competitors, and would only widen the Holm family."""
+    """The rows of the variants a method is compared with.
+
+    All but the full-label references (reference["full"]), which are upper bounds, not competitors, and would only
+    widen the Holm family.
+
+    Args:
+        frame: one row per run.
+        reference: {"full": [...], ...} (None: keep every row).
+
+    Returns:
+        The rows kept.
+    """
     full = set((reference or {}).get("full", []))
     return frame[~frame["variant"].isin(full)]
 
 
 def run_counts(frame: pd.DataFrame) -> str:
-    """ "N runs: X finished, Y failed, Z not run" (", W of them interrupted" when some stopped after a checkpoint)
-    for the rows of run_grid / grid_rows; FileNotFoundError when none has finished (there is nothing to tabulate)."""
+    """ "N runs: X finished, Y failed, Z not run" for the rows of run_grid / grid_rows.
+
+    ", W of them interrupted" is added when some stopped after a checkpoint; FileNotFoundError when none has
+    finished (there is nothing to tabulate).
+
+    Args:
+        frame: one row per run (status, run_dir).
+
+    Returns:
+        The line.
+    """
     done, failed, stopped = (int((frame["status"] == status).sum()) for status in ("done", "failed", "interrupted"))
     not_run = len(frame) - done - failed
     if not done:
@@ -157,10 +234,19 @@ def run_counts(frame: pd.DataFrame) -> str:
 
 
 def gather_results(frame: pd.DataFrame, folders: list[Path]) -> pd.DataFrame:
-    """A grid's rows (its results.csv, which a launcher wrote from the runs it knew) brought up to date with the run
-    results (RUN_RESULT files) under `folders` and in the rows' own run folders: a run's file replaces its row (it
-    is as new as the run), and runs missing from `frame` (results.csv written by one node while another trained
-    other seeds or variants) are added. Order: `frame`'s variants first, each variant's seeds in order."""
+    """A grid's rows brought up to date with the run results under `folders` and in the rows' own run folders.
+
+    `frame` is the grid's results.csv, which a launcher wrote from the runs it knew. A run's RUN_RESULT file replaces
+    its row (it is as new as the run), and runs missing from `frame` (results.csv written by one node while another
+    trained other seeds or variants) are added. Order: `frame`'s variants first, each variant's seeds in order.
+
+    Args:
+        frame: the grid's rows.
+        folders: folders searched for RUN_RESULT files.
+
+    Returns:
+        The rows, one per (variant, seed).
+    """
     files = {path.resolve() for folder in folders for path in Path(folder).rglob(RUN_RESULT)}
     files |= {
         (Path(run_dir) / RUN_RESULT).resolve()
@@ -179,9 +265,21 @@ def gather_results(frame: pd.DataFrame, folders: list[Path]) -> pd.DataFrame:
 def report_sections(
     frame: pd.DataFrame, reference: dict[str, list[str]] | None = None, compare: str = "", split: str = "test"
 ) -> tuple[str, pd.DataFrame, pd.DataFrame | None]:
-    """The Markdown of a grid's results (mean +/- std table with recovery, the per-seed table, and with `compare`
-    the paired differences of that variant to every competitor, spml.reporting.stats) -> (text, aggregate table, paired
-    table or None). What results.md holds and what tools/results_doc.py renders into docs/results.md."""
+    """The Markdown of a grid's results.
+
+    The mean +/- std table with recovery, the per-seed table, and with `compare` the paired differences of that
+    variant to every competitor (spml.reporting.stats). What results.md holds and what tools/results_doc.py renders
+    into docs/results.md.
+
+    Args:
+        frame: one row per run.
+        reference: {"full": [...], "an": [...]} variant names (None: no recovery).
+        compare: the variant compared with the others ("": no paired differences).
+        split: "test" | "val".
+
+    Returns:
+        (text, aggregate table, paired table or None).
+    """
     metric = SPLIT_METRICS[split][0]
     label = metric_label(split)
     table = aggregate(frame, reference, split)
@@ -204,8 +302,12 @@ def report_sections(
 
 
 def machine() -> str:
-    """The CPU model, its core count, the threads per run (OMP_NUM_THREADS of this process, which the runs
-    inherit) and the GPU if one is visible."""
+    """The machine the runs trained on, in one line.
+
+    Returns:
+        The CPU model, its core count, the threads per run (OMP_NUM_THREADS of this process, which the runs
+        inherit) and the GPU if one is visible.
+    """
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -227,11 +329,26 @@ def write_results(
     command: str = "",
     budget: str = "",
 ) -> str:
-    """results.csv (one row per run), results.json (what the tables need besides the CSV: name, command, reference,
-    compare, split, budget (one line on what a run trained, spml.experiments.grid.run_budget), machine, training
-    minutes; tools/results_doc.py reads both), results.md
-    (report_sections) and results.png (mAP bars) into `out`; with `compare`, also paired.csv and paired.png
-    (forest plot of the paired differences). Returns the Markdown text."""
+    """Write a grid's results into `out`.
+
+    results.csv (one row per run), results.json (what the tables need besides the CSV: name, command, reference,
+    compare, split, budget, machine, training minutes; tools/results_doc.py reads both), results.md (report_sections),
+    results.png (mAP bars) and the grid's report.html; with `compare`, also paired.csv and paired.png (forest plot of
+    the paired differences).
+
+    Args:
+        frame: one row per run.
+        out: the output folder.
+        name: the grid's name.
+        reference: {"full": [...], "an": [...]} variant names.
+        compare: the variant compared with the others ("": none).
+        split: "test" | "val".
+        command: the command that ran the grid.
+        budget: one line on what a run trained (spml.experiments.grid.run_budget).
+
+    Returns:
+        The Markdown text.
+    """
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "results.csv") as temporary:
         frame.to_csv(temporary, index=False)

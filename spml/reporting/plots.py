@@ -37,10 +37,25 @@ def plot_curves(
 def curve_figures(
     scores: Any, targets: Any, known: Any | None, classes: list[str] | tuple[str, ...], result: Any
 ) -> tuple[Figure, Figure]:
-    """ROC and precision-recall figures: one curve per scorable class over its known entries, the legend
-    (outside the axes) giving each class's AUROC / AP, the title the macro mean and how many classes it
-    covers, the classes left out (no positive or no negative) named under the axes. `result`: the
-    EvalResult of these predictions (spml.evaluation.metrics.evaluate_predictions)."""
+    """ROC and precision-recall figures of one set of predictions.
+
+    One curve per scorable class over its known entries, the legend (outside the axes) giving each class's AUROC /
+    AP, the title the macro mean and how many classes it covers, the classes left out (no positive or no negative)
+    named under the axes.
+
+    Args:
+        scores: the predicted scores.
+        targets: the labels (> 0.5: positive).
+        known: which entries are labelled (None: all).
+        classes: the class names.
+        result: the EvalResult of these predictions (spml.evaluation.metrics.evaluate_predictions).
+
+    Returns:
+        (ROC figure, precision-recall figure).
+
+    Shape:
+        - scores, targets, known: (N, C).
+    """
     scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets) > 0.5
     known = np.ones(scores.shape, bool) if known is None else np.asarray(known, dtype=bool)
     roc_fig, pr_fig = Figure(figsize=(9, 6)), Figure(figsize=(9, 6))

@@ -37,7 +37,13 @@ PLACEHOLDER = re.compile(r"\{\{(grid|mean|recovery|diff|table):([^}|]+)(?:\|([^}
 
 @dataclass
 class GridResults:
-    """One grid's committed results: the per-run CSV and its results.json."""
+    """One grid's committed results: the per-run CSV and its results.json.
+
+    Attributes:
+        name: the grid's name (`<name>.csv`, `<name>.json`).
+        frame: one row per run.
+        meta: its results.json.
+    """
 
     name: str
     frame: pd.DataFrame
@@ -45,6 +51,15 @@ class GridResults:
 
     @classmethod
     def read(cls, folder: Path, name: str) -> GridResults:
+        """Read `<folder>/<name>.csv` and `<name>.json` (a FileNotFoundError naming the file when one is missing).
+
+        Args:
+            folder: the committed results folder.
+            name: the grid's name.
+
+        Returns:
+            The GridResults.
+        """
         csv, meta = folder / f"{name}.csv", folder / f"{name}.json"
         for path in (csv, meta):
             if not path.exists():
@@ -72,19 +87,43 @@ class GridResults:
 
 @dataclass
 class Rendered:
+    """A rendered document and the plots it links.
+
+    Attributes:
+        text: the Markdown.
+        plots: callables that write the linked plots and return their paths (deferred: the text can be checked
+            without them).
+    """
+
     text: str
     plots: list[Callable[[], Path]] = field(default_factory=list)  # deferred: the text can be checked without them
 
 
 def seed_list(seeds: list[int]) -> str:
-    """[0, 1, 2, 3, 4] -> '0-4'; other lists comma-separated."""
+    """[0, 1, 2, 3, 4] -> '0-4'; other lists comma-separated.
+
+    Args:
+        seeds: the seeds.
+
+    Returns:
+        The text.
+    """
     if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
         return f"{seeds[0]}-{seeds[-1]}"
     return ", ".join(str(seed) for seed in seeds)
 
 
 def grid_block(grid: GridResults, folder: Path, link_prefix: str) -> Rendered:
-    """The Markdown block of `{{grid:NAME}}` and the plot it links (written when the Rendered plots are called)."""
+    """The Markdown block of `{{grid:NAME}}` and the plot it links (written when the Rendered plots are called).
+
+    Args:
+        grid: the grid's results.
+        folder: the results folder (the plot is written there).
+        link_prefix: prefix of the links to the CSV and the plot.
+
+    Returns:
+        The Rendered block.
+    """
     meta = grid.meta
     text, table, paired = report_sections(grid.frame, meta.get("reference"), meta.get("compare", ""), grid.split)
     done = int((grid.frame["status"] == "done").sum())
@@ -111,7 +150,16 @@ def grid_block(grid: GridResults, folder: Path, link_prefix: str) -> Rendered:
 
 
 def table_block(name: str, folder: Path, link_prefix: str) -> str:
-    """The Markdown of `{{table:NAME}}` (see the module docstring)."""
+    """The Markdown of `{{table:NAME}}` (see the module docstring).
+
+    Args:
+        name: the study's name (`<folder>/<name>.csv|json`).
+        folder: the results folder.
+        link_prefix: prefix of the link to the CSV.
+
+    Returns:
+        The Markdown text.
+    """
     csv, meta_path = folder / f"{name}.csv", folder / f"{name}.json"
     for path in (csv, meta_path):
         if not path.exists():
@@ -150,7 +198,16 @@ def table_block(name: str, folder: Path, link_prefix: str) -> str:
 
 
 def render(template: str, folder: Path, link_prefix: str = "results/") -> Rendered:
-    """Fill every placeholder of `template` from the grids in `folder` (see the module docstring)."""
+    """Fill every placeholder of `template` from the grids in `folder` (see the module docstring).
+
+    Args:
+        template: the Markdown template.
+        folder: the results folder.
+        link_prefix: prefix of the links to the CSVs and plots.
+
+    Returns:
+        The Rendered document (an unknown placeholder is a ValueError).
+    """
     grids: dict[str, GridResults] = {}
     plots: list[Callable[[], Path]] = []
 
@@ -193,10 +250,20 @@ def render(template: str, folder: Path, link_prefix: str = "results/") -> Render
 
 
 def collect(name: str, grid_folder: Path, folder: Path) -> tuple[Path, Path]:
-    """A grid folder's results to `<folder>/<name>.csv|json` (what render reads): results.json as it is, results.csv
-    brought up to date with the run results under the grid folder and in its rows' run folders (one result.csv per
-    run, written on the node that trained it; spml.experiments.grid.gather_results), so a grid whose runs trained on
-    many nodes is collected whole even when each node wrote results.csv from its own runs."""
+    """A grid folder's results to `<folder>/<name>.csv|json` (what render reads).
+
+    results.json as it is, results.csv brought up to date with the run results under the grid folder and in its rows'
+    run folders (one result.csv per run, written on the node that trained it; gather_results), so a grid whose runs
+    trained on many nodes is collected whole even when each node wrote results.csv from its own runs.
+
+    Args:
+        name: the grid's name.
+        grid_folder: the grid's output folder (results.csv, results.json).
+        folder: the committed results folder.
+
+    Returns:
+        (the CSV path, the JSON path).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     sources = [grid_folder / f"results.{suffix}" for suffix in ("csv", "json")]
     for source in sources:

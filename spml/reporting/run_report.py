@@ -51,16 +51,40 @@ SECTIONS = (
 
 
 def metric_label(split: str, metric: str = "mAP") -> str:
-    """How tables name a metric of `split`: "mAP" for the test split (the default), "val mAP" for the others."""
+    """How tables name a metric of `split`: "mAP" for the test split (the default), "val mAP" for the others.
+
+    Args:
+        split: the split's name.
+        metric: the metric's name.
+
+    Returns:
+        The label.
+    """
     return metric if split == "test" else f"{split} {metric}"
 
 
 def esc(value: Any) -> str:
+    """HTML-escape `value`'s text (quotes included).
+
+    Args:
+        value: anything with a str().
+
+    Returns:
+        The escaped text.
+    """
     return html.escape(str(value), quote=True)
 
 
 def image(path: Path, alt: str) -> str:
-    """An <img> with the PNG embedded as a data URI (a note when the file is missing)."""
+    """An <img> with the PNG embedded as a data URI (a note when the file is missing).
+
+    Args:
+        path: the PNG file.
+        alt: the alternative text.
+
+    Returns:
+        The HTML fragment.
+    """
     if not path.exists():
         return note(f"{alt}: not written ({path.name} missing)")
     data = base64.b64encode(path.read_bytes()).decode("ascii")
@@ -68,17 +92,44 @@ def image(path: Path, alt: str) -> str:
 
 
 def note(text: str, kind: str = "note") -> str:
+    """A paragraph of escaped text with the CSS class `kind`.
+
+    Args:
+        text: the text.
+        kind: "note" | "warn".
+
+    Returns:
+        The HTML fragment.
+    """
     return f'<p class="{kind}">{esc(text)}</p>'
 
 
 def number(value: Any, digits: int = 3) -> str:
+    """A number for a table cell: floats with `digits` decimals, a dash for None / NaN.
+
+    Args:
+        value: the value.
+        digits: decimals of a float.
+
+    Returns:
+        The text.
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value):
         return "—"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def with_interval(row: pd.Series | dict, key: str, digits: int = 3) -> str:
-    """ "0.912 [0.884, 0.937]" from row[key], row[key_ci_low], row[key_ci_high] (the value alone without them)."""
+    """ "0.912 [0.884, 0.937]" from row[key], row[key_ci_low], row[key_ci_high] (the value alone without them).
+
+    Args:
+        row: a table row.
+        key: the metric's column.
+        digits: decimals.
+
+    Returns:
+        The HTML fragment.
+    """
     text = number(row.get(key), digits)
     low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
     if text != "—" and low is not None and not pd.isna(low):
@@ -87,22 +138,55 @@ def with_interval(row: pd.Series | dict, key: str, digits: int = 3) -> str:
 
 
 def table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
-    """An HTML table; cells are trusted HTML fragments (escape text with esc)."""
+    """An HTML table; cells are trusted HTML fragments (escape text with esc).
+
+    Args:
+        headers: the column headers (escaped here).
+        rows: the rows of cells.
+
+    Returns:
+        The HTML fragment.
+    """
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def read_json(path: Path) -> dict | None:
+    """A JSON file's content, None when it does not exist.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The parsed JSON, or None.
+    """
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def read_csv(path: Path) -> pd.DataFrame | None:
+    """A CSV file as a DataFrame, None when it does not exist.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The table, or None.
+    """
     return pd.read_csv(path) if path.exists() else None
 
 
 def page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str:
-    """The whole document: sections are (id, heading, body HTML)."""
+    """The whole document: a header, the navigation and the sections.
+
+    Args:
+        title: the page's title.
+        subtitle: the line under it.
+        sections: (id, heading, body HTML) per section.
+
+    Returns:
+        The HTML page.
+    """
     nav = "".join(f'<a href="#{sid}">{esc(heading)}</a>' for sid, heading, _ in sections)
     body = "".join(
         f'<section id="{sid}"><h2>{esc(heading)}</h2>{content}</section>' for sid, heading, content in sections
@@ -118,6 +202,19 @@ def page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str
 
 # ------------------------------------------------------------------------------------------------ run report
 def summary_section(run: Path, folder: Path, metrics: dict | None, config: str) -> str:
+    """The summary: headline metrics with their intervals, classes scored, probabilities and operating points.
+
+    A warning when the run has no test evaluation.
+
+    Args:
+        run: the run folder.
+        folder: the evaluation folder.
+        metrics: its metrics.json (None: missing).
+        config: one line describing the run.
+
+    Returns:
+        The HTML fragment.
+    """
     if metrics is None:
         return note(
             "no test evaluation (eval/metrics.json missing): the run did not finish, or evaluate it "
@@ -172,8 +269,17 @@ def summary_section(run: Path, folder: Path, metrics: dict | None, config: str) 
 
 
 def probabilities_lines(metrics: dict) -> list[str]:
-    """What the probabilities of the run's outputs are (issue 24): calibrated how, on which labels, with the
-    classes that fell back and the class priors of a single-positive val split."""
+    """What the probabilities of the run's outputs are (issue 24).
+
+    Calibrated how, on which labels, with the classes that fell back and the class priors of a single-positive val
+    split.
+
+    Args:
+        metrics: the evaluation's metrics.json.
+
+    Returns:
+        HTML fragments ([] when the metrics say nothing about the probabilities).
+    """
     if "probabilities" not in metrics:
         return []
     lines = [
@@ -218,6 +324,14 @@ def probabilities_lines(metrics: dict) -> list[str]:
 
 
 def data_section(run: Path) -> str:
+    """Data and masking: per-class counts from data_stats.json and masking_manifest.json, and bad-image skips.
+
+    Args:
+        run: the run folder.
+
+    Returns:
+        The HTML fragment.
+    """
     stats, manifest = read_json(run / "data_stats.json"), read_json(run / "masking_manifest.json")
     parts = []
     if stats is None:
@@ -256,6 +370,14 @@ def data_section(run: Path) -> str:
 
 
 def training_section(run: Path) -> str:
+    """The training curves of log.csv (written to <run>/training.png and embedded).
+
+    Args:
+        run: the run folder.
+
+    Returns:
+        The HTML fragment.
+    """
     log = read_csv(run / "log.csv")
     if log is None or log.empty:
         return note("log.csv missing or empty")
@@ -264,6 +386,14 @@ def training_section(run: Path) -> str:
 
 
 def results_section(folder: Path) -> str:
+    """The per-class table: AUROC and AP, with calibration, operating points and pointing game when written.
+
+    Args:
+        folder: the evaluation folder.
+
+    Returns:
+        The HTML fragment.
+    """
     per_class = read_csv(folder / "per_class.csv")
     if per_class is None:
         return note(f"{folder.name}/per_class.csv missing")
@@ -326,6 +456,14 @@ def results_section(folder: Path) -> str:
 
 
 def plots_section(folder: Path) -> str:
+    """The ROC, precision-recall and reliability plots of the evaluation folder.
+
+    Args:
+        folder: the evaluation folder.
+
+    Returns:
+        The HTML fragment.
+    """
     return "".join(
         image(folder / name, alt)
         for name, alt in (
@@ -337,6 +475,14 @@ def plots_section(folder: Path) -> str:
 
 
 def heatmap_section(folder: Path) -> str:
+    """The pointing game table and the heatmap gallery of the evaluation folder.
+
+    Args:
+        folder: the evaluation folder.
+
+    Returns:
+        The HTML fragment.
+    """
     gallery = sorted((folder / "heatmaps").glob("*.png"))
     parts = []
     pointing = read_csv(folder / "pointing_game.csv")
@@ -377,8 +523,17 @@ def heatmap_section(folder: Path) -> str:
 
 
 def describe_method(config: dict) -> str:
-    """What a run trained, from its config.yaml: the loss (the mode's default when loss.name is empty) and, in
-    spml mode, the objective (MPC with that base loss, or the loss alone)."""
+    """What a run trained, from its config.yaml.
+
+    The loss (the mode's default when loss.name is empty) and, in spml mode, the objective (MPC with that base loss,
+    or the loss alone).
+
+    Args:
+        config: the parsed config.yaml.
+
+    Returns:
+        The description.
+    """
     supervised = config.get("mode") == "supervised"
     loss = config.get("loss", {}).get("name") or ("bce" if supervised else "em")
     if supervised:
@@ -387,9 +542,19 @@ def describe_method(config: dict) -> str:
 
 
 def write_run_report(run_dir: str | Path, out: str | Path | None = None, eval_name: str = "eval") -> Path:
-    """<run>/report.html (or `out`) from the run folder: config.yaml, data_stats.json, masking_manifest.json,
-    log.csv and the `eval_name` evaluation folder (metrics, per-class table, operating points, calibration,
-    plots, heatmaps, pointing game). Returns the path written."""
+    """<run>/report.html (or `out`) from the run folder.
+
+    Built from config.yaml, data_stats.json, masking_manifest.json, log.csv and the `eval_name` evaluation folder
+    (metrics, per-class table, operating points, calibration, plots, heatmaps, pointing game).
+
+    Args:
+        run_dir: the run folder.
+        out: the page to write (default <run>/report.html).
+        eval_name: the evaluation folder inside the run.
+
+    Returns:
+        The path written.
+    """
     run = Path(run_dir)
     if not (run / "config.yaml").exists():
         raise FileNotFoundError(f"{run} is not a run folder (no config.yaml)")
@@ -424,9 +589,21 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None, eval_na
 def write_grid_report(
     out: str | Path, name: str, runs: pd.DataFrame, table_rows: pd.DataFrame, paired: pd.DataFrame | None = None
 ) -> Path:
-    """<out>/report.html for an experiment grid: the mean ± std table (spml.reporting.grid_results.aggregate), the paired
-    differences (spml.reporting.stats) when present, results.png / paired.png from `out`, and one row per run with a
-    link to its own report."""
+    """<out>/report.html for an experiment grid.
+
+    The mean ± std table (spml.reporting.grid_results.aggregate), the paired differences (spml.reporting.stats) when
+    present, results.png / paired.png from `out`, and one row per run with a link to its own report.
+
+    Args:
+        out: the grid's output folder.
+        name: the grid's name.
+        runs: one row per run.
+        table_rows: the aggregate table.
+        paired: the paired differences (None: none).
+
+    Returns:
+        The path written.
+    """
     out = Path(out)
     split = table_rows.attrs.get("split", "test")  # the runs' columns stay the test split's
     metric_columns = [c for c in ("mAP", "mean_auroc") if f"{c}_mean" in table_rows]

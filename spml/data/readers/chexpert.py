@@ -51,8 +51,20 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def view_filter(frame: pd.DataFrame, views: tuple[str, ...], file: str) -> np.ndarray:
-    """(N,) bool. "frontal"/"lateral" entries filter Frontal/Lateral, the others (AP, PA, ...) filter AP/PA;
-    a row is kept when it passes both kinds that are given; letter case does not matter (`pa` is PA)."""
+    """Which rows pass data.views.
+
+    "frontal"/"lateral" entries filter Frontal/Lateral, the others (AP, PA, ...) filter AP/PA; a row is kept when it
+    passes both kinds that are given; letter case does not matter (`pa` is PA). A filter that keeps no row is a
+    DataError.
+
+    Args:
+        frame: the label file's rows (Frontal/Lateral and AP/PA columns).
+        views: the view entries (empty keeps all).
+        file: the label file (named in errors).
+
+    Returns:
+        (N,) bool, True for a kept row.
+    """
     keep = np.ones(len(frame), bool)
     orientation = [ORIENTATIONS[v.lower()] for v in views if v.lower() in ORIENTATIONS]
     projection = [v for v in views if v.lower() not in ORIENTATIONS]
@@ -70,8 +82,19 @@ def view_filter(frame: pd.DataFrame, views: tuple[str, ...], file: str) -> np.nd
 def read_file(
     file: str, root: str, classes: Sequence[str], views: Sequence[str], allow_outside_root: bool, split: str | None
 ) -> tuple[LabelTable, np.ndarray]:
-    """One CheXpert CSV (train.csv / valid.csv layout) -> (unfiltered LabelTable, view filter); arguments as
-    read_chexpert's."""
+    """One CheXpert CSV (train.csv / valid.csv layout) -> (unfiltered LabelTable, view filter).
+
+    Args:
+        file: the CSV.
+        root: as read_chexpert's.
+        classes: as read_chexpert's.
+        views: as read_chexpert's.
+        allow_outside_root: as read_chexpert's.
+        split: the official split name of its rows (None: no official_split column).
+
+    Returns:
+        (the LabelTable of every row, (N,) bool view filter).
+    """
     frame, digest = read_csv(file, COLUMNS)
     return read_frame(frame, digest, file, root, classes, views, allow_outside_root, split)
 
@@ -86,8 +109,21 @@ def read_frame(
     allow_outside_root: bool,
     split: str | None,
 ) -> tuple[LabelTable, np.ndarray]:
-    """The rows of a CheXpert label file (COLUMNS + observations, as strings) -> (unfiltered LabelTable, view
-    filter); `split` fills the table's official split column."""
+    """The rows of a CheXpert label file (COLUMNS + observations, as strings) -> (unfiltered LabelTable, view filter).
+
+    Args:
+        frame: the rows, as strings.
+        digest: sha256 of the file's bytes.
+        file: the file (named in errors, recorded as the table's source).
+        root: the folder the paths are relative to (after the CheXpert-v1.0(-small)/ prefix).
+        classes: the findings to read; empty = CLASSES.
+        views: the view filter's entries.
+        allow_outside_root: accept image paths that resolve outside `root`.
+        split: fills the table's official split column (None: no such column).
+
+    Returns:
+        (the LabelTable of every row, (N,) bool view filter).
+    """
     classes = select_classes(classes, [c for c in frame.columns if c not in COLUMNS], CLASSES)
     relative = frame["Path"].str.strip().str.replace(PREFIX, "", regex=True)
     paths = resolve_image_paths(frame["Path"].str.strip(), root, file, "Path", allow_outside_root, relative)
@@ -113,10 +149,15 @@ def read_frame(
 
 
 def study_images(file: str, root: str) -> tuple[pd.DataFrame, str]:
-    """The official test file (`Study` + the observations, one row per study) joined to its images: one row per
-    image file (IMAGE_SUFFIXES) in <root>/<Study>/ (the CheXpert-v1.0 prefix removed), in the train.csv layout
-    (Path; Frontal/Lateral from the file name, "lateral" in it or else Frontal; AP/PA, Sex, Age unknown) with the
-    study's labels. A study without an image file is a DataError naming its row.
+    """The official test file (`Study` + the observations, one row per study) joined to its images.
+
+    One row per image file (IMAGE_SUFFIXES) in <root>/<Study>/ (the CheXpert-v1.0 prefix removed), in the train.csv
+    layout (Path; Frontal/Lateral from the file name, "lateral" in it or else Frontal; AP/PA, Sex, Age unknown) with
+    the study's labels. A study without an image file is a DataError naming its row.
+
+    Args:
+        file: test_labels.csv(.gz).
+        root: the dataset folder.
 
     Returns:
         (frame of strings, sha256 of the test file's bytes).
@@ -147,9 +188,19 @@ NOT_PATHOLOGY = ("No Finding", "Support Devices")  # CheXpert's No Finding means
 
 
 def no_finding_conflicts(frame: pd.DataFrame, file: str) -> int:
-    """Rows with No Finding = 1 and a pathology = 1 (the contradiction the NIH reader refuses; the real train.csv
-    has none: its 8,808 rows with No Finding = 1 and a finding = 1 all name Support Devices, which is no
-    pathology). Warned with the count and the first line; build_data records the count in data_stats.json."""
+    """Rows with No Finding = 1 and a pathology = 1.
+
+    The contradiction the NIH reader refuses; the real train.csv has none: its 8,808 rows with No Finding = 1 and a
+    finding = 1 all name Support Devices, which is no pathology. Warned with the count and the first line;
+    build_data records the count in data_stats.json.
+
+    Args:
+        frame: the label file's rows.
+        file: the file (named in the warning).
+
+    Returns:
+        The number of such rows.
+    """
     pathologies = [c for c in CLASSES if c not in NOT_PATHOLOGY and c in frame.columns]
     values = parse_label_values(frame, ["No Finding", *pathologies], file)
     conflicts = np.flatnonzero((values[:, 0] == 1) & (values[:, 1:] == 1).any(axis=1))

@@ -28,6 +28,16 @@ class CSVLayout:
     Label layout: `label_columns` (one 1/0/-1/blank column per finding), or `label_column` (one delimited column
     of finding names), or neither: then the header decides (a column of DELIMITED_COLUMNS holds delimited names,
     else every column but the path, patient, study and split columns is a finding column).
+
+    Attributes:
+        path_column: the image path column.
+        patient_column: the patient id column (empty: every image is its own patient).
+        study_column: the study id column (empty: no study ids).
+        split_column: train/val/test per row (read when present).
+        label_columns: one 1/0/-1/blank column per finding.
+        label_column: one delimited column of finding names.
+        label_delimiter: the delimiter of label_column.
+        no_finding: value in label_column meaning "all negative".
     """
 
     path_column: str = "path"
@@ -41,9 +51,19 @@ class CSVLayout:
 
 
 def label_layout(layout: CSVLayout, header: list[str], file: str) -> tuple[tuple[str, ...], str]:
-    """(label_columns, label_column): exactly one is set. Without data.csv.label_columns / label_column the
-    header decides: a column of DELIMITED_COLUMNS holds delimited names; else every column that is not the path,
-    patient, study or split column (nor unnamed) is a finding column."""
+    """Where the labels are: exactly one of (label_columns, label_column) is set.
+
+    Without data.csv.label_columns / label_column the header decides: a column of DELIMITED_COLUMNS holds delimited
+    names; else every column that is not the path, patient, study or split column (nor unnamed) is a finding column.
+
+    Args:
+        layout: the configured layout.
+        header: the file's column names.
+        file: the file (named in errors).
+
+    Returns:
+        (label_columns, label_column).
+    """
     if layout.label_columns and layout.label_column:
         raise DataError(
             "set one of data.csv.label_columns (one column per finding) and data.csv.label_column "
@@ -64,8 +84,20 @@ def label_layout(layout: CSVLayout, header: list[str], file: str) -> tuple[tuple
 
 
 def split_column(frame: pd.DataFrame, column: str, required: bool, file: str) -> np.ndarray | None:
-    """The file's split per row when it has the split `column` (spml.data.splits warns when data.split does
-    not use it); None without it, which `required` (data.split=official|given) refuses."""
+    """The file's split per row when it has the split `column`.
+
+    spml.data.splits warns when data.split does not use it; a missing column is refused when `required`
+    (data.split=official|given).
+
+    Args:
+        frame: the file's rows.
+        column: the split column's name.
+        required: the column must be present.
+        file: the file (named in errors).
+
+    Returns:
+        (N,) train / val / test per row, or None without the column.
+    """
     if not column or column not in frame.columns:
         if required:
             raise DataError(

@@ -34,12 +34,32 @@ SPLIT_NAMES = {"train": "train", "validate": "val", "test": "test"}
 
 
 def mimic_file(root: str, name: str, key: str) -> str:
+    """root/mimic-cxr-2.0.0-<name>.csv (or .csv.gz), the first that exists; an error naming `key` otherwise.
+
+    Args:
+        root: the dataset folder.
+        name: the file's kind (metadata, split, chexpert, negbio).
+        key: the config key named in the error.
+
+    Returns:
+        The file's path.
+    """
     candidates = [os.path.join(root, f"{PREFIX}{name}.csv{gz}") for gz in ("", ".gz")]
     return first_existing(candidates, f"MIMIC-CXR {name} file", key)
 
 
 def read_study_labels(file: str, classes: Sequence[str]) -> tuple[pd.DataFrame, tuple[str, ...], str]:
-    """Per-study label file -> (frame of subject_id, study_id + float class columns, classes, sha256)."""
+    """Per-study label file -> (frame of subject_id, study_id + float class columns, classes, sha256).
+
+    A study listed twice is a DataError.
+
+    Args:
+        file: the label file.
+        classes: the findings to read; empty = CheXpert's CLASSES.
+
+    Returns:
+        (frame, classes read, sha256 of the file's bytes).
+    """
     frame, digest = read_csv(file, KEYS)
     classes = select_classes(classes, [c for c in frame.columns if c not in KEYS], CLASSES)
     keys = frame[KEYS].apply(lambda column: column.str.strip())
@@ -55,7 +75,15 @@ def read_study_labels(file: str, classes: Sequence[str]) -> tuple[pd.DataFrame, 
 
 
 def joined_split(file: str, images: pd.DataFrame) -> np.ndarray:
-    """train / val (from "validate") / test per image, joined on dicom_id."""
+    """train / val (from "validate") / test per image, joined on dicom_id.
+
+    Args:
+        file: mimic-cxr-2.0.0-split.csv(.gz).
+        images: the images (a dicom_id column).
+
+    Returns:
+        (N,) split name per image.
+    """
     frame, _ = read_csv(file, ["dicom_id", "split"])
     names = frame["split"].str.strip()
     bad = ~names.isin(list(SPLIT_NAMES))

@@ -51,7 +51,14 @@ SEX_COLUMNS = ("Patient Gender", "Patient Sex")  # v2020 may say Sex
 
 
 def image_folders(root: str) -> list[str]:
-    """root/images*/ (and images*/images/, as the archives unpack), then root itself."""
+    """root/images*/ (and images*/images/, as the archives unpack), then root itself.
+
+    Args:
+        root: the dataset folder.
+
+    Returns:
+        The folders to look for images in, in order.
+    """
     folders = []
     if os.path.isdir(root):
         with os.scandir(root) as entries:
@@ -64,8 +71,18 @@ def image_folders(root: str) -> list[str]:
 
 
 def image_paths(root: str, names: pd.Series) -> np.ndarray:
-    """Absolute path of each image name: the folder that holds it (one scandir per folder; "./x.png" is looked
-    up as "x.png"), else the first images*/ folder (check_images then reports it missing)."""
+    """Absolute path of each image name.
+
+    The folder that holds it (one scandir per folder; "./x.png" is looked up as "x.png"), else the first images*/
+    folder (check_images then reports it missing).
+
+    Args:
+        root: the dataset folder.
+        names: the image names (Image Index).
+
+    Returns:
+        (N,) paths, object array.
+    """
     folders = image_folders(root)
     where: dict[str, str] = {}
     for folder in reversed(folders):  # earlier folders win
@@ -77,7 +94,18 @@ def image_paths(root: str, names: pd.Series) -> np.ndarray:
 
 
 def listed_split(root: str, names: pd.Series, file: str) -> np.ndarray:
-    """ "train" (train_val_list.txt) / "test" (test_list.txt) per image name."""
+    """ "train" (train_val_list.txt) / "test" (test_list.txt) per image name.
+
+    A missing list, an image in both lists or in neither is a DataError.
+
+    Args:
+        root: the folder holding the lists.
+        names: the image names.
+        file: the label file (named in errors).
+
+    Returns:
+        (N,) split name per image, object array.
+    """
     split = pd.Series("", index=names.index, dtype=object)
     for label, list_name in SPLIT_LISTS.items():
         list_path = os.path.join(root, list_name)

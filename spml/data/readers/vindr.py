@@ -34,7 +34,15 @@ SPLIT_FILES = {"train": "image_labels_train.csv", "test": "image_labels_test.csv
 
 
 def label_file(root: str, split: str) -> str:
-    """root/annotations/<file> or root/<file> (plain or .gz) for the split's label file."""
+    """root/annotations/<file> or root/<file> (plain or .gz) for the split's label file.
+
+    Args:
+        root: the dataset folder.
+        split: "train" | "test".
+
+    Returns:
+        The file's path (an error when none exists).
+    """
     names = [
         os.path.join(root, folder, SPLIT_FILES[split] + gz) for folder in ("annotations", "") for gz in ("", ".gz")
     ]
@@ -42,8 +50,18 @@ def label_file(root: str, split: str) -> str:
 
 
 def image_votes(file: str, classes: Sequence[str], agreement: int) -> tuple[pd.DataFrame, tuple[str, ...], str]:
-    """One label file -> (frame of image_id + one 0/1 column per class, the classes, sha256): an image is positive
-    for a class when at least `agreement` of its readers (rows with its image_id) marked it."""
+    """One label file -> image-level labels by reader agreement.
+
+    An image is positive for a class when at least `agreement` of its readers (rows with its image_id) marked it.
+
+    Args:
+        file: the label file.
+        classes: the labels to read; empty = every label column of the file.
+        agreement: readers who must mark a finding.
+
+    Returns:
+        (frame of image_id + one 0/1 column per class, the classes, sha256).
+    """
     frame, digest = read_csv(file, KEYS[:1])
     frame = frame.rename(columns=RENAMED)
     available = [name for name in frame.columns if name not in KEYS]
