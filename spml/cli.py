@@ -89,8 +89,16 @@ def worker_message(message: str) -> str:
 
 
 def file_system_message(err: OSError, parser: argparse.ArgumentParser) -> str:
-    """One line for a file-system error: the file, the reason, and for a folder that cannot be written the flag
-    that writes elsewhere (where the tool has --out)."""
+    """One line for a file-system error.
+
+    Args:
+        err: the OSError.
+        parser: the tool's argument parser (whether it has --out).
+
+    Returns:
+        The file, the reason, and for a folder that cannot be written the flag that writes elsewhere (where the
+        tool has --out).
+    """
     where = f"{err.filename}: " if err.filename else ""
     message = f"{where}{err.strerror or worker_message(str(err))}"
     if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):

@@ -20,8 +20,16 @@ LOSS_FAMILIES = {"supervised": LOSSES, "spml": SPML_LOSSES}  # training mode -> 
 
 
 def loss_family(mode: str, name: str) -> Registry:
-    """The registry a loss `name` is looked up in for `mode`; a name of the other mode's family is a KeyError
-    saying so (an unknown name is left to the registry, which lists the choices)."""
+    """The registry a loss `name` is looked up in for `mode`.
+
+    Args:
+        mode: "supervised" (LOSSES) or "spml" (SPML_LOSSES).
+        name: the loss name.
+
+    Returns:
+        The mode's Registry; a name of the other mode's family is a KeyError saying so (an unknown name is left to
+        the registry, which lists the choices).
+    """
     registry = LOSS_FAMILIES[mode]
     if name not in registry:
         other = next((m for m, r in LOSS_FAMILIES.items() if m != mode and name in r), None)

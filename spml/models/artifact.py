@@ -110,9 +110,19 @@ def read_model(folder: str | Path, tta: bool = False) -> InferenceModel:
 def load_weights(
     classifier: nn.Module, state: dict[str, torch.Tensor], classes: list[str], weights_file: Path, classes_file: Path
 ) -> None:
-    """`classifier.load_state_dict(state)`; weights of another number of classes than `classes` (listed in
-    `classes_file`) are a ValueError naming both files, both counts and the class list (torch would say `size
-    mismatch`)."""
+    """`classifier.load_state_dict(state)`, with a clear error for weights of another class count.
+
+    Args:
+        classifier: the model the weights go into.
+        state: the weights.
+        classes: the C class names the model is built for.
+        weights_file: the file `state` came from (named in the error).
+        classes_file: the file listing `classes` (named in the error).
+
+    Raises:
+        ValueError naming both files, both counts and the class list when the weights hold another number of
+        classes (torch would say `size mismatch`).
+    """
     own = classifier.state_dict()
     counts = {
         next(iter(state[key].shape))

@@ -268,9 +268,27 @@ def build_mpc(
     Args:
         classifier: a spml.models.Classifier whose head pools before classifying (`head.pools_last`).
         loss: the base single-positive loss. weak, strong: the views (strong: with or without RED).
-        num_classes: C. class_prior: (C,) estimated prevalence (class_prior thresholds). observed_rate: (C,)
-            observed positives per image of the train split.
-        The rest: as spml/config/schema.py MPCConfig documents them.
+        num_classes: C.
+        class_prior: (C,) estimated prevalence (class_prior thresholds); None without one.
+        observed_rate: (C,) observed positives per image of the train split.
+        ipc_weight, fpc_weight, btc_weight: weights of the image-, feature- and batch-level streams (0: left out).
+        fp_dropout, fp_noise_std, fp_channelwise: the feature perturbation (dropout rate, Gaussian noise, whole
+            channels or single values).
+        bt_depth, bt_heads, bt_dim_feedforward, bt_dropout: the batch transformer's layers, heads, feed-forward
+            width and dropout.
+        bt_head: "shared" (BTC through the classifier's head) or "own" (a head trained by BTC only).
+        threshold: a THRESHOLDS name (global | class_prior).
+        tau_pos, tau_neg: the global thresholds.
+        prior_fraction, negative_fraction, memory_size: the class_prior thresholds' shares of estimated hidden
+            positives and true negatives, and the rows of teacher probabilities remembered.
+        targets: a TARGETS name (hard | soft).
+        consistency: a CONSISTENCY name (base | bce).
+        base_after_warmup: a BASE_TERMS name (loss | positives | confident).
+        teacher: "self" or "ema" (where pseudo-labels come from).
+        teacher_decay: the EMA teacher's decay.
+        warmup_epochs: base loss only before this.
+        rampup_epochs: consistency weights ramp linearly over these epochs after warm-up.
+        (spml/config/schema.py MPCConfig documents each setting.)
 
     Returns:
         The MPCObjective.

@@ -97,8 +97,20 @@ def supervised_consistency(
     warmup_epochs: float,
     rampup_epochs: float,
 ) -> SupervisedConsistencyObjective:
-    """SupervisedConsistencyObjective with MPC's image-level settings (spml.mpc.ipc_weight, warmup_epochs,
-    rampup_epochs): the full-label reference with MPC's extra augmentation."""
+    """SupervisedConsistencyObjective with MPC's image-level settings: the full-label reference with MPC's extra
+    augmentation.
+
+    Args:
+        classifier: the spml.models.Classifier.
+        loss: the full-label loss.
+        weak, strong: the views (strong: with or without RED).
+        ipc_weight: weight of the strong view's consistency term (spml.mpc.ipc_weight).
+        warmup_epochs: the loss alone before this (spml.mpc.warmup_epochs).
+        rampup_epochs: the consistency weight ramps linearly over these epochs (spml.mpc.rampup_epochs).
+
+    Returns:
+        The SupervisedConsistencyObjective.
+    """
     return SupervisedConsistencyObjective(classifier, loss, weak, strong, ipc_weight, warmup_epochs, rampup_epochs)
 
 
