@@ -11,11 +11,10 @@ from spml.evaluation.calibration import (
     choose_thresholds,
     fit_temperature,
     operating_points,
-    read_thresholds,
     reliability,
-    save_thresholds,
 )
 from spml.evaluation.calibrators import IDENTITY, Calibrator, ClassMap
+from spml.evaluation.thresholds import read_thresholds, save_thresholds
 
 
 def sampled(n=20000, temperature=1.0, seed=0):

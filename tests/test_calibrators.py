@@ -198,7 +198,7 @@ def test_eval_temperature_names_its_successor_and_saved_runs_keep_their_meaning(
 
 
 def test_best_metric_auto_follows_the_val_labels():
-    from spml.factories.training import best_metric
+    from spml.factories.evaluation import best_metric
 
     assert best_metric(load_config([], [])) == "val/mAP"
     assert best_metric(load_config([], ["data.mask_val=true"])) == "val/observed_auroc"

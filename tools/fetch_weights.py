@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     def fetch() -> int:
         from spml.factories.weights import fetch_all, weights_to_fetch
         from spml.models.text_prototypes import hub_encoder
-        from spml.models.weights import describe, offline_environment
+        from spml.models.weights import offline_environment
+        from spml.utils.text import describe_weights as describe
 
         notes: list[str] = []
         specs = weights_to_fetch(args.items, tuple(args.override), notes)

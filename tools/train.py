@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             config, changes = resume_config(args.resume, args.config, args.overrides, mode=args.mode)
         else:
             config = load_config(args.config, args.overrides, mode=args.mode)
+        factories.check_run_config(config)  # bad settings fail before the run folder is touched
         run_dir = Path(config.train.out)
         stop = StopOnSignal(every=config.train.log_every)
         try:

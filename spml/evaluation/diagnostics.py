@@ -25,17 +25,15 @@ from tqdm.auto import tqdm
 from spml.evaluation.calibration import (
     RULES,
     TEMPERATURE_RANGE,
-    THRESHOLDS_FILE,
     choose_thresholds,
     operating_points,
-    read_thresholds,
     reliability,
-    save_thresholds,
 )
 from spml.evaluation.calibrators import METHODS, brier, describe, fit_calibrator
 from spml.evaluation.heatmaps import HEATMAP_METHODS, gallery_figure, heatmaps
 from spml.evaluation.localization import pointing_game, pointing_table
 from spml.evaluation.positive_unlabeled import ClassPriors, choose_pu_thresholds, fit_pu_calibrator
+from spml.evaluation.thresholds import THRESHOLDS_FILE, read_thresholds, save_thresholds
 from spml.reporting.plots import plot_reliability
 from spml.utils.io import write_json_atomic
 

@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 
 from spml.data.images import ImageError, Intensity, check_image, is_dicom, load_gray
 from spml.data.table import DataError
-from spml.evaluation.calibration import read_thresholds
 from spml.evaluation.calibrators import describe
 from spml.evaluation.heatmaps import HEATMAP_METHODS, heatmaps, overlay_figure
+from spml.evaluation.thresholds import read_thresholds
 from spml.models.inference import InferenceModel
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom"}

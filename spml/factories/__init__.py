@@ -16,7 +16,7 @@ from spml.factories.components import (
 from spml.factories.data import build_data
 from spml.factories.evaluation import check_eval_config
 from spml.factories.stats import DataStats, data_stats
-from spml.factories.training import build_trainer, check_train_config, claim_run_dir, record_resume
+from spml.factories.training import build_trainer, check_run_config, check_train_config, claim_run_dir, record_resume
 
 __all__ = [
     "DataStats",
@@ -30,6 +30,7 @@ __all__ = [
     "build_weak",
     "check_choices",
     "check_eval_config",
+    "check_run_config",
     "check_train_config",
     "claim_run_dir",
     "config_key",

@@ -12,8 +12,8 @@ import torch
 from spml.config import Config, load_config
 from spml.engine import checkpoint as ckpt
 from spml.engine.callbacks import EMA
-from spml.evaluation.calibration import THRESHOLDS_FILE, read_thresholds
 from spml.evaluation.calibrators import CalibratedModel
+from spml.evaluation.thresholds import THRESHOLDS_FILE, read_thresholds
 from spml.factories.components import backbone_arguments, head_arguments
 from spml.factories.stats import DataStats
 from spml.models.artifact import (

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
-from spml.config import ConfigError, DataConfig, load_config, to_dict
+from spml.config import Config, ConfigError, DataConfig, load_config, to_dict
 from spml.config.loader import read_config_file, read_yaml
 from spml.config.schema import EvalConfig
 from spml.data.loader import make_eval_loader
@@ -69,6 +69,30 @@ def check_eval_config(
             "(NIH and the synthetic set have none per view, a CSV only with data.csv.study_column); "
             "set eval.study_level='' for image-level metrics"
         )
+
+
+def best_metric(config: Config) -> str:
+    """The validation metric that chooses the best checkpoint.
+
+    train.best_metric, where auto is val/mAP with a fully labelled val split and val/observed_auroc under
+    data.mask_val (issue 24: a single-positive val split supports the ranking of its observed positives, not a mAP
+    that counts hidden positives as negatives).
+
+    Args:
+        config: the run's config.
+
+    Returns:
+        The metric's name.
+    """
+    metric = config.train.best_metric
+    if metric == "val/observed_auroc" and not config.data.mask_val:
+        raise ConfigError(
+            "train.best_metric=val/observed_auroc needs a single-positive val split (data.mask_val=true);"
+            " with full val labels use val/mAP or val/mean_auroc (or auto)"
+        )
+    if metric == "auto":
+        return "val/observed_auroc" if config.data.mask_val else "val/mAP"
+    return metric
 
 
 def split_explainer(
@@ -176,8 +200,9 @@ def evaluate_run(request: EvaluationRequest, out: Path) -> Evaluation:
             model.metadata["source"]["checkpoint_dir"],
             None if request.split == "val" else val_loader,
             split_explainer(model, dataset, frame, data, bundle.classes),
-            priors=class_priors(config, bundle),
-        )  # prior-based under data.mask_val
+            priors=class_priors(config, bundle),  # prior-based under data.mask_val
+            recorded={"best_metric": best_metric(config)},  # what chose the run's `best` checkpoint
+        )
         evaluation = evaluate(
             model,
             loader,

@@ -39,16 +39,16 @@ from spml.evaluation.evaluate import Diagnosis
 from spml.factories.artifact import model_spec
 from spml.factories.components import build_objective, build_optimizer, build_scheduler, check_choices, config_key
 from spml.factories.data import build_data
-from spml.factories.evaluation import check_eval_config, split_explainer
+from spml.factories.evaluation import best_metric, check_eval_config, split_explainer
 from spml.factories.priors import class_priors
 from spml.factories.stats import data_stats
 from spml.factories.weights import prepare_weights, without_pretrained
 from spml.models import build_ema
 from spml.models.artifact import inference_model
 from spml.models.heads import check_prototype_classes
-from spml.models.weights import describe
 from spml.reporting.run_report import write_run_report
 from spml.utils.io import write_json_atomic, write_text_atomic
+from spml.utils.text import describe_weights
 
 RUN_OUTPUTS = (
     "checkpoints",
@@ -95,30 +95,6 @@ def check_train_config(config: Config) -> None:
     best_metric(config)
 
 
-def best_metric(config: Config) -> str:
-    """The validation metric that chooses the best checkpoint.
-
-    train.best_metric, where auto is val/mAP with a fully labelled val split and val/observed_auroc under
-    data.mask_val (issue 24: a single-positive val split supports the ranking of its observed positives, not a mAP
-    that counts hidden positives as negatives).
-
-    Args:
-        config: the run's config.
-
-    Returns:
-        The metric's name.
-    """
-    metric = config.train.best_metric
-    if metric == "val/observed_auroc" and not config.data.mask_val:
-        raise ConfigError(
-            "train.best_metric=val/observed_auroc needs a single-positive val split (data.mask_val=true);"
-            " with full val labels use val/mAP or val/mean_auroc (or auto)"
-        )
-    if metric == "auto":
-        return "val/observed_auroc" if config.data.mask_val else "val/mAP"
-    return metric
-
-
 def claim_run_dir(run_dir: str | Path, overwrite: bool = False, main_process: bool = True) -> None:
     """Make `run_dir` ready for a fresh (not resumed) run.
 
@@ -145,6 +121,18 @@ def claim_run_dir(run_dir: str | Path, overwrite: bool = False, main_process: bo
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def check_run_config(config: Config) -> None:
+    """Every check of a run's config that needs no data, before anything is written: the training settings, the
+    registry-backed names (check_choices) and the eval.* values of the final evaluation.
+
+    Args:
+        config: the run's config.
+    """
+    check_train_config(config)
+    check_choices(config)
+    settings_from(config.eval)
+
+
 def build_trainer(
     config: Config, accelerator: Accelerator | None = None, *, callbacks: Sequence[Callback] = (), resume: bool = False
 ) -> Trainer:
@@ -168,9 +156,8 @@ def build_trainer(
     Returns:
         The Trainer, ready to fit (or to resume).
     """
-    check_train_config(config)
-    check_choices(config)  # registry-backed names, before the data is read
-    diagnostics = settings_from(config.eval)  # eval.* values for the end of the run, checked before any write
+    check_run_config(config)
+    diagnostics = settings_from(config.eval)  # eval.* values for the end of the run
     train, data = config.train, config.data
     accelerator = accelerator or build_accelerator(train.precision, config.optim.accumulate)
     main = accelerator.is_main_process
@@ -178,7 +165,7 @@ def build_trainer(
         accelerator.print(line)
     if not resume:  # the weights are found (or fetched, main process first) before any data is read
         config = prepare_weights(config, accelerator)
-    accelerator.print(describe(config.model.pretrained_record, config.model.pretrained))
+    accelerator.print(describe_weights(config.model.pretrained_record, config.model.pretrained))
     accelerator.print(
         f"input normalisation: mean {config.augment.mean:.6g}, std {config.augment.std:.6g} "
         f"({config.model.pretrained_record.get('normalize', {}).get('source', 'augment.mean/std')})"

@@ -484,27 +484,3 @@ def weights_record(spec: WeightsSpec | None, location: Path | None) -> dict[str,
         "location": str(location.resolve()),
         "sha256": sha256(path),
     }
-
-
-def describe(record: dict[str, Any], pretrained: str | bool = "") -> str:
-    """One line for banners and reports: which weights a run started from.
-
-    Args:
-        record: the run's model.pretrained_record (`weights_record`).
-        pretrained: its model.pretrained name (all a run recorded before spml kept the record has).
-
-    Returns:
-        The line.
-
-    Example:
-        >>> describe({}, "")
-        'weights: random init (model.pretrained empty)'
-    """
-    if not record:
-        if pretrained:
-            return f"weights: {pretrained} (recorded before spml kept the weights' file and hash)"
-        return "weights: random init (model.pretrained empty)"
-    return (
-        f"weights: {record['name']} ({record['source']} {record['tag']}), file {record['file']}, "
-        f"sha256 {record['sha256'][:16]}"
-    )

@@ -20,9 +20,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from spml.models.weights import describe as describe_weights
 from spml.reporting.plots import plot_training
 from spml.utils.io import write_text_atomic
+from spml.utils.text import describe_weights
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1300px;

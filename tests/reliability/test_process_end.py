@@ -188,7 +188,8 @@ def test_a_failure_in_one_of_two_torchrun_processes_ends_every_process(cut_train
 
 def test_a_stop_signal_to_a_grid_stops_its_training_and_the_grid(tmp_path):
     """SIGTERM to the grid (tools/ablate.py) alone: passed on to the training it runs, which stops writing its
-    checkpoint; then the grid stops. Found before: the grid died at once and its training ran on, orphaned."""
+    checkpoint; then the grid stops, leaving the run resumable (no FAILED: the next start of the grid resumes it).
+    Found before: the grid died at once and its training ran on, orphaned."""
     from tests.test_ablate import write_grid
 
     grid = write_grid(
@@ -204,4 +205,8 @@ def test_a_stop_signal_to_a_grid_stops_its_training_and_the_grid(tmp_path):
     ending = run_to_end(process)
     assert_ends(ending, 128 + signal.SIGTERM, "ablate.py: stopped by SIGTERM")
     assert "stopped by SIGTERM at step" in (run / "train_output.txt").read_text()
-    assert (run / "FAILED").exists() and not (run / "eval").exists()
+    assert not (run / "FAILED").exists() and not (run / "eval").exists()
+    assert (run / "checkpoints" / "latest.json").exists()
+    from spml.reporting.grid_results import read_run
+
+    assert read_run(run)["status"] == "interrupted"
